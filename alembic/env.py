@@ -1,0 +1,72 @@
+"""Alembic environment for both ways of running migrations.
+
+- Inside the service, the bootstrap already holds the advisory lock and passes
+  its connection in `config.attributes["connection"]` (Alembic's "connection
+  sharing" recipe); nothing here may call `asyncio.run()` (the event loop is
+  running) or `fileConfig()` (it would disable the service's loggers).
+- From the `alembic` command line, env.py connects to MIGRATION_DATABASE_URL (or
+  DATABASE_URL) and takes the same advisory lock as the service, so a hand-run
+  upgrade and a starting fleet never migrate at the same time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from logging.config import fileConfig
+
+from sqlalchemy.engine import Connection
+
+from alembic import context
+from service.models import Base
+
+config = context.config
+target_metadata = Base.metadata
+
+
+def configure_and_run(connection: Connection) -> None:
+    context.configure(
+        connection=connection,
+        target_metadata=target_metadata,
+        transaction_per_migration=True,
+        compare_type=True,
+        compare_server_default=True,
+        on_version_apply=_on_version_apply,
+    )
+    with context.begin_transaction():
+        context.run_migrations()
+
+
+def _on_version_apply(**step: object) -> None:
+    callback = config.attributes.get("on_version_apply")
+    if callback is not None:
+        callback(step["step"])
+
+
+def run_offline() -> None:
+    from settings import load_settings
+
+    context.configure(
+        url=load_settings().migration_url.render_as_string(hide_password=False),
+        target_metadata=target_metadata,
+        literal_binds=True,
+        transaction_per_migration=True,
+    )
+    with context.begin_transaction():
+        context.run_migrations()
+
+
+def run_from_command_line() -> None:
+    from service.cli_migrations import run_locked
+
+    asyncio.run(run_locked(configure_and_run))
+
+
+if config.config_file_name is not None and "connection" not in config.attributes:
+    fileConfig(config.config_file_name, disable_existing_loggers=False)
+
+if context.is_offline_mode():
+    run_offline()
+elif (shared := config.attributes.get("connection")) is not None:
+    configure_and_run(shared)
+else:
+    run_from_command_line()

@@ -1,0 +1,125 @@
+"""Command line: `python -m service [serve|migrate|db status]`.
+
+    python -m service [--host H] [--port P] [--workers N]   serve the API
+    python -m service migrate [--timeout S]                 migrate to head once, then exit
+    python -m service db status [--json]                    where the schema stands
+
+With DATABASE_URL unset, each starts the embedded PostgreSQL first.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import os
+import signal
+import sys
+from collections.abc import Coroutine, Iterator, Sequence
+from typing import Any
+
+from settings import Settings, SettingsError, load_settings, masked
+
+EXIT_FAILED = 1
+EXIT_USAGE = 2
+
+
+def main(arguments: Sequence[str] | None = None) -> int:
+    options = _parser().parse_args(arguments)
+    try:
+        settings = load_settings()
+    except SettingsError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return EXIT_USAGE
+    command = options.command or "serve"
+    with _database(settings) as settings:
+        if command == "serve":
+            return _serve(settings, options)
+        if command == "migrate":
+            from service.commands import migrate
+
+            return asyncio.run(_cancel_on_sigterm(migrate(settings, options.timeout)))
+        from service.commands import database_status
+
+        return asyncio.run(database_status(settings, as_json=options.json))
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m service",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--host", default="127.0.0.1", help="address to listen on")
+    parser.add_argument("--port", type=int, default=8000, help="port to listen on")
+    parser.add_argument("--workers", type=_positive, default=1, help="worker processes")
+    commands = parser.add_subparsers(dest="command")
+    commands.add_parser("serve", help="serve the API (the default)")
+    migrate = commands.add_parser("migrate", help="bring the schema to head once and exit")
+    migrate.add_argument(
+        "--timeout", type=float, default=None, help="give up (exit 1) after this many seconds"
+    )
+    database = commands.add_parser("db", help="database commands")
+    database_commands = database.add_subparsers(dest="db_command", required=True)
+    status = database_commands.add_parser("status", help="revision, heads, pending, lock holder")
+    status.add_argument("--json", action="store_true", help="print JSON")
+    return parser
+
+
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError("must be 1 or more")
+    return value
+
+
+@contextlib.contextmanager
+def _database(settings: Settings) -> Iterator[Settings]:
+    """The configured database, or the embedded one when DATABASE_URL is unset."""
+    if settings.database_url is not None:
+        yield settings
+        return
+    from service.embedded import EmbeddedPostgres
+
+    server = EmbeddedPostgres()
+    url = server.start()
+    try:
+        print(f"embedded PostgreSQL: {masked(url)} (data in {server.directory})", file=sys.stderr)
+        # Worker processes read their settings from the environment.
+        os.environ["DATABASE_URL"] = url.render_as_string(hide_password=False)
+        yield load_settings()
+    finally:
+        server.stop()
+
+
+def _serve(settings: Settings, options: argparse.Namespace) -> int:
+    import uvicorn
+
+    base = f"http://{options.host}:{options.port}"
+    print(f"API: {base}/v1  docs: {base}/docs  readiness: {base}/readyz", file=sys.stderr)
+    uvicorn.run(
+        "service.app:create_app",
+        factory=True,
+        host=options.host,
+        port=options.port,
+        workers=options.workers,
+        log_level=settings.log_level.lower(),
+    )
+    return 0
+
+
+async def _cancel_on_sigterm(work: Coroutine[Any, Any, int]) -> int:
+    """Run `work`; SIGTERM or SIGINT cancels it (rolling back the running revision)."""
+    task = asyncio.ensure_future(work)
+    loop = asyncio.get_running_loop()
+    for signal_number in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signal_number, task.cancel)
+    try:
+        return await task
+    except asyncio.CancelledError:
+        print("stopped by a signal", file=sys.stderr)
+        return EXIT_FAILED
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,29 @@
+"""What this service is and which schema it serves."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter
+from sqlalchemy import text
+
+from service import __version__
+from service.api.dependencies import SessionDep
+from service.errors import JsonApiResponse
+
+router = APIRouter(tags=["service"])
+
+
+@router.get(
+    "/service", response_class=JsonApiResponse, summary="The service and its schema revision"
+)
+async def service_info(session: SessionDep) -> dict[str, Any]:
+    revisions = (await session.scalars(text("SELECT version_num FROM alembic_version"))).all()
+    return {
+        "data": {
+            "type": "service",
+            "id": "platform-service",
+            "attributes": {"version": __version__, "schema_revision": ",".join(sorted(revisions))},
+        },
+        "jsonapi": {"version": "1.1"},
+    }

@@ -1,0 +1,101 @@
+"""The application factory: `uvicorn --factory service.app:create_app`."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from typing import TypedDict
+
+from fastapi import FastAPI
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+
+from service import __version__, health
+from service.api import router as api_router
+from service.bootstrap import Bootstrap, MigrationFailed
+from service.database import create_app_engine
+from service.errors import install_error_handlers
+from service.logs import configure_logging
+from service.status import MigrationStatus, Phase
+from settings import Settings, load_settings
+
+logger = logging.getLogger("service.app")
+
+# Exit status of a process whose migration failed (uvicorn itself uses 1 and 3).
+EXIT_MIGRATION_FAILED = 4
+# How long a failed process stays up, unready, so probes and logs can see why.
+FAILURE_EXIT_DELAY = 2.0
+# How long shutdown waits for a cancelled migration to roll back and unlock.
+BOOTSTRAP_STOP_TIMEOUT = 20.0
+
+
+class State(TypedDict):
+    """Long-lived objects, shared with every request through `request.state`."""
+
+    settings: Settings
+    engine: AsyncEngine
+    sessions: async_sessionmaker[AsyncSession]
+    migration: MigrationStatus
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    """Build the app; settings come from the environment unless given."""
+    settings = settings or load_settings()
+    configure_logging(settings.log_level)
+    app = FastAPI(
+        title="Platform service",
+        version=__version__,
+        lifespan=_lifespan(settings),
+    )
+    install_error_handlers(app)
+    app.include_router(health.router)
+    app.include_router(api_router)
+    return app
+
+
+def _lifespan(settings: Settings) -> Callable[[FastAPI], AbstractAsyncContextManager[State]]:
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[State]:
+        engine = create_app_engine(settings)
+        status = MigrationStatus()
+        bootstrap = Bootstrap(settings, engine, status)
+        task = asyncio.create_task(_run_bootstrap(bootstrap), name="migration-bootstrap")
+        try:
+            yield State(
+                settings=settings,
+                engine=engine,
+                sessions=async_sessionmaker(engine, expire_on_commit=False),
+                migration=status,
+            )
+        finally:
+            await _stop(task)
+            await engine.dispose()
+        if status.phase is Phase.FAILED and settings.migration_exit_on_failure:
+            logger.error("exiting with status %d: the migration failed", EXIT_MIGRATION_FAILED)
+            logging.shutdown()
+            # uvicorn exits 0 after a clean shutdown whatever the lifespan did;
+            # the orchestrator must see a failure to restart us.
+            os._exit(EXIT_MIGRATION_FAILED)
+
+    return lifespan
+
+
+async def _run_bootstrap(bootstrap: Bootstrap) -> None:
+    try:
+        await bootstrap.run()
+    except MigrationFailed:
+        if bootstrap.settings.migration_exit_on_failure:
+            await asyncio.sleep(FAILURE_EXIT_DELAY)
+            # A graceful shutdown through the server's own SIGTERM handling.
+            signal.raise_signal(signal.SIGTERM)
+
+
+async def _stop(task: asyncio.Task[None]) -> None:
+    """Cancel the bootstrap: the running revision rolls back, the lock is released."""
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError, asyncio.TimeoutError):
+        await asyncio.wait_for(task, BOOTSTRAP_STOP_TIMEOUT)

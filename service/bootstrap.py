@@ -1,0 +1,203 @@
+"""The migration bootstrap: bring the schema to head, exactly once across a fleet.
+
+    wait for the database -> check -> at head? ready (no lock taken)
+                                    -> otherwise: poll the advisory lock on a
+                                       dedicated connection -> check again ->
+                                       upgrade, one transaction per revision ->
+                                       release the lock -> ready
+
+A lost connection at any step sends it back to waiting for the database; any
+other error is final and readiness reports it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
+
+from alembic.runtime.migration import MigrationInfo
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from service import lock
+from service.database import create_migration_engine
+from service.errors_database import describe_error, is_lock_timeout, is_transient
+from service.migrations import Revisions, current_revisions, load_revisions, upgrade_to_heads
+from service.retry import backoff
+from service.status import MigrationStatus, Phase
+from settings import Settings
+
+logger = logging.getLogger("service.bootstrap")
+T = TypeVar("T")
+
+_RETRY_FIRST = 0.2
+
+
+class MigrationFailed(Exception):
+    """The schema could not be brought to head; the message says why."""
+
+
+class Bootstrap:
+    """Runs once per process; `status` tells readiness what it is doing."""
+
+    def __init__(self, settings: Settings, app_engine: AsyncEngine, status: MigrationStatus):
+        self.settings = settings
+        self.app_engine = app_engine
+        self.status = status
+        self.key = lock.lock_key(settings.migration_lock_name)
+        self.revisions: Revisions | None = None
+
+    async def run(self, *, migrate: bool | None = None) -> None:
+        """Reach head (or fail); raise MigrationFailed on a final error."""
+        migrate = self.settings.migrate_on_startup if migrate is None else migrate
+        try:
+            self.revisions = await asyncio.to_thread(load_revisions, self.settings.alembic_config)
+            self.status.target_revision = self.revisions.heads
+            if migrate:
+                await self._retry_while_unreachable(self._migrate_once)
+            else:
+                await self._wait_for_schema()
+        except MigrationFailed as error:
+            self.status.enter(Phase.FAILED, error=str(error))
+            logger.error("migration failed: %s", error)
+            raise
+        except asyncio.CancelledError:
+            self.status.enter(Phase.STOPPED)
+            raise
+        except Exception as error:
+            message = describe_error(error)
+            self.status.enter(Phase.FAILED, error=message)
+            logger.exception("migration failed: %s", message)
+            raise MigrationFailed(message) from error
+        self.status.enter(Phase.READY)
+        logger.info("schema at head %s", ",".join(self.status.target_revision))
+
+    async def _retry_while_unreachable(self, attempt: Callable[[], Awaitable[T]]) -> T:
+        """Run `attempt`, waiting and retrying while the database cannot be reached."""
+        failures = 0
+        while True:
+            try:
+                return await attempt()
+            except Exception as error:
+                if not is_transient(error):
+                    raise
+                message = describe_error(error)
+                if failures == 0:
+                    logger.warning("waiting for the database: %s", message)
+                self.status.enter(Phase.WAITING_FOR_DATABASE, error=message)
+                await asyncio.sleep(
+                    backoff(failures, _RETRY_FIRST, self.settings.database_retry_max_interval)
+                )
+                failures += 1
+
+    async def _read_current(self, connection: AsyncConnection) -> bool:
+        """Record the database's revision; True when it is at head."""
+        assert self.revisions is not None
+        current = await current_revisions(connection)
+        self.status.current_revision = current
+        unknown = [revision for revision in current if not self.revisions.is_known(revision)]
+        if unknown:
+            raise MigrationFailed(
+                f"the database is at revision {','.join(unknown)}, which this code does not know: "
+                "the database is ahead of the code or on another branch"
+            )
+        self.status.pending = self.revisions.pending(current)
+        return current == self.revisions.heads
+
+    async def _check(self) -> bool:
+        """The cheap common case: read the revision on the application pool."""
+        self.status.enter(Phase.CHECKING)
+        async with self.app_engine.connect() as connection:
+            return await self._read_current(connection)
+
+    async def _wait_for_schema(self) -> None:
+        """MIGRATE_ON_STARTUP=false: wait for another process to reach head."""
+        while not await self._retry_while_unreachable(self._check):
+            self.status.enter(Phase.WAITING_FOR_SCHEMA)
+            await asyncio.sleep(self.settings.readiness_poll_interval)
+
+    async def _migrate_once(self) -> None:
+        if await self._check():
+            return
+        engine = create_migration_engine(self.settings)
+        try:
+            async with engine.connect() as connection:
+                await self._wait_for_lock(connection)
+                try:
+                    await self._upgrade_holding_lock(connection)
+                finally:
+                    await self._release(connection)
+        finally:
+            await engine.dispose()
+
+    async def _wait_for_lock(self, connection: AsyncConnection) -> None:
+        await lock.acquire(connection, self.key, self._report_holder)
+
+    def _report_holder(self, holder: lock.LockHolder | None) -> None:
+        if self.status.phase is not Phase.WAITING_FOR_LOCK or holder != self.status.lock_holder:
+            logger.info("waiting for the migration lock, held by %s", holder)
+        self.status.enter(Phase.WAITING_FOR_LOCK)
+        self.status.lock_holder = holder
+
+    async def _upgrade_holding_lock(self, connection: AsyncConnection) -> None:
+        """Check again (someone may have finished while we waited), then upgrade."""
+        for attempt in range(self.settings.migration_lock_retries + 1):
+            self.status.enter(Phase.CHECKING)
+            if await self._read_current(connection):
+                return
+            try:
+                await self._upgrade(connection)
+                return
+            except Exception as error:
+                if not is_lock_timeout(error) or attempt == self.settings.migration_lock_retries:
+                    raise
+                await connection.rollback()
+                delay = backoff(attempt, 0.5, 10.0)
+                logger.warning(
+                    "revision %s hit lock_timeout; retry %d of %d in %.1fs",
+                    self._running_revision(),
+                    attempt + 1,
+                    self.settings.migration_lock_retries,
+                    delay,
+                )
+                await asyncio.sleep(delay)
+
+    def _running_revision(self) -> str | None:
+        pending, applied = self.status.pending, self.status.applied
+        return pending[applied] if applied < len(pending) else None
+
+    async def _upgrade(self, connection: AsyncConnection) -> None:
+        self.status.applied = 0
+        self.status.enter(Phase.MIGRATING)
+        logger.info(
+            "migrating %s -> %s: %d revisions",
+            ",".join(self.status.current_revision) or "base",
+            ",".join(self.status.target_revision),
+            len(self.status.pending),
+        )
+        self.status.migrated_here = True
+        await connection.run_sync(upgrade_to_heads, self.settings.alembic_config, self._on_step)
+
+    def _on_step(self, step: MigrationInfo) -> None:
+        """Called by Alembic inside each revision's transaction, before it commits."""
+        self.status.applied += 1
+        self.status.current_revision = tuple(sorted(step.destination_revision_ids))
+        logger.info(
+            "applied revision %s (%d of %d)",
+            step.up_revision_id,
+            self.status.applied,
+            len(self.status.pending),
+        )
+
+    async def _release(self, connection: AsyncConnection) -> None:
+        """Release the lock; if that fails, closing the session frees it anyway."""
+        try:
+            await connection.rollback()
+            await lock.unlock(connection, self.key)
+        except Exception as error:
+            logger.warning(
+                "could not release the migration lock (%s); closing the session",
+                describe_error(error),
+            )
+            await connection.invalidate()

@@ -1,0 +1,36 @@
+"""The `alembic` command line's connection: direct, locked like the service's."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+
+from sqlalchemy.engine import Connection
+
+from service import lock
+from service.database import create_migration_engine
+from settings import load_settings
+
+logger = logging.getLogger("alembic.env")
+
+
+async def run_locked(run: Callable[[Connection], None]) -> None:
+    """Run `run` on a migration connection while holding the migration lock."""
+    settings = load_settings()
+    key = lock.lock_key(settings.migration_lock_name)
+    engine = create_migration_engine(settings)
+    try:
+        async with engine.connect() as connection:
+            await lock.acquire(connection, key, _report_holder)
+            try:
+                await connection.run_sync(run)
+                await connection.commit()
+            finally:
+                await connection.rollback()
+                await lock.unlock(connection, key)
+    finally:
+        await engine.dispose()
+
+
+def _report_holder(holder: lock.LockHolder | None) -> None:
+    logger.info("waiting for the migration lock, held by %s", holder)

@@ -1,0 +1,104 @@
+"""The one error envelope of the API (JSON:API 1.1 error objects).
+
+Every failure, validation errors and unexpected exceptions included, answers
+`{"errors": [{"status", "title", "detail", "source"?}]}` with the media type
+`application/vnd.api+json`.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from http import HTTPStatus
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+JSONAPI_MEDIA_TYPE = "application/vnd.api+json"
+logger = logging.getLogger("service.errors")
+
+
+class JsonApiResponse(JSONResponse):
+    media_type = JSONAPI_MEDIA_TYPE
+
+
+def error_object(
+    status: int, detail: str, *, pointer: str | None = None, parameter: str | None = None
+) -> dict[str, Any]:
+    error: dict[str, Any] = {
+        "status": str(status),
+        "title": HTTPStatus(status).phrase,
+        "detail": detail,
+    }
+    if pointer is not None:
+        error["source"] = {"pointer": pointer}
+    elif parameter is not None:
+        error["source"] = {"parameter": parameter}
+    return error
+
+
+class ApiError(Exception):
+    """Raise to answer with one or more JSON:API error objects."""
+
+    def __init__(
+        self,
+        status: int,
+        detail: str,
+        *,
+        pointer: str | None = None,
+        parameter: str | None = None,
+        headers: dict[str, str] | None = None,
+    ):
+        super().__init__(detail)
+        self.status = status
+        self.errors = [error_object(status, detail, pointer=pointer, parameter=parameter)]
+        self.headers = headers
+
+
+def error_response(
+    status: int, errors: Sequence[dict[str, Any]], headers: dict[str, str] | None = None
+) -> JsonApiResponse:
+    return JsonApiResponse({"errors": list(errors)}, status_code=status, headers=headers)
+
+
+async def _api_error(_: Request, error: Exception) -> JsonApiResponse:
+    assert isinstance(error, ApiError)
+    return error_response(error.status, error.errors, error.headers)
+
+
+async def _http_error(_: Request, error: Exception) -> JsonApiResponse:
+    assert isinstance(error, StarletteHTTPException)
+    headers = dict(error.headers) if error.headers else None
+    return error_response(
+        error.status_code, [error_object(error.status_code, str(error.detail))], headers
+    )
+
+
+async def _validation_error(_: Request, error: Exception) -> JsonApiResponse:
+    assert isinstance(error, RequestValidationError)
+    errors = [_validation_error_object(problem) for problem in error.errors()]
+    status = 400 if all(item["status"] == "400" for item in errors) else 422
+    return error_response(status, errors)
+
+
+def _validation_error_object(problem: dict[str, Any]) -> dict[str, Any]:
+    where, *path = problem.get("loc", ("body",))
+    path_text = "/".join(str(part) for part in path)
+    if where == "body":
+        return error_object(422, problem["msg"], pointer="/" + path_text)
+    return error_object(400 if where == "query" else 422, problem["msg"], parameter=path_text)
+
+
+async def _unexpected_error(request: Request, error: Exception) -> JsonApiResponse:
+    logger.exception("unhandled error on %s %s", request.method, request.url.path)
+    return error_response(500, [error_object(500, "an unexpected error occurred")])
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    app.add_exception_handler(ApiError, _api_error)
+    app.add_exception_handler(StarletteHTTPException, _http_error)
+    app.add_exception_handler(RequestValidationError, _validation_error)
+    app.add_exception_handler(Exception, _unexpected_error)

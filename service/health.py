@@ -1,0 +1,25 @@
+"""Probes. Liveness never touches the database; readiness reports the migration."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse
+
+from service.status import MigrationStatus
+
+router = APIRouter(tags=["health"])
+
+
+@router.get("/livez", summary="Liveness: the process serves requests")
+async def livez() -> dict[str, str]:
+    return {"status": "alive"}
+
+
+@router.get(
+    "/readyz",
+    summary="Readiness: the schema is at head",
+    responses={503: {"description": "Not ready; the body says what the migration is doing"}},
+)
+async def readyz(request: Request) -> JSONResponse:
+    status: MigrationStatus = request.state.migration
+    return JSONResponse(status.as_json(), status_code=200 if status.ready else 503)

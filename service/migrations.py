@@ -1,0 +1,90 @@
+"""Alembic, driven from the service.
+
+Everything here that touches Alembic's Python API is synchronous: the bootstrap
+runs it through `AsyncConnection.run_sync` (database work) or a worker thread
+(reading the revision scripts), so the event loop keeps serving probes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from alembic.config import Config
+from alembic.runtime.migration import MigrationInfo
+from alembic.script import ScriptDirectory
+from alembic.util.exc import CommandError
+from sqlalchemy import text
+from sqlalchemy.engine import Connection
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from alembic import command
+
+StepCallback = Callable[[MigrationInfo], None]
+VERSION_TABLE = "alembic_version"
+
+
+def alembic_config(path: Path, **attributes: Any) -> Config:
+    """An Alembic Config for the service's alembic.ini, with extra attributes for env.py."""
+    config = Config(str(path))
+    config.attributes.update(attributes)
+    return config
+
+
+@dataclass(frozen=True)
+class Revisions:
+    """What the code knows: the revision scripts and their heads."""
+
+    script: ScriptDirectory
+
+    @property
+    def heads(self) -> tuple[str, ...]:
+        return tuple(sorted(self.script.get_heads()))
+
+    def is_known(self, revision: str) -> bool:
+        try:
+            return self.script.get_revision(revision) is not None
+        except CommandError:
+            return False
+
+    def pending(self, current: Sequence[str]) -> list[str]:
+        """Revisions between the database's and the heads, in the order they apply."""
+        lower: Any = tuple(current) if current else "base"
+        steps = self.script.revision_map.iterate_revisions("heads", lower)
+        return [revision.revision for revision in reversed(list(steps))]
+
+
+def load_revisions(config_path: Path) -> Revisions:
+    """Read the revision scripts (slow with a long history: call it in a thread)."""
+    script = ScriptDirectory.from_config(alembic_config(config_path))
+    # Resolve the map now so later lookups do no file reading on the event loop.
+    script.get_heads()
+    return Revisions(script)
+
+
+async def current_revisions(connection: AsyncConnection) -> tuple[str, ...]:
+    """The revisions recorded in the database; empty when it has none yet."""
+    exists = await connection.scalar(text(f"SELECT to_regclass('{VERSION_TABLE}') IS NOT NULL"))
+    if not exists:
+        await connection.commit()
+        return ()
+    rows = await connection.scalars(text(f"SELECT version_num FROM {VERSION_TABLE}"))
+    revisions = tuple(sorted(rows))
+    await connection.commit()
+    return revisions
+
+
+def upgrade_to_heads(
+    connection: Connection, config_path: Path, on_step: StepCallback | None = None
+) -> None:
+    """Upgrade on the given connection; env.py uses it instead of connecting.
+
+    The connection must not be inside a transaction: Alembic would then treat
+    the transaction as the caller's and never commit its revisions one by one.
+    """
+    if connection.in_transaction():
+        raise RuntimeError("upgrade_to_heads needs a connection outside any transaction")
+    config = alembic_config(config_path, connection=connection, on_version_apply=on_step)
+    command.upgrade(config, "heads")

@@ -1,0 +1,192 @@
+"""Service settings, read from the environment.
+
+Every setting is validated when the process starts. An invalid value stops the
+process with a message that names the setting; database passwords are never
+part of that message.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+from sqlalchemy.engine import URL, make_url
+from sqlalchemy.exc import ArgumentError
+
+PROJECT_ROOT = Path(__file__).resolve().parent
+ASYNC_DRIVER = "postgresql+asyncpg"
+_ACCEPTED_SCHEMES = {"postgresql", "postgres", "postgresql+asyncpg"}
+_LOCK_NAME = re.compile(r"^[\w.:/-]{1,200}$")
+
+Seconds = Annotated[float, Field(ge=0)]
+PositiveSeconds = Annotated[float, Field(gt=0)]
+
+
+class SettingsError(Exception):
+    """Raised when the environment holds an invalid setting.
+
+    The message names each invalid setting (by its environment variable) and
+    never repeats the offending value, which may hold a password.
+    """
+
+
+def parse_database_url(raw: str) -> URL:
+    """Parse a PostgreSQL URL and normalise it to the asyncpg driver.
+
+    `postgresql://` and `postgres://` are accepted for convenience; any other
+    driver is refused because the service is built on asyncpg.
+    """
+    try:
+        url = make_url(raw.strip())
+    except ArgumentError:
+        raise ValueError(
+            "is not a valid database URL (expected postgresql+asyncpg://user:password@host:port/database)"
+        ) from None
+    if url.drivername not in _ACCEPTED_SCHEMES:
+        raise ValueError(
+            f"uses the scheme {url.drivername!r}; expected postgresql+asyncpg:// (or postgresql://)"
+        )
+    if not url.database:
+        raise ValueError("names no database (expected .../database at the end)")
+    return url.set(drivername=ASYNC_DRIVER)
+
+
+def masked(url: URL) -> str:
+    """Render a URL for logs and responses, with the password hidden."""
+    return url.render_as_string(hide_password=True)
+
+
+class Settings(BaseSettings):
+    """All settings of the service; each field is read from the environment
+    variable of the same name in upper case."""
+
+    model_config = SettingsConfigDict(extra="ignore", frozen=True, hide_input_in_errors=True)
+
+    database_url: SecretStr | None = Field(
+        default=None,
+        description="postgresql+asyncpg:// URL for application traffic (may go through a pooler). "
+        "Unset: `python -m service` starts an embedded PostgreSQL.",
+    )
+    migration_database_url: SecretStr | None = Field(
+        default=None,
+        description="Direct, unpooled URL for the migration lock and DDL; defaults to DATABASE_URL.",
+    )
+    migrate_on_startup: bool = Field(
+        default=True,
+        description="Migrate to head on startup; when false, stay unready until another process has.",
+    )
+    migration_lock_name: str = Field(
+        default="platform-service:schema-migrations",
+        description="Name from which the advisory lock key is derived; processes sharing a name serialise.",
+    )
+    migration_lock_timeout: PositiveSeconds = Field(
+        default=5.0, description="lock_timeout of migration statements, in seconds."
+    )
+    migration_lock_retries: Annotated[int, Field(ge=0, le=100)] = Field(
+        default=5,
+        description="How often a revision that hit lock_timeout is retried, with backoff.",
+    )
+    migration_statement_timeout: Seconds = Field(
+        default=3600.0,
+        description="statement_timeout of migration statements, in seconds (0: none).",
+    )
+    migration_exit_on_failure: bool = Field(
+        default=True,
+        description="Exit non-zero when the migration fails, so the orchestrator restarts the process; "
+        "false keeps it serving, unready.",
+    )
+    migration_keepalive_idle: Annotated[int, Field(ge=1, le=3600)] = Field(
+        default=20, description="Seconds before the server probes a silent migration connection."
+    )
+    database_connect_timeout: PositiveSeconds = Field(
+        default=10.0, description="Timeout of one connection attempt, in seconds."
+    )
+    database_retry_max_interval: PositiveSeconds = Field(
+        default=10.0,
+        description="Longest pause between attempts to reach the database, in seconds.",
+    )
+    readiness_poll_interval: PositiveSeconds = Field(
+        default=2.0,
+        description="With MIGRATE_ON_STARTUP=false: how often to look whether the schema reached head.",
+    )
+    database_pool_size: Annotated[int, Field(ge=1, le=1000)] = Field(
+        default=10, description="Connections per worker process for application traffic."
+    )
+    database_max_overflow: Annotated[int, Field(ge=0, le=1000)] = Field(
+        default=0,
+        description="Extra short-lived connections under load (0: none, the fastest here).",
+    )
+    alembic_config: Path = Field(
+        default=PROJECT_ROOT / "alembic.ini", description="Path of alembic.ini."
+    )
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
+        default="INFO", description="Level of the service's own log messages."
+    )
+
+    @field_validator("database_url", "migration_database_url")
+    @classmethod
+    def _valid_database_url(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is None or not value.get_secret_value().strip():
+            return None
+        url = parse_database_url(value.get_secret_value())
+        return SecretStr(url.render_as_string(hide_password=False))
+
+    @field_validator("migration_lock_name")
+    @classmethod
+    def _valid_lock_name(cls, value: str) -> str:
+        if not _LOCK_NAME.match(value):
+            raise ValueError("must be 1 to 200 letters, digits or . : / _ -")
+        return value
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _upper_log_level(cls, value: object) -> object:
+        return value.upper() if isinstance(value, str) else value
+
+    @field_validator("alembic_config")
+    @classmethod
+    def _alembic_config_exists(cls, value: Path) -> Path:
+        if not value.is_file():
+            raise ValueError(f"{value} is not a file")
+        return value.resolve()
+
+    @model_validator(mode="after")
+    def _migration_url_needs_database_url(self) -> Settings:
+        if self.migration_database_url is not None and self.database_url is None:
+            raise ValueError("MIGRATION_DATABASE_URL is set but DATABASE_URL is not")
+        return self
+
+    @property
+    def app_url(self) -> URL:
+        """URL for application traffic; only valid once a database is configured."""
+        if self.database_url is None:
+            raise SettingsError("DATABASE_URL: not set")
+        return make_url(self.database_url.get_secret_value())
+
+    @property
+    def migration_url(self) -> URL:
+        """Direct URL for the migration lock and DDL."""
+        if self.migration_database_url is None:
+            return self.app_url
+        return make_url(self.migration_database_url.get_secret_value())
+
+
+def load_settings(**overrides: object) -> Settings:
+    """Read settings from the environment (and overrides), or raise SettingsError."""
+    try:
+        return Settings(**overrides)  # type: ignore[arg-type]
+    except ValidationError as error:
+        raise SettingsError(describe_validation_error(error)) from None
+
+
+def describe_validation_error(error: ValidationError) -> str:
+    """One line per invalid setting, named by its environment variable, without its value."""
+    lines = []
+    for problem in error.errors(include_input=False, include_url=False):
+        location = ".".join(str(part) for part in problem["loc"]).upper()
+        message = problem["msg"].removeprefix("Value error, ")
+        lines.append(f"{location}: {message}" if location else message)
+    return "invalid settings: " + "; ".join(lines)
