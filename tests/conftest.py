@@ -1,0 +1,96 @@
+"""Shared fixtures: one PostgreSQL server per run, one database per test."""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+import tempfile
+from collections.abc import AsyncIterator, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import pytest
+from sqlalchemy.engine import URL
+
+from settings import Settings
+from tests.postgres import create_database, drop_database, service_url, test_server
+from tests.processes import PROJECT_ROOT, SERVICE_VARIABLES
+
+TEST_MIGRATIONS = PROJECT_ROOT / "tests" / "migrations"
+
+
+@pytest.fixture(autouse=True)
+def _clean_service_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Settings come from each test, never from the developer's shell."""
+    for name in SERVICE_VARIABLES:
+        monkeypatch.delenv(name, raising=False)
+
+
+@pytest.fixture(scope="session")
+def admin_url() -> Iterator[URL]:
+    with shared_folder() as folder, test_server(folder) as url:
+        yield url
+
+
+@contextmanager
+def shared_folder() -> Iterator[Path]:
+    """A temporary folder that the embedded server's own user may enter when we are
+    root (pytest's tmp_path lives in a folder only its owner may enter)."""
+    folder = Path(tempfile.mkdtemp(prefix="platform-service-test-"))
+    folder.chmod(0o755)
+    try:
+        yield folder
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+@pytest.fixture
+async def empty_database(admin_url: URL) -> AsyncIterator[URL]:
+    """A new, empty database for this test alone."""
+    url = await create_database(admin_url)
+    yield url
+    await drop_database(admin_url, url.database or "")
+
+
+@pytest.fixture(scope="session")
+async def migrated_template(admin_url: URL) -> AsyncIterator[str]:
+    """A database at head, built once by the real bootstrap, to clone."""
+    from service.commands import migrate
+
+    url = await create_database(admin_url)
+    assert await migrate(settings_for(url), None) == 0
+    yield url.database or ""
+    await drop_database(admin_url, url.database or "")
+
+
+@pytest.fixture
+async def migrated_database(admin_url: URL, migrated_template: str) -> AsyncIterator[URL]:
+    """A database at head for this test alone (a clone of the template)."""
+    url = await create_database(admin_url, template=migrated_template)
+    yield url
+    await drop_database(admin_url, url.database or "")
+
+
+def settings_for(url: URL, **overrides: object) -> Settings:
+    """Settings for an in-process app on `url`; failures keep the test process alive."""
+    values: dict[str, object] = {
+        "database_url": service_url(url),
+        "migration_exit_on_failure": False,
+        "database_retry_max_interval": 0.5,
+        "readiness_poll_interval": 0.2,
+    }
+    values.update(overrides)
+    return Settings(**values)  # type: ignore[arg-type]
+
+
+def scenario_config(scenario: str) -> Path:
+    """alembic.ini of a test-only migration scenario under tests/migrations."""
+    return TEST_MIGRATIONS / scenario / "alembic.ini"
+
+
+async def eventually(condition, timeout: float = 30.0, interval: float = 0.05):  # type: ignore[no-untyped-def]
+    """Await `condition()` until truthy; fail after `timeout` seconds."""
+    async with asyncio.timeout(timeout):
+        while not (result := await condition()):
+            await asyncio.sleep(interval)
+        return result

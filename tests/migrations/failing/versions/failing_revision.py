@@ -1,0 +1,23 @@
+"""Test only: a revision whose second statement fails.
+
+Revision ID: test_failing
+Revises: 0003_environments
+"""
+
+import sqlalchemy as sa
+
+from alembic import op
+
+revision = "test_failing"
+down_revision = "0003_environments"
+branch_labels = None
+depends_on = None
+
+
+def upgrade() -> None:
+    op.create_table("failing_marker", sa.Column("id", sa.Integer, primary_key=True))
+    op.execute(sa.text("ALTER TABLE no_such_table ADD COLUMN x integer"))
+
+
+def downgrade() -> None:
+    op.drop_table("failing_marker")

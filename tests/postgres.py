@@ -1,0 +1,63 @@
+"""The PostgreSQL server the tests use, and databases on it.
+
+TEST_DATABASE_URL names a running server (any database on it; the role must be
+a superuser, to create databases and event triggers). Without it the tests
+start the embedded PostgreSQL in a temporary folder.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import asyncpg
+from sqlalchemy.engine import URL
+
+from service.embedded import EmbeddedPostgres
+from settings import parse_database_url
+
+
+@contextmanager
+def test_server(folder: Path) -> Iterator[URL]:
+    """An admin URL of the server under test."""
+    configured = os.environ.get("TEST_DATABASE_URL")
+    if configured:
+        yield parse_database_url(configured).set(database="postgres")
+        return
+    with EmbeddedPostgres(folder) as server:
+        yield server.url("postgres")
+
+
+def plain(url: URL) -> str:
+    """The URL as asyncpg and environment variables take it (password included)."""
+    return url.set(drivername="postgresql").render_as_string(hide_password=False)
+
+
+def service_url(url: URL) -> str:
+    return url.render_as_string(hide_password=False)
+
+
+async def connect(url: URL) -> asyncpg.Connection:
+    return await asyncpg.connect(plain(url))
+
+
+async def create_database(admin: URL, template: str | None = None) -> URL:
+    name = f"test_{uuid.uuid4().hex[:12]}"
+    connection = await connect(admin)
+    try:
+        clause = f" TEMPLATE {template}" if template else ""
+        await connection.execute(f"CREATE DATABASE {name}{clause}")
+    finally:
+        await connection.close()
+    return admin.set(database=name)
+
+
+async def drop_database(admin: URL, name: str) -> None:
+    connection = await connect(admin)
+    try:
+        await connection.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+    finally:
+        await connection.close()

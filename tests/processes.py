@@ -1,0 +1,132 @@
+"""Real service processes for the tests: start, probe, signal, read logs."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+# Variables of the developer's shell that would change what a test means.
+SERVICE_VARIABLES = (
+    "DATABASE_URL",
+    "MIGRATION_DATABASE_URL",
+    "MIGRATE_ON_STARTUP",
+    "ALEMBIC_CONFIG",
+    "EMBEDDED_POSTGRES_DIR",
+)
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def service_environment(**variables: str) -> dict[str, str]:
+    environment = {k: v for k, v in os.environ.items() if k not in SERVICE_VARIABLES}
+    environment["PYTHONUNBUFFERED"] = "1"
+    environment.update(variables)
+    return environment
+
+
+def wait_for(condition: Callable[[], Any], timeout: float, what: str, interval: float = 0.1) -> Any:
+    """Poll `condition` until it returns something truthy; fail the test after `timeout`."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        result = condition()
+        if result:
+            return result
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+
+
+class ServiceProcess:
+    """`python -m service ...` or uvicorn, with its output in a log file."""
+
+    def __init__(self, arguments: list[str], environment: Mapping[str, str], log_path: Path):
+        self.log_path = log_path
+        self.port: int | None = None
+        with log_path.open("wb") as log:
+            self.process = subprocess.Popen(
+                [sys.executable, *arguments],
+                cwd=PROJECT_ROOT,
+                env=dict(environment),
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+            )
+
+    @classmethod
+    def uvicorn(
+        cls, environment: Mapping[str, str], log_path: Path, workers: int = 1
+    ) -> ServiceProcess:
+        port = free_port()
+        arguments = ["-m", "uvicorn", "--factory", "service.app:create_app"]
+        arguments += ["--host", "127.0.0.1", "--port", str(port), "--workers", str(workers)]
+        started = cls(arguments, environment, log_path)
+        started.port = port
+        return started
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
+    def get(self, path: str) -> httpx.Response | None:
+        try:
+            return httpx.get(f"http://127.0.0.1:{self.port}{path}", timeout=2.0)
+        except httpx.TransportError:
+            return None
+
+    def readiness(self) -> tuple[int, dict[str, Any]] | None:
+        response = self.get("/readyz")
+        return (response.status_code, response.json()) if response is not None else None
+
+    def wait_for_phase(self, phase: str, timeout: float = 60.0) -> dict[str, Any]:
+        def in_phase() -> dict[str, Any] | None:
+            self.assert_running()
+            answer = self.readiness()
+            return answer[1] if answer and answer[1]["phase"] == phase else None
+
+        return wait_for(in_phase, timeout, f"phase {phase!r} of pid {self.pid}")  # type: ignore[no-any-return]
+
+    def assert_running(self) -> None:
+        if self.process.poll() is not None:
+            raise AssertionError(
+                f"pid {self.pid} exited with {self.process.returncode}:\n{self.logs()}"
+            )
+
+    def signal(self, number: signal.Signals) -> None:
+        self.process.send_signal(number)
+
+    def wait(self, timeout: float = 30.0) -> int:
+        return self.process.wait(timeout)
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(20)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+
+    def logs(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def log_lines_with(self, text: str) -> list[str]:
+        return [line for line in self.logs().splitlines() if text in line]
+
+
+def readiness_json(process: ServiceProcess) -> str:
+    answer = process.readiness()
+    return json.dumps(answer[1]) if answer else "(no answer)"
