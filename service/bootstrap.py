@@ -64,6 +64,10 @@ class Bootstrap:
             raise
         except asyncio.CancelledError:
             self.status.enter(Phase.STOPPED)
+            logger.warning(
+                "migration stopped at %s: a revision in progress was rolled back",
+                ",".join(self.status.current_revision) or "base",
+            )
             raise
         except Exception as error:
             message = describe_error(error)

@@ -88,9 +88,9 @@ def scenario_config(scenario: str) -> Path:
     return TEST_MIGRATIONS / scenario / "alembic.ini"
 
 
-async def eventually(condition, timeout: float = 30.0, interval: float = 0.05):  # type: ignore[no-untyped-def]
-    """Await `condition()` until truthy; fail after `timeout` seconds."""
-    async with asyncio.timeout(timeout):
-        while not (result := await condition()):
+async def eventually(condition, within: float = 30.0, interval: float = 0.05):  # type: ignore[no-untyped-def]
+    """Await `condition()` until truthy; fail after `within` seconds."""
+    async with asyncio.timeout(within):
+        while not (result := await condition()):  # noqa: ASYNC110 (polls the database)
             await asyncio.sleep(interval)
         return result
