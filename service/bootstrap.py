@@ -63,7 +63,7 @@ class Bootstrap:
             logger.error("migration failed: %s", error)
             raise
         except asyncio.CancelledError:
-            self.status.enter(Phase.STOPPED)
+            self.status.enter(Phase.STOPPED, error=f"stopped while {self.status.phase.value}")
             logger.warning(
                 "migration stopped at %s: a revision in progress was rolled back",
                 ",".join(self.status.current_revision) or "base",

@@ -21,7 +21,7 @@ async def run_locked(run: Callable[[Connection], None]) -> None:
     engine = create_migration_engine(settings)
     try:
         async with engine.connect() as connection:
-            await lock.acquire(connection, key, _report_holder)
+            await lock.acquire(connection, key, _HolderReport())
             try:
                 await connection.run_sync(run)
                 await connection.commit()
@@ -32,5 +32,13 @@ async def run_locked(run: Callable[[Connection], None]) -> None:
         await engine.dispose()
 
 
-def _report_holder(holder: lock.LockHolder | None) -> None:
-    logger.info("waiting for the migration lock, held by %s", holder)
+class _HolderReport:
+    """Logs who holds the lock when that changes, not at every poll."""
+
+    def __init__(self) -> None:
+        self.last: lock.LockHolder | None = None
+
+    def __call__(self, holder: lock.LockHolder | None) -> None:
+        if holder is None or holder != self.last:
+            logger.info("waiting for the migration lock, held by %s", holder)
+        self.last = holder

@@ -61,6 +61,10 @@ class LockHolder:
     since: datetime | None
     state: str | None
 
+    def __str__(self) -> str:
+        origin = self.client_addr or "a local socket"
+        return f"pid {self.pid} ({self.application_name or 'no application_name'}) from {origin}"
+
     def as_json(self) -> dict[str, object]:
         data = asdict(self)
         data["since"] = self.since.isoformat() if self.since else None

@@ -59,7 +59,8 @@ async def test_fleet_migrates_exactly_once(empty_database: URL, tmp_path: Path) 
         assert applied == Counter(REVISIONS), applied
         for process in fleet:
             logs = process.logs()
-            assert " ERROR " not in logs and "Traceback" not in logs, logs
+            assert " ERROR " not in logs, logs
+            assert "Traceback" not in logs, logs
     finally:
         for process in fleet:
             process.stop()

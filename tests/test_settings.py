@@ -1,0 +1,104 @@
+"""Settings: invalid values are refused with the setting's name, never its password."""
+
+from __future__ import annotations
+
+import pytest
+
+from settings import ASYNC_DRIVER, SettingsError, load_settings
+
+SECRET = "hunter2-Very-Secret"
+
+
+def test_defaults_without_environment() -> None:
+    settings = load_settings()
+    assert settings.database_url is None
+    assert settings.migrate_on_startup is True
+    assert settings.migration_exit_on_failure is True
+    assert settings.alembic_config.name == "alembic.ini"
+
+
+@pytest.mark.parametrize(
+    "raw",
+    ["postgresql://u:p@db:5432/app", "postgres://u:p@db/app", "postgresql+asyncpg://u:p@db/app"],
+)
+def test_database_urls_are_normalised_to_asyncpg(raw: str) -> None:
+    settings = load_settings(database_url=raw)
+    assert settings.app_url.drivername == ASYNC_DRIVER
+    assert settings.app_url.database == "app"
+    assert settings.migration_url == settings.app_url
+
+
+def test_migration_url_is_separate_when_given() -> None:
+    settings = load_settings(
+        database_url="postgresql://u:p@pooler:6432/app",
+        migration_database_url="postgresql://u:p@primary:5432/app",
+    )
+    assert settings.app_url.host == "pooler"
+    assert settings.migration_url.host == "primary"
+
+
+@pytest.mark.parametrize(
+    ("variable", "value", "expected"),
+    [
+        ("DATABASE_URL", f"mysql://root:{SECRET}@db/app", "DATABASE_URL: uses the scheme 'mysql'"),
+        ("DATABASE_URL", f"postgresql://root:{SECRET}@db", "DATABASE_URL: names no database"),
+        ("DATABASE_URL", "not a url at all", "DATABASE_URL: is not a valid database URL"),
+        ("MIGRATE_ON_STARTUP", "perhaps", "MIGRATE_ON_STARTUP: Input should be a valid boolean"),
+        ("MIGRATION_LOCK_TIMEOUT", "0", "MIGRATION_LOCK_TIMEOUT: Input should be greater than 0"),
+        (
+            "MIGRATION_LOCK_TIMEOUT",
+            "soon",
+            "MIGRATION_LOCK_TIMEOUT: Input should be a valid number",
+        ),
+        (
+            "MIGRATION_LOCK_RETRIES",
+            "-1",
+            "MIGRATION_LOCK_RETRIES: Input should be greater than or equal to 0",
+        ),
+        (
+            "MIGRATION_STATEMENT_TIMEOUT",
+            "-5",
+            "MIGRATION_STATEMENT_TIMEOUT: Input should be greater than or equal to 0",
+        ),
+        (
+            "MIGRATION_LOCK_NAME",
+            "has spaces in it",
+            "MIGRATION_LOCK_NAME: must be 1 to 200 letters",
+        ),
+        (
+            "DATABASE_POOL_SIZE",
+            "0",
+            "DATABASE_POOL_SIZE: Input should be greater than or equal to 1",
+        ),
+        ("LOG_LEVEL", "chatty", "LOG_LEVEL: Input should be 'DEBUG', 'INFO', 'WARNING' or 'ERROR'"),
+        (
+            "ALEMBIC_CONFIG",
+            "/no/such/alembic.ini",
+            "ALEMBIC_CONFIG: /no/such/alembic.ini is not a file",
+        ),
+    ],
+)
+def test_invalid_settings_are_refused_by_name(
+    monkeypatch: pytest.MonkeyPatch, variable: str, value: str, expected: str
+) -> None:
+    monkeypatch.setenv(variable, value)
+    with pytest.raises(SettingsError) as refused:
+        load_settings()
+    assert expected in str(refused.value)
+    assert SECRET not in str(refused.value)
+
+
+def test_migration_url_without_database_url_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MIGRATION_DATABASE_URL", f"postgresql://u:{SECRET}@primary/app")
+    with pytest.raises(
+        SettingsError, match="MIGRATION_DATABASE_URL is set but DATABASE_URL is not"
+    ) as refused:
+        load_settings()
+    assert SECRET not in str(refused.value)
+
+
+def test_password_is_hidden_in_repr(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("DATABASE_URL", f"postgresql://u:{SECRET}@db/app")
+    settings = load_settings()
+    assert SECRET not in repr(settings)
+    assert SECRET not in str(settings.model_dump())
