@@ -31,6 +31,9 @@ def main(arguments: Sequence[str] | None = None) -> int:
     except SettingsError as error:
         print(f"error: {error}", file=sys.stderr)
         return EXIT_USAGE
+    from service.logs import configure_logging
+
+    configure_logging(settings.log_level)
     command = options.command or "serve"
     with _database(settings) as settings:
         if command == "serve":
@@ -95,6 +98,9 @@ def _database(settings: Settings) -> Iterator[Settings]:
 def _serve(settings: Settings, options: argparse.Namespace) -> int:
     import uvicorn
 
+    # uvicorn re-raises the SIGTERM it handled once its graceful shutdown is done;
+    # end with a normal exit instead, so the embedded database is stopped too.
+    signal.signal(signal.SIGTERM, _exit_after_graceful_shutdown)
     base = f"http://{options.host}:{options.port}"
     print(f"API: {base}/v1  docs: {base}/docs  readiness: {base}/readyz", file=sys.stderr)
     uvicorn.run(
@@ -106,6 +112,10 @@ def _serve(settings: Settings, options: argparse.Namespace) -> int:
         log_level=settings.log_level.lower(),
     )
     return 0
+
+
+def _exit_after_graceful_shutdown(signal_number: int, _: object) -> None:
+    raise SystemExit(0)
 
 
 async def _cancel_on_sigterm(work: Coroutine[Any, Any, int]) -> int:
