@@ -55,7 +55,12 @@ def _parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on")
     parser.add_argument("--port", type=int, default=8000, help="port to listen on")
-    parser.add_argument("--workers", type=_positive, default=1, help="worker processes")
+    parser.add_argument(
+        "--workers",
+        type=_positive,
+        default=_positive(os.environ.get("WEB_CONCURRENCY", "1")),
+        help="worker processes (default: WEB_CONCURRENCY, else 1)",
+    )
     commands = parser.add_subparsers(dest="command")
     commands.add_parser("serve", help="serve the API (the default)")
     migrate = commands.add_parser("migrate", help="bring the schema to head once and exit")

@@ -102,3 +102,14 @@ def test_password_is_hidden_in_repr(monkeypatch: pytest.MonkeyPatch) -> None:
     settings = load_settings()
     assert SECRET not in repr(settings)
     assert SECRET not in str(settings.model_dump())
+
+
+def test_readme_documents_every_setting() -> None:
+    from settings import Settings
+    from tests.processes import PROJECT_ROOT
+
+    readme = (PROJECT_ROOT / "README.md").read_text()
+    missing = [
+        name.upper() for name in Settings.model_fields if f"| `{name.upper()}` |" not in readme
+    ]
+    assert missing == []
