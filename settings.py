@@ -119,6 +119,17 @@ class Settings(BaseSettings):
         default=0,
         description="Extra short-lived connections under load (0: none, the fastest here).",
     )
+    operator_token: SecretStr | None = Field(
+        default=None,
+        description="Bearer token for creating accounts (POST /v1/accounts); unset disables that route.",
+    )
+    max_body_bytes: Annotated[int, Field(ge=1024, le=64 * 1024 * 1024)] = Field(
+        default=1024 * 1024, description="Largest request body accepted, in bytes."
+    )
+    api_key_usage_interval: PositiveSeconds = Field(
+        default=60.0,
+        description="How stale an API key's last-used time may get, in seconds (no write per request).",
+    )
     alembic_config: Path = Field(
         default=PROJECT_ROOT / "alembic.ini", description="Path of alembic.ini."
     )
@@ -133,6 +144,15 @@ class Settings(BaseSettings):
             return None
         url = parse_database_url(value.get_secret_value())
         return SecretStr(url.render_as_string(hide_password=False))
+
+    @field_validator("operator_token")
+    @classmethod
+    def _strong_operator_token(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is None or not value.get_secret_value():
+            return None
+        if len(value.get_secret_value()) < 32:
+            raise ValueError("must be at least 32 characters")
+        return value
 
     @field_validator("migration_lock_name")
     @classmethod

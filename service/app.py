@@ -12,10 +12,12 @@ from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import TypedDict
 
 from fastapi import FastAPI
-from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from service import __version__, health
 from service.api import router as api_router
+from service.api.dependencies import KeyUsage
+from service.api.limits import BodyLimits
 from service.bootstrap import Bootstrap, MigrationFailed
 from service.database import create_app_engine
 from service.errors import install_error_handlers
@@ -38,8 +40,8 @@ class State(TypedDict):
 
     settings: Settings
     engine: AsyncEngine
-    sessions: async_sessionmaker[AsyncSession]
     migration: MigrationStatus
+    key_usage: KeyUsage
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -51,6 +53,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         version=__version__,
         lifespan=_lifespan(settings),
     )
+    app.state.operator_token = (
+        settings.operator_token.get_secret_value() if settings.operator_token else None
+    )
+    app.add_middleware(BodyLimits, max_bytes=settings.max_body_bytes)
     install_error_handlers(app)
     app.include_router(health.router)
     app.include_router(api_router)
@@ -68,8 +74,8 @@ def _lifespan(settings: Settings) -> Callable[[FastAPI], AbstractAsyncContextMan
             yield State(
                 settings=settings,
                 engine=engine,
-                sessions=async_sessionmaker(engine, expire_on_commit=False),
                 migration=status,
+                key_usage=KeyUsage(settings.api_key_usage_interval),
             )
         finally:
             await _stop(task)

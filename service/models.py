@@ -8,15 +8,18 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
-from typing import Any
+from typing import Any, cast
 
 from sqlalchemy import (
     CheckConstraint,
     DateTime,
     ForeignKey,
     Index,
+    LargeBinary,
     MetaData,
     String,
+    Table,
+    Text,
     UniqueConstraint,
     func,
     text,
@@ -37,6 +40,11 @@ NAMING_CONVENTION = {
 
 class Base(DeclarativeBase):
     metadata = MetaData(naming_convention=NAMING_CONVENTION)
+
+
+def table(model: type[Base]) -> Table:
+    """The Core table of a model, for queries that need no ORM objects."""
+    return cast(Table, model.__table__)
 
 
 class TimestampedRecord(Base):
@@ -61,11 +69,24 @@ class Account(TimestampedRecord):
     name: Mapped[str] = mapped_column(String(200))
 
 
+ROLES = ("OWNER", "ADMIN", "MEMBER", "VIEWER")
+
+
 class User(TimestampedRecord):
+    """A person in an account, identified by an authentication provider's subject."""
+
     __tablename__ = "users"
     __table_args__ = (
         Index(
             "users_account_id_lower_email_key", "account_id", func.lower(text("email")), unique=True
+        ),
+        # One identity per account: a person may belong to several accounts.
+        Index(
+            "users_account_id_auth_provider_auth_subject_key",
+            "account_id",
+            "auth_provider",
+            "auth_subject",
+            unique=True,
         ),
         Index("users_account_id_created_at_id_idx", "account_id", "created_at", "id"),
         CheckConstraint("role IN ('OWNER', 'ADMIN', 'MEMBER', 'VIEWER')", name="role"),
@@ -74,9 +95,8 @@ class User(TimestampedRecord):
     account_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("accounts.id", ondelete="CASCADE"))
     email: Mapped[str] = mapped_column(String(320))
     role: Mapped[str] = mapped_column(String(16))
-    # Legacy identity from the first deployment: replaced by a provider and
-    # subject pair in a later expand/backfill/contract migration.
-    cognito_sub: Mapped[str | None] = mapped_column(String(128), unique=True)
+    auth_provider: Mapped[str] = mapped_column(String(64))
+    auth_subject: Mapped[str] = mapped_column(String(255))
     attributes: Mapped[dict[str, Any]] = mapped_column(
         JSONB, server_default=text("'{}'::jsonb"), nullable=False
     )
@@ -94,3 +114,49 @@ class Environment(TimestampedRecord):
     name: Mapped[str] = mapped_column(String(200))
     color: Mapped[str | None] = mapped_column(String(7))
     position: Mapped[int] = mapped_column(server_default=text("0"))
+
+
+class ApiKey(TimestampedRecord):
+    """A secret that acts as one user; only its SHA-256 digest is stored."""
+
+    __tablename__ = "api_keys"
+    __table_args__ = (
+        Index("api_keys_account_id_created_at_id_idx", "account_id", "created_at", "id"),
+    )
+
+    account_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("accounts.id", ondelete="CASCADE"))
+    user_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("users.id", ondelete="CASCADE"), index=True
+    )
+    name: Mapped[str] = mapped_column(String(200))
+    prefix: Mapped[str] = mapped_column(String(16))
+    secret_hash: Mapped[bytes] = mapped_column(LargeBinary(32), unique=True)
+    last_used_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    revoked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class Config(TimestampedRecord):
+    """A configuration document: items, per-environment overrides, an optional parent."""
+
+    __tablename__ = "configs"
+    __table_args__ = (
+        UniqueConstraint("account_id", "key"),
+        Index("configs_account_id_created_at_id_idx", "account_id", "created_at", "id"),
+        # jsonb_path_ops: smaller and faster for the @> containment filter.
+        Index(
+            "configs_items_idx",
+            "items",
+            postgresql_using="gin",
+            postgresql_ops={"items": "jsonb_path_ops"},
+        ),
+    )
+
+    account_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("accounts.id", ondelete="CASCADE"))
+    key: Mapped[str] = mapped_column(String(128))
+    name: Mapped[str] = mapped_column(String(200))
+    description: Mapped[str | None] = mapped_column(Text)
+    parent_id: Mapped[uuid.UUID | None] = mapped_column(
+        ForeignKey("configs.id", ondelete="RESTRICT"), index=True
+    )
+    items: Mapped[dict[str, Any]] = mapped_column(JSONB, server_default=text("'{}'::jsonb"))
+    environments: Mapped[dict[str, Any]] = mapped_column(JSONB, server_default=text("'{}'::jsonb"))

@@ -2,8 +2,9 @@
 
 from fastapi import APIRouter, Depends
 
-from service.api import meta
+from service.api import accounts, api_keys, configs, environments, meta, users
 from service.api.dependencies import require_ready
 
 router = APIRouter(prefix="/v1", dependencies=[Depends(require_ready)])
-router.include_router(meta.router)
+for module in (meta, accounts, users, environments, api_keys, configs):
+    router.include_router(module.router)

@@ -8,7 +8,7 @@ from fastapi import APIRouter
 from sqlalchemy import text
 
 from service import __version__
-from service.api.dependencies import SessionDep
+from service.api.dependencies import Database, Viewer
 from service.errors import JsonApiResponse
 
 router = APIRouter(tags=["service"])
@@ -17,8 +17,8 @@ router = APIRouter(tags=["service"])
 @router.get(
     "/service", response_class=JsonApiResponse, summary="The service and its schema revision"
 )
-async def service_info(session: SessionDep) -> dict[str, Any]:
-    revisions = (await session.scalars(text("SELECT version_num FROM alembic_version"))).all()
+async def service_info(_: Viewer, connection: Database) -> dict[str, Any]:
+    revisions = (await connection.scalars(text("SELECT version_num FROM alembic_version"))).all()
     return {
         "data": {
             "type": "service",

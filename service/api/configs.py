@@ -1,0 +1,304 @@
+"""Configuration documents of the caller's account."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Query, Request, Response
+from pydantic import Field, StringConstraints
+from sqlalchemy import delete, func, insert, select, text, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from service.api.common import conflict_from, one_in_account, paged, rows
+from service.api.dependencies import Database, Member, Viewer
+from service.api.jsonapi import (
+    Document,
+    Page,
+    Strict,
+    expect_type,
+    listing,
+    related_id,
+    resource,
+    single,
+)
+from service.configs_resolution import resolve
+from service.errors import ApiError, JsonApiResponse
+from service.models import Config, Environment, table
+
+router = APIRouter(prefix="/configs", tags=["configs"])
+configs = table(Config)
+environments = table(Environment)
+TYPE = "configs"
+ATTRIBUTES = ("key", "name", "description", "items", "environments", "created_at", "updated_at")
+CONFLICTS = {
+    "configs_account_id_key_key": ("a config with this key already exists", "/data/attributes/key"),
+    "configs_parent_id_fkey": (
+        "the config is the parent of other configs; change or delete them first",
+        "/data",
+    ),
+}
+# The longest parent chain accepted; also bounds the cycle search.
+MAX_DEPTH = 32
+
+Key = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")]
+Name = Annotated[str, StringConstraints(min_length=1, max_length=200)]
+Description = Annotated[str, StringConstraints(max_length=10_000)]
+
+_ANCESTORS = text(
+    """
+    WITH RECURSIVE chain AS (
+        SELECT id, parent_id, items, environments, 0 AS depth FROM configs
+         WHERE id = :id AND account_id = :account_id
+        UNION ALL
+        SELECT c.id, c.parent_id, c.items, c.environments, chain.depth + 1
+          FROM configs AS c JOIN chain ON c.id = chain.parent_id
+         WHERE chain.depth < :max_depth
+    )
+    SELECT id, parent_id, items, environments, depth FROM chain ORDER BY depth DESC
+    """
+)
+
+
+class ConfigCreate(Strict):
+    key: Key
+    name: Name
+    description: Description | None = None
+    items: dict[str, Any] = Field(default_factory=dict)
+    environments: dict[str, dict[str, Any]] = Field(default_factory=dict)
+
+
+class ConfigUpdate(Strict):
+    name: Name | None = None
+    description: Description | None = None
+    items: dict[str, Any] | None = None
+    environments: dict[str, dict[str, Any]] | None = None
+
+
+def config_resource(row: Any) -> dict[str, Any]:
+    return resource(TYPE, row, ATTRIBUTES, {"parent": ("configs", row["parent_id"])})
+
+
+def items_filter(raw: str) -> dict[str, Any]:
+    """filter[items] is a JSON object the config's items must contain."""
+    try:
+        wanted = json.loads(raw)
+    except (ValueError, RecursionError):
+        raise ApiError(
+            400, "filter[items] must be a JSON object", parameter="filter[items]"
+        ) from None
+    if not isinstance(wanted, dict):
+        raise ApiError(400, "filter[items] must be a JSON object", parameter="filter[items]")
+    return wanted
+
+
+@router.get(
+    "",
+    response_class=JsonApiResponse,
+    summary="List configs (filter[key], filter[items]=<JSON object>)",
+)
+async def list_configs(request: Request, caller: Viewer, connection: Database) -> dict[str, Any]:
+    page = Page.from_request(request, filters=("key", "items"))
+    query = select(configs).where(configs.c.account_id == caller.account_id)
+    if (key := request.query_params.get("filter[key]")) is not None:
+        query = query.where(configs.c.key == key)
+    if (raw := request.query_params.get("filter[items]")) is not None:
+        # @> with a JSONB parameter: answered by the GIN index configs_items_idx.
+        query = query.where(configs.c["items"].contains(items_filter(raw)))
+    found = await rows(connection, paged(query, configs, page))
+    return listing(request, page, found, [config_resource(row) for row in found])
+
+
+@router.get("/{config_id}", response_class=JsonApiResponse, summary="Get a config")
+async def get_config(config_id: uuid.UUID, caller: Viewer, connection: Database) -> dict[str, Any]:
+    return single(
+        config_resource(await one_in_account(connection, configs, caller.account_id, config_id))
+    )
+
+
+@router.get(
+    "/{config_id}/resolved",
+    response_class=JsonApiResponse,
+    summary="The config's items for an environment, merged with its parents' (child wins)",
+)
+async def resolved_config(
+    config_id: uuid.UUID,
+    caller: Viewer,
+    connection: Database,
+    environment: Annotated[str, Query(min_length=1, max_length=64)],
+) -> dict[str, Any]:
+    chain = (
+        (
+            await connection.execute(
+                _ANCESTORS,
+                {"id": config_id, "account_id": caller.account_id, "max_depth": MAX_DEPTH},
+            )
+        )
+        .mappings()
+        .all()
+    )
+    if not chain:
+        raise ApiError(404, f"no config with id {config_id}")
+    known = await connection.scalar(
+        select(func.count()).where(
+            environments.c.account_id == caller.account_id, environments.c.key == environment
+        )
+    )
+    if not known:
+        raise ApiError(400, f"no environment with key {environment!r}", parameter="environment")
+    return single(
+        {
+            "type": "resolved-configs",
+            "id": str(config_id),
+            "attributes": {"environment": environment, "items": resolve(chain, environment)},
+            "relationships": {"config": {"data": {"type": TYPE, "id": str(config_id)}}},
+        },
+        meta={"chain": [str(row["id"]) for row in chain]},
+    )
+
+
+@router.post(
+    "", status_code=201, response_class=JsonApiResponse, summary="Create a config (MEMBER)"
+)
+async def create_config(
+    body: Document[ConfigCreate], caller: Member, connection: Database, response: Response
+) -> dict[str, Any]:
+    expect_type(body, TYPE)
+    values = body.data.attributes
+    await _check_environments(connection, caller.account_id, values.environments)
+    _, parent_id = related_id(body, "parent", TYPE)
+    if parent_id is not None:
+        await _lock_tree(connection, caller.account_id)
+        await one_in_account(connection, configs, caller.account_id, parent_id)
+        await _check_depth(connection, caller.account_id, parent_id)
+    statement = (
+        insert(configs)
+        .values(account_id=caller.account_id, parent_id=parent_id, **values.model_dump())
+        .returning(configs)
+    )
+    try:
+        row = (await connection.execute(statement)).mappings().one()
+    except IntegrityError as error:
+        raise conflict_from(error, CONFLICTS) from None
+    response.headers["Location"] = f"/v1/configs/{row['id']}"
+    return single(config_resource(row))
+
+
+@router.patch(
+    "/{config_id}",
+    response_class=JsonApiResponse,
+    summary="Update a config; a parent that would make a cycle is refused (MEMBER)",
+)
+async def update_config(
+    config_id: uuid.UUID, body: Document[ConfigUpdate], caller: Member, connection: Database
+) -> dict[str, Any]:
+    expect_type(body, TYPE, config_id)
+    changes = body.data.attributes.model_dump(exclude_unset=True)
+    for required in ("name", "items", "environments"):
+        if required in changes and changes[required] is None:
+            raise ApiError(
+                422, f"{required} cannot be null", pointer=f"/data/attributes/{required}"
+            )
+    if "environments" in changes:
+        await _check_environments(connection, caller.account_id, changes["environments"])
+    given, parent_id = related_id(body, "parent", TYPE)
+    if given:
+        await _lock_tree(connection, caller.account_id)
+    current = await one_in_account(connection, configs, caller.account_id, config_id, lock=True)
+    if given:
+        if parent_id is not None:
+            await one_in_account(connection, configs, caller.account_id, parent_id)
+            await _refuse_cycle(connection, caller.account_id, config_id, parent_id)
+        changes["parent_id"] = parent_id
+    if not changes:
+        return single(config_resource(current))
+    statement = (
+        update(configs)
+        .where(configs.c.id == config_id)
+        .values(**changes, updated_at=func.now())
+        .returning(configs)
+    )
+    return single(config_resource((await connection.execute(statement)).mappings().one()))
+
+
+@router.delete(
+    "/{config_id}",
+    status_code=204,
+    summary="Delete a config that is no other config's parent (MEMBER)",
+)
+async def delete_config(config_id: uuid.UUID, caller: Member, connection: Database) -> Response:
+    await one_in_account(connection, configs, caller.account_id, config_id)
+    try:
+        await connection.execute(delete(configs).where(configs.c.id == config_id))
+    except IntegrityError as error:
+        raise conflict_from(error, CONFLICTS) from None
+    return Response(status_code=204)
+
+
+async def _lock_tree(connection: AsyncConnection, account_id: uuid.UUID) -> None:
+    """Serialise parent changes per account: two concurrent changes could each
+    pass the cycle check and close a cycle together."""
+    await connection.execute(
+        select(func.pg_advisory_xact_lock(func.hashtextextended(f"configs-tree:{account_id}", 0)))
+    )
+
+
+async def _ancestors(
+    connection: AsyncConnection, account_id: uuid.UUID, start: uuid.UUID
+) -> list[uuid.UUID]:
+    found = await connection.execute(
+        _ANCESTORS, {"id": start, "account_id": account_id, "max_depth": MAX_DEPTH}
+    )
+    return [row["id"] for row in found.mappings()]
+
+
+async def _refuse_cycle(
+    connection: AsyncConnection, account_id: uuid.UUID, config_id: uuid.UUID, parent_id: uuid.UUID
+) -> None:
+    ancestors = await _ancestors(connection, account_id, parent_id)
+    if config_id in ancestors:
+        raise ApiError(
+            409,
+            "that parent would make a cycle: the config is among its ancestors",
+            pointer="/data/relationships/parent",
+        )
+    if len(ancestors) >= MAX_DEPTH:
+        raise ApiError(
+            422,
+            f"parent chains are limited to {MAX_DEPTH} levels",
+            pointer="/data/relationships/parent",
+        )
+
+
+async def _check_depth(
+    connection: AsyncConnection, account_id: uuid.UUID, parent_id: uuid.UUID
+) -> None:
+    if len(await _ancestors(connection, account_id, parent_id)) >= MAX_DEPTH:
+        raise ApiError(
+            422,
+            f"parent chains are limited to {MAX_DEPTH} levels",
+            pointer="/data/relationships/parent",
+        )
+
+
+async def _check_environments(
+    connection: AsyncConnection, account_id: uuid.UUID, overrides: dict[str, Any]
+) -> None:
+    if not overrides:
+        return
+    known = set(
+        await connection.scalars(
+            select(environments.c.key).where(
+                environments.c.account_id == account_id, environments.c.key.in_(list(overrides))
+            )
+        )
+    )
+    for key in overrides:
+        if key not in known:
+            raise ApiError(
+                422,
+                f"no environment with key {key!r}",
+                pointer=f"/data/attributes/environments/{key}",
+            )

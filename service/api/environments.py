@@ -1,0 +1,175 @@
+"""Environments of the caller's account (development, staging, production, ...)."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Request, Response
+from pydantic import Field, StringConstraints
+from sqlalchemy import delete, func, insert, select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from service.api.common import conflict_from, one_in_account, paged, rows
+from service.api.dependencies import Admin, Database, Viewer
+from service.api.jsonapi import Document, Page, Strict, expect_type, listing, resource, single
+from service.errors import ApiError, JsonApiResponse
+from service.models import Config, Environment, table
+
+router = APIRouter(prefix="/environments", tags=["environments"])
+environments = table(Environment)
+configs = table(Config)
+TYPE = "environments"
+ATTRIBUTES = ("key", "name", "color", "position", "created_at", "updated_at")
+CONFLICTS = {
+    "environments_account_id_key_key": (
+        "an environment with this key already exists",
+        "/data/attributes/key",
+    )
+}
+DEFAULTS = (
+    ("development", "Development", "#2e7d32"),
+    ("staging", "Staging", "#f9a825"),
+    ("production", "Production", "#c62828"),
+)
+
+Key = Annotated[str, StringConstraints(pattern=r"^[a-z0-9][a-z0-9-]{0,63}$")]
+Name = Annotated[str, StringConstraints(min_length=1, max_length=200)]
+Color = Annotated[str, StringConstraints(pattern=r"^#[0-9a-fA-F]{6}$")]
+Position = Annotated[int, Field(ge=0, le=1_000_000)]
+
+
+class EnvironmentCreate(Strict):
+    key: Key
+    name: Name
+    color: Color | None = None
+    position: Position = 0
+
+
+class EnvironmentUpdate(Strict):
+    name: Name | None = None
+    color: Color | None = None
+    position: Position | None = None
+
+
+def environment_resource(row: Any) -> dict[str, Any]:
+    return resource(TYPE, row, ATTRIBUTES)
+
+
+async def create_defaults(connection: AsyncConnection, account_id: uuid.UUID) -> list[Any]:
+    statement = (
+        insert(environments)
+        .values(
+            [
+                {
+                    "account_id": account_id,
+                    "key": key,
+                    "name": name,
+                    "color": color,
+                    "position": position,
+                }
+                for position, (key, name, color) in enumerate(DEFAULTS)
+            ]
+        )
+        .returning(environments)
+    )
+    return list((await connection.execute(statement)).mappings().all())
+
+
+@router.get("", response_class=JsonApiResponse, summary="List environments")
+async def list_environments(
+    request: Request, caller: Viewer, connection: Database
+) -> dict[str, Any]:
+    page = Page.from_request(request)
+    found = await rows(
+        connection,
+        paged(
+            select(environments).where(environments.c.account_id == caller.account_id),
+            environments,
+            page,
+        ),
+    )
+    return listing(request, page, found, [environment_resource(row) for row in found])
+
+
+@router.get("/{environment_id}", response_class=JsonApiResponse, summary="Get an environment")
+async def get_environment(
+    environment_id: uuid.UUID, caller: Viewer, connection: Database
+) -> dict[str, Any]:
+    return single(
+        environment_resource(
+            await one_in_account(connection, environments, caller.account_id, environment_id)
+        )
+    )
+
+
+@router.post(
+    "", status_code=201, response_class=JsonApiResponse, summary="Create an environment (ADMIN)"
+)
+async def create_environment(
+    body: Document[EnvironmentCreate], caller: Admin, connection: Database, response: Response
+) -> dict[str, Any]:
+    expect_type(body, TYPE)
+    statement = (
+        insert(environments)
+        .values(account_id=caller.account_id, **body.data.attributes.model_dump())
+        .returning(environments)
+    )
+    try:
+        row = (await connection.execute(statement)).mappings().one()
+    except IntegrityError as error:
+        raise conflict_from(error, CONFLICTS) from None
+    response.headers["Location"] = f"/v1/environments/{row['id']}"
+    return single(environment_resource(row))
+
+
+@router.patch(
+    "/{environment_id}", response_class=JsonApiResponse, summary="Update an environment (ADMIN)"
+)
+async def update_environment(
+    environment_id: uuid.UUID,
+    body: Document[EnvironmentUpdate],
+    caller: Admin,
+    connection: Database,
+) -> dict[str, Any]:
+    expect_type(body, TYPE, environment_id)
+    changes = body.data.attributes.model_dump(exclude_unset=True)
+    if changes.get("name", "") is None or changes.get("position", 0) is None:
+        raise ApiError(422, "name and position cannot be null", pointer="/data/attributes")
+    current = await one_in_account(connection, environments, caller.account_id, environment_id)
+    if not changes:
+        return single(environment_resource(current))
+    statement = (
+        update(environments)
+        .where(environments.c.id == environment_id)
+        .values(**changes, updated_at=func.now())
+        .returning(environments)
+    )
+    return single(environment_resource((await connection.execute(statement)).mappings().one()))
+
+
+@router.delete(
+    "/{environment_id}",
+    status_code=204,
+    summary="Delete an environment no config overrides (ADMIN)",
+)
+async def delete_environment(
+    environment_id: uuid.UUID, caller: Admin, connection: Database
+) -> Response:
+    current = await one_in_account(
+        connection, environments, caller.account_id, environment_id, lock=True
+    )
+    in_use = await connection.scalar(
+        select(func.count()).where(
+            configs.c.account_id == caller.account_id,
+            configs.c.environments.has_key(current["key"]),
+        )
+    )
+    if in_use:
+        raise ApiError(
+            409,
+            f"{in_use} config(s) have overrides for the environment {current['key']!r}; remove them first",
+        )
+    await connection.execute(delete(environments).where(environments.c.id == environment_id))
+    return Response(status_code=204)

@@ -1,0 +1,202 @@
+"""Users of the caller's account."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, Request, Response
+from pydantic import Field, StringConstraints
+from sqlalchemy import delete, func, insert, select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from service.api.common import conflict_from, one_in_account, paged, rows
+from service.api.dependencies import Admin, Caller, Database, Viewer
+from service.api.jsonapi import Document, Page, Strict, expect_type, listing, resource, single
+from service.errors import ApiError, JsonApiResponse
+from service.models import Account, User, table
+
+router = APIRouter(prefix="/users", tags=["users"])
+users = table(User)
+accounts = table(Account)
+TYPE = "users"
+ATTRIBUTES = (
+    "email",
+    "role",
+    "auth_provider",
+    "auth_subject",
+    "attributes",
+    "created_at",
+    "updated_at",
+)
+CONFLICTS = {
+    "users_account_id_lower_email_key": (
+        "a user with this email already exists",
+        "/data/attributes/email",
+    ),
+    "users_account_id_auth_provider_auth_subject_key": (
+        "a user with this auth_provider and auth_subject already exists",
+        "/data/attributes/auth_subject",
+    ),
+}
+
+Email = Annotated[str, StringConstraints(max_length=320, pattern=r"^[^@\s]+@[^@\s]+\.[^@\s]+$")]
+Role = Literal["OWNER", "ADMIN", "MEMBER", "VIEWER"]
+Provider = Annotated[
+    str, StringConstraints(min_length=1, max_length=64, pattern=r"^[a-z0-9][a-z0-9_.-]*$")
+]
+Subject = Annotated[str, StringConstraints(min_length=1, max_length=255)]
+
+
+class UserCreate(Strict):
+    email: Email
+    role: Role = "MEMBER"
+    auth_provider: Provider = "email"
+    auth_subject: Subject | None = Field(
+        default=None, description="Defaults to the lower-cased email."
+    )
+    attributes: dict[str, Any] = Field(default_factory=dict)
+
+
+class UserUpdate(Strict):
+    email: Email | None = None
+    role: Role | None = None
+    attributes: dict[str, Any] | None = None
+
+
+def user_resource(row: Any) -> dict[str, Any]:
+    return resource(TYPE, row, ATTRIBUTES)
+
+
+@router.get("", response_class=JsonApiResponse, summary="List users (filter[email], filter[role])")
+async def list_users(request: Request, caller: Viewer, connection: Database) -> dict[str, Any]:
+    page = Page.from_request(request, filters=("email", "role"))
+    query = select(users).where(users.c.account_id == caller.account_id)
+    if (email := request.query_params.get("filter[email]")) is not None:
+        query = query.where(func.lower(users.c.email) == email.lower())
+    if (role := request.query_params.get("filter[role]")) is not None:
+        if role not in ("OWNER", "ADMIN", "MEMBER", "VIEWER"):
+            raise ApiError(
+                400, "filter[role] must be OWNER, ADMIN, MEMBER or VIEWER", parameter="filter[role]"
+            )
+        query = query.where(users.c.role == role)
+    found = await rows(connection, paged(query, users, page))
+    return listing(request, page, found, [user_resource(row) for row in found])
+
+
+@router.get("/{user_id}", response_class=JsonApiResponse, summary="Get a user")
+async def get_user(user_id: uuid.UUID, caller: Viewer, connection: Database) -> dict[str, Any]:
+    return single(
+        user_resource(await one_in_account(connection, users, caller.account_id, user_id))
+    )
+
+
+@router.post("", status_code=201, response_class=JsonApiResponse, summary="Create a user (ADMIN)")
+async def create_user(
+    body: Document[UserCreate], caller: Admin, connection: Database, response: Response
+) -> dict[str, Any]:
+    expect_type(body, TYPE)
+    values = body.data.attributes
+    _may_grant(caller, values.role)
+    row = await insert_user(connection, caller.account_id, values)
+    response.headers["Location"] = f"/v1/users/{row['id']}"
+    return single(user_resource(row))
+
+
+async def insert_user(
+    connection: AsyncConnection, account_id: uuid.UUID, values: UserCreate
+) -> Any:
+    statement = (
+        insert(users)
+        .values(
+            account_id=account_id,
+            email=values.email,
+            role=values.role,
+            auth_provider=values.auth_provider,
+            auth_subject=values.auth_subject or values.email.lower(),
+            attributes=values.attributes,
+        )
+        .returning(users)
+    )
+    try:
+        return (await connection.execute(statement)).mappings().one()
+    except IntegrityError as error:
+        raise conflict_from(error, CONFLICTS) from None
+
+
+@router.patch(
+    "/{user_id}",
+    response_class=JsonApiResponse,
+    summary="Update a user's email, role or attributes (ADMIN)",
+)
+async def update_user(
+    user_id: uuid.UUID, body: Document[UserUpdate], caller: Admin, connection: Database
+) -> dict[str, Any]:
+    expect_type(body, TYPE, user_id)
+    changes = body.data.attributes.model_dump(exclude_unset=True)
+    if any(value is None for value in changes.values()):
+        raise ApiError(422, "attributes cannot be set to null", pointer="/data/attributes")
+    await _lock_account(connection, caller.account_id)
+    current = await one_in_account(connection, users, caller.account_id, user_id)
+    _may_manage(caller, current["role"])
+    if "role" in changes:
+        _may_grant(caller, changes["role"])
+        if current["role"] == "OWNER" and changes["role"] != "OWNER":
+            await _keep_an_owner(connection, caller.account_id)
+    if not changes:
+        return single(user_resource(current))
+    statement = (
+        update(users)
+        .where(users.c.id == user_id)
+        .values(**changes, updated_at=func.now())
+        .returning(users)
+    )
+    try:
+        row = (await connection.execute(statement)).mappings().one()
+    except IntegrityError as error:
+        raise conflict_from(error, CONFLICTS) from None
+    return single(user_resource(row))
+
+
+@router.delete("/{user_id}", status_code=204, summary="Delete a user and their API keys (ADMIN)")
+async def delete_user(user_id: uuid.UUID, caller: Admin, connection: Database) -> Response:
+    await _lock_account(connection, caller.account_id)
+    current = await one_in_account(connection, users, caller.account_id, user_id)
+    _may_manage(caller, current["role"])
+    if current["role"] == "OWNER":
+        await _keep_an_owner(connection, caller.account_id)
+    await connection.execute(delete(users).where(users.c.id == user_id))
+    return Response(status_code=204)
+
+
+async def _lock_account(connection: AsyncConnection, account_id: uuid.UUID) -> None:
+    """Serialise owner changes within an account, so two demotions cannot race
+    past the last-owner check together."""
+    await connection.execute(
+        select(accounts.c.id).where(accounts.c.id == account_id).with_for_update()
+    )
+
+
+async def _keep_an_owner(connection: AsyncConnection, account_id: uuid.UUID) -> None:
+    owners = await connection.scalar(
+        select(func.count()).where(users.c.account_id == account_id, users.c.role == "OWNER")
+    )
+    if (owners or 0) <= 1:
+        raise ApiError(
+            409,
+            "the account's last owner cannot be removed or demoted",
+            pointer="/data/attributes/role",
+        )
+
+
+def _may_grant(caller: Caller, role: str) -> None:
+    if not caller.outranks_or_equals(role):
+        raise ApiError(
+            403, f"a {caller.role} cannot grant the role {role}", pointer="/data/attributes/role"
+        )
+
+
+def _may_manage(caller: Caller, role: str) -> None:
+    if not caller.outranks_or_equals(role):
+        raise ApiError(403, f"a {caller.role} cannot change or remove a user whose role is {role}")
