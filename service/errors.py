@@ -85,6 +85,9 @@ async def _validation_error(_: Request, error: Exception) -> JsonApiResponse:
 
 
 def _validation_error_object(problem: dict[str, Any]) -> dict[str, Any]:
+    if problem.get("type") == "json_invalid":
+        reason = problem.get("ctx", {}).get("error", "")
+        return error_object(400, f"the body is not valid JSON{': ' + reason if reason else ''}")
     where, *path = problem.get("loc", ("body",))
     path_text = "/".join(str(part) for part in path)
     if where == "body":

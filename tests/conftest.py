@@ -15,6 +15,9 @@ from sqlalchemy.engine import URL
 from settings import Settings
 from tests.postgres import create_database, drop_database, service_url, test_server
 from tests.processes import PROJECT_ROOT, SERVICE_VARIABLES
+from tests.revisions import HEAD
+
+OPERATOR_TOKEN = "operator-token-for-tests-0123456789abcdef"
 
 TEST_MIGRATIONS = PROJECT_ROOT / "tests" / "migrations"
 
@@ -24,6 +27,7 @@ def _clean_service_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     """Settings come from each test, never from the developer's shell."""
     for name in SERVICE_VARIABLES:
         monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("TEST_SCENARIO_BASE", HEAD)
 
 
 @pytest.fixture(scope="session")
@@ -78,6 +82,7 @@ def settings_for(url: URL, **overrides: object) -> Settings:
         "migration_exit_on_failure": False,
         "database_retry_max_interval": 0.5,
         "readiness_poll_interval": 0.2,
+        "operator_token": OPERATOR_TOKEN,
     }
     values.update(overrides)
     return Settings(**values)  # type: ignore[arg-type]

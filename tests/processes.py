@@ -33,8 +33,12 @@ def free_port() -> int:
 
 
 def service_environment(**variables: str) -> dict[str, str]:
+    from tests.revisions import HEAD
+
     environment = {k: v for k, v in os.environ.items() if k not in SERVICE_VARIABLES}
     environment["PYTHONUNBUFFERED"] = "1"
+    # Test-only scenario revisions (tests/migrations) build on the service's head.
+    environment["TEST_SCENARIO_BASE"] = HEAD
     environment.update(variables)
     return environment
 

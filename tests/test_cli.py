@@ -19,9 +19,9 @@ from service.models import Base
 from tests.conftest import eventually, scenario_config
 from tests.postgres import connect, service_url
 from tests.processes import PROJECT_ROOT, service_environment
+from tests.revisions import HEAD, REVISIONS
 
 LOCK_KEY = lock.lock_key("platform-service:schema-migrations")
-REVISIONS = ["0001_accounts", "0002_users", "0003_environments"]
 
 
 def run(
@@ -59,14 +59,14 @@ async def test_db_status_reports_pending_revisions_and_lock_holder(empty_databas
     text_report = service("db", "status", url=empty_database)
     assert text_report.returncode == 0, text_report.stderr
     assert "current revision: 0001_accounts" in text_report.stdout
-    assert "pending:          0002_users, 0003_environments" in text_report.stdout
+    assert f"pending:          {', '.join(REVISIONS[1:])}" in text_report.stdout
     assert f"lock holder:      pid {holder_pid} status-test-holder" in text_report.stdout
 
     report = json.loads(service("db", "status", "--json", url=empty_database).stdout)
     assert report["current_revision"] == ["0001_accounts"]
-    assert report["heads"] == ["0003_environments"]
+    assert report["heads"] == [HEAD]
     assert report["at_head"] is False
-    assert report["pending"] == ["0002_users", "0003_environments"]
+    assert report["pending"] == REVISIONS[1:]
     assert report["lock_holder"]["pid"] == holder_pid
     await connection.close()
 
@@ -77,8 +77,8 @@ async def test_db_status_reports_pending_revisions_and_lock_holder(empty_databas
 def test_migrate_exits_zero_at_head_and_is_idempotent(empty_database: URL) -> None:
     first = service("migrate", url=empty_database)
     assert first.returncode == 0, first.stderr
-    assert "schema at head 0003_environments" in first.stdout
-    assert first.stderr.count("applied revision") == 3
+    assert f"schema at head {HEAD}" in first.stdout
+    assert first.stderr.count("applied revision") == len(REVISIONS)
     second = service("migrate", url=empty_database)
     assert second.returncode == 0, second.stderr
     assert "applied revision" not in second.stderr
@@ -119,7 +119,7 @@ def test_invalid_arguments_are_refused() -> None:
 
 def test_alembic_round_trip_and_no_drift(empty_database: URL) -> None:
     heads = alembic("heads", url=empty_database)
-    assert heads.stdout.split() == ["0003_environments", "(head)"]
+    assert heads.stdout.split() == [HEAD, "(head)"]
     for step in (["upgrade", "head"], ["downgrade", "base"], ["upgrade", "head"], ["check"]):
         result = alembic(*step, url=empty_database)
         assert result.returncode == 0, (step, result.stderr)
@@ -142,7 +142,8 @@ async def test_drift_between_models_and_migrations_is_detected(migrated_database
         )
     await engine.dispose()
     assert clean == []
-    assert [change[0] for change in drift] == ["add_column"]
+    added = [change[3].name for change in drift if change[0] == "add_column"]
+    assert added == ["nickname"]
 
 
 async def test_alembic_command_line_waits_for_the_lock(empty_database: URL) -> None:

@@ -12,8 +12,7 @@ from service.embedded import EmbeddedPostgres
 from tests.conftest import eventually, scenario_config, shared_folder
 from tests.postgres import connect, service_url
 from tests.processes import ServiceProcess, free_port, service_environment, wait_for
-
-HEAD = "0003_environments"
+from tests.revisions import HEAD
 
 
 async def _state(url: URL) -> tuple[str | None, bool, int]:
@@ -158,7 +157,8 @@ async def test_database_down_at_start_then_up(tmp_path: Path) -> None:
             assert process.get("/v1/service").status_code == 503  # type: ignore[union-attr]
             server.start()
             process.wait_for_phase("ready")
-            assert process.get("/v1/service").status_code == 200  # type: ignore[union-attr]
+            # Served: past the readiness gate, at authentication.
+            assert process.get("/v1/service").status_code == 401  # type: ignore[union-attr]
         finally:
             process.stop()
             server.stop()

@@ -10,10 +10,10 @@ from sqlalchemy.engine import URL
 
 from tests.postgres import connect, service_url
 from tests.processes import ServiceProcess, service_environment, wait_for
+from tests.revisions import REVISIONS
 
 PROCESSES = 4
 WORKERS = 2
-REVISIONS = ["0001_accounts", "0002_users", "0003_environments"]
 
 # Records every DDL command that commits, with the session that ran it: proof
 # independent of the service's own logs that each revision ran exactly once.
@@ -69,14 +69,11 @@ async def test_fleet_migrates_exactly_once(empty_database: URL, tmp_path: Path) 
         "SELECT pid, application_name, tag, object FROM ddl_audit.commands"
     )
     created = Counter(row["object"] for row in rows if row["tag"] == "CREATE TABLE")
-    assert created == Counter(
-        {
-            "public.alembic_version": 1,
-            "public.accounts": 1,
-            "public.users": 1,
-            "public.environments": 1,
-        }
-    )
+    tables = ["alembic_version", "accounts", "users", "environments", "api_keys", "configs"]
+    assert created == Counter({f"public.{name}": 1 for name in tables})
+    # The concurrently built index too (its build commits outside any revision's transaction).
+    indexes = Counter(row["object"] for row in rows if row["tag"] == "CREATE INDEX")
+    assert indexes["public.users_account_id_auth_provider_auth_subject_key"] == 1
     # One session ran all the DDL, and it was a migrator's.
     assert len({row["pid"] for row in rows}) == 1
     assert all("migrator" in row["application_name"] for row in rows)

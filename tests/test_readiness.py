@@ -15,8 +15,9 @@ from sqlalchemy.engine import URL
 from service import lock
 from service.app import create_app
 from settings import Settings
-from tests.conftest import eventually, scenario_config, settings_for
+from tests.conftest import OPERATOR_TOKEN, eventually, scenario_config, settings_for
 from tests.postgres import connect
+from tests.revisions import HEAD
 
 LOCK_NAME = "platform-service:schema-migrations"
 
@@ -56,6 +57,23 @@ async def holding_lock(url: URL) -> AsyncIterator[int]:
         await connection.close()
 
 
+async def create_account(client: httpx.AsyncClient) -> str:
+    """Create an account through the operator route; returns its first API key."""
+    response = await client.post(
+        "/v1/accounts",
+        headers={"Authorization": f"Bearer {OPERATOR_TOKEN}"},
+        json={
+            "data": {
+                "type": "accounts",
+                "attributes": {"name": "Acme", "owner": {"email": "o@acme.test", "role": "OWNER"}},
+            }
+        },
+    )
+    assert response.status_code == 201, response.text
+    (key,) = [item for item in response.json()["included"] if item["type"] == "api-keys"]
+    return str(key["attributes"]["secret"])
+
+
 async def test_api_is_gated_until_the_schema_is_at_head(empty_database: URL) -> None:
     async with (
         holding_lock(empty_database) as holder_pid,
@@ -67,7 +85,7 @@ async def test_api_is_gated_until_the_schema_is_at_head(empty_database: URL) -> 
         assert status == 503
         assert body["status"] == "unready"
         assert body["current_revision"] is None
-        assert body["target_revision"] == "0003_environments"
+        assert body["target_revision"] == HEAD
         assert waiting["lock_holder"]["pid"] == holder_pid
 
         refused = await client.get("/v1/service")
@@ -82,11 +100,12 @@ async def test_api_is_gated_until_the_schema_is_at_head(empty_database: URL) -> 
         await wait_for_phase(client, "ready")
         status, body = await readiness(client)
         assert (status, body["status"]) == (200, "ready")
-        assert body["current_revision"] == body["target_revision"] == "0003_environments"
+        assert body["current_revision"] == body["target_revision"] == HEAD
         assert (await client.get("/livez")).status_code == 200
-        served = await client.get("/v1/service")
+        key = await create_account(client)
+        served = await client.get("/v1/service", headers={"Authorization": f"Bearer {key}"})
         assert served.status_code == 200
-        assert served.json()["data"]["attributes"]["schema_revision"] == "0003_environments"
+        assert served.json()["data"]["attributes"]["schema_revision"] == HEAD
 
 
 async def test_lock_holder_is_reported_then_migration_runs_after_release(
@@ -140,7 +159,7 @@ async def test_without_migrate_on_startup_waits_for_another_process(empty_databa
         assert await migrate(settings_for(empty_database), None) == 0
         body = await wait_for_phase(client, "ready")
         assert body["migrated_here"] is False
-        assert (await client.get("/v1/service")).status_code == 200
+        assert (await client.get("/v1/service")).status_code == 401  # served: asks for a key
 
 
 async def test_failed_revision_reports_failed_and_keeps_the_schema(empty_database: URL) -> None:
@@ -150,7 +169,7 @@ async def test_failed_revision_reports_failed_and_keeps_the_schema(empty_databas
         assert "no_such_table" in body["error"]
         assert "42P01" in body["error"]
         # Revisions before the failing one committed one by one; the failing one left nothing.
-        assert body["current_revision"] == "0003_environments"
+        assert body["current_revision"] == HEAD
         assert (await client.get("/v1/service")).status_code == 503
     connection = await connect(empty_database)
     try:

@@ -8,7 +8,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request, Response
 from pydantic import Field, StringConstraints
-from sqlalchemy import delete, func, insert, select, text, update
+from sqlalchemy import Select, delete, func, insert, select, text, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -94,6 +94,18 @@ def items_filter(raw: str) -> dict[str, Any]:
     return wanted
 
 
+def list_query(
+    account_id: uuid.UUID, key: str | None = None, items: dict[str, Any] | None = None
+) -> Select[Any]:
+    query = select(configs).where(configs.c.account_id == account_id)
+    if key is not None:
+        query = query.where(configs.c.key == key)
+    if items is not None:
+        # @> with a JSONB parameter: answered by the GIN index configs_items_idx.
+        query = query.where(configs.c["items"].contains(items))
+    return query
+
+
 @router.get(
     "",
     response_class=JsonApiResponse,
@@ -101,12 +113,12 @@ def items_filter(raw: str) -> dict[str, Any]:
 )
 async def list_configs(request: Request, caller: Viewer, connection: Database) -> dict[str, Any]:
     page = Page.from_request(request, filters=("key", "items"))
-    query = select(configs).where(configs.c.account_id == caller.account_id)
-    if (key := request.query_params.get("filter[key]")) is not None:
-        query = query.where(configs.c.key == key)
-    if (raw := request.query_params.get("filter[items]")) is not None:
-        # @> with a JSONB parameter: answered by the GIN index configs_items_idx.
-        query = query.where(configs.c["items"].contains(items_filter(raw)))
+    raw_items = request.query_params.get("filter[items]")
+    query = list_query(
+        caller.account_id,
+        key=request.query_params.get("filter[key]"),
+        items=items_filter(raw_items) if raw_items is not None else None,
+    )
     found = await rows(connection, paged(query, configs, page))
     return listing(request, page, found, [config_resource(row) for row in found])
 

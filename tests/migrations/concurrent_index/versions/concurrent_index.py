@@ -2,7 +2,7 @@
 build an index with CREATE INDEX CONCURRENTLY in an autocommit block.
 
 Revision ID: test_concurrent_index
-Revises: 0003_environments
+Revises: the service's head
 """
 
 import os
@@ -12,7 +12,8 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "test_concurrent_index"
-down_revision = "0003_environments"
+# The service's current head, set by the tests (tests/revisions.py).
+down_revision = os.environ["TEST_SCENARIO_BASE"]
 branch_labels = None
 depends_on = None
 

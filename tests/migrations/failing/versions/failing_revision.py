@@ -1,15 +1,18 @@
 """Test only: a revision whose second statement fails.
 
 Revision ID: test_failing
-Revises: 0003_environments
+Revises: the service's head
 """
+
+import os
 
 import sqlalchemy as sa
 
 from alembic import op
 
 revision = "test_failing"
-down_revision = "0003_environments"
+# The service's current head, set by the tests (tests/revisions.py).
+down_revision = os.environ["TEST_SCENARIO_BASE"]
 branch_labels = None
 depends_on = None
 

@@ -1,7 +1,7 @@
 """Test only: a revision that creates a table, then sleeps in the same transaction.
 
 Revision ID: test_slow
-Revises: 0003_environments
+Revises: the service's head
 """
 
 import os
@@ -11,7 +11,8 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "test_slow"
-down_revision = "0003_environments"
+# The service's current head, set by the tests (tests/revisions.py).
+down_revision = os.environ["TEST_SCENARIO_BASE"]
 branch_labels = None
 depends_on = None
 
