@@ -1,8 +1,9 @@
 """users: backfill auth_provider and auth_subject from cognito_sub or email
 
-Rows with a cognito_sub become provider 'cognito' with that subject; rows
-without one (NULL, empty or blank) become provider 'email' with the lower-cased
-email (PostgreSQL's lower(), as the email uniqueness index uses).
+Rows with a cognito_sub become provider 'cognito' with that subject, unchanged;
+rows without one (NULL, empty or only blanks) become provider 'email' with the
+lower-cased email (PostgreSQL's lower(), as the email uniqueness index uses).
+A blank cognito_sub is not an identity, so the downgrade restores it as NULL.
 
 The backfill runs in batches of BATCH_SIZE rows in key order, each batch its own
 transaction (an autocommit block): row locks are held for one batch only, and a
@@ -39,7 +40,8 @@ BACKFILL_BATCH = sa.text(
         UPDATE users AS u
            SET auth_provider = CASE WHEN NULLIF(btrim(u.cognito_sub), '') IS NOT NULL
                                     THEN 'cognito' ELSE 'email' END,
-               auth_subject = COALESCE(NULLIF(btrim(u.cognito_sub), ''), lower(u.email))
+               auth_subject = CASE WHEN NULLIF(btrim(u.cognito_sub), '') IS NOT NULL
+                                   THEN u.cognito_sub ELSE lower(u.email) END
           FROM batch
          WHERE u.id = batch.id AND u.auth_provider IS NULL
         RETURNING u.id
