@@ -157,6 +157,7 @@ class Bootstrap:
                 if not is_lock_timeout(error) or attempt == self.settings.migration_lock_retries:
                     raise
                 await connection.rollback()
+                self.status.lock_timeout_retries += 1
                 delay = backoff(attempt, 0.5, 10.0)
                 logger.warning(
                     "revision %s hit lock_timeout; retry %d of %d in %.1fs",

@@ -37,6 +37,7 @@ class MigrationStatus:
     target_revision: tuple[str, ...] = ()
     pending: list[str] = field(default_factory=list)
     applied: int = 0
+    lock_timeout_retries: int = 0
     lock_holder: LockHolder | None = None
     error: str | None = None
     migrated_here: bool = False
@@ -71,6 +72,7 @@ class MigrationStatus:
                 "of": len(self.pending),
                 "revision": self.pending[step - 1] if self.pending else None,
                 "pending": self.pending[self.applied :],
+                "lock_timeout_retries": self.lock_timeout_retries,
             }
         if self.phase is Phase.WAITING_FOR_LOCK:
             body["lock_holder"] = self.lock_holder.as_json() if self.lock_holder else None

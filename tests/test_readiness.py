@@ -208,3 +208,52 @@ async def test_database_password_never_reaches_readiness(admin_url: URL, secret:
         assert body["error"]
         assert secret not in (await client.get("/readyz")).text
         assert secret not in (await client.get("/v1/service")).text
+
+
+@asynccontextmanager
+async def reading_configs(url: URL) -> AsyncIterator[None]:
+    """A long transaction holding ACCESS SHARE on configs, as a slow report would."""
+    connection = await connect(url)
+    transaction = connection.transaction()
+    await transaction.start()
+    await connection.execute("LOCK TABLE configs IN ACCESS SHARE MODE")
+    try:
+        yield
+    finally:
+        await transaction.rollback()
+        await connection.close()
+
+
+async def test_revision_that_hits_lock_timeout_is_retried(migrated_database: URL) -> None:
+    settings = settings_for(
+        migrated_database,
+        alembic_config=scenario_config("locking"),
+        migration_lock_timeout=0.2,
+        migration_lock_retries=20,
+    )
+    async with running_app(settings) as client:
+        async with reading_configs(migrated_database):
+
+            async def retried() -> bool:
+                _, body = await readiness(client)
+                return (
+                    body["phase"] == "migrating" and body["migration"]["lock_timeout_retries"] >= 1
+                )
+
+            await eventually(retried)
+            assert (await client.get("/livez")).status_code == 200
+        body = await wait_for_phase(client, "ready")
+        assert body["current_revision"] == "test_locking"
+
+
+async def test_revision_that_keeps_hitting_lock_timeout_fails(migrated_database: URL) -> None:
+    settings = settings_for(
+        migrated_database,
+        alembic_config=scenario_config("locking"),
+        migration_lock_timeout=0.1,
+        migration_lock_retries=1,
+    )
+    async with reading_configs(migrated_database), running_app(settings) as client:
+        body = await wait_for_phase(client, "failed")
+        assert "55P03" in body["error"]
+        assert body["current_revision"] == HEAD
