@@ -13,14 +13,18 @@ from __future__ import annotations
 
 import asyncio
 from logging.config import fileConfig
+from typing import Any
 
 from sqlalchemy.engine import Connection
 
 from alembic import context
+from service.audit import RUNNER_COMMAND_LINE, AuditWriter
 from service.models import Base
 
 config = context.config
 target_metadata = Base.metadata
+# Every applied step leaves a row in schema_migration_audit, whoever runs it.
+audit = AuditWriter(runner=config.attributes.get("runner", RUNNER_COMMAND_LINE))
 
 
 def configure_and_run(connection: Connection) -> None:
@@ -33,13 +37,15 @@ def configure_and_run(connection: Connection) -> None:
         on_version_apply=_on_version_apply,
     )
     with context.begin_transaction():
+        audit.restart_clock()
         context.run_migrations()
 
 
-def _on_version_apply(**step: object) -> None:
+def _on_version_apply(**arguments: Any) -> None:
+    audit.on_version_apply(**arguments)
     callback = config.attributes.get("on_version_apply")
     if callback is not None:
-        callback(step["step"])
+        callback(arguments["step"])
 
 
 def run_offline() -> None:
@@ -61,7 +67,8 @@ def run_from_command_line() -> None:
     asyncio.run(run_locked(configure_and_run))
 
 
-if config.config_file_name is not None and "connection" not in config.attributes:
+command_line = "connection" not in config.attributes
+if command_line and config.config_file_name and config.file_config.has_section("formatters"):
     fileConfig(config.config_file_name, disable_existing_loggers=False)
 
 if context.is_offline_mode():

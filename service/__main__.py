@@ -3,6 +3,8 @@
     python -m service [--host H] [--port P] [--workers N]   serve the API
     python -m service migrate [--timeout S]                 migrate to head once, then exit
     python -m service db status [--json]                    where the schema stands
+    python -m service db history [--json] [--limit N]       the audit trail of applied steps
+    python -m service db verify [--json]                    revisions edited after they ran?
 
 With DATABASE_URL unset, each starts the embedded PostgreSQL first.
 """
@@ -33,7 +35,7 @@ def main(arguments: Sequence[str] | None = None) -> int:
         return EXIT_USAGE
     from service.logs import configure_logging
 
-    configure_logging(settings.log_level)
+    configure_logging(settings.log_level, settings.log_format)
     command = options.command or "serve"
     with _database(settings) as settings:
         if command == "serve":
@@ -42,9 +44,15 @@ def main(arguments: Sequence[str] | None = None) -> int:
             from service.commands import migrate
 
             return asyncio.run(_cancel_on_sigterm(migrate(settings, options.timeout)))
-        from service.commands import database_status
+        from service import commands
 
-        return asyncio.run(database_status(settings, as_json=options.json))
+        if options.db_command == "history":
+            return asyncio.run(
+                commands.database_history(settings, as_json=options.json, limit=options.limit)
+            )
+        if options.db_command == "verify":
+            return asyncio.run(commands.database_verify(settings, as_json=options.json))
+        return asyncio.run(commands.database_status(settings, as_json=options.json))
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -71,6 +79,15 @@ def _parser() -> argparse.ArgumentParser:
     database_commands = database.add_subparsers(dest="db_command", required=True)
     status = database_commands.add_parser("status", help="revision, heads, pending, lock holder")
     status.add_argument("--json", action="store_true", help="print JSON")
+    history = database_commands.add_parser("history", help="the audit trail of applied steps")
+    history.add_argument("--json", action="store_true", help="print JSON")
+    history.add_argument(
+        "--limit", type=_positive, default=50, help="how many steps (newest first)"
+    )
+    verify = database_commands.add_parser(
+        "verify", help="compare applied revisions with their recorded checksums (exit 1 if edited)"
+    )
+    verify.add_argument("--json", action="store_true", help="print JSON")
     return parser
 
 
@@ -115,6 +132,8 @@ def _serve(settings: Settings, options: argparse.Namespace) -> int:
         port=options.port,
         workers=options.workers,
         log_level=settings.log_level.lower(),
+        # The service logs each request itself, with its request id.
+        access_log=False,
     )
     return 0
 

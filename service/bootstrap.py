@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
@@ -26,6 +27,7 @@ from service.errors_database import describe_error, is_lock_timeout, is_transien
 from service.migrations import Revisions, current_revisions, load_revisions, upgrade_to_heads
 from service.retry import backoff
 from service.status import MigrationStatus, Phase
+from service.verify import Lineage, lineage_of_unknown, verify_checksums
 from settings import Settings
 
 logger = logging.getLogger("service.bootstrap")
@@ -47,6 +49,7 @@ class Bootstrap:
         self.status = status
         self.key = lock.lock_key(settings.migration_lock_name)
         self.revisions: Revisions | None = None
+        self._step_started = time.monotonic()
 
     async def run(self, *, migrate: bool | None = None) -> None:
         """Reach head (or fail); raise MigrationFailed on a final error."""
@@ -58,6 +61,7 @@ class Bootstrap:
                 await self._retry_while_unreachable(self._migrate_once)
             else:
                 await self._wait_for_schema()
+            await self._verify()
         except MigrationFailed as error:
             self.status.enter(Phase.FAILED, error=str(error))
             logger.error("migration failed: %s", error)
@@ -102,12 +106,47 @@ class Bootstrap:
         self.status.current_revision = current
         unknown = [revision for revision in current if not self.revisions.is_known(revision)]
         if unknown:
-            raise MigrationFailed(
-                f"the database is at revision {','.join(unknown)}, which this code does not know: "
-                "the database is ahead of the code or on another branch"
-            )
+            return await self._accept_ahead(connection, unknown)
         self.status.pending = self.revisions.pending(current)
         return current == self.revisions.heads
+
+    async def _accept_ahead(self, connection: AsyncConnection, unknown: list[str]) -> bool:
+        """A database revision this code does not know: serve only if it is ahead
+        on this code's own line (and that is allowed)."""
+        assert self.revisions is not None
+        lineage, reason = await lineage_of_unknown(connection, self.revisions, unknown)
+        described = f"the database is at {','.join(unknown)}, unknown to this code: {reason}"
+        if lineage is not Lineage.AHEAD:
+            raise MigrationFailed(f"{described} ({lineage.value})")
+        if not self.settings.allow_schema_ahead:
+            raise MigrationFailed(f"{described}; ALLOW_SCHEMA_AHEAD is false")
+        if not self.status.schema_ahead:
+            logger.warning("serving a schema ahead of this code: %s", described)
+        self.status.schema_ahead = True
+        self.status.pending = []
+        return True
+
+    async def _verify(self) -> None:
+        """Compare the applied revisions' files with the checksums recorded when they ran."""
+        if self.settings.migration_verify == "off":
+            return
+        assert self.revisions is not None
+        applied = self.revisions.applied(self.revisions.heads)
+        async with self.app_engine.connect() as connection:
+            result = await verify_checksums(connection, self.revisions, applied)
+        self.status.verification = result.describe()
+        if result.ok:
+            return
+        for entry in result.edited:
+            logger.warning(
+                "revision %s was edited after it ran (recorded %s, file now %s)",
+                entry.revision,
+                entry.recorded[:12],
+                entry.current[:12],
+                extra={"revision": entry.revision},
+            )
+        if self.settings.migration_verify == "strict":
+            raise MigrationFailed(f"{result.describe()} (MIGRATION_VERIFY=strict)")
 
     async def _check(self) -> bool:
         """The cheap common case: read the revision on the application pool."""
@@ -136,7 +175,11 @@ class Bootstrap:
             await engine.dispose()
 
     async def _wait_for_lock(self, connection: AsyncConnection) -> None:
-        await lock.acquire(connection, self.key, self._report_holder)
+        started = time.monotonic()
+        try:
+            await lock.acquire(connection, self.key, self._report_holder)
+        finally:
+            self.status.lock_wait_seconds += time.monotonic() - started
 
     def _report_holder(self, holder: lock.LockHolder | None) -> None:
         if self.status.phase is not Phase.WAITING_FOR_LOCK or holder != self.status.lock_holder:
@@ -182,17 +225,24 @@ class Bootstrap:
             len(self.status.pending),
         )
         self.status.migrated_here = True
+        self._step_started = time.monotonic()
         await connection.run_sync(upgrade_to_heads, self.settings.alembic_config, self._on_step)
 
     def _on_step(self, step: MigrationInfo) -> None:
         """Called by Alembic inside each revision's transaction, before it commits."""
+        now = time.monotonic()
+        revision = step.up_revision_id or "?"
+        self.status.revision_seconds[revision] = now - self._step_started
+        self._step_started = now
         self.status.applied += 1
         self.status.current_revision = tuple(sorted(step.destination_revision_ids))
         logger.info(
-            "applied revision %s (%d of %d)",
-            step.up_revision_id,
+            "applied revision %s (%d of %d) in %.3fs",
+            revision,
             self.status.applied,
             len(self.status.pending),
+            self.status.revision_seconds[revision],
+            extra={"revision": revision},
         )
 
     async def _release(self, connection: AsyncConnection) -> None:

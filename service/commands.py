@@ -5,20 +5,25 @@ from __future__ import annotations
 import asyncio
 import json
 import sys
+from datetime import datetime
 from typing import Any
 
+from sqlalchemy.ext.asyncio import AsyncConnection
+
 from service import lock
+from service.audit import history_query
 from service.bootstrap import Bootstrap, MigrationFailed
 from service.database import create_app_engine
 from service.logs import configure_logging
 from service.migrations import current_revisions, load_revisions
 from service.status import MigrationStatus
+from service.verify import audit_trail_exists, verify_checksums
 from settings import Settings
 
 
 async def migrate(settings: Settings, give_up_after: float | None) -> int:
     """Bring the schema to head under the lock; 0 at head, 1 on failure or timeout."""
-    configure_logging(settings.log_level)
+    configure_logging(settings.log_level, settings.log_format)
     engine = create_app_engine(settings)
     status = MigrationStatus()
     try:
@@ -35,13 +40,15 @@ async def migrate(settings: Settings, give_up_after: float | None) -> int:
 
 
 async def database_status(settings: Settings, *, as_json: bool) -> int:
-    """Print the database's revision, the code's heads, what is pending and who holds the lock."""
+    """Print the database's revision, the code's heads, what is pending, who holds
+    the lock and the last applied steps."""
     revisions = await asyncio.to_thread(load_revisions, settings.alembic_config)
     engine = create_app_engine(settings)
     try:
         async with engine.connect() as connection:
             current = await current_revisions(connection)
             holder = await lock.find_holder(connection, lock.lock_key(settings.migration_lock_name))
+            last_steps = await _history(connection, 5)
     finally:
         await engine.dispose()
     unknown = [revision for revision in current if not revisions.is_known(revision)]
@@ -52,9 +59,76 @@ async def database_status(settings: Settings, *, as_json: bool) -> int:
         "pending": [] if unknown else revisions.pending(current),
         "unknown_revisions": unknown,
         "lock_holder": holder.as_json() if holder else None,
+        "last_applied": last_steps,
     }
     print(json.dumps(report, indent=2) if as_json else _as_text(report))
     return 0
+
+
+async def database_history(settings: Settings, *, as_json: bool, limit: int) -> int:
+    """Print the audit trail, newest first."""
+    engine = create_app_engine(settings)
+    try:
+        async with engine.connect() as connection:
+            steps = await _history(connection, limit)
+    finally:
+        await engine.dispose()
+    if as_json:
+        print(json.dumps(steps, indent=2))
+    else:
+        print("\n".join(_step_line(step) for step in steps) or "(no audit trail yet)")
+    return 0
+
+
+async def database_verify(settings: Settings, *, as_json: bool) -> int:
+    """Compare applied revisions with the checksums recorded when they ran; 1 if any was edited."""
+    revisions = await asyncio.to_thread(load_revisions, settings.alembic_config)
+    engine = create_app_engine(settings)
+    try:
+        async with engine.connect() as connection:
+            current = await current_revisions(connection)
+            applied = revisions.applied([r for r in current if revisions.is_known(r)])
+            result = await verify_checksums(connection, revisions, applied)
+    finally:
+        await engine.dispose()
+    if as_json:
+        report = {
+            "ok": result.ok,
+            "checked": result.checked,
+            "unrecorded": result.unrecorded,
+            "edited": [vars(entry) for entry in result.edited],
+        }
+        print(json.dumps(report, indent=2))
+    else:
+        print(result.describe())
+        for entry in result.edited:
+            print(f"  {entry.revision}: recorded {entry.recorded}, file now {entry.current}")
+        if result.unrecorded:
+            print(f"  applied before the audit trail existed: {', '.join(result.unrecorded)}")
+    return 0 if result.ok else 1
+
+
+async def _history(connection: AsyncConnection, limit: int) -> list[dict[str, Any]]:
+    if not await audit_trail_exists(connection):
+        return []
+    rows = (await connection.execute(history_query(limit))).mappings().all()
+    return [
+        {
+            key: value.isoformat() if isinstance(value, datetime) else value
+            for key, value in row.items()
+        }
+        for row in rows
+    ]
+
+
+def _step_line(step: dict[str, Any]) -> str:
+    arrow = "->" if step["direction"] == "upgrade" else "<-"
+    parents = ",".join(step["down_revisions"]) or "base"
+    return (
+        f"{step['finished_at']}  {parents} {arrow} {step['revision']}  {step['duration_seconds']:.3f}s  "
+        f"{step['runner']} on {step['host']} pid {step['pid']} as {step['database_user']} "
+        f"(v{step['app_version']}, checksum {str(step['checksum'])[:12]})"
+    )
 
 
 def _as_text(report: dict[str, Any]) -> str:
@@ -67,6 +141,8 @@ def _as_text(report: dict[str, Any]) -> str:
     ]
     if report["unknown_revisions"]:
         lines.append(f"unknown to this code: {', '.join(report['unknown_revisions'])}")
+    for step in report["last_applied"]:
+        lines.append(f"applied:          {_step_line(step)}")
     if holder:
         lines.append(
             f"lock holder:      pid {holder['pid']} {holder['application_name']} "

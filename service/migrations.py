@@ -21,6 +21,7 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from alembic import command
+from service.audit import RUNNER_BOOTSTRAP
 
 StepCallback = Callable[[MigrationInfo], None]
 VERSION_TABLE = "alembic_version"
@@ -48,6 +49,18 @@ class Revisions:
             return self.script.get_revision(revision) is not None
         except CommandError:
             return False
+
+    def applied(self, current: Sequence[str]) -> list[str]:
+        """The known revisions a database at `current` has applied, oldest first."""
+        if not current:
+            return []
+        steps = self.script.revision_map.iterate_revisions(tuple(current), "base")
+        return [revision.revision for revision in reversed(list(steps))]
+
+    def path(self, revision: str) -> str:
+        script = self.script.get_revision(revision)
+        assert script is not None
+        return str(script.path)
 
     def pending(self, current: Sequence[str]) -> list[str]:
         """Revisions between the database's and the heads, in the order they apply."""
@@ -86,5 +99,7 @@ def upgrade_to_heads(
     """
     if connection.in_transaction():
         raise RuntimeError("upgrade_to_heads needs a connection outside any transaction")
-    config = alembic_config(config_path, connection=connection, on_version_apply=on_step)
+    config = alembic_config(
+        config_path, connection=connection, on_version_apply=on_step, runner=RUNNER_BOOTSTRAP
+    )
     command.upgrade(config, "heads")

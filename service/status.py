@@ -38,9 +38,13 @@ class MigrationStatus:
     pending: list[str] = field(default_factory=list)
     applied: int = 0
     lock_timeout_retries: int = 0
+    lock_wait_seconds: float = 0.0
+    revision_seconds: dict[str, float] = field(default_factory=dict)
     lock_holder: LockHolder | None = None
     error: str | None = None
     migrated_here: bool = False
+    schema_ahead: bool = False
+    verification: str | None = None
     phase_since: float = field(default_factory=time.monotonic)
     started_at: datetime = field(default_factory=lambda: datetime.now(UTC))
 
@@ -64,7 +68,10 @@ class MigrationStatus:
             "current_revision": _revision_text(self.current_revision),
             "target_revision": _revision_text(self.target_revision),
             "migrated_here": self.migrated_here,
+            "schema_ahead": self.schema_ahead,
         }
+        if self.verification is not None:
+            body["verification"] = self.verification
         if self.phase is Phase.MIGRATING:
             step = min(self.applied + 1, len(self.pending))
             body["migration"] = {

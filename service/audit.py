@@ -1,0 +1,109 @@
+"""The migration audit trail: one row per applied step, written through Alembic's
+`on_version_apply` hook inside the step's own transaction, by the service's
+bootstrap and by the `alembic` command line alike.
+
+The checksum is the SHA-256 (hex) of the revision file's text after
+normalising it: decoded as UTF-8, every line ending (CRLF, CR) turned into LF,
+trailing spaces and tabs removed from every line, trailing blank lines removed,
+one final LF. Reformatting line endings or trailing blanks does not change it;
+any other edit does.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import socket
+import time
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from alembic.runtime.migration import MigrationInfo
+from sqlalchemy import func, insert, select, text
+from sqlalchemy.dialects.postgresql import distinct_on
+from sqlalchemy.engine import Connection
+
+from service import __version__
+from service.models import MigrationAuditEntry, table
+
+audit_table = table(MigrationAuditEntry)
+RUNNER_BOOTSTRAP = "bootstrap"
+RUNNER_COMMAND_LINE = "command line"
+
+
+def checksum_of_text(content: str) -> str:
+    lines = content.replace("\r\n", "\n").replace("\r", "\n").split("\n")
+    normalised = "\n".join(line.rstrip(" \t") for line in lines).rstrip("\n") + "\n"
+    return hashlib.sha256(normalised.encode()).hexdigest()
+
+
+def checksum_of_file(path: str | Path) -> str:
+    return checksum_of_text(Path(path).read_bytes().decode("utf-8"))
+
+
+@dataclass
+class AuditWriter:
+    """Collects the steps of one Alembic run and writes their rows.
+
+    Steps applied before the audit table exists (on a new database) are kept
+    and written in the transaction that creates it, so the trail is complete
+    from the first revision on.
+    """
+
+    runner: str
+    step_started: float = field(default_factory=time.time)
+    waiting: list[dict[str, Any]] = field(default_factory=list)
+
+    def restart_clock(self) -> None:
+        """The first step starts now (not when env.py was loaded and connected)."""
+        self.step_started = time.time()
+
+    def on_version_apply(self, *, ctx: Any, step: MigrationInfo, heads: Any, run_args: Any) -> None:
+        if not step.is_migration:
+            return
+        finished = time.time()
+        self.waiting.append(self._row(step, self.step_started, finished))
+        self.step_started = finished
+        connection: Connection = ctx.connection
+        if connection.scalar(text(f"SELECT to_regclass('{audit_table.name}') IS NOT NULL")):
+            connection.execute(
+                insert(audit_table).values(database_user=func.current_user()), self.waiting
+            )
+            self.waiting = []
+
+    def _row(self, step: MigrationInfo, started: float, finished: float) -> dict[str, Any]:
+        script = step.up_revision
+        path = getattr(script, "path", None)
+        return {
+            "revision": step.up_revision_id,
+            "down_revisions": list(step.down_revision_ids),
+            "direction": "upgrade" if step.is_upgrade else "downgrade",
+            "started_at": datetime.fromtimestamp(started, UTC),
+            "finished_at": datetime.fromtimestamp(finished, UTC),
+            "duration_seconds": round(finished - started, 6),
+            "host": socket.gethostname(),
+            "pid": os.getpid(),
+            "app_version": __version__,
+            "runner": self.runner,
+            "checksum": checksum_of_file(path) if path else None,
+        }
+
+
+def history_query(limit: int) -> Any:
+    return (
+        select(audit_table)
+        .order_by(audit_table.c.finished_at.desc(), audit_table.c.id.desc())
+        .limit(limit)
+    )
+
+
+def recorded_checksums_query() -> Any:
+    """The checksum each revision had when it was last applied upward."""
+    return (
+        select(audit_table.c.revision, audit_table.c.checksum)
+        .where(audit_table.c.direction == "upgrade")
+        .ext(distinct_on(audit_table.c.revision))
+        .order_by(audit_table.c.revision, audit_table.c.finished_at.desc(), audit_table.c.id.desc())
+    )
