@@ -22,6 +22,8 @@ from service.bootstrap import Bootstrap, MigrationFailed
 from service.database import create_app_engine
 from service.errors import install_error_handlers
 from service.logs import configure_logging
+from service.metrics import Metrics
+from service.observability import RequestObservability
 from service.status import MigrationStatus, Phase
 from settings import Settings, load_settings
 
@@ -47,27 +49,32 @@ class State(TypedDict):
 def create_app(settings: Settings | None = None) -> FastAPI:
     """Build the app; settings come from the environment unless given."""
     settings = settings or load_settings()
-    configure_logging(settings.log_level)
+    configure_logging(settings.log_level, settings.log_format)
+    status = MigrationStatus()
+    metrics = Metrics(status)
     app = FastAPI(
         title="Platform service",
         version=__version__,
-        lifespan=_lifespan(settings),
+        lifespan=_lifespan(settings, status),
     )
     app.state.operator_token = (
         settings.operator_token.get_secret_value() if settings.operator_token else None
     )
+    app.state.metrics = metrics
     app.add_middleware(BodyLimits, max_bytes=settings.max_body_bytes)
+    app.add_middleware(RequestObservability, metrics=metrics)
     install_error_handlers(app)
     app.include_router(health.router)
     app.include_router(api_router)
     return app
 
 
-def _lifespan(settings: Settings) -> Callable[[FastAPI], AbstractAsyncContextManager[State]]:
+def _lifespan(
+    settings: Settings, status: MigrationStatus
+) -> Callable[[FastAPI], AbstractAsyncContextManager[State]]:
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[State]:
         engine = create_app_engine(settings)
-        status = MigrationStatus()
         bootstrap = Bootstrap(settings, engine, status)
         task = asyncio.create_task(_run_bootstrap(bootstrap), name="migration-bootstrap")
         try:

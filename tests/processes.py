@@ -130,6 +130,17 @@ class ServiceProcess:
     def log_lines_with(self, text: str) -> list[str]:
         return [line for line in self.logs().splitlines() if text in line]
 
+    def events(self) -> list[dict[str, Any]]:
+        """The JSON log events the process wrote (other lines are skipped)."""
+        found = []
+        for line in self.logs().splitlines():
+            if line.startswith("{"):
+                try:
+                    found.append(json.loads(line))
+                except json.JSONDecodeError:
+                    continue
+        return found
+
 
 def readiness_json(process: ServiceProcess) -> str:
     answer = process.readiness()
