@@ -74,6 +74,11 @@ class Settings(BaseSettings):
         default=None,
         description="Direct, unpooled URL for the migration lock and DDL; defaults to DATABASE_URL.",
     )
+    database_pooler: Literal["none", "transaction"] = Field(
+        default="none",
+        description="transaction: DATABASE_URL goes through a transaction-pooling pooler (PgBouncer): "
+        "no named prepared statements are kept across transactions.",
+    )
     migrate_on_startup: bool = Field(
         default=True,
         description="Migrate to head on startup; when false, stay unready until another process has.",
@@ -97,6 +102,16 @@ class Settings(BaseSettings):
         default=True,
         description="Exit non-zero when the migration fails, so the orchestrator restarts the process; "
         "false keeps it serving, unready.",
+    )
+    migration_verify: Literal["off", "warn", "strict"] = Field(
+        default="warn",
+        description="At startup, compare applied revisions' files with the checksums recorded when they "
+        "ran: warn logs edited ones, strict also refuses readiness.",
+    )
+    allow_schema_ahead: bool = Field(
+        default=True,
+        description="Serve when the database is ahead of this code on the same line (a rolled-back "
+        "deploy); false refuses readiness then.",
     )
     migration_keepalive_idle: Annotated[int, Field(ge=1, le=3600)] = Field(
         default=20, description="Seconds before the server probes a silent migration connection."
@@ -135,6 +150,10 @@ class Settings(BaseSettings):
     )
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
         default="INFO", description="Level of the service's own log messages."
+    )
+    log_format: Literal["auto", "json", "text"] = Field(
+        default="auto",
+        description="json: one JSON object per line; text: for people; auto: text on a terminal, else json.",
     )
 
     @field_validator("database_url", "migration_database_url")

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import socket
+import uuid
 from typing import Any
 
 from sqlalchemy.engine import URL
@@ -35,13 +36,26 @@ def _connect_args(settings: Settings, server_settings: dict[str, str]) -> dict[s
 
 def create_app_engine(settings: Settings) -> AsyncEngine:
     """The pooled engine for requests and readiness checks."""
+    connect_args = _connect_args(settings, {"application_name": application_name("app")})
+    if settings.database_pooler == "transaction":
+        connect_args.update(_TRANSACTION_POOLER_ARGS)
     return _create_engine(
         settings.app_url,
         pool_size=settings.database_pool_size,
         max_overflow=settings.database_max_overflow,
         pool_pre_ping=True,
-        connect_args=_connect_args(settings, {"application_name": application_name("app")}),
+        connect_args=connect_args,
     )
+
+
+# Behind a transaction-pooling PgBouncer (before 1.21) consecutive transactions
+# of one client connection may run on different server connections: keep no
+# prepared statements across transactions, and give those made a unique name.
+_TRANSACTION_POOLER_ARGS: dict[str, Any] = {
+    "statement_cache_size": 0,
+    "prepared_statement_cache_size": 0,
+    "prepared_statement_name_func": lambda: f"__asyncpg_{uuid.uuid4()}__",
+}
 
 
 def migration_server_settings(settings: Settings) -> dict[str, str]:

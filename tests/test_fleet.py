@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import re
 from collections import Counter
 from pathlib import Path
 
+import asyncpg
 from sqlalchemy.engine import URL
 
 from tests.postgres import connect, service_url
@@ -39,37 +39,52 @@ CREATE EVENT TRIGGER record_ddl ON ddl_command_end EXECUTE FUNCTION ddl_audit.re
 async def test_fleet_migrates_exactly_once(empty_database: URL, tmp_path: Path) -> None:
     connection = await connect(empty_database)
     await connection.execute(DDL_AUDIT)
-
     environment = service_environment(DATABASE_URL=service_url(empty_database))
-    fleet = [
-        ServiceProcess.uvicorn(environment, tmp_path / f"replica-{n}.log", workers=WORKERS)
-        for n in range(PROCESSES)
-    ]
+    fleet = start_fleet(environment, tmp_path, PROCESSES, WORKERS)
     try:
-        for process in fleet:
-            wait_for(lambda p=process: _ready_and_alive(p), 90, f"replica {process.pid} ready")
-        # Every worker of every replica reports the head, each in its own process.
-        wait_for(lambda: len(_ready_workers(fleet)) == PROCESSES * WORKERS, 60, "every worker")
-        applied = Counter(
-            match.group(1)
-            for process in fleet
-            for line in process.log_lines_with("applied revision")
-            if (match := re.search(r"applied revision (\S+)", line))
-        )
-        assert applied == Counter(REVISIONS), applied
-        for process in fleet:
-            logs = process.logs()
-            assert " ERROR " not in logs, logs
-            assert "Traceback" not in logs, logs
+        wait_until_ready(fleet, PROCESSES * WORKERS)
     finally:
         for process in fleet:
             process.stop()
+    await assert_migrated_once(connection, fleet)
+    await connection.close()
+
+
+def start_fleet(
+    environment: dict[str, str], folder: Path, processes: int, workers: int
+) -> list[ServiceProcess]:
+    """Replicas started together, each a uvicorn with several workers."""
+    return [
+        ServiceProcess.uvicorn(environment, folder / f"replica-{n}.log", workers=workers)
+        for n in range(processes)
+    ]
+
+
+def wait_until_ready(fleet: list[ServiceProcess], workers: int) -> None:
+    for process in fleet:
+        wait_for(lambda p=process: _ready_and_alive(p), 90, f"replica {process.pid} ready")
+    # Every worker of every replica reports the head, each in its own process.
+    wait_for(lambda: len(_ready_workers(fleet)) == workers, 60, "every worker")
+
+
+async def assert_migrated_once(connection: asyncpg.Connection, fleet: list[ServiceProcess]) -> None:
+    """Each revision ran once, in one session, and no worker logged an error."""
+    events = [event for process in fleet for event in process.events()]
+    applied = Counter(
+        event["revision"] for event in events if event["message"].startswith("applied revision")
+    )
+    assert applied == Counter(REVISIONS), applied
+    assert [event for event in events if event["level"] in {"error", "critical"}] == []
+    for process in fleet:
+        assert "Traceback" not in process.logs(), process.logs()
 
     rows = await connection.fetch(
         "SELECT pid, application_name, tag, object FROM ddl_audit.commands"
     )
     created = Counter(row["object"] for row in rows if row["tag"] == "CREATE TABLE")
-    tables = ["alembic_version", "accounts", "users", "environments", "api_keys", "configs"]
+    tables = [
+        "alembic_version", "accounts", "users", "environments", "api_keys", "configs", "schema_migration_audit",
+    ]  # fmt: skip
     assert created == Counter({f"public.{name}": 1 for name in tables})
     # The concurrently built index too (its build commits outside any revision's transaction).
     indexes = Counter(row["object"] for row in rows if row["tag"] == "CREATE INDEX")
@@ -78,10 +93,14 @@ async def test_fleet_migrates_exactly_once(empty_database: URL, tmp_path: Path) 
     assert len({row["pid"] for row in rows}) == 1
     assert all("migrator" in row["application_name"] for row in rows)
     assert await connection.fetchval("SELECT version_num FROM alembic_version") == REVISIONS[-1]
-    assert (
-        await connection.fetchval("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory'") == 0
+    audited = await connection.fetch(
+        "SELECT revision, runner FROM schema_migration_audit ORDER BY id"
     )
-    await connection.close()
+    assert [(row["revision"], row["runner"]) for row in audited] == [
+        (r, "bootstrap") for r in REVISIONS
+    ]
+    locks = await connection.fetchval("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory'")
+    assert locks == 0
 
 
 def _ready_and_alive(process: ServiceProcess) -> bool:
@@ -91,10 +110,9 @@ def _ready_and_alive(process: ServiceProcess) -> bool:
 
 
 def _ready_workers(fleet: list[ServiceProcess]) -> set[int]:
-    return {_pid(line) for process in fleet for line in process.log_lines_with("schema at head")}
-
-
-def _pid(line: str) -> int:
-    match = re.search(r"\[pid (\d+)\]", line)
-    assert match, line
-    return int(match.group(1))
+    return {
+        event["pid"]
+        for process in fleet
+        for event in process.events()
+        if event["message"].startswith("schema at head")
+    }
