@@ -145,6 +145,10 @@ class Settings(BaseSettings):
         default=60.0,
         description="How stale an API key's last-used time may get, in seconds (no write per request).",
     )
+    graceful_shutdown_timeout: PositiveSeconds = Field(
+        default=8.0,
+        description="After SIGTERM, how long in-flight requests may take before the process exits, in seconds.",
+    )
     alembic_config: Path = Field(
         default=PROJECT_ROOT / "alembic.ini", description="Path of alembic.ini."
     )

@@ -17,7 +17,7 @@ import contextlib
 import os
 import signal
 import sys
-from collections.abc import Coroutine, Iterator, Sequence
+from collections.abc import Callable, Coroutine, Iterator, Sequence
 from typing import Any
 
 from settings import Settings, SettingsError, load_settings, masked
@@ -37,6 +37,18 @@ def main(arguments: Sequence[str] | None = None) -> int:
 
     configure_logging(settings.log_level, settings.log_format)
     command = options.command or "serve"
+    try:
+        return _run(command, settings, options)
+    except EmbeddedDatabaseUnavailable as error:
+        print(f"error: {error}", file=sys.stderr)
+        return EXIT_FAILED
+
+
+class EmbeddedDatabaseUnavailable(Exception):
+    """DATABASE_URL is unset and the embedded PostgreSQL cannot serve instead."""
+
+
+def _run(command: str, settings: Settings, options: argparse.Namespace) -> int:
     with _database(settings) as settings:
         if command == "serve":
             return _serve(settings, options)
@@ -62,11 +74,16 @@ def _parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on")
-    parser.add_argument("--port", type=int, default=8000, help="port to listen on")
+    parser.add_argument(
+        "--port",
+        type=_port,
+        default=_from_environment("PORT", _port, 8000),
+        help="port (default: PORT, else 8000)",
+    )
     parser.add_argument(
         "--workers",
         type=_positive,
-        default=_positive(os.environ.get("WEB_CONCURRENCY", "1")),
+        default=_from_environment("WEB_CONCURRENCY", _positive, 1),
         help="worker processes (default: WEB_CONCURRENCY, else 1)",
     )
     commands = parser.add_subparsers(dest="command")
@@ -91,11 +108,27 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _from_environment(name: str, convert: Callable[[str], int], fallback: int) -> int:
+    raw = os.environ.get(name)
+    if raw is None:
+        return fallback
+    try:
+        return convert(raw)
+    except argparse.ArgumentTypeError as error:
+        print(f"error: invalid settings: {name}: {error}", file=sys.stderr)
+        raise SystemExit(EXIT_USAGE) from None
+
+
+def _port(text: str) -> int:
+    if not text.isdigit() or not 1 <= int(text) <= 65535:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a port number (1-65535)")
+    return int(text)
+
+
 def _positive(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError("must be 1 or more")
-    return value
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"{text!r}: must be a whole number, 1 or more")
+    return int(text)
 
 
 @contextlib.contextmanager
@@ -104,10 +137,15 @@ def _database(settings: Settings) -> Iterator[Settings]:
     if settings.database_url is not None:
         yield settings
         return
-    from service.embedded import EmbeddedPostgres
+    from service.embedded import EmbeddedPostgres, EmbeddedPostgresError
 
-    server = EmbeddedPostgres()
-    url = server.start()
+    try:
+        server = EmbeddedPostgres()
+        url = server.start()
+    except EmbeddedPostgresError as error:
+        raise EmbeddedDatabaseUnavailable(
+            f"DATABASE_URL is not set, and the embedded PostgreSQL cannot start: {error}"
+        ) from None
     try:
         print(f"embedded PostgreSQL: {masked(url)} (data in {server.directory})", file=sys.stderr)
         # Worker processes read their settings from the environment.
@@ -134,6 +172,7 @@ def _serve(settings: Settings, options: argparse.Namespace) -> int:
         log_level=settings.log_level.lower(),
         # The service logs each request itself, with its request id.
         access_log=False,
+        timeout_graceful_shutdown=round(settings.graceful_shutdown_timeout),
     )
     return 0
 

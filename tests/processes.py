@@ -16,14 +16,21 @@ from typing import Any
 import httpx
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+
 # Variables of the developer's shell that would change what a test means.
-SERVICE_VARIABLES = (
-    "DATABASE_URL",
-    "MIGRATION_DATABASE_URL",
-    "MIGRATE_ON_STARTUP",
-    "ALEMBIC_CONFIG",
-    "EMBEDDED_POSTGRES_DIR",
-)
+def _service_variables() -> tuple[str, ...]:
+    from settings import Settings
+
+    return (
+        *(name.upper() for name in Settings.model_fields),
+        "EMBEDDED_POSTGRES_DIR",
+        "PORT",
+        "WEB_CONCURRENCY",
+    )
+
+
+SERVICE_VARIABLES = _service_variables()
 
 
 def free_port() -> int:

@@ -114,7 +114,16 @@ def test_invalid_settings_exit_2_naming_the_setting() -> None:
 def test_invalid_arguments_are_refused() -> None:
     refused = service("--workers", "0", url=None)
     assert refused.returncode == 2
-    assert "must be 1 or more" in refused.stderr
+    assert "must be a whole number, 1 or more" in refused.stderr
+
+
+def test_invalid_port_and_worker_variables_are_refused_by_name() -> None:
+    port = service("db", "status", url=None, PORT="http")
+    assert port.returncode == 2
+    assert "PORT: 'http' is not a port number" in port.stderr
+    workers = service("db", "status", url=None, WEB_CONCURRENCY="0")
+    assert workers.returncode == 2
+    assert "WEB_CONCURRENCY: '0': must be a whole number, 1 or more" in workers.stderr
 
 
 def test_alembic_round_trip_and_no_drift(empty_database: URL) -> None:

@@ -1,0 +1,58 @@
+"""The deployment examples: Kubernetes manifests validated against the Kubernetes
+schemas (kubernetes-validate, strict), and the compose file's fleet."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import kubernetes_validate
+import pytest
+import yaml
+
+from tests.processes import PROJECT_ROOT
+
+MANIFESTS = sorted((PROJECT_ROOT / "deploy" / "kubernetes").glob("*.yaml"))
+
+
+def documents(path: Path) -> list[dict[str, Any]]:
+    return [document for document in yaml.safe_load_all(path.read_text()) if document]
+
+
+@pytest.mark.parametrize("path", MANIFESTS, ids=lambda path: path.name)
+def test_manifests_are_valid_kubernetes(path: Path) -> None:
+    for document in documents(path):
+        kubernetes_validate.validate(document, kubernetes_validate.latest_version(), strict=True)
+
+
+def test_probes_keep_migrations_away_from_restarts() -> None:
+    deployment = next(d for p in MANIFESTS for d in documents(p) if d["kind"] == "Deployment")
+    (container,) = deployment["spec"]["template"]["spec"]["containers"]
+    assert container["livenessProbe"]["httpGet"]["path"] == "/livez"
+    assert container["startupProbe"]["httpGet"]["path"] == "/livez"
+    assert container["readinessProbe"]["httpGet"]["path"] == "/readyz"
+    assert {"secretRef": {"name": "platform-service-database"}} in container["envFrom"]
+    job = next(d for p in MANIFESTS for d in documents(p) if d["kind"] == "Job")
+    assert job["spec"]["template"]["spec"]["containers"][0]["args"][0] == "migrate"
+
+
+def test_compose_runs_a_fleet_behind_pgbouncer() -> None:
+    compose = yaml.safe_load((PROJECT_ROOT / "compose.yaml").read_text())
+    services = compose["services"]
+    replicas = [name for name in services if name.startswith("replica-")]
+    assert len(replicas) == 3
+    for name in replicas:
+        environment = services[name]["environment"]
+        assert "pgbouncer" in environment["DATABASE_URL"]
+        assert "@postgres:" in environment["MIGRATION_DATABASE_URL"]
+        assert environment["DATABASE_POOLER"] == "transaction"
+        assert "/readyz" in " ".join(services[name]["healthcheck"]["test"])
+    assert "healthcheck" in services["postgres"]
+
+
+def test_validation_catches_a_misspelt_field() -> None:
+    deployment = next(d for p in MANIFESTS for d in documents(p) if d["kind"] == "Deployment")
+    container = deployment["spec"]["template"]["spec"]["containers"][0]
+    container["livenesProbe"] = container.pop("livenessProbe")
+    with pytest.raises(kubernetes_validate.ValidationError):
+        kubernetes_validate.validate(deployment, kubernetes_validate.latest_version(), strict=True)
