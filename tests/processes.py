@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+from sqlalchemy.engine import URL
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
@@ -48,6 +49,24 @@ def service_environment(**variables: str) -> dict[str, str]:
     environment["TEST_SCENARIO_BASE"] = HEAD
     environment.update(variables)
     return environment
+
+
+def run_python(
+    *arguments: str, url: URL | None = None, timeout: float = 300, **variables: str
+) -> subprocess.CompletedProcess[str]:
+    """`python ARGUMENTS` in the project, on `url` (DATABASE_URL), to completion."""
+    environment = service_environment(**variables)
+    if url is not None:
+        environment["DATABASE_URL"] = url.render_as_string(hide_password=False)
+    return subprocess.run(
+        [sys.executable, *arguments],
+        cwd=PROJECT_ROOT,
+        env=environment,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
 
 
 def wait_for(condition: Callable[[], Any], timeout: float, what: str, interval: float = 0.1) -> Any:

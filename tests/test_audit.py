@@ -6,7 +6,6 @@ import json
 import os
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -14,8 +13,8 @@ from sqlalchemy.engine import URL
 
 from service.audit import checksum_of_file, checksum_of_text
 from tests.conftest import scenario_config, settings_for
-from tests.postgres import connect, service_url
-from tests.processes import PROJECT_ROOT, service_environment
+from tests.postgres import connect
+from tests.processes import PROJECT_ROOT, run_python
 from tests.revisions import HEAD, REVISIONS
 from tests.test_readiness import running_app, wait_for_phase
 
@@ -25,16 +24,7 @@ VERSIONS = PROJECT_ROOT / "alembic" / "versions"
 def run(
     *arguments: str, url: URL, check: bool = True, **variables: str
 ) -> subprocess.CompletedProcess[str]:
-    environment = service_environment(DATABASE_URL=service_url(url), **variables)
-    result = subprocess.run(
-        [sys.executable, *arguments],
-        cwd=PROJECT_ROOT,
-        env=environment,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
+    result = run_python(*arguments, url=url, **variables)
     if check:
         assert result.returncode == 0, result.stderr[-3000:]
     return result

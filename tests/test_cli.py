@@ -18,35 +18,18 @@ from service import lock
 from service.models import Base
 from tests.conftest import eventually, scenario_config
 from tests.postgres import connect, service_url
-from tests.processes import PROJECT_ROOT, service_environment
+from tests.processes import PROJECT_ROOT, run_python, service_environment
 from tests.revisions import HEAD, REVISIONS
 
 LOCK_KEY = lock.lock_key("platform-service:schema-migrations")
 
 
-def run(
-    arguments: list[str], url: URL | None, timeout: float = 120, **variables: str
-) -> subprocess.CompletedProcess[str]:
-    environment = service_environment(**variables)
-    if url is not None:
-        environment["DATABASE_URL"] = service_url(url)
-    return subprocess.run(
-        arguments,
-        cwd=PROJECT_ROOT,
-        env=environment,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        check=False,
-    )
-
-
 def service(*arguments: str, url: URL | None, **variables: str) -> subprocess.CompletedProcess[str]:
-    return run([sys.executable, "-m", "service", *arguments], url, **variables)
+    return run_python("-m", "service", *arguments, url=url, timeout=120, **variables)
 
 
 def alembic(*arguments: str, url: URL) -> subprocess.CompletedProcess[str]:
-    return run([sys.executable, "-m", "alembic", *arguments], url)
+    return run_python("-m", "alembic", *arguments, url=url, timeout=120)
 
 
 async def test_db_status_reports_pending_revisions_and_lock_holder(empty_database: URL) -> None:

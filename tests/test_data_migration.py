@@ -4,14 +4,12 @@ downgrade, check again."""
 from __future__ import annotations
 
 import math
-import subprocess
-import sys
 
 import asyncpg
 from sqlalchemy.engine import URL
 
-from tests.postgres import connect, service_url
-from tests.processes import PROJECT_ROOT, service_environment
+from tests.postgres import connect
+from tests.processes import run_python
 from tests.revisions import HEAD
 
 BEFORE = "0004_api_keys_configs"
@@ -43,16 +41,7 @@ SELECT id, 'spaces@example.test', 'VIEWER', '   ' FROM accounts ORDER BY id DESC
 
 
 def run(*arguments: str, url: URL) -> str:
-    environment = service_environment(DATABASE_URL=service_url(url), BACKFILL_BATCH_SIZE=str(BATCH))
-    result = subprocess.run(
-        [sys.executable, *arguments],
-        cwd=PROJECT_ROOT,
-        env=environment,
-        capture_output=True,
-        text=True,
-        timeout=600,
-        check=False,
-    )
+    result = run_python(*arguments, url=url, timeout=600, BACKFILL_BATCH_SIZE=str(BATCH))
     assert result.returncode == 0, result.stderr[-3000:]
     return result.stdout + result.stderr
 
