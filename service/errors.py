@@ -15,6 +15,7 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from sqlalchemy.exc import DBAPIError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 JSONAPI_MEDIA_TYPE = "application/vnd.api+json"
@@ -95,6 +96,20 @@ def _validation_error_object(problem: dict[str, Any]) -> dict[str, Any]:
     return error_object(400 if where == "query" else 422, problem["msg"], parameter=path_text)
 
 
+async def _database_error(request: Request, error: Exception) -> JsonApiResponse:
+    """A database that is restarting or unreachable is a 503 to retry, not a 500."""
+    from service.errors_database import describe_error, is_transient
+
+    if not is_transient(error):
+        return await _unexpected_error(request, error)
+    logger.warning(
+        "database unavailable on %s %s: %s", request.method, request.url.path, describe_error(error)
+    )
+    return error_response(
+        503, [error_object(503, "the database is unavailable; retry shortly")], {"Retry-After": "2"}
+    )
+
+
 async def _unexpected_error(request: Request, error: Exception) -> JsonApiResponse:
     logger.exception("unhandled error on %s %s", request.method, request.url.path)
     return error_response(500, [error_object(500, "an unexpected error occurred")])
@@ -104,4 +119,6 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(ApiError, _api_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
+    app.add_exception_handler(DBAPIError, _database_error)
+    app.add_exception_handler(OSError, _database_error)
     app.add_exception_handler(Exception, _unexpected_error)

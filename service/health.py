@@ -1,14 +1,21 @@
-"""Probes. Liveness never touches the database; readiness reports the migration."""
+"""Probes. Liveness never touches the database; readiness reports the migration,
+and once the schema is at head, whether the database answers."""
 
 from __future__ import annotations
 
+import asyncio
+
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncEngine
 
+from service.errors_database import describe_error
 from service.metrics import CONTENT_TYPE, Metrics
 from service.status import MigrationStatus
 
 router = APIRouter(tags=["health"])
+DATABASE_CHECK_SECONDS = 2.0
 
 
 @router.get("/livez", summary="Liveness: the process serves requests")
@@ -23,7 +30,25 @@ async def livez() -> dict[str, str]:
 )
 async def readyz(request: Request) -> JSONResponse:
     status: MigrationStatus = request.state.migration
-    return JSONResponse(status.as_json(), status_code=200 if status.ready else 503)
+    body = status.as_json()
+    if not status.ready:
+        return JSONResponse(body, status_code=503)
+    # At head: ready only while the database answers, so a restarting database
+    # takes the replica out of rotation instead of failing its requests.
+    problem = await _database_problem(request.state.engine)
+    if problem is None:
+        return JSONResponse(body)
+    body.update(status="unready", database="unreachable", error=problem)
+    return JSONResponse(body, status_code=503)
+
+
+async def _database_problem(engine: AsyncEngine) -> str | None:
+    try:
+        async with asyncio.timeout(DATABASE_CHECK_SECONDS), engine.connect() as connection:
+            await connection.execute(text("SELECT 1"))
+    except Exception as error:
+        return describe_error(error) if not isinstance(error, TimeoutError) else "no answer in time"
+    return None
 
 
 @router.get("/metrics", summary="Prometheus metrics of this worker process")

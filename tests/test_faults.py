@@ -6,10 +6,12 @@ from __future__ import annotations
 import signal
 from pathlib import Path
 
+import httpx
 from sqlalchemy.engine import URL
 
 from service.embedded import EmbeddedPostgres
-from tests.conftest import eventually, scenario_config, shared_folder
+from tests.api import JSONAPI, document
+from tests.conftest import OPERATOR_TOKEN, eventually, scenario_config, shared_folder
 from tests.postgres import connect, service_url
 from tests.processes import ServiceProcess, free_port, service_environment, wait_for
 from tests.revisions import HEAD
@@ -162,3 +164,93 @@ async def test_database_down_at_start_then_up(tmp_path: Path) -> None:
         finally:
             process.stop()
             server.stop()
+
+
+async def test_database_restart_while_serving(tmp_path: Path) -> None:
+    """Requests get clean 503s while the database is down, readiness goes down
+    and comes back, and the pool recovers without a process restart."""
+    with shared_folder() as folder:
+        server = EmbeddedPostgres(folder / "restarting", port=free_port())
+        url = server.start()
+        process = ServiceProcess.uvicorn(
+            service_environment(DATABASE_URL=service_url(url), OPERATOR_TOKEN=OPERATOR_TOKEN),
+            tmp_path / "restart.log",
+        )
+        try:
+            process.wait_for_phase("ready")
+            key = _create_account(process)
+            assert _get_users(process, key).status_code == 200
+
+            server.stop()
+            refused = _get_users(process, key)
+            assert refused.status_code == 503, refused.text
+            assert refused.headers["content-type"] == "application/vnd.api+json"
+            assert refused.headers["retry-after"]
+            assert refused.json()["errors"][0]["status"] == "503"
+            readiness = process.get("/readyz")
+            assert readiness is not None
+            assert readiness.status_code == 503
+            assert readiness.json()["database"] == "unreachable"
+            assert process.get("/livez").status_code == 200  # type: ignore[union-attr]
+
+            server.start()
+            wait_for(
+                lambda: (r := process.get("/readyz")) is not None and r.status_code == 200,
+                60,
+                "ready again",
+            )
+            assert _get_users(process, key).status_code == 200
+            process.assert_running()
+            assert "Traceback" not in process.logs()
+        finally:
+            process.stop()
+            server.stop()
+
+
+def _create_account(process: ServiceProcess) -> str:
+    response = httpx.post(
+        f"http://127.0.0.1:{process.port}/v1/accounts",
+        headers={"Authorization": f"Bearer {OPERATOR_TOKEN}", "Content-Type": JSONAPI},
+        json=document(
+            "accounts", {"name": "Restart", "owner": {"email": "o@example.test", "role": "OWNER"}}
+        ),
+        timeout=10,
+    )
+    assert response.status_code == 201, response.text
+    return str(
+        next(i for i in response.json()["included"] if i["type"] == "api-keys")["attributes"][
+            "secret"
+        ]
+    )
+
+
+def _get_users(process: ServiceProcess, key: str) -> httpx.Response:
+    return httpx.get(
+        f"http://127.0.0.1:{process.port}/v1/users",
+        headers={"Authorization": f"Bearer {key}"},
+        timeout=15,
+    )
+
+
+async def test_frozen_lock_holder_is_waited_for_and_reported(
+    empty_database: URL, tmp_path: Path
+) -> None:
+    holder = _slow_migrator(empty_database, tmp_path / "holder.log", seconds="3")
+    waiter = None
+    try:
+        wait_for(lambda: _in_slow_revision(holder), 60, "the slow revision to start")
+        holder.signal(signal.SIGSTOP)
+        waiter = _slow_migrator(empty_database, tmp_path / "waiter.log", seconds="3")
+        body = waiter.wait_for_phase("waiting_for_lock")
+        assert f"pid={holder.pid}" in body["lock_holder"]["application_name"]
+        assert waiter.get("/livez").status_code == 200  # type: ignore[union-attr]
+        holder.signal(signal.SIGCONT)
+        holder.wait_for_phase("ready")
+        body = waiter.wait_for_phase("ready")
+        assert body["migrated_here"] is False
+        assert await _state(empty_database) == ("test_slow", True, 0)
+    finally:
+        holder.signal(signal.SIGCONT)
+        holder.stop()
+        if waiter is not None:
+            waiter.stop()
