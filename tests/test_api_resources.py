@@ -346,3 +346,34 @@ async def test_openapi_and_docs_are_served(client: httpx.AsyncClient) -> None:
     docs = await client.get("/docs")
     assert docs.status_code == 200
     assert "swagger" in docs.text.lower()
+
+
+@pytest.mark.parametrize(
+    ("resource_type", "attribute"),
+    [
+        ("users", "role"),
+        ("users", "email"),
+        ("environments", "name"),
+        ("environments", "position"),
+        ("configs", "items"),
+        ("configs", "name"),
+    ],
+)
+async def test_patch_refuses_null_for_required_attributes(
+    tenant: Tenant, resource_type: str, attribute: str
+) -> None:
+    targets = {
+        "users": lambda: tenant.create("users", {"email": f"{uuid.uuid4().hex[:8]}@example.test"}),
+        "environments": lambda: tenant.create(
+            "environments", {"key": uuid.uuid4().hex[:8], "name": "E"}
+        ),
+        "configs": lambda: tenant.create("configs", {"key": uuid.uuid4().hex[:8], "name": "C"}),
+    }
+    target = await targets[resource_type]()
+    path = f"/v1/{resource_type}/{target['id']}"
+    refused = await tenant.call(
+        "PATCH", path, body=document(resource_type, {attribute: None}, target["id"])
+    )
+    assert refused.status_code == 422
+    assert refused.json()["errors"][0]["source"]["pointer"] == f"/data/attributes/{attribute}"
+    assert (await tenant.call("GET", path)).json()["data"] == target

@@ -18,6 +18,7 @@ from service.api.jsonapi import (
     Document,
     Page,
     Strict,
+    changed_attributes,
     expect_type,
     listing,
     related_id,
@@ -207,12 +208,7 @@ async def update_config(
     config_id: uuid.UUID, body: Document[ConfigUpdate], caller: Member, connection: Database
 ) -> dict[str, Any]:
     expect_type(body, TYPE, config_id)
-    changes = body.data.attributes.model_dump(exclude_unset=True)
-    for required in ("name", "items", "environments"):
-        if required in changes and changes[required] is None:
-            raise ApiError(
-                422, f"{required} cannot be null", pointer=f"/data/attributes/{required}"
-            )
+    changes = changed_attributes(body, not_null=("name", "items", "environments"))
     if "environments" in changes:
         await _check_environments(connection, caller.account_id, changes["environments"])
     given, parent_id = related_id(body, "parent", TYPE)

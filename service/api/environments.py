@@ -13,7 +13,16 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from service.api.common import conflict_from, one_in_account, paged, rows
 from service.api.dependencies import Admin, Database, Viewer
-from service.api.jsonapi import Document, Page, Strict, expect_type, listing, resource, single
+from service.api.jsonapi import (
+    Document,
+    Page,
+    Strict,
+    changed_attributes,
+    expect_type,
+    listing,
+    resource,
+    single,
+)
 from service.errors import ApiError, JsonApiResponse
 from service.models import Config, Environment, table
 
@@ -134,9 +143,7 @@ async def update_environment(
     connection: Database,
 ) -> dict[str, Any]:
     expect_type(body, TYPE, environment_id)
-    changes = body.data.attributes.model_dump(exclude_unset=True)
-    if changes.get("name", "") is None or changes.get("position", 0) is None:
-        raise ApiError(422, "name and position cannot be null", pointer="/data/attributes")
+    changes = changed_attributes(body, not_null=("name", "position"))
     current = await one_in_account(connection, environments, caller.account_id, environment_id)
     if not changes:
         return single(environment_resource(current))

@@ -60,6 +60,15 @@ def expect_type(
         raise ApiError(409, "the id in the body differs from the id in the URL", pointer="/data/id")
 
 
+def changed_attributes(document: Document[Any], not_null: Iterable[str]) -> dict[str, Any]:
+    """The attributes a PATCH sets; null is refused for those that cannot be null."""
+    values: dict[str, Any] = document.data.attributes.model_dump(exclude_unset=True)
+    for name in not_null:
+        if name in values and values[name] is None:
+            raise ApiError(422, f"{name} cannot be null", pointer=f"/data/attributes/{name}")
+    return values
+
+
 def related_id(
     document: Document[Any], name: str, resource_type: str
 ) -> tuple[bool, uuid.UUID | None]:

@@ -13,7 +13,16 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from service.api.common import conflict_from, one_in_account, paged, rows
 from service.api.dependencies import Admin, Caller, Database, Viewer
-from service.api.jsonapi import Document, Page, Strict, expect_type, listing, resource, single
+from service.api.jsonapi import (
+    Document,
+    Page,
+    Strict,
+    changed_attributes,
+    expect_type,
+    listing,
+    resource,
+    single,
+)
 from service.errors import ApiError, JsonApiResponse
 from service.models import Account, User, table
 
@@ -134,9 +143,7 @@ async def update_user(
     user_id: uuid.UUID, body: Document[UserUpdate], caller: Admin, connection: Database
 ) -> dict[str, Any]:
     expect_type(body, TYPE, user_id)
-    changes = body.data.attributes.model_dump(exclude_unset=True)
-    if any(value is None for value in changes.values()):
-        raise ApiError(422, "attributes cannot be set to null", pointer="/data/attributes")
+    changes = changed_attributes(body, not_null=("email", "role", "attributes"))
     await _lock_account(connection, caller.account_id)
     current = await one_in_account(connection, users, caller.account_id, user_id)
     _may_manage(caller, current["role"])
