@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import re
 import shutil
 import tempfile
 from collections.abc import AsyncIterator, Iterator
@@ -14,7 +15,7 @@ from sqlalchemy.engine import URL
 
 from settings import Settings
 from tests.postgres import create_database, drop_database, service_url, test_server
-from tests.processes import PROJECT_ROOT, SERVICE_VARIABLES
+from tests.processes import PROCESS_LOGS, PROCESS_OUTPUTS, PROJECT_ROOT, SERVICE_VARIABLES
 from tests.revisions import HEAD
 
 OPERATOR_TOKEN = "operator-token-for-tests-0123456789abcdef"
@@ -46,6 +47,22 @@ def shared_folder() -> Iterator[Path]:
         yield folder
     finally:
         shutil.rmtree(folder, ignore_errors=True)
+
+
+API_KEY = re.compile(r"psk_[A-Za-z0-9_-]{43}")
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _no_secrets_in_process_logs(admin_url: URL) -> Iterator[None]:
+    """After the run: no log or output of any process the tests started holds
+    the database password, the operator token or an API key."""
+    yield
+    texts = [path.read_text(errors="replace") for path in PROCESS_LOGS if path.exists()]
+    texts += PROCESS_OUTPUTS
+    for text in texts:
+        assert admin_url.password is None or admin_url.password not in text
+        assert OPERATOR_TOKEN not in text
+        assert API_KEY.search(text) is None, API_KEY.search(text)
 
 
 @pytest.fixture

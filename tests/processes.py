@@ -34,6 +34,12 @@ def _service_variables() -> tuple[str, ...]:
 SERVICE_VARIABLES = _service_variables()
 
 
+# Every log and output of a process the tests started, for the secrets scan
+# at the end of the run (tests/conftest.py).
+PROCESS_LOGS: list[Path] = []
+PROCESS_OUTPUTS: list[str] = []
+
+
 def free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
@@ -58,7 +64,7 @@ def run_python(
     environment = service_environment(**variables)
     if url is not None:
         environment["DATABASE_URL"] = url.render_as_string(hide_password=False)
-    return subprocess.run(
+    result = subprocess.run(
         [sys.executable, *arguments],
         cwd=PROJECT_ROOT,
         env=environment,
@@ -67,6 +73,8 @@ def run_python(
         timeout=timeout,
         check=False,
     )
+    PROCESS_OUTPUTS.append(result.stdout + result.stderr)
+    return result
 
 
 def wait_for(condition: Callable[[], Any], timeout: float, what: str, interval: float = 0.1) -> Any:
@@ -85,6 +93,7 @@ class ServiceProcess:
 
     def __init__(self, arguments: list[str], environment: Mapping[str, str], log_path: Path):
         self.log_path = log_path
+        PROCESS_LOGS.append(log_path)
         self.port: int | None = None
         with log_path.open("wb") as log:
             self.process = subprocess.Popen(
