@@ -162,9 +162,6 @@ class ServiceProcess:
     def logs(self) -> str:
         return self.log_path.read_text(errors="replace")
 
-    def log_lines_with(self, text: str) -> list[str]:
-        return [line for line in self.logs().splitlines() if text in line]
-
     def events(self) -> list[dict[str, Any]]:
         """The JSON log events the process wrote (other lines are skipped)."""
         found = []
@@ -175,8 +172,3 @@ class ServiceProcess:
                 except json.JSONDecodeError:
                     continue
         return found
-
-
-def readiness_json(process: ServiceProcess) -> str:
-    answer = process.readiness()
-    return json.dumps(answer[1]) if answer else "(no answer)"
