@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from alembic.runtime.migration import MigrationInfo
+from alembic.util import to_tuple
 from sqlalchemy import func, insert, select, text
 from sqlalchemy.dialects.postgresql import distinct_on
 from sqlalchemy.engine import Connection
@@ -31,6 +32,7 @@ from service.models import MigrationAuditEntry, table
 audit_table = table(MigrationAuditEntry)
 RUNNER_BOOTSTRAP = "bootstrap"
 RUNNER_COMMAND_LINE = "command line"
+RUNNER_UNRECORDED = "unrecorded earlier run"
 
 
 def checksum_of_text(content: str) -> str:
@@ -49,12 +51,16 @@ class AuditWriter:
 
     Steps applied before the audit table exists (on a new database) are kept
     and written in the transaction that creates it, so the trail is complete
-    from the first revision on.
+    from the first revision on. When an earlier run applied the first revisions
+    and died before the table existed, those revisions are written too, marked
+    as unrecorded (runner RUNNER_UNRECORDED, no checksum): the trail then still
+    names every applied revision, and says which ones it cannot vouch for.
     """
 
     runner: str
     step_started: float = field(default_factory=time.time)
     waiting: list[dict[str, Any]] = field(default_factory=list)
+    table_was_missing: bool = False
 
     def restart_clock(self) -> None:
         """The first step starts now (not when env.py was loaded and connected)."""
@@ -67,11 +73,38 @@ class AuditWriter:
         self.waiting.append(self._row(step, self.step_started, finished))
         self.step_started = finished
         connection: Connection = ctx.connection
-        if connection.scalar(text(f"SELECT to_regclass('{audit_table.name}') IS NOT NULL")):
-            connection.execute(
-                insert(audit_table).values(database_user=func.current_user()), self.waiting
-            )
-            self.waiting = []
+        if not connection.scalar(text(f"SELECT to_regclass('{audit_table.name}') IS NOT NULL")):
+            self.table_was_missing = True
+            return
+        rows = self.waiting
+        if self.table_was_missing:
+            rows = self._applied_by_earlier_runs(ctx.script, rows[0]["down_revisions"]) + rows
+            self.table_was_missing = False
+        connection.execute(insert(audit_table).values(database_user=func.current_user()), rows)
+        self.waiting = []
+
+    def _applied_by_earlier_runs(self, script: Any, parents: list[str]) -> list[dict[str, Any]]:
+        """Rows for the revisions below this run's first step, oldest first."""
+        if not parents or script is None:
+            return []
+        now = datetime.now(UTC)
+        ancestors = reversed(list(script.revision_map.iterate_revisions(tuple(parents), "base")))
+        return [
+            {
+                "revision": ancestor.revision,
+                "down_revisions": list(to_tuple(ancestor.down_revision, default=())),
+                "direction": "upgrade",
+                "started_at": now,
+                "finished_at": now,
+                "duration_seconds": 0.0,
+                "host": socket.gethostname(),
+                "pid": os.getpid(),
+                "app_version": __version__,
+                "runner": RUNNER_UNRECORDED,
+                "checksum": None,
+            }
+            for ancestor in ancestors
+        ]
 
     def _row(self, step: MigrationInfo, started: float, finished: float) -> dict[str, Any]:
         script = step.up_revision

@@ -11,33 +11,13 @@ from sqlalchemy.engine import URL
 from tests.postgres import connect
 from tests.processes import run_python
 from tests.revisions import HEAD
+from tests.seeds import BEFORE_IDENTITY, seed_users_sql
 
-BEFORE = "0004_api_keys_configs"
+BEFORE = BEFORE_IDENTITY
 USERS = 100_000
 BATCH = 5_000
 
-SEED = f"""
-INSERT INTO accounts (name) SELECT 'account ' || n FROM generate_series(1, 50) AS n;
-WITH numbered AS (SELECT id, row_number() OVER (ORDER BY id) - 1 AS position FROM accounts)
-INSERT INTO users (account_id, email, role, cognito_sub)
-SELECT numbered.id,
-       CASE WHEN n % 11 = 0 THEN 'Mixed.Case' || n || '@Example.TEST'
-            WHEN n % 13 = 0 THEN 'émile' || n || '@exemple.test'
-            ELSE 'user' || n || '@example.test' END,
-       'MEMBER',
-       CASE WHEN n % 3 = 0 THEN NULL
-            WHEN n % 3 = 1 THEN 'us-east-1:' || md5(n::text)
-            ELSE 'Sub-With-Case-' || n END
-  FROM generate_series(1, {USERS - 4}) AS n
-  JOIN numbered ON numbered.position = n % 50;
--- Edge cases: blank subjects, and the same email in two accounts.
-INSERT INTO users (account_id, email, role, cognito_sub)
-SELECT id, 'Shared@Example.test', 'OWNER', NULL FROM accounts ORDER BY id LIMIT 2;
-INSERT INTO users (account_id, email, role, cognito_sub)
-SELECT id, 'blank@example.test', 'VIEWER', '' FROM accounts ORDER BY id LIMIT 1;
-INSERT INTO users (account_id, email, role, cognito_sub)
-SELECT id, 'spaces@example.test', 'VIEWER', '   ' FROM accounts ORDER BY id DESC LIMIT 1;
-"""
+SEED = seed_users_sql(USERS)
 
 
 def run(*arguments: str, url: URL) -> str:
