@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import re
 import shutil
 import tempfile
@@ -116,3 +117,11 @@ async def eventually(condition, within: float = 30.0, interval: float = 0.05):  
         while not (result := await condition()):  # noqa: ASYNC110 (polls the database)
             await asyncio.sleep(interval)
         return result
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    from tests.reports import REPORTS
+
+    for name, values in REPORTS.items():
+        terminalreporter.write_sep("-", f"report: {name}")
+        terminalreporter.write_line(json.dumps(values, indent=2))
