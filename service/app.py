@@ -61,7 +61,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         settings.operator_token.get_secret_value() if settings.operator_token else None
     )
     app.state.metrics = metrics
-    app.add_middleware(BodyLimits, max_bytes=settings.max_body_bytes)
+    app.add_middleware(BodyLimits, max_bytes=settings.max_body_bytes, routes=app.router.routes)
     app.add_middleware(RequestObservability, metrics=metrics)
     install_error_handlers(app)
     app.include_router(health.router)

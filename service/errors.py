@@ -15,8 +15,10 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel
 from sqlalchemy.exc import DBAPIError
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match
 
 JSONAPI_MEDIA_TYPE = "application/vnd.api+json"
 logger = logging.getLogger("service.errors")
@@ -24,6 +26,48 @@ logger = logging.getLogger("service.errors")
 
 class JsonApiResponse(JSONResponse):
     media_type = JSONAPI_MEDIA_TYPE
+
+
+class ErrorSource(BaseModel):
+    pointer: str | None = None
+    parameter: str | None = None
+
+
+class ErrorObject(BaseModel):
+    status: str
+    title: str
+    detail: str
+    source: ErrorSource | None = None
+
+
+class ErrorDocument(BaseModel):
+    """The body of every error answer."""
+
+    errors: list[ErrorObject]
+
+
+# Every answer the API's routes can give besides their success, documented once
+# for the OpenAPI document (and checked against it by tests/test_openapi_fuzzing.py).
+ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
+    status: {
+        "model": ErrorDocument,
+        "description": description,
+        "content": {JSONAPI_MEDIA_TYPE: {}},
+    }
+    for status, description in {
+        400: "A query parameter or the body is malformed",
+        401: "No API key, or one that is unknown or revoked",
+        403: "The key's role may not do this",
+        404: "No such object in the key's account",
+        405: "The path does not take this method",
+        409: "The change conflicts with existing data",
+        413: "The body is larger than MAX_BODY_BYTES",
+        415: "The body is not JSON",
+        422: "The body is well-formed but invalid",
+        500: "An unexpected error (logged with the request id)",
+        503: "The schema is not at head yet, or the database is unavailable; retry",
+    }.items()
+}
 
 
 def error_object(
@@ -70,12 +114,30 @@ async def _api_error(_: Request, error: Exception) -> JsonApiResponse:
     return error_response(error.status, error.errors, error.headers)
 
 
-async def _http_error(_: Request, error: Exception) -> JsonApiResponse:
+async def _http_error(request: Request, error: Exception) -> JsonApiResponse:
     assert isinstance(error, StarletteHTTPException)
-    headers = dict(error.headers) if error.headers else None
+    headers = dict(error.headers) if error.headers else {}
+    if error.status_code == 405:
+        headers["Allow"] = ", ".join(_allowed_methods(request))
     return error_response(
         error.status_code, [error_object(error.status_code, str(error.detail))], headers
     )
+
+
+_METHODS = ("DELETE", "GET", "HEAD", "OPTIONS", "PATCH", "POST", "PUT")
+
+
+def _allowed_methods(request: Request) -> list[str]:
+    """Every method some route takes at this path (Starlette names only the
+    first route's, and FastAPI makes one route per method): ask the routes."""
+    routes = request.app.router.routes
+    return [
+        method
+        for method in _METHODS
+        if any(
+            route.matches({**request.scope, "method": method})[0] is Match.FULL for route in routes
+        )
+    ]
 
 
 async def _validation_error(_: Request, error: Exception) -> JsonApiResponse:

@@ -51,7 +51,12 @@ async def _database_problem(engine: AsyncEngine) -> str | None:
     return None
 
 
-@router.get("/metrics", summary="Prometheus metrics of this worker process")
+@router.get(
+    "/metrics",
+    summary="Prometheus metrics of this worker process",
+    response_class=Response,
+    responses={200: {"content": {"text/plain": {"schema": {"type": "string"}}}}},
+)
 async def metrics(request: Request) -> Response:
     collected: Metrics = request.app.state.metrics
     return Response(collected.exposition(), media_type=CONTENT_TYPE)

@@ -383,6 +383,22 @@ async def test_unknown_ids_and_malformed_ids(client: httpx.AsyncClient) -> None:
     assert (await tenant.call("GET", "/v1/nothing-here")).status_code == 404
 
 
+
+async def test_a_method_a_path_does_not_take_answers_405_naming_all_it_takes(
+    client: httpx.AsyncClient,
+) -> None:
+    tenant = await new_tenant(client)
+    listed = await tenant.call("OPTIONS", "/v1/users")
+    assert listed.status_code == 405
+    assert listed.headers["allow"] == "GET, POST"
+    assert listed.json()["errors"][0]["status"] == "405"
+    # A body on a method the path does not take is not checked as a body: 405, not 415.
+    one = await tenant.call("PUT", f"/v1/users/{tenant.owner_id}", content=b"not json")
+    assert one.status_code == 405
+    assert one.headers["allow"] == "DELETE, GET, PATCH"
+    owner = await tenant.call("GET", f"/v1/users/{tenant.owner_id}")
+    assert owner.status_code == 200
+
 # --- pagination ----------------------------------------------------------------
 
 

@@ -4,7 +4,13 @@ from fastapi import APIRouter, Depends
 
 from service.api import accounts, api_keys, configs, environments, meta, users
 from service.api.dependencies import require_ready
+from service.errors import ERROR_RESPONSES, JsonApiResponse
 
-router = APIRouter(prefix="/v1", dependencies=[Depends(require_ready)])
+router = APIRouter(
+    prefix="/v1",
+    dependencies=[Depends(require_ready)],
+    default_response_class=JsonApiResponse,
+    responses=ERROR_RESPONSES,
+)
 for module in (meta, accounts, users, environments, api_keys, configs):
     router.include_router(module.router)

@@ -3,26 +3,24 @@ any handler runs (so a refused request writes nothing)."""
 
 from __future__ import annotations
 
+from starlette.routing import BaseRoute, Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from service.errors import error_object, error_response
 
 ACCEPTED_MEDIA_TYPES = {"application/vnd.api+json", "application/json"}
-_WITH_BODY = {"POST", "PUT", "PATCH"}
+# The methods the API takes bodies with; others go on to routing (and its 405).
+_WITH_BODY = {"POST", "PATCH"}
 
 
 class BodyLimits:
     """Answers 415 for a body that is not JSON and 413 for one over `max_bytes`."""
 
-    def __init__(self, app: ASGIApp, max_bytes: int, prefix: str = "/v1/"):
-        self.app, self.max_bytes, self.prefix = app, max_bytes, prefix
+    def __init__(self, app: ASGIApp, max_bytes: int, routes: list[BaseRoute]):
+        self.app, self.max_bytes, self.routes = app, max_bytes, routes
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if (
-            scope["type"] != "http"
-            or scope["method"] not in _WITH_BODY
-            or not scope["path"].startswith(self.prefix)
-        ):
+        if not self._takes_body(scope):
             await self.app(scope, receive, send)
             return
         headers = {
@@ -39,6 +37,13 @@ class BodyLimits:
             await response(scope, receive, send)
             return
         await self.app(scope, _replay(body, receive), send)
+
+    def _takes_body(self, scope: Scope) -> bool:
+        """Only a route that exists for this method has a body to check: any
+        other request goes on to routing, which answers 404 or 405."""
+        if scope["type"] != "http" or scope["method"] not in _WITH_BODY:
+            return False
+        return any(route.matches(scope)[0] is Match.FULL for route in self.routes)
 
     def _header_problem(self, headers: dict[str, str]) -> tuple[int, str] | None:
         media_type, _, parameters = headers.get("content-type", "").partition(";")

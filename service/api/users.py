@@ -50,7 +50,13 @@ CONFLICTS = {
     ),
 }
 
-Email = Annotated[str, StringConstraints(max_length=320, pattern=r"^[^@\s]+@[^@\s]+\.[^@\s]+$")]
+# No "@", spaces or control characters in either part. Spelt with explicit
+# ranges, not \s, which Python and the JSON Schema (ECMA) regex of the OpenAPI
+# document read differently (Python counts \x1c-\x1f as spaces).
+_EMAIL_PART = r"[^@\x00-\x20\x7f]+"
+Email = Annotated[
+    str, StringConstraints(max_length=320, pattern=f"^{_EMAIL_PART}@{_EMAIL_PART}\\.{_EMAIL_PART}$")
+]
 Role = Literal["OWNER", "ADMIN", "MEMBER", "VIEWER"]
 Provider = Annotated[
     str, StringConstraints(min_length=1, max_length=64, pattern=r"^[a-z0-9][a-z0-9_.-]*$")
