@@ -51,19 +51,52 @@ def shared_folder() -> Iterator[Path]:
 
 
 API_KEY = re.compile(r"psk_[A-Za-z0-9_-]{43}")
+# The database password of this run, once the server is known.
+PASSWORDS: list[str] = []
+# What pytest captured of every test phase: the in-process apps' logs and output.
+CAPTURED: list[str] = []
 
 
 @pytest.fixture(scope="session", autouse=True)
-def _no_secrets_in_process_logs(admin_url: URL) -> Iterator[None]:
-    """After the run: no log or output of any process the tests started holds
-    the database password, the operator token or an API key."""
-    yield
-    texts = [path.read_text(errors="replace") for path in PROCESS_LOGS if path.exists()]
-    texts += PROCESS_OUTPUTS
-    for text in texts:
-        assert admin_url.password is None or admin_url.password not in text
-        assert OPERATOR_TOKEN not in text
-        assert API_KEY.search(text) is None, API_KEY.search(text)
+def _register_database_password(admin_url: URL) -> None:
+    if admin_url.password:
+        PASSWORDS.append(admin_url.password)
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    CAPTURED.append(report.capstdout + report.capstderr + report.caplog)
+
+
+def leaked_secrets() -> list[str]:
+    """Where the logs and output of the whole run (this process's captured
+    output and every process the tests started) show a database password, the
+    operator token or an API key."""
+    texts = {
+        f"log {path}": path.read_text(errors="replace") for path in PROCESS_LOGS if path.exists()
+    }
+    texts.update({f"process output {n}": text for n, text in enumerate(PROCESS_OUTPUTS)})
+    texts.update({f"captured test output {n}": text for n, text in enumerate(CAPTURED)})
+    found = []
+    for where, text in texts.items():
+        if any(password in text for password in PASSWORDS):
+            found.append(f"{where}: the database password")
+        if OPERATOR_TOKEN in text:
+            found.append(f"{where}: the operator token")
+        if API_KEY.search(text):
+            found.append(f"{where}: an API key")
+    return found
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """After the run, a secret anywhere in its logs fails it."""
+    leaks = leaked_secrets()
+    if leaks:
+        reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+        if reporter is not None:
+            reporter.write_sep("!", "secrets in the logs of this run")
+            for leak in leaks[:20]:
+                reporter.write_line(leak)
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
 
 
 @pytest.fixture

@@ -383,7 +383,6 @@ async def test_unknown_ids_and_malformed_ids(client: httpx.AsyncClient) -> None:
     assert (await tenant.call("GET", "/v1/nothing-here")).status_code == 404
 
 
-
 async def test_a_method_a_path_does_not_take_answers_405_naming_all_it_takes(
     client: httpx.AsyncClient,
 ) -> None:
@@ -398,6 +397,7 @@ async def test_a_method_a_path_does_not_take_answers_405_naming_all_it_takes(
     assert one.headers["allow"] == "DELETE, GET, PATCH"
     owner = await tenant.call("GET", f"/v1/users/{tenant.owner_id}")
     assert owner.status_code == 200
+
 
 # --- pagination ----------------------------------------------------------------
 
