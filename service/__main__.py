@@ -37,6 +37,10 @@ def main(arguments: Sequence[str] | None = None) -> int:
 
     configure_logging(settings.log_level, settings.log_format)
     command = options.command or "serve"
+    if command == "db" and options.db_command == "heads":
+        from service.commands import heads_manifest
+
+        return heads_manifest(settings, write=options.write)
     try:
         return _run(command, settings, options)
     except EmbeddedDatabaseUnavailable as error:
@@ -105,6 +109,13 @@ def _parser() -> argparse.ArgumentParser:
         "verify", help="compare applied revisions with their recorded checksums (exit 1 if edited)"
     )
     verify.add_argument("--json", action="store_true", help="print JSON")
+    heads = database_commands.add_parser(
+        "heads", help="check the heads manifest against the revision scripts (exit 1 if stale)"
+    )
+    heads.add_argument("--write", action="store_true", help="rewrite the manifest")
+    heads.add_argument(
+        "--after", metavar="FILE", help="the revision file just written (Alembic's post-write hook)"
+    )
     return parser
 
 

@@ -18,16 +18,17 @@ import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from alembic.runtime.migration import MigrationInfo
-from alembic.util import to_tuple
 from sqlalchemy import func, insert, select, text
 from sqlalchemy.dialects.postgresql import distinct_on
 from sqlalchemy.engine import Connection
 
 from service import __version__
 from service.models import MigrationAuditEntry, table
+
+if TYPE_CHECKING:
+    from alembic.runtime.migration import MigrationInfo
 
 audit_table = table(MigrationAuditEntry)
 RUNNER_BOOTSTRAP = "bootstrap"
@@ -85,6 +86,8 @@ class AuditWriter:
 
     def _applied_by_earlier_runs(self, script: Any, parents: list[str]) -> list[dict[str, Any]]:
         """Rows for the revisions below this run's first step, oldest first."""
+        from alembic.util import to_tuple
+
         if not parents or script is None:
             return []
         now = datetime.now(UTC)

@@ -16,19 +16,22 @@ import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
-from alembic.runtime.migration import MigrationInfo
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from service import lock
 from service.database import create_migration_engine
 from service.errors_database import describe_error, is_lock_timeout, is_transient
+from service.heads import read_heads
 from service.migrations import Revisions, current_revisions, load_revisions, upgrade_to_heads
 from service.retry import backoff
 from service.status import MigrationStatus, Phase
 from service.verify import Lineage, lineage_of_unknown, verify_checksums
 from settings import Settings
+
+if TYPE_CHECKING:
+    from alembic.runtime.migration import MigrationInfo
 
 logger = logging.getLogger("service.bootstrap")
 T = TypeVar("T")
@@ -49,22 +52,31 @@ class Bootstrap:
         self.status = status
         self.key = lock.lock_key(settings.migration_lock_name)
         self.revisions: Revisions | None = None
+        self.manifest_heads: tuple[str, ...] = ()
         self._step_started = time.monotonic()
 
     async def run(self, *, migrate: bool | None = None) -> None:
-        """Reach head (or fail); raise MigrationFailed on a final error."""
+        """Reach head (or fail); raise MigrationFailed on a final error.
+
+        At head by the heads manifest, the process is ready without parsing the
+        revision scripts; it parses them afterwards, to check the manifest and
+        the checksums, while it serves (before it is ready if
+        MIGRATION_VERIFY=strict).
+        """
         migrate = self.settings.migrate_on_startup if migrate is None else migrate
+        started = time.monotonic()
         try:
-            self.revisions = await asyncio.to_thread(load_revisions, self.settings.alembic_config)
-            self.status.target_revision = self.revisions.heads
-            if migrate:
-                await self._retry_while_unreachable(self._migrate_once)
-            else:
-                await self._wait_for_schema()
-            await self._verify()
+            from_manifest = await self._at_head_by_manifest()
+            if not from_manifest:
+                await self._load_revisions()
+                if migrate:
+                    await self._retry_while_unreachable(self._migrate_once)
+                else:
+                    await self._wait_for_schema()
+            if not from_manifest or self.settings.migration_verify == "strict":
+                await self._check_scripts(from_manifest)
         except MigrationFailed as error:
-            self.status.enter(Phase.FAILED, error=str(error))
-            logger.error("migration failed: %s", error)
+            self._fail(str(error))
             raise
         except asyncio.CancelledError:
             self.status.enter(Phase.STOPPED, error=f"stopped while {self.status.phase.value}")
@@ -75,11 +87,67 @@ class Bootstrap:
             raise
         except Exception as error:
             message = describe_error(error)
-            self.status.enter(Phase.FAILED, error=message)
-            logger.exception("migration failed: %s", message)
+            self._fail(message, exc_info=True)
             raise MigrationFailed(message) from error
         self.status.enter(Phase.READY)
-        logger.info("schema at head %s", ",".join(self.status.target_revision))
+        logger.info(
+            "schema at head %s after %.3fs",
+            ",".join(self.status.target_revision),
+            time.monotonic() - started,
+        )
+        if from_manifest and self.settings.migration_verify != "strict":
+            await self._check_scripts_while_serving()
+
+    def _fail(self, message: str, exc_info: bool = False) -> None:
+        self.status.enter(Phase.FAILED, error=message)
+        logger.error("migration failed: %s", message, exc_info=exc_info)
+
+    async def _load_revisions(self) -> None:
+        if self.revisions is None:
+            self.revisions = await asyncio.to_thread(load_revisions, self.settings.alembic_config)
+            self.status.target_revision = self.revisions.heads
+
+    async def _at_head_by_manifest(self) -> bool:
+        """True when the heads manifest matches the scripts and the database is at its heads."""
+        heads = await asyncio.to_thread(read_heads, self.settings.alembic_config)
+        if heads is None:
+            return False
+        self.manifest_heads = heads
+        self.status.target_revision = heads
+
+        async def at_heads() -> bool:
+            self.status.enter(Phase.CHECKING)
+            async with self.app_engine.connect() as connection:
+                current = await current_revisions(connection)
+            self.status.current_revision = current
+            return current == heads
+
+        if not await self._retry_while_unreachable(at_heads):
+            return False
+        self.status.pending = []
+        return True
+
+    async def _check_scripts(self, from_manifest: bool) -> None:
+        """Parse the scripts: the manifest must name their heads; then verify checksums."""
+        await self._load_revisions()
+        assert self.revisions is not None
+        if from_manifest and self.revisions.heads != self.manifest_heads:
+            raise MigrationFailed(
+                f"the heads manifest names {','.join(self.manifest_heads)} but the revision "
+                f"scripts' heads are {','.join(self.revisions.heads)}: "
+                "run `python -m service db heads --write`"
+            )
+        await self._verify()
+
+    async def _check_scripts_while_serving(self) -> None:
+        try:
+            await self._check_scripts(from_manifest=True)
+        except MigrationFailed as error:
+            self._fail(str(error))
+            raise
+        except Exception as error:
+            # Only the checks failed (the schema is at head): report, keep serving.
+            logger.warning("could not check the revision scripts: %s", describe_error(error))
 
     async def _retry_while_unreachable(self, attempt: Callable[[], Awaitable[T]]) -> T:
         """Run `attempt`, waiting and retrying while the database cannot be reached."""

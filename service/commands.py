@@ -39,6 +39,24 @@ async def migrate(settings: Settings, give_up_after: float | None) -> int:
     return 0
 
 
+def heads_manifest(settings: Settings, *, write: bool) -> int:
+    """Compare (or rewrite) the heads manifest with the heads the scripts have."""
+    from service.heads import manifest_path, read_heads, write_manifest
+
+    heads = load_revisions(settings.alembic_config).heads
+    if write:
+        print(f"wrote {write_manifest(settings.alembic_config, heads)}: {', '.join(heads)}")
+        return 0
+    if read_heads(settings.alembic_config) != heads:
+        print(
+            f"{manifest_path(settings.alembic_config)} is out of date (heads {', '.join(heads)}); "
+            "run `python -m service db heads --write`"
+        )
+        return 1
+    print(f"heads manifest up to date: {', '.join(heads)}")
+    return 0
+
+
 async def database_status(settings: Settings, *, as_json: bool) -> int:
     """Print the database's revision, the code's heads, what is pending, who holds
     the lock and the last applied steps."""

@@ -3,6 +3,8 @@
 Everything here that touches Alembic's Python API is synchronous: the bootstrap
 runs it through `AsyncConnection.run_sync` (database work) or a worker thread
 (reading the revision scripts), so the event loop keeps serving probes.
+Alembic is imported only when it is needed: a process whose database is at
+head (service/heads.py) never imports it before it is ready.
 """
 
 from __future__ import annotations
@@ -10,25 +12,27 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from alembic.config import Config
-from alembic.runtime.migration import MigrationInfo
-from alembic.script import ScriptDirectory
-from alembic.util.exc import CommandError
 from sqlalchemy import text
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from alembic import command
 from service.audit import RUNNER_BOOTSTRAP
 
-StepCallback = Callable[[MigrationInfo], None]
+if TYPE_CHECKING:
+    from alembic.config import Config
+    from alembic.runtime.migration import MigrationInfo
+    from alembic.script import ScriptDirectory
+
+StepCallback = Callable[["MigrationInfo"], None]
 VERSION_TABLE = "alembic_version"
 
 
 def alembic_config(path: Path, **attributes: Any) -> Config:
     """An Alembic Config for the service's alembic.ini, with extra attributes for env.py."""
+    from alembic.config import Config
+
     config = Config(str(path))
     config.attributes.update(attributes)
     return config
@@ -45,6 +49,8 @@ class Revisions:
         return tuple(sorted(self.script.get_heads()))
 
     def is_known(self, revision: str) -> bool:
+        from alembic.util.exc import CommandError
+
         try:
             return self.script.get_revision(revision) is not None
         except CommandError:
@@ -71,6 +77,8 @@ class Revisions:
 
 def load_revisions(config_path: Path) -> Revisions:
     """Read the revision scripts (slow with a long history: call it in a thread)."""
+    from alembic.script import ScriptDirectory
+
     script = ScriptDirectory.from_config(alembic_config(config_path))
     # Resolve the map now so later lookups do no file reading on the event loop.
     script.get_heads()
@@ -97,6 +105,8 @@ def upgrade_to_heads(
     The connection must not be inside a transaction: Alembic would then treat
     the transaction as the caller's and never commit its revisions one by one.
     """
+    from alembic import command
+
     if connection.in_transaction():
         raise RuntimeError("upgrade_to_heads needs a connection outside any transaction")
     config = alembic_config(

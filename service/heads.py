@@ -1,0 +1,76 @@
+"""The heads manifest: the revision heads of the scripts, kept next to them
+(alembic/heads.json) so that a process whose database is at head can know it
+without importing Alembic or parsing every revision script, work that grows
+with the length of the history.
+
+The manifest records a digest of the revision files' names and sizes. When the
+files on disk do not match it (a revision added, removed or edited to another
+size, or extra version locations, as the test scenarios have), it is not used
+and the bootstrap parses the scripts. `python -m service db heads --write`
+rewrites it (Alembic's post-write hook runs that after `alembic revision`); a
+test fails while it is out of date; and a process that started from it parses
+the scripts after it is ready and fails if their heads differ.
+"""
+
+from __future__ import annotations
+
+import configparser
+import hashlib
+import json
+import os
+from pathlib import Path
+
+MANIFEST = "heads.json"
+_SEPARATORS = {"space": " ", "newline": "\n", "os": os.pathsep, ":": ":", ";": ";", ",": ","}
+
+
+def _alembic_section(config_path: Path) -> configparser.SectionProxy:
+    parser = configparser.ConfigParser(defaults={"here": str(config_path.resolve().parent)})
+    parser.read(config_path)
+    return parser["alembic"]
+
+
+def manifest_path(config_path: Path) -> Path:
+    return Path(_alembic_section(config_path)["script_location"]) / MANIFEST
+
+
+def version_directories(config_path: Path) -> list[Path]:
+    section = _alembic_section(config_path)
+    locations = section.get("version_locations")
+    if not locations:
+        return [Path(section["script_location"]) / "versions"]
+    separator = _SEPARATORS.get(section.get("path_separator", "space"), " ")
+    return [Path(location) for location in locations.split(separator) if location.strip()]
+
+
+def files_digest(config_path: Path) -> str:
+    """SHA-256 over the names and sizes of the revision files, directory by directory."""
+    digest = hashlib.sha256()
+    for directory in version_directories(config_path):
+        digest.update(b"\x00directory\x00")
+        entries = sorted(
+            (entry.name, entry.stat().st_size)
+            for entry in os.scandir(directory)
+            if entry.name.endswith(".py") and entry.is_file()
+        )
+        for name, size in entries:
+            digest.update(f"{name}\x00{size}\x00".encode())
+    return digest.hexdigest()
+
+
+def read_heads(config_path: Path) -> tuple[str, ...] | None:
+    """The manifest's heads, or None when there is none or the files differ from it."""
+    try:
+        manifest = json.loads(manifest_path(config_path).read_text())
+        if manifest["files"] != files_digest(config_path):
+            return None
+        return tuple(sorted(manifest["heads"]))
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def write_manifest(config_path: Path, heads: tuple[str, ...]) -> Path:
+    path = manifest_path(config_path)
+    manifest = {"heads": sorted(heads), "files": files_digest(config_path)}
+    path.write_text(json.dumps(manifest, indent=2) + "\n")
+    return path

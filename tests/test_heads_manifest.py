@@ -1,0 +1,60 @@
+"""The heads manifest (service/heads.py): up to date with the scripts, ignored
+when the files differ from it, and a stale one is caught after startup."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+from sqlalchemy.engine import URL
+
+from service.heads import files_digest, read_heads
+from service.migrations import load_revisions
+from tests.conftest import scenario_config, settings_for
+from tests.processes import PROJECT_ROOT, run_python
+from tests.revisions import HEAD, REVISIONS
+from tests.test_readiness import running_app, wait_for_phase
+
+CONFIG = PROJECT_ROOT / "alembic.ini"
+
+
+def test_the_manifest_names_the_heads_the_scripts_have() -> None:
+    assert read_heads(CONFIG) == load_revisions(CONFIG).heads == (HEAD,)
+    result = run_python("-m", "service", "db", "heads")
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def copy_of_the_migrations(folder: Path) -> Path:
+    shutil.copy(CONFIG, folder / "alembic.ini")
+    shutil.copytree(
+        PROJECT_ROOT / "alembic", folder / "alembic", ignore=shutil.ignore_patterns("__pycache__")
+    )
+    return folder / "alembic.ini"
+
+
+def test_a_manifest_that_does_not_match_the_files_is_not_used(tmp_path: Path) -> None:
+    config = copy_of_the_migrations(tmp_path)
+    assert read_heads(config) == (HEAD,)
+    revision = next((tmp_path / "alembic" / "versions").glob("*0009*.py"))
+    revision.write_text(revision.read_text() + "\n# edited\n")
+    assert read_heads(config) is None
+    # Scenario configs add version locations: their listing is not the manifest's.
+    assert read_heads(scenario_config("slow")) is None
+
+
+async def test_a_stale_manifest_fails_readiness_once_the_scripts_are_read(
+    empty_database: URL, tmp_path: Path
+) -> None:
+    config = copy_of_the_migrations(tmp_path)
+    before_head = REVISIONS[-2]
+    manifest = {"heads": [before_head], "files": files_digest(config)}
+    (tmp_path / "alembic" / "heads.json").write_text(json.dumps(manifest))
+    result = run_python(
+        "-m", "alembic", "-c", str(config), "upgrade", before_head, url=empty_database
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    async with running_app(settings_for(empty_database, alembic_config=config)) as client:
+        body = await wait_for_phase(client, "failed")
+    assert "heads manifest names" in body["error"]
+    assert HEAD in body["error"]
