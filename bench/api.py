@@ -1,0 +1,228 @@
+"""4. API throughput and latency: wrk (2 threads, 16 connections, DURATION s
+per run, loopback) against uvicorn with 1 and 2 workers, for four requests:
+get one config, list configs (a page of 50), resolve a config three levels
+deep for an environment, and create a config (a new key each request).
+Baseline in the same run: bench/baseline_app.py, a minimal Starlette + asyncpg
+app making the same queries and answering the same JSON (checked before the
+runs). Both use a pool of 10 connections per worker. The service runs with its
+defaults, request log included (LOG_LEVEL=info, JSON, to a file).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import subprocess
+import tempfile
+import urllib.request
+import uuid
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy.engine import URL
+
+from bench.harness import (
+    Process,
+    create_database,
+    drop_database,
+    environment,
+    migrate,
+    peak_rss_mib,
+    summary,
+    target,
+)
+from bench.startup import APP
+
+BASELINE = "bench.baseline_app:create_app"
+DURATION = 6
+OPERATOR = "bench-operator-token-" + uuid.uuid4().hex
+JSONAPI = "application/vnd.api+json"
+CREATE_SCRIPT = """
+counter = 0
+function init(args) run = args[1] end
+function request()
+  counter = counter + 1
+  local body = string.format('{"data":{"type":"configs","attributes":{"key":"bench-%s-%s-%d","name":"Bench","items":{"n":%d}}}}', run, tostring(wrk.thread):gsub("[^%w]", ""), counter, counter)
+  return wrk.format("POST", nil, nil, body)
+end
+"""
+
+
+def _call(port: int, method: str, path: str, token: str, body: Any = None) -> Any:
+    request = urllib.request.Request(
+        f"http://127.0.0.1:{port}{path}",
+        method=method,
+        data=json.dumps(body).encode() if body is not None else None,
+        headers={"Authorization": f"Bearer {token}", "Content-Type": JSONAPI},
+    )
+    with urllib.request.urlopen(request, timeout=10) as response:
+        return json.loads(response.read())
+
+
+def _tenant(port: int) -> tuple[str, str, dict[str, str]]:
+    """An account with 120 configs (40 roots, 40 children, 40 grandchildren):
+    its owner's key, its first environment's key, and a config of each request."""
+    body = {
+        "data": {
+            "type": "accounts",
+            "attributes": {
+                "name": "Bench",
+                "owner": {"email": "owner@bench.test", "role": "OWNER"},
+            },
+        }
+    }
+    created = _call(port, "POST", "/v1/accounts", OPERATOR, body)
+    key = next(i for i in created["included"] if i["type"] == "api-keys")["attributes"]["secret"]
+    environment_key = next(i for i in created["included"] if i["type"] == "environments")[
+        "attributes"
+    ]["key"]
+    parents: list[str | None] = [None] * 40
+    for level in range(3):
+        made = []
+        for n, parent in enumerate(parents):
+            attributes = {
+                "key": f"c{level}-{n}",
+                "name": f"Config {level}-{n}",
+                "items": {f"level{level}": n, "shared": level, "nested": {"a": [1, 2, 3]}},
+                "environments": {environment_key: {"shared": f"{environment_key}-{level}"}},
+            }
+            data: dict[str, Any] = {"type": "configs", "attributes": attributes}
+            if parent:
+                data["relationships"] = {"parent": {"data": {"type": "configs", "id": parent}}}
+            made.append(_call(port, "POST", "/v1/configs", key, {"data": data})["data"]["id"])
+        parents = made  # type: ignore[assignment]
+    return key, environment_key, {"deepest": str(parents[7])}
+
+
+def _paths(environment_key: str, config_id: str) -> dict[str, str]:
+    return {
+        "get one": f"/v1/configs/{config_id}",
+        "list 50": "/v1/configs?page[size]=50",
+        "resolve": f"/v1/configs/{config_id}/resolved?environment={environment_key}",
+        "create": "/v1/configs",
+    }
+
+
+_LATENCY = re.compile(r"^\s+(50|99)%\s+([0-9.]+)(us|ms|s)\s*$", re.MULTILINE)
+_UNITS = {"us": 0.001, "ms": 1.0, "s": 1000.0}
+
+
+def _wrk(port: int, path: str, key: str, script: Path | None) -> dict[str, float]:
+    arguments = ["wrk", "-t2", "-c16", f"-d{DURATION}s", "--latency"]
+    arguments += ["-H", f"Authorization: Bearer {key}", "-H", f"Content-Type: {JSONAPI}"]
+    if script is not None:
+        arguments += ["-s", str(script)]
+    arguments.append(f"http://127.0.0.1:{port}{path}")
+    if script is not None:
+        arguments += ["--", uuid.uuid4().hex[:8]]
+    output = subprocess.run(
+        arguments, capture_output=True, text=True, check=True, timeout=DURATION + 60
+    ).stdout
+    rps = float(re.search(r"Requests/sec:\s+([0-9.]+)", output).group(1))  # type: ignore[union-attr]
+    latencies = {p: float(v) * _UNITS[u] for p, v, u in _LATENCY.findall(output)}
+    failed = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", output)
+    errors = re.search(r"Socket errors:.*", output)
+    if failed or errors:
+        raise RuntimeError(f"wrk saw failures on {path}:\n{output}")
+    return {"rps": rps, "p50_ms": latencies["50"], "p99_ms": latencies["99"]}
+
+
+def _same_json(ours: int, baseline: int, key: str, paths: dict[str, str]) -> None:
+    for name in ("get one", "list 50", "resolve"):
+        a, b = _call(ours, "GET", paths[name], key), _call(baseline, "GET", paths[name], key)
+        if a != b:
+            raise RuntimeError(f"the baseline answers {name} differently:\n{a}\n{b}")
+
+
+def benchmark(admin: URL, repeat: int) -> dict[str, Any]:
+    if shutil.which("wrk") is None:
+        raise RuntimeError("wrk is not installed (apt-get install wrk; scripts/bench does it)")
+    url = create_database(admin)
+    migrate(url)
+    results: dict[str, Any] = {}
+    rss: dict[str, float | None] = {}
+    with tempfile.TemporaryDirectory() as temporary:
+        folder = Path(temporary)
+        script = folder / "create.lua"
+        script.write_text(CREATE_SCRIPT)
+        env = environment(url, OPERATOR_TOKEN=OPERATOR)
+        setup = Process.uvicorn(APP, env, folder / "setup.log")
+        try:
+            setup.wait_ready()
+            key, environment_key, configs = _tenant(setup.port)
+        finally:
+            setup.stop()
+        paths = _paths(environment_key, configs["deepest"])
+        servers = {}
+        try:
+            for workers in (1, 2):
+                servers[f"service, {workers} worker{'s' if workers > 1 else ''}"] = Process.uvicorn(
+                    APP, env, folder / f"service{workers}.log", workers
+                )
+                servers[f"baseline, {workers} worker{'s' if workers > 1 else ''}"] = (
+                    Process.uvicorn(BASELINE, env, folder / f"baseline{workers}.log", workers)
+                )
+            for process in servers.values():
+                process.wait_ready()
+            _same_json(
+                servers["service, 1 worker"].port, servers["baseline, 1 worker"].port, key, paths
+            )
+            samples: dict[str, dict[str, list[dict[str, float]]]] = {
+                server: {name: [] for name in paths} for server in servers
+            }
+            for _ in range(repeat):
+                for name, path in paths.items():
+                    for server, process in servers.items():
+                        samples[server][name].append(
+                            _wrk(process.port, path, key, script if name == "create" else None)
+                        )
+            for server, process in servers.items():
+                if "1 worker" in server:
+                    rss[server] = peak_rss_mib(process.popen.pid)
+        finally:
+            for process in servers.values():
+                process.stop()
+            drop_database(admin, url)
+    for server, by_name in samples.items():
+        results[server] = {
+            name: {
+                metric: summary([run[metric] for run in runs], 2)
+                for metric in ("rps", "p50_ms", "p99_ms")
+            }
+            for name, runs in by_name.items()
+        }
+    ratios = {
+        f"{workers} worker{'s' if workers > 1 else ''}": {
+            name: round(
+                results[f"service, {workers} worker{'s' if workers > 1 else ''}"][name]["rps"][
+                    "median"
+                ]
+                / results[f"baseline, {workers} worker{'s' if workers > 1 else ''}"][name]["rps"][
+                    "median"
+                ],
+                3,
+            )
+            for name in paths
+        }
+        for workers in (1, 2)
+    }
+    targets = [
+        target(
+            f"requests/s, service / baseline, {name}, {workers}",
+            ratios[workers][name],
+            0.6,
+            "at least",
+        )
+        for workers in ratios
+        for name in ("get one", "list 50")
+    ]
+    return {
+        "title": "API throughput and latency",
+        "method": __doc__,
+        "unit": "requests per second; milliseconds",
+        "results": results,
+        "ratios": ratios,
+        "peak_rss_mib": rss,
+        "targets": targets,
+    }
