@@ -37,7 +37,11 @@ def test_a_manifest_that_does_not_match_the_files_is_not_used(tmp_path: Path) ->
     config = copy_of_the_migrations(tmp_path)
     assert read_heads(config) == (HEAD,)
     revision = next((tmp_path / "alembic" / "versions").glob("*0009*.py"))
-    revision.write_text(revision.read_text() + "\n# edited\n")
+    revision.rename(revision.with_name("20261127_0009_renamed.py"))
+    assert read_heads(config) is None
+    revision.with_name("20261127_0009_renamed.py").rename(revision)
+    assert read_heads(config) == (HEAD,)
+    (revision.parent / "20261127_0010_new.py").write_text("")
     assert read_heads(config) is None
     # Scenario configs add version locations: their listing is not the manifest's.
     assert read_heads(scenario_config("slow")) is None
