@@ -134,6 +134,12 @@ class Settings(BaseSettings):
         default=0,
         description="Extra short-lived connections under load (0: none, the fastest here).",
     )
+    database_pool_pre_ping: bool = Field(
+        default=False,
+        description="Test each pooled connection with a round trip before use. Off: after a "
+        "database restart only requests in flight fail (503), since the first dead connection "
+        "found invalidates the whole pool; on where idle connections are cut silently.",
+    )
     operator_token: SecretStr | None = Field(
         default=None,
         description="Bearer token for creating accounts (POST /v1/accounts); unset disables that route.",

@@ -35,7 +35,7 @@ from bench.harness import (
 from bench.startup import APP
 
 BASELINE = "bench.baseline_app:create_app"
-DURATION = 6
+DURATION = int(__import__("os").environ.get("BENCH_WRK_SECONDS", "6"))
 OPERATOR = "bench-operator-token-" + uuid.uuid4().hex
 JSONAPI = "application/vnd.api+json"
 CREATE_SCRIPT = """

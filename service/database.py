@@ -43,7 +43,7 @@ def create_app_engine(settings: Settings) -> AsyncEngine:
         settings.app_url,
         pool_size=settings.database_pool_size,
         max_overflow=settings.database_max_overflow,
-        pool_pre_ping=True,
+        pool_pre_ping=settings.database_pool_pre_ping,
         connect_args=connect_args,
     )
 

@@ -44,6 +44,11 @@ def test_migration_url_is_separate_when_given() -> None:
         ("DATABASE_URL", f"postgresql://root:{SECRET}@db", "DATABASE_URL: names no database"),
         ("DATABASE_URL", "not a url at all", "DATABASE_URL: is not a valid database URL"),
         ("MIGRATE_ON_STARTUP", "perhaps", "MIGRATE_ON_STARTUP: Input should be a valid boolean"),
+        (
+            "DATABASE_POOL_PRE_PING",
+            "sometimes",
+            "DATABASE_POOL_PRE_PING: Input should be a valid boolean",
+        ),
         ("MIGRATION_LOCK_TIMEOUT", "0", "MIGRATION_LOCK_TIMEOUT: Input should be greater than 0"),
         (
             "MIGRATION_LOCK_TIMEOUT",
