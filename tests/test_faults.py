@@ -7,6 +7,7 @@ import signal
 from pathlib import Path
 
 import httpx
+import pytest
 from sqlalchemy.engine import URL
 
 from service.embedded import EmbeddedPostgres
@@ -166,14 +167,20 @@ async def test_database_down_at_start_then_up(tmp_path: Path) -> None:
             server.stop()
 
 
-async def test_database_restart_while_serving(tmp_path: Path) -> None:
+@pytest.mark.parametrize("pre_ping", ["false", "true"])
+async def test_database_restart_while_serving(tmp_path: Path, pre_ping: str) -> None:
     """Requests get clean 503s while the database is down, readiness goes down
-    and comes back, and the pool recovers without a process restart."""
+    and comes back, and the pool recovers without a process restart, whether
+    pooled connections are pinged before use or not."""
     with shared_folder() as folder:
         server = EmbeddedPostgres(folder / "restarting", port=free_port())
         url = server.start()
         process = ServiceProcess.uvicorn(
-            service_environment(DATABASE_URL=service_url(url), OPERATOR_TOKEN=OPERATOR_TOKEN),
+            service_environment(
+                DATABASE_URL=service_url(url),
+                OPERATOR_TOKEN=OPERATOR_TOKEN,
+                DATABASE_POOL_PRE_PING=pre_ping,
+            ),
             tmp_path / "restart.log",
         )
         try:
