@@ -240,7 +240,9 @@ class Bootstrap:
         engine = create_migration_engine(self.settings)
         try:
             async with engine.connect() as connection:
-                await self._wait_for_lock(connection)
+                if not await self._wait_for_lock(connection):
+                    logger.info("another process brought the schema to head while this one waited")
+                    return
                 try:
                     await self._upgrade_holding_lock(connection)
                 finally:
@@ -248,10 +250,14 @@ class Bootstrap:
         finally:
             await engine.dispose()
 
-    async def _wait_for_lock(self, connection: AsyncConnection) -> None:
+    async def _wait_for_lock(self, connection: AsyncConnection) -> bool:
+        """True once this process holds the lock; False when the schema reached
+        head meanwhile (read without the lock, as the first check was)."""
         started = time.monotonic()
         try:
-            await lock.acquire(connection, self.key, self._report_holder)
+            return await lock.acquire(
+                connection, self.key, self._report_holder, lambda: self._read_current(connection)
+            )
         finally:
             self.status.lock_wait_seconds += time.monotonic() - started
 

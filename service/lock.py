@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import asdict, dataclass
 from datetime import datetime
 
@@ -24,7 +24,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from service.retry import backoff
 
 POLL_FIRST = 0.05
-POLL_MAX = 1.0
+POLL_MAX = 0.5
 
 _LOCK_HOLDER = text(
     """
@@ -97,11 +97,20 @@ async def find_holder(connection: AsyncConnection, key: int) -> LockHolder | Non
 
 
 async def acquire(
-    connection: AsyncConnection, key: int, on_wait: Callable[[LockHolder | None], None]
-) -> None:
-    """Poll until this session holds the lock, telling `on_wait` who holds it meanwhile."""
+    connection: AsyncConnection,
+    key: int,
+    on_wait: Callable[[LockHolder | None], None],
+    no_longer_needed: Callable[[], Awaitable[bool]] | None = None,
+) -> bool:
+    """Poll until this session holds the lock (True), telling `on_wait` who holds
+    it meanwhile, or until `no_longer_needed` says the holder did the work (False):
+    a fleet's waiters then become ready together, not one by one through the lock."""
     polls = 0
     while not await try_lock(connection, key):
         on_wait(await find_holder(connection, key))
         await asyncio.sleep(backoff(polls, POLL_FIRST, POLL_MAX))
         polls += 1
+        # Before trying the lock again: did the holder finish the work?
+        if no_longer_needed is not None and await no_longer_needed():
+            return False
+    return True

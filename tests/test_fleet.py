@@ -75,6 +75,13 @@ async def assert_migrated_once(connection: asyncpg.Connection, fleet: list[Servi
     )
     assert applied == Counter(REVISIONS), applied
     assert [event for event in events if event["level"] in {"error", "critical"}] == []
+    # Waiters saw the head from their polls and did not queue through the lock.
+    waited = {e["pid"] for e in events if e["message"].startswith("waiting for the migration lock")}
+    gave_up_waiting = {
+        e["pid"] for e in events if e["message"].startswith("another process brought the schema")
+    }
+    assert waited, "no worker waited for the lock"
+    assert gave_up_waiting, "no waiter noticed the head while waiting"
     for process in fleet:
         assert "Traceback" not in process.logs(), process.logs()
 
