@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+import json
 import uuid
 from collections.abc import AsyncIterator
 from typing import Any
@@ -230,3 +232,33 @@ async def test_items_filter_is_answered_by_the_gin_index(
         "GET", "/v1/configs", params={"filter[items]": '{"tier": "tier-7"}', "page[size]": "100"}
     )
     assert len(found.json()["data"]) == 20
+
+
+async def test_injection_attempts_in_filters_and_cursors_find_nothing_and_change_nothing(
+    tenant: Tenant,
+) -> None:
+    await tenant.create("configs", {"key": "svc", "name": "Svc", "items": {"tier": "gold"}})
+    before = (await tenant.call("GET", "/v1/configs")).json()["data"]
+    for value in ("' OR 1=1 --", "svc'; DROP TABLE configs; --", '$.tier ? (@ == "gold")', "svc%"):
+        found = await tenant.call("GET", "/v1/configs", params={"filter[key]": value})
+        assert found.status_code == 200, value
+        assert found.json()["data"] == [], value
+    # Strings inside filter[items] are values to contain, never SQL or JSON path.
+    for items in ('{"tier": "gold\' OR 1=1 --"}', '{"$.tier": "gold"}', '{"tier": {"$ne": null}}'):
+        found = await tenant.call("GET", "/v1/configs", params={"filter[items]": items})
+        assert found.status_code == 200, items
+        assert found.json()["data"] == [], items
+    deep = "[" * 3_000 + "]" * 3_000  # deeper than the JSON parser's recursion limit
+    refused = await tenant.call("GET", "/v1/configs", params={"filter[items]": deep})
+    assert refused.status_code == 400
+    assert refused.json()["errors"][0]["source"] == {"parameter": "filter[items]"}
+    for payload in (
+        ["2026-01-01T00:00:00+00:00'; DROP TABLE configs; --", str(uuid.uuid4())],
+        ["2026-01-01T00:00:00+00:00", "' OR 1=1 --"],
+        {"created_at": "2026-01-01T00:00:00+00:00"},
+    ):
+        cursor = base64.urlsafe_b64encode(json.dumps(payload).encode()).decode().rstrip("=")
+        refused = await tenant.call("GET", "/v1/configs", params={"page[after]": cursor})
+        assert refused.status_code == 400, payload
+        assert refused.json()["errors"][0]["source"] == {"parameter": "page[after]"}
+    assert (await tenant.call("GET", "/v1/configs")).json()["data"] == before

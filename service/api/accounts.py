@@ -5,14 +5,14 @@ from __future__ import annotations
 import hmac
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Request, Response
+from fastapi import APIRouter, Request
 from pydantic import StringConstraints
 from sqlalchemy import func, insert, select, update
 
 from service.api import environments as environments_api
 from service.api.api_keys import issue_key
 from service.api.dependencies import Database, Owner, Viewer
-from service.api.jsonapi import Document, Strict, expect_type, resource, single
+from service.api.jsonapi import Document, Strict, expect_type, resource, respond, single
 from service.api.users import UserCreate, insert_user, user_resource
 from service.errors import ApiError, JsonApiResponse
 from service.models import Account, table
@@ -61,8 +61,8 @@ def _require_operator(request: Request) -> None:
     summary="Create an account with its owner, default environments and a first API key (operator token)",
 )
 async def create_account(
-    request: Request, body: Document[AccountCreate], connection: Database, response: Response
-) -> dict[str, Any]:
+    request: Request, body: Document[AccountCreate], connection: Database
+) -> JsonApiResponse:
     _require_operator(request)
     expect_type(body, TYPE)
     values = body.data.attributes
@@ -78,26 +78,28 @@ async def create_account(
     owner = await insert_user(connection, account["id"], values.owner)
     created_environments = await environments_api.create_defaults(connection, account["id"])
     key = await issue_key(connection, account["id"], owner["id"], "first key")
-    response.headers["Location"] = "/v1/account"
-    response.headers["Cache-Control"] = "no-store"
-    return single(
-        account_resource(account),
-        included=[
-            user_resource(owner),
-            *map(environments_api.environment_resource, created_environments),
-            key,
-        ],
+    return respond(
+        single(
+            account_resource(account),
+            included=[
+                user_resource(owner),
+                *map(environments_api.environment_resource, created_environments),
+                key,
+            ],
+        ),
+        201,
+        {"Location": "/v1/account", "Cache-Control": "no-store"},
     )
 
 
 @router.get("/account", response_class=JsonApiResponse, summary="The caller's account")
-async def get_account(caller: Viewer, connection: Database) -> dict[str, Any]:
+async def get_account(caller: Viewer, connection: Database) -> JsonApiResponse:
     row = (
         (await connection.execute(select(accounts).where(accounts.c.id == caller.account_id)))
         .mappings()
         .one()
     )
-    return single(account_resource(row))
+    return respond(single(account_resource(row)))
 
 
 @router.patch(
@@ -105,7 +107,7 @@ async def get_account(caller: Viewer, connection: Database) -> dict[str, Any]:
 )
 async def update_account(
     body: Document[AccountUpdate], caller: Owner, connection: Database
-) -> dict[str, Any]:
+) -> JsonApiResponse:
     expect_type(body, TYPE, caller.account_id)
     statement = (
         update(accounts)
@@ -113,4 +115,4 @@ async def update_account(
         .values(name=body.data.attributes.name, updated_at=func.now())
         .returning(accounts)
     )
-    return single(account_resource((await connection.execute(statement)).mappings().one()))
+    return respond(single(account_resource((await connection.execute(statement)).mappings().one())))

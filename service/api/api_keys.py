@@ -21,6 +21,7 @@ from service.api.jsonapi import (
     listing,
     related_id,
     resource,
+    respond,
     single,
 )
 from service.errors import ApiError, JsonApiResponse
@@ -68,11 +69,11 @@ async def issue_key(
 
 
 @router.get("", response_class=JsonApiResponse, summary="List API keys, without secrets (ADMIN)")
-async def list_keys(request: Request, caller: Admin, connection: Database) -> dict[str, Any]:
+async def list_keys(request: Request, caller: Admin, connection: Database) -> JsonApiResponse:
     page = Page.from_request(request)
     query = select(*_PUBLIC).where(api_keys.c.account_id == caller.account_id)
     found = await rows(connection, paged(query, api_keys, page))
-    return listing(request, page, found, [key_resource(row) for row in found])
+    return respond(listing(request, page, found, [key_resource(row) for row in found]))
 
 
 @router.get(
@@ -80,9 +81,9 @@ async def list_keys(request: Request, caller: Admin, connection: Database) -> di
     response_class=JsonApiResponse,
     summary="Get an API key, without its secret (ADMIN)",
 )
-async def get_key(key_id: uuid.UUID, caller: Admin, connection: Database) -> dict[str, Any]:
+async def get_key(key_id: uuid.UUID, caller: Admin, connection: Database) -> JsonApiResponse:
     row = await one_in_account(connection, api_keys, caller.account_id, key_id)
-    return single(key_resource(row))
+    return respond(single(key_resource(row)))
 
 
 @router.post(
@@ -92,8 +93,8 @@ async def get_key(key_id: uuid.UUID, caller: Admin, connection: Database) -> dic
     summary="Create an API key for a user (default: the caller's); the secret is shown once (ADMIN)",
 )
 async def create_key(
-    body: Document[ApiKeyCreate], caller: Admin, connection: Database, response: Response
-) -> dict[str, Any]:
+    body: Document[ApiKeyCreate], caller: Admin, connection: Database
+) -> JsonApiResponse:
     expect_type(body, TYPE)
     given, user_id = related_id(body, "user", "users")
     if given and user_id is None:
@@ -104,9 +105,8 @@ async def create_key(
             403, f"a {caller.role} cannot create keys for a user whose role is {user['role']}"
         )
     document = await issue_key(connection, caller.account_id, user["id"], body.data.attributes.name)
-    response.headers["Location"] = document["links"]["self"]
-    response.headers["Cache-Control"] = "no-store"
-    return single(document)
+    headers = {"Location": document["links"]["self"], "Cache-Control": "no-store"}
+    return respond(single(document), 201, headers)
 
 
 @router.delete(

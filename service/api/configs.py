@@ -23,6 +23,7 @@ from service.api.jsonapi import (
     listing,
     related_id,
     resource,
+    respond,
     single,
 )
 from service.configs_resolution import resolve
@@ -112,7 +113,7 @@ def list_query(
     response_class=JsonApiResponse,
     summary="List configs (filter[key], filter[items]=<JSON object>)",
 )
-async def list_configs(request: Request, caller: Viewer, connection: Database) -> dict[str, Any]:
+async def list_configs(request: Request, caller: Viewer, connection: Database) -> JsonApiResponse:
     page = Page.from_request(request, filters=("key", "items"))
     raw_items = request.query_params.get("filter[items]")
     query = list_query(
@@ -121,13 +122,15 @@ async def list_configs(request: Request, caller: Viewer, connection: Database) -
         items=items_filter(raw_items) if raw_items is not None else None,
     )
     found = await rows(connection, paged(query, configs, page))
-    return listing(request, page, found, [config_resource(row) for row in found])
+    return respond(listing(request, page, found, [config_resource(row) for row in found]))
 
 
 @router.get("/{config_id}", response_class=JsonApiResponse, summary="Get a config")
-async def get_config(config_id: uuid.UUID, caller: Viewer, connection: Database) -> dict[str, Any]:
-    return single(
-        config_resource(await one_in_account(connection, configs, caller.account_id, config_id))
+async def get_config(config_id: uuid.UUID, caller: Viewer, connection: Database) -> JsonApiResponse:
+    return respond(
+        single(
+            config_resource(await one_in_account(connection, configs, caller.account_id, config_id))
+        )
     )
 
 
@@ -141,7 +144,7 @@ async def resolved_config(
     caller: Viewer,
     connection: Database,
     environment: Annotated[str, Query(min_length=1, max_length=64)],
-) -> dict[str, Any]:
+) -> JsonApiResponse:
     chain = (
         (
             await connection.execute(
@@ -161,14 +164,16 @@ async def resolved_config(
     )
     if not known:
         raise ApiError(400, f"no environment with key {environment!r}", parameter="environment")
-    return single(
-        {
-            "type": "resolved-configs",
-            "id": str(config_id),
-            "attributes": {"environment": environment, "items": resolve(chain, environment)},
-            "relationships": {"config": {"data": {"type": TYPE, "id": str(config_id)}}},
-        },
-        meta={"chain": [str(row["id"]) for row in chain]},
+    return respond(
+        single(
+            {
+                "type": "resolved-configs",
+                "id": str(config_id),
+                "attributes": {"environment": environment, "items": resolve(chain, environment)},
+                "relationships": {"config": {"data": {"type": TYPE, "id": str(config_id)}}},
+            },
+            meta={"chain": [str(row["id"]) for row in chain]},
+        )
     )
 
 
@@ -176,8 +181,8 @@ async def resolved_config(
     "", status_code=201, response_class=JsonApiResponse, summary="Create a config (MEMBER)"
 )
 async def create_config(
-    body: Document[ConfigCreate], caller: Member, connection: Database, response: Response
-) -> dict[str, Any]:
+    body: Document[ConfigCreate], caller: Member, connection: Database
+) -> JsonApiResponse:
     expect_type(body, TYPE)
     values = body.data.attributes
     await _check_environments(connection, caller.account_id, values.environments)
@@ -195,8 +200,7 @@ async def create_config(
         row = (await connection.execute(statement)).mappings().one()
     except IntegrityError as error:
         raise conflict_from(error, CONFLICTS) from None
-    response.headers["Location"] = f"/v1/configs/{row['id']}"
-    return single(config_resource(row))
+    return respond(single(config_resource(row)), 201, {"Location": f"/v1/configs/{row['id']}"})
 
 
 @router.patch(
@@ -206,7 +210,7 @@ async def create_config(
 )
 async def update_config(
     config_id: uuid.UUID, body: Document[ConfigUpdate], caller: Member, connection: Database
-) -> dict[str, Any]:
+) -> JsonApiResponse:
     expect_type(body, TYPE, config_id)
     changes = changed_attributes(body, not_null=("name", "items", "environments"))
     if "environments" in changes:
@@ -221,14 +225,14 @@ async def update_config(
             await _refuse_cycle(connection, caller.account_id, config_id, parent_id)
         changes["parent_id"] = parent_id
     if not changes:
-        return single(config_resource(current))
+        return respond(single(config_resource(current)))
     statement = (
         update(configs)
         .where(configs.c.id == config_id)
         .values(**changes, updated_at=func.now())
         .returning(configs)
     )
-    return single(config_resource((await connection.execute(statement)).mappings().one()))
+    return respond(single(config_resource((await connection.execute(statement)).mappings().one())))
 
 
 @router.delete(

@@ -21,6 +21,7 @@ from service.api.jsonapi import (
     expect_type,
     listing,
     resource,
+    respond,
     single,
 )
 from service.errors import ApiError, JsonApiResponse
@@ -89,7 +90,7 @@ async def create_defaults(connection: AsyncConnection, account_id: uuid.UUID) ->
 @router.get("", response_class=JsonApiResponse, summary="List environments")
 async def list_environments(
     request: Request, caller: Viewer, connection: Database
-) -> dict[str, Any]:
+) -> JsonApiResponse:
     page = Page.from_request(request)
     found = await rows(
         connection,
@@ -99,16 +100,18 @@ async def list_environments(
             page,
         ),
     )
-    return listing(request, page, found, [environment_resource(row) for row in found])
+    return respond(listing(request, page, found, [environment_resource(row) for row in found]))
 
 
 @router.get("/{environment_id}", response_class=JsonApiResponse, summary="Get an environment")
 async def get_environment(
     environment_id: uuid.UUID, caller: Viewer, connection: Database
-) -> dict[str, Any]:
-    return single(
-        environment_resource(
-            await one_in_account(connection, environments, caller.account_id, environment_id)
+) -> JsonApiResponse:
+    return respond(
+        single(
+            environment_resource(
+                await one_in_account(connection, environments, caller.account_id, environment_id)
+            )
         )
     )
 
@@ -117,8 +120,8 @@ async def get_environment(
     "", status_code=201, response_class=JsonApiResponse, summary="Create an environment (ADMIN)"
 )
 async def create_environment(
-    body: Document[EnvironmentCreate], caller: Admin, connection: Database, response: Response
-) -> dict[str, Any]:
+    body: Document[EnvironmentCreate], caller: Admin, connection: Database
+) -> JsonApiResponse:
     expect_type(body, TYPE)
     statement = (
         insert(environments)
@@ -129,8 +132,8 @@ async def create_environment(
         row = (await connection.execute(statement)).mappings().one()
     except IntegrityError as error:
         raise conflict_from(error, CONFLICTS) from None
-    response.headers["Location"] = f"/v1/environments/{row['id']}"
-    return single(environment_resource(row))
+    location = {"Location": f"/v1/environments/{row['id']}"}
+    return respond(single(environment_resource(row)), 201, location)
 
 
 @router.patch(
@@ -141,19 +144,21 @@ async def update_environment(
     body: Document[EnvironmentUpdate],
     caller: Admin,
     connection: Database,
-) -> dict[str, Any]:
+) -> JsonApiResponse:
     expect_type(body, TYPE, environment_id)
     changes = changed_attributes(body, not_null=("name", "position"))
     current = await one_in_account(connection, environments, caller.account_id, environment_id)
     if not changes:
-        return single(environment_resource(current))
+        return respond(single(environment_resource(current)))
     statement = (
         update(environments)
         .where(environments.c.id == environment_id)
         .values(**changes, updated_at=func.now())
         .returning(environments)
     )
-    return single(environment_resource((await connection.execute(statement)).mappings().one()))
+    return respond(
+        single(environment_resource((await connection.execute(statement)).mappings().one()))
+    )
 
 
 @router.delete(

@@ -21,6 +21,7 @@ from service.api.jsonapi import (
     expect_type,
     listing,
     resource,
+    respond,
     single,
 )
 from service.errors import ApiError, JsonApiResponse
@@ -85,7 +86,7 @@ def user_resource(row: Any) -> dict[str, Any]:
 
 
 @router.get("", response_class=JsonApiResponse, summary="List users (filter[email], filter[role])")
-async def list_users(request: Request, caller: Viewer, connection: Database) -> dict[str, Any]:
+async def list_users(request: Request, caller: Viewer, connection: Database) -> JsonApiResponse:
     page = Page.from_request(request, filters=("email", "role"))
     query = select(users).where(users.c.account_id == caller.account_id)
     if (email := request.query_params.get("filter[email]")) is not None:
@@ -97,26 +98,25 @@ async def list_users(request: Request, caller: Viewer, connection: Database) -> 
             )
         query = query.where(users.c.role == role)
     found = await rows(connection, paged(query, users, page))
-    return listing(request, page, found, [user_resource(row) for row in found])
+    return respond(listing(request, page, found, [user_resource(row) for row in found]))
 
 
 @router.get("/{user_id}", response_class=JsonApiResponse, summary="Get a user")
-async def get_user(user_id: uuid.UUID, caller: Viewer, connection: Database) -> dict[str, Any]:
-    return single(
-        user_resource(await one_in_account(connection, users, caller.account_id, user_id))
+async def get_user(user_id: uuid.UUID, caller: Viewer, connection: Database) -> JsonApiResponse:
+    return respond(
+        single(user_resource(await one_in_account(connection, users, caller.account_id, user_id)))
     )
 
 
 @router.post("", status_code=201, response_class=JsonApiResponse, summary="Create a user (ADMIN)")
 async def create_user(
-    body: Document[UserCreate], caller: Admin, connection: Database, response: Response
-) -> dict[str, Any]:
+    body: Document[UserCreate], caller: Admin, connection: Database
+) -> JsonApiResponse:
     expect_type(body, TYPE)
     values = body.data.attributes
     _may_grant(caller, values.role)
     row = await insert_user(connection, caller.account_id, values)
-    response.headers["Location"] = f"/v1/users/{row['id']}"
-    return single(user_resource(row))
+    return respond(single(user_resource(row)), 201, {"Location": f"/v1/users/{row['id']}"})
 
 
 async def insert_user(
@@ -147,7 +147,7 @@ async def insert_user(
 )
 async def update_user(
     user_id: uuid.UUID, body: Document[UserUpdate], caller: Admin, connection: Database
-) -> dict[str, Any]:
+) -> JsonApiResponse:
     expect_type(body, TYPE, user_id)
     changes = changed_attributes(body, not_null=("email", "role", "attributes"))
     await _lock_account(connection, caller.account_id)
@@ -158,7 +158,7 @@ async def update_user(
         if current["role"] == "OWNER" and changes["role"] != "OWNER":
             await _keep_an_owner(connection, caller.account_id)
     if not changes:
-        return single(user_resource(current))
+        return respond(single(user_resource(current)))
     statement = (
         update(users)
         .where(users.c.id == user_id)
@@ -169,7 +169,7 @@ async def update_user(
         row = (await connection.execute(statement)).mappings().one()
     except IntegrityError as error:
         raise conflict_from(error, CONFLICTS) from None
-    return single(user_resource(row))
+    return respond(single(user_resource(row)))
 
 
 @router.delete("/{user_id}", status_code=204, summary="Delete a user and their API keys (ADMIN)")
