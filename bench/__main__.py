@@ -1,8 +1,10 @@
-"""python -m bench [all | NAME ...] [--repeat N] [--out DIR]
+"""python -m bench [all | NAME ... | report] [--repeat N] [--out DIR]
 
 Sets up its own PostgreSQL (or uses BENCH_DATABASE_URL), runs each benchmark
-REPEAT times, and writes DIR/results.json and the report DIR/benchmarks.md with
-its plots. Running some benchmarks keeps the others' earlier results.
+REPEAT times, and writes DIR/benchmarks/results.json and the report
+DIR/benchmarks.md with its plots. Running some benchmarks keeps the others'
+earlier results; `report` only writes the report again (after editing the
+notes in DIR/benchmarks/NAME.notes.md).
 """
 
 from __future__ import annotations
@@ -37,13 +39,18 @@ def main(argv: list[str]) -> int:
         "--out", type=Path, default=ROOT / "docs", help="where results and report go"
     )
     arguments = parser.parse_args(argv)
+    results_path = arguments.out / "benchmarks" / "results.json"
+    if arguments.names == ["report"]:
+        from bench.report import write_report
+
+        print(write_report(json.loads(results_path.read_text()), arguments.out))
+        return 0
     names = list(BENCHMARKS) if arguments.names == ["all"] else arguments.names
     unknown = [name for name in names if name not in BENCHMARKS]
     if unknown:
         parser.error(f"unknown benchmark {', '.join(unknown)}; choose from {', '.join(BENCHMARKS)}")
     if arguments.repeat < 1:
         parser.error("--repeat must be at least 1")
-    results_path = arguments.out / "benchmarks" / "results.json"
     results = json.loads(results_path.read_text()) if results_path.exists() else {"benchmarks": {}}
     with postgres() as admin:
         results["machine"] = machine(admin)
@@ -54,6 +61,7 @@ def main(argv: list[str]) -> int:
             outcome = module.benchmark(admin, arguments.repeat)
             outcome["seconds"] = round(time.perf_counter() - started, 1)
             outcome["repeat"] = arguments.repeat
+            outcome["commit"] = results["machine"]["commit"]
             results["benchmarks"][name] = outcome
             print(
                 json.dumps({k: outcome[k] for k in ("targets",) if k in outcome}, indent=2),

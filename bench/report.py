@@ -15,6 +15,12 @@ runs its baselines in the same run, on the same machine, against its own
 PostgreSQL, loopback only. Each measurement is repeated; tables give the
 median with the interquartile range (p25-p75) and the extremes; every sample
 is in [results.json](benchmarks/results.json). Ratios are of medians.
+Benchmarks re-run after a change name the commit they ran at; the machine
+table names the last run's.
+
+Reproduce: `scripts/bench` (everything, embedded PostgreSQL 18), or
+`BENCH_DATABASE_URL=postgresql://postgres:...@127.0.0.1:5432/postgres
+scripts/bench NAME --repeat N` (these results: Debian's PostgreSQL 15).
 """
 
 
@@ -89,11 +95,12 @@ def write_report(results: dict[str, Any], out: Path) -> Path:
         section = [
             f"## {outcome['title']}",
             "",
-            textwrap.dedent(outcome["method"].split("\n", 1)[1]).strip(),
+            textwrap.dedent(outcome["method"]).strip(),
             "",
         ]
         section.append(
-            f"{outcome['repeat']} repetitions; the benchmark took {outcome['seconds']} s.\n"
+            f"{outcome['repeat']} repetitions at commit {outcome.get('commit', 'unknown')}; "
+            f"the benchmark took {outcome['seconds']} s.\n"
         )
         section.append(_results_table(outcome))
         for extra in ("ratios", "growth_1000_over_10", "peak_rss_mib", "error_events", "unlocked"):
