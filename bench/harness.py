@@ -4,7 +4,6 @@ of the service, timing and statistics. Everything runs on loopback."""
 from __future__ import annotations
 
 import asyncio
-import json
 import os
 import platform
 import shutil
@@ -27,6 +26,7 @@ from typing import Any
 import asyncpg
 from sqlalchemy.engine import URL
 
+from service.logs import json_events
 from settings import Settings, parse_database_url
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -164,14 +164,7 @@ class Process:
         raise RuntimeError(f"not ready after {timeout}s:\n{self.log.read_text()[-3000:]}")
 
     def events(self) -> list[dict[str, Any]]:
-        found = []
-        for line in self.log.read_text(errors="replace").splitlines():
-            if line.startswith("{"):
-                try:
-                    found.append(json.loads(line))
-                except json.JSONDecodeError:
-                    continue
-        return found
+        return json_events(self.log.read_text(errors="replace"))
 
     def stop(self) -> None:
         if self.popen.poll() is None:

@@ -90,41 +90,57 @@ class AuditWriter:
 
         if not parents or script is None:
             return []
-        now = datetime.now(UTC)
+        now = time.time()
         ancestors = reversed(list(script.revision_map.iterate_revisions(tuple(parents), "base")))
         return [
-            {
-                "revision": ancestor.revision,
-                "down_revisions": list(to_tuple(ancestor.down_revision, default=())),
-                "direction": "upgrade",
-                "started_at": now,
-                "finished_at": now,
-                "duration_seconds": 0.0,
-                "host": socket.gethostname(),
-                "pid": os.getpid(),
-                "app_version": __version__,
-                "runner": RUNNER_UNRECORDED,
-                "checksum": None,
-            }
+            _row(
+                ancestor.revision,
+                list(to_tuple(ancestor.down_revision, default=())),
+                "upgrade",
+                now,
+                now,
+                RUNNER_UNRECORDED,
+                checksum=None,
+            )
             for ancestor in ancestors
         ]
 
     def _row(self, step: MigrationInfo, started: float, finished: float) -> dict[str, Any]:
-        script = step.up_revision
-        path = getattr(script, "path", None)
-        return {
-            "revision": step.up_revision_id,
-            "down_revisions": list(step.down_revision_ids),
-            "direction": "upgrade" if step.is_upgrade else "downgrade",
-            "started_at": datetime.fromtimestamp(started, UTC),
-            "finished_at": datetime.fromtimestamp(finished, UTC),
-            "duration_seconds": round(finished - started, 6),
-            "host": socket.gethostname(),
-            "pid": os.getpid(),
-            "app_version": __version__,
-            "runner": self.runner,
-            "checksum": checksum_of_file(path) if path else None,
-        }
+        path = getattr(step.up_revision, "path", None)
+        return _row(
+            step.up_revision_id,
+            list(step.down_revision_ids),
+            "upgrade" if step.is_upgrade else "downgrade",
+            started,
+            finished,
+            self.runner,
+            checksum=checksum_of_file(path) if path else None,
+        )
+
+
+def _row(
+    revision: str | None,
+    down_revisions: list[str],
+    direction: str,
+    started: float,
+    finished: float,
+    runner: str,
+    checksum: str | None,
+) -> dict[str, Any]:
+    """One audit row, written by this process on this host."""
+    return {
+        "revision": revision,
+        "down_revisions": down_revisions,
+        "direction": direction,
+        "started_at": datetime.fromtimestamp(started, UTC),
+        "finished_at": datetime.fromtimestamp(finished, UTC),
+        "duration_seconds": round(finished - started, 6),
+        "host": socket.gethostname(),
+        "pid": os.getpid(),
+        "app_version": __version__,
+        "runner": runner,
+        "checksum": checksum,
+    }
 
 
 def history_query(limit: int) -> Any:

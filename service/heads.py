@@ -37,8 +37,7 @@ def manifest_path(config_path: Path) -> Path:
     return Path(_alembic_section(config_path)["script_location"]) / MANIFEST
 
 
-def version_directories(config_path: Path) -> list[Path]:
-    section = _alembic_section(config_path)
+def _version_directories(section: configparser.SectionProxy) -> list[Path]:
     locations = section.get("version_locations")
     if not locations:
         return [Path(section["script_location"]) / "versions"]
@@ -48,8 +47,12 @@ def version_directories(config_path: Path) -> list[Path]:
 
 def files_digest(config_path: Path) -> str:
     """SHA-256 over the names of the revision files, directory by directory."""
+    return _files_digest(_alembic_section(config_path))
+
+
+def _files_digest(section: configparser.SectionProxy) -> str:
     digest = hashlib.sha256()
-    for directory in version_directories(config_path):
+    for directory in _version_directories(section):
         names = sorted(name for name in os.listdir(directory) if name.endswith(".py"))
         digest.update(("\x00".join(["directory", *names]) + "\x00").encode())
     return digest.hexdigest()
@@ -58,8 +61,9 @@ def files_digest(config_path: Path) -> str:
 def read_heads(config_path: Path) -> tuple[str, ...] | None:
     """The manifest's heads, or None when there is none or the files differ from it."""
     try:
-        manifest = json.loads(manifest_path(config_path).read_text())
-        if manifest["files"] != files_digest(config_path):
+        section = _alembic_section(config_path)
+        manifest = json.loads((Path(section["script_location"]) / MANIFEST).read_text())
+        if manifest["files"] != _files_digest(section):
             return None
         return tuple(sorted(manifest["heads"]))
     except (OSError, ValueError, KeyError, TypeError):

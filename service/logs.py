@@ -72,3 +72,15 @@ def configure_logging(level: str, log_format: str = "text") -> None:
     access.handlers = []
     access.propagate = False
     access.disabled = True
+
+
+def json_events(text: str) -> list[dict[str, object]]:
+    """The JSON events in a log's text (LOG_FORMAT=json), other lines skipped."""
+    found = []
+    for line in text.splitlines():
+        if line.startswith("{"):
+            try:
+                found.append(json.loads(line))
+            except json.JSONDecodeError:
+                continue
+    return found

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import socket
@@ -164,11 +163,6 @@ class ServiceProcess:
 
     def events(self) -> list[dict[str, Any]]:
         """The JSON log events the process wrote (other lines are skipped)."""
-        found = []
-        for line in self.logs().splitlines():
-            if line.startswith("{"):
-                try:
-                    found.append(json.loads(line))
-                except json.JSONDecodeError:
-                    continue
-        return found
+        from service.logs import json_events
+
+        return json_events(self.logs())

@@ -58,25 +58,29 @@ async def snapshot(url: URL) -> dict[str, object]:
     """Everything a migration decides: schema, indexes, constraints, version,
     a digest of each table's rows, and which revisions the audit trail records."""
     connection = await connect(url)
+
+    async def rows(query: str) -> list[tuple[object, ...]]:
+        return [tuple(row) for row in await connection.fetch(query)]
+
     try:
         found: dict[str, object] = {
-            "columns": await connection.fetch(
+            "columns": await rows(
                 """SELECT table_name, column_name, data_type, is_nullable, column_default
                      FROM information_schema.columns WHERE table_schema = 'public'
                     ORDER BY 1, 2"""
             ),
-            "indexes": await connection.fetch(
+            "indexes": await rows(
                 """SELECT c.relname, pg_get_indexdef(i.indexrelid), i.indisvalid, i.indisready
                      FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid
                     WHERE c.relnamespace = 'public'::regnamespace ORDER BY 1"""
             ),
-            "constraints": await connection.fetch(
+            "constraints": await rows(
                 """SELECT conrelid::regclass::text, conname, pg_get_constraintdef(oid), convalidated
                      FROM pg_constraint WHERE connamespace = 'public'::regnamespace
                     ORDER BY 1, 2"""
             ),
             "version": await connection.fetchval("SELECT version_num FROM alembic_version"),
-            "audit": await connection.fetch(
+            "audit": await rows(
                 "SELECT revision, direction FROM schema_migration_audit ORDER BY revision"
             ),
         }
@@ -84,10 +88,6 @@ async def snapshot(url: URL) -> dict[str, object]:
             found[table] = await connection.fetchval(
                 f"SELECT count(*) || ':' || md5(coalesce(string_agg(t::text, '|' ORDER BY t::text), '')) FROM {table} t"
             )
-        found["columns"] = [tuple(row) for row in found["columns"]]  # type: ignore[attr-defined]
-        found["indexes"] = [tuple(row) for row in found["indexes"]]  # type: ignore[attr-defined]
-        found["constraints"] = [tuple(row) for row in found["constraints"]]  # type: ignore[attr-defined]
-        found["audit"] = [tuple(row) for row in found["audit"]]  # type: ignore[attr-defined]
         return found
     finally:
         await connection.close()
@@ -249,8 +249,8 @@ async def test_killed_migrator_leaves_what_a_clean_run_leaves(
         for process in survivors:
             process.wait_for_phase("ready", timeout=120)
         assert await lock_holder(url) is None
+        assert start.clean_snapshot["version"] == HEAD
         assert await snapshot(url) == start.clean_snapshot
-        assert (await snapshot(url))["version"] == HEAD
         for process in survivors:
             assert "Traceback" not in process.logs(), process.logs()
     finally:
