@@ -61,7 +61,7 @@ class AuditWriter:
     runner: str
     step_started: float = field(default_factory=time.time)
     waiting: list[dict[str, Any]] = field(default_factory=list)
-    table_was_missing: bool = False
+    written_before: bool = False
 
     def restart_clock(self) -> None:
         """The first step starts now (not when env.py was loaded and connected)."""
@@ -75,14 +75,20 @@ class AuditWriter:
         self.step_started = finished
         connection: Connection = ctx.connection
         if not connection.scalar(text(f"SELECT to_regclass('{audit_table.name}') IS NOT NULL")):
-            self.table_was_missing = True
             return
         rows = self.waiting
-        if self.table_was_missing:
+        if not self.written_before and self._trail_is_empty(connection):
+            # The trail starts with this run: whatever lies below its first step
+            # was applied by a run that had no table to write to (one killed
+            # before this revision, or code older than the trail).
             rows = self._applied_by_earlier_runs(ctx.script, rows[0]["down_revisions"]) + rows
-            self.table_was_missing = False
         connection.execute(insert(audit_table).values(database_user=func.current_user()), rows)
+        self.written_before = True
         self.waiting = []
+
+    @staticmethod
+    def _trail_is_empty(connection: Connection) -> bool:
+        return not connection.scalar(select(select(audit_table.c.id).limit(1).exists()))
 
     def _applied_by_earlier_runs(self, script: Any, parents: list[str]) -> list[dict[str, Any]]:
         """Rows for the revisions below this run's first step, oldest first."""
