@@ -52,6 +52,7 @@ class Outcome:
     revisions: list[str] = field(default_factory=list)
     failures: list[str] = field(default_factory=list)
     server_errors: list[str] = field(default_factory=list)
+    operations: int = 0
     requests: int = 0
     seconds: dict[str, float] = field(default_factory=dict)
 
@@ -128,6 +129,7 @@ def _exercise(repository: Path, code: Path, admin_url: URL, outcome: Outcome, fo
             server.start()
         with _timed(outcome.seconds, "seed walk on the release's schema"):
             seed, operations = walk(server.base_url, token)
+        outcome.operations = len(operations)
         _require_every_route(seed, operations)
         server.stop()
         with _timed(outcome.seconds, "migrated to head by this code"):

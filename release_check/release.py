@@ -38,6 +38,8 @@ def git(repository: Path, *arguments: str) -> str:
 def previous_release(repository: Path) -> tuple[str, str] | None:
     """(release commit, the commit that added the newest revisions), or None
     when no commit with a parent changed the revisions."""
+    if git(repository, "rev-parse", "--is-shallow-repository") == "true":
+        raise ReleaseError("a shallow clone lacks the history: fetch it (git fetch --unshallow)")
     newest = git(
         repository, "log", "--first-parent", "-n", "1", "--format=%H", "HEAD", "--", VERSIONS
     )

@@ -60,6 +60,7 @@ class Walk:
     operator_token: str
     calls: list[Call] = field(default_factory=list)
     created: dict[str, Created] = field(default_factory=dict)
+    tried: list[str] = field(default_factory=list)
     read: dict[str, dict[str, Any]] = field(default_factory=dict)
     key: str | None = None
     counter: int = 0
@@ -87,11 +88,13 @@ class Walk:
                     yield method, path, operation
 
     def _creation_order(self, operation: tuple[str, str, dict[str, Any]]) -> int:
-        collection = _collections(operation[1])
-        order = list(self.created)
-        return max((order.index(c) for c in collection if c in self.created), default=-1)
+        # By the order creates were tried, not by which succeeded: the walk makes
+        # the same requests in the same order whatever the server answers.
+        collections = _collections(operation[1])
+        return max((self.tried.index(c) for c in collections if c in self.tried), default=-1)
 
     def _create(self, method: str, path: str, operation: dict[str, Any]) -> None:
+        self.tried.append(path)
         attributes = self._attributes(operation, path, {})
         body = {"data": {"type": path.rsplit("/", 1)[-1], "attributes": attributes}}
         operator = path == ACCOUNTS
