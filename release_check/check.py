@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import re
 import secrets
 import signal
 import socket
@@ -41,6 +42,7 @@ from service.migrations import load_revisions
 
 READY_TIMEOUT = 120.0
 MIGRATE_TIMEOUT = 1800
+_EXCEPTION_LINE = re.compile(r"^[\w.]+(?:Error|Exception): .*$", re.MULTILINE)
 _PASSED_ON = ("PATH", "HOME", "LANG", "LC_ALL", "TMPDIR", "XDG_CACHE_HOME")
 
 
@@ -253,7 +255,8 @@ class ReleaseServer:
             self.process.wait(10)
 
     def errors(self) -> list[str]:
-        """The error events the release's server logged (JSON lines)."""
+        """The error events the release's server logged (JSON lines), each with the
+        exception's own line (its message, without the SQL and traceback)."""
         if not self.log.exists():
             return []
         found = []
@@ -263,7 +266,8 @@ class ReleaseServer:
             except ValueError:
                 continue
             if isinstance(event, dict) and event.get("level") in ("error", "critical"):
-                found.append(f"{event.get('message')} {event.get('exception', '')}".strip()[-600:])
+                causes = _EXCEPTION_LINE.findall(str(event.get("exception", "")))
+                found.append(" ".join([str(event.get("message", "")), *causes[-1:]]).strip()[:500])
         return found[-10:]
 
 
