@@ -120,15 +120,22 @@ def check(repository: Path, admin_url: URL, *arguments: str) -> tuple[int, dict[
     return result.returncode, json.loads(result.stdout)
 
 
+def check_revision(
+    release_repository: tuple[Path, str], admin_url: URL, doc: str, body: str
+) -> tuple[int, dict[str, Any]]:
+    """Add a revision after the release, then run the check."""
+    repository, _ = release_repository
+    add_revision(repository, doc, body)
+    return check(repository, admin_url)
+
+
 def test_a_revision_dropping_a_column_the_release_reads_fails_the_check(
     release_repository: tuple[Path, str], admin_url: URL
 ) -> None:
-    repository, release = release_repository
-    add_revision(repository, "drop configs.description", DROP_COLUMN)
-    status, outcome = check(repository, admin_url)
+    status, outcome = check_revision(release_repository, admin_url, "drop", DROP_COLUMN)
     assert status == 1, outcome
     assert outcome["verdict"] == "failed"
-    assert outcome["release"].startswith(release[:12])
+    assert outcome["release"].startswith(release_repository[1][:12])
     assert outcome["revisions"] == ["test_release_check"]
     assert "test_release_check" in outcome["reason"]
     failing = "\n".join(outcome["failures"])
@@ -141,9 +148,7 @@ def test_a_revision_dropping_a_column_the_release_reads_fails_the_check(
 def test_the_expand_only_version_passes(
     release_repository: tuple[Path, str], admin_url: URL
 ) -> None:
-    repository, _ = release_repository
-    add_revision(repository, "add environments.description", EXPAND_ONLY)
-    status, outcome = check(repository, admin_url)
+    status, outcome = check_revision(release_repository, admin_url, "expand", EXPAND_ONLY)
     assert status == 0, outcome
     assert outcome["verdict"] == "passed"
     assert outcome["failures"] == []
@@ -160,9 +165,7 @@ def test_the_expand_only_version_passes(
 def test_a_not_null_column_the_release_does_not_write_fails_the_check(
     release_repository: tuple[Path, str], admin_url: URL
 ) -> None:
-    repository, _ = release_repository
-    add_revision(repository, "configs.owner_note NOT NULL", NOT_NULL_UNWRITTEN)
-    status, outcome = check(repository, admin_url)
+    status, outcome = check_revision(release_repository, admin_url, "not null", NOT_NULL_UNWRITTEN)
     assert status == 1, outcome
     failing = "\n".join(outcome["failures"])
     assert "POST /v1/configs /v1/configs:" in failing
