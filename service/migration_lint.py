@@ -235,7 +235,14 @@ def revision_in_file(config_path: Path, path: Path) -> str:
 def _script_directory(config: Config) -> ScriptDirectory:
     from alembic.script import ScriptDirectory
 
-    return ScriptDirectory.from_config(config)
+    try:
+        script = ScriptDirectory.from_config(config)
+        script.get_heads()  # reads every revision file now: a broken one is reported here
+    except Exception as error:  # a revision file is Python: anything can be wrong in it
+        raise LintError(
+            f"cannot read the revision scripts: {type(error).__name__}: {error}"
+        ) from None
+    return script
 
 
 def _select(script: ScriptDirectory, wanted: Sequence[str]) -> list[Script]:

@@ -201,3 +201,20 @@ def test_alembic_revision_lints_the_new_draft_and_still_writes_it(tmp_path: Path
     (draft,) = (project / "alembic" / "versions").glob("*draft_with_an_index.py")
     assert 'op.create_index("users_role_idx"' in draft.read_text()
     assert "NOT ACCEPTED: require-concurrent-index-creation" in result.stdout
+
+
+def test_a_revision_file_that_does_not_parse_is_refused_with_its_error(tmp_path: Path) -> None:
+    (tmp_path / "versions").mkdir()
+    (tmp_path / "versions" / "broken.py").write_text(
+        f'revision = "broken"\ndown_revision = "{REVISIONS[-1]}"\ndef upgrade(:\n'
+    )
+    config = write(
+        tmp_path / "alembic.ini",
+        f"[alembic]\nscript_location = {PROJECT_ROOT / 'alembic'}\n"
+        f"version_locations = {PROJECT_ROOT / 'alembic' / 'versions'} {tmp_path / 'versions'}\n"
+        "path_separator = space\n",
+    )
+    result = run_python("-m", "service", "db", "lint", ALEMBIC_CONFIG=str(config))
+    assert result.returncode == 2
+    assert "SyntaxError" in result.stderr
+    assert "broken.py" in result.stderr
