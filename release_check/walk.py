@@ -19,6 +19,7 @@ requests (each in a new account), so their answers can be compared one to one.
 from __future__ import annotations
 
 import re
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -31,6 +32,8 @@ ACCOUNTS = "/v1/accounts"
 KNOWN_VALUES = {(ACCOUNTS, "/owner/role"): "OWNER"}
 _PARAMETER = re.compile(r"\{([^}]+)\}")
 _KEY_PREFIX = "psk_"
+# How long a request answered 503 with Retry-After is asked again.
+UNREADY_PATIENCE = 60.0
 _METHOD_ORDER = {"post": 1, "get": 2, "put": 3, "patch": 3, "delete": 4}
 
 
@@ -234,7 +237,7 @@ class Walk:
             headers["Authorization"] = f"Bearer {token}"
         operation = f"{method.upper()} {template}"
         try:
-            response = self.client.request(method.upper(), url, json=body, headers=headers)
+            response = self._request(method.upper(), url, body, headers)
         except httpx.HTTPError as error:
             self.calls.append(Call(operation, url, None, f"{type(error).__name__}: {error}"))
             return None
@@ -243,6 +246,19 @@ class Walk:
         detail = "" if ok else response.text[:500]
         self.calls.append(Call(operation, url, response.status_code, detail))
         return response
+
+    def _request(self, method: str, url: str, body: Any, headers: dict[str, str]) -> httpx.Response:
+        """One request; a 503 with Retry-After (a worker not ready yet: each of the
+        server's workers becomes ready on its own) is asked again, for a while.
+        The service writes nothing for a request it refuses, so a retry is safe."""
+        deadline = time.monotonic() + UNREADY_PATIENCE
+        while True:
+            response = self.client.request(method, url, json=body, headers=headers)
+            unready = response.status_code == 503 and "retry-after" in response.headers
+            if not unready or time.monotonic() > deadline:
+                return response
+            # Retry-After says seconds; poll more often, workers get ready within one.
+            time.sleep(0.2)
 
 
 def _collections(path: str) -> list[str]:
