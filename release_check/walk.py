@@ -32,7 +32,7 @@ ACCOUNTS = "/v1/accounts"
 KNOWN_VALUES = {(ACCOUNTS, "/owner/role"): "OWNER"}
 _PARAMETER = re.compile(r"\{([^}]+)\}")
 _KEY_PREFIX = "psk_"
-# How long a request answered 503 with Retry-After is asked again.
+# How long, in all, a walk asks again requests answered 503 with Retry-After.
 UNREADY_PATIENCE = 60.0
 _METHOD_ORDER = {"post": 1, "get": 2, "put": 3, "patch": 3, "delete": 4}
 
@@ -67,6 +67,7 @@ class Walk:
     read: dict[str, dict[str, Any]] = field(default_factory=dict)
     key: str | None = None
     counter: int = 0
+    unready_deadline: float | None = None
 
     def run(self) -> list[Call]:
         operations = list(self._operations())
@@ -249,13 +250,16 @@ class Walk:
 
     def _request(self, method: str, url: str, body: Any, headers: dict[str, str]) -> httpx.Response:
         """One request; a 503 with Retry-After (a worker not ready yet: each of the
-        server's workers becomes ready on its own) is asked again, for a while.
-        The service writes nothing for a request it refuses, so a retry is safe."""
-        deadline = time.monotonic() + UNREADY_PATIENCE
+        server's workers becomes ready on its own) is asked again, within one
+        UNREADY_PATIENCE for the whole walk. The service writes nothing for a
+        request it refuses, so a retry is safe."""
         while True:
             response = self.client.request(method, url, json=body, headers=headers)
-            unready = response.status_code == 503 and "retry-after" in response.headers
-            if not unready or time.monotonic() > deadline:
+            if response.status_code != 503 or "retry-after" not in response.headers:
+                return response
+            if self.unready_deadline is None:
+                self.unready_deadline = time.monotonic() + UNREADY_PATIENCE
+            if time.monotonic() > self.unready_deadline:
                 return response
             # Retry-After says seconds; poll more often, workers get ready within one.
             time.sleep(0.2)
