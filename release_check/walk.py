@@ -32,6 +32,8 @@ ACCOUNTS = "/v1/accounts"
 KNOWN_VALUES = {(ACCOUNTS, "/owner/role"): "OWNER"}
 _PARAMETER = re.compile(r"\{([^}]+)\}")
 _KEY_PREFIX = "psk_"
+# How long a walk waits for a create it was answered to become readable.
+SETTLE_PATIENCE = 10.0
 # How long, in all, a walk asks again requests answered 503 with Retry-After.
 UNREADY_PATIENCE = 60.0
 _METHOD_ORDER = {"post": 1, "get": 2, "put": 3, "patch": 3, "delete": 4}
@@ -113,6 +115,23 @@ class Walk:
             self.key = max(
                 _strings_with_prefix(_json(response), _KEY_PREFIX), key=len, default=None
             )
+        if isinstance(data, dict):
+            self._settle(data.get("links", {}).get("self"))
+
+    def _settle(self, location: Any) -> None:
+        """Wait until what was just created can be read (not a recorded call).
+
+        Releases that commit after answering (FastAPI's default dependency
+        scope) acknowledge a create before it is visible; the walk tests the
+        schema, so it waits for the write instead of racing it."""
+        if not isinstance(location, str) or not location.startswith("/"):
+            return
+        headers = {"Accept": JSONAPI, "Authorization": f"Bearer {self.key}"}
+        deadline = time.monotonic() + SETTLE_PATIENCE
+        while time.monotonic() < deadline:
+            if self.client.get(location, headers=headers).status_code < 300:
+                return
+            time.sleep(0.05)
 
     def _call(self, method: str, path: str, operation: dict[str, Any]) -> None:
         url = self._url(path, operation)
