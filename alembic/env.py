@@ -49,10 +49,9 @@ def _on_version_apply(**arguments: Any) -> None:
 
 
 def run_offline() -> None:
-    from settings import load_settings
-
+    # Rendering SQL needs only the dialect, no database (`db lint` renders without one).
     context.configure(
-        url=load_settings().migration_url.render_as_string(hide_password=False),
+        dialect_name="postgresql",
         target_metadata=target_metadata,
         literal_binds=True,
         transaction_per_migration=True,
@@ -67,8 +66,11 @@ def run_from_command_line() -> None:
     asyncio.run(run_locked(configure_and_run))
 
 
+# The `alembic` command line configures its logging from alembic.ini; the
+# service and `db lint` (which render offline without a connection) keep theirs.
 command_line = "connection" not in config.attributes
-if command_line and config.config_file_name and config.file_config.has_section("formatters"):
+configure_logging = config.attributes.get("configure_logging", command_line)
+if configure_logging and config.config_file_name and config.file_config.has_section("formatters"):
     fileConfig(config.config_file_name, disable_existing_loggers=False)
 
 if context.is_offline_mode():

@@ -5,6 +5,7 @@
     python -m service db status [--json]                    where the schema stands
     python -m service db history [--json] [--limit N]       the audit trail of applied steps
     python -m service db verify [--json]                    revisions edited after they ran?
+    python -m service db lint [REVISION...] [--json]        squawk on each revision's SQL (no database)
 
 With DATABASE_URL unset, each starts the embedded PostgreSQL first.
 """
@@ -18,6 +19,7 @@ import os
 import signal
 import sys
 from collections.abc import Callable, Coroutine, Iterator, Sequence
+from pathlib import Path
 from typing import Any
 
 from settings import Settings, SettingsError, load_settings, masked
@@ -41,6 +43,16 @@ def main(arguments: Sequence[str] | None = None) -> int:
         from service.commands import heads_manifest
 
         return heads_manifest(settings, write=options.write)
+    if command == "db" and options.db_command == "lint":
+        from service.migration_lint import lint_command
+
+        return lint_command(
+            settings.alembic_config,
+            options.revisions,
+            as_json=options.json,
+            accepted=options.accepted,
+            draft=options.draft,
+        )
     try:
         return _run(command, settings, options)
     except EmbeddedDatabaseUnavailable as error:
@@ -116,7 +128,31 @@ def _parser() -> argparse.ArgumentParser:
     heads.add_argument(
         "--after", metavar="FILE", help="the revision file just written (Alembic's post-write hook)"
     )
+    _add_lint_parser(database_commands)
     return parser
+
+
+def _add_lint_parser(database_commands: Any) -> None:
+    lint = database_commands.add_parser(
+        "lint",
+        help="lint each revision's SQL with squawk (exit 1 on a finding not accepted)",
+        description="Render each revision's upgrade offline and lint it with squawk; "
+        "findings are accepted, with a reason, only in alembic/accepted.toml.",
+    )
+    lint.add_argument("revisions", nargs="*", metavar="REVISION", help="revisions (default: all)")
+    lint.add_argument("--json", action="store_true", help="print JSON")
+    lint.add_argument(
+        "--accepted",
+        type=Path,
+        metavar="FILE",
+        help="the accepted findings (default: accepted.toml beside the revisions)",
+    )
+    lint.add_argument(
+        "--draft",
+        type=Path,
+        metavar="FILE",
+        help="lint the revision in FILE, report only, exit 0 (Alembic's post-write hook)",
+    )
 
 
 def _from_environment(name: str, convert: Callable[[str], int], fallback: int) -> int:
