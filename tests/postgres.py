@@ -61,3 +61,23 @@ async def drop_database(admin: URL, name: str) -> None:
         await connection.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
     finally:
         await connection.close()
+
+
+async def count_attempts(url: URL) -> None:
+    """Make the test scenarios' failing and slow revisions count their attempts
+    (they call nextval on this sequence when it exists; nextval survives a rollback)."""
+    connection = await connect(url)
+    try:
+        await connection.execute("CREATE SEQUENCE test_attempts")
+    finally:
+        await connection.close()
+
+
+async def attempts(url: URL) -> int:
+    """How often the failing or slow revision started, since `count_attempts`."""
+    connection = await connect(url)
+    try:
+        row = await connection.fetchrow("SELECT last_value, is_called FROM test_attempts")
+        return int(row["last_value"]) if row["is_called"] else 0
+    finally:
+        await connection.close()
