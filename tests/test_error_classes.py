@@ -1,0 +1,115 @@
+"""Errors are classified by what they mean: only a lost or refused connection is
+waited out; a statement timeout, a cancel, a failed authentication, a missing
+database are final and reported as what they are; a connection lost in the
+middle of a revision is retried a bounded number of times. (A refused
+connection: tests/test_faults.py, the database down at start.)"""
+
+from __future__ import annotations
+
+import uuid
+
+import pytest
+from sqlalchemy.engine import URL
+
+from service.bootstrap import CONNECTION_LOSSES_WHILE_MIGRATING
+from tests.conftest import eventually, scenario_config, settings_for
+from tests.postgres import attempts, connect, count_attempts
+from tests.processes import run_python
+from tests.revisions import HEAD
+from tests.test_readiness import running_app, wait_for_phase
+
+SLOW = scenario_config("slow")
+
+
+@pytest.fixture
+def slow_revision(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TEST_SLOW_REVISION_SECONDS", "60")
+
+
+async def _sleeping_migrator(url: URL) -> int | None:
+    """The backend running the slow revision's pg_sleep, if one is."""
+    connection = await connect(url)
+    try:
+        pid = await connection.fetchval(
+            "SELECT pid FROM pg_stat_activity WHERE datname = current_database()"
+            " AND pid <> pg_backend_pid() AND query LIKE 'SELECT pg_sleep%' AND state = 'active'"
+        )
+        return int(pid) if pid is not None else None
+    finally:
+        await connection.close()
+
+
+async def _assert_left_as_it_was(url: URL) -> None:
+    connection = await connect(url)
+    try:
+        assert await connection.fetchval("SELECT version_num FROM alembic_version") == HEAD
+        assert await connection.fetchval("SELECT to_regclass('slow_marker')") is None
+        locks = "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory'"
+        assert await connection.fetchval(locks) == 0
+    finally:
+        await connection.close()
+
+
+@pytest.mark.usefixtures("slow_revision")
+async def test_a_statement_timeout_is_final(migrated_database: URL) -> None:
+    await count_attempts(migrated_database)
+    settings = settings_for(migrated_database, alembic_config=SLOW, migration_statement_timeout=0.5)
+    async with running_app(settings) as client:
+        body = await wait_for_phase(client, "failed")
+    assert body["failure"] == "statement_timeout"
+    assert "MIGRATION_STATEMENT_TIMEOUT" in body["error"]
+    assert "revision test_slow failed" in body["error"]
+    assert "57014" in body["error"]
+    assert await attempts(migrated_database) == 1
+    await _assert_left_as_it_was(migrated_database)
+
+
+@pytest.mark.usefixtures("slow_revision")
+async def test_an_operators_cancel_stops_the_migration(migrated_database: URL) -> None:
+    await count_attempts(migrated_database)
+    async with running_app(settings_for(migrated_database, alembic_config=SLOW)) as client:
+        migrator = await eventually(lambda: _sleeping_migrator(migrated_database))
+        connection = await connect(migrated_database)
+        assert await connection.fetchval("SELECT pg_cancel_backend($1)", migrator)
+        await connection.close()
+        body = await wait_for_phase(client, "failed")
+    assert body["failure"] == "cancelled"
+    assert "pg_cancel_backend" in body["error"]
+    assert await attempts(migrated_database) == 1
+    await _assert_left_as_it_was(migrated_database)
+
+
+@pytest.mark.usefixtures("slow_revision")
+async def test_a_connection_lost_mid_revision_is_retried_a_bounded_number_of_times(
+    migrated_database: URL,
+) -> None:
+    await count_attempts(migrated_database)
+    async with running_app(settings_for(migrated_database, alembic_config=SLOW)) as client:
+        for _ in range(CONNECTION_LOSSES_WHILE_MIGRATING):
+            migrator = await eventually(lambda: _sleeping_migrator(migrated_database))
+            connection = await connect(migrated_database)
+            assert await connection.fetchval("SELECT pg_terminate_backend($1)", migrator)
+            await connection.close()
+        body = await wait_for_phase(client, "failed")
+    assert body["failure"] == "connection_lost"
+    assert f"lost {CONNECTION_LOSSES_WHILE_MIGRATING} times while migrating" in body["error"]
+    assert await attempts(migrated_database) == CONNECTION_LOSSES_WHILE_MIGRATING
+    await _assert_left_as_it_was(migrated_database)
+
+
+def test_a_wrong_password_fails_migrate_instead_of_waiting(migrated_database: URL) -> None:
+    wrong = migrated_database.set(password="not-the-password")
+    # Bounded: the command must end by itself (before this fix it waited forever).
+    failed = run_python("-m", "service", "migrate", url=wrong, timeout=60)
+    assert failed.returncode == 1, failed.stderr
+    assert "authentication_failed" in failed.stderr
+    assert "28P01" in failed.stderr
+    assert "not-the-password" not in failed.stderr + failed.stdout
+
+
+async def test_a_missing_database_is_final(admin_url: URL) -> None:
+    missing = admin_url.set(database=f"missing_{uuid.uuid4().hex[:8]}")
+    async with running_app(settings_for(missing)) as client:
+        body = await wait_for_phase(client, "failed")
+    assert body["failure"] == "missing_database"
+    assert "3D000" in body["error"]
