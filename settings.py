@@ -109,7 +109,7 @@ class Settings(BaseSettings):
         description="Name from which the advisory lock key is derived; processes sharing a name serialise.",
     )
     migration_lock_timeout: PositiveSeconds = Field(
-        default=1.0,
+        default=0.5,
         description="The longest lock_timeout of a migration statement, in seconds: the first "
         "attempt of a revision waits 0.1 s for its locks, each retry twice as long, up to this.",
     )
