@@ -195,6 +195,13 @@ class ServiceProcess:
     def wait(self, timeout: float = 30.0) -> int:
         return self.process.wait(timeout)
 
+    def exit_status(self, timeout: float = 60.0) -> int:
+        """Wait for the process to end by itself; stop it if it does not."""
+        try:
+            return self.wait(timeout)
+        finally:
+            self.stop()
+
     def stop(self) -> None:
         if self.process.poll() is None:
             self.process.send_signal(signal.SIGTERM)

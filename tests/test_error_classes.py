@@ -13,7 +13,13 @@ from sqlalchemy.engine import URL
 
 from service.bootstrap import CONNECTION_LOSSES_WHILE_MIGRATING
 from tests.conftest import eventually, scenario_config, settings_for
-from tests.postgres import attempts, connect, count_attempts
+from tests.postgres import (
+    SLEEPING_MIGRATOR,
+    advisory_locks,
+    attempts,
+    count_attempts,
+    fetch_value,
+)
 from tests.processes import run_python
 from tests.revisions import HEAD
 from tests.test_readiness import running_app, wait_for_phase
@@ -26,28 +32,16 @@ def slow_revision(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("TEST_SLOW_REVISION_SECONDS", "60")
 
 
-async def _sleeping_migrator(url: URL) -> int | None:
-    """The backend running the slow revision's pg_sleep, if one is."""
-    connection = await connect(url)
-    try:
-        pid = await connection.fetchval(
-            "SELECT pid FROM pg_stat_activity WHERE datname = current_database()"
-            " AND pid <> pg_backend_pid() AND query LIKE 'SELECT pg_sleep%' AND state = 'active'"
-        )
-        return int(pid) if pid is not None else None
-    finally:
-        await connection.close()
+async def _signal_the_migrator(url: URL, function: str) -> None:
+    """Once a backend runs the slow revision's pg_sleep: cancel or terminate it."""
+    migrator = await eventually(lambda: fetch_value(url, SLEEPING_MIGRATOR))
+    assert await fetch_value(url, f"SELECT {function}($1)", migrator)
 
 
 async def _assert_left_as_it_was(url: URL) -> None:
-    connection = await connect(url)
-    try:
-        assert await connection.fetchval("SELECT version_num FROM alembic_version") == HEAD
-        assert await connection.fetchval("SELECT to_regclass('slow_marker')") is None
-        locks = "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory'"
-        assert await connection.fetchval(locks) == 0
-    finally:
-        await connection.close()
+    assert await fetch_value(url, "SELECT version_num FROM alembic_version") == HEAD
+    assert await fetch_value(url, "SELECT to_regclass('slow_marker')") is None
+    assert await advisory_locks(url) == 0
 
 
 @pytest.mark.usefixtures("slow_revision")
@@ -68,10 +62,7 @@ async def test_a_statement_timeout_is_final(migrated_database: URL) -> None:
 async def test_an_operators_cancel_stops_the_migration(migrated_database: URL) -> None:
     await count_attempts(migrated_database)
     async with running_app(settings_for(migrated_database, alembic_config=SLOW)) as client:
-        migrator = await eventually(lambda: _sleeping_migrator(migrated_database))
-        connection = await connect(migrated_database)
-        assert await connection.fetchval("SELECT pg_cancel_backend($1)", migrator)
-        await connection.close()
+        await _signal_the_migrator(migrated_database, "pg_cancel_backend")
         body = await wait_for_phase(client, "failed")
     assert body["failure"] == "cancelled"
     assert "pg_cancel_backend" in body["error"]
@@ -86,10 +77,7 @@ async def test_a_connection_lost_mid_revision_is_retried_a_bounded_number_of_tim
     await count_attempts(migrated_database)
     async with running_app(settings_for(migrated_database, alembic_config=SLOW)) as client:
         for _ in range(CONNECTION_LOSSES_WHILE_MIGRATING):
-            migrator = await eventually(lambda: _sleeping_migrator(migrated_database))
-            connection = await connect(migrated_database)
-            assert await connection.fetchval("SELECT pg_terminate_backend($1)", migrator)
-            await connection.close()
+            await _signal_the_migrator(migrated_database, "pg_terminate_backend")
         body = await wait_for_phase(client, "failed")
     assert body["failure"] == "connection_lost"
     assert f"lost {CONNECTION_LOSSES_WHILE_MIGRATING} times while migrating" in body["error"]

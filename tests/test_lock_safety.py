@@ -17,7 +17,7 @@ from service import lock
 from service.database import create_migration_engine
 from tests.conftest import eventually, scenario_config, settings_for, shared_folder
 from tests.pgbouncer import MIGRATION_SESSION_PARAMETERS, pgbouncer
-from tests.postgres import connect, service_url
+from tests.postgres import SLEEPING_MIGRATOR, advisory_locks, connect, fetch_value, service_url
 from tests.processes import ServiceProcess, run_python, service_environment
 from tests.revisions import HEAD
 
@@ -25,22 +25,8 @@ SLOW = str(scenario_config("slow"))
 SLOW_SCENARIO = {"ALEMBIC_CONFIG": SLOW, "TEST_SLOW_REVISION_SECONDS": "0"}
 
 
-async def _advisory_locks(url: URL) -> int:
-    connection = await connect(url)
-    try:
-        return int(
-            await connection.fetchval("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory'")
-        )
-    finally:
-        await connection.close()
-
-
 async def _version(url: URL) -> str:
-    connection = await connect(url)
-    try:
-        return str(await connection.fetchval("SELECT version_num FROM alembic_version"))
-    finally:
-        await connection.close()
+    return str(await fetch_value(url, "SELECT version_num FROM alembic_version"))
 
 
 def test_pooled_traffic_without_a_direct_migration_url_is_refused(migrated_database: URL) -> None:
@@ -76,7 +62,7 @@ async def test_a_migration_through_a_transaction_pooler_fails_and_leaves_no_lock
     assert failed.returncode == 1, failed.stderr
     assert "migration failed (pooler)" in failed.stderr
     assert "point MIGRATION_DATABASE_URL at PostgreSQL itself" in failed.stderr
-    assert await _advisory_locks(migrated_database) == 0
+    assert await advisory_locks(migrated_database) == 0
     assert await _version(migrated_database) == HEAD
     # Nothing stays held: the correctly configured next release migrates.
     fixed = run_python(
@@ -99,13 +85,10 @@ async def test_a_server_behind_a_misconfigured_pooler_exits_instead_of_looping(
             DATABASE_URL=service_url(pooled), ALEMBIC_CONFIG=SLOW, LOG_FORMAT="json"
         )
         process = ServiceProcess.service(environment, tmp_path / "pooled.log", "--workers", "2")
-        try:
-            assert process.wait(60) == 4, process.logs()
-        finally:
-            process.stop()
+        assert process.exit_status() == 4, process.logs()
     assert "migration failed (pooler)" in process.logs()
     assert "died" not in process.logs()
-    assert await _advisory_locks(migrated_database) == 0
+    assert await advisory_locks(migrated_database) == 0
 
 
 async def test_an_unlock_on_another_server_session_ends_the_stranded_lock(
@@ -127,14 +110,15 @@ async def test_an_unlock_on_another_server_session_ends_the_stranded_lock(
                 # Another client's transaction now runs on the server session that
                 # holds the lock (PgBouncer hands out the last one released), so
                 # the unlock runs on another one.
-                holder = await other_client.scalar(text("SELECT pg_backend_pid()"))
-                assert await _advisory_locks(migrated_database) == 1
+                await other_client.scalar(text("SELECT pg_backend_pid()"))
+                assert await advisory_locks(migrated_database) == 1
                 assert await lock.release(migrator, key) is False
+                # Ended with its server session, while the other client's
+                # transaction is still open on it.
+                assert await advisory_locks(migrated_database) == 0
                 await other_client.invalidate()
         finally:
             await engine.dispose()
-    assert holder is not None
-    assert await _advisory_locks(migrated_database) == 0
 
 
 async def test_migrators_under_different_lock_names_never_migrate_at_once(
@@ -178,13 +162,4 @@ async def test_migrators_under_different_lock_names_never_migrate_at_once(
 
 
 async def _slow_revision_running(url: URL) -> bool:
-    connection = await connect(url)
-    try:
-        return bool(
-            await connection.fetchval(
-                "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
-                " AND query LIKE 'SELECT pg_sleep%' AND state = 'active'"
-            )
-        )
-    finally:
-        await connection.close()
+    return bool(await fetch_value(url, SLEEPING_MIGRATOR))

@@ -8,11 +8,10 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from pathlib import Path
 
-import httpx
 import pytest
 from sqlalchemy.engine import URL
 
-from tests.api import JSONAPI, document
+from tests.api import create_account_over_http
 from tests.conftest import OPERATOR_TOKEN
 from tests.postgres import connect, service_url
 from tests.processes import ServiceProcess, run_python, service_environment
@@ -38,18 +37,18 @@ def _environment(roles: Roles, database: str, **variables: str) -> dict[str, str
     )
 
 
-def _serves(process: ServiceProcess) -> None:
-    """Ready, and the API writes and reads through the application role."""
-    process.wait_for_phase("ready")
-    created = httpx.post(
-        f"http://127.0.0.1:{process.port}/v1/accounts",
-        headers={"Authorization": f"Bearer {OPERATOR_TOKEN}", "Content-Type": JSONAPI},
-        json=document(
-            "accounts", {"name": "Roles", "owner": {"email": "o@example.test", "role": "OWNER"}}
-        ),
-        timeout=10,
+def _serve(roles: Roles, database: str, log: Path, **variables: str) -> ServiceProcess:
+    """`python -m service --workers 2` ready, and the API writing through the
+    application role; stopped before it returns."""
+    process = ServiceProcess.service(
+        _environment(roles, database, **variables), log, "--workers", WORKERS
     )
-    assert created.status_code == 201, created.text
+    try:
+        process.wait_for_phase("ready")
+        create_account_over_http(process.port or 0, "Roles")
+    finally:
+        process.stop()
+    return process
 
 
 async def _assert_only_the_owner_changed_the_schema(roles: Roles, database: str) -> None:
@@ -70,23 +69,21 @@ async def _assert_only_the_owner_changed_the_schema(roles: Roles, database: str)
         await connection.close()
 
 
-async def test_a_migrate_job_as_owner_then_a_deployment_as_the_application_role(
-    roles: Roles, tmp_path: Path
-) -> None:
-    # The Job runs before the application role has any right: it needs none of them.
+async def _migrated_by_a_job(roles: Roles) -> str:
+    """A database the migrate Job brought to head before the application role had
+    any right: the Job needs none of them."""
     database = await roles.database(grants=None)
     job = run_python("-m", "service", "migrate", **_environment(roles, database))
     assert job.returncode == 0, job.stderr
+    return database
+
+
+async def test_a_migrate_job_as_owner_then_a_deployment_as_the_application_role(
+    roles: Roles, tmp_path: Path
+) -> None:
+    database = await _migrated_by_a_job(roles)
     await roles.grant(database, GRANTS_ON_EXISTING_TABLES)
-    process = ServiceProcess.service(
-        _environment(roles, database, MIGRATE_ON_STARTUP="false"),
-        tmp_path / "deployment.log",
-        "--workers", WORKERS,
-    )  # fmt: skip
-    try:
-        _serves(process)
-    finally:
-        process.stop()
+    _serve(roles, database, tmp_path / "deployment.log", MIGRATE_ON_STARTUP="false")
     await _assert_only_the_owner_changed_the_schema(roles, database)
 
 
@@ -94,13 +91,7 @@ async def test_migrating_on_startup_with_an_owner_and_an_application_role(
     roles: Roles, tmp_path: Path
 ) -> None:
     database = await roles.database()
-    process = ServiceProcess.service(
-        _environment(roles, database), tmp_path / "startup.log", "--workers", WORKERS
-    )
-    try:
-        _serves(process)
-    finally:
-        process.stop()
+    process = _serve(roles, database, tmp_path / "startup.log")
     await _assert_only_the_owner_changed_the_schema(roles, database)
     assert "may open" not in process.logs()  # the default pools fit the server
 
@@ -108,16 +99,11 @@ async def test_migrating_on_startup_with_an_owner_and_an_application_role(
 async def test_an_application_role_without_rights_stops_the_server(
     roles: Roles, tmp_path: Path
 ) -> None:
-    database = await roles.database(grants=None)
-    job = run_python("-m", "service", "migrate", **_environment(roles, database))
-    assert job.returncode == 0, job.stderr
+    database = await _migrated_by_a_job(roles)
     process = ServiceProcess.service(
         _environment(roles, database), tmp_path / "no-rights.log", "--workers", WORKERS
     )
-    try:
-        assert process.wait(60) == 4, process.logs()
-    finally:
-        process.stop()
+    assert process.exit_status() == 4, process.logs()
     logs = process.logs()
     assert "migration failed (permission_denied)" in logs
     assert "42501" in logs

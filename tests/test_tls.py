@@ -14,7 +14,11 @@ from service.database import create_app_engine
 from tests.conftest import PASSWORDS, settings_for, shared_folder
 from tests.postgres import connect, create_database, service_url
 from tests.processes import ServiceProcess, run_python, service_environment
-from tests.tls import TlsServer, tls_server
+from tests.tls import BINARIES, TlsServer, tls_server
+
+# The embedded PostgreSQL is built without TLS: these tests run Debian's
+# PostgreSQL binaries, which .ci/run installs.
+pytestmark = pytest.mark.skipif(not BINARIES, reason="no PostgreSQL in /usr/lib/postgresql")
 
 
 @pytest.fixture(scope="module")

@@ -70,11 +70,8 @@ async def test_uvicorn_with_workers_stops_instead_of_restarting_them(
 ) -> None:
     await count_attempts(migrated_database)
     process = ServiceProcess.uvicorn(_failing(migrated_database), tmp_path / "u.log", WORKERS)
-    try:
-        # uvicorn's supervisor itself exits 0 when it stops on a worker's startup failure.
-        assert process.wait(60) == 0, process.logs()
-    finally:
-        process.stop()
+    # uvicorn's supervisor itself exits 0 when it stops on a worker's startup failure.
+    assert process.exit_status() == 0, process.logs()
     _assert_stopped_after_failing(process)
     assert "failed to start, stopping the parent process" in process.logs()
     assert 1 <= await attempts(migrated_database) <= WORKERS
@@ -83,10 +80,7 @@ async def test_uvicorn_with_workers_stops_instead_of_restarting_them(
 async def test_gunicorn_halts_with_status_4(migrated_database: URL, tmp_path: Path) -> None:
     await count_attempts(migrated_database)
     process = ServiceProcess.gunicorn(_failing(migrated_database), tmp_path / "g.log", WORKERS)
-    try:
-        assert process.wait(60) == 4, process.logs()
-    finally:
-        process.stop()
+    assert process.exit_status() == 4, process.logs()
     assert "App failed to load" in process.logs()
     assert process.pids_that_logged("migration failed"), process.logs()
     assert 1 <= await attempts(migrated_database) <= WORKERS
