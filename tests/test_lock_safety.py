@@ -121,6 +121,38 @@ async def test_an_unlock_on_another_server_session_ends_the_stranded_lock(
             await engine.dispose()
 
 
+async def test_a_revision_on_another_server_session_than_the_lock_is_refused(
+    migrated_database: URL,
+) -> None:
+    """The check each revision makes in its transaction before it commits."""
+    key = lock.lock_key("revision-session-test")
+    with (
+        shared_folder() as folder,
+        pgbouncer(
+            migrated_database, folder / "pgbouncer", ignore_parameters=MIGRATION_SESSION_PARAMETERS
+        ) as pooled,
+    ):
+        engine = create_migration_engine(settings_for(pooled))
+        try:
+            async with engine.connect() as migrator, engine.connect() as other_client:
+                assert await lock._try_lock(migrator, key)
+                await migrator.run_sync(lock.check_session)  # still on its server session
+                await migrator.rollback()
+                # The lock's server session is busy with another client: the
+                # migrator's next transaction runs elsewhere.
+                await other_client.scalar(text("SELECT 1"))
+                with pytest.raises(
+                    lock.NotARealSession, match="this revision ran on server session"
+                ):
+                    await migrator.run_sync(lock.check_session)
+                await migrator.rollback()
+                assert await lock.release(migrator, key) is False
+                await other_client.invalidate()
+        finally:
+            await engine.dispose()
+    assert await advisory_locks(migrated_database) == 0
+
+
 async def test_migrators_under_different_lock_names_never_migrate_at_once(
     migrated_database: URL, tmp_path: Path
 ) -> None:
