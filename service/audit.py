@@ -53,7 +53,8 @@ class AuditWriter:
     Steps applied before the audit table exists (on a new database) are kept
     and written in the transaction that creates it, so the trail is complete
     from the first revision on. When an earlier run applied the first revisions
-    and died before the table existed, those revisions are written too, marked
+    and died before the table existed (even right before the revision that
+    creates it), those revisions are written too, marked
     as unrecorded (runner RUNNER_UNRECORDED, no checksum): the trail then still
     names every applied revision, and says which ones it cannot vouch for.
     """
@@ -62,6 +63,7 @@ class AuditWriter:
     step_started: float = field(default_factory=time.time)
     waiting: list[dict[str, Any]] = field(default_factory=list)
     table_was_missing: bool = False
+    wrote: bool = False
 
     def restart_clock(self) -> None:
         """The first step starts now (not when env.py was loaded and connected)."""
@@ -78,11 +80,20 @@ class AuditWriter:
             self.table_was_missing = True
             return
         rows = self.waiting
-        if self.table_was_missing:
+        if self.table_was_missing or self._first_row_of_the_trail(connection):
             rows = self._applied_by_earlier_runs(ctx.script, rows[0]["down_revisions"]) + rows
             self.table_was_missing = False
         connection.execute(insert(audit_table).values(database_user=func.current_user()), rows)
         self.waiting = []
+        self.wrote = True
+
+    def _first_row_of_the_trail(self, connection: Connection) -> bool:
+        """True when this run's first upgrade step finds the trail empty: the step
+        that created the table is this run's first (an earlier run applied the
+        ones below it and died before it), and nothing records those yet."""
+        if self.wrote or self.waiting[0]["direction"] != "upgrade":
+            return False
+        return not connection.scalar(select(audit_table.c.id).limit(1))
 
     def _applied_by_earlier_runs(self, script: Any, parents: list[str]) -> list[dict[str, Any]]:
         """Rows for the revisions below this run's first step, oldest first."""

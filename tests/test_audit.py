@@ -195,21 +195,23 @@ async def test_database_on_another_branch_or_unknown_is_refused(
         assert body["status"] == "unready"
 
 
+@pytest.mark.parametrize("stopped_after", [3, len(REVISIONS) - 2], ids=["middle", "just-before"])
 async def test_revisions_an_earlier_run_applied_before_the_trail_existed_are_marked_unrecorded(
-    empty_database: URL,
+    empty_database: URL, stopped_after: int
 ) -> None:
     # The first run stops before the revision that creates the trail (as a
-    # migrator killed there would): its steps had nowhere to be written.
-    middle = REVISIONS[3]
-    run("-m", "alembic", "upgrade", middle, url=empty_database)
+    # migrator killed there would): its steps had nowhere to be written. Even
+    # when the next run's first step is the one that creates the trail.
+    run("-m", "alembic", "upgrade", REVISIONS[stopped_after], url=empty_database)
     run("-m", "alembic", "upgrade", "head", url=empty_database)
     rows = await audit_rows(empty_database)
     assert [row["revision"] for row in rows] == REVISIONS
-    earlier, later = rows[:4], rows[4:]
+    earlier, later = rows[: stopped_after + 1], rows[stopped_after + 1 :]
     assert {(row["runner"], row["checksum"]) for row in earlier} == {
         ("unrecorded earlier run", None)
     }
     assert all(row["runner"] == "command line" and row["checksum"] for row in later)
     verified = run("-m", "service", "db", "verify", url=empty_database, check=False)
     assert verified.returncode == 0, verified.stdout + verified.stderr
-    assert "applied before the audit trail existed: " + ", ".join(REVISIONS[:4]) in verified.stdout
+    unrecorded = ", ".join(REVISIONS[: stopped_after + 1])
+    assert "applied before the audit trail existed: " + unrecorded in verified.stdout
