@@ -17,7 +17,7 @@ from service import lock
 from service.database import create_migration_engine
 from tests.conftest import eventually, scenario_config, settings_for, shared_folder
 from tests.pgbouncer import MIGRATION_SESSION_PARAMETERS, pgbouncer
-from tests.postgres import SLEEPING_MIGRATOR, advisory_locks, connect, fetch_value, service_url
+from tests.postgres import SLEEPING_MIGRATOR, advisory_locks, fetch_value, service_url
 from tests.processes import ServiceProcess, run_python, service_environment
 from tests.revisions import HEAD
 
@@ -159,38 +159,36 @@ async def test_migrators_under_different_lock_names_never_migrate_at_once(
     environment = service_environment(
         DATABASE_URL=service_url(migrated_database),
         ALEMBIC_CONFIG=SLOW,
-        TEST_SLOW_REVISION_SECONDS="3",
+        TEST_SLOW_REVISION_SECONDS="8",
         LOG_FORMAT="json",
     )
-    first = ServiceProcess(
-        ["-m", "service", "migrate", "--timeout", "60"],
-        {**environment, "MIGRATION_LOCK_NAME": "service-a"},
-        tmp_path / "a.log",
-    )
-    await eventually(lambda: _slow_revision_running(migrated_database))
-    second = ServiceProcess(
-        ["-m", "service", "migrate", "--timeout", "60"],
-        {**environment, "MIGRATION_LOCK_NAME": "service-b"},
-        tmp_path / "b.log",
-    )
-    status = run_python(
-        "-m", "service", "db", "status", "--json", url=migrated_database,
-        MIGRATION_LOCK_NAME="service-b",
-    )  # fmt: skip
-    codes = [first.wait(60), second.wait(60)]
-    assert codes == [0, 0], first.logs() + second.logs()
-    holder = json.loads(status.stdout)["lock_holder"]
-    assert holder["other_lock_name"] is True
-    assert "platform-service migrator" in holder["application_name"]
-    assert "under another lock name" in second.logs()
-    connection = await connect(migrated_database)
+    migrate = ["-m", "service", "migrate", "--timeout", "60"]
+    status = ["-m", "service", "db", "status", "--json"]
+    first = ServiceProcess(migrate, {**environment, "MIGRATION_LOCK_NAME": "a"}, tmp_path / "a.log")
+    started = [first]
     try:
-        applied = await connection.fetchval(
-            "SELECT count(*) FROM schema_migration_audit WHERE revision = 'test_slow'"
+        await eventually(lambda: _slow_revision_running(migrated_database))
+        # While the first one sleeps in its revision: another service's migrator,
+        # and `db status` under that other name.
+        second = ServiceProcess(
+            migrate, {**environment, "MIGRATION_LOCK_NAME": "b"}, tmp_path / "b.log"
         )
+        shown = ServiceProcess(
+            status, {**environment, "MIGRATION_LOCK_NAME": "b"}, tmp_path / "s.log"
+        )
+        started += [second, shown]
+        codes = [process.wait(60) for process in started]
     finally:
-        await connection.close()
-    assert applied == 1
+        for process in started:
+            process.stop()
+    assert codes == [0, 0, 0], first.logs() + second.logs() + shown.logs()
+    assert "under another lock name" in second.logs()
+    report = shown.logs()
+    holder = json.loads(report[report.index("{\n") :])["lock_holder"]
+    assert holder["other_lock_name"] is True
+    assert f"pid={first.pid}" in holder["application_name"]
+    applied = "SELECT count(*) FROM schema_migration_audit WHERE revision = 'test_slow'"
+    assert await fetch_value(migrated_database, applied) == 1
 
 
 async def _slow_revision_running(url: URL) -> bool:
