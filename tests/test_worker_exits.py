@@ -6,6 +6,7 @@ And workers die with their supervisor."""
 
 from __future__ import annotations
 
+import os
 import signal
 from pathlib import Path
 
@@ -118,6 +119,7 @@ def test_workers_die_with_a_killed_supervisor(tmp_path: Path) -> None:
     """With the embedded PostgreSQL: the next start gets the port."""
     with shared_folder() as folder:
         first = serve(folder, tmp_path / "first.log", "--workers", str(WORKERS))
+        workers: set[int] = set()
         try:
             wait_for(
                 lambda: len(first.pids_that_logged("schema at head")) == WORKERS,
@@ -132,6 +134,7 @@ def test_workers_die_with_a_killed_supervisor(tmp_path: Path) -> None:
             )
         finally:
             first.stop()
+            _kill_survivors(workers)
         second = serve(folder, tmp_path / "second.log", "--workers", str(WORKERS), port=first.port)
         try:
             second.wait_for_phase("ready", timeout=120)
@@ -139,3 +142,10 @@ def test_workers_die_with_a_killed_supervisor(tmp_path: Path) -> None:
             assert second.wait(30) == 0, second.logs()
         finally:
             second.stop()
+
+
+def _kill_survivors(pids: set[int]) -> None:
+    """Leave no orphaned worker behind when the test fails."""
+    for pid in pids:
+        if process_alive(pid):
+            os.kill(pid, signal.SIGKILL)
