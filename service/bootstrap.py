@@ -44,7 +44,7 @@ logger = logging.getLogger("service.bootstrap")
 T = TypeVar("T")
 
 _RETRY_FIRST = 0.2
-# How a process started from the heads manifest serves before it parses
+# How long a process started from the heads manifest serves before it parses
 # the revision scripts to check them: parsing holds the GIL for a while (about
 # 0.6 s with 1,000 revisions here) and should not slow the first probes and
 # requests of a replica that has just become ready.
@@ -385,6 +385,8 @@ class Bootstrap:
                 await self._upgrade_holding_lock(connection)
             except Exception as error:
                 if self.hold_lock_after_failure and not is_unreachable(error):
+                    # The session, and the lock, outlive this attempt: the
+                    # process releases it on exit (__init__'s docstring).
                     self._kept_session, session = session, contextlib.AsyncExitStack()
                 raise
         finally:
