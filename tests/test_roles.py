@@ -14,11 +14,11 @@ from sqlalchemy.engine import URL
 from tests.api import create_account_over_http
 from tests.conftest import OPERATOR_TOKEN
 from tests.postgres import connect, service_url
-from tests.processes import ServiceProcess, run_python, service_environment
+from tests.processes import ServiceProcess, run_python, service_environment, wait_for
 from tests.revisions import HEAD
 from tests.roles import GRANTS_ON_EXISTING_TABLES, Roles, owner_and_app_roles
 
-WORKERS = "2"
+WORKERS = 2
 
 
 @pytest.fixture
@@ -41,10 +41,12 @@ def _serve(roles: Roles, database: str, log: Path, **variables: str) -> ServiceP
     """`python -m service --workers 2` ready, and the API writing through the
     application role; stopped before it returns."""
     process = ServiceProcess.service(
-        _environment(roles, database, **variables), log, "--workers", WORKERS
+        _environment(roles, database, **variables), log, "--workers", str(WORKERS)
     )
     try:
-        process.wait_for_phase("ready")
+        wait_for(
+            lambda: len(process.pids_that_logged("schema at head")) == WORKERS, 60, "both ready"
+        )
         create_account_over_http(process.port or 0, "Roles")
     finally:
         process.stop()
@@ -101,7 +103,7 @@ async def test_an_application_role_without_rights_stops_the_server(
 ) -> None:
     database = await _migrated_by_a_job(roles)
     process = ServiceProcess.service(
-        _environment(roles, database), tmp_path / "no-rights.log", "--workers", WORKERS
+        _environment(roles, database), tmp_path / "no-rights.log", "--workers", str(WORKERS)
     )
     assert process.exit_status() == 4, process.logs()
     logs = process.logs()
