@@ -7,11 +7,14 @@ names never run revisions at the same time."""
 from __future__ import annotations
 
 import json
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 
 import pytest
 from sqlalchemy import text
 from sqlalchemy.engine import URL
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 from service import lock
 from service.database import create_migration_engine
@@ -91,34 +94,44 @@ async def test_a_server_behind_a_misconfigured_pooler_exits_instead_of_looping(
     assert await advisory_locks(migrated_database) == 0
 
 
-async def test_an_unlock_on_another_server_session_ends_the_stranded_lock(
-    migrated_database: URL,
-) -> None:
-    """Through a pooler, the unlock runs on whichever server session is free: it
-    returns false, and the session that kept the lock is ended."""
-    key = lock.lock_key("stranded-lock-test")
+@asynccontextmanager
+async def _locked_through_pgbouncer(
+    database: URL, key: int
+) -> AsyncIterator[tuple[AsyncConnection, AsyncConnection]]:
+    """A migration connection through PgBouncer (transaction mode) that took the
+    lock, and another client of the same pool."""
     with (
         shared_folder() as folder,
         pgbouncer(
-            migrated_database, folder / "pgbouncer", ignore_parameters=MIGRATION_SESSION_PARAMETERS
+            database, folder / "pgbouncer", ignore_parameters=MIGRATION_SESSION_PARAMETERS
         ) as pooled,
     ):
         engine = create_migration_engine(settings_for(pooled))
         try:
             async with engine.connect() as migrator, engine.connect() as other_client:
                 assert await lock._try_lock(migrator, key)
-                # Another client's transaction now runs on the server session that
-                # holds the lock (PgBouncer hands out the last one released), so
-                # the unlock runs on another one.
-                await other_client.scalar(text("SELECT pg_backend_pid()"))
-                assert await advisory_locks(migrated_database) == 1
-                assert await lock.release(migrator, key) is False
-                # Ended with its server session, while the other client's
-                # transaction is still open on it.
-                assert await advisory_locks(migrated_database) == 0
+                yield migrator, other_client
                 await other_client.invalidate()
         finally:
             await engine.dispose()
+
+
+async def test_an_unlock_on_another_server_session_ends_the_stranded_lock(
+    migrated_database: URL,
+) -> None:
+    """Through a pooler, the unlock runs on whichever server session is free: it
+    returns false, and the session that kept the lock is ended."""
+    key = lock.lock_key("stranded-lock-test")
+    async with _locked_through_pgbouncer(migrated_database, key) as (migrator, other_client):
+        # Another client's transaction now runs on the server session that holds
+        # the lock (PgBouncer hands out the last one released), so the unlock
+        # runs on another one.
+        await other_client.scalar(text("SELECT pg_backend_pid()"))
+        assert await advisory_locks(migrated_database) == 1
+        assert await lock.release(migrator, key) is False
+        # Ended with its server session, while the other client's transaction
+        # is still open on it.
+        assert await advisory_locks(migrated_database) == 0
 
 
 async def test_a_revision_on_another_server_session_than_the_lock_is_refused(
@@ -126,30 +139,16 @@ async def test_a_revision_on_another_server_session_than_the_lock_is_refused(
 ) -> None:
     """The check each revision makes in its transaction before it commits."""
     key = lock.lock_key("revision-session-test")
-    with (
-        shared_folder() as folder,
-        pgbouncer(
-            migrated_database, folder / "pgbouncer", ignore_parameters=MIGRATION_SESSION_PARAMETERS
-        ) as pooled,
-    ):
-        engine = create_migration_engine(settings_for(pooled))
-        try:
-            async with engine.connect() as migrator, engine.connect() as other_client:
-                assert await lock._try_lock(migrator, key)
-                await migrator.run_sync(lock.check_session)  # still on its server session
-                await migrator.rollback()
-                # The lock's server session is busy with another client: the
-                # migrator's next transaction runs elsewhere.
-                await other_client.scalar(text("SELECT 1"))
-                with pytest.raises(
-                    lock.NotARealSession, match="this revision ran on server session"
-                ):
-                    await migrator.run_sync(lock.check_session)
-                await migrator.rollback()
-                assert await lock.release(migrator, key) is False
-                await other_client.invalidate()
-        finally:
-            await engine.dispose()
+    async with _locked_through_pgbouncer(migrated_database, key) as (migrator, other_client):
+        await migrator.run_sync(lock.check_session)  # still on its server session
+        await migrator.rollback()
+        # The lock's server session is busy with another client: the migrator's
+        # next transaction runs elsewhere.
+        await other_client.scalar(text("SELECT 1"))
+        with pytest.raises(lock.NotARealSession, match="this revision ran on server session"):
+            await migrator.run_sync(lock.check_session)
+        await migrator.rollback()
+        assert await lock.release(migrator, key) is False
     assert await advisory_locks(migrated_database) == 0
 
 
