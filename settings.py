@@ -20,6 +20,10 @@ PROJECT_ROOT = Path(__file__).resolve().parent
 ASYNC_DRIVER = "postgresql+asyncpg"
 _ACCEPTED_SCHEMES = {"postgresql", "postgres", "postgresql+asyncpg"}
 _LOCK_NAME = re.compile(r"^[\w.:/-]{1,200}$")
+# The libpq query parameters a database URL may carry (service/database.py turns
+# them into asyncpg's `ssl`); any other would reach asyncpg.connect() unknown.
+TLS_MODES = ("disable", "allow", "prefer", "require", "verify-ca", "verify-full")
+_QUERY_PARAMETERS = ("sslmode", "sslrootcert")
 
 Seconds = Annotated[float, Field(ge=0)]
 PositiveSeconds = Annotated[float, Field(gt=0)]
@@ -51,7 +55,24 @@ def parse_database_url(raw: str) -> URL:
         )
     if not url.database:
         raise ValueError("names no database (expected .../database at the end)")
+    _check_query_parameters(url)
     return url.set(drivername=ASYNC_DRIVER)
+
+
+def _check_query_parameters(url: URL) -> None:
+    for name, value in url.query.items():
+        if name not in _QUERY_PARAMETERS:
+            raise ValueError(
+                f"has the query parameter {name!r}; only {' and '.join(_QUERY_PARAMETERS)} are understood"
+            )
+        if not isinstance(value, str):
+            raise ValueError(f"gives the query parameter {name!r} more than once")
+    mode = url.query.get("sslmode")
+    if mode is not None and mode not in TLS_MODES:
+        raise ValueError(f"sslmode {mode!r} is not one of {', '.join(TLS_MODES)}")
+    root = url.query.get("sslrootcert")
+    if isinstance(root, str) and not Path(root).is_file():
+        raise ValueError(f"sslrootcert {root!r} is not a file")
 
 
 def masked(url: URL) -> str:
@@ -88,11 +109,14 @@ class Settings(BaseSettings):
         description="Name from which the advisory lock key is derived; processes sharing a name serialise.",
     )
     migration_lock_timeout: PositiveSeconds = Field(
-        default=5.0, description="lock_timeout of migration statements, in seconds."
+        default=0.5,
+        description="The longest lock_timeout of a migration statement, in seconds: the first "
+        "attempt of a revision waits 0.1 s for its locks, each retry twice as long, up to this.",
     )
     migration_lock_retries: Annotated[int, Field(ge=0, le=100)] = Field(
-        default=5,
-        description="How often a revision that hit lock_timeout is retried, with backoff.",
+        default=20,
+        description="How often a revision that hit lock_timeout is retried, after a pause with "
+        "jitter that grows from 0.5 s to 30 s.",
     )
     migration_statement_timeout: Seconds = Field(
         default=3600.0,
@@ -206,6 +230,18 @@ class Settings(BaseSettings):
     def _migration_url_needs_database_url(self) -> Settings:
         if self.migration_database_url is not None and self.database_url is None:
             raise ValueError("MIGRATION_DATABASE_URL is set but DATABASE_URL is not")
+        return self
+
+    @model_validator(mode="after")
+    def _pooled_traffic_needs_a_direct_migration_url(self) -> Settings:
+        # A session-level advisory lock taken through a transaction-pooling
+        # pooler stays on a pooled server connection, shared with other clients.
+        if self.database_pooler == "transaction" and self.migration_database_url is None:
+            raise ValueError(
+                "DATABASE_POOLER is transaction but MIGRATION_DATABASE_URL is not set: the "
+                "migration lock and DDL must reach PostgreSQL directly, not through the pooler "
+                "of DATABASE_URL"
+            )
         return self
 
     @property

@@ -18,6 +18,7 @@ from typing import Any
 from sqlalchemy.engine import Connection
 
 from alembic import context
+from service import lock
 from service.audit import RUNNER_COMMAND_LINE, AuditWriter
 from service.models import Base
 
@@ -42,6 +43,8 @@ def configure_and_run(connection: Connection) -> None:
 
 
 def _on_version_apply(**arguments: Any) -> None:
+    # Before the step commits: its session is the one that holds the lock.
+    lock.check_session(arguments["ctx"].connection)
     audit.on_version_apply(**arguments)
     callback = config.attributes.get("on_version_apply")
     if callback is not None:

@@ -10,12 +10,10 @@ defaults, request log included (LOG_LEVEL=info, JSON, to a file).
 
 from __future__ import annotations
 
-import json
 import re
 import shutil
 import subprocess
 import tempfile
-import urllib.request
 import uuid
 from pathlib import Path
 from typing import Any
@@ -23,11 +21,15 @@ from typing import Any
 from sqlalchemy.engine import URL
 
 from bench.harness import (
+    JSONAPI,
     Process,
+    api_call,
     create_database,
     drop_database,
     environment,
+    included_key,
     migrate,
+    new_account,
     peak_rss_mib,
     summary,
     target,
@@ -37,7 +39,6 @@ from bench.startup import APP
 BASELINE = "bench.baseline_app:create_app"
 DURATION = int(__import__("os").environ.get("BENCH_WRK_SECONDS", "6"))
 OPERATOR = "bench-operator-token-" + uuid.uuid4().hex
-JSONAPI = "application/vnd.api+json"
 CREATE_SCRIPT = """
 counter = 0
 function init(args) run = args[1] end
@@ -49,31 +50,11 @@ end
 """
 
 
-def _call(port: int, method: str, path: str, token: str, body: Any = None) -> Any:
-    request = urllib.request.Request(
-        f"http://127.0.0.1:{port}{path}",
-        method=method,
-        data=json.dumps(body).encode() if body is not None else None,
-        headers={"Authorization": f"Bearer {token}", "Content-Type": JSONAPI},
-    )
-    with urllib.request.urlopen(request, timeout=10) as response:
-        return json.loads(response.read())
-
-
 def _tenant(port: int) -> tuple[str, str, dict[str, str]]:
     """An account with 120 configs (40 roots, 40 children, 40 grandchildren):
     its owner's key, its first environment's key, and a config of each request."""
-    body = {
-        "data": {
-            "type": "accounts",
-            "attributes": {
-                "name": "Bench",
-                "owner": {"email": "owner@bench.test", "role": "OWNER"},
-            },
-        }
-    }
-    created = _call(port, "POST", "/v1/accounts", OPERATOR, body)
-    key = next(i for i in created["included"] if i["type"] == "api-keys")["attributes"]["secret"]
+    created = new_account(port, OPERATOR)
+    key = included_key(created)
     environment_key = next(i for i in created["included"] if i["type"] == "environments")[
         "attributes"
     ]["key"]
@@ -90,7 +71,7 @@ def _tenant(port: int) -> tuple[str, str, dict[str, str]]:
             data: dict[str, Any] = {"type": "configs", "attributes": attributes}
             if parent:
                 data["relationships"] = {"parent": {"data": {"type": "configs", "id": parent}}}
-            made.append(_call(port, "POST", "/v1/configs", key, {"data": data})["data"]["id"])
+            made.append(api_call(port, "POST", "/v1/configs", key, {"data": data})["data"]["id"])
         parents = made  # type: ignore[assignment]
     return key, environment_key, {"deepest": str(parents[7])}
 
@@ -130,7 +111,7 @@ def _wrk(port: int, path: str, key: str, script: Path | None) -> dict[str, float
 
 def _same_json(ours: int, baseline: int, key: str, paths: dict[str, str]) -> None:
     for name in ("get one", "list 50", "resolve"):
-        a, b = _call(ours, "GET", paths[name], key), _call(baseline, "GET", paths[name], key)
+        a, b = api_call(ours, "GET", paths[name], key), api_call(baseline, "GET", paths[name], key)
         if a != b:
             raise RuntimeError(f"the baseline answers {name} differently:\n{a}\n{b}")
 

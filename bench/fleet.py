@@ -43,13 +43,7 @@ UNLOCKED_CONFIG = ROOT / "bench" / "unlocked" / "alembic.ini"
 
 
 def _workers_at_head(process: Process) -> int:
-    return len(
-        {
-            event.get("pid")
-            for event in process.events()
-            if str(event.get("message", "")).startswith("schema at head")
-        }
-    )
+    return len(process.pids_that_logged("schema at head"))
 
 
 def _fleet(url: URL, size: int, folder: Path, **variables: str) -> tuple[float, int]:

@@ -4,6 +4,7 @@ of the service, timing and statistics. Everything runs on loopback."""
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import platform
 import shutil
@@ -166,6 +167,10 @@ class Process:
     def events(self) -> list[dict[str, Any]]:
         return json_events(self.log.read_text(errors="replace"))
 
+    def pids_that_logged(self, start: str) -> set[int]:
+        """The processes (workers) that logged a message starting with `start`."""
+        return {e["pid"] for e in self.events() if str(e.get("message", "")).startswith(start)}
+
     def stop(self) -> None:
         if self.popen.poll() is None:
             self.popen.send_signal(signal.SIGTERM)
@@ -184,6 +189,35 @@ def status(port: int, path: str) -> int | None:
         return int(error.code)
     except (OSError, urllib.error.URLError):
         return None
+
+
+JSONAPI = "application/vnd.api+json"
+
+
+def api_call(port: int, method: str, path: str, token: str, body: Any = None) -> Any:
+    """One JSON:API request to the service on `port`; its decoded answer."""
+    request = urllib.request.Request(
+        f"http://127.0.0.1:{port}{path}",
+        method=method,
+        data=json.dumps(body).encode() if body is not None else None,
+        headers={"Authorization": f"Bearer {token}", "Content-Type": JSONAPI},
+    )
+    with urllib.request.urlopen(request, timeout=10) as response:
+        return json.loads(response.read())
+
+
+def new_account(port: int, operator_token: str) -> Any:
+    """A new account (POST /v1/accounts): the answer, with its first API key included."""
+    owner = {"email": "owner@bench.test", "role": "OWNER"}
+    body = {"data": {"type": "accounts", "attributes": {"name": "Bench", "owner": owner}}}
+    return api_call(port, "POST", "/v1/accounts", operator_token, body)
+
+
+def included_key(account: Any) -> str:
+    """The API key's secret in the answer of `new_account`."""
+    return str(
+        next(i for i in account["included"] if i["type"] == "api-keys")["attributes"]["secret"]
+    )
 
 
 def peak_rss_mib(pid: int) -> float | None:

@@ -67,6 +67,8 @@ def _plot(name: str, outcome: dict[str, Any], folder: Path) -> str | None:
     rows = _flat_rows(outcome["results"])
     if name == "api":
         rows = [(label, value) for label, value in rows if label.endswith("/ rps")]
+    if name == "blocked":
+        rows = [(label, value) for label, value in rows if "p99" in label]
     labels = [label.removesuffix(" / rps") for label, _ in rows]
     medians = [value["median"] for _, value in rows]
     low = [value["median"] - value["p25"] for _, value in rows]
@@ -103,7 +105,8 @@ def write_report(results: dict[str, Any], out: Path) -> Path:
             f"the benchmark took {outcome['seconds']} s.\n"
         )
         section.append(_results_table(outcome))
-        for extra in ("ratios", "growth_1000_over_10", "peak_rss_mib", "error_events", "unlocked"):
+        extras = ("ratios", "growth_1000_over_10", "peak_rss_mib", "error_events", "unlocked")
+        for extra in (*extras, "failed_reads"):
             if extra in outcome:
                 section.append(f"`{extra}`:\n\n```json\n{_json(outcome[extra])}\n```\n")
         image = _plot(name, outcome, folder)

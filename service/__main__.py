@@ -26,6 +26,7 @@ from settings import Settings, SettingsError, load_settings, masked
 
 EXIT_FAILED = 1
 EXIT_USAGE = 2
+EXIT_STARTUP_FAILED = 3
 
 
 def main(arguments: Sequence[str] | None = None) -> int:
@@ -203,14 +204,20 @@ def _database(settings: Settings) -> Iterator[Settings]:
 
 
 def _serve(settings: Settings, options: argparse.Namespace) -> int:
+    """Serve; the exit status: 0 after SIGTERM or SIGINT, 4 when the migration
+    failed, 3 when a worker failed to start for another reason."""
     import uvicorn
+
+    from service.workers import supervise
 
     # uvicorn re-raises the SIGTERM it handled once its graceful shutdown is done;
     # end with a normal exit instead, so the embedded database is stopped too.
     signal.signal(signal.SIGTERM, _exit_after_graceful_shutdown)
+    # The workers size their connection pools against the server with it.
+    os.environ["WEB_CONCURRENCY"] = str(options.workers)
     base = f"http://{options.host}:{options.port}"
     print(f"API: {base}/v1  docs: {base}/docs  readiness: {base}/readyz", file=sys.stderr)
-    uvicorn.run(
+    config = uvicorn.Config(
         "service.app:create_app",
         factory=True,
         host=options.host,
@@ -221,7 +228,12 @@ def _serve(settings: Settings, options: argparse.Namespace) -> int:
         access_log=False,
         timeout_graceful_shutdown=round(settings.graceful_shutdown_timeout),
     )
-    return 0
+    if options.workers > 1:
+        return supervise(config)
+    server = uvicorn.Server(config)
+    with contextlib.suppress(KeyboardInterrupt):
+        server.run()
+    return 0 if server.started else EXIT_STARTUP_FAILED
 
 
 def _exit_after_graceful_shutdown(signal_number: int, _: object) -> None:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
 import signal
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
@@ -24,13 +23,13 @@ from service.errors import install_error_handlers
 from service.logs import configure_logging
 from service.metrics import Metrics
 from service.observability import RequestObservability
-from service.status import MigrationStatus, Phase
+from service.schema_watch import SchemaWatch
+from service.status import MigrationStatus
+from service.workers import die_with_supervisor, exit_after_failed_migration
 from settings import Settings, load_settings
 
 logger = logging.getLogger("service.app")
 
-# Exit status of a process whose migration failed (uvicorn itself uses 1 and 3).
-EXIT_MIGRATION_FAILED = 4
 # How long a failed process stays up, unready, so probes and logs can see why.
 FAILURE_EXIT_DELAY = 2.0
 # How long shutdown waits for a cancelled migration to roll back and unlock.
@@ -43,12 +42,14 @@ class State(TypedDict):
     settings: Settings
     engine: AsyncEngine
     migration: MigrationStatus
+    schema_watch: SchemaWatch
     key_usage: KeyUsage
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
     """Build the app; settings come from the environment unless given."""
     settings = settings or load_settings()
+    die_with_supervisor()
     configure_logging(settings.log_level, settings.log_format)
     status = MigrationStatus()
     metrics = Metrics(status)
@@ -75,29 +76,32 @@ def _lifespan(
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[State]:
         engine = create_app_engine(settings)
-        bootstrap = Bootstrap(settings, engine, status)
+        bootstrap = Bootstrap(
+            settings, engine, status, hold_lock_after_failure=settings.migration_exit_on_failure
+        )
         task = asyncio.create_task(_run_bootstrap(bootstrap), name="migration-bootstrap")
         try:
             yield State(
                 settings=settings,
                 engine=engine,
                 migration=status,
+                schema_watch=bootstrap.watch,
                 key_usage=KeyUsage(settings.api_key_usage_interval),
             )
         finally:
-            await _stop(task)
+            exiting = await _stop(task)
+            if not exiting:
+                await bootstrap.release_kept_lock()
             await engine.dispose()
-        if status.phase is Phase.FAILED and settings.migration_exit_on_failure:
-            logger.error("exiting with status %d: the migration failed", EXIT_MIGRATION_FAILED)
-            logging.shutdown()
-            # uvicorn exits 0 after a clean shutdown whatever the lifespan did;
-            # the orchestrator must see a failure to restart us.
-            os._exit(EXIT_MIGRATION_FAILED)
+        if exiting:
+            exit_after_failed_migration(status.error or "unknown")
 
     return lifespan
 
 
-async def _run_bootstrap(bootstrap: Bootstrap) -> None:
+async def _run_bootstrap(bootstrap: Bootstrap) -> bool:
+    """Run the bootstrap; True when its migration failed and the process shuts
+    down to exit for it (MIGRATION_EXIT_ON_FAILURE)."""
     try:
         await bootstrap.run()
     except MigrationFailed:
@@ -105,10 +109,23 @@ async def _run_bootstrap(bootstrap: Bootstrap) -> None:
             await asyncio.sleep(FAILURE_EXIT_DELAY)
             # A graceful shutdown through the server's own SIGTERM handling.
             signal.raise_signal(signal.SIGTERM)
+            return True
+    return False
 
 
-async def _stop(task: asyncio.Task[None]) -> None:
-    """Cancel the bootstrap: the running revision rolls back, the lock is released."""
+async def _stop(task: asyncio.Task[bool]) -> bool:
+    """Cancel the bootstrap: the running revision rolls back, the lock is released.
+    True when the bootstrap had asked for the shutdown to exit for a failed
+    migration; a shutdown asked for by a signal from outside (the supervisor
+    stopping its workers, the orchestrator) ends the process normally."""
+    if task.done():
+        if task.cancelled():
+            return False
+        if (error := task.exception()) is not None:
+            logger.error("the bootstrap ended with an unexpected error", exc_info=error)
+            return False
+        return task.result()
     task.cancel()
     with contextlib.suppress(asyncio.CancelledError, asyncio.TimeoutError):
         await asyncio.wait_for(task, BOOTSTRAP_STOP_TIMEOUT)
+    return False

@@ -53,7 +53,8 @@ class AuditWriter:
     Steps applied before the audit table exists (on a new database) are kept
     and written in the transaction that creates it, so the trail is complete
     from the first revision on. When an earlier run applied the first revisions
-    and died before the table existed, those revisions are written too, marked
+    and died before the table existed (even right before the revision that
+    creates it), those revisions are written too, marked
     as unrecorded (runner RUNNER_UNRECORDED, no checksum): the trail then still
     names every applied revision, and says which ones it cannot vouch for.
     """
@@ -77,7 +78,11 @@ class AuditWriter:
         if not connection.scalar(text(f"SELECT to_regclass('{audit_table.name}') IS NOT NULL")):
             return
         rows = self.waiting
-        if not self.written_before and self._trail_is_empty(connection):
+        if (
+            not self.written_before
+            and rows[0]["direction"] == "upgrade"
+            and self._trail_is_empty(connection)
+        ):
             # The trail starts with this run: whatever lies below its first step
             # was applied by a run that had no table to write to (one killed
             # before this revision, or code older than the trail).

@@ -27,7 +27,12 @@ async def run_locked(run: Callable[[Connection], None]) -> None:
                 await connection.commit()
             finally:
                 await connection.rollback()
-                await lock.unlock(connection, key)
+                if not await lock.release(connection, key):
+                    logger.error(
+                        "the migration lock was not held by this session when it was released: %s",
+                        lock.POOLER_ADVICE,
+                    )
+                    await connection.invalidate()
     finally:
         await engine.dispose()
 

@@ -13,7 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from service import lock
 from service.audit import history_query
 from service.bootstrap import Bootstrap, MigrationFailed
-from service.database import create_app_engine
+from service.database import create_app_engine, create_migration_reads_engine
 from service.logs import configure_logging
 from service.migrations import current_revisions, load_revisions
 from service.status import MigrationStatus
@@ -22,12 +22,19 @@ from settings import Settings
 
 
 async def migrate(settings: Settings, give_up_after: float | None) -> int:
-    """Bring the schema to head under the lock; 0 at head, 1 on failure or timeout."""
+    """Bring the schema to head under the lock; 0 at head, 1 on failure or timeout.
+
+    Every read goes through MIGRATION_DATABASE_URL: a Job with the owner's role
+    needs nothing of the application's. `give_up_after` bounds the wait for the
+    database, the lock and the migration, not the checks of a schema at head.
+    """
     configure_logging(settings.log_level, settings.log_format)
-    engine = create_app_engine(settings)
+    engine = create_migration_reads_engine(settings)
     status = MigrationStatus()
+    bootstrap = Bootstrap(settings, engine, status)
     try:
-        await asyncio.wait_for(Bootstrap(settings, engine, status).run(migrate=True), give_up_after)
+        from_manifest = await asyncio.wait_for(bootstrap.reach_head(migrate=True), give_up_after)
+        await bootstrap.check_scripts(from_manifest)
     except MigrationFailed:
         return 1
     except TimeoutError:
@@ -35,6 +42,7 @@ async def migrate(settings: Settings, give_up_after: float | None) -> int:
         return 1
     finally:
         await engine.dispose()
+    bootstrap.mark_ready()
     print(f"schema at head {','.join(status.target_revision)}")
     return 0
 

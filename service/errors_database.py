@@ -2,16 +2,48 @@
 
 Descriptions go to logs and to /readyz, so they carry the server's message and
 SQLSTATE but never a URL, a statement's parameters or a password.
+
+Two questions, answered by exact SQLSTATE codes (never by class: class 57 holds
+both a cancelled statement and a server shutting down):
+- may a request that failed this way succeed if retried shortly
+  (`is_transient`: the API's 503 with Retry-After)?
+- is the database only unreachable for now, so that the migration bootstrap
+  should wait and try again (`is_unreachable`)? Only a lost or refused
+  connection is; a statement timeout, a cancel, a failed authentication or
+  authorisation, a missing database are final there: waiting would not fix
+  them, and retrying a cancelled migration would overrule the operator who
+  cancelled it.
 """
 
 from __future__ import annotations
 
+import ssl
+
 import asyncpg
 from sqlalchemy.exc import DBAPIError, InterfaceError
 
-# SQLSTATE classes and codes after which trying again later can succeed.
-_TRANSIENT_CLASSES = ("08", "53", "57", "28", "3D")
+_CONNECTION_EXCEPTION_CLASS = "08"
+# The server is shutting down, crashed or starting: the connection is lost or
+# refused, and the next one may succeed.
+_SERVER_GOING_AWAY = {"57P01", "57P02", "57P03"}
+_TOO_MANY_CONNECTIONS = "53300"
+# A protocol violation is no network trouble: PgBouncer answers it to startup
+# parameters it does not pass on (the migration session's lock_timeout, ...).
+_PROTOCOL_VIOLATION = "08P01"
+# Request path only: a statement cancelled by a timeout, a full server, an
+# authentication failure (a rotated secret) or a missing database answer 503.
+_TRANSIENT_FOR_REQUESTS_CLASSES = ("08", "53", "57", "28", "3D")
 _LOCK_NOT_AVAILABLE = "55P03"
+_QUERY_CANCELED = "57014"
+
+# What a final error is, by SQLSTATE, for /readyz and the log.
+_KINDS = {
+    _LOCK_NOT_AVAILABLE: "lock_timeout",
+    "42501": "permission_denied",
+    "3D000": "missing_database",
+    "28P01": "authentication_failed",
+    "28000": "authentication_failed",
+}
 
 
 def sqlstate(error: BaseException) -> str | None:
@@ -22,27 +54,68 @@ def sqlstate(error: BaseException) -> str | None:
     return code if isinstance(code, str) else None
 
 
-def is_transient(error: BaseException) -> bool:
-    """True when the database is unreachable, restarting, full or not yet set up.
+def _lost_or_refused_connection(error: BaseException) -> bool:
+    if isinstance(error, DBAPIError) and error.orig is not None:
+        if _lost_or_refused_connection(error.orig):
+            return True
+        return error.connection_invalidated or isinstance(error, InterfaceError)
+    if isinstance(error, ssl.SSLError):
+        # A certificate that does not verify stays so: a configuration error.
+        return False
+    return isinstance(
+        error, OSError | TimeoutError | asyncpg.exceptions.ConnectionDoesNotExistError
+    )
 
-    Authentication failures and a missing database count too: they are fixed
-    outside this process (a secret rotated, a database created), and crashing
-    would only make the orchestrator restart us into the same state.
-    """
+
+def is_unreachable(error: BaseException) -> bool:
+    """True when the connection was lost or refused: waiting may fix it."""
+    if _lost_or_refused_connection(error):
+        return True
+    code = sqlstate(error)
+    if code is None or code == _PROTOCOL_VIOLATION:
+        return False
+    return (
+        code.startswith(_CONNECTION_EXCEPTION_CLASS)
+        or code in _SERVER_GOING_AWAY
+        or code == _TOO_MANY_CONNECTIONS
+    )
+
+
+def is_transient(error: BaseException) -> bool:
+    """True when a request that failed this way may succeed shortly (503, not 500):
+    the database is unreachable, restarting, full, or refuses us for now (a
+    rotated secret, a database being created)."""
     if isinstance(error, OSError | TimeoutError | asyncpg.exceptions.ConnectionDoesNotExistError):
         return True
     if isinstance(error, DBAPIError) and (
-        error.connection_invalidated or isinstance(error, InterfaceError)
+        error.connection_invalidated
+        or isinstance(error, InterfaceError)
+        or isinstance(error.orig, OSError)
     ):
         return True
-    if isinstance(error, DBAPIError) and isinstance(error.orig, OSError):
-        return True
     code = sqlstate(error)
-    return code is not None and code.startswith(_TRANSIENT_CLASSES)
+    return code is not None and code.startswith(_TRANSIENT_FOR_REQUESTS_CLASSES)
 
 
 def is_lock_timeout(error: BaseException) -> bool:
     return sqlstate(error) == _LOCK_NOT_AVAILABLE
+
+
+def failure_kind(error: BaseException) -> str:
+    """A word for what a final error is: statement_timeout, cancelled,
+    lock_timeout, permission_denied, authentication_failed, missing_database,
+    tls, pooler, or error."""
+    code = sqlstate(error)
+    if code == _PROTOCOL_VIOLATION and "startup parameter" in str(error):
+        return "pooler"
+    if code == _QUERY_CANCELED:
+        return "statement_timeout" if "statement timeout" in str(error) else "cancelled"
+    if code in _KINDS:
+        return _KINDS[code]
+    original = error.orig if isinstance(error, DBAPIError) and error.orig else error
+    if isinstance(original, ssl.SSLError):
+        return "tls"
+    return "error"
 
 
 def describe_error(error: BaseException) -> str:

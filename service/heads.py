@@ -7,7 +7,11 @@ The manifest records a digest of the revision files' names (listing a folder
 costs next to nothing even for thousands of files; reading or even stat-ing
 each one does not). When the files on disk do not match it (a revision added,
 removed or renamed, or extra version locations, as the test scenarios have),
-it is not used and the bootstrap parses the scripts. An edit inside a file is
+it is not used and the bootstrap parses the scripts. With
+`recursive_version_locations = true` Alembic also loads revisions from
+sub-folders, and so does the digest (by their paths relative to the version
+location); with `sourceless = true` (revisions as .pyc files) the manifest is
+never used. An edit inside a file is
 caught by the checks that run once the process is ready: the heads the parsed
 scripts have, and the checksums of applied revisions. `python -m service db heads --write`
 rewrites it (Alembic's post-write hook runs that after `alembic revision`); a
@@ -52,16 +56,32 @@ def files_digest(config_path: Path) -> str:
 
 def _files_digest(section: configparser.SectionProxy) -> str:
     digest = hashlib.sha256()
+    recursive = section.get("recursive_version_locations") == "true"
     for directory in _version_directories(section):
-        names = sorted(name for name in os.listdir(directory) if name.endswith(".py"))
+        names = sorted(_revision_files(directory, recursive))
         digest.update(("\x00".join(["directory", *names]) + "\x00").encode())
     return digest.hexdigest()
+
+
+def _revision_files(directory: Path, recursive: bool) -> list[str]:
+    """The .py files Alembic reads in a version location, relative to it (it
+    walks sub-folders only when recursive, and never __pycache__)."""
+    if not recursive:
+        return [name for name in os.listdir(directory) if name.endswith(".py")]
+    found = []
+    for folder, subfolders, files in os.walk(directory):
+        subfolders[:] = [name for name in subfolders if name != "__pycache__"]
+        relative = Path(folder).relative_to(directory)
+        found += [(relative / name).as_posix() for name in files if name.endswith(".py")]
+    return found
 
 
 def read_heads(config_path: Path) -> tuple[str, ...] | None:
     """The manifest's heads, or None when there is none or the files differ from it."""
     try:
         section = _alembic_section(config_path)
+        if section.get("sourceless") == "true":
+            return None
         manifest = json.loads((Path(section["script_location"]) / MANIFEST).read_text())
         if manifest["files"] != _files_digest(section):
             return None

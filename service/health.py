@@ -1,5 +1,6 @@
 """Probes. Liveness never touches the database; readiness reports the migration,
-and once the schema is at head, whether the database answers."""
+and once the schema is at head, whether the database answers and is still at
+this code's head (service/schema_watch.py)."""
 
 from __future__ import annotations
 
@@ -7,11 +8,10 @@ import asyncio
 
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
-from sqlalchemy import text
-from sqlalchemy.ext.asyncio import AsyncEngine
 
 from service.errors_database import describe_error
 from service.metrics import CONTENT_TYPE, Metrics
+from service.migrations import current_revisions
 from service.status import MigrationStatus
 
 router = APIRouter(tags=["health"])
@@ -30,22 +30,25 @@ async def livez() -> dict[str, str]:
 )
 async def readyz(request: Request) -> JSONResponse:
     status: MigrationStatus = request.state.migration
-    body = status.as_json()
     if not status.ready:
-        return JSONResponse(body, status_code=503)
+        return JSONResponse(status.as_json(), status_code=503)
     # At head: ready only while the database answers, so a restarting database
-    # takes the replica out of rotation instead of failing its requests.
-    problem = await _database_problem(request.state.engine)
-    if problem is None:
-        return JSONResponse(body)
-    body.update(status="unready", database="unreachable", error=problem)
-    return JSONResponse(body, status_code=503)
+    # takes the replica out of rotation instead of failing its requests; and
+    # only while it is still at this code's head.
+    problem = await _database_problem(request)
+    body = status.as_json()
+    if problem is not None:
+        body.update(status="unready", database="unreachable", error=problem)
+        return JSONResponse(body, status_code=503)
+    return JSONResponse(body, status_code=200 if status.ready else 503)
 
 
-async def _database_problem(engine: AsyncEngine) -> str | None:
+async def _database_problem(request: Request) -> str | None:
     try:
-        async with asyncio.timeout(DATABASE_CHECK_SECONDS), engine.connect() as connection:
-            await connection.execute(text("SELECT 1"))
+        async with asyncio.timeout(DATABASE_CHECK_SECONDS):
+            async with request.state.engine.connect() as connection:
+                current = await current_revisions(connection)
+            await request.state.schema_watch.noticed(current)
     except Exception as error:
         return describe_error(error) if not isinstance(error, TimeoutError) else "no answer in time"
     return None

@@ -16,9 +16,11 @@ from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import text
 from sqlalchemy.engine import Connection
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from service.audit import RUNNER_BOOTSTRAP
+from service.errors_database import sqlstate
 
 if TYPE_CHECKING:
     from alembic.config import Config
@@ -27,6 +29,7 @@ if TYPE_CHECKING:
 
 StepCallback = Callable[["MigrationInfo"], None]
 VERSION_TABLE = "alembic_version"
+_UNDEFINED_TABLE = "42P01"
 
 
 def alembic_config(path: Path, **attributes: Any) -> Config:
@@ -86,12 +89,19 @@ def load_revisions(config_path: Path) -> Revisions:
 
 
 async def current_revisions(connection: AsyncConnection) -> tuple[str, ...]:
-    """The revisions recorded in the database; empty when it has none yet."""
-    exists = await connection.scalar(text(f"SELECT to_regclass('{VERSION_TABLE}') IS NOT NULL"))
-    if not exists:
-        await connection.commit()
+    """The revisions recorded in the database; empty when it has none yet.
+
+    One round trip in the common case (the readiness probe reads it as often as
+    it would run `SELECT 1`); a database without the version table answers
+    with an error, which is rolled back.
+    """
+    try:
+        rows = await connection.scalars(text(f"SELECT version_num FROM {VERSION_TABLE}"))
+    except DBAPIError as error:
+        if sqlstate(error) != _UNDEFINED_TABLE:
+            raise
+        await connection.rollback()
         return ()
-    rows = await connection.scalars(text(f"SELECT version_num FROM {VERSION_TABLE}"))
     revisions = tuple(sorted(rows))
     await connection.commit()
     return revisions

@@ -24,6 +24,9 @@ class Phase(StrEnum):
     MIGRATING = "migrating"
     WAITING_FOR_SCHEMA = "waiting_for_schema"
     READY = "ready"
+    # Was ready, then the database left this code's heads (a downgrade, another
+    # branch): unready until the schema is back at head.
+    SCHEMA_CHANGED = "schema_changed"
     FAILED = "failed"
     STOPPED = "stopped"
 
@@ -38,10 +41,14 @@ class MigrationStatus:
     pending: list[str] = field(default_factory=list)
     applied: int = 0
     lock_timeout_retries: int = 0
+    lock_timeout_seconds: float = 0.0
     lock_wait_seconds: float = 0.0
     revision_seconds: dict[str, float] = field(default_factory=dict)
     lock_holder: LockHolder | None = None
     error: str | None = None
+    # What a final error is (service/errors_database.py `failure_kind`, or the
+    # bootstrap's own: pooler, stale_manifest, unknown_revision, ...).
+    failure: str | None = None
     migrated_here: bool = False
     schema_ahead: bool = False
     verification: str | None = None
@@ -52,11 +59,12 @@ class MigrationStatus:
     def ready(self) -> bool:
         return self.phase is Phase.READY
 
-    def enter(self, phase: Phase, *, error: str | None = None) -> None:
+    def enter(self, phase: Phase, *, error: str | None = None, failure: str | None = None) -> None:
         if phase is not self.phase:
             self.phase = phase
             self.phase_since = time.monotonic()
         self.error = error
+        self.failure = failure
         if phase is not Phase.WAITING_FOR_LOCK:
             self.lock_holder = None
 
@@ -80,11 +88,14 @@ class MigrationStatus:
                 "revision": self.pending[step - 1] if self.pending else None,
                 "pending": self.pending[self.applied :],
                 "lock_timeout_retries": self.lock_timeout_retries,
+                "lock_timeout_seconds": self.lock_timeout_seconds,
             }
         if self.phase is Phase.WAITING_FOR_LOCK:
             body["lock_holder"] = self.lock_holder.as_json() if self.lock_holder else None
         if self.error is not None:
             body["error"] = self.error
+        if self.failure is not None:
+            body["failure"] = self.failure
         return body
 
 

@@ -113,3 +113,18 @@ async def new_tenant(client: httpx.AsyncClient, name: str = "Acme") -> Tenant:
         owner["id"],
         environments,
     )
+
+
+def create_account_over_http(port: int, name: str = "Account") -> str:
+    """Create an account on a real server through the operator route; its first API key."""
+    response = httpx.post(
+        f"http://127.0.0.1:{port}/v1/accounts",
+        headers={"Authorization": f"Bearer {OPERATOR_TOKEN}", "Content-Type": JSONAPI},
+        json=document(
+            "accounts", {"name": name, "owner": {"email": "o@example.test", "role": "OWNER"}}
+        ),
+        timeout=10,
+    )
+    assert response.status_code == 201, response.text
+    included = response.json()["included"]
+    return str(next(i for i in included if i["type"] == "api-keys")["attributes"]["secret"])

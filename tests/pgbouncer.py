@@ -18,9 +18,18 @@ from tests.processes import free_port
 BINARY = shutil.which("pgbouncer") or "/usr/sbin/pgbouncer"
 
 
+# The startup parameters of the migration session (service/database.py): a
+# PgBouncer that ignores them lets a migration connection through.
+MIGRATION_SESSION_PARAMETERS = (
+    "lock_timeout,statement_timeout,tcp_keepalives_idle,tcp_keepalives_interval,"
+    "tcp_keepalives_count,tcp_user_timeout,client_connection_check_interval"
+)
+
+
 @contextmanager
-def pgbouncer(server: URL, folder: Path) -> Iterator[URL]:
-    """PgBouncer in front of `server`; yields the same URL pointing at PgBouncer."""
+def pgbouncer(server: URL, folder: Path, *, ignore_parameters: str = "") -> Iterator[URL]:
+    """PgBouncer in front of `server`; yields the same URL pointing at PgBouncer.
+    `ignore_parameters`: startup parameters it accepts without passing them on."""
     port = free_port()
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "users.txt").write_text(f'"{server.username}" "{server.password}"\n')
@@ -38,7 +47,7 @@ auth_file = {folder / "users.txt"}
 pool_mode = transaction
 max_client_conn = 1000
 default_pool_size = 20
-ignore_startup_parameters = extra_float_digits
+ignore_startup_parameters = {",".join(filter(None, ["extra_float_digits", ignore_parameters]))}
 logfile = {folder / "pgbouncer.log"}
 pidfile = {folder / "pgbouncer.pid"}
 """

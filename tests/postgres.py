@@ -12,6 +12,7 @@ import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import asyncpg
 from sqlalchemy.engine import URL
@@ -61,3 +62,40 @@ async def drop_database(admin: URL, name: str) -> None:
         await connection.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
     finally:
         await connection.close()
+
+
+async def fetch_value(url: URL, query: str, *arguments: object) -> Any:
+    """One value of one query, on a connection of its own."""
+    connection = await connect(url)
+    try:
+        return await connection.fetchval(query, *arguments)
+    finally:
+        await connection.close()
+
+
+async def advisory_locks(url: URL) -> int:
+    """Advisory locks held in the database of `url` now, by any session."""
+    query = (
+        "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory'"
+        " AND database = (SELECT oid FROM pg_database WHERE datname = current_database())"
+    )
+    return int(await fetch_value(url, query))
+
+
+# The backend running the slow scenario's pg_sleep (tests/migrations/slow).
+SLEEPING_MIGRATOR = (
+    "SELECT pid FROM pg_stat_activity WHERE datname = current_database()"
+    " AND pid <> pg_backend_pid() AND query LIKE 'SELECT pg_sleep%' AND state = 'active'"
+)
+
+
+async def count_attempts(url: URL) -> None:
+    """Make the test scenarios' failing and slow revisions count their attempts
+    (they call nextval on this sequence when it exists; nextval survives a rollback)."""
+    await fetch_value(url, "CREATE SEQUENCE test_attempts")
+
+
+async def attempts(url: URL) -> int:
+    """How often the failing or slow revision started, since `count_attempts`."""
+    query = "SELECT CASE WHEN is_called THEN last_value ELSE 0 END FROM test_attempts"
+    return int(await fetch_value(url, query))

@@ -76,6 +76,26 @@ def run_python(
     return result
 
 
+def process_alive(pid: int) -> bool:
+    """True while `pid` runs (a zombie, dead but not yet reaped, counts as gone)."""
+    try:
+        os.kill(pid, 0)
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (ProcessLookupError, FileNotFoundError):
+        return False
+    return state != "Z"
+
+
+def port_free(port: int) -> bool:
+    with socket.socket() as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+        return True
+
+
 def wait_for(condition: Callable[[], Any], timeout: float, what: str, interval: float = 0.1) -> Any:
     """Poll `condition` until it returns something truthy; fail the test after `timeout`."""
     deadline = time.monotonic() + timeout
@@ -115,6 +135,32 @@ class ServiceProcess:
         started.port = port
         return started
 
+    @classmethod
+    def service(
+        cls,
+        environment: Mapping[str, str],
+        log_path: Path,
+        *arguments: str,
+        port: int | None = None,
+    ) -> ServiceProcess:
+        """`python -m service --port P ARGUMENTS` (the image's entry point)."""
+        port = port or free_port()
+        started = cls(["-m", "service", "--port", str(port), *arguments], environment, log_path)
+        started.port = port
+        return started
+
+    @classmethod
+    def gunicorn(
+        cls, environment: Mapping[str, str], log_path: Path, workers: int = 2
+    ) -> ServiceProcess:
+        """gunicorn's arbiter with uvicorn workers."""
+        port = free_port()
+        arguments = ["-m", "gunicorn", "-k", "uvicorn_worker.UvicornWorker", "-w", str(workers)]
+        arguments += ["-b", f"127.0.0.1:{port}", "service.app:create_app()"]
+        started = cls(arguments, environment, log_path)
+        started.port = port
+        return started
+
     @property
     def pid(self) -> int:
         return self.process.pid
@@ -149,6 +195,13 @@ class ServiceProcess:
     def wait(self, timeout: float = 30.0) -> int:
         return self.process.wait(timeout)
 
+    def exit_status(self, timeout: float = 60.0) -> int:
+        """Wait for the process to end by itself; stop it if it does not."""
+        try:
+            return self.wait(timeout)
+        finally:
+            self.stop()
+
     def stop(self) -> None:
         if self.process.poll() is None:
             self.process.send_signal(signal.SIGTERM)
@@ -166,3 +219,7 @@ class ServiceProcess:
         from service.logs import json_events
 
         return json_events(self.logs())
+
+    def pids_that_logged(self, start: str) -> set[int]:
+        """The processes (workers) that logged a message starting with `start`."""
+        return {event["pid"] for event in self.events() if event["message"].startswith(start)}

@@ -67,6 +67,14 @@ def test_migrate_exits_zero_at_head_and_is_idempotent(empty_database: URL) -> No
     assert "applied revision" not in second.stderr
 
 
+def test_migrate_at_head_succeeds_at_once_whatever_its_timeout(migrated_database: URL) -> None:
+    """The timeout bounds waiting and migrating, not the checks of a schema at head."""
+    done = service("migrate", "--timeout", "3", url=migrated_database)
+    assert done.returncode == 0, done.stderr
+    assert f"schema at head {HEAD}" in done.stdout
+    assert "gave up" not in done.stderr
+
+
 def test_migrate_exits_non_zero_on_failure(empty_database: URL) -> None:
     failed = service("migrate", url=empty_database, ALEMBIC_CONFIG=str(scenario_config("failing")))
     assert failed.returncode == 1

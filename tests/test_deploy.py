@@ -36,6 +36,23 @@ def test_probes_keep_migrations_away_from_restarts() -> None:
     assert job["spec"]["template"]["spec"]["containers"][0]["args"][0] == "migrate"
 
 
+def test_kubernetes_migrates_as_the_owner_and_serves_as_the_application_role() -> None:
+    secrets = {
+        d["metadata"]["name"]: d["stringData"]
+        for p in MANIFESTS
+        for d in documents(p)
+        if d["kind"] == "Secret"
+    }
+    assert "//platform_app:" in secrets["platform-service-database"]["DATABASE_URL"]
+    assert "MIGRATION_DATABASE_URL" not in secrets["platform-service-database"]
+    migration_url = secrets["platform-service-migrations"]["MIGRATION_DATABASE_URL"]
+    assert "//platform_owner:" in migration_url
+    for kind in ("Deployment", "Job"):
+        workload = next(d for p in MANIFESTS for d in documents(p) if d["kind"] == kind)
+        (container,) = workload["spec"]["template"]["spec"]["containers"]
+        assert {"secretRef": {"name": "platform-service-migrations"}} in container["envFrom"]
+
+
 def test_compose_runs_a_fleet_behind_pgbouncer() -> None:
     compose = yaml.safe_load((PROJECT_ROOT / "compose.yaml").read_text())
     services = compose["services"]
@@ -45,9 +62,17 @@ def test_compose_runs_a_fleet_behind_pgbouncer() -> None:
         environment = services[name]["environment"]
         assert "pgbouncer" in environment["DATABASE_URL"]
         assert "@postgres:" in environment["MIGRATION_DATABASE_URL"]
+        # Two roles: the owner migrates, the application role serves.
+        assert "//platform_app:" in environment["DATABASE_URL"]
+        assert "//platform_owner:" in environment["MIGRATION_DATABASE_URL"]
         assert environment["DATABASE_POOLER"] == "transaction"
         assert "/readyz" in " ".join(services[name]["healthcheck"]["test"])
     assert "healthcheck" in services["postgres"]
+    assert services["pgbouncer"]["environment"]["DB_USER"] == "platform_app"
+    (roles_script,) = services["postgres"]["volumes"]
+    roles = (PROJECT_ROOT / roles_script.split(":")[0]).read_text()
+    assert "CREATE DATABASE platform OWNER platform_owner" in roles
+    assert "GRANT SELECT, INSERT, UPDATE, DELETE ON TABLES TO platform_app" in roles
 
 
 def test_validation_catches_a_misspelt_field() -> None:

@@ -14,7 +14,14 @@ import pytest
 
 from service.embedded import SYSTEM_USER
 from tests.conftest import shared_folder
-from tests.processes import PROJECT_ROOT, ServiceProcess, free_port, service_environment, wait_for
+from tests.processes import (
+    PROJECT_ROOT,
+    ServiceProcess,
+    free_port,
+    process_alive,
+    service_environment,
+    wait_for,
+)
 
 
 @pytest.fixture
@@ -23,27 +30,15 @@ def folder() -> Iterator[Path]:
         yield path
 
 
-def serve(folder: Path, log: Path, **variables: str) -> ServiceProcess:
-    port = free_port()
-    environment = service_environment(EMBEDDED_POSTGRES_DIR=str(folder / "postgres"), **variables)
-    process = ServiceProcess(["-m", "service", "--port", str(port)], environment, log)
-    process.port = port
-    return process
+def serve(folder: Path, log: Path, *arguments: str, port: int | None = None) -> ServiceProcess:
+    environment = service_environment(
+        EMBEDDED_POSTGRES_DIR=str(folder / "postgres"), LOG_FORMAT="json"
+    )
+    return ServiceProcess.service(environment, log, *arguments, port=port)
 
 
 def postmaster_pid(folder: Path) -> int:
     return int((folder / "postgres" / "data" / "postmaster.pid").read_text().splitlines()[0])
-
-
-def alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    return (
-        Path(f"/proc/{pid}").exists()
-        and "Z" not in Path(f"/proc/{pid}/stat").read_text().split()[2]
-    )
 
 
 def test_serves_on_embedded_postgres_and_survives_sigkill(folder: Path, tmp_path: Path) -> None:
@@ -59,7 +54,7 @@ def test_serves_on_embedded_postgres_and_survives_sigkill(folder: Path, tmp_path
         first.signal(signal.SIGKILL)
         first.wait()
         # The server follows its parent down instead of lingering as an orphan.
-        wait_for(lambda: not alive(server), 30, "the orphaned server to stop")
+        wait_for(lambda: not process_alive(server), 30, "the orphaned server to stop")
     finally:
         first.stop()
 
@@ -70,7 +65,7 @@ def test_serves_on_embedded_postgres_and_survives_sigkill(folder: Path, tmp_path
         server = postmaster_pid(folder)
         second.signal(signal.SIGTERM)
         assert second.wait(30) == 0
-        assert not alive(server)
+        assert not process_alive(server)
         assert "Traceback" not in second.logs()
     finally:
         second.stop()

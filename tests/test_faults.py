@@ -11,7 +11,7 @@ import pytest
 from sqlalchemy.engine import URL
 
 from service.embedded import EmbeddedPostgres
-from tests.api import JSONAPI, document
+from tests.api import create_account_over_http
 from tests.conftest import OPERATOR_TOKEN, eventually, scenario_config, shared_folder
 from tests.postgres import connect, service_url
 from tests.processes import ServiceProcess, free_port, service_environment, wait_for
@@ -26,6 +26,7 @@ async def _state(url: URL) -> tuple[str | None, bool, int]:
         marker = await connection.fetchval("SELECT to_regclass('slow_marker') IS NOT NULL")
         locks = await connection.fetchval(
             "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory'"
+            " AND database = (SELECT oid FROM pg_database WHERE datname = current_database())"
         )
         return version, marker, locks
     finally:
@@ -185,7 +186,7 @@ async def test_database_restart_while_serving(tmp_path: Path, pre_ping: str) -> 
         )
         try:
             process.wait_for_phase("ready")
-            key = _create_account(process)
+            key = create_account_over_http(process.port or 0, "Restart")
             assert _get_users(process, key).status_code == 200
 
             server.stop()
@@ -212,23 +213,6 @@ async def test_database_restart_while_serving(tmp_path: Path, pre_ping: str) -> 
         finally:
             process.stop()
             server.stop()
-
-
-def _create_account(process: ServiceProcess) -> str:
-    response = httpx.post(
-        f"http://127.0.0.1:{process.port}/v1/accounts",
-        headers={"Authorization": f"Bearer {OPERATOR_TOKEN}", "Content-Type": JSONAPI},
-        json=document(
-            "accounts", {"name": "Restart", "owner": {"email": "o@example.test", "role": "OWNER"}}
-        ),
-        timeout=10,
-    )
-    assert response.status_code == 201, response.text
-    return str(
-        next(i for i in response.json()["included"] if i["type"] == "api-keys")["attributes"][
-            "secret"
-        ]
-    )
 
 
 def _get_users(process: ServiceProcess, key: str) -> httpx.Response:

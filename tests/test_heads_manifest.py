@@ -9,7 +9,7 @@ from pathlib import Path
 
 from sqlalchemy.engine import URL
 
-from service.heads import files_digest, read_heads
+from service.heads import files_digest, read_heads, write_manifest
 from service.migrations import load_revisions
 from tests.conftest import scenario_config, settings_for
 from tests.processes import PROJECT_ROOT, run_python
@@ -62,3 +62,30 @@ async def test_a_stale_manifest_fails_readiness_once_the_scripts_are_read(
         body = await wait_for_phase(client, "failed")
     assert "heads manifest names" in body["error"]
     assert HEAD in body["error"]
+
+
+async def test_a_revision_in_a_sub_folder_is_seen_with_recursive_version_locations(
+    migrated_database: URL, tmp_path: Path
+) -> None:
+    """Alembic loads sub-folders with recursive_version_locations = true: so does
+    the manifest's digest, and a revision added there is migrated, not missed."""
+    config = copy_of_the_migrations(tmp_path)
+    config.write_text(
+        config.read_text().replace(
+            "[alembic]\n", "[alembic]\nrecursive_version_locations = true\n", 1
+        )
+    )
+    write_manifest(config, (HEAD,))
+    assert read_heads(config) == (HEAD,)
+    later = tmp_path / "alembic" / "versions" / "later"
+    later.mkdir()
+    (later / "test_in_sub_folder.py").write_text(
+        f'"""Test only: a revision in a sub-folder."""\n\n'
+        f'revision = "test_in_sub_folder"\ndown_revision = "{HEAD}"\n'
+        "branch_labels = None\ndepends_on = None\n\n\n"
+        "def upgrade() -> None:\n    pass\n\n\ndef downgrade() -> None:\n    pass\n"
+    )
+    assert read_heads(config) is None
+    async with running_app(settings_for(migrated_database, alembic_config=config)) as client:
+        body = await wait_for_phase(client, "ready")
+    assert body["current_revision"] == "test_in_sub_folder"

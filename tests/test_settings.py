@@ -43,6 +43,27 @@ def test_migration_url_is_separate_when_given() -> None:
         ("DATABASE_URL", f"mysql://root:{SECRET}@db/app", "DATABASE_URL: uses the scheme 'mysql'"),
         ("DATABASE_URL", f"postgresql://root:{SECRET}@db", "DATABASE_URL: names no database"),
         ("DATABASE_URL", "not a url at all", "DATABASE_URL: is not a valid database URL"),
+        (
+            "DATABASE_URL",
+            f"postgresql://u:{SECRET}@db/app?sslmode=sometimes",
+            "DATABASE_URL: sslmode 'sometimes' is not one of disable, allow, prefer, require, "
+            "verify-ca, verify-full",
+        ),
+        (
+            "MIGRATION_DATABASE_URL",
+            f"postgresql://u:{SECRET}@db/app?sslmode=verify-full&sslrootcert=/no/such/ca.crt",
+            "MIGRATION_DATABASE_URL: sslrootcert '/no/such/ca.crt' is not a file",
+        ),
+        (
+            "DATABASE_URL",
+            f"postgresql://u:{SECRET}@db/app?ssl=true",
+            "DATABASE_URL: has the query parameter 'ssl'; only sslmode and sslrootcert are understood",
+        ),
+        (
+            "DATABASE_URL",
+            f"postgresql://u:{SECRET}@db/app?sslmode=require&sslmode=disable",
+            "DATABASE_URL: gives the query parameter 'sslmode' more than once",
+        ),
         ("MIGRATE_ON_STARTUP", "perhaps", "MIGRATE_ON_STARTUP: Input should be a valid boolean"),
         (
             "DATABASE_POOL_PRE_PING",
@@ -100,6 +121,21 @@ def test_migration_url_without_database_url_is_refused(monkeypatch: pytest.Monke
     ) as refused:
         load_settings()
     assert SECRET not in str(refused.value)
+
+
+def test_a_transaction_pooler_without_a_direct_migration_url_is_refused(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("DATABASE_URL", f"postgresql://u:{SECRET}@pgbouncer:6432/app")
+    monkeypatch.setenv("DATABASE_POOLER", "transaction")
+    with pytest.raises(SettingsError) as refused:
+        load_settings()
+    assert "DATABASE_POOLER is transaction but MIGRATION_DATABASE_URL is not set" in str(
+        refused.value
+    )
+    assert SECRET not in str(refused.value)
+    monkeypatch.setenv("MIGRATION_DATABASE_URL", f"postgresql://u:{SECRET}@postgres:5432/app")
+    assert load_settings().migration_url.host == "postgres"
 
 
 def test_password_is_hidden_in_repr(monkeypatch: pytest.MonkeyPatch) -> None:

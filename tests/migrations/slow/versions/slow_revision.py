@@ -18,6 +18,8 @@ depends_on = None
 
 
 def upgrade() -> None:
+    # Counts attempts where a test created the sequence: nextval is not rolled back.
+    op.execute(sa.text("SELECT nextval(to_regclass('public.test_attempts'))"))
     op.create_table("slow_marker", sa.Column("id", sa.Integer, primary_key=True))
     seconds = float(os.environ.get("TEST_SLOW_REVISION_SECONDS", "60"))
     op.execute(sa.text(f"SELECT pg_sleep({seconds})"))
