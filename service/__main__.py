@@ -5,6 +5,8 @@
     python -m service db status [--json]                    where the schema stands
     python -m service db history [--json] [--limit N]       the audit trail of applied steps
     python -m service db verify [--json]                    revisions edited after they ran?
+    python -m service accounts recover ACCOUNT_ID --reason TEXT
+                                                            a new OWNER key (operator, audited)
 
 With DATABASE_URL unset, each starts the embedded PostgreSQL first.
 """
@@ -20,6 +22,7 @@ import sys
 from collections.abc import Callable, Coroutine, Iterator, Sequence
 from typing import Any
 
+from service.cli_accounts import add_accounts_commands
 from settings import Settings, SettingsError, load_settings, masked
 
 EXIT_FAILED = 1
@@ -60,6 +63,10 @@ def _run(command: str, settings: Settings, options: argparse.Namespace) -> int:
             from service.commands import migrate
 
             return asyncio.run(_cancel_on_sigterm(migrate(settings, options.timeout)))
+        if command == "accounts":
+            from service.cli_accounts import run_accounts_command
+
+            return run_accounts_command(settings, options)
         from service import commands
 
         if options.db_command == "history":
@@ -116,6 +123,7 @@ def _parser() -> argparse.ArgumentParser:
     heads.add_argument(
         "--after", metavar="FILE", help="the revision file just written (Alembic's post-write hook)"
     )
+    add_accounts_commands(commands)
     return parser
 
 
@@ -169,6 +177,8 @@ def _database(settings: Settings) -> Iterator[Settings]:
 def _serve(settings: Settings, options: argparse.Namespace) -> int:
     import uvicorn
 
+    from service.http_protocol import PROTOCOL
+
     # uvicorn re-raises the SIGTERM it handled once its graceful shutdown is done;
     # end with a normal exit instead, so the embedded database is stopped too.
     signal.signal(signal.SIGTERM, _exit_after_graceful_shutdown)
@@ -184,6 +194,8 @@ def _serve(settings: Settings, options: argparse.Namespace) -> int:
         # The service logs each request itself, with its request id.
         access_log=False,
         timeout_graceful_shutdown=round(settings.graceful_shutdown_timeout),
+        # httptools with bounds on heads, bodies, unread answers and connections.
+        http=PROTOCOL,
     )
     return 0
 

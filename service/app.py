@@ -17,7 +17,8 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from service import __version__, health
 from service.api import router as api_router
 from service.api.dependencies import KeyUsage
-from service.api.limits import BodyLimits
+from service.api.negotiation import ContentNegotiation
+from service.api.rate_limits import RateLimits
 from service.bootstrap import Bootstrap, MigrationFailed
 from service.database import create_app_engine
 from service.errors import install_error_handlers
@@ -44,6 +45,7 @@ class State(TypedDict):
     engine: AsyncEngine
     migration: MigrationStatus
     key_usage: KeyUsage
+    rate_limits: RateLimits
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -56,12 +58,17 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         title="Platform service",
         version=__version__,
         lifespan=_lifespan(settings, status),
+        # A redirect to the same path without its trailing slash would be built
+        # from the client's Host header: answer 404 instead.
+        redirect_slashes=False,
     )
     app.state.operator_token = (
         settings.operator_token.get_secret_value() if settings.operator_token else None
     )
     app.state.metrics = metrics
-    app.add_middleware(BodyLimits, max_bytes=settings.max_body_bytes, routes=app.router.routes)
+    app.add_middleware(
+        ContentNegotiation, max_bytes=settings.max_body_bytes, routes=app.router.routes
+    )
     app.add_middleware(RequestObservability, metrics=metrics)
     install_error_handlers(app)
     app.include_router(health.router)
@@ -83,6 +90,9 @@ def _lifespan(
                 engine=engine,
                 migration=status,
                 key_usage=KeyUsage(settings.api_key_usage_interval),
+                rate_limits=RateLimits.per_second_and_minute(
+                    settings.rate_limit_per_key, settings.rate_limit_auth_failures
+                ),
             )
         finally:
             await _stop(task)

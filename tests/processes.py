@@ -111,6 +111,19 @@ class ServiceProcess:
         port = free_port()
         arguments = ["-m", "uvicorn", "--factory", "service.app:create_app"]
         arguments += ["--host", "127.0.0.1", "--port", str(port), "--workers", str(workers)]
+        # The bounded protocol `python -m service` uses (README, "Limits").
+        arguments += ["--http", "service.http_protocol:LimitedHttpToolsProtocol"]
+        started = cls(arguments, environment, log_path)
+        started.port = port
+        return started
+
+    @classmethod
+    def service(
+        cls, environment: Mapping[str, str], log_path: Path, workers: int = 2
+    ) -> ServiceProcess:
+        """`python -m service`, as the image runs it (two workers by default)."""
+        port = free_port()
+        arguments = ["-m", "service", "--port", str(port), "--workers", str(workers)]
         started = cls(arguments, environment, log_path)
         started.port = port
         return started

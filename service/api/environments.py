@@ -13,9 +13,10 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from service.api.common import conflict_from, one_in_account, paged, rows
 from service.api.dependencies import Admin, Database, Viewer
+from service.api.json_body import JsonApiRoute
 from service.api.jsonapi import (
     Document,
-    Page,
+    PageQuery,
     Strict,
     changed_attributes,
     expect_type,
@@ -27,7 +28,7 @@ from service.api.jsonapi import (
 from service.errors import ApiError, JsonApiResponse
 from service.models import Config, Environment, table
 
-router = APIRouter(prefix="/environments", tags=["environments"])
+router = APIRouter(prefix="/environments", tags=["environments"], route_class=JsonApiRoute)
 environments = table(Environment)
 configs = table(Config)
 TYPE = "environments"
@@ -89,9 +90,8 @@ async def create_defaults(connection: AsyncConnection, account_id: uuid.UUID) ->
 
 @router.get("", response_class=JsonApiResponse, summary="List environments")
 async def list_environments(
-    request: Request, caller: Viewer, connection: Database
-) -> JsonApiResponse:
-    page = Page.from_request(request)
+    request: Request, page: PageQuery, caller: Viewer, connection: Database
+) -> Response:
     found = await rows(
         connection,
         paged(
@@ -100,7 +100,7 @@ async def list_environments(
             page,
         ),
     )
-    return respond(listing(request, page, found, [environment_resource(row) for row in found]))
+    return listing(request, page, found, environment_resource)
 
 
 @router.get("/{environment_id}", response_class=JsonApiResponse, summary="Get an environment")
