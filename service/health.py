@@ -1,15 +1,22 @@
 """Probes. Liveness never touches the database; readiness reports the migration,
-and once the schema is at head, whether the database answers."""
+and once the schema is at head, whether the database answers.
+
+Readiness's status code is public, for probes; what its body says beyond
+"status" (errors, the lock holder's host and address) and /metrics are for the
+operator: served with the operator token (Authorization: Bearer OPERATOR_TOKEN).
+"""
 
 from __future__ import annotations
 
 import asyncio
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse, Response
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from service.api.dependencies import is_operator, require_operator
+from service.errors import ERROR_RESPONSES
 from service.errors_database import describe_error
 from service.metrics import CONTENT_TYPE, Metrics
 from service.status import MigrationStatus
@@ -32,14 +39,20 @@ async def readyz(request: Request) -> JSONResponse:
     status: MigrationStatus = request.state.migration
     body = status.as_json()
     if not status.ready:
-        return JSONResponse(body, status_code=503)
+        return _readiness(request, body, 503)
     # At head: ready only while the database answers, so a restarting database
     # takes the replica out of rotation instead of failing its requests.
     problem = await _database_problem(request.state.engine)
     if problem is None:
-        return JSONResponse(body)
+        return _readiness(request, body, 200)
     body.update(status="unready", database="unreachable", error=problem)
-    return JSONResponse(body, status_code=503)
+    return _readiness(request, body, 503)
+
+
+def _readiness(request: Request, body: dict[str, object], status_code: int) -> JSONResponse:
+    """The whole account for the operator; only "status" for anyone else."""
+    shown = body if is_operator(request) else {"status": body["status"]}
+    return JSONResponse(shown, status_code=status_code)
 
 
 async def _database_problem(engine: AsyncEngine) -> str | None:
@@ -53,9 +66,13 @@ async def _database_problem(engine: AsyncEngine) -> str | None:
 
 @router.get(
     "/metrics",
-    summary="Prometheus metrics of this worker process",
+    dependencies=[Depends(require_operator)],
+    summary="Prometheus metrics of this worker process (operator token)",
     response_class=Response,
-    responses={200: {"content": {"text/plain": {"schema": {"type": "string"}}}}},
+    responses={
+        200: {"content": {"text/plain": {"schema": {"type": "string"}}}},
+        **{status: ERROR_RESPONSES[status] for status in (401, 403, 429)},
+    },
 )
 async def metrics(request: Request) -> Response:
     collected: Metrics = request.app.state.metrics

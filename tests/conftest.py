@@ -16,10 +16,16 @@ from sqlalchemy.engine import URL
 
 from settings import Settings
 from tests.postgres import create_database, drop_database, service_url, test_server
-from tests.processes import PROCESS_LOGS, PROCESS_OUTPUTS, PROJECT_ROOT, SERVICE_VARIABLES
+from tests.processes import (
+    OPERATOR_TOKEN,
+    PROCESS_LOGS,
+    PROCESS_OUTPUTS,
+    PROJECT_ROOT,
+    SERVICE_VARIABLES,
+)
 from tests.revisions import HEAD
 
-OPERATOR_TOKEN = "operator-token-for-tests-0123456789abcdef"
+__all__ = ["OPERATOR_TOKEN"]
 
 TEST_MIGRATIONS = PROJECT_ROOT / "tests" / "migrations"
 

@@ -85,12 +85,14 @@ values = st.recursive(
     lambda children: st.lists(children, max_size=3) | st.dictionaries(keys, children, max_size=3),
     max_leaves=8,
 )
+# Short enough for a URL the client builds (the server's head limit is tested elsewhere).
+SHORT_JSON = [fragment for fragment in HOSTILE_JSON if len(fragment) < 8000]
 query_values = st.one_of(
     text,
     st.sampled_from(["%FF", "%ED%A0%80", "%00", "%C0%80"]).map(lambda encoded: Raw(encoded)),
-    st.sampled_from(HOSTILE_JSON[:16]),
+    st.sampled_from(SHORT_JSON),
     st.binary(max_size=60).map(lambda data: base64.urlsafe_b64encode(data).decode()),
-    st.sampled_from(HOSTILE_JSON[:16]).map(
+    st.sampled_from(SHORT_JSON).map(
         lambda fragment: base64.urlsafe_b64encode(
             f'[{fragment}, "{uuid.uuid4()}"]'.encode()
         ).decode()

@@ -3,12 +3,12 @@
 from fastapi import APIRouter, Depends
 
 from service.api import accounts, api_keys, configs, environments, meta, users
-from service.api.dependencies import known_query_parameters, require_ready
+from service.api.dependencies import require_ready
 from service.errors import ERROR_RESPONSES, JsonApiResponse
 
 router = APIRouter(
     prefix="/v1",
-    dependencies=[Depends(require_ready), Depends(known_query_parameters)],
+    dependencies=[Depends(require_ready)],
     default_response_class=JsonApiResponse,
     responses=ERROR_RESPONSES,
 )

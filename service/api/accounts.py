@@ -13,6 +13,7 @@ from service.api.api_keys import issue_key
 from service.api.dependencies import Database, Operator, Owner, Viewer
 from service.api.json_body import JsonApiRoute
 from service.api.jsonapi import Document, Strict, expect_type, resource, respond, single
+from service.api.limits import NO_NUL
 from service.api.users import UserCreate, insert_user, user_resource
 from service.errors import ApiError, JsonApiResponse
 from service.models import Account, table
@@ -21,7 +22,7 @@ router = APIRouter(tags=["accounts"], route_class=JsonApiRoute)
 accounts = table(Account)
 TYPE = "accounts"
 ATTRIBUTES = ("name", "created_at", "updated_at")
-Name = Annotated[str, StringConstraints(min_length=1, max_length=200)]
+Name = Annotated[str, StringConstraints(min_length=1, max_length=200, pattern=NO_NUL)]
 
 
 class AccountCreate(Strict):

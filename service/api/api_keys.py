@@ -32,6 +32,7 @@ from service.api.jsonapi import (
     respond,
     single,
 )
+from service.api.limits import NO_NUL
 from service.errors import ApiError, JsonApiResponse
 from service.models import ApiKey, User, table
 
@@ -53,7 +54,7 @@ _PUBLIC = [column for column in api_keys.c if column.name != "secret_hash"]
 
 
 class ApiKeyCreate(Strict):
-    name: Annotated[str, StringConstraints(min_length=1, max_length=200)]
+    name: Annotated[str, StringConstraints(min_length=1, max_length=200, pattern=NO_NUL)]
 
 
 def key_resource(row: Any, secret: str | None = None) -> dict[str, Any]:

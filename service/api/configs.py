@@ -27,7 +27,13 @@ from service.api.jsonapi import (
     respond,
     single,
 )
-from service.api.limits import MAX_CHAIN_DEPTH, MAX_RESOLVED_BYTES, ConfigItems, ConfigOverrides
+from service.api.limits import (
+    MAX_CHAIN_DEPTH,
+    MAX_RESOLVED_BYTES,
+    NO_NUL,
+    ConfigItems,
+    ConfigOverrides,
+)
 from service.configs_resolution import resolve
 from service.errors import JSONAPI_MEDIA_TYPE, ApiError, JsonApiResponse
 from service.models import Config, Environment, table
@@ -46,8 +52,8 @@ CONFLICTS = {
 }
 
 Key = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")]
-Name = Annotated[str, StringConstraints(min_length=1, max_length=200)]
-Description = Annotated[str, StringConstraints(max_length=10_000)]
+Name = Annotated[str, StringConstraints(min_length=1, max_length=200, pattern=NO_NUL)]
+Description = Annotated[str, StringConstraints(max_length=10_000, pattern=NO_NUL)]
 
 # The config and its ancestors, nearest first, at most :limit of them.
 _ANCESTORS = text(
@@ -135,10 +141,12 @@ async def list_configs(
     page: PageQuery,
     caller: Viewer,
     connection: Database,
-    key: Annotated[str | None, Query(alias="filter[key]")] = None,
+    key: Annotated[str | None, Query(alias="filter[key]", pattern=NO_NUL)] = None,
     items: Annotated[
         str | None,
-        Query(alias="filter[items]", description="a JSON object the config's items contain"),
+        # A JSON object the config's items contain; not in the OpenAPI document,
+        # whose query parameters cannot say "JSON text" (README documents it).
+        Query(alias="filter[items]", include_in_schema=False),
     ] = None,
 ) -> Response:
     query = list_query(
@@ -166,7 +174,7 @@ async def resolved_config(
     config_id: uuid.UUID,
     caller: Viewer,
     connection: Database,
-    environment: Annotated[str, Query(min_length=1, max_length=64)],
+    environment: Annotated[str, Query(min_length=1, max_length=64, pattern=NO_NUL)],
 ) -> Response:
     chain = await _chain(connection, caller.account_id, config_id)
     if not chain:

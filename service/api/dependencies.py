@@ -1,10 +1,10 @@
-"""Request dependencies: the readiness gate, the query parameters, the transaction,
-the caller and its role.
+"""Request dependencies: the readiness gate, the transaction, the caller and its
+role, then the request itself.
 
 Order matters and is the same on every route: the schema must be ready, the
-query parameters known, then the caller authenticated (and rate limited),
-then its role checked; only then is the body's problem, if it has one,
-answered (service/api/json_body.py).
+caller authenticated (and rate limited), its role checked; only then are the
+query parameters and the body looked at (`checked_request`), so an anonymous
+caller learns nothing about the API from its answers.
 """
 
 from __future__ import annotations
@@ -54,7 +54,13 @@ async def require_ready(request: Request) -> None:
         )
 
 
-async def known_query_parameters(request: Request) -> None:
+def checked_request(request: Request) -> None:
+    """Once the caller is known: its query parameters, then its body's problem."""
+    known_query_parameters(request)
+    raise_body_problem(request)
+
+
+def known_query_parameters(request: Request) -> None:
     """400 for a query parameter the route does not declare (JSON:API: a server
     MUST NOT ignore what it does not understand), or whose value PostgreSQL
     could not compare (a NUL character)."""
@@ -222,7 +228,7 @@ def role_at_least(minimum: str) -> Callable[..., Coroutine[Any, Any, Caller]]:
             raise ApiError(
                 403, f"this needs the role {minimum} or higher; the key acts as {caller.role}"
             )
-        raise_body_problem(request)
+        checked_request(request)
         return caller
 
     return check
@@ -262,7 +268,7 @@ async def require_operator(request: Request) -> None:
     limits: RateLimits = request.state.rate_limits
     if wait := limits.keys.take(_OPERATOR):
         raise _too_many("too many requests with the operator token; retry later", wait)
-    raise_body_problem(request)
+    checked_request(request)
 
 
 Operator = Depends(require_operator)

@@ -25,6 +25,7 @@ from service.api.jsonapi import (
     respond,
     single,
 )
+from service.api.limits import NO_NUL
 from service.errors import ApiError, JsonApiResponse
 from service.models import Config, Environment, table
 
@@ -46,7 +47,7 @@ DEFAULTS = (
 )
 
 Key = Annotated[str, StringConstraints(pattern=r"^[a-z0-9][a-z0-9-]{0,63}$")]
-Name = Annotated[str, StringConstraints(min_length=1, max_length=200)]
+Name = Annotated[str, StringConstraints(min_length=1, max_length=200, pattern=NO_NUL)]
 Color = Annotated[str, StringConstraints(pattern=r"^#[0-9a-fA-F]{6}$")]
 Position = Annotated[int, Field(ge=0, le=1_000_000)]
 

@@ -8,13 +8,13 @@ import json
 import uuid
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import UTC, datetime
-from typing import Annotated, Any, Generic, TypeVar
+from typing import Annotated, Any, Generic, Literal, TypeVar
 from urllib.parse import urlencode
 
 from fastapi import Depends, Query, Request, Response
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
-from service.api.limits import MAX_PAGE_BYTES
+from service.api.limits import MAX_PAGE_BYTES, NO_NUL, Text
 from service.errors import JSONAPI_MEDIA_TYPE, ApiError, JsonApiResponse
 
 A = TypeVar("A", bound=BaseModel)
@@ -32,7 +32,7 @@ class Strict(BaseModel):
 
 
 class Identifier(Strict):
-    type: str
+    type: Text
     id: uuid.UUID
 
 
@@ -41,10 +41,12 @@ class ToOne(Strict):
 
 
 class ResourceInput(Strict, Generic[A]):
-    type: str
-    id: str | None = None
+    type: Text
+    id: Text | None = None
     attributes: A
-    relationships: dict[str, ToOne] | None = None
+    relationships: dict[str, ToOne] | None = Field(
+        default=None, json_schema_extra={"propertyNames": {"pattern": NO_NUL}}
+    )
 
 
 class Document(Strict, Generic[A]):
@@ -161,18 +163,16 @@ class Page:
 
 
 def page_parameters(
-    size: Annotated[
-        str | None,
-        Query(
-            alias="page[size]", description=f"1 to {MAX_PAGE_SIZE} (default {DEFAULT_PAGE_SIZE})"
-        ),
-    ] = None,
+    size: Annotated[int, Query(alias="page[size]", ge=1, le=MAX_PAGE_SIZE)] = DEFAULT_PAGE_SIZE,
     after: Annotated[
-        str | None, Query(alias="page[after]", description="the cursor from links.next")
+        str | None,
+        # Not in the OpenAPI document: only a cursor from links.next is valid,
+        # which no schema can say; the document would invite guesses.
+        Query(alias="page[after]", include_in_schema=False),
     ] = None,
-    sort: Annotated[str | None, Query(description="created_at or -created_at")] = None,
+    sort: Annotated[Literal["created_at", "-created_at"], Query()] = "created_at",
 ) -> Page:
-    return Page(_page_size(size), decode_cursor(after), _descending(sort))
+    return Page(size, decode_cursor(after), sort == "-created_at")
 
 
 PageQuery = Annotated[Page, Depends(page_parameters)]
@@ -203,30 +203,6 @@ def listing(
     }
     body = b'{"data":[' + b",".join(parts) + b"]," + encode(tail)[1:]
     return Response(body, media_type=JSONAPI_MEDIA_TYPE)
-
-
-def _page_size(raw: str | None) -> int:
-    if raw is None:
-        return DEFAULT_PAGE_SIZE
-    # isdigit() alone admits "²" and other digits int() refuses or reads differently.
-    if (
-        not (raw.isascii() and raw.isdigit() and len(raw) <= 3)
-        or not 1 <= int(raw) <= MAX_PAGE_SIZE
-    ):
-        raise ApiError(
-            400,
-            f"page[size] must be a whole number from 1 to {MAX_PAGE_SIZE}",
-            parameter="page[size]",
-        )
-    return int(raw)
-
-
-def _descending(raw: str | None) -> bool:
-    if raw in (None, "created_at"):
-        return False
-    if raw == "-created_at":
-        return True
-    raise ApiError(400, "sort must be created_at or -created_at", parameter="sort")
 
 
 def encode_cursor(created_at: datetime, row_id: uuid.UUID) -> str:

@@ -12,8 +12,13 @@ import json
 from collections.abc import Callable
 from typing import Annotated, Any
 
-from pydantic import AfterValidator
+from pydantic import AfterValidator, StringConstraints, WithJsonSchema
 
+# PostgreSQL stores no NUL character. Said in the OpenAPI document (as an
+# ECMA-262 pattern) so that what it calls valid is; service/api/json_body.py
+# refuses NUL everywhere in a body whatever the document says.
+NO_NUL = "^[^\\u0000]*$"
+Text = Annotated[str, StringConstraints(pattern=NO_NUL)]
 # The longest parent chain of configs; also bounds the cycle and depth searches.
 MAX_CHAIN_DEPTH = 32
 # A config's items, and all its overrides together, each at most this many bytes of JSON.
@@ -68,8 +73,61 @@ def bounded_json(max_bytes: int) -> Callable[[Any], Any]:
     return check
 
 
-ConfigItems = Annotated[dict[str, Any], AfterValidator(bounded_json(MAX_CONFIG_JSON_BYTES))]
-ConfigOverrides = Annotated[
-    dict[str, dict[str, Any]], AfterValidator(bounded_json(MAX_CONFIG_JSON_BYTES))
+_OBJECT = "#/components/schemas/JsonObject"
+# The OpenAPI document's JSON values (service/api/openapi.py adds them to its
+# components): any JSON but NUL characters, so that a value it calls valid is
+# one PostgreSQL stores. Sizes, members and nesting are bounded as above.
+JSON_SCHEMAS: dict[str, Any] = {
+    "JsonValue": {
+        "anyOf": [
+            {"type": "string", "pattern": NO_NUL},
+            {"type": "number"},
+            {"type": "boolean"},
+            {"type": "null"},
+            {"type": "array", "items": {"$ref": "#/components/schemas/JsonValue"}},
+            {"$ref": _OBJECT},
+        ]
+    },
+    "JsonObject": {
+        "type": "object",
+        "propertyNames": {"pattern": NO_NUL},
+        "additionalProperties": {"$ref": "#/components/schemas/JsonValue"},
+        "maxProperties": MAX_JSON_MEMBERS,
+    },
+}
+
+
+def _json_object(max_bytes: int, description: str) -> WithJsonSchema:
+    return WithJsonSchema(
+        {
+            "allOf": [{"$ref": _OBJECT}],
+            "description": f"{description} at most {max_bytes} bytes "
+            f"of JSON, {MAX_JSON_MEMBERS} members at every level, nested {MAX_JSON_DEPTH} deep",
+        }
+    )
+
+
+ConfigItems = Annotated[
+    dict[str, Any],
+    AfterValidator(bounded_json(MAX_CONFIG_JSON_BYTES)),
+    _json_object(MAX_CONFIG_JSON_BYTES, "The config's items:"),
 ]
-UserAttributes = Annotated[dict[str, Any], AfterValidator(bounded_json(MAX_USER_ATTRIBUTES_BYTES))]
+ConfigOverrides = Annotated[
+    dict[str, dict[str, Any]],
+    AfterValidator(bounded_json(MAX_CONFIG_JSON_BYTES)),
+    WithJsonSchema(
+        {
+            "type": "object",
+            "propertyNames": {"pattern": NO_NUL},
+            "additionalProperties": {"$ref": _OBJECT},
+            "description": "Overrides by environment key; all together at most "
+            f"{MAX_CONFIG_JSON_BYTES} bytes of JSON, {MAX_JSON_MEMBERS} members, nested "
+            f"{MAX_JSON_DEPTH} deep",
+        }
+    ),
+]
+UserAttributes = Annotated[
+    dict[str, Any],
+    AfterValidator(bounded_json(MAX_USER_ATTRIBUTES_BYTES)),
+    _json_object(MAX_USER_ATTRIBUTES_BYTES, "The user's attributes:"),
+]

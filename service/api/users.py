@@ -26,9 +26,9 @@ from service.api.jsonapi import (
     respond,
     single,
 )
-from service.api.limits import UserAttributes
+from service.api.limits import NO_NUL, UserAttributes
 from service.errors import ApiError, JsonApiResponse
-from service.models import ROLES, User, table
+from service.models import User, table
 
 router = APIRouter(prefix="/users", tags=["users"], route_class=JsonApiRoute)
 users = table(User)
@@ -66,7 +66,7 @@ Role = Literal["OWNER", "ADMIN", "MEMBER", "VIEWER"]
 Provider = Annotated[
     str, StringConstraints(min_length=1, max_length=64, pattern=r"^[a-z0-9][a-z0-9_.-]*$")
 ]
-Subject = Annotated[str, StringConstraints(min_length=1, max_length=SUBJECT_LENGTH)]
+Subject = Annotated[str, StringConstraints(min_length=1, max_length=SUBJECT_LENGTH, pattern=NO_NUL)]
 
 
 class UserCreate(Strict):
@@ -111,18 +111,15 @@ async def list_users(
     caller: Viewer,
     connection: Database,
     email: Annotated[
-        str | None, Query(alias="filter[email]", description="case-insensitive")
+        str | None,
+        Query(alias="filter[email]", description="case-insensitive", pattern=NO_NUL),
     ] = None,
-    role: Annotated[str | None, Query(alias="filter[role]")] = None,
+    role: Annotated[Role | None, Query(alias="filter[role]")] = None,
 ) -> Response:
     query = select(users).where(users.c.account_id == caller.account_id)
     if email is not None:
         query = query.where(func.lower(users.c.email) == email.lower())
     if role is not None:
-        if role not in ROLES:
-            raise ApiError(
-                400, "filter[role] must be OWNER, ADMIN, MEMBER or VIEWER", parameter="filter[role]"
-            )
         query = query.where(users.c.role == role)
     found = await rows(connection, paged(query, users, page))
     return listing(request, page, found, user_resource)
