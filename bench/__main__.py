@@ -24,6 +24,7 @@ BENCHMARKS = {
     "history": "bench.history",
     "api": "bench.api",
     "backfill": "bench.backfill",
+    "protocol": "bench.protocol",
 }
 
 

@@ -53,7 +53,7 @@ end
 """
 
 
-def _call(port: int, method: str, path: str, token: str, body: Any = None) -> Any:
+def call(port: int, method: str, path: str, token: str, body: Any = None) -> Any:
     request = urllib.request.Request(
         f"http://127.0.0.1:{port}{path}",
         method=method,
@@ -64,7 +64,7 @@ def _call(port: int, method: str, path: str, token: str, body: Any = None) -> An
         return json.loads(response.read())
 
 
-def _tenant(port: int) -> tuple[str, str, dict[str, str]]:
+def tenant_with_configs(port: int) -> tuple[str, str, dict[str, str]]:
     """An account with 120 configs (40 roots, 40 children, 40 grandchildren):
     its owner's key, its first environment's key, and a config of each request."""
     body = {
@@ -76,7 +76,7 @@ def _tenant(port: int) -> tuple[str, str, dict[str, str]]:
             },
         }
     }
-    created = _call(port, "POST", "/v1/accounts", OPERATOR, body)
+    created = call(port, "POST", "/v1/accounts", OPERATOR, body)
     key = next(i for i in created["included"] if i["type"] == "api-keys")["attributes"]["secret"]
     environment_key = next(i for i in created["included"] if i["type"] == "environments")[
         "attributes"
@@ -94,7 +94,7 @@ def _tenant(port: int) -> tuple[str, str, dict[str, str]]:
             data: dict[str, Any] = {"type": "configs", "attributes": attributes}
             if parent:
                 data["relationships"] = {"parent": {"data": {"type": "configs", "id": parent}}}
-            made.append(_call(port, "POST", "/v1/configs", key, {"data": data})["data"]["id"])
+            made.append(call(port, "POST", "/v1/configs", key, {"data": data})["data"]["id"])
         parents = made  # type: ignore[assignment]
     return key, environment_key, {"deepest": str(parents[7])}
 
@@ -112,7 +112,7 @@ _LATENCY = re.compile(r"^\s+(50|99)%\s+([0-9.]+)(us|ms|s)\s*$", re.MULTILINE)
 _UNITS = {"us": 0.001, "ms": 1.0, "s": 1000.0}
 
 
-def _wrk(port: int, path: str, key: str, script: Path | None) -> dict[str, float]:
+def wrk(port: int, path: str, key: str, script: Path | None) -> dict[str, float]:
     arguments = ["wrk", "-t2", "-c16", f"-d{DURATION}s", "--latency"]
     arguments += ["-H", f"Authorization: Bearer {key}", "-H", f"Content-Type: {JSONAPI}"]
     if script is not None:
@@ -134,7 +134,7 @@ def _wrk(port: int, path: str, key: str, script: Path | None) -> dict[str, float
 
 def _same_json(ours: int, baseline: int, key: str, paths: dict[str, str]) -> None:
     for name in ("get one", "list 50", "resolve"):
-        a, b = _call(ours, "GET", paths[name], key), _call(baseline, "GET", paths[name], key)
+        a, b = call(ours, "GET", paths[name], key), call(baseline, "GET", paths[name], key)
         if a != b:
             raise RuntimeError(f"the baseline answers {name} differently:\n{a}\n{b}")
 
@@ -154,7 +154,7 @@ def benchmark(admin: URL, repeat: int) -> dict[str, Any]:
         setup = Process.uvicorn(APP, env, folder / "setup.log")
         try:
             setup.wait_ready()
-            key, environment_key, configs = _tenant(setup.port)
+            key, environment_key, configs = tenant_with_configs(setup.port)
         finally:
             setup.stop()
         paths = _paths(environment_key, configs["deepest"])
@@ -179,7 +179,7 @@ def benchmark(admin: URL, repeat: int) -> dict[str, Any]:
                 for name, path in paths.items():
                     for server, process in servers.items():
                         samples[server][name].append(
-                            _wrk(process.port, path, key, script if name == "create" else None)
+                            wrk(process.port, path, key, script if name == "create" else None)
                         )
             for server, process in servers.items():
                 if "1 worker" in server:

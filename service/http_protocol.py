@@ -8,8 +8,8 @@ protocol adds, per connection, from the settings (README, "Limits"):
 
 - HTTP_MAX_HEAD_BYTES: a longer request head is answered 431, and the
   connection closed, without buffering more of it;
-- HTTP_HEAD_TIMEOUT: from the connection's start, or from the first byte of a
-  later request, to the end of the head; then 408 and close;
+- HTTP_HEAD_TIMEOUT: from the connection's start, or from the first chunk of
+  a later request, to the end of the head; then 408 and close;
 - HTTP_BODY_TIMEOUT: from the end of the head to the end of the body; then
   408 (or, once an answer has begun, just close);
 - HTTP_SEND_TIMEOUT: how long an answer may stay unread with the send buffer
@@ -19,7 +19,8 @@ protocol adds, per connection, from the settings (README, "Limits"):
 
 `python -m service` uses it; with `uvicorn --factory service.app:create_app`
 pass `--http service.http_protocol:LimitedHttpToolsProtocol`. It keeps
-httptools' speed: the checks are a byte count and a few timers per request.
+httptools' speed: a byte count per chunk, and timers only while a head or a
+body is incomplete (docs/benchmarks.md, "Cost of the bounded HTTP protocol").
 """
 
 from __future__ import annotations
@@ -131,12 +132,13 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         super().connection_lost(exc)
 
     def data_received(self, data: bytes) -> None:
-        if not self._reading_head:
+        if self._reading_head:
+            self._receive_head(data)
+        else:
             super().data_received(data)
-            return
-        if self._deadline is None:
-            # The first byte of the next request on a kept-alive connection.
-            self._start_deadline(self.limits.head_timeout, self._head_too_slow)
+        self._arm_deadline()
+
+    def _receive_head(self, data: bytes) -> None:
         allowance = self.limits.max_head_bytes - self._head_bytes
         if len(data) <= allowance:
             self._head_bytes += len(data)
@@ -150,10 +152,22 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         elif not self.transport.is_closing():
             super().data_received(data[allowance:])
 
+    def _arm_deadline(self) -> None:
+        """After each chunk received: a deadline while a head or a body is
+        incomplete, none otherwise. A request whose head and body come in one
+        chunk (most of them) so costs no timer; between requests uvicorn's
+        keep-alive timeout applies."""
+        if self._deadline is not None or self.transport.is_closing():
+            return
+        if not self._reading_head:
+            self._start_deadline(self.limits.body_timeout, self._body_too_slow)
+        elif self._head_bytes:
+            self._start_deadline(self.limits.head_timeout, self._head_too_slow)
+
     def on_headers_complete(self) -> None:
         self._heads_completed += 1
         self._reading_head = False
-        self._start_deadline(self.limits.body_timeout, self._body_too_slow)
+        self._cancel_deadline()
         super().on_headers_complete()
 
     def on_message_complete(self) -> None:

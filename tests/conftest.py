@@ -132,6 +132,14 @@ async def migrated_database(admin_url: URL, migrated_template: str) -> AsyncIter
     await drop_database(admin_url, url.database or "")
 
 
+@pytest.fixture(scope="module")
+async def module_database(admin_url: URL, migrated_template: str) -> AsyncIterator[URL]:
+    """A database at head shared by the tests of one module (for a module's server)."""
+    url = await create_database(admin_url, template=migrated_template)
+    yield url
+    await drop_database(admin_url, url.database or "")
+
+
 def settings_for(url: URL, **overrides: object) -> Settings:
     """Settings for an in-process app on `url`; failures keep the test process alive."""
     values: dict[str, object] = {

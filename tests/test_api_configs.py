@@ -303,18 +303,8 @@ async def test_a_chain_longer_than_the_limit_is_refused_not_cut(
 ) -> None:
     """A chain of 40 stored before the limit: resolving it is a 409, never a
     resolution silently missing its top levels."""
-    connection = await connect(migrated_database)
-    parent = None
-    for level in range(40):
-        parent = await connection.fetchval(
-            "INSERT INTO configs (account_id, key, name, parent_id, items) "
-            "VALUES ($1, $2, 'C', $3, $4::jsonb) RETURNING id",
-            uuid.UUID(tenant.account_id),
-            f"old-{level}",
-            parent,
-            json.dumps({f"level{level}": level}),
-        )
-    await connection.close()
+    items = [{f"level{level}": level} for level in range(40)]
+    parent = await _store_chain(migrated_database, tenant, "old", items)
     response = await tenant.call(
         "GET", f"/v1/configs/{parent}/resolved", params={"environment": "production"}
     )
@@ -342,21 +332,31 @@ async def test_a_resolution_larger_than_its_bound_is_refused(
     tenant: Tenant, migrated_database: URL
 ) -> None:
     """Configs of 0.9 MB each, stored before their size was limited."""
-    connection = await connect(migrated_database)
-    parent = None
-    for level in range(3):
-        items = {f"l{level}-{n}": "x" * 900 for n in range(1000)}
-        parent = await connection.fetchval(
-            "INSERT INTO configs (account_id, key, name, parent_id, items) "
-            "VALUES ($1, $2, 'C', $3, $4::jsonb) RETURNING id",
-            uuid.UUID(tenant.account_id),
-            f"huge-{level}",
-            parent,
-            json.dumps(items),
-        )
-    await connection.close()
+    items = [{f"l{level}-{n}": "x" * 900 for n in range(1000)} for level in range(3)]
+    parent = await _store_chain(migrated_database, tenant, "huge", items)
     response = await tenant.call(
         "GET", f"/v1/configs/{parent}/resolved", params={"environment": "production"}
     )
     assert response.status_code == 409, response.text
     assert "bytes, over" in response.json()["errors"][0]["detail"]
+
+
+async def _store_chain(
+    url: URL, tenant: Tenant, prefix: str, items: list[dict[str, Any]]
+) -> uuid.UUID:
+    """A chain of configs written straight into the database, as data stored
+    before the API's limits; returns the last (deepest) one's id."""
+    connection = await connect(url)
+    parent = None
+    for level, level_items in enumerate(items):
+        parent = await connection.fetchval(
+            "INSERT INTO configs (account_id, key, name, parent_id, items) "
+            "VALUES ($1, $2, 'C', $3, $4::jsonb) RETURNING id",
+            uuid.UUID(tenant.account_id),
+            f"{prefix}-{level}",
+            parent,
+            json.dumps(level_items),
+        )
+    await connection.close()
+    assert parent is not None
+    return parent

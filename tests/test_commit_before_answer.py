@@ -11,17 +11,17 @@ the commit would be seen at once) or make chosen commits fail.
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import httpx
 import pytest
 from sqlalchemy.engine import URL
 
-from tests.api import JSONAPI, document
-from tests.conftest import OPERATOR_TOKEN, shared_folder
-from tests.postgres import connect, create_database, drop_database, service_url
-from tests.processes import ServiceProcess, service_environment
+from tests.api import JSONAPI, account_with_key, document
+from tests.postgres import connect
+from tests.processes import ServiceProcess
+from tests.servers import ready_server
 
 TRIES = 40
 FAIL_AT_COMMIT = "fail-at-commit"
@@ -51,30 +51,18 @@ CREATE CONSTRAINT TRIGGER test_fail_at_commit AFTER INSERT ON configs
 
 
 @pytest.fixture(scope="module")
-async def database(admin_url: URL, migrated_template: str) -> AsyncIterator[URL]:
-    url = await create_database(admin_url, template=migrated_template)
-    connection = await connect(url)
+async def database(module_database: URL) -> URL:
+    connection = await connect(module_database)
     await connection.execute(SLOW_COMMIT)
     await connection.close()
-    yield url
-    await drop_database(admin_url, url.database or "")
+    return module_database
 
 
 @pytest.fixture(scope="module")
 def server(database: URL) -> Iterator[ServiceProcess]:
-    environment = service_environment(
-        DATABASE_URL=service_url(database),
-        OPERATOR_TOKEN=OPERATOR_TOKEN,
-        # Revoked keys are refused on purpose here, many times from one address.
-        RATE_LIMIT_AUTH_FAILURES="100000",
-    )
-    with shared_folder() as folder:
-        process = ServiceProcess.uvicorn(environment, folder / "commit.log", workers=2)
-        try:
-            process.wait_for_phase("ready")
-            yield process
-        finally:
-            process.stop()
+    # Revoked keys are refused on purpose here, many times from one address.
+    with ready_server(database, RATE_LIMIT_AUTH_FAILURES="100000") as process:
+        yield process
 
 
 @pytest.fixture
@@ -90,17 +78,7 @@ def client(server: ServiceProcess) -> Iterator[httpx.Client]:
 class Account:
     def __init__(self, client: httpx.Client):
         self.client = client
-        created = client.post(
-            "/v1/accounts",
-            headers={"Authorization": f"Bearer {OPERATOR_TOKEN}", "Content-Type": JSONAPI},
-            json=document(
-                "accounts",
-                {"name": "Commit", "owner": {"email": "o@commit.test", "role": "OWNER"}},
-            ),
-        )
-        assert created.status_code == 201, created.text
-        key = next(i for i in created.json()["included"] if i["type"] == "api-keys")
-        self.key = str(key["attributes"]["secret"])
+        self.key, _ = account_with_key(client, "Commit")
 
     def call(
         self, method: str, path: str, body: Any = None, key: str | None = None

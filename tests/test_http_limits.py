@@ -9,16 +9,15 @@ import json
 import select
 import socket
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 
 import httpx
 import pytest
 from sqlalchemy.engine import URL
 
-from tests.api import JSONAPI
-from tests.conftest import OPERATOR_TOKEN, shared_folder
-from tests.postgres import create_database, drop_database, service_url
-from tests.processes import ServiceProcess, service_environment
+from tests.api import JSONAPI, new_tenant
+from tests.processes import ServiceProcess
+from tests.servers import ready_server
 
 MAX_HEAD = 16 * 1024  # the default HTTP_MAX_HEAD_BYTES
 MAX_CONNECTIONS = 3
@@ -27,29 +26,16 @@ PIPELINED = 8
 
 
 @pytest.fixture(scope="module")
-async def database(admin_url: URL, migrated_template: str) -> AsyncIterator[URL]:
-    url = await create_database(admin_url, template=migrated_template)
-    yield url
-    await drop_database(admin_url, url.database or "")
-
-
-@pytest.fixture(scope="module")
-def server(database: URL) -> Iterator[ServiceProcess]:
-    environment = service_environment(
-        DATABASE_URL=service_url(database),
-        OPERATOR_TOKEN=OPERATOR_TOKEN,
+def server(module_database: URL) -> Iterator[ServiceProcess]:
+    with ready_server(
+        module_database,
+        shipped=True,
         HTTP_HEAD_TIMEOUT=str(TIMEOUT),
         HTTP_BODY_TIMEOUT=str(TIMEOUT),
         HTTP_SEND_TIMEOUT=str(TIMEOUT),
         HTTP_MAX_CONNECTIONS=str(MAX_CONNECTIONS),
-    )
-    with shared_folder() as folder:
-        process = ServiceProcess.service(environment, folder / "limits.log")
-        try:
-            process.wait_for_phase("ready")
-            yield process
-        finally:
-            process.stop()
+    ) as process:
+        yield process
 
 
 def connect(server: ServiceProcess, receive_buffer: int | None = None) -> socket.socket:
@@ -183,37 +169,11 @@ async def _tenant_with_large_configs(server: ServiceProcess) -> str:
     """An account with 40 configs of about 30 KB each (a page of them is over 1 MB)."""
     base = f"http://127.0.0.1:{server.port}"
     async with httpx.AsyncClient(base_url=base, timeout=30) as client:
-        created = await client.post(
-            "/v1/accounts",
-            headers={"Authorization": f"Bearer {OPERATOR_TOKEN}", "Content-Type": JSONAPI},
-            json={
-                "data": {
-                    "type": "accounts",
-                    "attributes": {
-                        "name": "Large",
-                        "owner": {"email": "o@large.test", "role": "OWNER"},
-                    },
-                }
-            },
-        )
-        assert created.status_code == 201, created.text
-        key = next(i for i in created.json()["included"] if i["type"] == "api-keys")
-        secret = str(key["attributes"]["secret"])
-        headers = {"Authorization": f"Bearer {secret}", "Content-Type": JSONAPI}
+        tenant = await new_tenant(client, "Large")
         for number in range(40):
             items = {f"k{n}": "v" * 290 for n in range(100)}
-            made = await client.post(
-                "/v1/configs",
-                headers=headers,
-                json={
-                    "data": {
-                        "type": "configs",
-                        "attributes": {"key": f"large-{number}", "name": "L", "items": items},
-                    }
-                },
-            )
-            assert made.status_code == 201, made.text
-    return secret
+            await tenant.create("configs", {"key": f"large-{number}", "name": "L", "items": items})
+    return tenant.owner_key
 
 
 def test_connections_beyond_the_limit_get_503(server: ServiceProcess) -> None:

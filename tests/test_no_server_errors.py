@@ -21,7 +21,7 @@ import json
 import os
 import random
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote
@@ -32,10 +32,10 @@ from hypothesis import HealthCheck, given, seed, settings
 from hypothesis import strategies as st
 from sqlalchemy.engine import URL
 
-from tests.api import JSONAPI, document
-from tests.conftest import OPERATOR_TOKEN, shared_folder
-from tests.postgres import create_database, drop_database, service_url
-from tests.processes import ServiceProcess, service_environment
+from tests.api import JSONAPI, account_with_key, document
+from tests.conftest import OPERATOR_TOKEN
+from tests.processes import ServiceProcess
+from tests.servers import ready_server
 
 SEED = int(os.environ.get("FUZZ_SEED", str(random.SystemRandom().randrange(1 << 30))))
 EXAMPLES = 12
@@ -153,28 +153,12 @@ class Tenant:
 
 
 @pytest.fixture(scope="module")
-async def database(admin_url: URL, migrated_template: str) -> AsyncIterator[URL]:
-    url = await create_database(admin_url, template=migrated_template)
-    yield url
-    await drop_database(admin_url, url.database or "")
-
-
-@pytest.fixture(scope="module")
-def server(database: URL) -> Iterator[ServiceProcess]:
-    environment = service_environment(
-        DATABASE_URL=service_url(database),
-        OPERATOR_TOKEN=OPERATOR_TOKEN,
-        RATE_LIMIT_PER_KEY="100000",
-        RATE_LIMIT_AUTH_FAILURES="100000",
-    )
-    with shared_folder() as folder:
-        process = ServiceProcess.uvicorn(environment, folder / "fuzz.log", workers=2)
-        try:
-            process.wait_for_phase("ready")
-            print(f"no-500 property test seed: FUZZ_SEED={SEED}")
-            yield process
-        finally:
-            process.stop()
+def server(module_database: URL) -> Iterator[ServiceProcess]:
+    with ready_server(
+        module_database, RATE_LIMIT_PER_KEY="100000", RATE_LIMIT_AUTH_FAILURES="100000"
+    ) as process:
+        print(f"no-500 property test seed: FUZZ_SEED={SEED}")
+        yield process
 
 
 @pytest.fixture(scope="module")
@@ -186,15 +170,9 @@ def client(server: ServiceProcess) -> Iterator[httpx.Client]:
 @pytest.fixture(scope="module")
 def tenant(client: httpx.Client) -> Tenant:
     """An account with one object of each kind, for path parameters and relationships."""
-    created = client.post(
-        "/v1/accounts",
-        headers={"Authorization": f"Bearer {OPERATOR_TOKEN}", "Content-Type": JSONAPI},
-        json=document("accounts", {"name": "F", "owner": {"email": "o@f.test", "role": "OWNER"}}),
-    )
-    assert created.status_code == 201, created.text
-    included = created.json()["included"]
+    secret, included = account_with_key(client, "Fuzz")
     key = next(i for i in included if i["type"] == "api-keys")
-    headers = {"Authorization": f"Bearer {key['attributes']['secret']}", "Content-Type": JSONAPI}
+    headers = {"Authorization": f"Bearer {secret}", "Content-Type": JSONAPI}
 
     def make(resource_type: str, attributes: dict[str, Any]) -> str:
         made = client.post(
@@ -204,7 +182,7 @@ def tenant(client: httpx.Client) -> Tenant:
         return str(made.json()["data"]["id"])
 
     return Tenant(
-        key["attributes"]["secret"],
+        secret,
         {
             "user_id": make("users", {"email": "v@f.test", "role": "VIEWER"}),
             "environment_id": make("environments", {"key": "fuzz", "name": "Fuzz"}),

@@ -10,10 +10,14 @@ from collections.abc import AsyncIterator
 
 import httpx
 import pytest
+from sqlalchemy import text
 from sqlalchemy.engine import URL
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.ext.asyncio import create_async_engine
 
-from service.logs import TextFormatter
+from service.logs import TextFormatter, safe_traceback
 from tests.api import JSONAPI, api_client, document, new_tenant
+from tests.postgres import service_url
 from tests.processes import OPERATOR
 
 
@@ -179,3 +183,19 @@ def test_text_logs_escape_control_characters() -> None:
     line = formatter.format(record)
     assert "\n" not in line
     assert line == "INFO GET /a\\nINFO forged"
+
+
+async def test_tracebacks_hold_no_statement_arguments(migrated_database: URL) -> None:
+    """asyncpg names the argument it could not encode, value included, even
+    with hide_parameters; the logged traceback does not."""
+    engine = create_async_engine(service_url(migrated_database), hide_parameters=True)
+    try:
+        async with engine.connect() as connection:
+            with pytest.raises(DBAPIError) as raised:
+                await connection.execute(text("SELECT CAST(:v AS text)"), {"v": "secret\ud800"})
+    finally:
+        await engine.dispose()
+    assert "secret" in str(raised.value.orig)  # what would leak
+    trace = safe_traceback(raised.value)
+    assert "invalid input for query argument $1" in trace
+    assert "secret" not in trace
