@@ -25,7 +25,7 @@ async def _state(url: URL) -> tuple[str | None, bool, int]:
         version = await connection.fetchval("SELECT version_num FROM alembic_version")
         marker = await connection.fetchval("SELECT to_regclass('slow_marker') IS NOT NULL")
         locks = await connection.fetchval(
-            "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory'"
+            "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND database = (SELECT oid FROM pg_database WHERE datname = current_database())"
         )
         return version, marker, locks
     finally:

@@ -107,7 +107,9 @@ async def assert_migrated_once(connection: asyncpg.Connection, fleet: list[Servi
     assert [(row["revision"], row["runner"]) for row in audited] == [
         (r, "bootstrap") for r in REVISIONS
     ]
-    locks = await connection.fetchval("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory'")
+    locks = await connection.fetchval(
+        "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND database = (SELECT oid FROM pg_database WHERE datname = current_database())"
+    )
     assert locks == 0
 
 

@@ -19,6 +19,7 @@ from tests.api import Tenant, api_client, document, new_tenant
 from tests.conftest import API_KEY
 from tests.postgres import connect
 from tests.processes import PROCESS_OUTPUTS, PROJECT_ROOT, run_python, service_environment
+from tests.revisions import HEAD
 
 
 @pytest.fixture
@@ -275,3 +276,30 @@ def test_accounts_is_a_group_of_commands() -> None:
     assert "recover" in usage.stdout
     missing = run_python("-m", "service", "accounts")
     assert missing.returncode == 2
+
+
+async def test_revision_0010_runs_again_after_failing_past_its_first_commit(
+    empty_database: URL,
+) -> None:
+    """Its autocommit block commits the steps before it while the revision is not
+    yet recorded: failing (or killed) after that, it must run again from the
+    start. Here its concurrent index build fails the first time: a table holds
+    the index's name."""
+    assert run_python("-m", "alembic", "upgrade", BEFORE, url=empty_database).returncode == 0
+    connection = await connect(empty_database)
+    await connection.execute("CREATE TABLE api_keys_created_by_user_id_idx (x int)")
+    failed = run_python("-m", "alembic", "upgrade", "head", url=empty_database)
+    assert failed.returncode != 0
+    assert await connection.fetchval("SELECT version_num FROM alembic_version") == BEFORE
+    assert await connection.fetchval("SELECT to_regclass('operator_audit')") is not None
+    await connection.execute("DROP TABLE api_keys_created_by_user_id_idx")
+    again = run_python("-m", "alembic", "upgrade", "head", url=empty_database)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert await connection.fetchval("SELECT version_num FROM alembic_version") == HEAD
+    assert await connection.fetchval(
+        "SELECT bool_and(convalidated) FROM pg_constraint WHERE conrelid = 'api_keys'::regclass"
+    )
+    assert await connection.fetchval(
+        "SELECT indisvalid FROM pg_index WHERE indexrelid = 'api_keys_created_by_user_id_idx'::regclass"
+    )
+    await connection.close()

@@ -43,6 +43,7 @@ HOLDER = """
 SELECT a.pid AS backend, a.application_name, a.query, a.state
   FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid
  WHERE l.locktype = 'advisory' AND l.granted
+   AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())
 """
 
 

@@ -176,7 +176,9 @@ async def test_failed_revision_reports_failed_and_keeps_the_schema(empty_databas
     try:
         assert await connection.fetchval("SELECT to_regclass('failing_marker')") is None
         assert (
-            await connection.fetchval("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory'")
+            await connection.fetchval(
+                "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND database = (SELECT oid FROM pg_database WHERE datname = current_database())"
+            )
             == 0
         )
     finally:

@@ -12,6 +12,11 @@ where a killed migrator stopped (only keys still without a cap are touched).
 The foreign key and the check are added NOT VALID and validated afterwards,
 and the index is built concurrently, so writers are never blocked for a scan.
 
+The autocommit block commits what comes before it, while the revision is not
+yet recorded: a migrator killed after that point runs the revision again from
+the start, so every step before the block can be repeated (IF NOT EXISTS, and
+constraints dropped if present before they are added again, NOT VALID).
+
 operator_audit records the operator's command-line actions on accounts.
 
 Revision ID: 0010_key_makers_operator_audit
@@ -73,20 +78,31 @@ def upgrade() -> None:
         sa.Column("database_user", sa.String(length=128), nullable=False),
         sa.Column("app_version", sa.String(length=64), nullable=False),
         sa.PrimaryKeyConstraint("id", name=op.f("operator_audit_pkey")),
+        if_not_exists=True,
     )
-    op.create_index("operator_audit_account_id_at_idx", "operator_audit", ["account_id", "at"])
+    op.create_index(
+        "operator_audit_account_id_at_idx",
+        "operator_audit",
+        ["account_id", "at"],
+        if_not_exists=True,
+    )
     # Nullable, no default: catalog-only changes, no table rewrite.
-    op.add_column("api_keys", sa.Column("created_by_user_id", sa.UUID(), nullable=True))
-    op.add_column("api_keys", sa.Column("max_role", sa.String(length=16), nullable=True))
+    op.add_column(
+        "api_keys", sa.Column("created_by_user_id", sa.UUID(), nullable=True), if_not_exists=True
+    )
+    op.add_column(
+        "api_keys", sa.Column("max_role", sa.String(length=16), nullable=True), if_not_exists=True
+    )
     op.execute(
         sa.text(
-            f"ALTER TABLE api_keys ADD CONSTRAINT {FOREIGN_KEY} FOREIGN KEY (created_by_user_id) "
+            f"ALTER TABLE api_keys DROP CONSTRAINT IF EXISTS {FOREIGN_KEY}, "
+            f"ADD CONSTRAINT {FOREIGN_KEY} FOREIGN KEY (created_by_user_id) "
             "REFERENCES users (id) ON DELETE SET NULL NOT VALID"
         )
     )
     op.execute(
         sa.text(
-            f"ALTER TABLE api_keys ADD CONSTRAINT {CHECK} "
+            f"ALTER TABLE api_keys DROP CONSTRAINT IF EXISTS {CHECK}, ADD CONSTRAINT {CHECK} "
             "CHECK (max_role IN ('OWNER', 'ADMIN', 'MEMBER', 'VIEWER')) NOT VALID"
         )
     )
