@@ -123,7 +123,8 @@ class ApiKey(TimestampedRecord):
     """A secret that acts as one user; only its SHA-256 digest is stored.
 
     Its power is its user's role, capped at `max_role`: the role of whoever made
-    it, at the time (NULL only for keys made by code older than revision 0010).
+    it, at the time (NULL only for keys made by code older than revision 0010;
+    0011 capped the keys that existed then at their user's role).
     """
 
     __tablename__ = "api_keys"
@@ -225,6 +226,6 @@ class OperatorAuditEntry(Base):
     reason: Mapped[str] = mapped_column(Text)
     operator: Mapped[str] = mapped_column(String(128))
     host: Mapped[str] = mapped_column(String(255))
-    pid: Mapped[int]
+    pid: Mapped[int] = mapped_column(BigInteger)
     database_user: Mapped[str] = mapped_column(String(128))
     app_version: Mapped[str] = mapped_column(String(64))

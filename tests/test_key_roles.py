@@ -118,7 +118,7 @@ async def test_a_revoked_key_stays_revoked_and_revoking_twice_is_harmless(tenant
     assert (await tenant.call("GET", "/v1/configs", key)).status_code == 401
 
 
-# --- keys made before revision 0010 ------------------------------------------------
+# --- keys made before revisions 0010 and 0011 ----------------------------------------
 
 BEFORE = "0009_migration_audit"
 
@@ -126,8 +126,8 @@ BEFORE = "0009_migration_audit"
 async def test_keys_made_before_the_cap_get_their_users_role_and_old_code_keeps_working(
     empty_database: URL,
 ) -> None:
-    """Keys existing at the upgrade are capped at their user's role then; a key
-    the previous release makes later (no cap) acts with its user's role."""
+    """Keys existing at the upgrade are capped at their user's role then (0011);
+    a key the previous release makes later (no cap) acts with its user's role."""
     assert run_python("-m", "alembic", "upgrade", BEFORE, url=empty_database).returncode == 0
     connection = await connect(empty_database)
     account = await connection.fetchval("INSERT INTO accounts (name) VALUES ('Old') RETURNING id")
@@ -278,20 +278,20 @@ def test_accounts_is_a_group_of_commands() -> None:
     assert missing.returncode == 2
 
 
-async def test_revision_0010_runs_again_after_failing_past_its_first_commit(
+async def test_the_key_cap_backfill_runs_again_after_failing_past_its_autocommit_block(
     empty_database: URL,
 ) -> None:
-    """Its autocommit block commits the steps before it while the revision is not
-    yet recorded: failing (or killed) after that, it must run again from the
-    start. Here its concurrent index build fails the first time: a table holds
-    the index's name."""
-    assert run_python("-m", "alembic", "upgrade", BEFORE, url=empty_database).returncode == 0
+    """0011's autocommit block commits its batches while the revision is not yet
+    recorded: failing (or killed) after that, it must run again from the start.
+    Here its concurrent index build fails the first time: a table holds the
+    index's name."""
+    expand = "0010_key_makers_operator_audit"
+    assert run_python("-m", "alembic", "upgrade", expand, url=empty_database).returncode == 0
     connection = await connect(empty_database)
     await connection.execute("CREATE TABLE api_keys_created_by_user_id_idx (x int)")
     failed = run_python("-m", "alembic", "upgrade", "head", url=empty_database)
     assert failed.returncode != 0
-    assert await connection.fetchval("SELECT version_num FROM alembic_version") == BEFORE
-    assert await connection.fetchval("SELECT to_regclass('operator_audit')") is not None
+    assert await connection.fetchval("SELECT version_num FROM alembic_version") == expand
     await connection.execute("DROP TABLE api_keys_created_by_user_id_idx")
     again = run_python("-m", "alembic", "upgrade", "head", url=empty_database)
     assert again.returncode == 0, again.stderr[-3000:]
