@@ -18,7 +18,7 @@ from service import __version__, health
 from service.api import router as api_router
 from service.api.dependencies import KeyUsage
 from service.api.negotiation import ContentNegotiation
-from service.api.openapi import add_json_value_schemas
+from service.api.openapi import complete_openapi
 from service.api.rate_limits import RateLimits
 from service.bootstrap import Bootstrap, MigrationFailed
 from service.database import create_app_engine
@@ -74,7 +74,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     install_error_handlers(app)
     app.include_router(health.router)
     app.include_router(api_router)
-    add_json_value_schemas(app)
+    complete_openapi(app)
     return app
 
 

@@ -16,6 +16,7 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from service.api.dependencies import is_operator, require_operator
+from service.api.openapi import OPERATOR_ONLY
 from service.errors import ERROR_RESPONSES
 from service.errors_database import describe_error
 from service.metrics import CONTENT_TYPE, Metrics
@@ -67,6 +68,7 @@ async def _database_problem(engine: AsyncEngine) -> str | None:
 @router.get(
     "/metrics",
     dependencies=[Depends(require_operator)],
+    openapi_extra=OPERATOR_ONLY,
     summary="Prometheus metrics of this worker process (operator token)",
     response_class=Response,
     responses={

@@ -14,6 +14,7 @@ from service.api.dependencies import Database, Operator, Owner, Viewer
 from service.api.json_body import JsonApiRoute
 from service.api.jsonapi import Document, Strict, expect_type, resource, respond, single
 from service.api.limits import NO_NUL
+from service.api.openapi import OPERATOR_ONLY
 from service.api.users import UserCreate, insert_user, user_resource
 from service.errors import ApiError, JsonApiResponse
 from service.models import Account, table
@@ -49,6 +50,7 @@ def _identifiers(resources: list[dict[str, Any]]) -> list[dict[str, str]]:
     status_code=201,
     response_class=JsonApiResponse,
     dependencies=[Operator],
+    openapi_extra=OPERATOR_ONLY,
     summary="Create an account with its owner, default environments and a first API key (operator token)",
 )
 async def create_account(body: Document[AccountCreate], connection: Database) -> JsonApiResponse:
