@@ -7,6 +7,7 @@ part of that message.
 
 from __future__ import annotations
 
+import math
 import re
 from pathlib import Path
 from typing import Annotated, Literal
@@ -25,8 +26,15 @@ _LOCK_NAME = re.compile(r"^[\w.:/-]{1,200}$")
 TLS_MODES = ("disable", "allow", "prefer", "require", "verify-ca", "verify-full")
 _QUERY_PARAMETERS = ("sslmode", "sslrootcert")
 
-Seconds = Annotated[float, Field(ge=0)]
-PositiveSeconds = Annotated[float, Field(gt=0)]
+# Finite: "inf" and "1e400" parse as floats, and an infinite timeout is no timeout.
+Seconds = Annotated[float, Field(ge=0, allow_inf_nan=False)]
+PositiveSeconds = Annotated[float, Field(gt=0, allow_inf_nan=False)]
+# Operator tokens that are examples or demos, never secrets (checked case-insensitively).
+_PLACEHOLDER_WORDS = ("change-me", "changeme", "change_me", "replace-me", "placeholder", "example")
+# Estimated bits of an operator token (length times the entropy of its own
+# character frequencies): 32 random hex characters give about 115, 32 copies
+# of one character 0, "abab..." 32.
+_OPERATOR_TOKEN_MIN_BITS = 80
 
 
 class SettingsError(Exception):
@@ -171,6 +179,44 @@ class Settings(BaseSettings):
     max_body_bytes: Annotated[int, Field(ge=1024, le=64 * 1024 * 1024)] = Field(
         default=1024 * 1024, description="Largest request body accepted, in bytes."
     )
+    request_statement_timeout: Annotated[Seconds, Field(le=3600)] = Field(
+        default=10.0,
+        description="statement_timeout of the SQL statements of API requests, in seconds (0: none).",
+    )
+    rate_limit_per_key: Annotated[float, Field(ge=0, le=1_000_000, allow_inf_nan=False)] = Field(
+        default=100.0,
+        description="Requests per second one API key (or the operator token) may make to one "
+        "worker process, with bursts of twice as many; 0 turns the limit off.",
+    )
+    rate_limit_auth_failures: Annotated[float, Field(ge=0, le=1_000_000, allow_inf_nan=False)] = (
+        Field(
+            default=30.0,
+            description="Failed authentications per minute one client address may make to one "
+            "worker process before it is answered 429; 0 turns the limit off.",
+        )
+    )
+    http_max_head_bytes: Annotated[int, Field(ge=1024, le=1024 * 1024)] = Field(
+        default=16 * 1024,
+        description="Largest request head (request line and headers) accepted, in bytes (431 above).",
+    )
+    http_head_timeout: Annotated[PositiveSeconds, Field(le=3600)] = Field(
+        default=10.0,
+        description="Time a connection may take to send a request's head, in seconds (408 after).",
+    )
+    http_body_timeout: Annotated[PositiveSeconds, Field(le=3600)] = Field(
+        default=30.0,
+        description="Time a request may take to send its body after its head, in seconds (408 after).",
+    )
+    http_send_timeout: Annotated[PositiveSeconds, Field(le=3600)] = Field(
+        default=30.0,
+        description="Time a client may leave an answer unread while it fills the send buffer, "
+        "in seconds; the connection is dropped after.",
+    )
+    http_max_connections: Annotated[int, Field(ge=1, le=1_000_000)] = Field(
+        default=1000,
+        description="Open connections per worker process; requests on connections beyond it "
+        "are answered 503.",
+    )
     api_key_usage_interval: PositiveSeconds = Field(
         default=60.0,
         description="How stale an API key's last-used time may get, in seconds (no write per request).",
@@ -203,8 +249,9 @@ class Settings(BaseSettings):
     def _strong_operator_token(cls, value: SecretStr | None) -> SecretStr | None:
         if value is None or not value.get_secret_value():
             return None
-        if len(value.get_secret_value()) < 32:
-            raise ValueError("must be at least 32 characters")
+        problem = _operator_token_problem(value.get_secret_value())
+        if problem:
+            raise ValueError(problem)
         return value
 
     @field_validator("migration_lock_name")
@@ -257,6 +304,31 @@ class Settings(BaseSettings):
         if self.migration_database_url is None:
             return self.app_url
         return make_url(self.migration_database_url.get_secret_value())
+
+
+def _operator_token_problem(token: str) -> str | None:
+    """Why a token is not fit to guard operator routes, or None."""
+    if len(token) < 32:
+        return "must be at least 32 characters"
+    if not all("!" <= character <= "~" for character in token):
+        return "must be printable ASCII without spaces"
+    lowered = token.lower()
+    if any(word in lowered for word in _PLACEHOLDER_WORDS):
+        return "is a placeholder from an example; generate a random token"
+    if _estimated_bits(token) < _OPERATOR_TOKEN_MIN_BITS or _repeats_itself(token):
+        return "repeats itself too much to be a random token; generate one"
+    return None
+
+
+def _repeats_itself(token: str) -> bool:
+    """ "abcdefgh" four times, say: a period no longer than half the token."""
+    return any(token[period:] == token[:-period] for period in range(1, len(token) // 2 + 1))
+
+
+def _estimated_bits(token: str) -> float:
+    counts = [token.count(character) for character in set(token)]
+    per_character = -sum(n / len(token) * math.log2(n / len(token)) for n in counts)
+    return per_character * len(token)
 
 
 def load_settings(**overrides: object) -> Settings:

@@ -25,6 +25,7 @@ BENCHMARKS = {
     "api": "bench.api",
     "backfill": "bench.backfill",
     "blocked": "bench.blocked",
+    "protocol": "bench.protocol",
 }
 
 

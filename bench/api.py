@@ -5,7 +5,10 @@ deep for an environment, and create a config (a new key each request).
 Baseline in the same run: bench/baseline_app.py, a minimal Starlette + asyncpg
 app making the same queries and answering the same JSON (checked before the
 runs). Both use a pool of 10 connections per worker. The service runs with its
-defaults, request log included (LOG_LEVEL=info, JSON, to a file).
+defaults, request log included (LOG_LEVEL=info, JSON, to a file), and the HTTP
+protocol `python -m service` ships (service/http_protocol.py: head, time and
+connection limits); only its per-key rate limit is raised, so that wrk's one
+key is not throttled (the limiter still counts every request).
 """
 
 from __future__ import annotations
@@ -35,6 +38,7 @@ from bench.harness import (
     target,
 )
 from bench.startup import APP
+from service.http_protocol import PROTOCOL
 
 BASELINE = "bench.baseline_app:create_app"
 DURATION = int(__import__("os").environ.get("BENCH_WRK_SECONDS", "6"))
@@ -50,7 +54,7 @@ end
 """
 
 
-def _tenant(port: int) -> tuple[str, str, dict[str, str]]:
+def tenant_with_configs(port: int) -> tuple[str, str, dict[str, str]]:
     """An account with 120 configs (40 roots, 40 children, 40 grandchildren):
     its owner's key, its first environment's key, and a config of each request."""
     created = new_account(port, OPERATOR)
@@ -89,7 +93,7 @@ _LATENCY = re.compile(r"^\s+(50|99)%\s+([0-9.]+)(us|ms|s)\s*$", re.MULTILINE)
 _UNITS = {"us": 0.001, "ms": 1.0, "s": 1000.0}
 
 
-def _wrk(port: int, path: str, key: str, script: Path | None) -> dict[str, float]:
+def wrk(port: int, path: str, key: str, script: Path | None) -> dict[str, float]:
     arguments = ["wrk", "-t2", "-c16", f"-d{DURATION}s", "--latency"]
     arguments += ["-H", f"Authorization: Bearer {key}", "-H", f"Content-Type: {JSONAPI}"]
     if script is not None:
@@ -127,11 +131,11 @@ def benchmark(admin: URL, repeat: int) -> dict[str, Any]:
         folder = Path(temporary)
         script = folder / "create.lua"
         script.write_text(CREATE_SCRIPT)
-        env = environment(url, OPERATOR_TOKEN=OPERATOR)
+        env = environment(url, OPERATOR_TOKEN=OPERATOR, RATE_LIMIT_PER_KEY="1000000")
         setup = Process.uvicorn(APP, env, folder / "setup.log")
         try:
             setup.wait_ready()
-            key, environment_key, configs = _tenant(setup.port)
+            key, environment_key, configs = tenant_with_configs(setup.port)
         finally:
             setup.stop()
         paths = _paths(environment_key, configs["deepest"])
@@ -139,7 +143,7 @@ def benchmark(admin: URL, repeat: int) -> dict[str, Any]:
         try:
             for workers in (1, 2):
                 servers[f"service, {workers} worker{'s' if workers > 1 else ''}"] = Process.uvicorn(
-                    APP, env, folder / f"service{workers}.log", workers
+                    APP, env, folder / f"service{workers}.log", workers, http=PROTOCOL
                 )
                 servers[f"baseline, {workers} worker{'s' if workers > 1 else ''}"] = (
                     Process.uvicorn(BASELINE, env, folder / f"baseline{workers}.log", workers)
@@ -156,7 +160,7 @@ def benchmark(admin: URL, repeat: int) -> dict[str, Any]:
                 for name, path in paths.items():
                     for server, process in servers.items():
                         samples[server][name].append(
-                            _wrk(process.port, path, key, script if name == "create" else None)
+                            wrk(process.port, path, key, script if name == "create" else None)
                         )
             for server, process in servers.items():
                 if "1 worker" in server:

@@ -140,11 +140,14 @@ class Process:
     started: float = field(default_factory=time.perf_counter)
 
     @classmethod
-    def uvicorn(cls, app: str, env: Mapping[str, str], log: Path, workers: int = 1) -> Process:
+    def uvicorn(
+        cls, app: str, env: Mapping[str, str], log: Path, workers: int = 1, http: str = "auto"
+    ) -> Process:
         port = free_port()
         started = time.perf_counter()
         arguments = [PYTHON, "-m", "uvicorn", "--factory", app, "--host", "127.0.0.1"]
         arguments += ["--port", str(port), "--workers", str(workers), "--no-access-log"]
+        arguments += ["--http", http]
         with log.open("wb") as output:
             popen = subprocess.Popen(
                 arguments, cwd=ROOT, env=dict(env), stdout=output, stderr=subprocess.STDOUT

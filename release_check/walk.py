@@ -153,7 +153,9 @@ class Walk:
             if previous.get("id") or created:
                 data["id"] = previous.get("id") or (created.id if created else None)
             body = {"data": data}
-        response = self._send(method, path, url, body=body)
+        # Routes the release documents as the operator's (its /metrics, say) get the operator token.
+        operator = {"operatorToken": []} in operation.get("security", [])
+        response = self._send(method, path, url, body=body, operator=operator)
         if response is not None and method == "get" and 200 <= response.status_code < 300:
             found = _json(response).get("data")
             if isinstance(found, dict):

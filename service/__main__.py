@@ -6,6 +6,8 @@
     python -m service db history [--json] [--limit N]       the audit trail of applied steps
     python -m service db verify [--json]                    revisions edited after they ran?
     python -m service db lint [REVISION...] [--json]        squawk on each revision's SQL (no database)
+    python -m service accounts recover ACCOUNT_ID --reason TEXT
+                                                            a new OWNER key (operator, audited)
 
 With DATABASE_URL unset, each starts the embedded PostgreSQL first.
 """
@@ -22,6 +24,7 @@ from collections.abc import Callable, Coroutine, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
+from service.cli_accounts import add_accounts_commands
 from settings import Settings, SettingsError, load_settings, masked
 
 EXIT_FAILED = 1
@@ -73,6 +76,10 @@ def _run(command: str, settings: Settings, options: argparse.Namespace) -> int:
             from service.commands import migrate
 
             return asyncio.run(_cancel_on_sigterm(migrate(settings, options.timeout)))
+        if command == "accounts":
+            from service.cli_accounts import run_accounts_command
+
+            return run_accounts_command(settings, options)
         from service import commands
 
         if options.db_command == "history":
@@ -130,6 +137,7 @@ def _parser() -> argparse.ArgumentParser:
         "--after", metavar="FILE", help="the revision file just written (Alembic's post-write hook)"
     )
     _add_lint_parser(database_commands)
+    add_accounts_commands(commands)
     return parser
 
 
@@ -208,6 +216,7 @@ def _serve(settings: Settings, options: argparse.Namespace) -> int:
     failed, 3 when a worker failed to start for another reason."""
     import uvicorn
 
+    from service.http_protocol import PROTOCOL
     from service.workers import supervise
 
     # uvicorn re-raises the SIGTERM it handled once its graceful shutdown is done;
@@ -227,6 +236,8 @@ def _serve(settings: Settings, options: argparse.Namespace) -> int:
         # The service logs each request itself, with its request id.
         access_log=False,
         timeout_graceful_shutdown=round(settings.graceful_shutdown_timeout),
+        # httptools with bounds on heads, bodies, unread answers and connections.
+        http=PROTOCOL,
     )
     if options.workers > 1:
         return supervise(config)

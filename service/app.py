@@ -16,7 +16,9 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from service import __version__, health
 from service.api import router as api_router
 from service.api.dependencies import KeyUsage
-from service.api.limits import BodyLimits
+from service.api.negotiation import ContentNegotiation
+from service.api.openapi import complete_openapi
+from service.api.rate_limits import RateLimits
 from service.bootstrap import Bootstrap, MigrationFailed
 from service.database import create_app_engine
 from service.errors import install_error_handlers
@@ -44,6 +46,7 @@ class State(TypedDict):
     migration: MigrationStatus
     schema_watch: SchemaWatch
     key_usage: KeyUsage
+    rate_limits: RateLimits
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -57,16 +60,22 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         title="Platform service",
         version=__version__,
         lifespan=_lifespan(settings, status),
+        # A redirect to the same path without its trailing slash would be built
+        # from the client's Host header: answer 404 instead.
+        redirect_slashes=False,
     )
     app.state.operator_token = (
         settings.operator_token.get_secret_value() if settings.operator_token else None
     )
     app.state.metrics = metrics
-    app.add_middleware(BodyLimits, max_bytes=settings.max_body_bytes, routes=app.router.routes)
+    app.add_middleware(
+        ContentNegotiation, max_bytes=settings.max_body_bytes, routes=app.router.routes
+    )
     app.add_middleware(RequestObservability, metrics=metrics)
     install_error_handlers(app)
     app.include_router(health.router)
     app.include_router(api_router)
+    complete_openapi(app)
     return app
 
 
@@ -87,6 +96,9 @@ def _lifespan(
                 migration=status,
                 schema_watch=bootstrap.watch,
                 key_usage=KeyUsage(settings.api_key_usage_interval),
+                rate_limits=RateLimits.per_second_and_minute(
+                    settings.rate_limit_per_key, settings.rate_limit_auth_failures
+                ),
             )
         finally:
             exiting = await _stop(task)

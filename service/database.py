@@ -18,6 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from sqlalchemy.pool import NullPool
 
 from service.retry import lock_timeout
+from service.statement_timeout import timed_connection_class
 from settings import Settings
 
 # PostgreSQL truncates application_name to 63 bytes.
@@ -44,6 +45,10 @@ def create_app_engine(settings: Settings) -> AsyncEngine:
     connect_args = _connect_args(settings, {"application_name": application_name("app")})
     if settings.database_pooler == "transaction":
         connect_args.update(_TRANSACTION_POOLER_ARGS)
+    if settings.request_statement_timeout > 0:
+        connect_args["connection_class"] = timed_connection_class(
+            settings.request_statement_timeout
+        )
     return _create_engine(
         settings.app_url,
         pool_size=settings.database_pool_size,

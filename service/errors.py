@@ -8,7 +8,8 @@ Every failure, validation errors and unexpected exceptions included, answers
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+import re
+from collections.abc import Iterable, Sequence
 from http import HTTPStatus
 from typing import Any
 
@@ -17,8 +18,11 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Match
+
+from service.logs import safe_traceback
 
 JSONAPI_MEDIA_TYPE = "application/vnd.api+json"
 logger = logging.getLogger("service.errors")
@@ -60,14 +64,32 @@ ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
         403: "The key's role may not do this",
         404: "No such object in the key's account",
         405: "The path does not take this method",
+        406: "The Accept header admits JSON:API only with parameters this API does not support",
         409: "The change conflicts with existing data",
         413: "The body is larger than MAX_BODY_BYTES",
-        415: "The body is not JSON",
+        415: "The body is not JSON, or its JSON:API media type has unsupported parameters",
         422: "The body is well-formed but invalid",
+        429: "Too many requests for this key, or failed authentications from this address; "
+        "retry after Retry-After seconds",
         500: "An unexpected error (logged with the request id)",
-        503: "The schema is not at head yet, or the database is unavailable; retry",
+        503: "The schema is not at head yet, the database is unavailable or the request took "
+        "too long; retry",
     }.items()
 }
+
+
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def printable(text: str) -> str:
+    """Text that encodes as UTF-8: a client's lone surrogates (from JSON
+    escapes) become U+FFFD, so an error about them can still be answered."""
+    return text if text.isascii() else _SURROGATE.sub("\ufffd", text)
+
+
+def json_pointer(path: Iterable[str | int]) -> str:
+    """RFC 6901: "/data/attributes/a~1b" for the member "a/b"; "" for the whole document."""
+    return "".join("/" + str(part).replace("~", "~0").replace("/", "~1") for part in path)
 
 
 def error_object(
@@ -76,12 +98,12 @@ def error_object(
     error: dict[str, Any] = {
         "status": str(status),
         "title": HTTPStatus(status).phrase,
-        "detail": detail,
+        "detail": printable(detail),
     }
     if pointer is not None:
-        error["source"] = {"pointer": pointer}
+        error["source"] = {"pointer": printable(pointer)}
     elif parameter is not None:
-        error["source"] = {"parameter": parameter}
+        error["source"] = {"parameter": printable(parameter)}
     return error
 
 
@@ -101,6 +123,13 @@ class ApiError(Exception):
         self.status = status
         self.errors = [error_object(status, detail, pointer=pointer, parameter=parameter)]
         self.headers = headers
+
+    @classmethod
+    def of(cls, status: int, errors: Sequence[dict[str, Any]]) -> ApiError:
+        """One answer with several error objects (made by `error_object`)."""
+        error = cls(status, errors[0]["detail"])
+        error.errors = list(errors)
+        return error
 
 
 def error_response(
@@ -140,8 +169,13 @@ def _allowed_methods(request: Request) -> list[str]:
     ]
 
 
-async def _validation_error(_: Request, error: Exception) -> JsonApiResponse:
+async def _validation_error(request: Request, error: Exception) -> JsonApiResponse:
     assert isinstance(error, RequestValidationError)
+    from service.api.json_body import body_problem
+
+    # A body that failed to parse reaches validation as None: answer why.
+    if (problem := body_problem(request.scope)) is not None:
+        return error_response(problem.status, problem.errors)
     errors = [_validation_error_object(problem) for problem in error.errors()]
     status = 400 if all(item["status"] == "400" for item in errors) else 422
     return error_response(status, errors)
@@ -150,37 +184,67 @@ async def _validation_error(_: Request, error: Exception) -> JsonApiResponse:
 def _validation_error_object(problem: dict[str, Any]) -> dict[str, Any]:
     if problem.get("type") == "json_invalid":
         reason = problem.get("ctx", {}).get("error", "")
-        return error_object(400, f"the body is not valid JSON{': ' + reason if reason else ''}")
+        detail = f"the body is not valid JSON{': ' + reason if reason else ''}"
+        return error_object(400, detail, pointer="")
     where, *path = problem.get("loc", ("body",))
-    path_text = "/".join(str(part) for part in path)
     if where == "body":
-        return error_object(422, problem["msg"], pointer="/" + path_text)
-    return error_object(400 if where == "query" else 422, problem["msg"], parameter=path_text)
+        return error_object(422, problem["msg"], pointer=json_pointer(path))
+    parameter = "/".join(str(part) for part in path)
+    return error_object(400 if where == "query" else 422, problem["msg"], parameter=parameter)
+
+
+# SQLSTATEs a request may meet in a healthy database, answered 503 to retry:
+# its statement ran past REQUEST_STATEMENT_TIMEOUT (or was cancelled), or it
+# lost a serialization conflict or a deadlock to another transaction.
+_RETRY_LATER = {
+    "57014": "the request took longer than its database time allows; retry, or ask for less",
+    "40001": "the request conflicted with a concurrent change; retry",
+    "40P01": "the request conflicted with a concurrent change; retry",
+}
 
 
 async def _database_error(request: Request, error: Exception) -> JsonApiResponse:
     """A database that is restarting or unreachable is a 503 to retry, not a 500."""
-    from service.errors_database import describe_error, is_transient
+    from service.errors_database import describe_error, is_transient, sqlstate
 
-    if not is_transient(error):
-        return await _unexpected_error(request, error)
+    detail = _RETRY_LATER.get(sqlstate(error) or "")
+    if detail is None and not is_transient(error):
+        return unexpected_error_response(request.method, request.url.path, error)
     logger.warning(
-        "database unavailable on %s %s: %s", request.method, request.url.path, describe_error(error)
+        "database error answered 503 on %s %s: %s",
+        request.method,
+        request.url.path,
+        describe_error(error),
     )
-    return error_response(
-        503, [error_object(503, "the database is unavailable; retry shortly")], {"Retry-After": "2"}
-    )
+    detail = detail or "the database is unavailable; retry shortly"
+    return error_response(503, [error_object(503, detail)], {"Retry-After": "2"})
 
 
-async def _unexpected_error(request: Request, error: Exception) -> JsonApiResponse:
-    logger.exception("unhandled error on %s %s", request.method, request.url.path)
+async def _busy(request: Request, error: Exception) -> JsonApiResponse:
+    """Every pooled connection stayed busy for the pool's whole timeout."""
+    logger.warning("no database connection free on %s %s", request.method, request.url.path)
+    detail = "the service is busy: no database connection became free in time; retry"
+    return error_response(503, [error_object(503, detail)], {"Retry-After": "2"})
+
+
+def unexpected_error_response(method: str, path: str, error: BaseException) -> JsonApiResponse:
+    """A 500, logged once with a traceback that holds no statement parameters."""
+    logger.error(
+        "unhandled error on %s %s: %s",
+        method,
+        path,
+        type(error).__name__,
+        extra={"error_trace": safe_traceback(error)},
+    )
     return error_response(500, [error_object(500, "an unexpected error occurred")])
 
 
 def install_error_handlers(app: FastAPI) -> None:
+    """Answers for the errors handlers raise. Anything else is answered 500 by
+    the request middleware (service/observability.py), which logs it once."""
     app.add_exception_handler(ApiError, _api_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(DBAPIError, _database_error)
     app.add_exception_handler(OSError, _database_error)
-    app.add_exception_handler(Exception, _unexpected_error)
+    app.add_exception_handler(PoolTimeoutError, _busy)

@@ -1,14 +1,22 @@
 """Probes. Liveness never touches the database; readiness reports the migration,
 and once the schema is at head, whether the database answers and is still at
-this code's head (service/schema_watch.py)."""
+this code's head (service/schema_watch.py).
+
+Readiness's status code is public, for probes; what its body says beyond
+"status" (errors, the lock holder's host and address) and /metrics are for the
+operator: served with the operator token (Authorization: Bearer OPERATOR_TOKEN).
+"""
 
 from __future__ import annotations
 
 import asyncio
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse, Response
 
+from service.api.dependencies import is_operator, require_operator
+from service.api.openapi import OPERATOR_ONLY
+from service.errors import ERROR_RESPONSES
 from service.errors_database import describe_error
 from service.metrics import CONTENT_TYPE, Metrics
 from service.migrations import current_revisions
@@ -31,7 +39,7 @@ async def livez() -> dict[str, str]:
 async def readyz(request: Request) -> JSONResponse:
     status: MigrationStatus = request.state.migration
     if not status.ready:
-        return JSONResponse(status.as_json(), status_code=503)
+        return _readiness(request, status.as_json(), 503)
     # At head: ready only while the database answers, so a restarting database
     # takes the replica out of rotation instead of failing its requests; and
     # only while it is still at this code's head.
@@ -39,8 +47,14 @@ async def readyz(request: Request) -> JSONResponse:
     body = status.as_json()
     if problem is not None:
         body.update(status="unready", database="unreachable", error=problem)
-        return JSONResponse(body, status_code=503)
-    return JSONResponse(body, status_code=200 if status.ready else 503)
+        return _readiness(request, body, 503)
+    return _readiness(request, body, 200 if status.ready else 503)
+
+
+def _readiness(request: Request, body: dict[str, object], status_code: int) -> JSONResponse:
+    """The whole account for the operator; only "status" for anyone else."""
+    shown = body if is_operator(request) else {"status": body["status"]}
+    return JSONResponse(shown, status_code=status_code)
 
 
 async def _database_problem(request: Request) -> str | None:
@@ -56,9 +70,14 @@ async def _database_problem(request: Request) -> str | None:
 
 @router.get(
     "/metrics",
-    summary="Prometheus metrics of this worker process",
+    dependencies=[Depends(require_operator)],
+    openapi_extra=OPERATOR_ONLY,
+    summary="Prometheus metrics of this worker process (operator token)",
     response_class=Response,
-    responses={200: {"content": {"text/plain": {"schema": {"type": "string"}}}}},
+    responses={
+        200: {"content": {"text/plain": {"schema": {"type": "string"}}}},
+        **{status: ERROR_RESPONSES[status] for status in (401, 403, 429)},
+    },
 )
 async def metrics(request: Request) -> Response:
     collected: Metrics = request.app.state.metrics

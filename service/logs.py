@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import sys
+import traceback
 from contextvars import ContextVar
 from datetime import UTC, datetime
 
@@ -21,6 +23,54 @@ request_id: ContextVar[str | None] = ContextVar("request_id", default=None)
 _TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s [pid %(process)d] %(message)s"
 _EXTRA_FIELDS = ("request_id", "revision", "method", "path", "route", "status", "duration_ms")
 _OWN_LOGGERS = ("service", "uvicorn", "uvicorn.error", "alembic")
+
+
+# asyncpg names the value it could not encode: "invalid input for query
+# argument $2: 'the value' (reason)". The value may be anything a client sent.
+_ARGUMENT_VALUE = re.compile(r"(invalid input for query argument \$\d+): .*\((.*)\)", re.DOTALL)
+# Control characters (and DEL) in a text log line would let a request forge lines.
+_CONTROL = re.compile("[\x00-\x1f\x7f]")
+
+
+def safe_traceback(error: BaseException) -> str:
+    """The traceback of `error` and its causes, with each exception's message
+    cut to its first line and freed of statement arguments (which
+    hide_parameters keeps out of SQLAlchemy's text, but not out of asyncpg's)."""
+    chain: list[BaseException] = []
+    current: BaseException | None = error
+    while current is not None and current not in chain:
+        chain.append(current)
+        current = current.__cause__ or current.__context__
+    return "\n".join(
+        "Traceback (most recent call last):\n"
+        + "".join(traceback.format_tb(exception.__traceback__))
+        + f"{type(exception).__module__}.{type(exception).__qualname__}: {_safe_message(exception)}"
+        for exception in reversed(chain)
+    )
+
+
+def _safe_message(error: BaseException) -> str:
+    message = _ARGUMENT_VALUE.sub(r"\1 (\2)", str(error))
+    return message.strip().splitlines()[0] if message.strip() else ""
+
+
+def escape_controls(text: str) -> str:
+    """ "\n" as the two characters backslash and n, and so on: one event, one line."""
+    return _CONTROL.sub(lambda found: repr(found.group())[1:-1], text)
+
+
+class TextFormatter(logging.Formatter):
+    """For people: the message on one line (control characters escaped), and an
+    error's traceback, when there is one, on the lines after it."""
+
+    def formatMessage(self, record: logging.LogRecord) -> str:
+        record.message = escape_controls(record.message)
+        return super().formatMessage(record)
+
+    def format(self, record: logging.LogRecord) -> str:
+        text = super().format(record)
+        trace = getattr(record, "error_trace", None)
+        return f"{text}\n{trace}" if trace else text
 
 
 class JsonFormatter(logging.Formatter):
@@ -38,6 +88,8 @@ class JsonFormatter(logging.Formatter):
                 event[name] = value
         if record.exc_info:
             event["exception"] = self.formatException(record.exc_info)
+        elif (trace := getattr(record, "error_trace", None)) is not None:
+            event["exception"] = trace
         return json.dumps(event, default=str)
 
 
@@ -60,7 +112,7 @@ def configure_logging(level: str, log_format: str = "text") -> None:
     """Route the service's, uvicorn's and Alembic's loggers to one stderr handler."""
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(
-        JsonFormatter() if resolve_format(log_format) == "json" else logging.Formatter(_TEXT_FORMAT)
+        JsonFormatter() if resolve_format(log_format) == "json" else TextFormatter(_TEXT_FORMAT)
     )
     handler.addFilter(_RequestIdFilter())
     for name in _OWN_LOGGERS:

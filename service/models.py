@@ -120,11 +120,17 @@ class Environment(TimestampedRecord):
 
 
 class ApiKey(TimestampedRecord):
-    """A secret that acts as one user; only its SHA-256 digest is stored."""
+    """A secret that acts as one user; only its SHA-256 digest is stored.
+
+    Its power is its user's role, capped at `max_role`: the role of whoever made
+    it, at the time (NULL only for keys made by code older than revision 0010;
+    0011 capped the keys that existed then at their user's role).
+    """
 
     __tablename__ = "api_keys"
     __table_args__ = (
         Index("api_keys_account_id_created_at_id_idx", "account_id", "created_at", "id"),
+        CheckConstraint("max_role IN ('OWNER', 'ADMIN', 'MEMBER', 'VIEWER')", name="max_role"),
     )
 
     account_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("accounts.id", ondelete="CASCADE"))
@@ -136,6 +142,12 @@ class ApiKey(TimestampedRecord):
     secret_hash: Mapped[bytes] = mapped_column(LargeBinary(32), unique=True)
     last_used_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     revoked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    # Who made the key: NULL for keys the operator made (account creation,
+    # recovery), made before makers were recorded, or whose maker was deleted.
+    created_by_user_id: Mapped[uuid.UUID | None] = mapped_column(
+        ForeignKey("users.id", ondelete="SET NULL"), index=True
+    )
+    max_role: Mapped[str | None] = mapped_column(String(16))
 
 
 class Config(TimestampedRecord):
@@ -191,3 +203,29 @@ class MigrationAuditEntry(Base):
     database_user: Mapped[str] = mapped_column(String(128))
     runner: Mapped[str] = mapped_column(String(32))
     checksum: Mapped[str | None] = mapped_column(String(64))
+
+
+class OperatorAuditEntry(Base):
+    """One action an operator took from the command line (`python -m service
+    accounts ...`), written in the same transaction as the action itself.
+
+    No foreign keys: the trail outlives the accounts, users and keys it names.
+    """
+
+    __tablename__ = "operator_audit"
+    __table_args__ = (Index("operator_audit_account_id_at_idx", "account_id", "at"),)
+
+    id: Mapped[int] = mapped_column(BigInteger, Identity(always=True), primary_key=True)
+    at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), server_default=func.now(), nullable=False
+    )
+    action: Mapped[str] = mapped_column(String(64))
+    account_id: Mapped[uuid.UUID | None] = mapped_column(UUID(as_uuid=True))
+    user_id: Mapped[uuid.UUID | None] = mapped_column(UUID(as_uuid=True))
+    api_key_id: Mapped[uuid.UUID | None] = mapped_column(UUID(as_uuid=True))
+    reason: Mapped[str] = mapped_column(Text)
+    operator: Mapped[str] = mapped_column(String(128))
+    host: Mapped[str] = mapped_column(String(255))
+    pid: Mapped[int] = mapped_column(BigInteger)
+    database_user: Mapped[str] = mapped_column(String(128))
+    app_version: Mapped[str] = mapped_column(String(64))

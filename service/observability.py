@@ -1,4 +1,5 @@
-"""Per request: an id, a log event and metrics."""
+"""Per request: an id, a log event, metrics, headers every answer carries, and
+the one answer (500, logged once) for an error nothing else handled."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import uuid
 from starlette.datastructures import MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from service.errors import unexpected_error_response
 from service.logs import request_id
 from service.metrics import Metrics
 
@@ -17,6 +19,12 @@ logger = logging.getLogger("service.requests")
 _VALID_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 # Probes are polled constantly: logged at DEBUG only.
 _QUIET_PATHS = {"/livez", "/readyz", "/metrics"}
+# The status logged for a request whose client left before any answer (nginx's).
+CLIENT_CLOSED = 499
+# Every answer is for one key or the operator (or says nothing worth caching):
+# no shared cache may keep it, and no browser may guess its type.
+_ALWAYS = ((b"x-content-type-options", b"nosniff"),)
+_UNLESS_SET = ((b"cache-control", b"no-store"),)
 
 
 class RequestObservability:
@@ -33,18 +41,24 @@ class RequestObservability:
         incoming = dict(scope["headers"]).get(b"x-request-id", b"").decode("latin-1")
         current = incoming if _VALID_REQUEST_ID.match(incoming) else uuid.uuid4().hex
         token = request_id.set(current)
-        status = 500
+        status = CLIENT_CLOSED
         started = time.perf_counter()
 
         async def send_with_id(message: Message) -> None:
             nonlocal status
             if message["type"] == "http.response.start":
                 status = message["status"]
-                MutableHeaders(scope=message).append("X-Request-ID", current)
+                _add_headers(message, current)
             await send(message)
 
         try:
             await self.app(scope, receive, send_with_id)
+        except Exception as error:
+            if status != CLIENT_CLOSED:
+                # The answer has begun: all that is left is to end the connection.
+                raise
+            response = unexpected_error_response(scope["method"], scope["path"], error)
+            await response(scope, receive, send_with_id)
         finally:
             elapsed = time.perf_counter() - started
             route = route_template(scope)
@@ -65,6 +79,15 @@ class RequestObservability:
                 },
             )
             request_id.reset(token)
+
+
+def _add_headers(message: Message, current_request_id: str) -> None:
+    headers = MutableHeaders(scope=message)
+    headers.append("X-Request-ID", current_request_id)
+    raw = message["headers"]
+    raw.extend(_ALWAYS)
+    if "cache-control" not in headers:
+        raw.extend(_UNLESS_SET)
 
 
 def route_template(scope: Scope) -> str:

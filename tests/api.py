@@ -128,3 +128,19 @@ def create_account_over_http(port: int, name: str = "Account") -> str:
     assert response.status_code == 201, response.text
     included = response.json()["included"]
     return str(next(i for i in included if i["type"] == "api-keys")["attributes"]["secret"])
+
+
+def account_with_key(client: httpx.Client, name: str = "Acme") -> tuple[str, list[dict[str, Any]]]:
+    """Create an account through a synchronous client: (its owner's key, what it included)."""
+    created = client.post(
+        "/v1/accounts",
+        headers={"Authorization": f"Bearer {OPERATOR_TOKEN}", "Content-Type": JSONAPI},
+        json=document(
+            "accounts",
+            {"name": name, "owner": {"email": f"owner@{name.lower()}.test", "role": "OWNER"}},
+        ),
+    )
+    assert created.status_code == 201, created.text
+    included: list[dict[str, Any]] = created.json()["included"]
+    key = next(item for item in included if item["type"] == "api-keys")
+    return str(key["attributes"]["secret"]), included

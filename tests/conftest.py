@@ -16,10 +16,16 @@ from sqlalchemy.engine import URL
 
 from settings import Settings
 from tests.postgres import create_database, drop_database, service_url, test_server
-from tests.processes import PROCESS_LOGS, PROCESS_OUTPUTS, PROJECT_ROOT, SERVICE_VARIABLES
+from tests.processes import (
+    OPERATOR_TOKEN,
+    PROCESS_LOGS,
+    PROCESS_OUTPUTS,
+    PROJECT_ROOT,
+    SERVICE_VARIABLES,
+)
 from tests.revisions import HEAD
 
-OPERATOR_TOKEN = "operator-token-for-tests-0123456789abcdef"
+__all__ = ["OPERATOR_TOKEN"]
 
 TEST_MIGRATIONS = PROJECT_ROOT / "tests" / "migrations"
 
@@ -121,6 +127,14 @@ async def migrated_template(admin_url: URL) -> AsyncIterator[str]:
 @pytest.fixture
 async def migrated_database(admin_url: URL, migrated_template: str) -> AsyncIterator[URL]:
     """A database at head for this test alone (a clone of the template)."""
+    url = await create_database(admin_url, template=migrated_template)
+    yield url
+    await drop_database(admin_url, url.database or "")
+
+
+@pytest.fixture(scope="module")
+async def module_database(admin_url: URL, migrated_template: str) -> AsyncIterator[URL]:
+    """A database at head shared by the tests of one module (for a module's server)."""
     url = await create_database(admin_url, template=migrated_template)
     yield url
     await drop_database(admin_url, url.database or "")

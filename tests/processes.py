@@ -16,6 +16,10 @@ import httpx
 from sqlalchemy.engine import URL
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
+# The operator token of every process the tests start (unless a test sets
+# another): /readyz's details and /metrics are the operator's.
+OPERATOR_TOKEN = "operator-token-for-tests-0123456789abcdef"
+OPERATOR = {"Authorization": f"Bearer {OPERATOR_TOKEN}"}
 
 
 # Variables of the developer's shell that would change what a test means.
@@ -52,6 +56,7 @@ def service_environment(**variables: str) -> dict[str, str]:
     environment["PYTHONUNBUFFERED"] = "1"
     # Test-only scenario revisions (tests/migrations) build on the service's head.
     environment["TEST_SCENARIO_BASE"] = HEAD
+    environment["OPERATOR_TOKEN"] = OPERATOR_TOKEN
     environment.update(variables)
     return environment
 
@@ -131,6 +136,8 @@ class ServiceProcess:
         port = free_port()
         arguments = ["-m", "uvicorn", "--factory", "service.app:create_app"]
         arguments += ["--host", "127.0.0.1", "--port", str(port), "--workers", str(workers)]
+        # The bounded protocol `python -m service` uses (README, "Limits").
+        arguments += ["--http", "service.http_protocol:LimitedHttpToolsProtocol"]
         started = cls(arguments, environment, log_path)
         started.port = port
         return started
@@ -166,8 +173,9 @@ class ServiceProcess:
         return self.process.pid
 
     def get(self, path: str) -> httpx.Response | None:
+        """GET as the operator (probes' details and metrics are the operator's)."""
         try:
-            return httpx.get(f"http://127.0.0.1:{self.port}{path}", timeout=2.0)
+            return httpx.get(f"http://127.0.0.1:{self.port}{path}", headers=OPERATOR, timeout=2.0)
         except httpx.TransportError:
             return None
 

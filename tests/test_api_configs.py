@@ -262,3 +262,101 @@ async def test_injection_attempts_in_filters_and_cursors_find_nothing_and_change
         assert refused.status_code == 400, payload
         assert refused.json()["errors"][0]["source"] == {"parameter": "page[after]"}
     assert (await tenant.call("GET", "/v1/configs")).json()["data"] == before
+
+
+# --- bounds: chains, pages and resolved configs -------------------------------------
+
+
+async def _chain(tenant: Tenant, prefix: str, levels: int) -> list[str]:
+    ids: list[str] = []
+    for level in range(levels):
+        made = await tenant.create(
+            "configs",
+            {"key": f"{prefix}-{level}", "name": "C"},
+            parent=ids[-1] if ids else None,
+        )
+        ids.append(made["id"])
+    return ids
+
+
+async def test_re_parenting_counts_the_subtree_that_moves(tenant: Tenant) -> None:
+    """Two chains of 20: hanging one under the other would make 40 levels."""
+    upper = await _chain(tenant, "upper", 20)
+    lower = await _chain(tenant, "lower", 20)
+    moved = await tenant.call(
+        "PATCH",
+        f"/v1/configs/{lower[0]}",
+        body=document("configs", {}, lower[0], parent=upper[-1]),
+    )
+    assert moved.status_code == 422, moved.text
+    assert "would make 40" in moved.json()["errors"][0]["detail"]
+    fits = await tenant.call(
+        "PATCH",
+        f"/v1/configs/{lower[8]}",
+        body=document("configs", {}, lower[8], parent=upper[19]),
+    )
+    assert fits.status_code == 200, fits.text  # 20 + 12 = 32 levels
+
+
+async def test_a_chain_longer_than_the_limit_is_refused_not_cut(
+    tenant: Tenant, migrated_database: URL
+) -> None:
+    """A chain of 40 stored before the limit: resolving it is a 409, never a
+    resolution silently missing its top levels."""
+    items = [{f"level{level}": level} for level in range(40)]
+    parent = await _store_chain(migrated_database, tenant, "old", items)
+    response = await tenant.call(
+        "GET", f"/v1/configs/{parent}/resolved", params={"environment": "production"}
+    )
+    assert response.status_code == 409, response.text
+    assert "longer than 32 levels" in response.json()["errors"][0]["detail"]
+
+
+async def test_a_page_ends_early_once_it_holds_a_megabyte(tenant: Tenant) -> None:
+    items = {f"k{n}": "v" * 290 for n in range(100)}  # about 31 KB each
+    for number in range(40):
+        await tenant.create("configs", {"key": f"big-{number}", "name": "B", "items": items})
+    first = await tenant.call("GET", "/v1/configs", params={"page[size]": "100"})
+    assert first.status_code == 200
+    assert len(first.content) <= 1024 * 1024 + 2048
+    page = first.json()
+    assert 20 < len(page["data"]) < 40
+    assert page["links"]["next"]
+    rest = (await tenant.call("GET", page["links"]["next"])).json()
+    keys = [item["attributes"]["key"] for item in page["data"] + rest["data"]]
+    assert keys == [f"big-{number}" for number in range(40)]
+    assert rest["links"]["next"] is None
+
+
+async def test_a_resolution_larger_than_its_bound_is_refused(
+    tenant: Tenant, migrated_database: URL
+) -> None:
+    """Configs of 0.9 MB each, stored before their size was limited."""
+    items = [{f"l{level}-{n}": "x" * 900 for n in range(1000)} for level in range(3)]
+    parent = await _store_chain(migrated_database, tenant, "huge", items)
+    response = await tenant.call(
+        "GET", f"/v1/configs/{parent}/resolved", params={"environment": "production"}
+    )
+    assert response.status_code == 409, response.text
+    assert "bytes, over" in response.json()["errors"][0]["detail"]
+
+
+async def _store_chain(
+    url: URL, tenant: Tenant, prefix: str, items: list[dict[str, Any]]
+) -> uuid.UUID:
+    """A chain of configs written straight into the database, as data stored
+    before the API's limits; returns the last (deepest) one's id."""
+    connection = await connect(url)
+    parent = None
+    for level, level_items in enumerate(items):
+        parent = await connection.fetchval(
+            "INSERT INTO configs (account_id, key, name, parent_id, items) "
+            "VALUES ($1, $2, 'C', $3, $4::jsonb) RETURNING id",
+            uuid.UUID(tenant.account_id),
+            f"{prefix}-{level}",
+            parent,
+            json.dumps(level_items),
+        )
+    await connection.close()
+    assert parent is not None
+    return parent

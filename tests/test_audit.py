@@ -199,7 +199,9 @@ async def test_database_on_another_branch_or_unknown_is_refused(
 # migrator killed there would): its steps had nowhere to be written. Stopping
 # right below that revision leaves the next run only the revision that creates
 # the trail, which must still name the earlier ones.
-@pytest.mark.parametrize("stopped_after", [4, len(REVISIONS) - 1], ids=["middle", "just-below"])
+@pytest.mark.parametrize(
+    "stopped_after", [4, REVISIONS.index("0009_migration_audit")], ids=["middle", "just-below"]
+)
 async def test_revisions_an_earlier_run_applied_before_the_trail_existed_are_marked_unrecorded(
     empty_database: URL, stopped_after: int
 ) -> None:

@@ -81,3 +81,15 @@ def test_validation_catches_a_misspelt_field() -> None:
     container["livenesProbe"] = container.pop("livenessProbe")
     with pytest.raises(kubernetes_validate.ValidationError):
         kubernetes_validate.validate(deployment, kubernetes_validate.latest_version(), strict=True)
+
+
+def test_the_examples_operator_tokens_cannot_be_deployed() -> None:
+    """Placeholders are refused at startup; compose takes the token from the environment."""
+    from settings import SettingsError, load_settings
+
+    secret = next(d for p in MANIFESTS for d in documents(p) if d["kind"] == "Secret")
+    with pytest.raises(SettingsError, match="OPERATOR_TOKEN: is a placeholder"):
+        load_settings(operator_token=secret["stringData"]["OPERATOR_TOKEN"])
+    compose = yaml.safe_load((PROJECT_ROOT / "compose.yaml").read_text())
+    token = compose["services"]["replica-1"]["environment"]["OPERATOR_TOKEN"]
+    assert token.startswith("${OPERATOR_TOKEN:?")

@@ -12,7 +12,7 @@ from sqlalchemy.engine import URL
 from tests.api import api_client, new_tenant
 from tests.conftest import settings_for
 from tests.postgres import service_url
-from tests.processes import ServiceProcess, service_environment
+from tests.processes import OPERATOR, ServiceProcess, service_environment
 from tests.revisions import REVISIONS
 from tests.test_readiness import holding_lock, running_app, wait_for_phase
 
@@ -28,14 +28,14 @@ def metric(text: str, name: str, **labels: str) -> float | None:
 async def test_migration_metrics_follow_the_bootstrap(empty_database: URL) -> None:
     async with holding_lock(empty_database), running_app(settings_for(empty_database)) as client:
         await wait_for_phase(client, "waiting_for_lock")
-        waiting = (await client.get("/metrics")).text
+        waiting = (await client.get("/metrics", headers=OPERATOR)).text
         assert metric(waiting, "migration_phase", phase="waiting_for_lock") == 1
         assert metric(waiting, "migration_phase", phase="ready") == 0
     async with running_app(
         settings_for(empty_database, migration_lock_name="metrics-test")
     ) as client:
         await wait_for_phase(client, "ready")
-        response = await client.get("/metrics")
+        response = await client.get("/metrics", headers=OPERATOR)
         assert response.headers["content-type"].startswith("text/plain")
         ready = response.text
         assert metric(ready, "migration_phase", phase="ready") == 1
@@ -54,7 +54,7 @@ async def test_request_metrics_count_by_route_and_status(migrated_database: URL)
         tenant = await new_tenant(client)
         before = (
             metric(
-                (await client.get("/metrics")).text,
+                (await client.get("/metrics", headers=OPERATOR)).text,
                 "http_requests_total",
                 method="GET",
                 route="/v1/users/{user_id}",
@@ -65,7 +65,7 @@ async def test_request_metrics_count_by_route_and_status(migrated_database: URL)
         for _ in range(3):
             await tenant.call("GET", f"/v1/users/{uuid.uuid4()}")
         await tenant.call("GET", f"/v1/users/{tenant.owner_id}")
-        text = (await client.get("/metrics")).text
+        text = (await client.get("/metrics", headers=OPERATOR)).text
         assert (
             metric(
                 text, "http_requests_total", method="GET", route="/v1/users/{user_id}", status="404"

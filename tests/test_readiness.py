@@ -17,6 +17,7 @@ from service.app import create_app
 from settings import Settings
 from tests.conftest import OPERATOR_TOKEN, eventually, scenario_config, settings_for
 from tests.postgres import connect
+from tests.processes import OPERATOR
 from tests.revisions import HEAD
 
 LOCK_NAME = "platform-service:schema-migrations"
@@ -32,7 +33,7 @@ async def running_app(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
 
 
 async def readiness(client: httpx.AsyncClient) -> tuple[int, dict[str, Any]]:
-    response = await client.get("/readyz")
+    response = await client.get("/readyz", headers=OPERATOR)
     return response.status_code, response.json()
 
 
@@ -209,7 +210,7 @@ async def test_database_password_never_reaches_readiness(admin_url: URL, secret:
     async with running_app(settings_for(closed)) as client:
         body = await wait_for_phase(client, "waiting_for_database")
         assert body["error"]
-        assert secret not in (await client.get("/readyz")).text
+        assert secret not in (await client.get("/readyz", headers=OPERATOR)).text
         assert secret not in (await client.get("/v1/service")).text
 
 

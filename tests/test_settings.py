@@ -102,6 +102,58 @@ def test_migration_url_is_separate_when_given() -> None:
             "/no/such/alembic.ini",
             "ALEMBIC_CONFIG: /no/such/alembic.ini is not a file",
         ),
+        (
+            "MIGRATION_LOCK_TIMEOUT",
+            "inf",
+            "MIGRATION_LOCK_TIMEOUT: Input should be a finite number",
+        ),
+        (
+            "MIGRATION_STATEMENT_TIMEOUT",
+            "1e400",
+            "MIGRATION_STATEMENT_TIMEOUT: Input should be a finite number",
+        ),
+        (
+            "DATABASE_POOL_SIZE",
+            "\u0661\u0660",
+            "DATABASE_POOL_SIZE: Input should be a valid integer",
+        ),
+        ("HTTP_MAX_HEAD_BYTES", "\u00b2", "HTTP_MAX_HEAD_BYTES: Input should be a valid integer"),
+        ("HTTP_HEAD_TIMEOUT", "0", "HTTP_HEAD_TIMEOUT: Input should be greater than 0"),
+        ("HTTP_BODY_TIMEOUT", "NaN", "HTTP_BODY_TIMEOUT: Input should be a finite number"),
+        (
+            "HTTP_MAX_CONNECTIONS",
+            "0",
+            "HTTP_MAX_CONNECTIONS: Input should be greater than or equal to 1",
+        ),
+        (
+            "REQUEST_STATEMENT_TIMEOUT",
+            "-1",
+            "REQUEST_STATEMENT_TIMEOUT: Input should be greater than or equal to 0",
+        ),
+        ("RATE_LIMIT_PER_KEY", "Infinity", "RATE_LIMIT_PER_KEY: Input should be a finite number"),
+        (
+            "RATE_LIMIT_AUTH_FAILURES",
+            "-5",
+            "RATE_LIMIT_AUTH_FAILURES: Input should be greater than or equal to 0",
+        ),
+        ("OPERATOR_TOKEN", "short", "OPERATOR_TOKEN: must be at least 32 characters"),
+        ("OPERATOR_TOKEN", "a" * 40, "OPERATOR_TOKEN: repeats itself too much"),
+        ("OPERATOR_TOKEN", "abcdefgh" * 5, "OPERATOR_TOKEN: repeats itself too much"),
+        (
+            "OPERATOR_TOKEN",
+            "CHANGE-ME-to-at-least-32-random-characters",
+            "OPERATOR_TOKEN: is a placeholder from an example",
+        ),
+        (
+            "OPERATOR_TOKEN",
+            "demo-operator-token-change-me-0123456789",
+            "OPERATOR_TOKEN: is a placeholder from an example",
+        ),
+        (
+            "OPERATOR_TOKEN",
+            "3f9c1e0b7a5d4c2e8f6a1b0c9d7e5f3a 2b4c",
+            "OPERATOR_TOKEN: must be printable ASCII without spaces",
+        ),
     ],
 )
 def test_invalid_settings_are_refused_by_name(
@@ -112,6 +164,15 @@ def test_invalid_settings_are_refused_by_name(
         load_settings()
     assert expected in str(refused.value)
     assert SECRET not in str(refused.value)
+    if variable == "OPERATOR_TOKEN":
+        assert value not in str(refused.value)
+
+
+def test_a_random_operator_token_is_accepted() -> None:
+    import secrets
+
+    for token in (secrets.token_hex(16), secrets.token_urlsafe(32)):
+        assert load_settings(operator_token=token).operator_token is not None
 
 
 def test_migration_url_without_database_url_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -2,26 +2,28 @@
 
 from __future__ import annotations
 
-import hmac
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter
 from pydantic import StringConstraints
 from sqlalchemy import func, insert, select, update
 
 from service.api import environments as environments_api
 from service.api.api_keys import issue_key
-from service.api.dependencies import Database, Owner, Viewer
+from service.api.dependencies import Database, Operator, Owner, Viewer
+from service.api.json_body import JsonApiRoute
 from service.api.jsonapi import Document, Strict, expect_type, resource, respond, single
+from service.api.limits import NO_NUL
+from service.api.openapi import OPERATOR_ONLY
 from service.api.users import UserCreate, insert_user, user_resource
 from service.errors import ApiError, JsonApiResponse
 from service.models import Account, table
 
-router = APIRouter(tags=["accounts"])
+router = APIRouter(tags=["accounts"], route_class=JsonApiRoute)
 accounts = table(Account)
 TYPE = "accounts"
 ATTRIBUTES = ("name", "created_at", "updated_at")
-Name = Annotated[str, StringConstraints(min_length=1, max_length=200)]
+Name = Annotated[str, StringConstraints(min_length=1, max_length=200, pattern=NO_NUL)]
 
 
 class AccountCreate(Strict):
@@ -39,31 +41,19 @@ def account_resource(row: Any) -> dict[str, Any]:
     return document
 
 
-def _require_operator(request: Request) -> None:
-    token = request.app.state.operator_token
-    scheme, _, presented = request.headers.get("authorization", "").partition(" ")
-    if token is None:
-        raise ApiError(403, "account creation is disabled: OPERATOR_TOKEN is not set")
-    if scheme.lower() != "bearer" or not hmac.compare_digest(
-        presented.strip().encode(), token.encode()
-    ):
-        raise ApiError(
-            401,
-            "the operator token is required",
-            headers={"WWW-Authenticate": 'Bearer realm="operator"'},
-        )
+def _identifiers(resources: list[dict[str, Any]]) -> list[dict[str, str]]:
+    return [{"type": item["type"], "id": item["id"]} for item in resources]
 
 
 @router.post(
     "/accounts",
     status_code=201,
     response_class=JsonApiResponse,
+    dependencies=[Operator],
+    openapi_extra=OPERATOR_ONLY,
     summary="Create an account with its owner, default environments and a first API key (operator token)",
 )
-async def create_account(
-    request: Request, body: Document[AccountCreate], connection: Database
-) -> JsonApiResponse:
-    _require_operator(request)
+async def create_account(body: Document[AccountCreate], connection: Database) -> JsonApiResponse:
     expect_type(body, TYPE)
     values = body.data.attributes
     if values.owner.role != "OWNER":
@@ -75,18 +65,24 @@ async def create_account(
         .mappings()
         .one()
     )
-    owner = await insert_user(connection, account["id"], values.owner)
-    created_environments = await environments_api.create_defaults(connection, account["id"])
-    key = await issue_key(connection, account["id"], owner["id"], "first key")
+    owner_row = await insert_user(connection, account["id"], values.owner, "/data/attributes/owner")
+    owner = user_resource(owner_row)
+    created_environments = [
+        environments_api.environment_resource(row)
+        for row in await environments_api.create_defaults(connection, account["id"])
+    ]
+    key = await issue_key(
+        connection, account["id"], owner_row["id"], "first key", max_role="OWNER", made_by=None
+    )
+    document = account_resource(account)
+    # Full linkage: every included resource is named by the primary data.
+    document["relationships"] = {
+        "owner": {"data": _identifiers([owner])[0]},
+        "environments": {"data": _identifiers(created_environments)},
+        "api-keys": {"data": _identifiers([key])},
+    }
     return respond(
-        single(
-            account_resource(account),
-            included=[
-                user_resource(owner),
-                *map(environments_api.environment_resource, created_environments),
-                key,
-            ],
-        ),
+        single(document, included=[owner, *created_environments, key]),
         201,
         {"Location": "/v1/account", "Cache-Control": "no-store"},
     )

@@ -1,4 +1,11 @@
-"""API keys of the caller's account. The secret is returned once, at creation."""
+"""API keys of the caller's account. The secret is returned once, at creation.
+
+A key acts as its user, with the user's role capped at the role its maker had
+when it made it (`max_role`): a key never gains power after it is made, so a
+key an ADMIN made for a MEMBER stays below OWNER if that MEMBER is promoted.
+Nobody creates or revokes keys of a user who outranks them, and the account's
+last key that acts as OWNER cannot be revoked (make another one first).
+"""
 
 from __future__ import annotations
 
@@ -7,15 +14,16 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Request, Response
 from pydantic import StringConstraints
-from sqlalchemy import func, insert, select, update
+from sqlalchemy import func, insert, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from service import keys
-from service.api.common import one_in_account, paged, rows
-from service.api.dependencies import Admin, Database
+from service.api.common import lock_account, one_in_account, paged, rows
+from service.api.dependencies import Admin, Caller, Database, capped_role
+from service.api.json_body import JsonApiRoute
 from service.api.jsonapi import (
     Document,
-    Page,
+    PageQuery,
     Strict,
     expect_type,
     listing,
@@ -24,24 +32,38 @@ from service.api.jsonapi import (
     respond,
     single,
 )
+from service.api.limits import NO_NUL
 from service.errors import ApiError, JsonApiResponse
 from service.models import ApiKey, User, table
 
-router = APIRouter(prefix="/api-keys", tags=["api-keys"])
+router = APIRouter(prefix="/api-keys", tags=["api-keys"], route_class=JsonApiRoute)
 api_keys = table(ApiKey)
 users = table(User)
 TYPE = "api-keys"
-ATTRIBUTES = ("name", "prefix", "last_used_at", "revoked_at", "created_at", "updated_at")
+ATTRIBUTES = (
+    "name",
+    "prefix",
+    "max_role",
+    "last_used_at",
+    "revoked_at",
+    "created_at",
+    "updated_at",
+)
 # Never selected back out: the digest stays in the database.
 _PUBLIC = [column for column in api_keys.c if column.name != "secret_hash"]
 
 
 class ApiKeyCreate(Strict):
-    name: Annotated[str, StringConstraints(min_length=1, max_length=200)]
+    name: Annotated[str, StringConstraints(min_length=1, max_length=200, pattern=NO_NUL)]
 
 
 def key_resource(row: Any, secret: str | None = None) -> dict[str, Any]:
-    document = resource(TYPE, row, ATTRIBUTES, {"user": ("users", row["user_id"])})
+    document = resource(
+        TYPE,
+        row,
+        ATTRIBUTES,
+        {"user": ("users", row["user_id"]), "created_by": ("users", row["created_by_user_id"])},
+    )
     document["links"] = {"self": f"/v1/api-keys/{row['id']}"}
     if secret is not None:
         document["attributes"]["secret"] = secret
@@ -49,9 +71,19 @@ def key_resource(row: Any, secret: str | None = None) -> dict[str, Any]:
 
 
 async def issue_key(
-    connection: AsyncConnection, account_id: uuid.UUID, user_id: uuid.UUID, name: str
+    connection: AsyncConnection,
+    account_id: uuid.UUID,
+    user_id: uuid.UUID,
+    name: str,
+    *,
+    max_role: str,
+    made_by: uuid.UUID | None,
 ) -> dict[str, Any]:
-    """Create a key; the only time its secret is known to the service."""
+    """Create a key; the only time its secret is known to the service.
+
+    `made_by` is the user who made it (None: the operator), `max_role` the role
+    it is capped at: its maker's, now.
+    """
     secret = keys.new_key()
     statement = (
         insert(api_keys)
@@ -61,6 +93,8 @@ async def issue_key(
             name=name,
             prefix=keys.visible_prefix(secret),
             secret_hash=keys.digest(secret),
+            max_role=max_role,
+            created_by_user_id=made_by,
         )
         .returning(*_PUBLIC)
     )
@@ -69,11 +103,12 @@ async def issue_key(
 
 
 @router.get("", response_class=JsonApiResponse, summary="List API keys, without secrets (ADMIN)")
-async def list_keys(request: Request, caller: Admin, connection: Database) -> JsonApiResponse:
-    page = Page.from_request(request)
+async def list_keys(
+    request: Request, page: PageQuery, caller: Admin, connection: Database
+) -> Response:
     query = select(*_PUBLIC).where(api_keys.c.account_id == caller.account_id)
     found = await rows(connection, paged(query, api_keys, page))
-    return respond(listing(request, page, found, [key_resource(row) for row in found]))
+    return listing(request, page, found, key_resource)
 
 
 @router.get(
@@ -82,7 +117,7 @@ async def list_keys(request: Request, caller: Admin, connection: Database) -> Js
     summary="Get an API key, without its secret (ADMIN)",
 )
 async def get_key(key_id: uuid.UUID, caller: Admin, connection: Database) -> JsonApiResponse:
-    row = await one_in_account(connection, api_keys, caller.account_id, key_id)
+    row = await one_in_account(connection, api_keys, caller.account_id, key_id, _PUBLIC)
     return respond(single(key_resource(row)))
 
 
@@ -90,7 +125,8 @@ async def get_key(key_id: uuid.UUID, caller: Admin, connection: Database) -> Jso
     "",
     status_code=201,
     response_class=JsonApiResponse,
-    summary="Create an API key for a user (default: the caller's); the secret is shown once (ADMIN)",
+    summary="Create an API key for a user (default: the caller's), capped at the caller's role; "
+    "the secret is shown once (ADMIN)",
 )
 async def create_key(
     body: Document[ApiKeyCreate], caller: Admin, connection: Database
@@ -100,23 +136,62 @@ async def create_key(
     if given and user_id is None:
         raise ApiError(422, "a key must belong to a user", pointer="/data/relationships/user/data")
     user = await one_in_account(connection, users, caller.account_id, user_id or caller.user_id)
-    if not caller.outranks_or_equals(user["role"]):
-        raise ApiError(
-            403, f"a {caller.role} cannot create keys for a user whose role is {user['role']}"
-        )
-    document = await issue_key(connection, caller.account_id, user["id"], body.data.attributes.name)
+    _may_act_on_keys_of(caller, user["role"], "create keys for")
+    document = await issue_key(
+        connection,
+        caller.account_id,
+        user["id"],
+        body.data.attributes.name,
+        max_role=caller.role,
+        made_by=caller.user_id,
+    )
     headers = {"Location": document["links"]["self"], "Cache-Control": "no-store"}
     return respond(single(document), 201, headers)
 
 
 @router.delete(
-    "/{key_id}", status_code=204, summary="Revoke an API key; it is refused from then on (ADMIN)"
+    "/{key_id}",
+    status_code=204,
+    summary="Revoke an API key; it is refused from then on (ADMIN; not the last OWNER key)",
 )
 async def revoke_key(key_id: uuid.UUID, caller: Admin, connection: Database) -> Response:
-    await one_in_account(connection, api_keys, caller.account_id, key_id)
+    await lock_account(connection, caller.account_id)
+    key = await one_in_account(connection, api_keys, caller.account_id, key_id, _PUBLIC)
+    user_role = str(
+        await connection.scalar(select(users.c.role).where(users.c.id == key["user_id"]))
+    )
+    _may_act_on_keys_of(caller, user_role, "revoke keys of")
     await connection.execute(
         update(api_keys)
         .where(api_keys.c.id == key_id, api_keys.c.revoked_at.is_(None))
         .values(revoked_at=func.now(), updated_at=func.now())
     )
+    if key["revoked_at"] is None and capped_role(user_role, key["max_role"]) == "OWNER":
+        await keep_an_owner_key(connection, caller.account_id)
     return Response(status_code=204)
+
+
+def _may_act_on_keys_of(caller: Caller, role: str, action: str) -> None:
+    if not caller.outranks_or_equals(role):
+        raise ApiError(403, f"a key acting as {caller.role} cannot {action} a user who is {role}")
+
+
+async def keep_an_owner_key(connection: AsyncConnection, account_id: uuid.UUID) -> None:
+    """409 unless a live key still acts as OWNER: without one, nobody could
+    act as the account's owner again (only the operator's recovery could)."""
+    remaining = await connection.scalar(
+        select(api_keys.c.id)
+        .join(users, users.c.id == api_keys.c.user_id)
+        .where(
+            api_keys.c.account_id == account_id,
+            api_keys.c.revoked_at.is_(None),
+            users.c.role == "OWNER",
+            or_(api_keys.c.max_role.is_(None), api_keys.c.max_role == "OWNER"),
+        )
+        .limit(1)
+    )
+    if remaining is None:
+        raise ApiError(
+            409,
+            "the account would have no key left that acts as OWNER; make another OWNER key first",
+        )

@@ -13,6 +13,9 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from service.api.jsonapi import Page
 from service.errors import ApiError
+from service.models import Account, table
+
+accounts = table(Account)
 
 
 async def one_in_account(
@@ -20,17 +23,29 @@ async def one_in_account(
     table: Table,
     account_id: uuid.UUID,
     row_id: uuid.UUID,
+    columns: Sequence[Any] | None = None,
     *,
     lock: bool = False,
 ) -> Mapping[Any, Any]:
-    """The row of this account with this id; 404 for any other account's row as for none."""
-    query = select(table).where(table.c.id == row_id, table.c.account_id == account_id)
+    """The row of this account with this id (its `columns`, or all); 404 for any
+    other account's row as for none."""
+    query = select(*(columns or [table])).where(
+        table.c.id == row_id, table.c.account_id == account_id
+    )
     if lock:
         query = query.with_for_update()
     row = (await connection.execute(query)).mappings().first()
     if row is None:
         raise ApiError(404, f"no {table.name[:-1].replace('_', ' ')} with id {row_id}")
     return row
+
+
+async def lock_account(connection: AsyncConnection, account_id: uuid.UUID) -> None:
+    """Serialise changes to who may act as OWNER within an account, so two
+    concurrent requests cannot both pass a last-owner check."""
+    await connection.execute(
+        select(accounts.c.id).where(accounts.c.id == account_id).with_for_update()
+    )
 
 
 def paged(query: Select[Any], table: Table, page: Page) -> Select[Any]:

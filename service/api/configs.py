@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import uuid
 from typing import Annotated, Any
 
@@ -14,11 +13,13 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from service.api.common import conflict_from, one_in_account, paged, rows
 from service.api.dependencies import Database, Member, Viewer
+from service.api.json_body import JsonApiRoute, parse_json, problems
 from service.api.jsonapi import (
     Document,
-    Page,
+    PageQuery,
     Strict,
     changed_attributes,
+    encode,
     expect_type,
     listing,
     related_id,
@@ -26,11 +27,18 @@ from service.api.jsonapi import (
     respond,
     single,
 )
+from service.api.limits import (
+    MAX_CHAIN_DEPTH,
+    MAX_RESOLVED_BYTES,
+    NO_NUL,
+    ConfigItems,
+    ConfigOverrides,
+)
 from service.configs_resolution import resolve
-from service.errors import ApiError, JsonApiResponse
+from service.errors import JSONAPI_MEDIA_TYPE, ApiError, JsonApiResponse
 from service.models import Config, Environment, table
 
-router = APIRouter(prefix="/configs", tags=["configs"])
+router = APIRouter(prefix="/configs", tags=["configs"], route_class=JsonApiRoute)
 configs = table(Config)
 environments = table(Environment)
 TYPE = "configs"
@@ -42,24 +50,36 @@ CONFLICTS = {
         "/data",
     ),
 }
-# The longest parent chain accepted; also bounds the cycle search.
-MAX_DEPTH = 32
 
 Key = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")]
-Name = Annotated[str, StringConstraints(min_length=1, max_length=200)]
-Description = Annotated[str, StringConstraints(max_length=10_000)]
+Name = Annotated[str, StringConstraints(min_length=1, max_length=200, pattern=NO_NUL)]
+Description = Annotated[str, StringConstraints(max_length=10_000, pattern=NO_NUL)]
 
+# The config and its ancestors, nearest first, at most :limit of them.
 _ANCESTORS = text(
     """
     WITH RECURSIVE chain AS (
-        SELECT id, parent_id, items, environments, 0 AS depth FROM configs
+        SELECT id, parent_id, items, environments, 1 AS level FROM configs
          WHERE id = :id AND account_id = :account_id
         UNION ALL
-        SELECT c.id, c.parent_id, c.items, c.environments, chain.depth + 1
+        SELECT c.id, c.parent_id, c.items, c.environments, chain.level + 1
           FROM configs AS c JOIN chain ON c.id = chain.parent_id
-         WHERE chain.depth < :max_depth
+         WHERE chain.level < :limit
     )
-    SELECT id, parent_id, items, environments, depth FROM chain ORDER BY depth DESC
+    SELECT id, parent_id, items, environments, level FROM chain ORDER BY level DESC
+    """
+)
+# Levels of the config's subtree (1: no children), searched no deeper than :limit.
+_SUBTREE_HEIGHT = text(
+    """
+    WITH RECURSIVE tree AS (
+        SELECT id, 1 AS level FROM configs WHERE id = :id
+        UNION ALL
+        SELECT c.id, tree.level + 1
+          FROM configs AS c JOIN tree ON c.parent_id = tree.id
+         WHERE tree.level < :limit
+    )
+    SELECT max(level) FROM tree
     """
 )
 
@@ -68,15 +88,15 @@ class ConfigCreate(Strict):
     key: Key
     name: Name
     description: Description | None = None
-    items: dict[str, Any] = Field(default_factory=dict)
-    environments: dict[str, dict[str, Any]] = Field(default_factory=dict)
+    items: ConfigItems = Field(default_factory=dict)
+    environments: ConfigOverrides = Field(default_factory=dict)
 
 
 class ConfigUpdate(Strict):
     name: Name | None = None
     description: Description | None = None
-    items: dict[str, Any] | None = None
-    environments: dict[str, dict[str, Any]] | None = None
+    items: ConfigItems | None = None
+    environments: ConfigOverrides | None = None
 
 
 def config_resource(row: Any) -> dict[str, Any]:
@@ -86,13 +106,16 @@ def config_resource(row: Any) -> dict[str, Any]:
 def items_filter(raw: str) -> dict[str, Any]:
     """filter[items] is a JSON object the config's items must contain."""
     try:
-        wanted = json.loads(raw)
+        wanted = parse_json(raw)
     except (ValueError, RecursionError):
-        raise ApiError(
-            400, "filter[items] must be a JSON object", parameter="filter[items]"
-        ) from None
+        wanted = None
     if not isinstance(wanted, dict):
         raise ApiError(400, "filter[items] must be a JSON object", parameter="filter[items]")
+    if found := problems(wanted):
+        pointer, problem = found[0]
+        raise ApiError(
+            400, f"filter[items] at {pointer or '/'} {problem}", parameter="filter[items]"
+        )
     return wanted
 
 
@@ -113,16 +136,24 @@ def list_query(
     response_class=JsonApiResponse,
     summary="List configs (filter[key], filter[items]=<JSON object>)",
 )
-async def list_configs(request: Request, caller: Viewer, connection: Database) -> JsonApiResponse:
-    page = Page.from_request(request, filters=("key", "items"))
-    raw_items = request.query_params.get("filter[items]")
+async def list_configs(
+    request: Request,
+    page: PageQuery,
+    caller: Viewer,
+    connection: Database,
+    key: Annotated[str | None, Query(alias="filter[key]", pattern=NO_NUL)] = None,
+    items: Annotated[
+        str | None,
+        # A JSON object the config's items contain; not in the OpenAPI document,
+        # whose query parameters cannot say "JSON text" (README documents it).
+        Query(alias="filter[items]", include_in_schema=False),
+    ] = None,
+) -> Response:
     query = list_query(
-        caller.account_id,
-        key=request.query_params.get("filter[key]"),
-        items=items_filter(raw_items) if raw_items is not None else None,
+        caller.account_id, key=key, items=items_filter(items) if items is not None else None
     )
     found = await rows(connection, paged(query, configs, page))
-    return respond(listing(request, page, found, [config_resource(row) for row in found]))
+    return listing(request, page, found, config_resource)
 
 
 @router.get("/{config_id}", response_class=JsonApiResponse, summary="Get a config")
@@ -143,20 +174,17 @@ async def resolved_config(
     config_id: uuid.UUID,
     caller: Viewer,
     connection: Database,
-    environment: Annotated[str, Query(min_length=1, max_length=64)],
-) -> JsonApiResponse:
-    chain = (
-        (
-            await connection.execute(
-                _ANCESTORS,
-                {"id": config_id, "account_id": caller.account_id, "max_depth": MAX_DEPTH},
-            )
-        )
-        .mappings()
-        .all()
-    )
+    environment: Annotated[str, Query(min_length=1, max_length=64, pattern=NO_NUL)],
+) -> Response:
+    chain = await _chain(connection, caller.account_id, config_id)
     if not chain:
         raise ApiError(404, f"no config with id {config_id}")
+    if chain[0]["parent_id"] is not None:
+        raise ApiError(
+            409,
+            f"the config's parent chain is longer than {MAX_CHAIN_DEPTH} levels (it was built "
+            "before that limit); re-parent one of its ancestors",
+        )
     known = await connection.scalar(
         select(func.count()).where(
             environments.c.account_id == caller.account_id, environments.c.key == environment
@@ -164,7 +192,7 @@ async def resolved_config(
     )
     if not known:
         raise ApiError(400, f"no environment with key {environment!r}", parameter="environment")
-    return respond(
+    body = encode(
         single(
             {
                 "type": "resolved-configs",
@@ -175,6 +203,24 @@ async def resolved_config(
             meta={"chain": [str(row["id"]) for row in chain]},
         )
     )
+    if len(body) > MAX_RESOLVED_BYTES:
+        raise ApiError(
+            409,
+            f"the resolved config is {len(body)} bytes, over {MAX_RESOLVED_BYTES}: its chain holds "
+            "configs stored before their size was limited; make them smaller",
+        )
+    return Response(body, media_type=JSONAPI_MEDIA_TYPE)
+
+
+async def _chain(
+    connection: AsyncConnection, account_id: uuid.UUID, config_id: uuid.UUID
+) -> list[Any]:
+    """The config's chain from the root down, one level more than allowed, so a
+    chain built before the limit shows (its root then still has a parent)."""
+    found = await connection.execute(
+        _ANCESTORS, {"id": config_id, "account_id": account_id, "limit": MAX_CHAIN_DEPTH + 1}
+    )
+    return list(found.mappings())
 
 
 @router.post(
@@ -190,7 +236,7 @@ async def create_config(
     if parent_id is not None:
         await _lock_tree(connection, caller.account_id)
         await one_in_account(connection, configs, caller.account_id, parent_id)
-        await _check_depth(connection, caller.account_id, parent_id)
+        await _check_depth(connection, caller.account_id, parent_id, subtree_height=1)
     statement = (
         insert(configs)
         .values(account_id=caller.account_id, parent_id=parent_id, **values.model_dump())
@@ -223,6 +269,10 @@ async def update_config(
         if parent_id is not None:
             await one_in_account(connection, configs, caller.account_id, parent_id)
             await _refuse_cycle(connection, caller.account_id, config_id, parent_id)
+            height = await connection.scalar(
+                _SUBTREE_HEIGHT, {"id": config_id, "limit": MAX_CHAIN_DEPTH + 1}
+            )
+            await _check_depth(connection, caller.account_id, parent_id, subtree_height=height)
         changes["parent_id"] = parent_id
     if not changes:
         return respond(single(config_resource(current)))
@@ -261,7 +311,7 @@ async def _ancestors(
     connection: AsyncConnection, account_id: uuid.UUID, start: uuid.UUID
 ) -> list[uuid.UUID]:
     found = await connection.execute(
-        _ANCESTORS, {"id": start, "account_id": account_id, "max_depth": MAX_DEPTH}
+        _ANCESTORS, {"id": start, "account_id": account_id, "limit": MAX_CHAIN_DEPTH + 1}
     )
     return [row["id"] for row in found.mappings()]
 
@@ -269,28 +319,25 @@ async def _ancestors(
 async def _refuse_cycle(
     connection: AsyncConnection, account_id: uuid.UUID, config_id: uuid.UUID, parent_id: uuid.UUID
 ) -> None:
-    ancestors = await _ancestors(connection, account_id, parent_id)
-    if config_id in ancestors:
+    if config_id in await _ancestors(connection, account_id, parent_id):
         raise ApiError(
             409,
             "that parent would make a cycle: the config is among its ancestors",
             pointer="/data/relationships/parent",
         )
-    if len(ancestors) >= MAX_DEPTH:
-        raise ApiError(
-            422,
-            f"parent chains are limited to {MAX_DEPTH} levels",
-            pointer="/data/relationships/parent",
-        )
 
 
 async def _check_depth(
-    connection: AsyncConnection, account_id: uuid.UUID, parent_id: uuid.UUID
+    connection: AsyncConnection, account_id: uuid.UUID, parent_id: uuid.UUID, subtree_height: int
 ) -> None:
-    if len(await _ancestors(connection, account_id, parent_id)) >= MAX_DEPTH:
+    """The parent's chain, plus the config and everything under it, must fit
+    in MAX_CHAIN_DEPTH levels: moving a config moves its whole subtree."""
+    levels = len(await _ancestors(connection, account_id, parent_id)) + subtree_height
+    if levels > MAX_CHAIN_DEPTH:
         raise ApiError(
             422,
-            f"parent chains are limited to {MAX_DEPTH} levels",
+            f"parent chains are limited to {MAX_CHAIN_DEPTH} levels; this parent would make "
+            f"{levels}",
             pointer="/data/relationships/parent",
         )
 

@@ -1,4 +1,11 @@
-"""Request dependencies: the readiness gate, the transaction, the caller and its role."""
+"""Request dependencies: the readiness gate, the transaction, the caller and its
+role, then the request itself.
+
+Order matters and is the same on every route: the schema must be ready, the
+caller authenticated (and rate limited), its role checked; only then are the
+query parameters and the body looked at (`checked_request`), so an anonymous
+caller learns nothing about the API from its answers.
+"""
 
 from __future__ import annotations
 
@@ -10,10 +17,14 @@ from dataclasses import dataclass, field
 from typing import Annotated, Any
 
 from fastapi import Depends, Request
+from fastapi.dependencies.models import Dependant
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection
+from starlette.routing import BaseRoute
 
 from service import keys
+from service.api.json_body import raise_body_problem, text_problem
+from service.api.rate_limits import RateLimits, retry_after
 from service.errors import ApiError
 from service.status import MigrationStatus
 
@@ -22,12 +33,14 @@ ROLE_RANK = {"VIEWER": 0, "MEMBER": 1, "ADMIN": 2, "OWNER": 3}
 
 _CALLER = text(
     """
-    SELECT k.id AS key_id, k.account_id, k.user_id, k.secret_hash, u.role
+    SELECT k.id AS key_id, k.account_id, k.user_id, k.secret_hash, k.max_role, u.role
       FROM api_keys AS k JOIN users AS u ON u.id = k.user_id
      WHERE k.secret_hash = :digest AND k.revoked_at IS NULL
     """
 )
 _TOUCH_KEY = text("UPDATE api_keys SET last_used_at = now() WHERE id = :id")
+# The operator's requests share one bucket of the per-key limit.
+_OPERATOR = "operator"
 
 
 async def require_ready(request: Request) -> None:
@@ -41,18 +54,67 @@ async def require_ready(request: Request) -> None:
         )
 
 
+def checked_request(request: Request) -> None:
+    """Once the caller is known: its query parameters, then its body's problem."""
+    known_query_parameters(request)
+    raise_body_problem(request)
+
+
+def known_query_parameters(request: Request) -> None:
+    """400 for a query parameter the route does not declare (JSON:API: a server
+    MUST NOT ignore what it does not understand), or whose value PostgreSQL
+    could not compare (a NUL character)."""
+    allowed = _declared_query_parameters(request.scope["route"])
+    for name, value in request.query_params.multi_items():
+        if name not in allowed:
+            listed = ", ".join(sorted(allowed)) or "none"
+            raise ApiError(
+                400, f"unknown query parameter {name!r}; allowed: {listed}", parameter=name
+            )
+        if problem := text_problem(value):
+            raise ApiError(400, f"{name} {problem}", parameter=name)
+
+
+_QUERY_NAMES = "_service_query_parameters"
+
+
+def _declared_query_parameters(route: BaseRoute) -> frozenset[str]:
+    """The query parameters a route declares, its dependencies' included;
+    kept on the route (routes are not hashable), worked out once."""
+    names: frozenset[str] | None = getattr(route, _QUERY_NAMES, None)
+    if names is None:
+        names = frozenset(_query_names(route.dependant))  # type: ignore[attr-defined]
+        setattr(route, _QUERY_NAMES, names)
+    return names
+
+
+def _query_names(dependant: Dependant) -> set[str]:
+    names = {parameter.alias for parameter in dependant.query_params}
+    for dependency in dependant.dependencies:
+        names |= _query_names(dependency)
+    return names
+
+
 async def database(request: Request) -> AsyncIterator[AsyncConnection]:
-    """One transaction per request: committed when the handler succeeds, rolled back otherwise."""
+    """One transaction per request: committed when the handler succeeds, rolled
+    back otherwise. Its scope is the endpoint function (not the request), so
+    the commit happens before the answer is sent and a commit that fails is
+    answered as the error it is: a 2xx always means committed."""
     async with request.state.engine.begin() as connection:
         yield connection
 
 
-Database = Annotated[AsyncConnection, Depends(database)]
+Database = Annotated[AsyncConnection, Depends(database, scope="function")]
 
 
 @dataclass(frozen=True)
 class Caller:
-    """Who is calling: an API key, acting as its user, in its account."""
+    """Who is calling: an API key, acting as its user, in its account.
+
+    `role` is the key's power: its user's role now, capped at `max_role`, the
+    role its maker had when the key was made (None for a key made by the
+    previous release during a rolling deploy: no cap).
+    """
 
     key_id: uuid.UUID
     account_id: uuid.UUID
@@ -61,6 +123,13 @@ class Caller:
 
     def outranks_or_equals(self, role: str) -> bool:
         return ROLE_RANK[self.role] >= ROLE_RANK[role]
+
+
+def capped_role(user_role: str, max_role: str | None) -> str:
+    """The lower of a user's role and a key's cap."""
+    if max_role is None or ROLE_RANK[max_role] >= ROLE_RANK[user_role]:
+        return user_role
+    return max_role
 
 
 @dataclass
@@ -82,34 +151,84 @@ class KeyUsage:
         return True
 
 
-def _unauthorized(detail: str) -> ApiError:
-    return ApiError(401, detail, headers={"WWW-Authenticate": 'Bearer realm="platform"'})
+def _unauthorized(detail: str, realm: str = "platform") -> ApiError:
+    return ApiError(401, detail, headers={"WWW-Authenticate": f'Bearer realm="{realm}"'})
 
 
-async def authenticated(request: Request, connection: Database) -> Caller:
-    """The caller behind `Authorization: Bearer <key>`, or 401."""
-    scheme, _, key = request.headers.get("authorization", "").partition(" ")
-    if scheme.lower() != "bearer" or not key:
-        raise _unauthorized("an API key is required: Authorization: Bearer <key>")
-    key = key.strip()
-    if not keys.looks_like_key(key):
-        raise _unauthorized("the API key is not valid")
-    presented = keys.digest(key)
-    row = (await connection.execute(_CALLER, {"digest": presented})).mappings().first()
+def _too_many(detail: str, wait: float) -> ApiError:
+    return ApiError(429, detail, headers={"Retry-After": retry_after(wait)})
+
+
+def _client(request: Request) -> str:
+    return request.client.host if request.client else "unknown"
+
+
+def _refuse_failing_client(request: Request) -> None:
+    limits: RateLimits = request.state.rate_limits
+    if wait := limits.failures.wait(_client(request)):
+        raise _too_many("too many failed authentications from this address; retry later", wait)
+
+
+def _failed(request: Request, error: ApiError) -> ApiError:
+    """Count a failed authentication against the client's address."""
+    limits: RateLimits = request.state.rate_limits
+    limits.failures.take(_client(request))
+    return error
+
+
+def _bearer(request: Request) -> str | None:
+    scheme, _, credential = request.headers.get("authorization", "").partition(" ")
+    return credential.strip() if scheme.lower() == "bearer" and credential.strip() else None
+
+
+async def presented_key(request: Request) -> bytes:
+    """The digest of the key in `Authorization: Bearer <key>`, rate limited
+    before any database work: a key this process has seen succeed spends from
+    its own bucket; any other is refused early while its client's address has
+    failed too often."""
+    key = _bearer(request)
+    digest = keys.digest(key) if key is not None and keys.looks_like_key(key) else None
+    limits: RateLimits = request.state.rate_limits
+    if digest is not None and digest in limits.keys:
+        if wait := limits.keys.take(digest):
+            raise _too_many("too many requests with this API key; retry later", wait)
+        return digest
+    _refuse_failing_client(request)
+    if key is None:
+        raise _failed(request, _unauthorized("an API key is required: Authorization: Bearer <key>"))
+    if digest is None:
+        raise _failed(request, _unauthorized("the API key is not valid"))
+    return digest
+
+
+async def authenticated(
+    request: Request,
+    digest: Annotated[bytes, Depends(presented_key)],
+    connection: Database,
+) -> Caller:
+    """The caller behind the presented key, or 401."""
+    row = (await connection.execute(_CALLER, {"digest": digest})).mappings().first()
+    limits: RateLimits = request.state.rate_limits
     # The lookup is by digest; compare in constant time all the same.
-    if row is None or not hmac.compare_digest(bytes(row["secret_hash"]), presented):
-        raise _unauthorized("the API key is not valid or was revoked")
+    if row is None or not hmac.compare_digest(bytes(row["secret_hash"]), digest):
+        limits.keys.forget(digest)
+        raise _failed(request, _unauthorized("the API key is not valid or was revoked"))
+    if digest not in limits.keys and (wait := limits.keys.take(digest)):
+        raise _too_many("too many requests with this API key; retry later", wait)
     if request.state.key_usage.due(row["key_id"]):
         await connection.execute(_TOUCH_KEY, {"id": row["key_id"]})
-    return Caller(row["key_id"], row["account_id"], row["user_id"], row["role"])
+    return Caller(
+        row["key_id"], row["account_id"], row["user_id"], capped_role(row["role"], row["max_role"])
+    )
 
 
 def role_at_least(minimum: str) -> Callable[..., Coroutine[Any, Any, Caller]]:
-    async def check(caller: Annotated[Caller, Depends(authenticated)]) -> Caller:
+    async def check(request: Request, caller: Annotated[Caller, Depends(authenticated)]) -> Caller:
         if not caller.outranks_or_equals(minimum):
             raise ApiError(
-                403, f"this needs the role {minimum} or higher; the key's user is {caller.role}"
+                403, f"this needs the role {minimum} or higher; the key acts as {caller.role}"
             )
+        checked_request(request)
         return caller
 
     return check
@@ -119,3 +238,37 @@ Viewer = Annotated[Caller, Depends(role_at_least("VIEWER"))]
 Member = Annotated[Caller, Depends(role_at_least("MEMBER"))]
 Admin = Annotated[Caller, Depends(role_at_least("ADMIN"))]
 Owner = Annotated[Caller, Depends(role_at_least("OWNER"))]
+
+
+def operator_token(request: Request) -> str:
+    """The configured operator token, or 403 when there is none."""
+    token: str | None = request.app.state.operator_token
+    if token is None:
+        raise ApiError(403, "operator routes are disabled: OPERATOR_TOKEN is not set")
+    return token
+
+
+def is_operator(request: Request) -> bool:
+    """Whether the request carries the operator token (no rate limit, no error)."""
+    token: str | None = request.app.state.operator_token
+    presented = _bearer(request)
+    return (
+        token is not None
+        and presented is not None
+        and hmac.compare_digest(presented.encode(), token.encode())
+    )
+
+
+async def require_operator(request: Request) -> None:
+    """The operator token, or 401 (counted as a failed authentication) or 429."""
+    operator_token(request)
+    _refuse_failing_client(request)
+    if not is_operator(request):
+        raise _failed(request, _unauthorized("the operator token is required", realm="operator"))
+    limits: RateLimits = request.state.rate_limits
+    if wait := limits.keys.take(_OPERATOR):
+        raise _too_many("too many requests with the operator token; retry later", wait)
+    checked_request(request)
+
+
+Operator = Depends(require_operator)

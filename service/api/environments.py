@@ -13,9 +13,10 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from service.api.common import conflict_from, one_in_account, paged, rows
 from service.api.dependencies import Admin, Database, Viewer
+from service.api.json_body import JsonApiRoute
 from service.api.jsonapi import (
     Document,
-    Page,
+    PageQuery,
     Strict,
     changed_attributes,
     expect_type,
@@ -24,10 +25,11 @@ from service.api.jsonapi import (
     respond,
     single,
 )
+from service.api.limits import NO_NUL
 from service.errors import ApiError, JsonApiResponse
 from service.models import Config, Environment, table
 
-router = APIRouter(prefix="/environments", tags=["environments"])
+router = APIRouter(prefix="/environments", tags=["environments"], route_class=JsonApiRoute)
 environments = table(Environment)
 configs = table(Config)
 TYPE = "environments"
@@ -45,7 +47,7 @@ DEFAULTS = (
 )
 
 Key = Annotated[str, StringConstraints(pattern=r"^[a-z0-9][a-z0-9-]{0,63}$")]
-Name = Annotated[str, StringConstraints(min_length=1, max_length=200)]
+Name = Annotated[str, StringConstraints(min_length=1, max_length=200, pattern=NO_NUL)]
 Color = Annotated[str, StringConstraints(pattern=r"^#[0-9a-fA-F]{6}$")]
 Position = Annotated[int, Field(ge=0, le=1_000_000)]
 
@@ -89,9 +91,8 @@ async def create_defaults(connection: AsyncConnection, account_id: uuid.UUID) ->
 
 @router.get("", response_class=JsonApiResponse, summary="List environments")
 async def list_environments(
-    request: Request, caller: Viewer, connection: Database
-) -> JsonApiResponse:
-    page = Page.from_request(request)
+    request: Request, page: PageQuery, caller: Viewer, connection: Database
+) -> Response:
     found = await rows(
         connection,
         paged(
@@ -100,7 +101,7 @@ async def list_environments(
             page,
         ),
     )
-    return respond(listing(request, page, found, [environment_resource(row) for row in found]))
+    return listing(request, page, found, environment_resource)
 
 
 @router.get("/{environment_id}", response_class=JsonApiResponse, summary="Get an environment")

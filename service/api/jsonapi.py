@@ -6,20 +6,23 @@ import base64
 import binascii
 import json
 import uuid
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import UTC, datetime
-from typing import Any, Generic, TypeVar
+from typing import Annotated, Any, Generic, Literal, TypeVar
 from urllib.parse import urlencode
 
-from fastapi import Request
-from pydantic import BaseModel, ConfigDict
+from fastapi import Depends, Query, Request, Response
+from pydantic import BaseModel, ConfigDict, Field
 
-from service.errors import ApiError, JsonApiResponse
+from service.api.limits import MAX_PAGE_BYTES, NO_NUL, Text
+from service.errors import JSONAPI_MEDIA_TYPE, ApiError, JsonApiResponse
 
 A = TypeVar("A", bound=BaseModel)
 
 DEFAULT_PAGE_SIZE = 20
 MAX_PAGE_SIZE = 100
+# A cursor this API issues is about 100 characters; anything much longer is not one.
+MAX_CURSOR_LENGTH = 256
 
 
 class Strict(BaseModel):
@@ -29,7 +32,7 @@ class Strict(BaseModel):
 
 
 class Identifier(Strict):
-    type: str
+    type: Text
     id: uuid.UUID
 
 
@@ -38,10 +41,12 @@ class ToOne(Strict):
 
 
 class ResourceInput(Strict, Generic[A]):
-    type: str
-    id: uuid.UUID | None = None
+    type: Text
+    id: Text | None = None
     attributes: A
-    relationships: dict[str, ToOne] | None = None
+    relationships: dict[str, ToOne] | None = Field(
+        default=None, json_schema_extra={"propertyNames": {"pattern": NO_NUL}}
+    )
 
 
 class Document(Strict, Generic[A]):
@@ -53,10 +58,14 @@ class Document(Strict, Generic[A]):
 def expect_type(
     document: Document[Any], resource_type: str, resource_id: uuid.UUID | None = None
 ) -> None:
-    """JSON:API answers 409 when the body's type (or id) is not the endpoint's."""
+    """JSON:API answers 409 when the body's type (or id) is not the endpoint's,
+    and 403 for an id in a body that creates: ids are made by the database."""
     if document.data.type != resource_type:
         raise ApiError(409, f"expected type {resource_type!r}", pointer="/data/type")
-    if resource_id is not None and document.data.id not in (None, resource_id):
+    given = document.data.id
+    if resource_id is None and given is not None:
+        raise ApiError(403, "client-generated ids are not supported", pointer="/data/id")
+    if resource_id is not None and given is not None and given != str(resource_id):
         raise ApiError(409, "the id in the body differs from the id in the URL", pointer="/data/id")
 
 
@@ -114,6 +123,13 @@ def resource(
     return document
 
 
+def encode(document: Any) -> bytes:
+    """JSON exactly as JsonApiResponse renders it."""
+    return json.dumps(
+        document, ensure_ascii=False, allow_nan=False, indent=None, separators=(",", ":")
+    ).encode("utf-8")
+
+
 def respond(
     document: dict[str, Any], status_code: int = 200, headers: Mapping[str, str] | None = None
 ) -> JsonApiResponse:
@@ -134,26 +150,11 @@ class Page:
     def __init__(self, size: int, after: tuple[datetime, uuid.UUID] | None, descending: bool):
         self.size, self.after, self.descending = size, after, descending
 
-    @classmethod
-    def from_request(cls, request: Request, filters: Sequence[str] = ()) -> Page:
-        allowed = {"page[size]", "page[after]", "sort", *(f"filter[{name}]" for name in filters)}
-        for name in request.query_params:
-            if name not in allowed:
-                what = "filter" if name.startswith("filter[") else "query parameter"
-                raise ApiError(
-                    400,
-                    f"unknown {what} {name!r}; allowed: {', '.join(sorted(allowed))}",
-                    parameter=name,
-                )
-        return cls(
-            _page_size(request.query_params.get("page[size]")),
-            decode_cursor(request.query_params.get("page[after]")),
-            _descending(request.query_params.get("sort")),
-        )
-
-    def links(self, request: Request, rows: Sequence[Mapping[Any, Any]]) -> dict[str, str | None]:
+    def links(
+        self, request: Request, rows: Sequence[Mapping[Any, Any]], more: bool
+    ) -> dict[str, str | None]:
         self_link = str(request.url.path) + (f"?{request.url.query}" if request.url.query else "")
-        if len(rows) < self.size:
+        if not more or not rows:
             return {"self": self_link, "next": None}
         last = rows[-1]
         query = {k: v for k, v in request.query_params.items() if k != "page[after]"}
@@ -161,35 +162,47 @@ class Page:
         return {"self": self_link, "next": f"{request.url.path}?{urlencode(query)}"}
 
 
+def page_parameters(
+    size: Annotated[int, Query(alias="page[size]", ge=1, le=MAX_PAGE_SIZE)] = DEFAULT_PAGE_SIZE,
+    after: Annotated[
+        str | None,
+        # Not in the OpenAPI document: only a cursor from links.next is valid,
+        # which no schema can say; the document would invite guesses.
+        Query(alias="page[after]", include_in_schema=False),
+    ] = None,
+    sort: Annotated[Literal["created_at", "-created_at"], Query()] = "created_at",
+) -> Page:
+    return Page(size, decode_cursor(after), sort == "-created_at")
+
+
+PageQuery = Annotated[Page, Depends(page_parameters)]
+
+
 def listing(
-    request: Request, page: Page, rows: Sequence[Mapping[Any, Any]], data: list[dict[str, Any]]
-) -> dict[str, Any]:
-    return {
-        "data": data,
-        "links": page.links(request, rows),
+    request: Request,
+    page: Page,
+    rows: Sequence[Mapping[Any, Any]],
+    to_resource: Callable[[Any], dict[str, Any]],
+) -> Response:
+    """A page of resources, ended early once it holds MAX_PAGE_BYTES of them
+    (never fewer than one): `links.next` then continues after the last shown."""
+    parts: list[bytes] = []
+    size = 0
+    for row in rows:
+        part = encode(to_resource(row))
+        if parts and size + len(part) > MAX_PAGE_BYTES:
+            break
+        parts.append(part)
+        size += len(part) + 1
+    shown = rows[: len(parts)]
+    more = len(parts) < len(rows) or len(rows) == page.size
+    tail = {
+        "links": page.links(request, shown, more),
         "meta": {"page": {"size": page.size}},
         "jsonapi": {"version": "1.1"},
     }
-
-
-def _page_size(raw: str | None) -> int:
-    if raw is None:
-        return DEFAULT_PAGE_SIZE
-    if not raw.isdigit() or not 1 <= int(raw) <= MAX_PAGE_SIZE:
-        raise ApiError(
-            400,
-            f"page[size] must be a whole number from 1 to {MAX_PAGE_SIZE}",
-            parameter="page[size]",
-        )
-    return int(raw)
-
-
-def _descending(raw: str | None) -> bool:
-    if raw in (None, "created_at"):
-        return False
-    if raw == "-created_at":
-        return True
-    raise ApiError(400, "sort must be created_at or -created_at", parameter="sort")
+    body = b'{"data":[' + b",".join(parts) + b"]," + encode(tail)[1:]
+    return Response(body, media_type=JSONAPI_MEDIA_TYPE)
 
 
 def encode_cursor(created_at: datetime, row_id: uuid.UUID) -> str:
@@ -201,13 +214,24 @@ def decode_cursor(raw: str | None) -> tuple[datetime, uuid.UUID] | None:
     if raw is None:
         return None
     try:
+        if len(raw) > MAX_CURSOR_LENGTH:
+            raise ValueError("too long")
         padded = raw + "=" * (-len(raw) % 4)
         created_at, row_id = json.loads(base64.urlsafe_b64decode(padded.encode("ascii")))
         moment = datetime.fromisoformat(created_at)
         if moment.tzinfo is None:
             raise ValueError("naive time")
-        return moment, uuid.UUID(row_id)
-    except (ValueError, TypeError, binascii.Error, UnicodeError, json.JSONDecodeError):
+        # In UTC, as the database compares it: a time near year 1 or 9999 with an
+        # offset does not exist there (OverflowError).
+        return moment.astimezone(UTC), uuid.UUID(row_id)
+    except (
+        ValueError,
+        TypeError,
+        OverflowError,
+        RecursionError,
+        binascii.Error,
+        UnicodeError,
+    ):
         raise ApiError(
             400, "page[after] is not a cursor this API issued", parameter="page[after]"
         ) from None

@@ -1,94 +1,133 @@
-"""Request bodies of the API: their media type and their size, checked before
-any handler runs (so a refused request writes nothing)."""
+"""The size limits of what the API stores and answers (README, "Limits").
+
+A config's items and overrides, and a user's attributes, are JSON values
+bounded in encoded bytes, in members (object keys, at every level) and in
+nesting; so a resolved config (at most MAX_CHAIN_DEPTH configs merged) and a
+page of a list have a bounded size too.
+"""
 
 from __future__ import annotations
 
-from starlette.routing import BaseRoute, Match
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+import json
+from collections.abc import Callable
+from typing import Annotated, Any
 
-from service.errors import error_object, error_response
+from pydantic import AfterValidator, StringConstraints, WithJsonSchema
 
-ACCEPTED_MEDIA_TYPES = {"application/vnd.api+json", "application/json"}
-# The methods the API takes bodies with; others go on to routing (and its 405).
-_WITH_BODY = {"POST", "PATCH"}
+# PostgreSQL stores no NUL character. Said in the OpenAPI document (as an
+# ECMA-262 pattern) so that what it calls valid is; service/api/json_body.py
+# refuses NUL everywhere in a body whatever the document says.
+NO_NUL = "^[^\\u0000]*$"
+Text = Annotated[str, StringConstraints(pattern=NO_NUL)]
+# The longest parent chain of configs; also bounds the cycle and depth searches.
+MAX_CHAIN_DEPTH = 32
+# A config's items, and all its overrides together, each at most this many bytes of JSON.
+MAX_CONFIG_JSON_BYTES = 32 * 1024
+# A user's attributes.
+MAX_USER_ATTRIBUTES_BYTES = 16 * 1024
+# Object members in one stored JSON value, counted at every level.
+MAX_JSON_MEMBERS = 1000
+# Levels of nesting inside one stored JSON value ({"a": {"b": 1}} has two).
+MAX_JSON_DEPTH = 16
+# A page of a list ends early once its resources hold this many bytes.
+MAX_PAGE_BYTES = 1024 * 1024
+# A resolved config is at most the sum of its chain: larger only for configs
+# stored before these limits, which are then refused (409), not answered.
+MAX_RESOLVED_BYTES = MAX_CHAIN_DEPTH * 2 * MAX_CONFIG_JSON_BYTES
 
 
-class BodyLimits:
-    """Answers 415 for a body that is not JSON and 413 for one over `max_bytes`."""
+def encoded_size(value: Any) -> int:
+    """Bytes of `value` as compact UTF-8 JSON (as PostgreSQL is sent it)."""
+    return len(json.dumps(value, ensure_ascii=False, separators=(",", ":")).encode("utf-8"))
 
-    def __init__(self, app: ASGIApp, max_bytes: int, routes: list[BaseRoute]):
-        self.app, self.max_bytes, self.routes = app, max_bytes, routes
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if not self._takes_body(scope):
-            await self.app(scope, receive, send)
-            return
-        headers = {
-            name.decode("latin-1").lower(): value.decode("latin-1")
-            for name, value in scope["headers"]
+def _shape(value: Any) -> tuple[int, int]:
+    """(members at every level, deepest nesting) of a JSON value."""
+    members = depth = 0
+    pending: list[tuple[Any, int]] = [(value, 0)]
+    while pending:
+        current, level = pending.pop()
+        if isinstance(current, dict):
+            members += len(current)
+            depth = max(depth, level + 1)
+            pending.extend((item, level + 1) for item in current.values())
+        elif isinstance(current, list):
+            depth = max(depth, level + 1)
+            pending.extend((item, level + 1) for item in current)
+    return members, depth
+
+
+def bounded_json(max_bytes: int) -> Callable[[Any], Any]:
+    """A pydantic check that a JSON value is within the limits above."""
+
+    def check(value: Any) -> Any:
+        members, depth = _shape(value)
+        if depth > MAX_JSON_DEPTH:
+            raise ValueError(f"nests {depth} levels deep; at most {MAX_JSON_DEPTH} are stored")
+        if members > MAX_JSON_MEMBERS:
+            raise ValueError(f"has {members} object members; at most {MAX_JSON_MEMBERS} are stored")
+        if (size := encoded_size(value)) > max_bytes:
+            raise ValueError(f"is {size} bytes of JSON; at most {max_bytes} are stored")
+        return value
+
+    return check
+
+
+_OBJECT = "#/components/schemas/JsonObject"
+# The OpenAPI document's JSON values (service/api/openapi.py adds them to its
+# components): any JSON but NUL characters, so that a value it calls valid is
+# one PostgreSQL stores. Sizes, members and nesting are bounded as above.
+JSON_SCHEMAS: dict[str, Any] = {
+    "JsonValue": {
+        "anyOf": [
+            {"type": "string", "pattern": NO_NUL},
+            {"type": "number"},
+            {"type": "boolean"},
+            {"type": "null"},
+            {"type": "array", "items": {"$ref": "#/components/schemas/JsonValue"}},
+            {"$ref": _OBJECT},
+        ]
+    },
+    "JsonObject": {
+        "type": "object",
+        "propertyNames": {"pattern": NO_NUL},
+        "additionalProperties": {"$ref": "#/components/schemas/JsonValue"},
+        "maxProperties": MAX_JSON_MEMBERS,
+    },
+}
+
+
+def _json_object(max_bytes: int, description: str) -> WithJsonSchema:
+    return WithJsonSchema(
+        {
+            "allOf": [{"$ref": _OBJECT}],
+            "description": f"{description} at most {max_bytes} bytes "
+            f"of JSON, {MAX_JSON_MEMBERS} members at every level, nested {MAX_JSON_DEPTH} deep",
         }
-        problem = self._header_problem(headers)
-        if problem is None:
-            body, too_large = await self._read(receive)
-            if too_large:
-                problem = (413, f"the request body is larger than {self.max_bytes} bytes")
-        if problem is not None:
-            response = error_response(problem[0], [error_object(problem[0], problem[1])])
-            await response(scope, receive, send)
-            return
-        await self.app(scope, _replay(body, receive), send)
-
-    def _takes_body(self, scope: Scope) -> bool:
-        """Only a route that exists for this method has a body to check: any
-        other request goes on to routing, which answers 404 or 405."""
-        if scope["type"] != "http" or scope["method"] not in _WITH_BODY:
-            return False
-        return any(route.matches(scope)[0] is Match.FULL for route in self.routes)
-
-    def _header_problem(self, headers: dict[str, str]) -> tuple[int, str] | None:
-        media_type, _, parameters = headers.get("content-type", "").partition(";")
-        if media_type.strip().lower() not in ACCEPTED_MEDIA_TYPES:
-            return 415, "the body must be application/vnd.api+json (or application/json)"
-        if media_type.strip().lower() == "application/vnd.api+json" and parameters.strip():
-            names = {
-                part.split("=")[0].strip().lower() for part in parameters.split(";") if part.strip()
-            }
-            if names - {"ext", "profile"}:
-                return (
-                    415,
-                    "application/vnd.api+json takes no media type parameters but ext and profile",
-                )
-        length = headers.get("content-length")
-        if length is not None and length.isdigit() and int(length) > self.max_bytes:
-            return 413, f"the request body is larger than {self.max_bytes} bytes"
-        return None
-
-    async def _read(self, receive: Receive) -> tuple[bytes, bool]:
-        chunks: list[bytes] = []
-        size = 0
-        while True:
-            message = await receive()
-            if message["type"] == "http.disconnect":
-                break
-            chunk = message.get("body", b"")
-            size += len(chunk)
-            if size > self.max_bytes:
-                return b"", True
-            chunks.append(chunk)
-            if not message.get("more_body", False):
-                break
-        return b"".join(chunks), False
+    )
 
 
-def _replay(body: bytes, original: Receive) -> Receive:
-    """Hand the buffered body to the app, then pass on what the client sends next."""
-    sent = False
-
-    async def receive() -> Message:
-        nonlocal sent
-        if sent:
-            return await original()
-        sent = True
-        return {"type": "http.request", "body": body, "more_body": False}
-
-    return receive
+ConfigItems = Annotated[
+    dict[str, Any],
+    AfterValidator(bounded_json(MAX_CONFIG_JSON_BYTES)),
+    _json_object(MAX_CONFIG_JSON_BYTES, "The config's items:"),
+]
+ConfigOverrides = Annotated[
+    dict[str, dict[str, Any]],
+    AfterValidator(bounded_json(MAX_CONFIG_JSON_BYTES)),
+    WithJsonSchema(
+        {
+            "type": "object",
+            "propertyNames": {"pattern": NO_NUL},
+            "additionalProperties": {"$ref": _OBJECT},
+            "description": "Overrides by environment key; all together at most "
+            f"{MAX_CONFIG_JSON_BYTES} bytes of JSON, {MAX_JSON_MEMBERS} members, nested "
+            f"{MAX_JSON_DEPTH} deep",
+        }
+    ),
+]
+UserAttributes = Annotated[
+    dict[str, Any],
+    AfterValidator(bounded_json(MAX_USER_ATTRIBUTES_BYTES)),
+    _json_object(MAX_USER_ATTRIBUTES_BYTES, "The user's attributes:"),
+]

@@ -5,17 +5,19 @@ from __future__ import annotations
 import uuid
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Request, Response
+from fastapi import APIRouter, Query, Request, Response
 from pydantic import Field, StringConstraints
 from sqlalchemy import delete, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from service.api.common import conflict_from, one_in_account, paged, rows
+from service.api.api_keys import keep_an_owner_key
+from service.api.common import conflict_from, lock_account, one_in_account, paged, rows
 from service.api.dependencies import Admin, Caller, Database, Viewer
+from service.api.json_body import JsonApiRoute
 from service.api.jsonapi import (
     Document,
-    Page,
+    PageQuery,
     Strict,
     changed_attributes,
     expect_type,
@@ -24,12 +26,12 @@ from service.api.jsonapi import (
     respond,
     single,
 )
+from service.api.limits import NO_NUL, UserAttributes
 from service.errors import ApiError, JsonApiResponse
-from service.models import Account, User, table
+from service.models import User, table
 
-router = APIRouter(prefix="/users", tags=["users"])
+router = APIRouter(prefix="/users", tags=["users"], route_class=JsonApiRoute)
 users = table(User)
-accounts = table(Account)
 TYPE = "users"
 ATTRIBUTES = (
     "email",
@@ -55,14 +57,16 @@ CONFLICTS = {
 # ranges, not \s, which Python and the JSON Schema (ECMA) regex of the OpenAPI
 # document read differently (Python counts \x1c-\x1f as spaces).
 _EMAIL_PART = r"[^@\x00-\x20\x7f]+"
+# 254: the longest address SMTP carries (RFC 5321's path limit).
 Email = Annotated[
-    str, StringConstraints(max_length=320, pattern=f"^{_EMAIL_PART}@{_EMAIL_PART}\\.{_EMAIL_PART}$")
+    str, StringConstraints(max_length=254, pattern=f"^{_EMAIL_PART}@{_EMAIL_PART}\\.{_EMAIL_PART}$")
 ]
+SUBJECT_LENGTH = 255
 Role = Literal["OWNER", "ADMIN", "MEMBER", "VIEWER"]
 Provider = Annotated[
     str, StringConstraints(min_length=1, max_length=64, pattern=r"^[a-z0-9][a-z0-9_.-]*$")
 ]
-Subject = Annotated[str, StringConstraints(min_length=1, max_length=255)]
+Subject = Annotated[str, StringConstraints(min_length=1, max_length=SUBJECT_LENGTH, pattern=NO_NUL)]
 
 
 class UserCreate(Strict):
@@ -72,13 +76,28 @@ class UserCreate(Strict):
     auth_subject: Subject | None = Field(
         default=None, description="Defaults to the lower-cased email."
     )
-    attributes: dict[str, Any] = Field(default_factory=dict)
+    attributes: UserAttributes = Field(default_factory=dict)
+
+    def subject(self, pointer: str) -> str:
+        """The auth_subject, by default the lower-cased email, which must fit its
+        column: lower-casing may lengthen a string ("İ" becomes two characters)."""
+        if self.auth_subject is not None:
+            return self.auth_subject
+        subject = self.email.lower()
+        if len(subject) > SUBJECT_LENGTH:
+            raise ApiError(
+                422,
+                f"the lower-cased email is the user's auth_subject, of at most {SUBJECT_LENGTH} "
+                "characters: give a shorter auth_subject",
+                pointer=f"{pointer}/email",
+            )
+        return subject
 
 
 class UserUpdate(Strict):
     email: Email | None = None
     role: Role | None = None
-    attributes: dict[str, Any] | None = None
+    attributes: UserAttributes | None = None
 
 
 def user_resource(row: Any) -> dict[str, Any]:
@@ -86,19 +105,24 @@ def user_resource(row: Any) -> dict[str, Any]:
 
 
 @router.get("", response_class=JsonApiResponse, summary="List users (filter[email], filter[role])")
-async def list_users(request: Request, caller: Viewer, connection: Database) -> JsonApiResponse:
-    page = Page.from_request(request, filters=("email", "role"))
+async def list_users(
+    request: Request,
+    page: PageQuery,
+    caller: Viewer,
+    connection: Database,
+    email: Annotated[
+        str | None,
+        Query(alias="filter[email]", description="case-insensitive", pattern=NO_NUL),
+    ] = None,
+    role: Annotated[Role | None, Query(alias="filter[role]")] = None,
+) -> Response:
     query = select(users).where(users.c.account_id == caller.account_id)
-    if (email := request.query_params.get("filter[email]")) is not None:
+    if email is not None:
         query = query.where(func.lower(users.c.email) == email.lower())
-    if (role := request.query_params.get("filter[role]")) is not None:
-        if role not in ("OWNER", "ADMIN", "MEMBER", "VIEWER"):
-            raise ApiError(
-                400, "filter[role] must be OWNER, ADMIN, MEMBER or VIEWER", parameter="filter[role]"
-            )
+    if role is not None:
         query = query.where(users.c.role == role)
     found = await rows(connection, paged(query, users, page))
-    return respond(listing(request, page, found, [user_resource(row) for row in found]))
+    return listing(request, page, found, user_resource)
 
 
 @router.get("/{user_id}", response_class=JsonApiResponse, summary="Get a user")
@@ -115,13 +139,14 @@ async def create_user(
     expect_type(body, TYPE)
     values = body.data.attributes
     _may_grant(caller, values.role)
-    row = await insert_user(connection, caller.account_id, values)
+    row = await insert_user(connection, caller.account_id, values, "/data/attributes")
     return respond(single(user_resource(row)), 201, {"Location": f"/v1/users/{row['id']}"})
 
 
 async def insert_user(
-    connection: AsyncConnection, account_id: uuid.UUID, values: UserCreate
+    connection: AsyncConnection, account_id: uuid.UUID, values: UserCreate, pointer: str
 ) -> Any:
+    """Insert a user; `pointer` locates `values` in the request body, for errors."""
     statement = (
         insert(users)
         .values(
@@ -129,7 +154,7 @@ async def insert_user(
             email=values.email,
             role=values.role,
             auth_provider=values.auth_provider,
-            auth_subject=values.auth_subject or values.email.lower(),
+            auth_subject=values.subject(pointer),
             attributes=values.attributes,
         )
         .returning(users)
@@ -150,12 +175,13 @@ async def update_user(
 ) -> JsonApiResponse:
     expect_type(body, TYPE, user_id)
     changes = changed_attributes(body, not_null=("email", "role", "attributes"))
-    await _lock_account(connection, caller.account_id)
+    await lock_account(connection, caller.account_id)
     current = await one_in_account(connection, users, caller.account_id, user_id)
     _may_manage(caller, current["role"])
+    demoted_owner = current["role"] == "OWNER" and changes.get("role", "OWNER") != "OWNER"
     if "role" in changes:
         _may_grant(caller, changes["role"])
-        if current["role"] == "OWNER" and changes["role"] != "OWNER":
+        if demoted_owner:
             await _keep_an_owner(connection, caller.account_id)
     if not changes:
         return respond(single(user_resource(current)))
@@ -169,26 +195,22 @@ async def update_user(
         row = (await connection.execute(statement)).mappings().one()
     except IntegrityError as error:
         raise conflict_from(error, CONFLICTS) from None
+    if demoted_owner:
+        await keep_an_owner_key(connection, caller.account_id)
     return respond(single(user_resource(row)))
 
 
 @router.delete("/{user_id}", status_code=204, summary="Delete a user and their API keys (ADMIN)")
 async def delete_user(user_id: uuid.UUID, caller: Admin, connection: Database) -> Response:
-    await _lock_account(connection, caller.account_id)
+    await lock_account(connection, caller.account_id)
     current = await one_in_account(connection, users, caller.account_id, user_id)
     _may_manage(caller, current["role"])
     if current["role"] == "OWNER":
         await _keep_an_owner(connection, caller.account_id)
     await connection.execute(delete(users).where(users.c.id == user_id))
+    if current["role"] == "OWNER":
+        await keep_an_owner_key(connection, caller.account_id)
     return Response(status_code=204)
-
-
-async def _lock_account(connection: AsyncConnection, account_id: uuid.UUID) -> None:
-    """Serialise owner changes within an account, so two demotions cannot race
-    past the last-owner check together."""
-    await connection.execute(
-        select(accounts.c.id).where(accounts.c.id == account_id).with_for_update()
-    )
 
 
 async def _keep_an_owner(connection: AsyncConnection, account_id: uuid.UUID) -> None:
@@ -206,10 +228,14 @@ async def _keep_an_owner(connection: AsyncConnection, account_id: uuid.UUID) -> 
 def _may_grant(caller: Caller, role: str) -> None:
     if not caller.outranks_or_equals(role):
         raise ApiError(
-            403, f"a {caller.role} cannot grant the role {role}", pointer="/data/attributes/role"
+            403,
+            f"a key acting as {caller.role} cannot grant the role {role}",
+            pointer="/data/attributes/role",
         )
 
 
 def _may_manage(caller: Caller, role: str) -> None:
     if not caller.outranks_or_equals(role):
-        raise ApiError(403, f"a {caller.role} cannot change or remove a user whose role is {role}")
+        raise ApiError(
+            403, f"a key acting as {caller.role} cannot change or remove a user who is {role}"
+        )

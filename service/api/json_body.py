@@ -1,0 +1,147 @@
+"""Request bodies as PostgreSQL can store them, refused only once the caller is known.
+
+Python's json module accepts what PostgreSQL refuses in text and jsonb: NUL
+characters, lone surrogates (from "\\ud800" escapes), NaN and Infinity, and
+numbers beyond a double ("1e400" becomes infinity). Such a body would fail
+deep in a handler, at the database, as a 500. Here every body is parsed
+strictly and walked once; what is wrong is kept, with its JSON Pointer, and
+raised as a 400 or 422 after authentication (`raise_body_problem`), so an
+anonymous caller learns nothing about the API's schema from its bodies.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from collections.abc import Callable, Coroutine
+from typing import Any
+
+from fastapi import Request, Response
+from fastapi.routing import APIRoute
+from starlette.types import Scope
+
+from service.errors import ApiError, error_object, json_pointer
+
+# Deeper bodies are refused before anything walks them further; the JSON
+# values a resource stores have their own, smaller limit (service/api/limits.py).
+MAX_BODY_DEPTH = 64
+# At most this many problems are reported for one body.
+MAX_PROBLEMS = 20
+# Integers longer than this are refused rather than converted (Python's own
+# limit, 4300 digits, raises deep inside the parser).
+MAX_INTEGER_DIGITS = 1000
+_SCOPE_KEY = "service.body_problem"
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+class _Unrepresentable:
+    """Stands in for a number PostgreSQL's jsonb cannot hold (NaN, Infinity, 1e400)."""
+
+    def __init__(self, text: str):
+        self.text = text
+
+
+def _float(text: str) -> float | _Unrepresentable:
+    value = float(text)
+    return value if math.isfinite(value) else _Unrepresentable(text)
+
+
+def _integer(text: str) -> int | _Unrepresentable:
+    return _Unrepresentable(text) if len(text) > MAX_INTEGER_DIGITS else int(text)
+
+
+def parse_json(raw: bytes | str) -> Any:
+    """Parse JSON, keeping unrepresentable numbers as markers for `problems`.
+
+    Raises ValueError (json.JSONDecodeError, UnicodeDecodeError) or
+    RecursionError for text that is not JSON at all.
+    """
+    return json.loads(raw, parse_constant=_Unrepresentable, parse_float=_float, parse_int=_integer)
+
+
+def text_problem(text: str) -> str | None:
+    """Why PostgreSQL would refuse this string, or None."""
+    if "\x00" in text:
+        return "contains a NUL character (\\u0000), which cannot be stored"
+    if not text.isascii() and _SURROGATE.search(text):
+        return "contains a lone UTF-16 surrogate, which is not a character"
+    return None
+
+
+def problems(document: Any, *, max_depth: int = MAX_BODY_DEPTH) -> list[tuple[str, str]]:
+    """(pointer, message) for each value PostgreSQL cannot store, depth-first."""
+    found: list[tuple[str, str]] = []
+    pending: list[tuple[Any, tuple[str, ...]]] = [(document, ())]
+    while pending and len(found) < MAX_PROBLEMS:
+        value, path = pending.pop()
+        if len(path) > max_depth:
+            found.append((json_pointer(path), f"is nested deeper than {max_depth} levels"))
+        elif isinstance(value, str):
+            if problem := text_problem(value):
+                found.append((json_pointer(path), problem))
+        elif isinstance(value, _Unrepresentable):
+            found.append((json_pointer(path), f"{value.text[:40]} is not a finite JSON number"))
+        elif isinstance(value, dict):
+            for name, item in reversed(value.items()):
+                if problem := text_problem(name):
+                    found.append((json_pointer((*path, name)), f"the member name {problem}"))
+                else:
+                    pending.append((item, (*path, name)))
+        elif isinstance(value, list):
+            pending.extend((item, (*path, str(n))) for n, item in reversed(list(enumerate(value))))
+    return found
+
+
+class StrictJsonRequest(Request):
+    """A request whose JSON body is parsed by `parse_json`; a body that fails
+    is remembered in the scope, and the handler sees None instead."""
+
+    async def json(self) -> Any:
+        try:
+            document = parse_json(await self.body())
+        except (ValueError, RecursionError) as error:
+            _remember(self.scope, ApiError(400, _not_json(error), pointer=""))
+            return None
+        found = problems(document)
+        if found:
+            errors = [error_object(422, message, pointer=pointer) for pointer, message in found]
+            _remember(self.scope, ApiError.of(422, errors))
+        return document
+
+
+def _not_json(error: Exception) -> str:
+    if isinstance(error, RecursionError):
+        return "the body is not valid JSON: it is nested too deeply"
+    if isinstance(error, UnicodeDecodeError):
+        return "the body is not valid JSON: it is not UTF-8"
+    reason = error.msg if isinstance(error, json.JSONDecodeError) else str(error)
+    return f"the body is not valid JSON: {reason}"
+
+
+def _remember(scope: Scope, problem: ApiError) -> None:
+    scope[_SCOPE_KEY] = problem
+
+
+def body_problem(scope: Scope) -> ApiError | None:
+    """The body's problem found while parsing it, if any."""
+    problem: ApiError | None = scope.get(_SCOPE_KEY)
+    return problem
+
+
+def raise_body_problem(request: Request) -> None:
+    """Raise the body's problem: called once the caller is authenticated."""
+    if (problem := body_problem(request.scope)) is not None:
+        raise problem
+
+
+class JsonApiRoute(APIRoute):
+    """Routes whose JSON bodies go through `StrictJsonRequest`."""
+
+    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
+        handler = super().get_route_handler()
+
+        async def strict(request: Request) -> Response:
+            return await handler(StrictJsonRequest(request.scope, request.receive))
+
+        return strict

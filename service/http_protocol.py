@@ -1,0 +1,230 @@
+"""uvicorn's httptools protocol with the bounds it lacks.
+
+httptools parses a request head of any size, and uvicorn gives a client all
+the time it wants to send a head or a body (its only timeout is for idle
+keep-alive connections) and to read an answer. So one connection could grow a
+worker without limit, and slow or silent ones could hold it forever. This
+protocol adds, per connection, from the settings (README, "Limits"):
+
+- HTTP_MAX_HEAD_BYTES: a longer request head is answered 431, and the
+  connection closed, without buffering more of it;
+- HTTP_HEAD_TIMEOUT: from the connection's start, or from the first chunk of
+  a later request, to the end of the head; then 408 and close;
+- HTTP_BODY_TIMEOUT: from the end of the head to the end of the body; then
+  408 (or, once an answer has begun, just close);
+- HTTP_SEND_TIMEOUT: how long an answer may stay unread with the send buffer
+  full; then the connection is dropped;
+- HTTP_MAX_CONNECTIONS: requests on connections beyond it, in this worker
+  process, are answered 503 and the connection closed.
+
+`python -m service` uses it; with `uvicorn --factory service.app:create_app`
+pass `--http service.http_protocol:LimitedHttpToolsProtocol`. It keeps
+httptools' speed: a byte count per chunk, and timers only while a head or a
+body is incomplete (docs/benchmarks.md, "Cost of the bounded HTTP protocol").
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass
+from http import HTTPStatus
+from typing import Any
+
+from uvicorn.config import Config
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+from uvicorn.server import ServerState
+
+from service.api.jsonapi import encode
+from service.api.rate_limits import retry_after
+from service.errors import JSONAPI_MEDIA_TYPE, error_object
+from settings import Settings
+
+logger = logging.getLogger("service.http")
+PROTOCOL = "service.http_protocol:LimitedHttpToolsProtocol"
+TOO_MANY_CONNECTIONS_RETRY_AFTER = 1.0
+
+
+@dataclass(frozen=True)
+class HttpLimits:
+    max_head_bytes: int
+    head_timeout: float
+    body_timeout: float
+    send_timeout: float
+    max_connections: int
+
+    @classmethod
+    def of(cls, app_state: dict[str, Any]) -> HttpLimits:
+        """The limits of the app's settings (in its lifespan state), or the defaults."""
+        settings = app_state.get("settings")
+        values = settings if isinstance(settings, Settings) else None
+
+        def setting(name: str) -> Any:
+            return getattr(values, name) if values else Settings.model_fields[name].default
+
+        return cls(
+            setting("http_max_head_bytes"),
+            setting("http_head_timeout"),
+            setting("http_body_timeout"),
+            setting("http_send_timeout"),
+            setting("http_max_connections"),
+        )
+
+
+def refusal(status: int, detail: str, extra_headers: bytes = b"") -> bytes:
+    """A whole HTTP/1.1 answer with a JSON:API error, closing the connection."""
+    body = encode({"errors": [error_object(status, detail)]})
+    return (
+        f"HTTP/1.1 {status} {HTTPStatus(status).phrase}\r\n".encode()
+        + f"content-type: {JSONAPI_MEDIA_TYPE}\r\n".encode()
+        + f"content-length: {len(body)}\r\n".encode()
+        + b"x-content-type-options: nosniff\r\ncache-control: no-store\r\n"
+        + extra_headers
+        + b"connection: close\r\n\r\n"
+        + body
+    )
+
+
+async def _too_many_connections(scope: Any, receive: Any, send: Any) -> None:
+    """The app for requests on a connection over HTTP_MAX_CONNECTIONS."""
+    detail = "the server has too many open connections; retry shortly"
+    body = encode({"errors": [error_object(503, detail)]})
+    headers = [
+        (b"content-type", JSONAPI_MEDIA_TYPE.encode()),
+        (b"content-length", str(len(body)).encode()),
+        (b"retry-after", retry_after(TOO_MANY_CONNECTIONS_RETRY_AFTER).encode()),
+        (b"connection", b"close"),
+    ]
+    await send({"type": "http.response.start", "status": 503, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
+
+
+class LimitedHttpToolsProtocol(HttpToolsProtocol):
+    """HttpToolsProtocol with head size, head, body and send time, and connection limits."""
+
+    def __init__(
+        self,
+        config: Config,
+        server_state: ServerState,
+        app_state: dict[str, Any],
+        _loop: asyncio.AbstractEventLoop | None = None,
+    ) -> None:
+        super().__init__(config, server_state, app_state, _loop)
+        self.limits = HttpLimits.of(app_state)
+        self._reading_head = True
+        self._head_bytes = 0
+        self._heads_completed = 0
+        self._deadline: asyncio.TimerHandle | None = None
+        self._send_deadline: asyncio.TimerHandle | None = None
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        if len(self.connections) > self.limits.max_connections:
+            logger.warning(
+                "over HTTP_MAX_CONNECTIONS (%d): answering 503", self.limits.max_connections
+            )
+            self.app = _too_many_connections
+        self._start_deadline(self.limits.head_timeout, self._head_too_slow)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._cancel_deadline()
+        self._cancel_send_deadline()
+        super().connection_lost(exc)
+
+    def data_received(self, data: bytes) -> None:
+        if self._reading_head:
+            self._receive_head(data)
+        else:
+            super().data_received(data)
+        self._arm_deadline()
+
+    def _receive_head(self, data: bytes) -> None:
+        allowance = self.limits.max_head_bytes - self._head_bytes
+        if len(data) <= allowance:
+            self._head_bytes += len(data)
+            super().data_received(data)
+            return
+        heads = self._heads_completed
+        self._head_bytes += allowance
+        super().data_received(data[:allowance])
+        if self._heads_completed == heads:
+            self._refuse(431, f"the request head is larger than {self.limits.max_head_bytes} bytes")
+        elif not self.transport.is_closing():
+            super().data_received(data[allowance:])
+
+    def _arm_deadline(self) -> None:
+        """After each chunk received: a deadline while a head or a body is
+        incomplete, none otherwise. A request whose head and body come in one
+        chunk (most of them) so costs no timer; between requests uvicorn's
+        keep-alive timeout applies."""
+        if self._deadline is not None or self.transport.is_closing():
+            return
+        if not self._reading_head:
+            self._start_deadline(self.limits.body_timeout, self._body_too_slow)
+        elif self._head_bytes:
+            self._start_deadline(self.limits.head_timeout, self._head_too_slow)
+
+    def on_headers_complete(self) -> None:
+        self._heads_completed += 1
+        self._reading_head = False
+        self._cancel_deadline()
+        super().on_headers_complete()
+
+    def on_message_complete(self) -> None:
+        self._cancel_deadline()
+        self._reading_head, self._head_bytes = True, 0
+        super().on_message_complete()
+
+    def pause_writing(self) -> None:
+        super().pause_writing()
+        if self._send_deadline is None:
+            self._send_deadline = self.loop.call_later(
+                self.limits.send_timeout, self._answer_unread
+            )
+
+    def resume_writing(self) -> None:
+        self._cancel_send_deadline()
+        super().resume_writing()
+
+    def _head_too_slow(self) -> None:
+        self._deadline = None
+        self._refuse(
+            408, f"the request head did not arrive within {self.limits.head_timeout:g} seconds"
+        )
+
+    def _body_too_slow(self) -> None:
+        self._deadline = None
+        if self.cycle is not None and self.cycle.response_started:
+            self.transport.close()
+            return
+        self._refuse(
+            408, f"the request body did not arrive within {self.limits.body_timeout:g} seconds"
+        )
+
+    def _answer_unread(self) -> None:
+        self._send_deadline = None
+        logger.info(
+            "dropped a connection whose client read nothing for %gs", self.limits.send_timeout
+        )
+        self.transport.abort()
+
+    def _refuse(self, status: int, detail: str) -> None:
+        if self.transport.is_closing():
+            return
+        logger.info("refused a request: %d %s", status, detail)
+        self.transport.write(refusal(status, detail))
+        self.transport.close()
+
+    def _start_deadline(self, seconds: float, callback: Any) -> None:
+        self._cancel_deadline()
+        self._deadline = self.loop.call_later(seconds, callback)
+
+    def _cancel_deadline(self) -> None:
+        if self._deadline is not None:
+            self._deadline.cancel()
+            self._deadline = None
+
+    def _cancel_send_deadline(self) -> None:
+        if self._send_deadline is not None:
+            self._send_deadline.cancel()
+            self._send_deadline = None
