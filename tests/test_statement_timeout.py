@@ -107,8 +107,13 @@ async def test_the_timeout_adds_no_statement(migrated_database: URL, pooler: str
     same count; the timeout rides in the BEGIN's message."""
     sent: dict[float, list[str]] = {0.0: [], 2.5: []}
     for seconds, queries in sent.items():
+        # A transaction pooler requires a direct migration URL (the lock's).
+        direct = {"migration_database_url": service_url(migrated_database)}
         settings = settings_for(
-            migrated_database, request_statement_timeout=seconds, database_pooler=pooler
+            migrated_database,
+            request_statement_timeout=seconds,
+            database_pooler=pooler,
+            **(direct if pooler == "transaction" else {}),
         )
         engine = create_app_engine(settings)
         try:
