@@ -7,12 +7,21 @@ part of that message.
 
 from __future__ import annotations
 
+import configparser
 import math
 import re
+import ssl
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, SettingsConfigDict
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError
@@ -29,6 +38,26 @@ _QUERY_PARAMETERS = ("sslmode", "sslrootcert")
 # Finite: "inf" and "1e400" parse as floats, and an infinite timeout is no timeout.
 Seconds = Annotated[float, Field(ge=0, allow_inf_nan=False)]
 PositiveSeconds = Annotated[float, Field(gt=0, allow_inf_nan=False)]
+# PostgreSQL keeps timeouts in whole milliseconds, at most 2^31 - 1 of them:
+# a value that rounds to 0 ms would turn the timeout off, a larger one fails
+# at the first SET.
+_POSTGRES_MAX_SECONDS = 2147483.647
+
+
+def _whole_milliseconds(seconds: float) -> float:
+    if seconds != 0 and seconds < 0.001:
+        raise ValueError(
+            "is below 0.001: PostgreSQL counts whole milliseconds, and 0 ms turns the timeout off"
+        )
+    return seconds
+
+
+# A PostgreSQL timeout (lock_timeout, statement_timeout), in seconds; 0 is none.
+PostgresSeconds = Annotated[
+    float,
+    Field(ge=0, le=_POSTGRES_MAX_SECONDS, allow_inf_nan=False),
+    AfterValidator(_whole_milliseconds),
+]
 # Operator tokens that are examples or demos, never secrets (checked case-insensitively).
 _PLACEHOLDER_WORDS = ("change-me", "changeme", "change_me", "replace-me", "placeholder", "example")
 # Estimated bits of an operator token (length times the entropy of its own
@@ -63,6 +92,10 @@ def parse_database_url(raw: str) -> URL:
         )
     if not url.database:
         raise ValueError("names no database (expected .../database at the end)")
+    if url.port is not None and not 1 <= url.port <= 65535:
+        raise ValueError(f"has the port {url.port}, outside 1-65535")
+    if url.host and "@" in url.host:
+        raise ValueError("has an '@' after the password: write an '@' inside the password as %40")
     _check_query_parameters(url)
     return url.set(drivername=ASYNC_DRIVER)
 
@@ -79,8 +112,17 @@ def _check_query_parameters(url: URL) -> None:
     if mode is not None and mode not in TLS_MODES:
         raise ValueError(f"sslmode {mode!r} is not one of {', '.join(TLS_MODES)}")
     root = url.query.get("sslrootcert")
-    if isinstance(root, str) and not Path(root).is_file():
-        raise ValueError(f"sslrootcert {root!r} is not a file")
+    if isinstance(root, str):
+        _check_root_certificates(root)
+
+
+def _check_root_certificates(path: str) -> None:
+    if not Path(path).is_file():
+        raise ValueError(f"sslrootcert {path!r} is not a file")
+    try:
+        ssl.create_default_context(cafile=path)
+    except (ssl.SSLError, OSError, UnicodeError):
+        raise ValueError(f"sslrootcert {path!r} holds no PEM certificate") from None
 
 
 def masked(url: URL) -> str:
@@ -116,7 +158,7 @@ class Settings(BaseSettings):
         default="platform-service:schema-migrations",
         description="Name from which the advisory lock key is derived; processes sharing a name serialise.",
     )
-    migration_lock_timeout: PositiveSeconds = Field(
+    migration_lock_timeout: Annotated[PostgresSeconds, Field(gt=0)] = Field(
         default=0.5,
         description="The longest lock_timeout of a migration statement, in seconds: the first "
         "attempt of a revision waits 0.1 s for its locks, each retry twice as long, up to this.",
@@ -126,7 +168,7 @@ class Settings(BaseSettings):
         description="How often a revision that hit lock_timeout is retried, after a pause with "
         "jitter that grows from 0.5 s to 30 s.",
     )
-    migration_statement_timeout: Seconds = Field(
+    migration_statement_timeout: PostgresSeconds = Field(
         default=3600.0,
         description="statement_timeout of migration statements, in seconds (0: none).",
     )
@@ -179,7 +221,7 @@ class Settings(BaseSettings):
     max_body_bytes: Annotated[int, Field(ge=1024, le=64 * 1024 * 1024)] = Field(
         default=1024 * 1024, description="Largest request body accepted, in bytes."
     )
-    request_statement_timeout: Annotated[Seconds, Field(le=3600)] = Field(
+    request_statement_timeout: Annotated[PostgresSeconds, Field(le=3600)] = Field(
         default=10.0,
         description="statement_timeout of the SQL statements of API requests, in seconds (0: none).",
     )
@@ -271,6 +313,13 @@ class Settings(BaseSettings):
     def _alembic_config_exists(cls, value: Path) -> Path:
         if not value.is_file():
             raise ValueError(f"{value} is not a file")
+        parser = configparser.ConfigParser()
+        try:
+            parser.read(value, encoding="utf-8")
+        except (configparser.Error, UnicodeError, OSError):
+            raise ValueError(f"{value} is not an ini file") from None
+        if not parser.has_section("alembic"):
+            raise ValueError(f"{value} has no [alembic] section")
         return value.resolve()
 
     @model_validator(mode="after")

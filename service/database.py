@@ -21,6 +21,8 @@ from service.retry import lock_timeout
 from service.statement_timeout import timed_connection_class
 from settings import Settings
 
+# Seconds the client waits for a statement beyond REQUEST_STATEMENT_TIMEOUT.
+CLIENT_GRACE = 2.0
 # PostgreSQL truncates application_name to 63 bytes.
 _APPLICATION_NAME_LENGTH = 63
 _APPLICATION = "platform-service"
@@ -49,6 +51,10 @@ def create_app_engine(settings: Settings) -> AsyncEngine:
         connect_args["connection_class"] = timed_connection_class(
             settings.request_statement_timeout
         )
+        # The server's timeout cannot end a statement that never reaches it (a
+        # paused or stalled pooler, a network path that drops packets): the
+        # client gives up a little after it (TimeoutError, answered 503).
+        connect_args["command_timeout"] = settings.request_statement_timeout + CLIENT_GRACE
     return _create_engine(
         settings.app_url,
         pool_size=settings.database_pool_size,

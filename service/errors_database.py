@@ -59,8 +59,9 @@ def _lost_or_refused_connection(error: BaseException) -> bool:
         if _lost_or_refused_connection(error.orig):
             return True
         return error.connection_invalidated or isinstance(error, InterfaceError)
-    if isinstance(error, ssl.SSLError):
-        # A certificate that does not verify stays so: a configuration error.
+    if _is_tls_error(error):
+        # A certificate that does not verify stays so, and so does a server
+        # without TLS asked for it (sslmode=require): a configuration error.
         return False
     return isinstance(
         error, OSError | TimeoutError | asyncpg.exceptions.ConnectionDoesNotExistError
@@ -113,9 +114,14 @@ def failure_kind(error: BaseException) -> str:
     if code in _KINDS:
         return _KINDS[code]
     original = error.orig if isinstance(error, DBAPIError) and error.orig else error
-    if isinstance(original, ssl.SSLError):
-        return "tls"
-    return "error"
+    return "tls" if _is_tls_error(original) else "error"
+
+
+def _is_tls_error(error: BaseException) -> bool:
+    # asyncpg's words when the server answers "no TLS here" to a client that requires it.
+    return isinstance(error, ssl.SSLError) or (
+        isinstance(error, ConnectionError) and "rejected SSL upgrade" in str(error)
+    )
 
 
 def describe_error(error: BaseException) -> str:

@@ -67,8 +67,9 @@ _END_STRANDED = text(
 )
 
 POOLER_ADVICE = (
-    "the migration lock needs one server session for the whole migration, which a "
-    "transaction-pooling pooler (PgBouncer with pool_mode=transaction) does not keep: point "
+    "the migration lock needs one server session for the whole migration, with the session "
+    "settings it sends at connect; a pooler in front of PostgreSQL does not keep the first "
+    "(PgBouncer with pool_mode=transaction) or refuses the second (any pool_mode): point "
     "MIGRATION_DATABASE_URL at PostgreSQL itself (DATABASE_URL may stay on the pooler, "
     "with DATABASE_POOLER=transaction)"
 )

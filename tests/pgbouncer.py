@@ -45,6 +45,7 @@ unix_socket_dir =
 auth_type = scram-sha-256
 auth_file = {folder / "users.txt"}
 pool_mode = transaction
+admin_users = {server.username}
 max_client_conn = 1000
 default_pool_size = 20
 ignore_startup_parameters = {",".join(filter(None, ["extra_float_digits", ignore_parameters]))}

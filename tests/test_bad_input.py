@@ -84,6 +84,28 @@ CASES: dict[str, tuple[str, str, bytes | None, dict[str, str], int, str]] = {
         "POST", "/v1/configs", body("configs", '{"key": "k", "name": "n", "items": {"x": 1e400}}'),
         {}, 422, "/data/attributes/items/x",
     ),
+    "an integer beyond a double in items": (
+        "POST", "/v1/configs", body("configs", '{"key": "k", "name": "n", "items": {"x": 1' + "0" * 400 + "}}"),
+        {}, 422, "/data/attributes/items/x",
+    ),
+    "a negative integer beyond a double in a filter": (
+        "GET", "/v1/configs", None, {"filter[items]": '{"a": -1' + "0" * 310 + "}"}, 400, "filter[items]",
+    ),
+    "1e-400 (below the smallest double) in items": (
+        "POST", "/v1/configs", body("configs", '{"key": "k", "name": "n", "items": {"x": 1e-400}}'),
+        {}, 422, "/data/attributes/items/x",
+    ),
+    "a forged cursor whose id is a number": (
+        "GET", "/v1/users", None, {"page[after]": cursor(["2026-11-29T11:55:31+00:00", 5])}, 400, "page[after]",
+    ),
+    "a forged cursor whose id is a list": (
+        "GET", "/v1/api-keys", None, {"page[after]": cursor(["2026-11-29T11:55:31+00:00", ["a"]])},
+        400, "page[after]",
+    ),
+    "a forged cursor whose time is a number": (
+        "GET", "/v1/environments", None,
+        {"page[after]": cursor([5, "00000000-0000-0000-0000-000000000000"])}, 400, "page[after]",
+    ),
     "1e400 as a position": (
         "POST", "/v1/environments",
         body("environments", '{"key": "qa", "name": "QA", "position": 1e400}'),

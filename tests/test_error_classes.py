@@ -101,3 +101,15 @@ async def test_a_missing_database_is_final(admin_url: URL) -> None:
         body = await wait_for_phase(client, "failed")
     assert body["failure"] == "missing_database"
     assert "3D000" in body["error"]
+
+
+async def test_tls_required_of_a_server_without_tls_is_final(migrated_database: URL) -> None:
+    """sslmode=require against a server that answers "no TLS here" will not
+    get better by waiting: a final `tls` failure, not "waiting for the database"."""
+    if await fetch_value(migrated_database, "SHOW ssl") == "on":
+        pytest.skip("this server speaks TLS (the embedded PostgreSQL, built without it, does not)")
+    required = migrated_database.update_query_dict({"sslmode": "require"})
+    failed = run_python("-m", "service", "migrate", url=required, timeout=60)
+    assert failed.returncode == 1, failed.stderr
+    assert "migration failed (tls)" in failed.stderr
+    assert "rejected SSL upgrade" in failed.stderr

@@ -73,6 +73,37 @@ def test_migration_url_is_separate_when_given() -> None:
         ("MIGRATION_LOCK_TIMEOUT", "0", "MIGRATION_LOCK_TIMEOUT: Input should be greater than 0"),
         (
             "MIGRATION_LOCK_TIMEOUT",
+            "0.0004",
+            "MIGRATION_LOCK_TIMEOUT: is below 0.001: PostgreSQL counts whole milliseconds",
+        ),
+        (
+            "REQUEST_STATEMENT_TIMEOUT",
+            "0.0001",
+            "REQUEST_STATEMENT_TIMEOUT: is below 0.001: PostgreSQL counts whole milliseconds",
+        ),
+        (
+            "MIGRATION_STATEMENT_TIMEOUT",
+            "3000000",
+            "MIGRATION_STATEMENT_TIMEOUT: Input should be less than or equal to 2147483.647",
+        ),
+        (
+            "DATABASE_URL",
+            f"postgresql://u:{SECRET}@db:99999/app",
+            "DATABASE_URL: has the port 99999, outside 1-65535",
+        ),
+        (
+            "DATABASE_URL",
+            f"postgresql://u:{SECRET}@x@db/app",
+            "DATABASE_URL: has an '@' after the password",
+        ),
+        (
+            "DATABASE_URL",
+            f"postgresql://u:{SECRET}@db/app?sslmode=verify-full&sslrootcert={__file__}",
+            f"DATABASE_URL: sslrootcert '{__file__}' holds no PEM certificate",
+        ),
+        ("ALEMBIC_CONFIG", __file__, f"ALEMBIC_CONFIG: {__file__} is not an ini file"),
+        (
+            "MIGRATION_LOCK_TIMEOUT",
             "soon",
             "MIGRATION_LOCK_TIMEOUT: Input should be a valid number",
         ),

@@ -4,19 +4,21 @@ startup parameter), and costs no extra statement: it rides on the BEGIN."""
 
 from __future__ import annotations
 
+import asyncio
 import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import asyncpg
 import httpx
 import pytest
 from sqlalchemy import text
 from sqlalchemy.engine import URL
 
 from service.database import create_app_engine
-from tests.api import JSONAPI, document
+from tests.api import JSONAPI, create_account_over_http, document
 from tests.conftest import OPERATOR_TOKEN, settings_for, shared_folder
 from tests.pgbouncer import pgbouncer
 from tests.postgres import connect, service_url
@@ -130,3 +132,50 @@ async def test_the_timeout_adds_no_statement(migrated_database: URL, pooler: str
     assert len(sent[2.5]) == len(sent[0.0]), sent
     assert sent[2.5][0].startswith("BEGIN")
     assert "SET LOCAL statement_timeout = '2500ms'" in sent[2.5][0]
+
+
+def test_a_request_to_a_stalled_pooler_is_answered_503(migrated_database: URL) -> None:
+    """A paused PgBouncer holds every statement before it reaches PostgreSQL,
+    where the statement timeout lives: the client's own deadline answers."""
+    with shared_folder() as folder, pgbouncer(migrated_database, folder / "pgbouncer") as pooled:
+        variables = service_environment(
+            OPERATOR_TOKEN=OPERATOR_TOKEN,
+            REQUEST_STATEMENT_TIMEOUT="1",
+            DATABASE_URL=service_url(pooled),
+            MIGRATION_DATABASE_URL=service_url(migrated_database),
+            DATABASE_POOLER="transaction",
+        )
+        process = ServiceProcess.uvicorn(variables, folder / "stalled.log", workers=2)
+        try:
+            process.wait_for_phase("ready")
+            key = create_account_over_http(process.port, "Stalled")
+            asyncio.run(_pooler_command(pooled, f"PAUSE {migrated_database.database}"))
+            try:
+                # Bounded: before the client deadline this waited for PgBouncer's
+                # query_wait_timeout (120 s), past the client's 60 s.
+                stalled = httpx.get(
+                    f"http://127.0.0.1:{process.port}/v1/account",
+                    headers={"Authorization": f"Bearer {key}"},
+                    timeout=60,
+                )
+            finally:
+                asyncio.run(_pooler_command(pooled, f"RESUME {migrated_database.database}"))
+        finally:
+            process.stop()
+    assert stalled.status_code == 503, stalled.text
+    assert stalled.headers["retry-after"]
+
+
+async def _pooler_command(pooled: URL, command: str) -> None:
+    console = await asyncpg.connect(
+        host=pooled.host,
+        port=pooled.port,
+        user=pooled.username,
+        password=pooled.password,
+        database="pgbouncer",
+        statement_cache_size=0,
+    )
+    try:
+        await console.execute(command)
+    finally:
+        await console.close()

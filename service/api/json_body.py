@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import math
 import re
+import sys
 from collections.abc import Callable, Coroutine
 from typing import Any
 
@@ -33,10 +34,11 @@ MAX_PROBLEMS = 20
 MAX_INTEGER_DIGITS = 1000
 _SCOPE_KEY = "service.body_problem"
 _SURROGATE = re.compile("[\ud800-\udfff]")
+_LARGEST_DOUBLE = int(sys.float_info.max)
 
 
 class _Unrepresentable:
-    """Stands in for a number PostgreSQL's jsonb cannot hold (NaN, Infinity, 1e400)."""
+    """Stands in for a number a double cannot hold (NaN, Infinity, 1e400, 10**400, 1e-400)."""
 
     def __init__(self, text: str):
         self.text = text
@@ -44,11 +46,24 @@ class _Unrepresentable:
 
 def _float(text: str) -> float | _Unrepresentable:
     value = float(text)
-    return value if math.isfinite(value) else _Unrepresentable(text)
+    if not math.isfinite(value) or (value == 0.0 and _has_nonzero_digit(text)):
+        # Beyond a double, or so small it would silently become 0 (1e-400).
+        return _Unrepresentable(text)
+    return value
+
+
+def _has_nonzero_digit(text: str) -> bool:
+    mantissa = text.lower().partition("e")[0]
+    return any(digit in mantissa for digit in "123456789")
 
 
 def _integer(text: str) -> int | _Unrepresentable:
-    return _Unrepresentable(text) if len(text) > MAX_INTEGER_DIGITS else int(text)
+    if len(text) > MAX_INTEGER_DIGITS:
+        return _Unrepresentable(text)
+    value = int(text)
+    # Beyond a double, as "1e400" is: clients reading the document as JSON
+    # numbers (doubles) could not hold it.
+    return _Unrepresentable(text) if abs(value) > _LARGEST_DOUBLE else value
 
 
 def parse_json(raw: bytes | str) -> Any:
@@ -81,7 +96,9 @@ def problems(document: Any, *, max_depth: int = MAX_BODY_DEPTH) -> list[tuple[st
             if problem := text_problem(value):
                 found.append((json_pointer(path), problem))
         elif isinstance(value, _Unrepresentable):
-            found.append((json_pointer(path), f"{value.text[:40]} is not a finite JSON number"))
+            found.append(
+                (json_pointer(path), f"{value.text[:40]} is not a number a double can hold")
+            )
         elif isinstance(value, dict):
             for name, item in reversed(value.items()):
                 if problem := text_problem(name):

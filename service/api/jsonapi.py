@@ -218,6 +218,8 @@ def decode_cursor(raw: str | None) -> tuple[datetime, uuid.UUID] | None:
             raise ValueError("too long")
         padded = raw + "=" * (-len(raw) % 4)
         created_at, row_id = json.loads(base64.urlsafe_b64decode(padded.encode("ascii")))
+        if not isinstance(created_at, str) or not isinstance(row_id, str):
+            raise TypeError("a cursor holds two strings")
         moment = datetime.fromisoformat(created_at)
         if moment.tzinfo is None:
             raise ValueError("naive time")
