@@ -174,6 +174,8 @@ async def test_alembic_command_line_waits_for_the_lock(empty_database: URL) -> N
 async def _migrator_connected(connection: asyncpg.Connection) -> bool:
     return bool(
         await connection.fetchval(
-            "SELECT count(*) FROM pg_stat_activity WHERE application_name LIKE 'platform-service migrator%'"
+            # This database's only: a cluster shared with other tests has their migrators.
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
+            " AND application_name LIKE 'platform-service migrator%'"
         )
     )
