@@ -18,8 +18,8 @@ from typing import Any
 from sqlalchemy.engine import Connection
 
 from alembic import context
-from service import lock
-from service.audit import RUNNER_COMMAND_LINE, AuditWriter
+from service.migrations import lock
+from service.migrations.audit import RUNNER_COMMAND_LINE, AuditWriter
 from service.models import Base
 
 config = context.config
@@ -64,7 +64,7 @@ def run_offline() -> None:
 
 
 def run_from_command_line() -> None:
-    from service.cli_migrations import run_locked
+    from service.migrations.alembic_cli import run_locked
 
     asyncio.run(run_locked(configure_and_run))
 

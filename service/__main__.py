@@ -24,7 +24,7 @@ from collections.abc import Callable, Coroutine, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-from service.cli_accounts import add_accounts_commands
+from service.operator import add_accounts_commands
 from settings import Settings, SettingsError, load_settings, masked
 
 EXIT_FAILED = 1
@@ -39,16 +39,16 @@ def main(arguments: Sequence[str] | None = None) -> int:
     except SettingsError as error:
         print(f"error: {error}", file=sys.stderr)
         return EXIT_USAGE
-    from service.logs import configure_logging
+    from service.observability.logs import configure_logging
 
     configure_logging(settings.log_level, settings.log_format)
     command = options.command or "serve"
     if command == "db" and options.db_command == "heads":
-        from service.commands import heads_manifest
+        from service.migrations.commands import heads_manifest
 
         return heads_manifest(settings, write=options.write)
     if command == "db" and options.db_command == "lint":
-        from service.migration_lint import lint_command
+        from service.migrations.lint import lint_command
 
         return lint_command(
             settings.alembic_config,
@@ -73,14 +73,14 @@ def _run(command: str, settings: Settings, options: argparse.Namespace) -> int:
         if command == "serve":
             return _serve(settings, options)
         if command == "migrate":
-            from service.commands import migrate
+            from service.migrations.commands import migrate
 
             return asyncio.run(_cancel_on_sigterm(migrate(settings, options.timeout)))
         if command == "accounts":
-            from service.cli_accounts import run_accounts_command
+            from service.operator import run_accounts_command
 
             return run_accounts_command(settings, options)
-        from service import commands
+        from service.migrations import commands
 
         if options.db_command == "history":
             return asyncio.run(
@@ -193,7 +193,7 @@ def _database(settings: Settings) -> Iterator[Settings]:
     if settings.database_url is not None:
         yield settings
         return
-    from service.embedded import EmbeddedPostgres, EmbeddedPostgresError
+    from service.db.embedded import EmbeddedPostgres, EmbeddedPostgresError
 
     try:
         server = EmbeddedPostgres()

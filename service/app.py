@@ -16,18 +16,19 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from service import __version__, health
 from service.api import router as api_router
 from service.api.dependencies import KeyUsage
+from service.api.errors import install_error_handlers
 from service.api.negotiation import ContentNegotiation
 from service.api.openapi import complete_openapi
 from service.api.rate_limits import RateLimits
-from service.bootstrap import Bootstrap, MigrationFailed
-from service.database import create_app_engine
-from service.errors import install_error_handlers
-from service.logs import configure_logging
-from service.metrics import Metrics
-from service.observability import RequestObservability
-from service.schema_watch import SchemaWatch
-from service.status import MigrationStatus
-from service.workers import die_with_supervisor, exit_after_failed_migration
+from service.db.engines import create_app_engine
+from service.migrations.bootstrap import Bootstrap, MigrationFailed
+from service.migrations.exits import exit_after_failed_migration
+from service.migrations.status import MigrationStatus
+from service.migrations.watch import SchemaWatch
+from service.observability.logs import configure_logging
+from service.observability.metrics import Metrics
+from service.observability.middleware import RequestObservability
+from service.workers import die_with_supervisor
 from settings import Settings, load_settings
 
 logger = logging.getLogger("service.app")

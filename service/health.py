@@ -1,6 +1,6 @@
 """Probes. Liveness never touches the database; readiness reports the migration,
 and once the schema is at head, whether the database answers and is still at
-this code's head (service/schema_watch.py).
+this code's head (service/migrations/watch.py).
 
 Readiness's status code is public, for probes; what its body says beyond
 "status" (errors, the lock holder's host and address) and /metrics are for the
@@ -15,12 +15,12 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse, Response
 
 from service.api.dependencies import is_operator, require_operator
+from service.api.errors import ERROR_RESPONSES
 from service.api.openapi import OPERATOR_ONLY
-from service.errors import ERROR_RESPONSES
-from service.errors_database import describe_error
-from service.metrics import CONTENT_TYPE, Metrics
-from service.migrations import current_revisions
-from service.status import MigrationStatus
+from service.migrations.errors import describe_error
+from service.migrations.scripts import current_revisions
+from service.migrations.status import MigrationStatus
+from service.observability.metrics import CONTENT_TYPE, Metrics
 
 router = APIRouter(tags=["health"])
 DATABASE_CHECK_SECONDS = 2.0

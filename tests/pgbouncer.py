@@ -18,7 +18,7 @@ from tests.processes import free_port
 BINARY = shutil.which("pgbouncer") or "/usr/sbin/pgbouncer"
 
 
-# The startup parameters of the migration session (service/database.py): a
+# The startup parameters of the migration session (service/db/engines.py): a
 # PgBouncer that ignores them lets a migration connection through.
 MIGRATION_SESSION_PARAMETERS = (
     "lock_timeout,statement_timeout,tcp_keepalives_idle,tcp_keepalives_interval,"

@@ -17,7 +17,7 @@ from typing import Any
 import asyncpg
 from sqlalchemy.engine import URL
 
-from service.embedded import EmbeddedPostgres
+from service.db.embedded import EmbeddedPostgres
 from settings import parse_database_url
 
 

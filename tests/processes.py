@@ -224,7 +224,7 @@ class ServiceProcess:
 
     def events(self) -> list[dict[str, Any]]:
         """The JSON log events the process wrote (other lines are skipped)."""
-        from service.logs import json_events
+        from service.observability.logs import json_events
 
         return json_events(self.logs())
 

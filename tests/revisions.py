@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from service.migrations import load_revisions
+from service.migrations.scripts import load_revisions
 from tests.processes import PROJECT_ROOT
 
 _SCRIPTS = load_revisions(PROJECT_ROOT / "alembic.ini")

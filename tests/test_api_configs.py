@@ -14,9 +14,9 @@ from sqlalchemy.ext.asyncio import create_async_engine
 from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.sql.expression import ClauseElement, Executable
 
-from service.api.common import paged
 from service.api.configs import configs, list_query
 from service.api.jsonapi import Page
+from service.api.queries import paged
 from tests.api import Tenant, api_client, document, new_tenant
 from tests.postgres import connect, service_url
 

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy.engine import URL
 
-from service.audit import checksum_of_file, checksum_of_text
+from service.migrations.audit import checksum_of_file, checksum_of_text
 from tests.conftest import scenario_config, settings_for
 from tests.postgres import connect
 from tests.processes import PROJECT_ROOT, run_python

@@ -14,7 +14,7 @@ from alembic.runtime.migration import MigrationContext
 from sqlalchemy.engine import URL
 from sqlalchemy.ext.asyncio import create_async_engine
 
-from service import lock
+from service.migrations import lock
 from service.models import Base
 from tests.conftest import eventually, scenario_config
 from tests.postgres import connect, service_url

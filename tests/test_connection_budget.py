@@ -7,7 +7,7 @@ from pathlib import Path
 
 from sqlalchemy.engine import URL
 
-from service.connection_budget import MIGRATION_CONNECTIONS
+from service.db.connection_budget import MIGRATION_CONNECTIONS
 from tests.postgres import connect, service_url
 from tests.processes import ServiceProcess, service_environment, wait_for
 

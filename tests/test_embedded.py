@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from service.embedded import SYSTEM_USER
+from service.db.embedded import SYSTEM_USER
 from tests.conftest import shared_folder
 from tests.processes import (
     PROJECT_ROOT,

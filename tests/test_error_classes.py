@@ -11,7 +11,7 @@ import uuid
 import pytest
 from sqlalchemy.engine import URL
 
-from service.bootstrap import CONNECTION_LOSSES_WHILE_MIGRATING
+from service.migrations.bootstrap import CONNECTION_LOSSES_WHILE_MIGRATING
 from tests.conftest import eventually, scenario_config, settings_for
 from tests.postgres import (
     SLEEPING_MIGRATOR,

@@ -10,7 +10,7 @@ import httpx
 import pytest
 from sqlalchemy.engine import URL
 
-from service.embedded import EmbeddedPostgres
+from service.db.embedded import EmbeddedPostgres
 from tests.api import create_account_over_http
 from tests.conftest import OPERATOR_TOKEN, eventually, scenario_config, shared_folder
 from tests.postgres import connect, service_url

@@ -1,4 +1,4 @@
-"""The heads manifest (service/heads.py): up to date with the scripts, ignored
+"""The heads manifest (service/migrations/heads.py): up to date with the scripts, ignored
 when the files differ from it, and a stale one is caught after startup."""
 
 from __future__ import annotations
@@ -9,8 +9,8 @@ from pathlib import Path
 
 from sqlalchemy.engine import URL
 
-from service.heads import files_digest, read_heads, write_manifest
-from service.migrations import load_revisions
+from service.migrations.heads import files_digest, read_heads, write_manifest
+from service.migrations.scripts import load_revisions
 from tests.conftest import scenario_config, settings_for
 from tests.processes import PROJECT_ROOT, run_python
 from tests.revisions import HEAD, REVISIONS

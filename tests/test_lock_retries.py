@@ -14,7 +14,7 @@ from pathlib import Path
 import asyncpg
 from sqlalchemy.engine import URL
 
-from service.retry import FIRST_LOCK_TIMEOUT
+from service.migrations.retry import FIRST_LOCK_TIMEOUT
 from tests.conftest import scenario_config
 from tests.postgres import connect, plain, service_url
 from tests.processes import ServiceProcess, service_environment, wait_for

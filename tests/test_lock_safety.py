@@ -16,8 +16,8 @@ from sqlalchemy import text
 from sqlalchemy.engine import URL
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from service import lock
-from service.database import create_migration_engine
+from service.db.engines import create_migration_engine
+from service.migrations import lock
 from tests.conftest import eventually, scenario_config, settings_for, shared_folder
 from tests.pgbouncer import MIGRATION_SESSION_PARAMETERS, pgbouncer
 from tests.postgres import SLEEPING_MIGRATOR, advisory_locks, fetch_value, service_url

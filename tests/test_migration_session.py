@@ -8,7 +8,7 @@ from sqlalchemy import text
 from sqlalchemy.engine import URL
 from sqlalchemy.pool import NullPool
 
-from service.database import create_app_engine, create_migration_engine
+from service.db.engines import create_app_engine, create_migration_engine
 from tests.conftest import settings_for
 
 

@@ -12,8 +12,8 @@ import pytest
 from asgi_lifespan import LifespanManager
 from sqlalchemy.engine import URL
 
-from service import lock
 from service.app import create_app
+from service.migrations import lock
 from settings import Settings
 from tests.conftest import OPERATOR_TOKEN, eventually, scenario_config, settings_for
 from tests.postgres import connect
@@ -151,7 +151,7 @@ async def test_lock_name_setting_changes_the_key(empty_database: URL) -> None:
 
 
 async def test_without_migrate_on_startup_waits_for_another_process(empty_database: URL) -> None:
-    from service.commands import migrate
+    from service.migrations.commands import migrate
 
     async with running_app(settings_for(empty_database, migrate_on_startup=False)) as client:
         body = await wait_for_phase(client, "waiting_for_schema")

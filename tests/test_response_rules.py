@@ -16,7 +16,7 @@ from sqlalchemy.engine import URL
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import create_async_engine
 
-from service.logs import TextFormatter, safe_traceback
+from service.observability.logs import TextFormatter, safe_traceback
 from tests.api import JSONAPI, api_client, document, new_tenant
 from tests.postgres import service_url
 from tests.processes import OPERATOR

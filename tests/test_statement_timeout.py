@@ -15,7 +15,7 @@ import pytest
 from sqlalchemy import text
 from sqlalchemy.engine import URL
 
-from service.database import create_app_engine
+from service.db.engines import create_app_engine
 from tests.api import JSONAPI, document
 from tests.conftest import OPERATOR_TOKEN, settings_for, shared_folder
 from tests.pgbouncer import pgbouncer

@@ -10,7 +10,7 @@ import pytest
 from sqlalchemy import text
 from sqlalchemy.engine import URL
 
-from service.database import create_app_engine
+from service.db.engines import create_app_engine
 from tests.conftest import PASSWORDS, settings_for, shared_folder
 from tests.postgres import connect, create_database, service_url
 from tests.processes import ServiceProcess, run_python, service_environment

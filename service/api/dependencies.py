@@ -22,11 +22,11 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection
 from starlette.routing import BaseRoute
 
-from service import keys
+from service.api import keys
+from service.api.errors import ApiError
 from service.api.json_body import raise_body_problem, text_problem
 from service.api.rate_limits import RateLimits, retry_after
-from service.errors import ApiError
-from service.status import MigrationStatus
+from service.migrations.status import MigrationStatus
 
 RETRY_AFTER_SECONDS = "5"
 ROLE_RANK = {"VIEWER": 0, "MEMBER": 1, "ADMIN": 2, "OWNER": 3}

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import StrEnum
 
-from service.lock import LockHolder
+from service.migrations.lock import LockHolder
 
 
 class Phase(StrEnum):
@@ -46,7 +46,7 @@ class MigrationStatus:
     revision_seconds: dict[str, float] = field(default_factory=dict)
     lock_holder: LockHolder | None = None
     error: str | None = None
-    # What a final error is (service/errors_database.py `failure_kind`, or the
+    # What a final error is (service/migrations/errors.py `failure_kind`, or the
     # bootstrap's own: pooler, stale_manifest, unknown_revision, ...).
     failure: str | None = None
     migrated_here: bool = False

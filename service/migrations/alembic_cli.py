@@ -7,8 +7,8 @@ from collections.abc import Callable
 
 from sqlalchemy.engine import Connection
 
-from service import lock
-from service.database import create_migration_engine
+from service.db.engines import create_migration_engine
+from service.migrations import lock
 from settings import load_settings
 
 logger = logging.getLogger("alembic.env")

@@ -155,7 +155,7 @@ def _operator_engine(settings: Settings) -> Any:
     from sqlalchemy.ext.asyncio import create_async_engine
     from sqlalchemy.pool import NullPool
 
-    from service.database import application_name
+    from service.db.engines import application_name
 
     return create_async_engine(
         settings.migration_url,

@@ -22,10 +22,10 @@ from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Match
 
-from service.logs import safe_traceback
+from service.observability.logs import safe_traceback
 
 JSONAPI_MEDIA_TYPE = "application/vnd.api+json"
-logger = logging.getLogger("service.errors")
+logger = logging.getLogger("service.api.errors")
 
 
 class JsonApiResponse(JSONResponse):
@@ -205,7 +205,8 @@ _RETRY_LATER = {
 
 async def _database_error(request: Request, error: Exception) -> JsonApiResponse:
     """A database that is restarting or unreachable is a 503 to retry, not a 500."""
-    from service.errors_database import describe_error, is_transient, sqlstate
+    from service.db.errors import is_transient
+    from service.migrations.errors import describe_error, sqlstate
 
     detail = _RETRY_LATER.get(sqlstate(error) or "")
     if detail is None and not is_transient(error):
@@ -241,7 +242,7 @@ def unexpected_error_response(method: str, path: str, error: BaseException) -> J
 
 def install_error_handlers(app: FastAPI) -> None:
     """Answers for the errors handlers raise. Anything else is answered 500 by
-    the request middleware (service/observability.py), which logs it once."""
+    the request middleware (service/observability/middleware.py), which logs it once."""
     app.add_exception_handler(ApiError, _api_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)
     app.add_exception_handler(RequestValidationError, _validation_error)

@@ -11,9 +11,9 @@ import uuid
 from starlette.datastructures import MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from service.errors import unexpected_error_response
-from service.logs import request_id
-from service.metrics import Metrics
+from service.api.errors import unexpected_error_response
+from service.observability.logs import request_id
+from service.observability.metrics import Metrics
 
 logger = logging.getLogger("service.requests")
 _VALID_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")

@@ -37,7 +37,7 @@ from typing import IO
 
 from sqlalchemy.engine import URL
 
-logger = logging.getLogger("service.embedded")
+logger = logging.getLogger("service.db.embedded")
 
 SYSTEM_USER = "platform-postgres"
 SUPERUSER = "postgres"

@@ -22,11 +22,11 @@ from collections.abc import Awaitable, Callable
 
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from service.errors_database import describe_error, is_unreachable
-from service.migrations import current_revisions
-from service.status import MigrationStatus, Phase
+from service.migrations.errors import describe_error, is_unreachable
+from service.migrations.scripts import current_revisions
+from service.migrations.status import MigrationStatus, Phase
 
-logger = logging.getLogger("service.schema_watch")
+logger = logging.getLogger("service.migrations.watch")
 
 # Judges the database's revision on a connection: None when this code can serve
 # it, else why not.

@@ -17,8 +17,8 @@ from sqlalchemy.engine import URL
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from sqlalchemy.pool import NullPool
 
-from service.retry import lock_timeout
-from service.statement_timeout import timed_connection_class
+from service.db.statement_timeout import timed_connection_class
+from service.migrations.retry import lock_timeout
 from settings import Settings
 
 # PostgreSQL truncates application_name to 63 bytes.

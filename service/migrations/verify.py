@@ -21,8 +21,8 @@ from sqlalchemy import select, text
 from sqlalchemy.dialects.postgresql import distinct_on
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from service.audit import audit_table, checksum_of_file, recorded_checksums_query
-from service.migrations import Revisions
+from service.migrations.audit import audit_table, checksum_of_file, recorded_checksums_query
+from service.migrations.scripts import Revisions
 
 
 @dataclass(frozen=True)

@@ -1,18 +1,15 @@
-"""Classifying and describing database errors.
+"""What a database error means for the migrator, and how to describe it.
 
 Descriptions go to logs and to /readyz, so they carry the server's message and
 SQLSTATE but never a URL, a statement's parameters or a password.
 
-Two questions, answered by exact SQLSTATE codes (never by class: class 57 holds
-both a cancelled statement and a server shutting down):
-- may a request that failed this way succeed if retried shortly
-  (`is_transient`: the API's 503 with Retry-After)?
-- is the database only unreachable for now, so that the migration bootstrap
-  should wait and try again (`is_unreachable`)? Only a lost or refused
-  connection is; a statement timeout, a cancel, a failed authentication or
-  authorisation, a missing database are final there: waiting would not fix
-  them, and retrying a cancelled migration would overrule the operator who
-  cancelled it.
+The question, answered by exact SQLSTATE codes (never by class: class 57 holds
+both a cancelled statement and a server shutting down): is the database only
+unreachable for now, so that the bootstrap should wait and try again
+(`is_unreachable`)? Only a lost or refused connection is; a statement timeout,
+a cancel, a failed authentication or authorisation, a missing database are
+final: waiting would not fix them, and retrying a cancelled migration would
+overrule the operator who cancelled it (`failure_kind` names what they are).
 """
 
 from __future__ import annotations
@@ -30,9 +27,6 @@ _TOO_MANY_CONNECTIONS = "53300"
 # A protocol violation is no network trouble: PgBouncer answers it to startup
 # parameters it does not pass on (the migration session's lock_timeout, ...).
 _PROTOCOL_VIOLATION = "08P01"
-# Request path only: a statement cancelled by a timeout, a full server, an
-# authentication failure (a rotated secret) or a missing database answer 503.
-_TRANSIENT_FOR_REQUESTS_CLASSES = ("08", "53", "57", "28", "3D")
 _LOCK_NOT_AVAILABLE = "55P03"
 _QUERY_CANCELED = "57014"
 
@@ -79,22 +73,6 @@ def is_unreachable(error: BaseException) -> bool:
         or code in _SERVER_GOING_AWAY
         or code == _TOO_MANY_CONNECTIONS
     )
-
-
-def is_transient(error: BaseException) -> bool:
-    """True when a request that failed this way may succeed shortly (503, not 500):
-    the database is unreachable, restarting, full, or refuses us for now (a
-    rotated secret, a database being created)."""
-    if isinstance(error, OSError | TimeoutError | asyncpg.exceptions.ConnectionDoesNotExistError):
-        return True
-    if isinstance(error, DBAPIError) and (
-        error.connection_invalidated
-        or isinstance(error, InterfaceError)
-        or isinstance(error.orig, OSError)
-    ):
-        return True
-    code = sqlstate(error)
-    return code is not None and code.startswith(_TRANSIENT_FOR_REQUESTS_CLASSES)
 
 
 def is_lock_timeout(error: BaseException) -> bool:

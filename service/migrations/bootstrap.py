@@ -6,7 +6,7 @@
                                        server session) -> check again ->
                                        upgrade, one transaction per revision ->
                                        release the lock -> ready
-    ready -> watch the revision (service/schema_watch.py)
+    ready -> watch the revision (service/migrations/watch.py)
 
 Only a lost or refused connection sends it back to waiting for the database
 (a connection lost in the middle of a migration, a bounded number of times);
@@ -25,16 +25,21 @@ from typing import TYPE_CHECKING, TypeVar
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from service import lock
-from service.connection_budget import warn_if_over_budget
-from service.database import create_migration_engine, milliseconds
-from service.errors_database import describe_error, failure_kind, is_lock_timeout, is_unreachable
-from service.heads import read_heads
-from service.migrations import Revisions, current_revisions, load_revisions, upgrade_to_heads
-from service.retry import backoff, lock_retry_pause, lock_timeout
-from service.schema_watch import SchemaWatch
-from service.status import MigrationStatus, Phase
-from service.verify import Lineage, lineage_of_unknown, verify_checksums
+from service.db.connection_budget import warn_if_over_budget
+from service.db.engines import create_migration_engine, milliseconds
+from service.migrations import lock
+from service.migrations.errors import describe_error, failure_kind, is_lock_timeout, is_unreachable
+from service.migrations.heads import read_heads
+from service.migrations.retry import backoff, lock_retry_pause, lock_timeout
+from service.migrations.scripts import (
+    Revisions,
+    current_revisions,
+    load_revisions,
+    upgrade_to_heads,
+)
+from service.migrations.status import MigrationStatus, Phase
+from service.migrations.verify import Lineage, lineage_of_unknown, verify_checksums
+from service.migrations.watch import SchemaWatch
 from settings import Settings
 
 if TYPE_CHECKING:
@@ -69,7 +74,7 @@ _MEANINGS = {
 
 class MigrationFailed(Exception):
     """The schema could not be brought to head; the message says why, `kind` what
-    it is (service/errors_database.py `failure_kind`, or pooler, connection_lost,
+    it is (service/migrations/errors.py `failure_kind`, or pooler, connection_lost,
     stale_manifest, unknown_revision, edited_revision)."""
 
     def __init__(self, message: str, kind: str = "error"):
@@ -418,7 +423,7 @@ class Bootstrap:
     async def _upgrade_holding_lock(self, connection: AsyncConnection) -> None:
         """Check again (someone may have finished while we waited), then upgrade;
         a revision that cannot get its locks in time is rolled back and retried
-        with a longer lock_timeout (service/retry.py)."""
+        with a longer lock_timeout (service/migrations/retry.py)."""
         retries = self.settings.migration_lock_retries
         for attempt in range(retries + 1):
             self.status.enter(Phase.CHECKING)

@@ -11,8 +11,8 @@ from sqlalchemy import RowMapping, Select, Table, select, tuple_
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from service.api.errors import ApiError
 from service.api.jsonapi import Page
-from service.errors import ApiError
 from service.models import Account, table
 
 accounts = table(Account)

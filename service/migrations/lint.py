@@ -15,7 +15,7 @@ in alembic/accepted.toml, or the render failure is itself a finding. A new data
 migration can render whole by emitting its statement once when
 `context.is_offline_mode()` is true.
 
-Findings are accepted only in alembic/accepted.toml (service/migration_acceptances.py):
+Findings are accepted only in alembic/accepted.toml (service/migrations/acceptances.py):
 squawk's own `-- squawk-ignore` comments in a revision's SQL are refused, so
 that every acceptance is in the one reviewed place.
 """
@@ -37,13 +37,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from service.migration_acceptances import (
+from service.migrations.acceptances import (
     AcceptanceFileError,
     Acceptances,
     default_path,
     load_acceptances,
 )
-from service.migrations import VERSION_TABLE, alembic_config
+from service.migrations.scripts import VERSION_TABLE, alembic_config
 
 if TYPE_CHECKING:
     from alembic.config import Config

@@ -19,7 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from settings import Settings
 
-logger = logging.getLogger("service.connection_budget")
+logger = logging.getLogger("service.db.connection_budget")
 
 MIGRATION_CONNECTIONS = 2
 _SERVER_LIMITS = text(

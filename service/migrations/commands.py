@@ -10,14 +10,14 @@ from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from service import lock
-from service.audit import history_query
-from service.bootstrap import Bootstrap, MigrationFailed
-from service.database import create_app_engine, create_migration_reads_engine
-from service.logs import configure_logging
-from service.migrations import current_revisions, load_revisions
-from service.status import MigrationStatus
-from service.verify import audit_trail_exists, verify_checksums
+from service.db.engines import create_app_engine, create_migration_reads_engine
+from service.migrations import lock
+from service.migrations.audit import history_query
+from service.migrations.bootstrap import Bootstrap, MigrationFailed
+from service.migrations.scripts import current_revisions, load_revisions
+from service.migrations.status import MigrationStatus
+from service.migrations.verify import audit_trail_exists, verify_checksums
+from service.observability.logs import configure_logging
 from settings import Settings
 
 
@@ -49,7 +49,7 @@ async def migrate(settings: Settings, give_up_after: float | None) -> int:
 
 def heads_manifest(settings: Settings, *, write: bool) -> int:
     """Compare (or rewrite) the heads manifest with the heads the scripts have."""
-    from service.heads import manifest_path, read_heads, write_manifest
+    from service.migrations.heads import manifest_path, read_heads, write_manifest
 
     heads = load_revisions(settings.alembic_config).heads
     if write:

@@ -29,8 +29,8 @@ from sqlalchemy import text
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from service.database import MIGRATOR_APPLICATION_NAME
-from service.retry import backoff
+from service.db.engines import MIGRATOR_APPLICATION_NAME
+from service.migrations.retry import backoff
 
 POLL_FIRST = 0.05
 POLL_MAX = 0.5
