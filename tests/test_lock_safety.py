@@ -16,8 +16,9 @@ from sqlalchemy import text
 from sqlalchemy.engine import URL
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from service.db.engines import create_migration_engine
+from service.bootstrap import migration_config
 from service.migrations import lock
+from service.migrations.connections import create_migration_engine
 from tests.conftest import eventually, scenario_config, settings_for, shared_folder
 from tests.pgbouncer import MIGRATION_SESSION_PARAMETERS, pgbouncer
 from tests.postgres import SLEEPING_MIGRATOR, advisory_locks, fetch_value, service_url
@@ -96,8 +97,8 @@ async def test_a_server_behind_a_misconfigured_pooler_exits_instead_of_looping(
 
 @asynccontextmanager
 async def _locked_through_pgbouncer(
-    database: URL, key: int
-) -> AsyncIterator[tuple[AsyncConnection, AsyncConnection]]:
+    database: URL, lock_name: str
+) -> AsyncIterator[tuple[AsyncConnection, AsyncConnection, lock.MigrationLock]]:
     """A migration connection through PgBouncer (transaction mode) that took the
     lock, and another client of the same pool."""
     with (
@@ -106,11 +107,13 @@ async def _locked_through_pgbouncer(
             database, folder / "pgbouncer", ignore_parameters=MIGRATION_SESSION_PARAMETERS
         ) as pooled,
     ):
-        engine = create_migration_engine(settings_for(pooled))
+        config = migration_config(settings_for(pooled, migration_lock_name=lock_name))
+        migration_lock = lock.MigrationLock.of(config)
+        engine = create_migration_engine(config)
         try:
             async with engine.connect() as migrator, engine.connect() as other_client:
-                assert await lock._try_lock(migrator, key)
-                yield migrator, other_client
+                assert await lock._try_lock(migrator, migration_lock)
+                yield migrator, other_client, migration_lock
                 await other_client.invalidate()
         finally:
             await engine.dispose()
@@ -121,14 +124,17 @@ async def test_an_unlock_on_another_server_session_ends_the_stranded_lock(
 ) -> None:
     """Through a pooler, the unlock runs on whichever server session is free: it
     returns false, and the session that kept the lock is ended."""
-    key = lock.lock_key("stranded-lock-test")
-    async with _locked_through_pgbouncer(migrated_database, key) as (migrator, other_client):
+    async with _locked_through_pgbouncer(migrated_database, "stranded-lock-test") as (
+        migrator,
+        other_client,
+        migration_lock,
+    ):
         # Another client's transaction now runs on the server session that holds
         # the lock (PgBouncer hands out the last one released), so the unlock
         # runs on another one.
         await other_client.scalar(text("SELECT pg_backend_pid()"))
         assert await advisory_locks(migrated_database) == 1
-        assert await lock.release(migrator, key) is False
+        assert await lock.release(migrator, migration_lock) is False
         # Ended with its server session, while the other client's transaction
         # is still open on it.
         assert await advisory_locks(migrated_database) == 0
@@ -138,8 +144,11 @@ async def test_a_revision_on_another_server_session_than_the_lock_is_refused(
     migrated_database: URL,
 ) -> None:
     """The check each revision makes in its transaction before it commits."""
-    key = lock.lock_key("revision-session-test")
-    async with _locked_through_pgbouncer(migrated_database, key) as (migrator, other_client):
+    async with _locked_through_pgbouncer(migrated_database, "revision-session-test") as (
+        migrator,
+        other_client,
+        migration_lock,
+    ):
         await migrator.run_sync(lock.check_session)  # still on its server session
         await migrator.rollback()
         # The lock's server session is busy with another client: the migrator's
@@ -148,7 +157,7 @@ async def test_a_revision_on_another_server_session_than_the_lock_is_refused(
         with pytest.raises(lock.NotARealSession, match="this revision ran on server session"):
             await migrator.run_sync(lock.check_session)
         await migrator.rollback()
-        assert await lock.release(migrator, key) is False
+        assert await lock.release(migrator, migration_lock) is False
     assert await advisory_locks(migrated_database) == 0
 
 

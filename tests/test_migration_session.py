@@ -8,7 +8,9 @@ from sqlalchemy import text
 from sqlalchemy.engine import URL
 from sqlalchemy.pool import NullPool
 
-from service.db.engines import create_app_engine, create_migration_engine
+from service.bootstrap import migration_config
+from service.db.engines import create_app_engine
+from service.migrations.connections import create_migration_engine
 from tests.conftest import settings_for
 
 
@@ -19,7 +21,7 @@ async def test_migration_session_is_unpooled_bounded_and_kept_alive(empty_databa
         migration_statement_timeout=600,
         migration_keepalive_idle=20,
     )
-    engine = create_migration_engine(settings)
+    engine = create_migration_engine(migration_config(settings))
     assert isinstance(engine.pool, NullPool)
     async with engine.connect() as connection:
         shown = {

@@ -128,5 +128,5 @@ def test_text_logs_for_people(empty_database: URL, tmp_path: Path) -> None:
         process.wait_for_phase("ready")
     finally:
         process.stop()
-    assert re.search(r"INFO service\.bootstrap \[pid \d+\] applied revision", process.logs())
+    assert re.search(r"INFO service\.migrations\.bootstrap \[pid \d+\] applied revision", process.logs())
     assert not any(line.startswith("{") for line in process.logs().splitlines())

@@ -151,13 +151,14 @@ async def test_lock_name_setting_changes_the_key(empty_database: URL) -> None:
 
 
 async def test_without_migrate_on_startup_waits_for_another_process(empty_database: URL) -> None:
+    from service.bootstrap import migration_config
     from service.migrations.commands import migrate
 
     async with running_app(settings_for(empty_database, migrate_on_startup=False)) as client:
         body = await wait_for_phase(client, "waiting_for_schema")
         assert body["current_revision"] is None
         assert (await client.get("/v1/service")).status_code == 503
-        assert await migrate(settings_for(empty_database), None) == 0
+        assert await migrate(migration_config(settings_for(empty_database)), None) == 0
         body = await wait_for_phase(client, "ready")
         assert body["migrated_here"] is False
         assert (await client.get("/v1/service")).status_code == 401  # served: asks for a key
@@ -201,7 +202,7 @@ async def test_migrating_inside_the_app_leaves_its_loggers_enabled(empty_databas
     async with running_app(settings_for(empty_database)) as client:
         await wait_for_phase(client, "ready")
     assert existing.disabled is False
-    assert logging.getLogger("service.bootstrap").disabled is False
+    assert logging.getLogger("service.migrations.bootstrap").disabled is False
 
 
 @pytest.mark.parametrize("secret", ["s3cr3t-Pa55word"])

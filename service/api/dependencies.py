@@ -45,7 +45,7 @@ _OPERATOR = "operator"
 
 async def require_ready(request: Request) -> None:
     """Refuse API work until the schema is at head."""
-    status: MigrationStatus = request.state.migration
+    status: MigrationStatus = request.state.bootstrap.status
     if not status.ready:
         raise ApiError(
             503,

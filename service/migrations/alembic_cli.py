@@ -1,4 +1,9 @@
-"""The `alembic` command line's connection: direct, locked like the service's."""
+"""The `alembic` command line's connection: direct, and locked like the bootstrap's.
+
+An application's env.py calls `run_locked` when Alembic runs from the command
+line (environment.py does), so a hand-run upgrade and a starting fleet never
+migrate at the same time.
+"""
 
 from __future__ import annotations
 
@@ -7,30 +12,29 @@ from collections.abc import Callable
 
 from sqlalchemy.engine import Connection
 
-from service.db.engines import create_migration_engine
 from service.migrations import lock
-from settings import load_settings
+from service.migrations.config import MigrationConfig
+from service.migrations.connections import create_migration_engine
 
 logger = logging.getLogger("alembic.env")
 
 
-async def run_locked(run: Callable[[Connection], None]) -> None:
+async def run_locked(config: MigrationConfig, run: Callable[[Connection], None]) -> None:
     """Run `run` on a migration connection while holding the migration lock."""
-    settings = load_settings()
-    key = lock.lock_key(settings.migration_lock_name)
-    engine = create_migration_engine(settings)
+    migration_lock = lock.MigrationLock.of(config)
+    engine = create_migration_engine(config)
     try:
         async with engine.connect() as connection:
-            await lock.acquire(connection, key, _HolderReport())
+            await lock.acquire(connection, migration_lock, _HolderReport())
             try:
                 await connection.run_sync(run)
                 await connection.commit()
             finally:
                 await connection.rollback()
-                if not await lock.release(connection, key):
+                if not await lock.release(connection, migration_lock):
                     logger.error(
                         "the migration lock was not held by this session when it was released: %s",
-                        lock.POOLER_ADVICE,
+                        migration_lock.advice,
                     )
                     await connection.invalidate()
     finally:

@@ -1,6 +1,11 @@
 """The migration audit trail: one row per applied step, written through Alembic's
-`on_version_apply` hook inside the step's own transaction, by the service's
-bootstrap and by the `alembic` command line alike.
+`on_version_apply` hook inside the step's own transaction, by the bootstrap and
+by the `alembic` command line alike.
+
+The table belongs to the application's schema: its models include it with
+`define_audit_table(Base.metadata)` (so `alembic check` and autogenerate know
+it), and a revision creates it like any other table. Until that revision has
+run, the steps are kept and written by the revision that creates it.
 
 The checksum is the SHA-256 (hex) of the revision file's text after
 normalising it: decoded as UTF-8, every line ending (CRLF, CR) turned into LF,
@@ -20,17 +25,60 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import func, insert, select, text
-from sqlalchemy.dialects.postgresql import distinct_on
+from sqlalchemy import (
+    BigInteger,
+    CheckConstraint,
+    Column,
+    DateTime,
+    Double,
+    Identity,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    func,
+    insert,
+    select,
+    text,
+)
+from sqlalchemy.dialects.postgresql import ARRAY, distinct_on
 from sqlalchemy.engine import Connection
-
-from service import __version__
-from service.models import MigrationAuditEntry, table
 
 if TYPE_CHECKING:
     from alembic.runtime.migration import MigrationInfo
 
-audit_table = table(MigrationAuditEntry)
+AUDIT_TABLE = "schema_migration_audit"
+
+
+def define_audit_table(metadata: MetaData) -> Table:
+    """Define the audit table on `metadata`: an application includes it in its
+    models' metadata this way, so that its migrations and `alembic check` know
+    it (the constraint names follow the metadata's naming convention)."""
+    return Table(
+        AUDIT_TABLE,
+        metadata,
+        Column("id", BigInteger, Identity(always=True), primary_key=True),
+        Column("revision", String(128), nullable=False),
+        Column("down_revisions", ARRAY(String(128)), nullable=False),
+        Column("direction", String(16), nullable=False),
+        Column("started_at", DateTime(timezone=True), nullable=False),
+        Column("finished_at", DateTime(timezone=True), nullable=False),
+        Column("duration_seconds", Double, nullable=False),
+        Column("host", String(255), nullable=False),
+        Column("pid", Integer, nullable=False),
+        Column("app_version", String(64), nullable=False),
+        Column("database_user", String(128), nullable=False),
+        Column("runner", String(32), nullable=False),
+        Column("checksum", String(64)),
+        CheckConstraint("direction IN ('upgrade', 'downgrade')", name="direction"),
+        Index(f"{AUDIT_TABLE}_revision_finished_at_idx", "revision", "finished_at"),
+    )
+
+
+# The package's own copy, for its reads and writes (the same columns as the
+# application's, whose metadata it must not depend on).
+audit_table = define_audit_table(MetaData())
 RUNNER_BOOTSTRAP = "bootstrap"
 RUNNER_COMMAND_LINE = "command line"
 RUNNER_UNRECORDED = "unrecorded earlier run"
@@ -60,6 +108,8 @@ class AuditWriter:
     """
 
     runner: str
+    # The application's version, recorded with each step.
+    app_version: str
     step_started: float = field(default_factory=time.time)
     waiting: list[dict[str, Any]] = field(default_factory=list)
     written_before: bool = False
@@ -108,9 +158,9 @@ class AuditWriter:
                 ancestor.revision,
                 list(to_tuple(ancestor.down_revision, default=())),
                 "upgrade",
-                now,
-                now,
+                (now, now),
                 RUNNER_UNRECORDED,
+                self.app_version,
                 checksum=None,
             )
             for ancestor in ancestors
@@ -122,9 +172,9 @@ class AuditWriter:
             step.up_revision_id,
             list(step.down_revision_ids),
             "upgrade" if step.is_upgrade else "downgrade",
-            started,
-            finished,
+            (started, finished),
             self.runner,
+            self.app_version,
             checksum=checksum_of_file(path) if path else None,
         )
 
@@ -133,12 +183,13 @@ def _row(
     revision: str | None,
     down_revisions: list[str],
     direction: str,
-    started: float,
-    finished: float,
+    times: tuple[float, float],
     runner: str,
+    app_version: str,
     checksum: str | None,
 ) -> dict[str, Any]:
     """One audit row, written by this process on this host."""
+    started, finished = times
     return {
         "revision": revision,
         "down_revisions": down_revisions,
@@ -148,7 +199,7 @@ def _row(
         "duration_seconds": round(finished - started, 6),
         "host": socket.gethostname(),
         "pid": os.getpid(),
-        "app_version": __version__,
+        "app_version": app_version,
         "runner": runner,
         "checksum": checksum,
     }

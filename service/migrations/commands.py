@@ -1,4 +1,5 @@
-"""The `migrate` and `db status` commands."""
+"""The one-off migrator and the database commands: `migrate`, `db status`,
+`db history`, `db verify`, `db heads` (cli.py puts them on a command line)."""
 
 from __future__ import annotations
 
@@ -6,77 +7,68 @@ import asyncio
 import json
 import sys
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 
-from sqlalchemy.ext.asyncio import AsyncConnection
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from service.db.engines import create_app_engine, create_migration_reads_engine
 from service.migrations import lock
 from service.migrations.audit import history_query
 from service.migrations.bootstrap import Bootstrap, MigrationFailed
+from service.migrations.config import MigrationConfig
+from service.migrations.connections import create_reads_engine
+from service.migrations.heads import manifest_path, read_heads, write_manifest
 from service.migrations.scripts import current_revisions, load_revisions
-from service.migrations.status import MigrationStatus
 from service.migrations.verify import audit_trail_exists, verify_checksums
-from service.observability.logs import configure_logging
-from settings import Settings
 
 
-async def migrate(settings: Settings, give_up_after: float | None) -> int:
+async def migrate(config: MigrationConfig, give_up_after: float | None) -> int:
     """Bring the schema to head under the lock; 0 at head, 1 on failure or timeout.
 
-    Every read goes through MIGRATION_DATABASE_URL: a Job with the owner's role
+    Every read goes through the migration URL: a Job with the owner's role
     needs nothing of the application's. `give_up_after` bounds the wait for the
     database, the lock and the migration, not the checks of a schema at head.
     """
-    configure_logging(settings.log_level, settings.log_format)
-    engine = create_migration_reads_engine(settings)
-    status = MigrationStatus()
-    bootstrap = Bootstrap(settings, engine, status)
+    engine = create_reads_engine(config)
+    bootstrap = Bootstrap(config, engine)
     try:
-        from_manifest = await asyncio.wait_for(bootstrap.reach_head(migrate=True), give_up_after)
-        await bootstrap.check_scripts(from_manifest)
+        await bootstrap.migrate(give_up_after)
     except MigrationFailed:
         return 1
     except TimeoutError:
-        print(f"gave up after {give_up_after}s: {json.dumps(status.as_json())}", file=sys.stderr)
+        status = json.dumps(bootstrap.status.as_json())
+        print(f"gave up after {give_up_after}s: {status}", file=sys.stderr)
         return 1
     finally:
         await engine.dispose()
-    bootstrap.mark_ready()
-    print(f"schema at head {','.join(status.target_revision)}")
+    print(f"schema at head {','.join(bootstrap.status.target_revision)}")
     return 0
 
 
-def heads_manifest(settings: Settings, *, write: bool) -> int:
+def heads_manifest(alembic_config: Path, *, write: bool, write_command: str) -> int:
     """Compare (or rewrite) the heads manifest with the heads the scripts have."""
-    from service.migrations.heads import manifest_path, read_heads, write_manifest
-
-    heads = load_revisions(settings.alembic_config).heads
+    heads = load_revisions(alembic_config).heads
     if write:
-        print(f"wrote {write_manifest(settings.alembic_config, heads)}: {', '.join(heads)}")
+        print(f"wrote {write_manifest(alembic_config, heads)}: {', '.join(heads)}")
         return 0
-    if read_heads(settings.alembic_config) != heads:
+    if read_heads(alembic_config) != heads:
         print(
-            f"{manifest_path(settings.alembic_config)} is out of date (heads {', '.join(heads)}); "
-            "run `python -m service db heads --write`"
+            f"{manifest_path(alembic_config)} is out of date (heads {', '.join(heads)}); "
+            f"run `{write_command}`"
         )
         return 1
     print(f"heads manifest up to date: {', '.join(heads)}")
     return 0
 
 
-async def database_status(settings: Settings, *, as_json: bool) -> int:
+async def database_status(config: MigrationConfig, engine: AsyncEngine, *, as_json: bool) -> int:
     """Print the database's revision, the code's heads, what is pending, who holds
     the lock and the last applied steps."""
-    revisions = await asyncio.to_thread(load_revisions, settings.alembic_config)
-    engine = create_app_engine(settings)
-    try:
-        async with engine.connect() as connection:
-            current = await current_revisions(connection)
-            holder = await lock.find_holder(connection, lock.lock_key(settings.migration_lock_name))
-            last_steps = await _history(connection, 5)
-    finally:
-        await engine.dispose()
+    revisions = await asyncio.to_thread(load_revisions, config.alembic_config)
+    async with engine.connect() as connection:
+        current = await current_revisions(connection)
+        holder = await lock.find_holder(connection, lock.MigrationLock.of(config))
+        last_steps = await _history(connection, 5)
     unknown = [revision for revision in current if not revisions.is_known(revision)]
     report: dict[str, Any] = {
         "current_revision": list(current),
@@ -91,14 +83,10 @@ async def database_status(settings: Settings, *, as_json: bool) -> int:
     return 0
 
 
-async def database_history(settings: Settings, *, as_json: bool, limit: int) -> int:
+async def database_history(engine: AsyncEngine, *, as_json: bool, limit: int) -> int:
     """Print the audit trail, newest first."""
-    engine = create_app_engine(settings)
-    try:
-        async with engine.connect() as connection:
-            steps = await _history(connection, limit)
-    finally:
-        await engine.dispose()
+    async with engine.connect() as connection:
+        steps = await _history(connection, limit)
     if as_json:
         print(json.dumps(steps, indent=2))
     else:
@@ -106,17 +94,13 @@ async def database_history(settings: Settings, *, as_json: bool, limit: int) -> 
     return 0
 
 
-async def database_verify(settings: Settings, *, as_json: bool) -> int:
+async def database_verify(config: MigrationConfig, engine: AsyncEngine, *, as_json: bool) -> int:
     """Compare applied revisions with the checksums recorded when they ran; 1 if any was edited."""
-    revisions = await asyncio.to_thread(load_revisions, settings.alembic_config)
-    engine = create_app_engine(settings)
-    try:
-        async with engine.connect() as connection:
-            current = await current_revisions(connection)
-            applied = revisions.applied([r for r in current if revisions.is_known(r)])
-            result = await verify_checksums(connection, revisions, applied)
-    finally:
-        await engine.dispose()
+    revisions = await asyncio.to_thread(load_revisions, config.alembic_config)
+    async with engine.connect() as connection:
+        current = await current_revisions(connection)
+        applied = revisions.applied([r for r in current if revisions.is_known(r)])
+        result = await verify_checksums(connection, revisions, applied)
     if as_json:
         report = {
             "ok": result.ok,

@@ -12,9 +12,9 @@ Why this shape (see the field notes in the README):
   (`acquire`), and again inside every revision's transaction (`check_session`):
   the backend that took the lock runs the revision and still holds the lock.
 - one migrator per database, whatever its lock name: a migrator that got its
-  own lock backs off while another migrator session (of this service, by its
-  application_name) holds an advisory lock, so services that share a database
-  under different MIGRATION_LOCK_NAMEs never run revisions at the same time.
+  own lock backs off while another migrator session (of this application, by
+  its application_name) holds an advisory lock, so services that share a
+  database under different lock names never run revisions at the same time.
 """
 
 from __future__ import annotations
@@ -29,13 +29,14 @@ from sqlalchemy import text
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from service.db.engines import MIGRATOR_APPLICATION_NAME
+from service.migrations.config import MigrationConfig
 from service.migrations.retry import backoff
 
 POLL_FIRST = 0.05
 POLL_MAX = 0.5
-# Where a connection keeps (backend pid that took the lock, key): Connection.info
-# belongs to the database connection, shared by its async and sync faces.
+# Where a connection keeps (backend pid that took the lock, the lock):
+# Connection.info belongs to the database connection, shared by its async and
+# sync faces.
 _OWNER = "migration_lock_owner"
 
 _IN_THIS_DATABASE = (
@@ -66,20 +67,24 @@ _END_STRANDED = text(
     f" AND {_THIS_KEY} AND l.pid = :pid"
 )
 
-POOLER_ADVICE = (
-    "the migration lock needs one server session for the whole migration, which a "
-    "transaction-pooling pooler (PgBouncer with pool_mode=transaction) does not keep: point "
-    "MIGRATION_DATABASE_URL at PostgreSQL itself (DATABASE_URL may stay on the pooler, "
-    "with DATABASE_POOLER=transaction)"
-)
+
+def pooler_advice(migration_url: str) -> str:
+    """What to do when the migration connection is not one server session;
+    `migration_url` is how the application names that URL for its operators."""
+    return (
+        "the migration lock needs one server session for the whole migration, which a "
+        "transaction-pooling pooler (PgBouncer with pool_mode=transaction) does not keep: "
+        f"point {migration_url} at PostgreSQL itself (the application's own connections "
+        "may stay on the pooler)"
+    )
 
 
 class NotARealSession(Exception):
     """The migration connection is not one server session: its lock cannot be trusted.
     The message says what showed it, and what to do."""
 
-    def __init__(self, finding: str):
-        super().__init__(f"{finding}: {POOLER_ADVICE}")
+    def __init__(self, finding: str, advice: str):
+        super().__init__(f"{finding}: {advice}")
 
 
 def lock_key(name: str) -> int:
@@ -88,10 +93,33 @@ def lock_key(name: str) -> int:
     return int.from_bytes(digest[:8], "big", signed=True)
 
 
-def _key_parameters(key: int) -> dict[str, int]:
-    """pg_locks shows a bigint advisory key as two 32-bit halves."""
-    unsigned = key & 0xFFFFFFFFFFFFFFFF
-    return {"key": key, "classid": unsigned >> 32, "objid": unsigned & 0xFFFFFFFF}
+@dataclass(frozen=True)
+class MigrationLock:
+    """The advisory lock of one lock name; the application_name prefix every
+    migrator session of the application has (`MigrationConfig.migrator_name`),
+    by which migrators under other lock names are recognised; and the advice
+    a refused session gives (`pooler_advice`)."""
+
+    name: str
+    migrators: str
+    advice: str
+
+    @classmethod
+    def of(cls, config: MigrationConfig) -> MigrationLock:
+        return cls(
+            config.lock_name, config.migrator_name, pooler_advice(config.named("migration_url"))
+        )
+
+    @property
+    def key(self) -> int:
+        return lock_key(self.name)
+
+    @property
+    def parameters(self) -> dict[str, int]:
+        """pg_locks shows a bigint advisory key as two 32-bit halves."""
+        key = self.key
+        unsigned = key & 0xFFFFFFFFFFFFFFFF
+        return {"key": key, "classid": unsigned >> 32, "objid": unsigned & 0xFFFFFFFF}
 
 
 @dataclass(frozen=True)
@@ -124,30 +152,29 @@ class LockHolder:
         return data
 
 
-async def _try_lock(connection: AsyncConnection, key: int) -> bool:
+async def _try_lock(connection: AsyncConnection, lock: MigrationLock) -> bool:
     """Try once to take the lock; commit so no snapshot is held between polls.
 
     Advisory locks are re-entrant: a server session that already holds the key
     would grant it again. Ours never asks twice, so a session that holds it
     already is shared with another client (a pooler): refuse, touching nothing.
     """
-    this = (await connection.execute(_THIS_BACKEND, _key_parameters(key))).one()
+    this = (await connection.execute(_THIS_BACKEND, lock.parameters)).one()
     if this.holds:
         await connection.commit()
         raise NotARealSession(
             f"server session {this.pid} already held the migration lock when this migrator "
-            "connected: it is shared with another client"
+            "connected: it is shared with another client",
+            lock.advice,
         )
-    acquired = await connection.scalar(
-        text("SELECT pg_try_advisory_lock(:key)"), _key_parameters(key)
-    )
+    acquired = await connection.scalar(text("SELECT pg_try_advisory_lock(:key)"), lock.parameters)
     await connection.commit()
     if acquired:
-        connection.info[_OWNER] = (this.pid, key)
+        connection.info[_OWNER] = (this.pid, lock)
     return bool(acquired)
 
 
-async def prove_session(connection: AsyncConnection, key: int) -> None:
+async def prove_session(connection: AsyncConnection, lock: MigrationLock) -> None:
     """Raise NotARealSession, leaving no lock behind, unless this connection is
     one server session that holds the lock.
 
@@ -160,20 +187,21 @@ async def prove_session(connection: AsyncConnection, key: int) -> None:
     owner, _ = connection.info[_OWNER]
     async with connection.engine.connect() as second:
         second_pid = await second.scalar(text("SELECT pg_backend_pid()"))
-        this = (await connection.execute(_THIS_BACKEND, _key_parameters(key))).one()
+        this = (await connection.execute(_THIS_BACKEND, lock.parameters)).one()
         await connection.commit()
         if second_pid != owner and this.pid == owner and this.holds:
             return
         connection.info.pop(_OWNER, None)
         if second_pid == owner:
             # The second connection runs on the lock holder: release it there.
-            await second.execute(text("SELECT pg_advisory_unlock(:key)"), {"key": key})
+            await second.execute(text("SELECT pg_advisory_unlock(:key)"), {"key": lock.key})
             await second.commit()
         else:
-            await _end_stranded_lock(connection, key, owner)
+            await _end_stranded_lock(connection, lock.parameters, owner)
     raise NotARealSession(
         f"server session {owner} took the migration lock, then the next transaction ran on "
-        f"server session {this.pid} and another connection's on {second_pid}"
+        f"server session {this.pid} and another connection's on {second_pid}",
+        lock.advice,
     )
 
 
@@ -183,62 +211,65 @@ def check_session(connection: Connection) -> None:
     revision then rolls back). Does nothing on a connection that took no lock."""
     if _OWNER not in connection.info:
         return
-    owner, key = connection.info[_OWNER]
-    this = connection.execute(_THIS_BACKEND, _key_parameters(key)).one()
+    owner, lock = connection.info[_OWNER]
+    this = connection.execute(_THIS_BACKEND, lock.parameters).one()
     if this.pid != owner or not this.holds:
         raise NotARealSession(
             f"server session {owner} took the migration lock, but this revision ran on "
-            f"server session {this.pid}" + ("" if this.holds else ", which does not hold the lock")
+            f"server session {this.pid}" + ("" if this.holds else ", which does not hold the lock"),
+            lock.advice,
         )
 
 
-async def release(connection: AsyncConnection, key: int) -> bool:
+async def release(connection: AsyncConnection, lock: MigrationLock) -> bool:
     """Release the lock taken by this session. False when the session did not hold
     it (its server session changed under it): the lock left on the server session
     that took it is then ended, with that session, so nothing stays held."""
-    owner, _ = connection.info.pop(_OWNER, (None, key))
+    owner, _ = connection.info.pop(_OWNER, (None, None))
     this = (
         await connection.execute(
             text("SELECT pg_backend_pid() AS pid, pg_advisory_unlock(:key) AS released"),
-            {"key": key},
+            {"key": lock.key},
         )
     ).one()
     await connection.commit()
     if this.released:
         return True
     if owner is not None and owner != this.pid:
-        await _end_stranded_lock(connection, key, owner)
+        await _end_stranded_lock(connection, lock.parameters, owner)
     return False
 
 
-async def _end_stranded_lock(connection: AsyncConnection, key: int, owner: int) -> None:
+async def _end_stranded_lock(
+    connection: AsyncConnection, parameters: dict[str, int], owner: int
+) -> None:
     """End the server session `owner` if it still holds the lock: only closing
     that session frees a lock stranded on a pooled server connection."""
-    await connection.execute(_END_STRANDED, {**_key_parameters(key), "pid": owner})
+    await connection.execute(_END_STRANDED, {**parameters, "pid": owner})
     await connection.commit()
 
 
-async def find_holder(connection: AsyncConnection, key: int) -> LockHolder | None:
+async def find_holder(connection: AsyncConnection, lock: MigrationLock) -> LockHolder | None:
     """Who holds the lock in this database now, if anyone; else a migrator that
     holds the lock of another lock name."""
-    row = (await connection.execute(_LOCK_HOLDER, _key_parameters(key))).mappings().first()
+    row = (await connection.execute(_LOCK_HOLDER, lock.parameters)).mappings().first()
     if row is not None:
         await connection.commit()
         return LockHolder(**row)
-    other = await _other_migrator(connection, key)
+    other = await _other_migrator(connection, lock)
     await connection.commit()
     return other
 
 
-async def _other_migrator(connection: AsyncConnection, key: int) -> LockHolder | None:
-    parameters = {**_key_parameters(key), "migrators": MIGRATOR_APPLICATION_NAME + "%"}
+async def _other_migrator(connection: AsyncConnection, lock: MigrationLock) -> LockHolder | None:
+    parameters = {**lock.parameters, "migrators": _like_prefix(lock.migrators)}
     row = (await connection.execute(_OTHER_MIGRATOR, parameters)).mappings().first()
     return LockHolder(**row, other_lock_name=True) if row else None
 
 
 async def acquire(
     connection: AsyncConnection,
-    key: int,
+    lock: MigrationLock,
     on_wait: Callable[[LockHolder | None], None],
     no_longer_needed: Callable[[], Awaitable[bool]] | None = None,
 ) -> bool:
@@ -248,20 +279,25 @@ async def acquire(
     together, not one by one through the lock. Raises NotARealSession."""
     polls = 0
     while True:
-        if await _try_lock(connection, key):
-            await prove_session(connection, key)
-            other = await _other_migrator(connection, key)
+        if await _try_lock(connection, lock):
+            await prove_session(connection, lock)
+            other = await _other_migrator(connection, lock)
             await connection.commit()
             if other is None:
                 return True
             # Both may have taken their own locks at once: both step back, and
             # the jitter of the next poll lets one of them through.
-            await release(connection, key)
+            await release(connection, lock)
             on_wait(other)
         else:
-            on_wait(await find_holder(connection, key))
+            on_wait(await find_holder(connection, lock))
         await asyncio.sleep(backoff(polls, POLL_FIRST, POLL_MAX))
         polls += 1
         # Before trying the lock again: did the holder finish the work?
         if no_longer_needed is not None and await no_longer_needed():
             return False
+
+
+def _like_prefix(prefix: str) -> str:
+    """A LIKE pattern for names that start with `prefix` (its own % and _ literal)."""
+    return prefix.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"

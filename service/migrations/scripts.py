@@ -1,4 +1,4 @@
-"""Alembic, driven from the service.
+"""The revision scripts, and Alembic driven on the bootstrap's connection.
 
 Everything here that touches Alembic's Python API is synchronous: the bootstrap
 runs it through `AsyncConnection.run_sync` (database work) or a worker thread
@@ -33,7 +33,7 @@ _UNDEFINED_TABLE = "42P01"
 
 
 def alembic_config(path: Path, **attributes: Any) -> Config:
-    """An Alembic Config for the service's alembic.ini, with extra attributes for env.py."""
+    """An Alembic Config for the application's alembic.ini, with extra attributes for env.py."""
     from alembic.config import Config
 
     config = Config(str(path))

@@ -2,8 +2,8 @@
 
 An operator's `alembic downgrade`, or another branch's migration, can move the
 database off this code's heads while it serves; its requests would then fail on
-missing tables and columns. Every READINESS_POLL_INTERVAL, and whenever the
-readiness probe reads a revision that differs from the one last seen, the watch
+missing tables and columns. Every poll interval (READINESS_POLL_INTERVAL), and
+whenever the readiness probe reads a revision that differs from the one last seen, the watch
 judges the database's revision again: at this code's heads (or ahead of them
 on the same line, when that is allowed) the process stays or turns ready;
 otherwise it turns unready with the phase `schema_changed` and the reason.
@@ -11,7 +11,7 @@ otherwise it turns unready with the phase `schema_changed` and the reason.
 A ready process never migrates again on its own: a downgrade is an operator's
 deliberate act, and a fleet that upgraded back behind their back would undo
 it. It is ready again once the schema is back at head: by a new start of any
-process that migrates, or by `python -m service migrate`.
+process that migrates, or by a one-off `migrate` (`python -m service migrate`).
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ from service.migrations.errors import describe_error, is_unreachable
 from service.migrations.scripts import current_revisions
 from service.migrations.status import MigrationStatus, Phase
 
-logger = logging.getLogger("service.migrations.watch")
+logger = logging.getLogger(__name__)
 
 # Judges the database's revision on a connection: None when this code can serve
 # it, else why not.
@@ -80,8 +80,8 @@ class SchemaWatch:
                 logger.info(
                     "the schema is back at %s: ready again", ",".join(self.status.current_revision)
                 )
-            self.status.enter(Phase.READY)
+                self.status.schema_restored()
             return
         if self.status.phase is Phase.READY:
             logger.error("no longer ready: %s", problem)
-        self.status.enter(Phase.SCHEMA_CHANGED, error=problem)
+        self.status.schema_changed(problem)
