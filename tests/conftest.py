@@ -27,7 +27,7 @@ from tests.revisions import HEAD
 
 __all__ = ["OPERATOR_TOKEN"]
 
-TEST_MIGRATIONS = PROJECT_ROOT / "tests" / "migrations"
+TEST_SCENARIOS = PROJECT_ROOT / "tests" / "scenarios"
 
 
 @pytest.fixture(autouse=True)
@@ -155,8 +155,8 @@ def settings_for(url: URL, **overrides: object) -> Settings:
 
 
 def scenario_config(scenario: str) -> Path:
-    """alembic.ini of a test-only migration scenario under tests/migrations."""
-    return TEST_MIGRATIONS / scenario / "alembic.ini"
+    """alembic.ini of a test-only migration scenario under tests/scenarios."""
+    return TEST_SCENARIOS / scenario / "alembic.ini"
 
 
 async def eventually(condition, within: float = 30.0, interval: float = 0.05):  # type: ignore[no-untyped-def]

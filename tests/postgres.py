@@ -82,7 +82,7 @@ async def advisory_locks(url: URL) -> int:
     return int(await fetch_value(url, query))
 
 
-# The backend running the slow scenario's pg_sleep (tests/migrations/slow).
+# The backend running the slow scenario's pg_sleep (tests/scenarios/slow).
 SLEEPING_MIGRATOR = (
     "SELECT pid FROM pg_stat_activity WHERE datname = current_database()"
     " AND pid <> pg_backend_pid() AND query LIKE 'SELECT pg_sleep%' AND state = 'active'"

@@ -54,7 +54,7 @@ def service_environment(**variables: str) -> dict[str, str]:
 
     environment = {k: v for k, v in os.environ.items() if k not in SERVICE_VARIABLES}
     environment["PYTHONUNBUFFERED"] = "1"
-    # Test-only scenario revisions (tests/migrations) build on the service's head.
+    # Test-only scenario revisions (tests/scenarios) build on the service's head.
     environment["TEST_SCENARIO_BASE"] = HEAD
     environment["OPERATOR_TOKEN"] = OPERATOR_TOKEN
     environment.update(variables)

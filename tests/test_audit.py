@@ -107,7 +107,7 @@ def test_checksum_ignores_line_endings_and_trailing_blanks(tmp_path: Path) -> No
 def _scenario_copy(folder: Path) -> Path:
     """The locking scenario in a folder of its own, so the test may edit its revision."""
     versions = folder / "versions"
-    shutil.copytree(PROJECT_ROOT / "tests" / "migrations" / "locking" / "versions", versions)
+    shutil.copytree(PROJECT_ROOT / "tests" / "scenarios" / "locking" / "versions", versions)
     config = folder / "alembic.ini"
     config.write_text(
         f"[alembic]\nscript_location = {PROJECT_ROOT / 'alembic'}\n"

@@ -5,7 +5,7 @@ No request may fail; the latency percentiles before and during are reported
 
 The replicas run this code at head. The schema change is the pattern of the
 cognito_sub migration (revisions 0005-0007) replayed on the head schema by a
-test-only revision (tests/migrations/online), because code at head cannot serve
+test-only revision (tests/scenarios/online), because code at head cannot serve
 a database that has not reached 0005 yet.
 """
 

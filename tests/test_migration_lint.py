@@ -85,7 +85,7 @@ def test_the_safe_version_of_each_outage_passes() -> None:
 def test_the_text_report_names_revision_statement_and_rule() -> None:
     result = run_python("-m", "service", "db", "lint", "outage_index", ALEMBIC_CONFIG=str(OUTAGES))
     assert result.returncode == 1
-    assert "outage_index (tests/migrations/lint_outages/versions/" in result.stdout
+    assert "outage_index (tests/scenarios/lint_outages/versions/" in result.stdout
     assert "> CREATE INDEX users_role_idx ON users (role);" in result.stdout
     assert "NOT ACCEPTED: require-concurrent-index-creation" in result.stdout
     assert result.stdout.rstrip().endswith("FAILED")
