@@ -26,11 +26,10 @@ import httpx
 import pytest
 from sqlalchemy.engine import URL
 
-from tests.api import JSONAPI, document
-from tests.conftest import OPERATOR_TOKEN
-from tests.postgres import connect, service_url
-from tests.processes import PROJECT_ROOT, free_port, wait_for
-from tests.revisions import REVISIONS
+from tests.support.api import JSONAPI, document
+from tests.support.postgres import connect, service_url
+from tests.support.processes import OPERATOR_TOKEN, PROJECT_ROOT, free_port, wait_for
+from tests.support.revisions import REVISIONS
 
 pytestmark = pytest.mark.container
 
