@@ -6,32 +6,23 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 
 from fastapi import FastAPI
-from sqlalchemy.ext.asyncio import AsyncEngine
 
 from service import __version__, health
 from service.api import router as api_router
-from service.api.dependencies import KeyUsage
 from service.api.errors import install_error_handlers
+from service.api.key_usage import KeyUsage
 from service.api.negotiation import ContentNegotiation
 from service.api.openapi import complete_openapi
 from service.api.rate_limits import RateLimits
 from service.bootstrap import create_bootstrap
 from service.db.engines import create_app_engine
-from service.migrations import BootstrapState, MigrationStatus, run_in_background
+from service.migrations import MigrationStatus, run_in_background
 from service.observability.logs import configure_logging
 from service.observability.metrics import Metrics
 from service.observability.middleware import RequestObservability
+from service.state import State
 from service.workers import die_with_supervisor
 from settings import Settings, load_settings
-
-
-class State(BootstrapState):
-    """Long-lived objects, shared with every request through `request.state`."""
-
-    settings: Settings
-    engine: AsyncEngine
-    key_usage: KeyUsage
-    rate_limits: RateLimits
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -44,15 +35,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app = FastAPI(
         title="Platform service",
         version=__version__,
-        lifespan=_lifespan(settings, status),
+        lifespan=_lifespan(settings, status, metrics),
         # A redirect to the same path without its trailing slash would be built
         # from the client's Host header: answer 404 instead.
         redirect_slashes=False,
     )
-    app.state.operator_token = (
-        settings.operator_token.get_secret_value() if settings.operator_token else None
-    )
-    app.state.metrics = metrics
     app.add_middleware(
         ContentNegotiation, max_bytes=settings.max_body_bytes, routes=app.router.routes
     )
@@ -65,7 +52,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
 
 def _lifespan(
-    settings: Settings, status: MigrationStatus
+    settings: Settings, status: MigrationStatus, metrics: Metrics
 ) -> Callable[[FastAPI], AbstractAsyncContextManager[State]]:
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[State]:
@@ -75,8 +62,9 @@ def _lifespan(
             async with run_in_background(bootstrap):
                 yield State(
                     bootstrap=bootstrap,
-                    settings=settings,
                     engine=engine,
+                    operator_token=_operator_token(settings),
+                    metrics=metrics,
                     key_usage=KeyUsage(settings.api_key_usage_interval),
                     rate_limits=RateLimits.per_second_and_minute(
                         settings.rate_limit_per_key, settings.rate_limit_auth_failures
@@ -86,3 +74,7 @@ def _lifespan(
             await engine.dispose()
 
     return lifespan
+
+
+def _operator_token(settings: Settings) -> str | None:
+    return settings.operator_token.get_secret_value() if settings.operator_token else None

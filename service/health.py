@@ -17,7 +17,8 @@ from service.api.dependencies import is_operator, require_operator
 from service.api.errors import ERROR_RESPONSES
 from service.api.openapi import OPERATOR_ONLY
 from service.migrations import readiness_router
-from service.observability.metrics import CONTENT_TYPE, Metrics
+from service.observability.metrics import CONTENT_TYPE
+from service.state import state_of
 
 router = APIRouter(tags=["health"])
 
@@ -42,5 +43,4 @@ router.include_router(readiness_router(show_details=is_operator))
     },
 )
 async def metrics(request: Request) -> Response:
-    collected: Metrics = request.app.state.metrics
-    return Response(collected.exposition(), media_type=CONTENT_TYPE)
+    return Response(state_of(request)["metrics"].exposition(), media_type=CONTENT_TYPE)
