@@ -131,13 +131,20 @@ class ServiceProcess:
 
     @classmethod
     def uvicorn(
-        cls, environment: Mapping[str, str], log_path: Path, workers: int = 1
+        cls,
+        environment: Mapping[str, str],
+        log_path: Path,
+        workers: int = 1,
+        factory: str = "service.app:create_app",
+        # The bounded protocol `python -m service` uses (README, "Limits");
+        # None: uvicorn's own.
+        http: str | None = "service.http_protocol:LimitedHttpToolsProtocol",
     ) -> ServiceProcess:
         port = free_port()
-        arguments = ["-m", "uvicorn", "--factory", "service.app:create_app"]
+        arguments = ["-m", "uvicorn", "--factory", factory]
         arguments += ["--host", "127.0.0.1", "--port", str(port), "--workers", str(workers)]
-        # The bounded protocol `python -m service` uses (README, "Limits").
-        arguments += ["--http", "service.http_protocol:LimitedHttpToolsProtocol"]
+        if http is not None:
+            arguments += ["--http", http]
         started = cls(arguments, environment, log_path)
         started.port = port
         return started
