@@ -20,6 +20,7 @@ import subprocess
 import tempfile
 import time
 from collections.abc import Iterator
+from functools import partial
 from pathlib import Path
 
 import httpx
@@ -175,7 +176,7 @@ async def test_three_replicas_migrate_once_serve_and_stop_cleanly(
                 )
             )
         for port in ports:
-            wait_for(lambda p=port: _ready(p), 120, f"the container on port {port} to be ready")
+            wait_for(partial(_ready, port), 120, f"the container on port {port} to be ready")
 
         connection = await connect(empty_database)
         audited = await connection.fetch(

@@ -68,7 +68,8 @@ class Revisions:
 
     def path(self, revision: str) -> str:
         script = self.script.get_revision(revision)
-        assert script is not None
+        if script is None:
+            raise KeyError(f"no revision script has the id {revision}")
         return str(script.path)
 
     def pending(self, current: Sequence[str]) -> list[str]:

@@ -200,7 +200,7 @@ class Explain(Executable, ClauseElement):
 
 @compiles(Explain, "postgresql")
 def _explain(element: Explain, compiler: Any, **options: Any) -> str:
-    return "EXPLAIN " + compiler.process(element.statement, **options)
+    return "EXPLAIN " + str(compiler.process(element.statement, **options))
 
 
 async def test_items_filter_is_answered_by_the_gin_index(
@@ -347,7 +347,7 @@ async def _store_chain(
     """A chain of configs written straight into the database, as data stored
     before the API's limits; returns the last (deepest) one's id."""
     connection = await connect(url)
-    parent = None
+    parent: uuid.UUID | None = None
     for level, level_items in enumerate(items):
         parent = await connection.fetchval(
             "INSERT INTO configs (account_id, key, name, parent_id, items) "

@@ -249,8 +249,8 @@ def _body(
     if where == "raw":
         return draw(raw_bodies)
     if where == "attribute":
-        name = draw(st.one_of(st.sampled_from(list(attributes)), keys))
-        data["attributes"][name] = draw(values)
+        attribute = draw(st.one_of(st.sampled_from(list(attributes)), keys))
+        data["attributes"][attribute] = draw(values)
     elif where == "nested":
         json_valued = [n for n, v in attributes.items() if isinstance(v, dict)] or list(attributes)
         name = draw(st.sampled_from(json_valued))

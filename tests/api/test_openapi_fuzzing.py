@@ -14,6 +14,7 @@ import os
 import random
 import subprocess
 import sys
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import httpx
@@ -56,7 +57,7 @@ def schemathesis(port: int, token: str, *arguments: str) -> subprocess.Completed
 
 
 @pytest.fixture
-async def server(migrated_database: URL, tmp_path: Path) -> ServiceProcess:
+async def server(migrated_database: URL, tmp_path: Path) -> AsyncIterator[ServiceProcess]:
     environment = service_environment(
         DATABASE_URL=service_url(migrated_database),
         OPERATOR_TOKEN=OPERATOR_TOKEN,
@@ -68,7 +69,7 @@ async def server(migrated_database: URL, tmp_path: Path) -> ServiceProcess:
     )
     process = ServiceProcess.uvicorn(environment, tmp_path / "server.log")
     process.wait_for_phase("ready")
-    yield process  # type: ignore[misc]
+    yield process
     process.stop()
 
 

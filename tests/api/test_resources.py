@@ -6,6 +6,7 @@ import hashlib
 import re
 import uuid
 from collections.abc import AsyncIterator
+from typing import Any
 
 import httpx
 import pytest
@@ -189,7 +190,7 @@ async def test_user_conflicts_and_invalid_values(tenant: Tenant) -> None:
     )
     assert duplicate.status_code == 409
     assert duplicate.json()["errors"][0]["source"]["pointer"] == "/data/attributes/email"
-    for attributes, pointer in [
+    cases: list[tuple[dict[str, Any], str]] = [
         ({"email": "not-an-email"}, "/data/attributes/email"),
         ({"email": "x@example.test", "role": "GOD"}, "/data/attributes/role"),
         ({"email": "x@example.test", "colour": "blue"}, "/data/attributes/colour"),
@@ -198,7 +199,8 @@ async def test_user_conflicts_and_invalid_values(tenant: Tenant) -> None:
             {"email": "x@example.test", "attributes": ["not", "an", "object"]},
             "/data/attributes/attributes",
         ),
-    ]:
+    ]
+    for attributes, pointer in cases:
         refused = await tenant.call("POST", "/v1/users", body=document("users", attributes))
         assert refused.status_code == 422, attributes
         assert pointer in [error["source"]["pointer"] for error in refused.json()["errors"]], (

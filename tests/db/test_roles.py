@@ -80,7 +80,7 @@ async def _migrated_by_a_job(roles: Roles) -> str:
     """A database the migrate Job brought to head before the application role had
     any right: the Job needs none of them."""
     database = await roles.database(grants=None)
-    job = run_python("-m", "service", "migrate", **_environment(roles, database))
+    job = run_python("-m", "service", "migrate", environment=_environment(roles, database))
     assert job.returncode == 0, job.stderr
     return database
 

@@ -24,7 +24,7 @@ VERSIONS = PROJECT_ROOT / "alembic" / "versions"
 def run(
     *arguments: str, url: URL, check: bool = True, **variables: str
 ) -> subprocess.CompletedProcess[str]:
-    result = run_python(*arguments, url=url, **variables)
+    result = run_python(*arguments, url=url, environment=variables)
     if check:
         assert result.returncode == 0, result.stderr[-3000:]
     return result

@@ -25,7 +25,7 @@ LOCK_KEY = lock.lock_key("platform-service:schema-migrations")
 
 
 def service(*arguments: str, url: URL | None, **variables: str) -> subprocess.CompletedProcess[str]:
-    return run_python("-m", "service", *arguments, url=url, timeout=120, **variables)
+    return run_python("-m", "service", *arguments, url=url, timeout=120, environment=variables)
 
 
 def alembic(*arguments: str, url: URL) -> subprocess.CompletedProcess[str]:

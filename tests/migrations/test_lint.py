@@ -22,7 +22,7 @@ SAFE = scenario_config("lint_safe")
 
 def lint(*arguments: str, config: Path | None = None) -> tuple[int, dict[str, Any]]:
     variables = {"ALEMBIC_CONFIG": str(config)} if config else {}
-    result = run_python("-m", "service", "db", "lint", "--json", *arguments, **variables)
+    result = run_python("-m", "service", "db", "lint", "--json", *arguments, environment=variables)
     assert result.returncode in (0, 1), result.stderr
     return result.returncode, json.loads(result.stdout)
 

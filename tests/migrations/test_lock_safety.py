@@ -62,7 +62,9 @@ async def test_a_migration_through_a_transaction_pooler_fails_and_leaves_no_lock
             misconfigured.update(
                 MIGRATION_DATABASE_URL=service_url(pooled), DATABASE_POOLER="transaction"
             )
-        failed = run_python("-m", "service", "migrate", url=pooled, timeout=60, **misconfigured)
+        failed = run_python(
+            "-m", "service", "migrate", url=pooled, timeout=60, environment=misconfigured
+        )
     assert failed.returncode == 1, failed.stderr
     assert "migration failed (pooler)" in failed.stderr
     assert "point MIGRATION_DATABASE_URL at PostgreSQL itself" in failed.stderr
@@ -70,7 +72,13 @@ async def test_a_migration_through_a_transaction_pooler_fails_and_leaves_no_lock
     assert await _version(migrated_database) == HEAD
     # Nothing stays held: the correctly configured next release migrates.
     fixed = run_python(
-        "-m", "service", "migrate", "--timeout", "30", url=migrated_database, **SLOW_SCENARIO
+        "-m",
+        "service",
+        "migrate",
+        "--timeout",
+        "30",
+        url=migrated_database,
+        environment=SLOW_SCENARIO,
     )
     assert fixed.returncode == 0, fixed.stderr
     assert await _version(migrated_database) == "test_slow"

@@ -201,7 +201,7 @@ async def test_revision_that_hits_lock_timeout_is_retried(migrated_database: URL
 
             async def retried() -> bool:
                 _, body = await readiness(client)
-                return (
+                return bool(
                     body["phase"] == "migrating" and body["migration"]["lock_timeout_retries"] >= 1
                 )
 

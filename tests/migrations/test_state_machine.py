@@ -41,15 +41,17 @@ MOVES: dict[Transition, Callable[[MigrationStatus], None]] = {
     Transition.WAIT_FOR_SCHEMA: lambda status: status.wait_for_schema(),
     Transition.READY_BY_MANIFEST: lambda status: status.ready_by_manifest(),
     Transition.READY: lambda status: status.reach_head(),
-    Transition.READY_AHEAD: lambda status: (
-        status.observe((), [], ahead=True),
-        status.reach_head(),
-    )[-1],
+    Transition.READY_AHEAD: lambda status: _reach_head_ahead(status),
     Transition.SCHEMA_CHANGED: lambda status: status.schema_changed("downgraded"),
     Transition.SCHEMA_RESTORED: lambda status: status.schema_restored(),
     Transition.FAIL: lambda status: status.fail("broken", "error"),
     Transition.STOP: lambda status: status.stop("stopped while waiting"),
 }
+
+
+def _reach_head_ahead(status: MigrationStatus) -> None:
+    status.observe((), [], ahead=True)
+    status.reach_head()
 
 
 def status_in(phase: Phase) -> MigrationStatus:
@@ -108,9 +110,9 @@ def test_no_module_but_the_status_writes_the_phase() -> None:
         if path == STATUS_MODULE:
             continue
         for node in ast.walk(ast.parse(path.read_text())):
-            targets = node.targets if isinstance(node, ast.Assign) else []
-            if isinstance(node, ast.AugAssign | ast.AnnAssign):
-                targets = [node.target]
+            if not isinstance(node, ast.Assign | ast.AugAssign | ast.AnnAssign):
+                continue
+            targets = node.targets if isinstance(node, ast.Assign) else [node.target]
             for target in targets:
                 if isinstance(target, ast.Attribute) and target.attr in {"phase", "_phase"}:
                     writers.append(f"{path.relative_to(PROJECT_ROOT)}:{node.lineno}")

@@ -4,6 +4,7 @@ each revision ran exactly once."""
 from __future__ import annotations
 
 from collections import Counter
+from functools import partial
 from pathlib import Path
 
 import asyncpg
@@ -44,7 +45,7 @@ def start_fleet(
 
 def wait_until_ready(fleet: list[ServiceProcess], workers: int) -> None:
     for process in fleet:
-        wait_for(lambda p=process: _ready_and_alive(p), 90, f"replica {process.pid} ready")
+        wait_for(partial(_ready_and_alive, process), 90, f"replica {process.pid} ready")
     # Every worker of every replica reports the head, each in its own process.
     wait_for(lambda: len(_ready_workers(fleet)) == workers, 60, "every worker")
 

@@ -62,10 +62,15 @@ def service_environment(**variables: str) -> dict[str, str]:
 
 
 def run_python(
-    *arguments: str, url: URL | None = None, timeout: float = 300, **variables: str
+    *arguments: str,
+    url: URL | None = None,
+    timeout: float = 300,
+    environment: Mapping[str, str] | None = None,
+    **variables: str,
 ) -> subprocess.CompletedProcess[str]:
-    """`python ARGUMENTS` in the project, on `url` (DATABASE_URL), to completion."""
-    environment = service_environment(**variables)
+    """`python ARGUMENTS` in the project, on `url` (DATABASE_URL), to completion,
+    with the service's environment and `environment` and `variables` on top."""
+    environment = service_environment(**{**(environment or {}), **variables})
     if url is not None:
         environment["DATABASE_URL"] = url.render_as_string(hide_password=False)
     result = subprocess.run(

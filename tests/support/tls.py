@@ -18,6 +18,7 @@ from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import asyncpg
 from sqlalchemy.engine import URL
@@ -58,7 +59,7 @@ def _certificates(folder: Path) -> None:
     )  # fmt: skip
 
 
-def _as_server_user() -> dict[str, int]:
+def _as_server_user() -> dict[str, Any]:
     if os.geteuid() != 0:
         return {}
     user = pwd.getpwnam(_SERVER_USER)

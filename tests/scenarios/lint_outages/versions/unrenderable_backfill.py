@@ -15,7 +15,7 @@ depends_on = None
 
 def upgrade() -> None:
     connection = op.get_bind()
-    count = connection.execute(sa.text("SELECT count(*) FROM users")).scalar()
+    count = connection.execute(sa.text("SELECT count(*) FROM users")).scalar_one()
     op.execute(sa.text(f"SELECT {int(count)}"))
 
 
