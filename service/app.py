@@ -62,6 +62,7 @@ def _lifespan(
             async with run_in_background(bootstrap):
                 yield State(
                     bootstrap=bootstrap,
+                    settings=settings,
                     engine=engine,
                     operator_token=_operator_token(settings),
                     metrics=metrics,

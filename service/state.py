@@ -16,6 +16,7 @@ from starlette.requests import HTTPConnection
 
 from service.migrations import BootstrapState
 from service.observability.metrics import Metrics
+from settings import Settings
 
 if TYPE_CHECKING:
     # The API's own objects; service.api reads this module (an import cycle).
@@ -27,6 +28,9 @@ class State(BootstrapState):
     """What the lifespan shares with every request (and the bootstrap's
     readiness route, which reads `bootstrap`)."""
 
+    # The HTTP protocol's limits come from it (http_protocol.py: uvicorn hands
+    # the protocol the lifespan state of the app).
+    settings: Settings
     engine: AsyncEngine
     operator_token: str | None
     metrics: Metrics
