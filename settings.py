@@ -30,7 +30,7 @@ PROJECT_ROOT = Path(__file__).resolve().parent
 ASYNC_DRIVER = "postgresql+asyncpg"
 _ACCEPTED_SCHEMES = {"postgresql", "postgres", "postgresql+asyncpg"}
 _LOCK_NAME = re.compile(r"^[\w.:/-]{1,200}$")
-# The libpq query parameters a database URL may carry (service/database.py turns
+# The libpq query parameters a database URL may carry (service/db/engines.py turns
 # them into asyncpg's `ssl`); any other would reach asyncpg.connect() unknown.
 TLS_MODES = ("disable", "allow", "prefer", "require", "verify-ca", "verify-full")
 _QUERY_PARAMETERS = ("sslmode", "sslrootcert")

@@ -27,7 +27,7 @@ from typing import Any
 import asyncpg
 from sqlalchemy.engine import URL
 
-from service.logs import json_events
+from service.observability.logs import json_events
 from settings import Settings, parse_database_url
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -50,7 +50,7 @@ def postgres() -> Iterator[URL]:
     if configured:
         yield parse_database_url(configured).set(database="postgres")
         return
-    from service.embedded import EmbeddedPostgres
+    from service.db.embedded import EmbeddedPostgres
 
     folder = Path(tempfile.mkdtemp(prefix="platform-service-bench-"))
     folder.chmod(0o755)

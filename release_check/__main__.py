@@ -22,7 +22,7 @@ from sqlalchemy.engine import URL
 
 from release_check.check import run
 from release_check.release import ReleaseError
-from service.migration_acceptances import AcceptanceFileError
+from service.migrations.acceptances import AcceptanceFileError
 from settings import parse_database_url
 
 REPOSITORY = Path(__file__).resolve().parent.parent
@@ -51,7 +51,7 @@ def _server(database_url: str | None) -> Iterator[URL]:
     if database_url:
         yield parse_database_url(database_url)
         return
-    from service.embedded import EmbeddedPostgres
+    from service.db.embedded import EmbeddedPostgres
 
     server = EmbeddedPostgres()
     try:

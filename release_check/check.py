@@ -37,8 +37,8 @@ from sqlalchemy.ext.asyncio import create_async_engine
 
 from release_check import release as releases
 from release_check.walk import Call, walk
-from service.migration_acceptances import default_path, load_acceptances
-from service.migrations import load_revisions
+from service.migrations.acceptances import default_path, load_acceptances
+from service.migrations.scripts import load_revisions
 
 READY_TIMEOUT = 120.0
 MIGRATE_TIMEOUT = 1800

@@ -21,15 +21,17 @@ import os
 import signal
 import sys
 from collections.abc import Callable, Coroutine, Iterator, Sequence
-from pathlib import Path
 from typing import Any
 
-from service.cli_accounts import add_accounts_commands
+from service.migrations.cli import add_commands as add_migration_commands
+from service.migrations.cli import is_migration_command, needs_database, run_offline
+from service.operator import add_accounts_commands
 from settings import Settings, SettingsError, load_settings, masked
 
 EXIT_FAILED = 1
 EXIT_USAGE = 2
 EXIT_STARTUP_FAILED = 3
+WRITE_HEADS = "python -m service db heads --write"
 
 
 def main(arguments: Sequence[str] | None = None) -> int:
@@ -39,24 +41,12 @@ def main(arguments: Sequence[str] | None = None) -> int:
     except SettingsError as error:
         print(f"error: {error}", file=sys.stderr)
         return EXIT_USAGE
-    from service.logs import configure_logging
+    from service.observability.logs import configure_logging
 
     configure_logging(settings.log_level, settings.log_format)
     command = options.command or "serve"
-    if command == "db" and options.db_command == "heads":
-        from service.commands import heads_manifest
-
-        return heads_manifest(settings, write=options.write)
-    if command == "db" and options.db_command == "lint":
-        from service.migration_lint import lint_command
-
-        return lint_command(
-            settings.alembic_config,
-            options.revisions,
-            as_json=options.json,
-            accepted=options.accepted,
-            draft=options.draft,
-        )
+    if is_migration_command(options) and not needs_database(options):
+        return run_offline(options, settings.alembic_config, WRITE_HEADS)
     try:
         return _run(command, settings, options)
     except EmbeddedDatabaseUnavailable as error:
@@ -72,23 +62,20 @@ def _run(command: str, settings: Settings, options: argparse.Namespace) -> int:
     with _database(settings) as settings:
         if command == "serve":
             return _serve(settings, options)
-        if command == "migrate":
-            from service.commands import migrate
-
-            return asyncio.run(_cancel_on_sigterm(migrate(settings, options.timeout)))
         if command == "accounts":
-            from service.cli_accounts import run_accounts_command
+            from service.operator import run_accounts_command
 
             return run_accounts_command(settings, options)
-        from service import commands
+        return asyncio.run(_cancel_on_sigterm(_migration_command(settings, options)))
 
-        if options.db_command == "history":
-            return asyncio.run(
-                commands.database_history(settings, as_json=options.json, limit=options.limit)
-            )
-        if options.db_command == "verify":
-            return asyncio.run(commands.database_verify(settings, as_json=options.json))
-        return asyncio.run(commands.database_status(settings, as_json=options.json))
+
+async def _migration_command(settings: Settings, options: argparse.Namespace) -> int:
+    """`migrate` and `db status|history|verify`, the migrations package's commands."""
+    from service.bootstrap import migration_config
+    from service.db.engines import create_app_engine
+    from service.migrations.cli import run
+
+    return await run(options, migration_config(settings), lambda: create_app_engine(settings))
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -112,56 +99,9 @@ def _parser() -> argparse.ArgumentParser:
     )
     commands = parser.add_subparsers(dest="command")
     commands.add_parser("serve", help="serve the API (the default)")
-    migrate = commands.add_parser("migrate", help="bring the schema to head once and exit")
-    migrate.add_argument(
-        "--timeout", type=float, default=None, help="give up (exit 1) after this many seconds"
-    )
-    database = commands.add_parser("db", help="database commands")
-    database_commands = database.add_subparsers(dest="db_command", required=True)
-    status = database_commands.add_parser("status", help="revision, heads, pending, lock holder")
-    status.add_argument("--json", action="store_true", help="print JSON")
-    history = database_commands.add_parser("history", help="the audit trail of applied steps")
-    history.add_argument("--json", action="store_true", help="print JSON")
-    history.add_argument(
-        "--limit", type=_positive, default=50, help="how many steps (newest first)"
-    )
-    verify = database_commands.add_parser(
-        "verify", help="compare applied revisions with their recorded checksums (exit 1 if edited)"
-    )
-    verify.add_argument("--json", action="store_true", help="print JSON")
-    heads = database_commands.add_parser(
-        "heads", help="check the heads manifest against the revision scripts (exit 1 if stale)"
-    )
-    heads.add_argument("--write", action="store_true", help="rewrite the manifest")
-    heads.add_argument(
-        "--after", metavar="FILE", help="the revision file just written (Alembic's post-write hook)"
-    )
-    _add_lint_parser(database_commands)
+    add_migration_commands(commands)
     add_accounts_commands(commands)
     return parser
-
-
-def _add_lint_parser(database_commands: Any) -> None:
-    lint = database_commands.add_parser(
-        "lint",
-        help="lint each revision's SQL with squawk (exit 1 on a finding not accepted)",
-        description="Render each revision's upgrade offline and lint it with squawk; "
-        "findings are accepted, with a reason, only in alembic/accepted.toml.",
-    )
-    lint.add_argument("revisions", nargs="*", metavar="REVISION", help="revisions (default: all)")
-    lint.add_argument("--json", action="store_true", help="print JSON")
-    lint.add_argument(
-        "--accepted",
-        type=Path,
-        metavar="FILE",
-        help="the accepted findings (default: accepted.toml beside the revisions)",
-    )
-    lint.add_argument(
-        "--draft",
-        type=Path,
-        metavar="FILE",
-        help="lint the revision in FILE, report only, exit 0 (Alembic's post-write hook)",
-    )
 
 
 def _from_environment(name: str, convert: Callable[[str], int], fallback: int) -> int:
@@ -193,7 +133,7 @@ def _database(settings: Settings) -> Iterator[Settings]:
     if settings.database_url is not None:
         yield settings
         return
-    from service.embedded import EmbeddedPostgres, EmbeddedPostgresError
+    from service.db.embedded import EmbeddedPostgres, EmbeddedPostgresError
 
     try:
         server = EmbeddedPostgres()

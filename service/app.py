@@ -2,51 +2,27 @@
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-import logging
-import signal
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
-from typing import TypedDict
 
 from fastapi import FastAPI
-from sqlalchemy.ext.asyncio import AsyncEngine
 
 from service import __version__, health
 from service.api import router as api_router
-from service.api.dependencies import KeyUsage
+from service.api.errors import install_error_handlers
+from service.api.key_usage import KeyUsage
 from service.api.negotiation import ContentNegotiation
 from service.api.openapi import complete_openapi
 from service.api.rate_limits import RateLimits
-from service.bootstrap import Bootstrap, MigrationFailed
-from service.database import create_app_engine
-from service.errors import install_error_handlers
-from service.logs import configure_logging
-from service.metrics import Metrics
-from service.observability import RequestObservability
-from service.schema_watch import SchemaWatch
-from service.status import MigrationStatus
-from service.workers import die_with_supervisor, exit_after_failed_migration
+from service.bootstrap import create_bootstrap
+from service.db.engines import create_app_engine
+from service.migrations import MigrationStatus, run_in_background
+from service.observability.logs import configure_logging
+from service.observability.metrics import Metrics
+from service.observability.middleware import RequestObservability
+from service.state import State
+from service.workers import die_with_supervisor
 from settings import Settings, load_settings
-
-logger = logging.getLogger("service.app")
-
-# How long a failed process stays up, unready, so probes and logs can see why.
-FAILURE_EXIT_DELAY = 2.0
-# How long shutdown waits for a cancelled migration to roll back and unlock.
-BOOTSTRAP_STOP_TIMEOUT = 20.0
-
-
-class State(TypedDict):
-    """Long-lived objects, shared with every request through `request.state`."""
-
-    settings: Settings
-    engine: AsyncEngine
-    migration: MigrationStatus
-    schema_watch: SchemaWatch
-    key_usage: KeyUsage
-    rate_limits: RateLimits
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -59,15 +35,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app = FastAPI(
         title="Platform service",
         version=__version__,
-        lifespan=_lifespan(settings, status),
+        lifespan=_lifespan(settings, status, metrics),
         # A redirect to the same path without its trailing slash would be built
         # from the client's Host header: answer 404 instead.
         redirect_slashes=False,
     )
-    app.state.operator_token = (
-        settings.operator_token.get_secret_value() if settings.operator_token else None
-    )
-    app.state.metrics = metrics
     app.add_middleware(
         ContentNegotiation, max_bytes=settings.max_body_bytes, routes=app.router.routes
     )
@@ -80,64 +52,30 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
 
 def _lifespan(
-    settings: Settings, status: MigrationStatus
+    settings: Settings, status: MigrationStatus, metrics: Metrics
 ) -> Callable[[FastAPI], AbstractAsyncContextManager[State]]:
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[State]:
         engine = create_app_engine(settings)
-        bootstrap = Bootstrap(
-            settings, engine, status, hold_lock_after_failure=settings.migration_exit_on_failure
-        )
-        task = asyncio.create_task(_run_bootstrap(bootstrap), name="migration-bootstrap")
+        bootstrap = create_bootstrap(settings, engine, status)
         try:
-            yield State(
-                settings=settings,
-                engine=engine,
-                migration=status,
-                schema_watch=bootstrap.watch,
-                key_usage=KeyUsage(settings.api_key_usage_interval),
-                rate_limits=RateLimits.per_second_and_minute(
-                    settings.rate_limit_per_key, settings.rate_limit_auth_failures
-                ),
-            )
+            async with run_in_background(bootstrap):
+                yield State(
+                    bootstrap=bootstrap,
+                    settings=settings,
+                    engine=engine,
+                    operator_token=_operator_token(settings),
+                    metrics=metrics,
+                    key_usage=KeyUsage(settings.api_key_usage_interval),
+                    rate_limits=RateLimits.per_second_and_minute(
+                        settings.rate_limit_per_key, settings.rate_limit_auth_failures
+                    ),
+                )
         finally:
-            exiting = await _stop(task)
-            if not exiting:
-                await bootstrap.release_kept_lock()
             await engine.dispose()
-        if exiting:
-            exit_after_failed_migration(status.error or "unknown")
 
     return lifespan
 
 
-async def _run_bootstrap(bootstrap: Bootstrap) -> bool:
-    """Run the bootstrap; True when its migration failed and the process shuts
-    down to exit for it (MIGRATION_EXIT_ON_FAILURE)."""
-    try:
-        await bootstrap.run()
-    except MigrationFailed:
-        if bootstrap.settings.migration_exit_on_failure:
-            await asyncio.sleep(FAILURE_EXIT_DELAY)
-            # A graceful shutdown through the server's own SIGTERM handling.
-            signal.raise_signal(signal.SIGTERM)
-            return True
-    return False
-
-
-async def _stop(task: asyncio.Task[bool]) -> bool:
-    """Cancel the bootstrap: the running revision rolls back, the lock is released.
-    True when the bootstrap had asked for the shutdown to exit for a failed
-    migration; a shutdown asked for by a signal from outside (the supervisor
-    stopping its workers, the orchestrator) ends the process normally."""
-    if task.done():
-        if task.cancelled():
-            return False
-        if (error := task.exception()) is not None:
-            logger.error("the bootstrap ended with an unexpected error", exc_info=error)
-            return False
-        return task.result()
-    task.cancel()
-    with contextlib.suppress(asyncio.CancelledError, asyncio.TimeoutError):
-        await asyncio.wait_for(task, BOOTSTRAP_STOP_TIMEOUT)
-    return False
+def _operator_token(settings: Settings) -> str | None:
+    return settings.operator_token.get_secret_value() if settings.operator_token else None

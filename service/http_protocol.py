@@ -35,9 +35,9 @@ from uvicorn.config import Config
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 from uvicorn.server import ServerState
 
+from service.api.errors import JSONAPI_MEDIA_TYPE, error_object
 from service.api.jsonapi import encode
 from service.api.rate_limits import retry_after
-from service.errors import JSONAPI_MEDIA_TYPE, error_object
 from settings import Settings
 
 logger = logging.getLogger("service.http")

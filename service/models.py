@@ -14,7 +14,6 @@ from sqlalchemy import (
     BigInteger,
     CheckConstraint,
     DateTime,
-    Double,
     ForeignKey,
     Identity,
     Index,
@@ -27,8 +26,10 @@ from sqlalchemy import (
     func,
     text,
 )
-from sqlalchemy.dialects.postgresql import ARRAY, JSONB, UUID
+from sqlalchemy.dialects.postgresql import JSONB, UUID
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+from service.migrations.audit import define_audit_table
 
 # The names PostgreSQL itself would choose, so that constraints created by hand,
 # by autogenerate and by the server agree.
@@ -177,32 +178,9 @@ class Config(TimestampedRecord):
     environments: Mapped[dict[str, Any]] = mapped_column(JSONB, server_default=text("'{}'::jsonb"))
 
 
-class MigrationAuditEntry(Base):
-    """One applied migration step, written in the step's own transaction.
-
-    Alembic keeps only the current revision; this keeps what ran, where, when,
-    for how long, and the checksum of the revision file as it was then.
-    """
-
-    __tablename__ = "schema_migration_audit"
-    __table_args__ = (
-        CheckConstraint("direction IN ('upgrade', 'downgrade')", name="direction"),
-        Index("schema_migration_audit_revision_finished_at_idx", "revision", "finished_at"),
-    )
-
-    id: Mapped[int] = mapped_column(BigInteger, Identity(always=True), primary_key=True)
-    revision: Mapped[str] = mapped_column(String(128))
-    down_revisions: Mapped[list[str]] = mapped_column(ARRAY(String(128)))
-    direction: Mapped[str] = mapped_column(String(16))
-    started_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
-    finished_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
-    duration_seconds: Mapped[float] = mapped_column(Double)
-    host: Mapped[str] = mapped_column(String(255))
-    pid: Mapped[int]
-    app_version: Mapped[str] = mapped_column(String(64))
-    database_user: Mapped[str] = mapped_column(String(128))
-    runner: Mapped[str] = mapped_column(String(32))
-    checksum: Mapped[str | None] = mapped_column(String(64))
+# The migration bootstrap's audit trail (service/migrations/audit.py): part of
+# the schema like every table, so that migrations and `alembic check` know it.
+migration_audit = define_audit_table(Base.metadata)
 
 
 class OperatorAuditEntry(Base):

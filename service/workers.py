@@ -1,19 +1,10 @@
-"""Worker processes: how a worker whose migration failed ends, and how
-`python -m service --workers N` supervises its workers.
+"""`python -m service --workers N`: uvicorn's supervisor, and the exit status it
+ends with.
 
-The supervisors restart workers that exit, with one exception each:
-- uvicorn's (uvicorn/supervisors/multiprocess.py, `keep_subprocess_alive`)
-  starts a new worker for any exit status but 3, its STARTUP_FAILURE; on 3 it
-  stops every worker and itself;
-- gunicorn's arbiter halts the whole server, with that status, when a worker
-  exits with 3 (WORKER_BOOT_ERROR) or 4 (APP_LOAD_ERROR).
-A failed migration fails the same way in a new worker, so a worker that would
-be restarted ends with 3 under uvicorn's supervisor (its workers are
-multiprocessing children) and with 4 everywhere else (a single process, a
-gunicorn worker): one attempt per worker, then the whole server stops.
-`python -m service` learns from the worker's report that it was the migration
-and exits 4 itself; `uvicorn --workers N` exits 0 (uvicorn's choice for a
-supervisor that stopped), gunicorn 4.
+A worker whose migration failed ends so that no supervisor restarts it
+(service/migrations/exits.py) and writes why to the failure report;
+`python -m service` reads it and exits 4 itself; `uvicorn --workers N` exits 0
+(uvicorn's choice for a supervisor that stopped), gunicorn 4.
 
 uvicorn's workers also die with their supervisor (PR_SET_PDEATHSIG, Linux): a
 supervisor killed with SIGKILL leaves no worker holding its port.
@@ -34,45 +25,24 @@ import uvicorn
 from uvicorn.config import STARTUP_FAILURE
 from uvicorn.supervisors.multiprocess import Multiprocess
 
+from service.migrations.exits import EXIT_MIGRATION_FAILED, FAILURE_REPORT_VARIABLE
+
 logger = logging.getLogger("service.workers")
 
-# Exit status of a process whose migration failed (uvicorn itself uses 1 and 3).
-EXIT_MIGRATION_FAILED = 4
-# Where a worker writes why its migration failed, for `python -m service`.
-FAILURE_REPORT_VARIABLE = "PLATFORM_SERVICE_FAILURE_REPORT"
 _PR_SET_PDEATHSIG = 1
-
-
-def _supervisor_pid() -> int | None:
-    """The pid of uvicorn's supervisor when this process is one of its workers."""
-    parent = multiprocessing.parent_process()
-    return parent.pid if parent is not None else None
 
 
 def die_with_supervisor() -> None:
     """In a worker of uvicorn's supervisor: get SIGTERM (a graceful shutdown)
     when the supervisor dies, even by SIGKILL."""
-    supervisor = _supervisor_pid()
-    if supervisor is None or sys.platform != "linux":
+    parent = multiprocessing.parent_process()
+    if parent is None or sys.platform != "linux":
         return
     libc = ctypes.CDLL("libc.so.6", use_errno=True)
     libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
     # The supervisor may have died before the request took effect.
-    if os.getppid() != supervisor:
+    if os.getppid() != parent.pid:
         signal.raise_signal(signal.SIGTERM)
-
-
-def exit_after_failed_migration(reason: str) -> None:
-    """End this process so that no supervisor restarts it (module docstring)."""
-    status = STARTUP_FAILURE if _supervisor_pid() is not None else EXIT_MIGRATION_FAILED
-    report = os.environ.get(FAILURE_REPORT_VARIABLE)
-    if report:
-        with open(report, "a") as written:
-            written.write(f"worker {os.getpid()}: {reason}\n")
-    logger.error("exiting with status %d: the migration failed", status)
-    logging.shutdown()
-    # uvicorn exits 0 after a clean shutdown whatever the lifespan did.
-    os._exit(status)
 
 
 def supervise(config: uvicorn.Config) -> int:

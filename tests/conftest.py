@@ -1,33 +1,18 @@
-"""Shared fixtures: one PostgreSQL server per run, one database per test."""
+"""Fixtures: one PostgreSQL server per run, one database per test."""
 
 from __future__ import annotations
 
-import asyncio
 import json
-import re
-import shutil
-import tempfile
 from collections.abc import AsyncIterator, Iterator
-from contextlib import contextmanager
-from pathlib import Path
 
 import pytest
 from sqlalchemy.engine import URL
 
-from settings import Settings
-from tests.postgres import create_database, drop_database, service_url, test_server
-from tests.processes import (
-    OPERATOR_TOKEN,
-    PROCESS_LOGS,
-    PROCESS_OUTPUTS,
-    PROJECT_ROOT,
-    SERVICE_VARIABLES,
-)
-from tests.revisions import HEAD
-
-__all__ = ["OPERATOR_TOKEN"]
-
-TEST_MIGRATIONS = PROJECT_ROOT / "tests" / "migrations"
+from tests.support.configs import settings_for, shared_folder
+from tests.support.postgres import create_database, drop_database, test_server
+from tests.support.processes import SERVICE_VARIABLES
+from tests.support.revisions import HEAD
+from tests.support.secrets import CAPTURED, PASSWORDS, leaked_secrets
 
 
 @pytest.fixture(autouse=True)
@@ -44,25 +29,6 @@ def admin_url() -> Iterator[URL]:
         yield url
 
 
-@contextmanager
-def shared_folder() -> Iterator[Path]:
-    """A temporary folder that the embedded server's own user may enter when we are
-    root (pytest's tmp_path lives in a folder only its owner may enter)."""
-    folder = Path(tempfile.mkdtemp(prefix="platform-service-test-"))
-    folder.chmod(0o755)
-    try:
-        yield folder
-    finally:
-        shutil.rmtree(folder, ignore_errors=True)
-
-
-API_KEY = re.compile(r"psk_[A-Za-z0-9_-]{43}")
-# The database password of this run, once the server is known.
-PASSWORDS: list[str] = []
-# What pytest captured of every test phase: the in-process apps' logs and output.
-CAPTURED: list[str] = []
-
-
 @pytest.fixture(scope="session", autouse=True)
 def _register_database_password(admin_url: URL) -> None:
     if admin_url.password:
@@ -71,26 +37,6 @@ def _register_database_password(admin_url: URL) -> None:
 
 def pytest_runtest_logreport(report: pytest.TestReport) -> None:
     CAPTURED.append(report.capstdout + report.capstderr + report.caplog)
-
-
-def leaked_secrets() -> list[str]:
-    """Where the logs and output of the whole run (this process's captured
-    output and every process the tests started) show a database password, the
-    operator token or an API key."""
-    texts = {
-        f"log {path}": path.read_text(errors="replace") for path in PROCESS_LOGS if path.exists()
-    }
-    texts.update({f"process output {n}": text for n, text in enumerate(PROCESS_OUTPUTS)})
-    texts.update({f"captured test output {n}": text for n, text in enumerate(CAPTURED)})
-    found = []
-    for where, text in texts.items():
-        if any(password in text for password in PASSWORDS):
-            found.append(f"{where}: the database password")
-        if OPERATOR_TOKEN in text:
-            found.append(f"{where}: the operator token")
-        if API_KEY.search(text):
-            found.append(f"{where}: an API key")
-    return found
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
@@ -116,10 +62,11 @@ async def empty_database(admin_url: URL) -> AsyncIterator[URL]:
 @pytest.fixture(scope="session")
 async def migrated_template(admin_url: URL) -> AsyncIterator[str]:
     """A database at head, built once by the real bootstrap, to clone."""
-    from service.commands import migrate
+    from service.bootstrap import migration_config
+    from service.migrations.commands import migrate
 
     url = await create_database(admin_url)
-    assert await migrate(settings_for(url), None) == 0
+    assert await migrate(migration_config(settings_for(url)), None) == 0
     yield url.database or ""
     await drop_database(admin_url, url.database or "")
 
@@ -140,34 +87,8 @@ async def module_database(admin_url: URL, migrated_template: str) -> AsyncIterat
     await drop_database(admin_url, url.database or "")
 
 
-def settings_for(url: URL, **overrides: object) -> Settings:
-    """Settings for an in-process app on `url`; failures keep the test process alive."""
-    values: dict[str, object] = {
-        "database_url": service_url(url),
-        "migration_exit_on_failure": False,
-        "database_retry_max_interval": 0.5,
-        "readiness_poll_interval": 0.2,
-        "operator_token": OPERATOR_TOKEN,
-    }
-    values.update(overrides)
-    return Settings(**values)  # type: ignore[arg-type]
-
-
-def scenario_config(scenario: str) -> Path:
-    """alembic.ini of a test-only migration scenario under tests/migrations."""
-    return TEST_MIGRATIONS / scenario / "alembic.ini"
-
-
-async def eventually(condition, within: float = 30.0, interval: float = 0.05):  # type: ignore[no-untyped-def]
-    """Await `condition()` until truthy; fail after `within` seconds."""
-    async with asyncio.timeout(within):
-        while not (result := await condition()):  # noqa: ASYNC110 (polls the database)
-            await asyncio.sleep(interval)
-        return result
-
-
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
-    from tests.reports import REPORTS
+    from tests.support.reports import REPORTS
 
     for name, values in REPORTS.items():
         terminalreporter.write_sep("-", f"report: {name}")

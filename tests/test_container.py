@@ -20,17 +20,17 @@ import subprocess
 import tempfile
 import time
 from collections.abc import Iterator
+from functools import partial
 from pathlib import Path
 
 import httpx
 import pytest
 from sqlalchemy.engine import URL
 
-from tests.api import JSONAPI, document
-from tests.conftest import OPERATOR_TOKEN
-from tests.postgres import connect, service_url
-from tests.processes import PROJECT_ROOT, free_port, wait_for
-from tests.revisions import REVISIONS
+from tests.support.api import JSONAPI, document
+from tests.support.postgres import connect, service_url
+from tests.support.processes import OPERATOR_TOKEN, PROJECT_ROOT, free_port, wait_for
+from tests.support.revisions import REVISIONS
 
 pytestmark = pytest.mark.container
 
@@ -176,7 +176,7 @@ async def test_three_replicas_migrate_once_serve_and_stop_cleanly(
                 )
             )
         for port in ports:
-            wait_for(lambda p=port: _ready(p), 120, f"the container on port {port} to be ready")
+            wait_for(partial(_ready, port), 120, f"the container on port {port} to be ready")
 
         connection = await connect(empty_database)
         audited = await connection.fetch(

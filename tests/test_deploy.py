@@ -10,7 +10,7 @@ import kubernetes_validate
 import pytest
 import yaml
 
-from tests.processes import PROJECT_ROOT
+from tests.support.processes import PROJECT_ROOT
 
 MANIFESTS = sorted((PROJECT_ROOT / "deploy" / "kubernetes").glob("*.yaml"))
 

@@ -239,7 +239,7 @@ def test_password_is_hidden_in_repr(monkeypatch: pytest.MonkeyPatch) -> None:
 
 def test_readme_documents_every_setting() -> None:
     from settings import Settings
-    from tests.processes import PROJECT_ROOT
+    from tests.support.processes import PROJECT_ROOT
 
     readme = (PROJECT_ROOT / "README.md").read_text()
     missing = [

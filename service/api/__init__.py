@@ -4,7 +4,7 @@ from fastapi import APIRouter, Depends
 
 from service.api import accounts, api_keys, configs, environments, meta, users
 from service.api.dependencies import require_ready
-from service.errors import ERROR_RESPONSES, JsonApiResponse
+from service.api.errors import ERROR_RESPONSES, JsonApiResponse
 
 router = APIRouter(
     prefix="/v1",

@@ -11,12 +11,12 @@ from sqlalchemy import func, insert, select, update
 from service.api import environments as environments_api
 from service.api.api_keys import issue_key
 from service.api.dependencies import Database, Operator, Owner, Viewer
+from service.api.errors import ApiError, JsonApiResponse
 from service.api.json_body import JsonApiRoute
 from service.api.jsonapi import Document, Strict, expect_type, resource, respond, single
 from service.api.limits import NO_NUL
 from service.api.openapi import OPERATOR_ONLY
 from service.api.users import UserCreate, insert_user, user_resource
-from service.errors import ApiError, JsonApiResponse
 from service.models import Account, table
 
 router = APIRouter(tags=["accounts"], route_class=JsonApiRoute)

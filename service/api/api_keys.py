@@ -17,9 +17,9 @@ from pydantic import StringConstraints
 from sqlalchemy import func, insert, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from service import keys
-from service.api.common import lock_account, one_in_account, paged, rows
+from service.api import keys
 from service.api.dependencies import Admin, Caller, Database, capped_role
+from service.api.errors import ApiError, JsonApiResponse
 from service.api.json_body import JsonApiRoute
 from service.api.jsonapi import (
     Document,
@@ -33,7 +33,7 @@ from service.api.jsonapi import (
     single,
 )
 from service.api.limits import NO_NUL
-from service.errors import ApiError, JsonApiResponse
+from service.api.queries import lock_account, one_in_account, paged, rows
 from service.models import ApiKey, User, table
 
 router = APIRouter(prefix="/api-keys", tags=["api-keys"], route_class=JsonApiRoute)

@@ -11,8 +11,9 @@ from sqlalchemy import Select, delete, func, insert, select, text, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from service.api.common import conflict_from, one_in_account, paged, rows
+from service.api.config_resolution import resolve
 from service.api.dependencies import Database, Member, Viewer
+from service.api.errors import JSONAPI_MEDIA_TYPE, ApiError, JsonApiResponse
 from service.api.json_body import JsonApiRoute, parse_json, problems
 from service.api.jsonapi import (
     Document,
@@ -34,8 +35,7 @@ from service.api.limits import (
     ConfigItems,
     ConfigOverrides,
 )
-from service.configs_resolution import resolve
-from service.errors import JSONAPI_MEDIA_TYPE, ApiError, JsonApiResponse
+from service.api.queries import conflict_from, one_in_account, paged, rows
 from service.models import Config, Environment, table
 
 router = APIRouter(prefix="/configs", tags=["configs"], route_class=JsonApiRoute)

@@ -10,10 +10,9 @@ caller learns nothing about the API from its answers.
 from __future__ import annotations
 
 import hmac
-import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Coroutine
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Annotated, Any
 
 from fastapi import Depends, Request
@@ -22,11 +21,12 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection
 from starlette.routing import BaseRoute
 
-from service import keys
+from service.api import keys
+from service.api.errors import ApiError
 from service.api.json_body import raise_body_problem, text_problem
-from service.api.rate_limits import RateLimits, retry_after
-from service.errors import ApiError
-from service.status import MigrationStatus
+from service.api.rate_limits import retry_after
+from service.migrations import MigrationStatus
+from service.state import state_of
 
 RETRY_AFTER_SECONDS = "5"
 ROLE_RANK = {"VIEWER": 0, "MEMBER": 1, "ADMIN": 2, "OWNER": 3}
@@ -43,9 +43,16 @@ _TOUCH_KEY = text("UPDATE api_keys SET last_used_at = now() WHERE id = :id")
 _OPERATOR = "operator"
 
 
-async def require_ready(request: Request) -> None:
+def migration_status(request: Request) -> MigrationStatus:
+    """What the migration bootstrap of this process is doing."""
+    return state_of(request)["bootstrap"].status
+
+
+Migration = Annotated[MigrationStatus, Depends(migration_status)]
+
+
+async def require_ready(status: Migration) -> None:
     """Refuse API work until the schema is at head."""
-    status: MigrationStatus = request.state.migration
     if not status.ready:
         raise ApiError(
             503,
@@ -100,7 +107,7 @@ async def database(request: Request) -> AsyncIterator[AsyncConnection]:
     back otherwise. Its scope is the endpoint function (not the request), so
     the commit happens before the answer is sent and a commit that fails is
     answered as the error it is: a 2xx always means committed."""
-    async with request.state.engine.begin() as connection:
+    async with state_of(request)["engine"].begin() as connection:
         yield connection
 
 
@@ -132,25 +139,6 @@ def capped_role(user_role: str, max_role: str | None) -> str:
     return max_role
 
 
-@dataclass
-class KeyUsage:
-    """When each key's last-used time was last written by this process.
-
-    The time is written at most once per interval per key and process, so a
-    busy key costs no write per request.
-    """
-
-    interval: float
-    written: dict[uuid.UUID, float] = field(default_factory=dict)
-
-    def due(self, key_id: uuid.UUID) -> bool:
-        now = time.monotonic()
-        if now - self.written.get(key_id, -self.interval) < self.interval:
-            return False
-        self.written[key_id] = now
-        return True
-
-
 def _unauthorized(detail: str, realm: str = "platform") -> ApiError:
     return ApiError(401, detail, headers={"WWW-Authenticate": f'Bearer realm="{realm}"'})
 
@@ -164,14 +152,14 @@ def _client(request: Request) -> str:
 
 
 def _refuse_failing_client(request: Request) -> None:
-    limits: RateLimits = request.state.rate_limits
+    limits = state_of(request)["rate_limits"]
     if wait := limits.failures.wait(_client(request)):
         raise _too_many("too many failed authentications from this address; retry later", wait)
 
 
 def _failed(request: Request, error: ApiError) -> ApiError:
     """Count a failed authentication against the client's address."""
-    limits: RateLimits = request.state.rate_limits
+    limits = state_of(request)["rate_limits"]
     limits.failures.take(_client(request))
     return error
 
@@ -188,7 +176,7 @@ async def presented_key(request: Request) -> bytes:
     failed too often."""
     key = _bearer(request)
     digest = keys.digest(key) if key is not None and keys.looks_like_key(key) else None
-    limits: RateLimits = request.state.rate_limits
+    limits = state_of(request)["rate_limits"]
     if digest is not None and digest in limits.keys:
         if wait := limits.keys.take(digest):
             raise _too_many("too many requests with this API key; retry later", wait)
@@ -208,14 +196,14 @@ async def authenticated(
 ) -> Caller:
     """The caller behind the presented key, or 401."""
     row = (await connection.execute(_CALLER, {"digest": digest})).mappings().first()
-    limits: RateLimits = request.state.rate_limits
+    limits = state_of(request)["rate_limits"]
     # The lookup is by digest; compare in constant time all the same.
     if row is None or not hmac.compare_digest(bytes(row["secret_hash"]), digest):
         limits.keys.forget(digest)
         raise _failed(request, _unauthorized("the API key is not valid or was revoked"))
     if digest not in limits.keys and (wait := limits.keys.take(digest)):
         raise _too_many("too many requests with this API key; retry later", wait)
-    if request.state.key_usage.due(row["key_id"]):
+    if state_of(request)["key_usage"].due(row["key_id"]):
         await connection.execute(_TOUCH_KEY, {"id": row["key_id"]})
     return Caller(
         row["key_id"], row["account_id"], row["user_id"], capped_role(row["role"], row["max_role"])
@@ -240,9 +228,14 @@ Admin = Annotated[Caller, Depends(role_at_least("ADMIN"))]
 Owner = Annotated[Caller, Depends(role_at_least("OWNER"))]
 
 
+def configured_operator_token(request: Request) -> str | None:
+    """The operator token this process was configured with, if any."""
+    return state_of(request)["operator_token"]
+
+
 def operator_token(request: Request) -> str:
     """The configured operator token, or 403 when there is none."""
-    token: str | None = request.app.state.operator_token
+    token = configured_operator_token(request)
     if token is None:
         raise ApiError(403, "operator routes are disabled: OPERATOR_TOKEN is not set")
     return token
@@ -250,7 +243,7 @@ def operator_token(request: Request) -> str:
 
 def is_operator(request: Request) -> bool:
     """Whether the request carries the operator token (no rate limit, no error)."""
-    token: str | None = request.app.state.operator_token
+    token = configured_operator_token(request)
     presented = _bearer(request)
     return (
         token is not None
@@ -265,7 +258,7 @@ async def require_operator(request: Request) -> None:
     _refuse_failing_client(request)
     if not is_operator(request):
         raise _failed(request, _unauthorized("the operator token is required", realm="operator"))
-    limits: RateLimits = request.state.rate_limits
+    limits = state_of(request)["rate_limits"]
     if wait := limits.keys.take(_OPERATOR):
         raise _too_many("too many requests with the operator token; retry later", wait)
     checked_request(request)

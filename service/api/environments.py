@@ -11,8 +11,8 @@ from sqlalchemy import delete, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from service.api.common import conflict_from, one_in_account, paged, rows
 from service.api.dependencies import Admin, Database, Viewer
+from service.api.errors import ApiError, JsonApiResponse
 from service.api.json_body import JsonApiRoute
 from service.api.jsonapi import (
     Document,
@@ -26,7 +26,7 @@ from service.api.jsonapi import (
     single,
 )
 from service.api.limits import NO_NUL
-from service.errors import ApiError, JsonApiResponse
+from service.api.queries import conflict_from, one_in_account, paged, rows
 from service.models import Config, Environment, table
 
 router = APIRouter(prefix="/environments", tags=["environments"], route_class=JsonApiRoute)

@@ -22,7 +22,7 @@ from fastapi import Request, Response
 from fastapi.routing import APIRoute
 from starlette.types import Scope
 
-from service.errors import ApiError, error_object, json_pointer
+from service.api.errors import ApiError, error_object, json_pointer
 
 # Deeper bodies are refused before anything walks them further; the JSON
 # values a resource stores have their own, smaller limit (service/api/limits.py).

@@ -14,8 +14,8 @@ from urllib.parse import urlencode
 from fastapi import Depends, Query, Request, Response
 from pydantic import BaseModel, ConfigDict, Field
 
+from service.api.errors import JSONAPI_MEDIA_TYPE, ApiError, JsonApiResponse
 from service.api.limits import MAX_PAGE_BYTES, NO_NUL, Text
-from service.errors import JSONAPI_MEDIA_TYPE, ApiError, JsonApiResponse
 
 A = TypeVar("A", bound=BaseModel)
 

@@ -9,8 +9,8 @@ from sqlalchemy import text
 
 from service import __version__
 from service.api.dependencies import Database, Viewer
+from service.api.errors import JsonApiResponse
 from service.api.json_body import JsonApiRoute
-from service.errors import JsonApiResponse
 
 router = APIRouter(tags=["service"], route_class=JsonApiRoute)
 

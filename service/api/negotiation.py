@@ -13,7 +13,7 @@ from __future__ import annotations
 from starlette.routing import BaseRoute, Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from service.errors import JSONAPI_MEDIA_TYPE, error_object, error_response
+from service.api.errors import JSONAPI_MEDIA_TYPE, error_object, error_response
 
 ACCEPTED_MEDIA_TYPES = {JSONAPI_MEDIA_TYPE, "application/json"}
 # The methods the API takes bodies with; others go on to routing (and its 405).

@@ -12,8 +12,8 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from service.api.api_keys import keep_an_owner_key
-from service.api.common import conflict_from, lock_account, one_in_account, paged, rows
 from service.api.dependencies import Admin, Caller, Database, Viewer
+from service.api.errors import ApiError, JsonApiResponse
 from service.api.json_body import JsonApiRoute
 from service.api.jsonapi import (
     Document,
@@ -27,7 +27,7 @@ from service.api.jsonapi import (
     single,
 )
 from service.api.limits import NO_NUL, UserAttributes
-from service.errors import ApiError, JsonApiResponse
+from service.api.queries import conflict_from, lock_account, one_in_account, paged, rows
 from service.models import User, table
 
 router = APIRouter(prefix="/users", tags=["users"], route_class=JsonApiRoute)

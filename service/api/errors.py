@@ -1,0 +1,251 @@
+"""The one error envelope of the API (JSON:API 1.1 error objects).
+
+Every failure, validation errors and unexpected exceptions included, answers
+`{"errors": [{"status", "title", "detail", "source"?}]}` with the media type
+`application/vnd.api+json`.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Iterable, Sequence
+from http import HTTPStatus
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import TimeoutError as PoolTimeoutError
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match
+
+from service.observability.logs import safe_traceback
+
+JSONAPI_MEDIA_TYPE = "application/vnd.api+json"
+logger = logging.getLogger("service.api.errors")
+
+
+class JsonApiResponse(JSONResponse):
+    media_type = JSONAPI_MEDIA_TYPE
+
+
+class ErrorSource(BaseModel):
+    pointer: str | None = None
+    parameter: str | None = None
+
+
+class ErrorObject(BaseModel):
+    status: str
+    title: str
+    detail: str
+    source: ErrorSource | None = None
+
+
+class ErrorDocument(BaseModel):
+    """The body of every error answer."""
+
+    errors: list[ErrorObject]
+
+
+# Every answer the API's routes can give besides their success, documented once
+# for the OpenAPI document (and checked against it by tests/test_openapi_fuzzing.py).
+ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
+    status: {
+        "model": ErrorDocument,
+        "description": description,
+        "content": {JSONAPI_MEDIA_TYPE: {}},
+    }
+    for status, description in {
+        400: "A query parameter or the body is malformed",
+        401: "No API key, or one that is unknown or revoked",
+        403: "The key's role may not do this",
+        404: "No such object in the key's account",
+        405: "The path does not take this method",
+        406: "The Accept header admits JSON:API only with parameters this API does not support",
+        409: "The change conflicts with existing data",
+        413: "The body is larger than MAX_BODY_BYTES",
+        415: "The body is not JSON, or its JSON:API media type has unsupported parameters",
+        422: "The body is well-formed but invalid",
+        429: "Too many requests for this key, or failed authentications from this address; "
+        "retry after Retry-After seconds",
+        500: "An unexpected error (logged with the request id)",
+        503: "The schema is not at head yet, the database is unavailable or the request took "
+        "too long; retry",
+    }.items()
+}
+
+
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def printable(text: str) -> str:
+    """Text that encodes as UTF-8: a client's lone surrogates (from JSON
+    escapes) become U+FFFD, so an error about them can still be answered."""
+    return text if text.isascii() else _SURROGATE.sub("\ufffd", text)
+
+
+def json_pointer(path: Iterable[str | int]) -> str:
+    """RFC 6901: "/data/attributes/a~1b" for the member "a/b"; "" for the whole document."""
+    return "".join("/" + str(part).replace("~", "~0").replace("/", "~1") for part in path)
+
+
+def error_object(
+    status: int, detail: str, *, pointer: str | None = None, parameter: str | None = None
+) -> dict[str, Any]:
+    error: dict[str, Any] = {
+        "status": str(status),
+        "title": HTTPStatus(status).phrase,
+        "detail": printable(detail),
+    }
+    if pointer is not None:
+        error["source"] = {"pointer": printable(pointer)}
+    elif parameter is not None:
+        error["source"] = {"parameter": printable(parameter)}
+    return error
+
+
+class ApiError(Exception):
+    """Raise to answer with one or more JSON:API error objects."""
+
+    def __init__(
+        self,
+        status: int,
+        detail: str,
+        *,
+        pointer: str | None = None,
+        parameter: str | None = None,
+        headers: dict[str, str] | None = None,
+    ):
+        super().__init__(detail)
+        self.status = status
+        self.errors = [error_object(status, detail, pointer=pointer, parameter=parameter)]
+        self.headers = headers
+
+    @classmethod
+    def of(cls, status: int, errors: Sequence[dict[str, Any]]) -> ApiError:
+        """One answer with several error objects (made by `error_object`)."""
+        error = cls(status, errors[0]["detail"])
+        error.errors = list(errors)
+        return error
+
+
+def error_response(
+    status: int, errors: Sequence[dict[str, Any]], headers: dict[str, str] | None = None
+) -> JsonApiResponse:
+    return JsonApiResponse({"errors": list(errors)}, status_code=status, headers=headers)
+
+
+async def _api_error(_: Request, error: Exception) -> JsonApiResponse:
+    assert isinstance(error, ApiError)
+    return error_response(error.status, error.errors, error.headers)
+
+
+async def _http_error(request: Request, error: Exception) -> JsonApiResponse:
+    assert isinstance(error, StarletteHTTPException)
+    headers = dict(error.headers) if error.headers else {}
+    if error.status_code == 405:
+        headers["Allow"] = ", ".join(_allowed_methods(request))
+    return error_response(
+        error.status_code, [error_object(error.status_code, str(error.detail))], headers
+    )
+
+
+_METHODS = ("DELETE", "GET", "HEAD", "OPTIONS", "PATCH", "POST", "PUT")
+
+
+def _allowed_methods(request: Request) -> list[str]:
+    """Every method some route takes at this path (Starlette names only the
+    first route's, and FastAPI makes one route per method): ask the routes."""
+    routes = request.app.router.routes
+    return [
+        method
+        for method in _METHODS
+        if any(
+            route.matches({**request.scope, "method": method})[0] is Match.FULL for route in routes
+        )
+    ]
+
+
+async def _validation_error(request: Request, error: Exception) -> JsonApiResponse:
+    assert isinstance(error, RequestValidationError)
+    from service.api.json_body import body_problem
+
+    # A body that failed to parse reaches validation as None: answer why.
+    if (problem := body_problem(request.scope)) is not None:
+        return error_response(problem.status, problem.errors)
+    errors = [_validation_error_object(problem) for problem in error.errors()]
+    status = 400 if all(item["status"] == "400" for item in errors) else 422
+    return error_response(status, errors)
+
+
+def _validation_error_object(problem: dict[str, Any]) -> dict[str, Any]:
+    if problem.get("type") == "json_invalid":
+        reason = problem.get("ctx", {}).get("error", "")
+        detail = f"the body is not valid JSON{': ' + reason if reason else ''}"
+        return error_object(400, detail, pointer="")
+    where, *path = problem.get("loc", ("body",))
+    if where == "body":
+        return error_object(422, problem["msg"], pointer=json_pointer(path))
+    parameter = "/".join(str(part) for part in path)
+    return error_object(400 if where == "query" else 422, problem["msg"], parameter=parameter)
+
+
+# SQLSTATEs a request may meet in a healthy database, answered 503 to retry:
+# its statement ran past REQUEST_STATEMENT_TIMEOUT (or was cancelled), or it
+# lost a serialization conflict or a deadlock to another transaction.
+_RETRY_LATER = {
+    "57014": "the request took longer than its database time allows; retry, or ask for less",
+    "40001": "the request conflicted with a concurrent change; retry",
+    "40P01": "the request conflicted with a concurrent change; retry",
+}
+
+
+async def _database_error(request: Request, error: Exception) -> JsonApiResponse:
+    """A database that is restarting or unreachable is a 503 to retry, not a 500."""
+    from service.db.errors import is_transient
+    from service.migrations.errors import describe_error, sqlstate
+
+    detail = _RETRY_LATER.get(sqlstate(error) or "")
+    if detail is None and not is_transient(error):
+        return unexpected_error_response(request.method, request.url.path, error)
+    logger.warning(
+        "database error answered 503 on %s %s: %s",
+        request.method,
+        request.url.path,
+        describe_error(error),
+    )
+    detail = detail or "the database is unavailable; retry shortly"
+    return error_response(503, [error_object(503, detail)], {"Retry-After": "2"})
+
+
+async def _busy(request: Request, error: Exception) -> JsonApiResponse:
+    """Every pooled connection stayed busy for the pool's whole timeout."""
+    logger.warning("no database connection free on %s %s", request.method, request.url.path)
+    detail = "the service is busy: no database connection became free in time; retry"
+    return error_response(503, [error_object(503, detail)], {"Retry-After": "2"})
+
+
+def unexpected_error_response(method: str, path: str, error: BaseException) -> JsonApiResponse:
+    """A 500, logged once with a traceback that holds no statement parameters."""
+    logger.error(
+        "unhandled error on %s %s: %s",
+        method,
+        path,
+        type(error).__name__,
+        extra={"error_trace": safe_traceback(error)},
+    )
+    return error_response(500, [error_object(500, "an unexpected error occurred")])
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    """Answers for the errors handlers raise. Anything else is answered 500 by
+    the request middleware (service/observability/middleware.py), which logs it once."""
+    app.add_exception_handler(ApiError, _api_error)
+    app.add_exception_handler(StarletteHTTPException, _http_error)
+    app.add_exception_handler(RequestValidationError, _validation_error)
+    app.add_exception_handler(DBAPIError, _database_error)
+    app.add_exception_handler(OSError, _database_error)
+    app.add_exception_handler(PoolTimeoutError, _busy)

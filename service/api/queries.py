@@ -1,0 +1,78 @@
+"""Pieces shared by the resource modules: lookups scoped to the caller's account,
+list queries with cursors, and database errors turned into API errors."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from sqlalchemy import RowMapping, Select, Table, select, tuple_
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from service.api.errors import ApiError
+from service.api.jsonapi import Page
+from service.models import Account, table
+
+accounts = table(Account)
+
+
+async def one_in_account(
+    connection: AsyncConnection,
+    table: Table,
+    account_id: uuid.UUID,
+    row_id: uuid.UUID,
+    columns: Sequence[Any] | None = None,
+    *,
+    lock: bool = False,
+) -> Mapping[Any, Any]:
+    """The row of this account with this id (its `columns`, or all); 404 for any
+    other account's row as for none."""
+    query = select(*(columns or [table])).where(
+        table.c.id == row_id, table.c.account_id == account_id
+    )
+    if lock:
+        query = query.with_for_update()
+    row = (await connection.execute(query)).mappings().first()
+    if row is None:
+        raise ApiError(404, f"no {table.name[:-1].replace('_', ' ')} with id {row_id}")
+    return row
+
+
+async def lock_account(connection: AsyncConnection, account_id: uuid.UUID) -> None:
+    """Serialise changes to who may act as OWNER within an account, so two
+    concurrent requests cannot both pass a last-owner check."""
+    await connection.execute(
+        select(accounts.c.id).where(accounts.c.id == account_id).with_for_update()
+    )
+
+
+def paged(query: Select[Any], table: Table, page: Page) -> Select[Any]:
+    """Keyset pagination on (created_at, id)."""
+    key = tuple_(table.c.created_at, table.c.id)
+    if page.after is not None:
+        query = query.where(
+            key < tuple_(*page.after) if page.descending else key > tuple_(*page.after)
+        )
+    order = (
+        (table.c.created_at.desc(), table.c.id.desc())
+        if page.descending
+        else (table.c.created_at, table.c.id)
+    )
+    return query.order_by(*order).limit(page.size)
+
+
+async def rows(connection: AsyncConnection, query: Select[Any]) -> Sequence[RowMapping]:
+    result = await connection.execute(query)
+    found: Sequence[RowMapping] = result.mappings().all()
+    return found
+
+
+def conflict_from(error: IntegrityError, meanings: Mapping[str, tuple[str, str]]) -> ApiError:
+    """A 409 naming what already exists, from the violated constraint's name."""
+    constraint = getattr(getattr(error.orig, "__cause__", None), "constraint_name", None)
+    detail, pointer = meanings.get(
+        constraint or "", ("the request conflicts with existing data", "/data")
+    )
+    return ApiError(409, detail, pointer=pointer)

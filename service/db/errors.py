@@ -1,0 +1,35 @@
+"""Database errors on the request path: which ones a client should retry.
+
+The migrator's own classification (service/migrations/errors.py) asks whether
+to wait for an unreachable database; a request asks something broader: may a
+request that failed this way succeed if retried shortly (the API's 503 with
+Retry-After, not a 500)? Answered by SQLSTATE class, since every code of these
+classes is a condition of the server or the connection, never of the request.
+"""
+
+from __future__ import annotations
+
+import asyncpg
+from sqlalchemy.exc import DBAPIError, InterfaceError
+
+from service.migrations.errors import sqlstate
+
+# A statement cancelled by a timeout, a full server, an authentication failure
+# (a rotated secret) or a missing database (being created) answer 503.
+_TRANSIENT_CLASSES = ("08", "53", "57", "28", "3D")
+
+
+def is_transient(error: BaseException) -> bool:
+    """True when a request that failed this way may succeed shortly (503, not 500):
+    the database is unreachable, restarting, full, or refuses us for now (a
+    rotated secret, a database being created)."""
+    if isinstance(error, OSError | TimeoutError | asyncpg.exceptions.ConnectionDoesNotExistError):
+        return True
+    if isinstance(error, DBAPIError) and (
+        error.connection_invalidated
+        or isinstance(error, InterfaceError)
+        or isinstance(error.orig, OSError)
+    ):
+        return True
+    code = sqlstate(error)
+    return code is not None and code.startswith(_TRANSIENT_CLASSES)

@@ -1,0 +1,563 @@
+"""The migration bootstrap: bring the schema to head, exactly once across a fleet.
+
+`run()` takes one of two paths, and the status (status.py, whose table lists
+every transition) says where it is:
+
+- the fast path: the database is at the heads of the heads manifest (heads.py):
+  check -> ready_by_manifest, without importing Alembic, parsing a revision
+  script or taking the lock; the scripts are parsed and checked a few seconds
+  later, while serving;
+- the scripts path: parse the revision scripts, then either migrate (check ->
+  poll the advisory lock on a dedicated connection, proven to be one server
+  session -> check again -> migrate, one transaction per revision -> release
+  the lock -> check) or, when this process does not migrate, wait for the
+  schema; verify the checksums -> ready (or ready_ahead).
+
+Then the schema watch (watch.py) keeps readiness true to the database's revision.
+
+Only a lost or refused connection sends it to waiting for the database (a
+connection lost in the middle of a migration, a bounded number of times); any
+other error is final (fail), and readiness reports what it is.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import TYPE_CHECKING, TypeVar
+
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from service.migrations import lock
+from service.migrations.config import MigrationConfig, Verify
+from service.migrations.connections import create_migration_engine, milliseconds
+from service.migrations.errors import (
+    describe_error,
+    failure_kind,
+    is_lock_timeout,
+    is_unreachable,
+)
+from service.migrations.heads import read_heads
+from service.migrations.retry import backoff, lock_retry_pause, lock_timeout
+from service.migrations.scripts import (
+    Revisions,
+    current_revisions,
+    load_revisions,
+    upgrade_to_heads,
+)
+from service.migrations.status import MigrationStatus, Phase
+from service.migrations.verify import Lineage, lineage_of_unknown, verify_checksums
+from service.migrations.watch import SchemaWatch
+
+if TYPE_CHECKING:
+    from alembic.runtime.migration import MigrationInfo
+
+logger = logging.getLogger(__name__)
+T = TypeVar("T")
+
+# Called once with the first connection the bootstrap opens on the application's
+# engine (this service checks its pools against the server's connections there).
+StartupCheck = Callable[[AsyncConnection], Awaitable[None]]
+
+_RETRY_FIRST = 0.2
+# How long a process started from the heads manifest serves before it parses
+# the revision scripts to check them: parsing holds the GIL for a while (about
+# 0.6 s with 1,000 revisions here) and should not slow the first probes and
+# requests of a replica that has just become ready.
+CHECK_SCRIPTS_AFTER = 5.0
+# A connection lost in the middle of a migration (a failover, an operator's
+# pg_terminate_backend) is retried, with a new session and the lock taken
+# again; this many losses while migrating fail the migration.
+CONNECTION_LOSSES_WHILE_MIGRATING = 3
+
+
+def _meanings(config: MigrationConfig) -> dict[str, str]:
+    """What a final database error means for the operator, by `failure_kind`."""
+    return {
+        "statement_timeout": f"a statement ran longer than {config.named('statement_timeout')}",
+        "cancelled": "a statement was cancelled (pg_cancel_backend): the migration stops",
+        "permission_denied": "the database role lacks a privilege (README: Database roles)",
+        "authentication_failed": "the database refused the credentials of the URL",
+        "missing_database": "the database of the URL does not exist",
+        "tls": "the TLS connection failed (sslmode, sslrootcert)",
+        "pooler": "a pooler refused the migration session's settings; "
+        + lock.pooler_advice(config.named("migration_url")),
+    }
+
+
+class MigrationFailed(Exception):
+    """The schema could not be brought to head; the message says why, `kind` what
+    it is (errors.py `failure_kind`, or pooler, connection_lost, stale_manifest,
+    unknown_revision, edited_revision)."""
+
+    def __init__(self, message: str, kind: str = "error"):
+        super().__init__(message)
+        self.kind = kind
+
+
+class Bootstrap:
+    """Runs once per process on the application's `engine` (a pool for its own
+    reads: the revision, the audit trail); migrates on a connection of its own.
+    `status` tells readiness what it is doing (pass one to share a status made
+    earlier, for metrics registered before the lifespan)."""
+
+    def __init__(
+        self,
+        config: MigrationConfig,
+        engine: AsyncEngine,
+        *,
+        status: MigrationStatus | None = None,
+        startup_check: StartupCheck | None = None,
+        hold_lock_after_failure: bool = False,
+    ):
+        """`hold_lock_after_failure`: a process that will exit because its migration
+        failed keeps the lock until it exits, so its sibling workers and the other
+        replicas wait instead of running the failing revision while it reports."""
+        self.config = config
+        self.engine = engine
+        self.status = status or MigrationStatus()
+        self.lock = lock.MigrationLock.of(config)
+        self.watch = SchemaWatch(self.status, engine, config.poll_interval, self._judge_after_ready)
+        self._revisions: Revisions | None = None
+        self._manifest_heads: tuple[str, ...] = ()
+        self._startup_check = startup_check
+        self._step_started = time.monotonic()
+        self._started = time.monotonic()
+        self.hold_lock_after_failure = hold_lock_after_failure
+        self._kept_session: contextlib.AsyncExitStack | None = None
+
+    async def run(self) -> None:
+        """Serve: reach head by one of the two paths (or raise MigrationFailed),
+        then keep readiness true to the database."""
+        self._started = time.monotonic()
+        if await self._at_head_by_manifest():
+            await self._fast_path()
+        else:
+            await self._scripts_path(migrate=self.config.migrate_on_startup)
+        await self.watch.run()
+
+    async def migrate(self, give_up_after: float | None = None) -> None:
+        """Bring the schema to head once and check it (a one-off migrator: a Job);
+        raise MigrationFailed, or TimeoutError when waiting and migrating took
+        longer than `give_up_after` seconds (the checks are not bounded)."""
+        self._started = time.monotonic()
+        by_manifest = await asyncio.wait_for(self._reach_head(), give_up_after)
+        async with self._final_errors():
+            await self._check_scripts(from_manifest=by_manifest)
+        self._ready(by_manifest)
+
+    async def _fast_path(self) -> None:
+        """At the manifest's heads: ready without parsing the revision scripts,
+        which are checked CHECK_SCRIPTS_AFTER seconds later, while serving (before
+        ready when verification is strict)."""
+        if self.config.verify is Verify.STRICT:
+            async with self._final_errors():
+                await self._check_scripts(from_manifest=True)
+            self._ready(by_manifest=True)
+            return
+        self._ready(by_manifest=True)
+        await self._check_scripts_while_serving()
+
+    async def _scripts_path(self, *, migrate: bool) -> None:
+        """Behind head, or no usable manifest: migrate (or wait for another
+        process to), then verify the applied revisions' checksums."""
+        async with self._final_errors():
+            await self._scripts()
+            if migrate:
+                await self._retry_while_unreachable(self._migrate_once)
+            else:
+                await self._wait_for_schema()
+            await self._check_scripts(from_manifest=False)
+        self._ready(by_manifest=False)
+
+    async def _reach_head(self) -> bool:
+        """Migrate to head; True when the heads manifest said it was there already."""
+        if await self._at_head_by_manifest():
+            return True
+        async with self._final_errors():
+            await self._scripts()
+            await self._retry_while_unreachable(self._migrate_once)
+        return False
+
+    def _ready(self, by_manifest: bool) -> None:
+        if by_manifest:
+            self.status.ready_by_manifest()
+        else:
+            self.status.reach_head()
+        logger.info(
+            "schema at head %s after %.3fs",
+            ",".join(self.status.target_revision),
+            time.monotonic() - self._started,
+        )
+
+    @contextlib.asynccontextmanager
+    async def _final_errors(self) -> AsyncIterator[None]:
+        """Report a final error (fail, with what it is) or a stop."""
+        try:
+            yield
+        except MigrationFailed as error:
+            self._fail(error)
+            raise
+        except asyncio.CancelledError:
+            self._stopped()
+            raise
+        except lock.NotARealSession as error:
+            failure = MigrationFailed(str(error), "pooler")
+            self._fail(failure)
+            raise failure from error
+        except Exception as error:
+            failure = self._final_database_error(error)
+            self._fail(failure, exc_info=failure.kind == "error")
+            raise failure from error
+
+    def _final_database_error(self, error: Exception) -> MigrationFailed:
+        """The error, with what it means and the revision it stopped."""
+        kind = failure_kind(error)
+        message = describe_error(error)
+        if self.status.phase is Phase.MIGRATING:
+            message = f"revision {self.status.running_revision} failed: {message}"
+        meanings = _meanings(self.config)
+        if kind in meanings:
+            message = f"{meanings[kind]}: {message}"
+        return MigrationFailed(message, kind)
+
+    def _fail(self, error: MigrationFailed, exc_info: bool = False) -> None:
+        self.status.fail(str(error), error.kind)
+        logger.error("migration failed (%s): %s", error.kind, error, exc_info=exc_info)
+
+    def _stopped(self) -> None:
+        was = self.status.phase
+        self.status.stop(f"stopped while {was.value}")
+        if was is Phase.MIGRATING:
+            logger.warning(
+                "migration stopped at %s: a revision in progress was rolled back",
+                ",".join(self.status.current_revision) or "base",
+            )
+        else:
+            logger.info("bootstrap stopped while %s", was.value)
+
+    async def _scripts(self) -> Revisions:
+        """The parsed revision scripts, read once (in a thread: slow with a long history)."""
+        if self._revisions is None:
+            self._revisions = await asyncio.to_thread(load_revisions, self.config.alembic_config)
+            self.status.aim_at(self._revisions.heads)
+        return self._revisions
+
+    async def _at_head_by_manifest(self) -> bool:
+        """True when the heads manifest matches the scripts and the database is at its heads."""
+        async with self._final_errors():
+            heads = await asyncio.to_thread(read_heads, self.config.alembic_config)
+            if heads is None:
+                return False
+            self._manifest_heads = heads
+            self.status.aim_at(heads)
+
+            async def at_heads() -> bool:
+                self.status.check()
+                async with self.engine.connect() as connection:
+                    await self._run_startup_check(connection)
+                    current = await current_revisions(connection)
+                self.status.observe(current, [])
+                return current == heads
+
+            return await self._retry_while_unreachable(at_heads)
+
+    async def _run_startup_check(self, connection: AsyncConnection) -> None:
+        if self._startup_check is not None:
+            check, self._startup_check = self._startup_check, None
+            await check(connection)
+
+    async def _check_scripts(self, from_manifest: bool) -> None:
+        """The manifest must name the scripts' heads; then verify checksums."""
+        revisions = await self._scripts()
+        if from_manifest and revisions.heads != self._manifest_heads:
+            raise MigrationFailed(
+                f"the heads manifest names {','.join(self._manifest_heads)} but the revision "
+                f"scripts' heads are {','.join(revisions.heads)}: "
+                f"run `{self.config.write_heads_command}`",
+                "stale_manifest",
+            )
+        await self._verify(revisions)
+
+    async def _check_scripts_while_serving(self) -> None:
+        await asyncio.sleep(CHECK_SCRIPTS_AFTER)
+        try:
+            await self._check_scripts(from_manifest=True)
+        except MigrationFailed as error:
+            self._fail(error)
+            raise
+        except Exception as error:
+            # Only the checks failed (the schema is at head): report, keep serving.
+            logger.warning("could not check the revision scripts: %s", describe_error(error))
+
+    async def _retry_while_unreachable(self, attempt: Callable[[], Awaitable[T]]) -> T:
+        """Run `attempt`, waiting and retrying while the database cannot be reached."""
+        failures = 0
+        losses_while_migrating = 0
+        while True:
+            try:
+                return await attempt()
+            except Exception as error:
+                if not is_unreachable(error):
+                    raise
+                message = describe_error(error)
+                if self.status.phase is Phase.MIGRATING:
+                    losses_while_migrating += 1
+                    self._give_up_after_losses(losses_while_migrating, message)
+                if failures == 0:
+                    logger.warning("waiting for the database: %s", message)
+                self.status.lose_database(message)
+                await asyncio.sleep(backoff(failures, _RETRY_FIRST, self.config.retry_max_interval))
+                failures += 1
+
+    def _give_up_after_losses(self, losses: int, message: str) -> None:
+        revision = self.status.running_revision
+        if losses >= CONNECTION_LOSSES_WHILE_MIGRATING:
+            raise MigrationFailed(
+                f"the connection was lost {losses} times while migrating (revision {revision}); "
+                f"last: {message}",
+                "connection_lost",
+            )
+        logger.warning(
+            "the connection was lost while migrating (revision %s, %d of %d allowed): %s",
+            revision,
+            losses,
+            CONNECTION_LOSSES_WHILE_MIGRATING - 1,
+            message,
+            extra={"revision": revision},
+        )
+
+    async def _read_current(self, connection: AsyncConnection) -> bool:
+        """Observe the database's revision; True when this code can serve it (at
+        head, or ahead of it on its own line when that is allowed)."""
+        revisions = await self._scripts()
+        current = await current_revisions(connection)
+        unknown = [revision for revision in current if not revisions.is_known(revision)]
+        if unknown:
+            await self._accept_ahead(connection, revisions, current, unknown)
+            return True
+        self.status.observe(current, revisions.pending(current))
+        return current == revisions.heads
+
+    async def _judge_after_ready(self, connection: AsyncConnection) -> str | None:
+        """For the schema watch: None when this code can serve the database's
+        revision, else why not."""
+        try:
+            if await self._read_current(connection):
+                return None
+        except MigrationFailed as refused:
+            return str(refused)
+        return (
+            f"the database is at {','.join(self.status.current_revision) or 'no revision'}, "
+            f"behind this code's head {','.join(self.status.target_revision)} (a downgrade?): "
+            "ready again once it is back at head"
+        )
+
+    async def _accept_ahead(
+        self,
+        connection: AsyncConnection,
+        revisions: Revisions,
+        current: tuple[str, ...],
+        unknown: list[str],
+    ) -> None:
+        """A database revision this code does not know: serve only if it is ahead
+        on this code's own line (and that is allowed); else MigrationFailed."""
+        lineage, reason = await lineage_of_unknown(connection, revisions, unknown)
+        described = f"the database is at {','.join(unknown)}, unknown to this code: {reason}"
+        if lineage is not Lineage.AHEAD:
+            raise MigrationFailed(f"{described} ({lineage.value})", "unknown_revision")
+        if not self.config.allow_schema_ahead:
+            raise MigrationFailed(
+                f"{described}; {self.config.named('allow_schema_ahead')} is false",
+                "unknown_revision",
+            )
+        if not self.status.schema_ahead:
+            logger.warning("serving a schema ahead of this code: %s", described)
+        self.status.observe(current, [], ahead=True)
+
+    async def _verify(self, revisions: Revisions) -> None:
+        """Compare the applied revisions' files with the checksums recorded when they ran."""
+        if self.config.verify is Verify.OFF:
+            return
+        applied = revisions.applied(revisions.heads)
+        async with self.engine.connect() as connection:
+            result = await verify_checksums(connection, revisions, applied)
+        self.status.verified(result.describe())
+        if result.ok:
+            return
+        for entry in result.edited:
+            logger.warning(
+                "revision %s was edited after it ran (recorded %s, file now %s)",
+                entry.revision,
+                entry.recorded[:12],
+                entry.current[:12],
+                extra={"revision": entry.revision},
+            )
+        if self.config.verify is Verify.STRICT:
+            raise MigrationFailed(
+                f"{result.describe()} ({self.config.named('verify')}=strict)",
+                "edited_revision",
+            )
+
+    async def _check(self) -> bool:
+        """The cheap common case: read the revision on the application's pool."""
+        self.status.check()
+        async with self.engine.connect() as connection:
+            await self._run_startup_check(connection)
+            return await self._read_current(connection)
+
+    async def _wait_for_schema(self) -> None:
+        """This process does not migrate: wait for another one to reach head."""
+        while not await self._retry_while_unreachable(self._check):
+            self.status.wait_for_schema()
+            await asyncio.sleep(self.config.poll_interval)
+
+    async def _migrate_once(self) -> None:
+        if await self._check():
+            return
+        session = contextlib.AsyncExitStack()
+        try:
+            engine = create_migration_engine(self.config)
+            session.push_async_callback(engine.dispose)
+            connection = await session.enter_async_context(engine.connect())
+            if not await self._wait_for_lock(connection):
+                logger.info("another process brought the schema to head while this one waited")
+                return
+            session.push_async_callback(self._release, connection)
+            try:
+                await self._upgrade_holding_lock(connection)
+            except Exception as error:
+                if self.hold_lock_after_failure and not is_unreachable(error):
+                    # The session, and the lock, outlive this attempt: the
+                    # process releases it on exit (__init__'s docstring).
+                    self._kept_session, session = session, contextlib.AsyncExitStack()
+                raise
+        finally:
+            await session.aclose()
+
+    async def release_kept_lock(self) -> None:
+        """Release a lock kept after a failed migration (`hold_lock_after_failure`)."""
+        if self._kept_session is not None:
+            await self._kept_session.aclose()
+            self._kept_session = None
+
+    async def _wait_for_lock(self, connection: AsyncConnection) -> bool:
+        """True once this process holds the lock; False when the schema reached
+        head meanwhile (read without the lock, as the first check was)."""
+        started = time.monotonic()
+        try:
+            return await lock.acquire(
+                connection, self.lock, self._report_holder, lambda: self._read_current(connection)
+            )
+        finally:
+            self.status.waited_for_lock(time.monotonic() - started)
+
+    def _report_holder(self, holder: lock.LockHolder | None) -> None:
+        if self.status.phase is not Phase.WAITING_FOR_LOCK or holder != self.status.lock_holder:
+            logger.info("waiting for the migration lock, held by %s", holder)
+        self.status.wait_for_lock(holder)
+
+    async def _upgrade_holding_lock(self, connection: AsyncConnection) -> None:
+        """Check again (someone may have finished while we waited), then upgrade;
+        a revision that cannot get its locks in time is rolled back and retried
+        with a longer lock_timeout (retry.py)."""
+        retries = self.config.lock_retries
+        for attempt in range(retries + 1):
+            self.status.check()
+            if await self._read_current(connection):
+                return
+            await self._set_lock_timeout(
+                connection, lock_timeout(attempt, self.config.lock_timeout)
+            )
+            try:
+                await self._upgrade(connection)
+                return
+            except Exception as error:
+                if not is_lock_timeout(error):
+                    raise
+                if attempt == retries:
+                    raise MigrationFailed(
+                        f"revision {self.status.running_revision} could not get its locks in "
+                        f"{retries + 1} attempts (lock_timeout up to "
+                        f"{milliseconds(self.status.lock_timeout_seconds)}): {describe_error(error)}",
+                        "lock_timeout",
+                    ) from error
+            await connection.rollback()
+            await self._pause_before_retry(attempt, retries)
+
+    async def _set_lock_timeout(self, connection: AsyncConnection, seconds: float) -> None:
+        # A session setting: it also covers the statements of autocommit blocks.
+        await connection.execute(text(f"SET lock_timeout = '{milliseconds(seconds)}'"))
+        await connection.commit()
+        self.status.lock_timeout_set(seconds)
+
+    async def _pause_before_retry(self, attempt: int, retries: int) -> None:
+        self.status.lock_timeout_hit()
+        delay = lock_retry_pause(attempt)
+        revision = self.status.running_revision
+        logger.warning(
+            "revision %s could not get its locks within %s; retry %d of %d in %.1fs, "
+            "waiting up to %s",
+            revision,
+            milliseconds(self.status.lock_timeout_seconds),
+            attempt + 1,
+            retries,
+            delay,
+            milliseconds(lock_timeout(attempt + 1, self.config.lock_timeout)),
+            extra={"revision": revision},
+        )
+        await asyncio.sleep(delay)
+
+    async def _upgrade(self, connection: AsyncConnection) -> None:
+        self.status.migrate()
+        logger.info(
+            "migrating %s -> %s: %d revisions",
+            ",".join(self.status.current_revision) or "base",
+            ",".join(self.status.target_revision),
+            len(self.status.pending),
+        )
+        self._step_started = time.monotonic()
+        await connection.run_sync(upgrade_to_heads, self.config.alembic_config, self._on_step)
+        self.status.check()
+
+    def _on_step(self, step: MigrationInfo) -> None:
+        """Called by Alembic inside each revision's transaction, before it commits."""
+        now = time.monotonic()
+        revision = step.up_revision_id or "?"
+        seconds = now - self._step_started
+        self._step_started = now
+        self.status.step_applied(revision, seconds, tuple(sorted(step.destination_revision_ids)))
+        logger.info(
+            "applied revision %s (%d of %d) in %.3fs",
+            revision,
+            self.status.applied,
+            len(self.status.pending),
+            seconds,
+            extra={"revision": revision},
+        )
+
+    async def _release(self, connection: AsyncConnection) -> None:
+        """Release the lock; if that fails, closing the session frees it anyway."""
+        if connection.invalidated:
+            return  # the session, and its lock, ended with the lost connection
+        try:
+            await connection.rollback()
+            released = await lock.release(connection, self.lock)
+        except Exception as error:
+            logger.warning(
+                "could not release the migration lock (%s); closing the session",
+                describe_error(error),
+            )
+            await connection.invalidate()
+            return
+        if not released:
+            logger.error(
+                "the migration lock was not held by this session when it was released "
+                "(ended where it was left); closing the session: %s",
+                self.lock.advice,
+            )
+            await connection.invalidate()

@@ -1,0 +1,134 @@
+"""The migration commands on an application's command line (argparse):
+
+    migrate [--timeout S]                 migrate to head once, then exit
+    db status [--json]                    where the schema stands
+    db history [--json] [--limit N]       the audit trail of applied steps
+    db verify [--json]                    revisions edited after they ran?
+    db heads [--write]                    the heads manifest up to date?
+    db lint [REVISION...] [--json]        squawk on each revision's SQL (no database)
+
+`add_commands` adds them to the application's subcommands; `needs_database`
+tells which need one; `run_offline` and `run` run them.
+"""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from sqlalchemy.ext.asyncio import AsyncEngine
+
+    from service.migrations.config import MigrationConfig
+
+_OFFLINE = {"heads", "lint"}
+
+
+def add_commands(commands: Any) -> None:
+    """Add `migrate` and `db ...` to the subcommands (`add_subparsers()`) of a parser."""
+    migrate = commands.add_parser("migrate", help="bring the schema to head once and exit")
+    migrate.add_argument(
+        "--timeout", type=float, default=None, help="give up (exit 1) after this many seconds"
+    )
+    database = commands.add_parser("db", help="database commands")
+    database_commands = database.add_subparsers(dest="db_command", required=True)
+    status = database_commands.add_parser("status", help="revision, heads, pending, lock holder")
+    status.add_argument("--json", action="store_true", help="print JSON")
+    history = database_commands.add_parser("history", help="the audit trail of applied steps")
+    history.add_argument("--json", action="store_true", help="print JSON")
+    history.add_argument(
+        "--limit", type=_positive, default=50, help="how many steps (newest first)"
+    )
+    verify = database_commands.add_parser(
+        "verify", help="compare applied revisions with their recorded checksums (exit 1 if edited)"
+    )
+    verify.add_argument("--json", action="store_true", help="print JSON")
+    heads = database_commands.add_parser(
+        "heads", help="check the heads manifest against the revision scripts (exit 1 if stale)"
+    )
+    heads.add_argument("--write", action="store_true", help="rewrite the manifest")
+    heads.add_argument(
+        "--after", metavar="FILE", help="the revision file just written (Alembic's post-write hook)"
+    )
+    _add_lint_parser(database_commands)
+
+
+def _add_lint_parser(database_commands: Any) -> None:
+    lint = database_commands.add_parser(
+        "lint",
+        help="lint each revision's SQL with squawk (exit 1 on a finding not accepted)",
+        description="Render each revision's upgrade offline and lint it with squawk; "
+        "findings are accepted, with a reason, only in accepted.toml beside the revisions.",
+    )
+    lint.add_argument("revisions", nargs="*", metavar="REVISION", help="revisions (default: all)")
+    lint.add_argument("--json", action="store_true", help="print JSON")
+    lint.add_argument(
+        "--accepted",
+        type=Path,
+        metavar="FILE",
+        help="the accepted findings (default: accepted.toml beside the revisions)",
+    )
+    lint.add_argument(
+        "--draft",
+        type=Path,
+        metavar="FILE",
+        help="lint the revision in FILE, report only, exit 0 (Alembic's post-write hook)",
+    )
+
+
+def _positive(text: str) -> int:
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"{text!r}: must be a whole number, 1 or more")
+    return int(text)
+
+
+def is_migration_command(options: argparse.Namespace) -> bool:
+    return getattr(options, "command", None) in {"migrate", "db"}
+
+
+def needs_database(options: argparse.Namespace) -> bool:
+    """False for the commands that read only the revision scripts (db heads, db lint)."""
+    return not (options.command == "db" and options.db_command in _OFFLINE)
+
+
+def run_offline(options: argparse.Namespace, alembic_config: Path, write_command: str) -> int:
+    """`db heads` and `db lint`: the revision scripts only, no database."""
+    if options.db_command == "heads":
+        from service.migrations.commands import heads_manifest
+
+        return heads_manifest(alembic_config, write=options.write, write_command=write_command)
+    from service.migrations.lint import lint_command
+
+    return lint_command(
+        alembic_config,
+        options.revisions,
+        as_json=options.json,
+        accepted=options.accepted,
+        draft=options.draft,
+    )
+
+
+async def run(
+    options: argparse.Namespace,
+    config: MigrationConfig,
+    application_engine: Callable[[], AsyncEngine],
+) -> int:
+    """`migrate` (on the migration URL) and `db status|history|verify` (on an
+    engine of the application's, made by `application_engine`, disposed after)."""
+    from service.migrations import commands
+
+    if options.command == "migrate":
+        return await commands.migrate(config, options.timeout)
+    engine = application_engine()
+    try:
+        if options.db_command == "history":
+            return await commands.database_history(
+                engine, as_json=options.json, limit=options.limit
+            )
+        if options.db_command == "verify":
+            return await commands.database_verify(config, engine, as_json=options.json)
+        return await commands.database_status(config, engine, as_json=options.json)
+    finally:
+        await engine.dispose()

@@ -1,0 +1,103 @@
+"""What an application's alembic/env.py runs, for every way Alembic is run:
+
+    from alembic import context
+    from service.migrations.environment import run_migrations
+
+    run_migrations(context, target_metadata=Base.metadata, app_version="1.2.0",
+                   command_line_config=lambda: MigrationConfig(...))
+
+- inside the bootstrap, which already holds the advisory lock and passes its
+  connection in `config.attributes["connection"]` (Alembic's "connection
+  sharing" recipe): nothing may call `asyncio.run()` (the event loop is
+  running) or `fileConfig()` (it would disable the application's loggers);
+- offline (`--sql`, and `db lint`, which renders each revision without a
+  database);
+- from the `alembic` command line: a connection to the migration URL of
+  `command_line_config()`, holding the same lock as the bootstrap.
+
+Every revision runs in its own transaction; before it commits, its session is
+checked to be the one holding the lock, and the audit trail gets its row.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from logging.config import fileConfig
+from typing import Any
+
+from sqlalchemy import MetaData
+from sqlalchemy.engine import Connection
+
+from service.migrations import lock
+from service.migrations.alembic_cli import run_locked
+from service.migrations.audit import RUNNER_COMMAND_LINE, AuditWriter
+from service.migrations.config import MigrationConfig
+
+
+def run_migrations(
+    context: Any,
+    *,
+    target_metadata: MetaData,
+    app_version: str,
+    command_line_config: Callable[[], MigrationConfig],
+    **configure_options: Any,
+) -> None:
+    """Run Alembic's migrations for `context` (env.py's `alembic.context`);
+    `configure_options` go to `context.configure` (compare_type, ...)."""
+    config = context.config
+    _configure_logging(config)
+    if context.is_offline_mode():
+        _run_offline(context, target_metadata)
+        return
+    audit = AuditWriter(
+        runner=config.attributes.get("runner", RUNNER_COMMAND_LINE), app_version=app_version
+    )
+
+    def on_version_apply(**arguments: Any) -> None:
+        # Before the step commits: its session is the one that holds the lock.
+        lock.check_session(arguments["ctx"].connection)
+        audit.on_version_apply(**arguments)
+        callback = config.attributes.get("on_version_apply")
+        if callback is not None:
+            callback(arguments["step"])
+
+    def configure_and_run(connection: Connection) -> None:
+        context.configure(
+            connection=connection,
+            target_metadata=target_metadata,
+            transaction_per_migration=True,
+            on_version_apply=on_version_apply,
+            **configure_options,
+        )
+        with context.begin_transaction():
+            audit.restart_clock()
+            context.run_migrations()
+
+    shared = config.attributes.get("connection")
+    if shared is not None:
+        configure_and_run(shared)
+    else:
+        asyncio.run(run_locked(command_line_config(), configure_and_run))
+
+
+def _run_offline(context: Any, target_metadata: MetaData) -> None:
+    # Rendering SQL needs only the dialect, no database.
+    context.configure(
+        dialect_name="postgresql",
+        target_metadata=target_metadata,
+        literal_binds=True,
+        transaction_per_migration=True,
+    )
+    with context.begin_transaction():
+        context.run_migrations()
+
+
+def _configure_logging(config: Any) -> None:
+    """The `alembic` command line configures its logging from alembic.ini; the
+    bootstrap and `db lint` (which renders offline without a connection) keep
+    the application's."""
+    command_line = "connection" not in config.attributes
+    wanted = config.attributes.get("configure_logging", command_line)
+    if wanted and config.config_file_name and config.file_config.has_section("formatters"):
+        fileConfig(config.config_file_name, disable_existing_loggers=False)

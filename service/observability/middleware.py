@@ -1,0 +1,105 @@
+"""Per request: an id, a log event, metrics, headers every answer carries, and
+the one answer (500, logged once) for an error nothing else handled."""
+
+from __future__ import annotations
+
+import logging
+import re
+import time
+import uuid
+
+from starlette.datastructures import MutableHeaders
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from service.api.errors import unexpected_error_response
+from service.observability.logs import request_id
+from service.observability.metrics import Metrics
+
+logger = logging.getLogger("service.requests")
+_VALID_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+# Probes are polled constantly: logged at DEBUG only.
+_QUIET_PATHS = {"/livez", "/readyz", "/metrics"}
+# The status logged for a request whose client left before any answer (nginx's).
+CLIENT_CLOSED = 499
+# Every answer is for one key or the operator (or says nothing worth caching):
+# no shared cache may keep it, and no browser may guess its type.
+_ALWAYS = ((b"x-content-type-options", b"nosniff"),)
+_UNLESS_SET = ((b"cache-control", b"no-store"),)
+
+
+class RequestObservability:
+    """Takes X-Request-ID from the client (when well formed) or makes one, returns
+    it, logs one event per request and counts it by route template."""
+
+    def __init__(self, app: ASGIApp, metrics: Metrics):
+        self.app, self.metrics = app, metrics
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        incoming = dict(scope["headers"]).get(b"x-request-id", b"").decode("latin-1")
+        current = incoming if _VALID_REQUEST_ID.match(incoming) else uuid.uuid4().hex
+        token = request_id.set(current)
+        status = CLIENT_CLOSED
+        started = time.perf_counter()
+
+        async def send_with_id(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                _add_headers(message, current)
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_with_id)
+        except Exception as error:
+            if status != CLIENT_CLOSED:
+                # The answer has begun: all that is left is to end the connection.
+                raise
+            response = unexpected_error_response(scope["method"], scope["path"], error)
+            await response(scope, receive, send_with_id)
+        finally:
+            elapsed = time.perf_counter() - started
+            route = route_template(scope)
+            self.metrics.observe(scope["method"], route, status, elapsed)
+            logger.log(
+                logging.DEBUG if scope["path"] in _QUIET_PATHS else logging.INFO,
+                "%s %s %d %.1fms",
+                scope["method"],
+                scope["path"],
+                status,
+                elapsed * 1000,
+                extra={
+                    "method": scope["method"],
+                    "path": scope["path"],
+                    "route": route,
+                    "status": status,
+                    "duration_ms": round(elapsed * 1000, 2),
+                },
+            )
+            request_id.reset(token)
+
+
+def _add_headers(message: Message, current_request_id: str) -> None:
+    headers = MutableHeaders(scope=message)
+    headers.append("X-Request-ID", current_request_id)
+    raw = message["headers"]
+    raw.extend(_ALWAYS)
+    if "cache-control" not in headers:
+        raw.extend(_UNLESS_SET)
+
+
+def route_template(scope: Scope) -> str:
+    """The matched route's template with its router prefixes ("/v1/users/{user_id}").
+
+    The route object of an included router knows only its own part of the
+    template; the prefixes are the leading segments of the real path.
+    """
+    template: str | None = getattr(scope.get("route"), "path", None)
+    if template is None:
+        return "unmatched"
+    segments = scope["path"].split("/")
+    own = template.count("/")
+    prefix = "/".join(segments[: max(1, len(segments) - own)])
+    return prefix + template if template.startswith("/") else template

@@ -1,0 +1,197 @@
+"""`python -m service accounts ...`: the operator's actions on accounts.
+
+They run with the operator's own database access (MIGRATION_DATABASE_URL, else
+DATABASE_URL: a direct connection), not through the API, and each writes a
+row to operator_audit in the same transaction as the action itself: what was
+done, to which account, user and key, why (--reason, required), by whom (the
+operating system's user, or --operator), from which host and process, as
+which database user, with which version of the service.
+
+    accounts recover ACCOUNT_ID --reason TEXT [--email EMAIL] [--operator NAME] [--json]
+        A new API key for an OWNER of the account, capped at OWNER: for an
+        account whose owners lost every key. Its secret is printed once, on
+        standard output; nothing else is.
+
+Heavy imports wait until a command runs: building this parser must stay cheap
+for every other command of `python -m service`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import getpass
+import json
+import os
+import socket
+import sys
+import uuid
+from collections.abc import Callable, Coroutine
+from typing import Any
+
+from settings import Settings
+
+EXIT_FAILED = 1
+MAX_REASON_LENGTH = 1000
+
+
+def add_accounts_commands(commands: Any) -> None:
+    """Add the `accounts` group to the command line's subcommands."""
+    accounts = commands.add_parser(
+        "accounts", help="operator actions on accounts (audited in operator_audit)"
+    )
+    actions = accounts.add_subparsers(dest="accounts_command", required=True)
+    recover = actions.add_parser(
+        "recover", help="a new OWNER key for an account whose owners lost every key"
+    )
+    recover.add_argument("account_id", type=_uuid, help="the account's id")
+    recover.add_argument("--reason", required=True, type=_text, help="why (kept in the audit)")
+    recover.add_argument(
+        "--email", type=_text, help="the OWNER to give the key to, when there are several"
+    )
+    recover.add_argument(
+        "--operator", type=_text, help="who acts (default: the operating system's user)"
+    )
+    recover.add_argument("--json", action="store_true", help="print JSON")
+
+
+def run_accounts_command(settings: Settings, options: argparse.Namespace) -> int:
+    command = _COMMANDS[options.accounts_command]
+    return asyncio.run(command(settings, options))
+
+
+class OperatorError(Exception):
+    """The action cannot be done; the message says why."""
+
+
+async def recover(settings: Settings, options: argparse.Namespace) -> int:
+    from sqlalchemy import func, insert, select
+
+    from service import __version__
+    from service.api.api_keys import issue_key
+    from service.models import Account, OperatorAuditEntry, table
+
+    engine = _operator_engine(settings)
+    try:
+        async with engine.begin() as connection:
+            found = await connection.scalar(
+                select(table(Account).c.id).where(table(Account).c.id == options.account_id)
+            )
+            if found is None:
+                raise OperatorError(f"no account with id {options.account_id}")
+            owner = await _owner(connection, options.account_id, options.email)
+            key = await issue_key(
+                connection,
+                options.account_id,
+                owner["id"],
+                "recovery key",
+                max_role="OWNER",
+                made_by=None,
+            )
+            audit = table(OperatorAuditEntry)
+            audit_id = await connection.scalar(
+                insert(audit)
+                .values(
+                    action="accounts recover",
+                    account_id=options.account_id,
+                    user_id=owner["id"],
+                    api_key_id=uuid.UUID(key["id"]),
+                    reason=options.reason,
+                    operator=options.operator or _os_user(),
+                    host=socket.gethostname(),
+                    pid=os.getpid(),
+                    database_user=func.current_user(),
+                    app_version=__version__,
+                )
+                .returning(audit.c.id)
+            )
+    except OperatorError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return EXIT_FAILED
+    finally:
+        await engine.dispose()
+    secret = key["attributes"]["secret"]
+    summary = {
+        "account_id": str(options.account_id),
+        "user_id": str(owner["id"]),
+        "key_id": key["id"],
+    }
+    if options.json:
+        print(
+            json.dumps({**summary, "email": owner["email"], "audit_id": audit_id, "secret": secret})
+        )
+    else:
+        print(
+            f"a new OWNER key {key['id']} for {owner['email']} of account {options.account_id} "
+            f"(audit entry {audit_id}); its secret, shown once, follows on standard output",
+            file=sys.stderr,
+        )
+        print(secret)
+    return 0
+
+
+async def _owner(connection: Any, account_id: uuid.UUID, email: str | None) -> Any:
+    from sqlalchemy import func, select
+
+    from service.models import User, table
+
+    users = table(User)
+    query = select(users).where(users.c.account_id == account_id, users.c.role == "OWNER")
+    if email is not None:
+        query = query.where(func.lower(users.c.email) == email.lower())
+    owners = (await connection.execute(query.order_by(users.c.created_at))).mappings().all()
+    if not owners:
+        raise OperatorError(
+            "the account has no OWNER" + (f" with the email {email}" if email else "")
+        )
+    if len(owners) > 1:
+        emails = ", ".join(owner["email"] for owner in owners)
+        raise OperatorError(f"the account has several OWNERs ({emails}): choose one with --email")
+    return owners[0]
+
+
+def _operator_engine(settings: Settings) -> Any:
+    """A direct connection with the operator's access (the migration URL)."""
+    from sqlalchemy.ext.asyncio import create_async_engine
+    from sqlalchemy.pool import NullPool
+
+    from service.db.engines import application_name
+
+    return create_async_engine(
+        settings.migration_url,
+        poolclass=NullPool,
+        hide_parameters=True,
+        connect_args={
+            "timeout": settings.database_connect_timeout,
+            "server_settings": {"application_name": application_name("operator")},
+        },
+    )
+
+
+def _os_user() -> str:
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):
+        return f"uid {os.getuid()}"
+
+
+def _uuid(raw: str) -> uuid.UUID:
+    try:
+        return uuid.UUID(raw)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{raw!r} is not a UUID") from None
+
+
+def _text(raw: str) -> str:
+    from service.api.json_body import text_problem
+
+    if not raw.strip() or len(raw) > MAX_REASON_LENGTH:
+        raise argparse.ArgumentTypeError(f"must be 1 to {MAX_REASON_LENGTH} characters")
+    if problem := text_problem(raw):
+        raise argparse.ArgumentTypeError(problem)
+    return raw
+
+
+_COMMANDS: dict[str, Callable[[Settings, argparse.Namespace], Coroutine[Any, Any, int]]] = {
+    "recover": recover,
+}

@@ -1,0 +1,1 @@
+"""Tests of service/api: the resources and the rules every route keeps."""

@@ -1,0 +1,200 @@
+"""Every connection is bounded: the size of a request head, the time to send a
+head and a body, the time an answer may stay unread, and the number of
+connections per worker process. Through `python -m service` with two workers
+and raw sockets, as a hostile client would connect."""
+
+from __future__ import annotations
+
+import json
+import select
+import socket
+import time
+from collections.abc import Iterator
+
+import httpx
+import pytest
+from sqlalchemy.engine import URL
+
+from tests.support.api import JSONAPI, new_tenant
+from tests.support.processes import ServiceProcess
+from tests.support.servers import ready_server
+
+MAX_HEAD = 16 * 1024  # the default HTTP_MAX_HEAD_BYTES
+MAX_CONNECTIONS = 3
+TIMEOUT = 1.0  # head, body and send timeouts of the server under test
+PIPELINED = 8
+
+
+@pytest.fixture(scope="module")
+def server(module_database: URL) -> Iterator[ServiceProcess]:
+    with ready_server(
+        module_database,
+        shipped=True,
+        HTTP_HEAD_TIMEOUT=str(TIMEOUT),
+        HTTP_BODY_TIMEOUT=str(TIMEOUT),
+        HTTP_SEND_TIMEOUT=str(TIMEOUT),
+        HTTP_MAX_CONNECTIONS=str(MAX_CONNECTIONS),
+    ) as process:
+        yield process
+
+
+def connect(server: ServiceProcess, receive_buffer: int | None = None) -> socket.socket:
+    connection = socket.socket()
+    if receive_buffer is not None:
+        connection.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, receive_buffer)
+    connection.settimeout(10)
+    connection.connect(("127.0.0.1", server.port or 0))
+    return connection
+
+
+def read_answer(connection: socket.socket) -> tuple[int, dict[str, str], bytes]:
+    """Status, headers and body of one answer that ends with the connection."""
+    data = b""
+    while chunk := connection.recv(65536):
+        data += chunk
+    head, _, body = data.partition(b"\r\n\r\n")
+    status_line, *lines = head.decode("latin-1").split("\r\n")
+    headers = {name.lower(): value.strip() for name, _, value in (x.partition(":") for x in lines)}
+    return int(status_line.split()[1]), headers, body
+
+
+def assert_error(body: bytes, status: int) -> str:
+    errors = json.loads(body)["errors"]
+    assert errors[0]["status"] == str(status), errors
+    return str(errors[0]["detail"])
+
+
+def request_head(extra_header_bytes: int) -> bytes:
+    head = b"GET /livez HTTP/1.1\r\nHost: x\r\nConnection: close\r\nX-Padding: "
+    end = b"\r\n\r\n"
+    return head + b"a" * (extra_header_bytes - len(head) - len(end)) + end
+
+
+def test_a_head_within_the_limit_is_served_and_a_larger_one_refused(
+    server: ServiceProcess,
+) -> None:
+    with connect(server) as connection:
+        connection.sendall(request_head(MAX_HEAD))
+        status, _, _ = read_answer(connection)
+    assert status == 200
+    with connect(server) as connection:
+        connection.sendall(request_head(MAX_HEAD + 1))
+        status, headers, body = read_answer(connection)
+    assert status == 431
+    assert headers["content-type"] == JSONAPI
+    assert str(MAX_HEAD) in assert_error(body, 431)
+
+
+def test_an_endless_header_is_cut_off_without_being_buffered(server: ServiceProcess) -> None:
+    """A 64 MiB header: the server answers 431 and closes long before it is sent."""
+    sent = 0
+    chunk = b"a" * 65536
+    with connect(server) as connection:
+        connection.sendall(b"GET /livez HTTP/1.1\r\nHost: x\r\nX-Huge: ")
+        with pytest.raises((BrokenPipeError, ConnectionResetError)):  # noqa: PT012
+            while sent < 64 * 1024 * 1024:
+                connection.sendall(chunk)
+                sent += len(chunk)
+    assert sent < 8 * 1024 * 1024, sent
+    assert "431" in server.logs()
+
+
+@pytest.mark.parametrize(
+    ("sent", "what"),
+    [
+        (b"", "head"),  # a socket that sends nothing
+        (b"GET /livez HTTP/1.1\r\nHost: x\r\nX-Slow: ", "head"),  # a head that stops
+        (
+            b"POST /v1/users HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            b'Content-Length: 100\r\n\r\n{"da',
+            "body",
+        ),
+    ],
+)
+def test_a_head_or_body_that_stops_arriving_gets_408(
+    server: ServiceProcess, sent: bytes, what: str
+) -> None:
+    with connect(server) as connection:
+        connection.sendall(sent)
+        status, headers, body = read_answer(connection)  # the server ends the connection
+    assert status == 408
+    assert headers["connection"] == "close"
+    assert f"the request {what} did not arrive within" in assert_error(body, 408)
+
+
+def test_a_head_trickled_byte_by_byte_is_bounded_in_time(server: ServiceProcess) -> None:
+    """Every byte arrives well inside any per-read timeout; the head as a whole does not."""
+    head = request_head(200)
+    started = time.monotonic()
+    with connect(server) as connection:
+        for byte in head:
+            if select.select([connection], [], [], 0.2)[0]:
+                break  # the server has answered
+            connection.sendall(bytes([byte]))
+        status, _, body = read_answer(connection)
+    assert status == 408
+    assert_error(body, 408)
+    # 200 bytes at 5 a second would take 40 s; the head timeout ends it (a bounded wait).
+    assert time.monotonic() - started < 20
+
+
+async def test_a_client_that_reads_nothing_of_its_answer_is_dropped(
+    server: ServiceProcess,
+) -> None:
+    """Eight pipelined requests for pages of about 1 MB, never read: more than
+    the kernel buffers (4 MiB here), so the rest waits in the worker. The worker
+    drops the connection after HTTP_SEND_TIMEOUT instead of holding it."""
+    key = await _tenant_with_large_configs(server)
+    request = (
+        f"GET /v1/configs?page[size]=100 HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {key}\r\n\r\n"
+    ).encode()
+    with connect(server, receive_buffer=4096) as connection:
+        connection.sendall(request * PIPELINED)
+        time.sleep(TIMEOUT * 4)
+        received = b""
+        try:
+            while chunk := connection.recv(65536):
+                received += chunk
+        except ConnectionResetError:
+            pass
+    head = received.partition(b"\r\n\r\n")[0]
+    length = int(head.lower().split(b"content-length:")[1].split(b"\r\n")[0])
+    assert length > 512 * 1024, length
+    assert received.count(b"HTTP/1.1 200") < PIPELINED
+    assert len(received) < PIPELINED * length, "every answer was kept for a client reading nothing"
+    assert "dropped a connection whose client read nothing" in server.logs()
+
+
+async def _tenant_with_large_configs(server: ServiceProcess) -> str:
+    """An account with 40 configs of about 30 KB each (a page of them is over 1 MB)."""
+    base = f"http://127.0.0.1:{server.port}"
+    async with httpx.AsyncClient(base_url=base, timeout=30) as client:
+        tenant = await new_tenant(client, "Large")
+        for number in range(40):
+            items = {f"k{n}": "v" * 290 for n in range(100)}
+            await tenant.create("configs", {"key": f"large-{number}", "name": "L", "items": items})
+    return tenant.owner_key
+
+
+def test_connections_beyond_the_limit_get_503(server: ServiceProcess) -> None:
+    """Two workers, at most MAX_CONNECTIONS each: of 2 * MAX_CONNECTIONS + 1
+    open connections, some worker holds one too many."""
+    connections = [connect(server) for _ in range(2 * MAX_CONNECTIONS + 1)]
+    try:
+        time.sleep(0.3)  # every connection accepted by a worker
+        for connection in connections:
+            connection.sendall(b"GET /livez HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        answers = [read_answer(connection) for connection in connections]
+    finally:
+        for connection in connections:
+            connection.close()
+    statuses = sorted(status for status, _, _ in answers)
+    assert set(statuses) <= {200, 503}, statuses
+    assert statuses.count(200) <= 2 * MAX_CONNECTIONS
+    refused = [(headers, body) for status, headers, body in answers if status == 503]
+    assert refused, statuses
+    headers, body = refused[0]
+    assert headers["retry-after"] == "1"
+    assert "too many open connections" in assert_error(body, 503)
+    # Once they are closed, new connections are served again.
+    assert server.get("/livez").status_code == 200  # type: ignore[union-attr]

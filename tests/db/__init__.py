@@ -1,0 +1,1 @@
+"""Tests of service/db: engines, the embedded server, TLS, roles, poolers."""

@@ -1,0 +1,181 @@
+"""REQUEST_STATEMENT_TIMEOUT bounds the database time of every API request,
+directly and through a transaction-pooling PgBouncer (which passes on no
+startup parameter), and costs no extra statement: it rides on the BEGIN."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import httpx
+import pytest
+from sqlalchemy import text
+from sqlalchemy.engine import URL
+
+from service.db.engines import create_app_engine
+from tests.support.api import JSONAPI, create_account_over_http, document
+from tests.support.configs import settings_for, shared_folder
+from tests.support.pgbouncer import pgbouncer
+from tests.support.postgres import connect, service_url
+from tests.support.processes import OPERATOR_TOKEN, ServiceProcess, service_environment
+
+TIMEOUT = 0.5
+LOCK_HELD = 15.0
+
+
+@pytest.fixture(params=["direct", "pgbouncer"])
+def server(request: pytest.FixtureRequest, migrated_database: URL) -> Iterator[ServiceProcess]:
+    with shared_folder() as folder:
+        variables = {
+            "OPERATOR_TOKEN": OPERATOR_TOKEN,
+            "REQUEST_STATEMENT_TIMEOUT": str(TIMEOUT),
+            "DATABASE_URL": service_url(migrated_database),
+        }
+        with _maybe_pooled(request.param, migrated_database, folder) as pooled:
+            if pooled is not None:
+                variables.update(
+                    DATABASE_URL=service_url(pooled),
+                    MIGRATION_DATABASE_URL=service_url(migrated_database),
+                    DATABASE_POOLER="transaction",
+                )
+            process = ServiceProcess.uvicorn(
+                service_environment(**variables), folder / "timeout.log", workers=2
+            )
+            try:
+                process.wait_for_phase("ready")
+                yield process
+            finally:
+                process.stop()
+
+
+class _NoPooler:
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, *_: object) -> None:
+        return None
+
+
+def _maybe_pooled(kind: str, url: URL, folder: Path) -> Any:
+    return pgbouncer(url, folder / "pgbouncer") if kind == "pgbouncer" else _NoPooler()
+
+
+async def test_a_request_waiting_past_the_timeout_is_answered_503(
+    server: ServiceProcess, migrated_database: URL
+) -> None:
+    base = f"http://127.0.0.1:{server.port}"
+    async with httpx.AsyncClient(base_url=base, timeout=LOCK_HELD * 2) as client:
+        created = await client.post(
+            "/v1/accounts",
+            headers={"Authorization": f"Bearer {OPERATOR_TOKEN}", "Content-Type": JSONAPI},
+            json=document(
+                "accounts", {"name": "Slow", "owner": {"email": "o@slow.test", "role": "OWNER"}}
+            ),
+        )
+        assert created.status_code == 201, created.text
+        account_id = uuid.UUID(created.json()["data"]["id"])
+        key = next(i for i in created.json()["included"] if i["type"] == "api-keys")
+        headers = {
+            "Authorization": f"Bearer {key['attributes']['secret']}",
+            "Content-Type": JSONAPI,
+        }
+        # Another session holds the account's row: the rename waits for it.
+        holder = await connect(migrated_database)
+        try:
+            async with holder.transaction():
+                await holder.execute("SELECT 1 FROM accounts WHERE id = $1 FOR UPDATE", account_id)
+                started = time.monotonic()
+                renamed = await client.patch(
+                    "/v1/account", headers=headers, json=document("accounts", {"name": "Renamed"})
+                )
+                waited = time.monotonic() - started
+        finally:
+            await holder.close()
+    assert renamed.status_code == 503, renamed.text
+    assert renamed.headers["retry-after"]
+    assert "took longer than its database time allows" in renamed.json()["errors"][0]["detail"]
+    # Cancelled by the timeout, not by the lock's release (which never came first).
+    assert waited < LOCK_HELD
+
+
+@pytest.mark.parametrize("pooler", ["none", "transaction"])
+async def test_the_timeout_adds_no_statement(migrated_database: URL, pooler: str) -> None:
+    """The statements a transaction sends, with and without the timeout: the
+    same count; the timeout rides in the BEGIN's message."""
+    sent: dict[float, list[str]] = {0.0: [], 2.5: []}
+    for seconds, queries in sent.items():
+        # A transaction pooler requires a direct migration URL (the lock's).
+        direct = {"migration_database_url": service_url(migrated_database)}
+        settings = settings_for(
+            migrated_database,
+            request_statement_timeout=seconds,
+            database_pooler=pooler,
+            **(direct if pooler == "transaction" else {}),
+        )
+        engine = create_app_engine(settings)
+        try:
+            async with engine.connect() as connection:
+                raw = await connection.get_raw_connection()
+                driver = raw.driver_connection
+                assert driver is not None
+                driver.add_query_logger(lambda record, into=queries: into.append(record.query))
+                timeout = await connection.scalar(text("SHOW statement_timeout"))
+                await connection.commit()
+        finally:
+            await engine.dispose()
+        assert timeout == ("2500ms" if seconds else "0")
+    assert len(sent[2.5]) == len(sent[0.0]), sent
+    assert sent[2.5][0].startswith("BEGIN")
+    assert "SET LOCAL statement_timeout = '2500ms'" in sent[2.5][0]
+
+
+def test_a_request_to_a_stalled_pooler_is_answered_503(migrated_database: URL) -> None:
+    """A paused PgBouncer holds every statement before it reaches PostgreSQL,
+    where the statement timeout lives: the client's own deadline answers."""
+    with shared_folder() as folder, pgbouncer(migrated_database, folder / "pgbouncer") as pooled:
+        variables = service_environment(
+            OPERATOR_TOKEN=OPERATOR_TOKEN,
+            REQUEST_STATEMENT_TIMEOUT="1",
+            DATABASE_URL=service_url(pooled),
+            MIGRATION_DATABASE_URL=service_url(migrated_database),
+            DATABASE_POOLER="transaction",
+        )
+        process = ServiceProcess.uvicorn(variables, folder / "stalled.log", workers=2)
+        try:
+            process.wait_for_phase("ready")
+            key = create_account_over_http(process.port or 0, "Stalled")
+            asyncio.run(_pooler_command(pooled, f"PAUSE {migrated_database.database}"))
+            try:
+                # Bounded: before the client deadline this waited for PgBouncer's
+                # query_wait_timeout (120 s), past the client's 60 s.
+                stalled = httpx.get(
+                    f"http://127.0.0.1:{process.port}/v1/account",
+                    headers={"Authorization": f"Bearer {key}"},
+                    timeout=60,
+                )
+            finally:
+                asyncio.run(_pooler_command(pooled, f"RESUME {migrated_database.database}"))
+        finally:
+            process.stop()
+    assert stalled.status_code == 503, stalled.text
+    assert stalled.headers["retry-after"]
+
+
+async def _pooler_command(pooled: URL, command: str) -> None:
+    console = await asyncpg.connect(
+        host=pooled.host,
+        port=pooled.port,
+        user=pooled.username,
+        password=pooled.password,
+        database="pgbouncer",
+        statement_cache_size=0,
+    )
+    try:
+        await console.execute(command)
+    finally:
+        await console.close()

@@ -1,0 +1,1 @@
+"""Tests of service/migrations: the bootstrap, its lock, commands and failures."""

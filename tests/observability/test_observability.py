@@ -1,0 +1,134 @@
+"""Metrics at /metrics, structured logs with request ids and revisions."""
+
+from __future__ import annotations
+
+import re
+import uuid
+from pathlib import Path
+
+import httpx
+from sqlalchemy.engine import URL
+
+from tests.support.api import api_client, new_tenant
+from tests.support.configs import settings_for
+from tests.support.postgres import service_url
+from tests.support.processes import OPERATOR, ServiceProcess, service_environment
+from tests.support.readiness import holding_lock, running_app, wait_for_phase
+from tests.support.revisions import REVISIONS
+
+
+def metric(text: str, name: str, **labels: str) -> float | None:
+    """The value of one sample in a Prometheus exposition."""
+    wanted = ",".join(f'{key}="{value}"' for key, value in labels.items())
+    pattern = rf"^{re.escape(name)}{re.escape('{' + wanted + '}') if labels else ''} (\S+)$"
+    match = re.search(pattern, text, re.MULTILINE)
+    return float(match.group(1)) if match else None
+
+
+async def test_migration_metrics_follow_the_bootstrap(empty_database: URL) -> None:
+    async with holding_lock(empty_database), running_app(settings_for(empty_database)) as client:
+        await wait_for_phase(client, "waiting_for_lock")
+        waiting = (await client.get("/metrics", headers=OPERATOR)).text
+        assert metric(waiting, "migration_phase", phase="waiting_for_lock") == 1
+        assert metric(waiting, "migration_phase", phase="ready") == 0
+    async with running_app(
+        settings_for(empty_database, migration_lock_name="metrics-test")
+    ) as client:
+        await wait_for_phase(client, "ready")
+        response = await client.get("/metrics", headers=OPERATOR)
+        assert response.headers["content-type"].startswith("text/plain")
+        ready = response.text
+        assert metric(ready, "migration_phase", phase="ready") == 1
+        assert metric(ready, "migration_phase", phase="waiting_for_lock") == 0
+        for revision in REVISIONS:
+            seconds = metric(ready, "migration_revision_duration_seconds", revision=revision)
+            assert seconds is not None
+            assert seconds >= 0
+        lock_wait = metric(ready, "migration_lock_wait_seconds")
+        assert lock_wait is not None
+        assert lock_wait >= 0
+
+
+async def test_request_metrics_count_by_route_and_status(migrated_database: URL) -> None:
+    async with api_client(migrated_database) as client:
+        tenant = await new_tenant(client)
+        before = (
+            metric(
+                (await client.get("/metrics", headers=OPERATOR)).text,
+                "http_requests_total",
+                method="GET",
+                route="/v1/users/{user_id}",
+                status="404",
+            )
+            or 0
+        )
+        for _ in range(3):
+            await tenant.call("GET", f"/v1/users/{uuid.uuid4()}")
+        await tenant.call("GET", f"/v1/users/{tenant.owner_id}")
+        text = (await client.get("/metrics", headers=OPERATOR)).text
+        assert (
+            metric(
+                text, "http_requests_total", method="GET", route="/v1/users/{user_id}", status="404"
+            )
+            == before + 3
+        )
+        assert (
+            metric(
+                text, "http_requests_total", method="GET", route="/v1/users/{user_id}", status="200"
+            )
+            == 1
+        )
+        count = metric(
+            text, "http_request_duration_seconds_count", method="GET", route="/v1/users/{user_id}"
+        )
+        assert count == before + 4
+
+
+def test_json_logs_carry_request_ids_and_revisions(empty_database: URL, tmp_path: Path) -> None:
+    process = ServiceProcess.uvicorn(
+        service_environment(DATABASE_URL=service_url(empty_database), LOG_FORMAT="json"),
+        tmp_path / "json.log",
+    )
+    try:
+        process.wait_for_phase("ready")
+        given = httpx.get(
+            f"http://127.0.0.1:{process.port}/v1/users", headers={"X-Request-ID": "trace-abc.123"}
+        )
+        assert given.headers["x-request-id"] == "trace-abc.123"
+        made = httpx.get(
+            f"http://127.0.0.1:{process.port}/v1/configs",
+            headers={"X-Request-ID": "bad id with spaces"},
+        )
+        assert re.fullmatch(r"[0-9a-f]{32}", made.headers["x-request-id"])
+    finally:
+        process.stop()
+    events = process.events()
+    revisions = [
+        event["revision"] for event in events if event["message"].startswith("applied revision")
+    ]
+    assert revisions == REVISIONS
+    requests = {
+        event["request_id"]: event for event in events if event["logger"] == "service.requests"
+    }
+    assert requests["trace-abc.123"]["status"] == 401
+    assert requests["trace-abc.123"]["route"] == "/v1/users"
+    assert requests[made.headers["x-request-id"]]["path"] == "/v1/configs"
+    # After the app took over logging, every line is one JSON event.
+    lines = process.logs().splitlines()
+    first = next(index for index, line in enumerate(lines) if line.startswith("{"))
+    assert all(line.startswith("{") for line in lines[first:]), lines[first:]
+
+
+def test_text_logs_for_people(empty_database: URL, tmp_path: Path) -> None:
+    process = ServiceProcess.uvicorn(
+        service_environment(DATABASE_URL=service_url(empty_database), LOG_FORMAT="text"),
+        tmp_path / "text.log",
+    )
+    try:
+        process.wait_for_phase("ready")
+    finally:
+        process.stop()
+    assert re.search(
+        r"INFO service\.migrations\.bootstrap \[pid \d+\] applied revision", process.logs()
+    )
+    assert not any(line.startswith("{") for line in process.logs().splitlines())

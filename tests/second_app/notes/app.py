@@ -1,0 +1,72 @@
+"""The notes app: `uvicorn --factory notes.app:create_app --workers 2`.
+
+Its database is NOTES_DATABASE_URL (postgresql+asyncpg://...). Every worker
+migrates on startup under the bootstrap's lock; /readyz answers 503 until the
+schema is at head; /notes serves once it is.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+from fastapi import FastAPI, HTTPException, Request
+from sqlalchemy import func, select
+from sqlalchemy.engine import make_url
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+
+from notes.models import notes
+from service.migrations import (
+    Bootstrap,
+    BootstrapState,
+    MigrationConfig,
+    readiness_router,
+    run_in_background,
+)
+
+ALEMBIC_INI = Path(__file__).resolve().parent.parent / "alembic.ini"
+
+
+class State(BootstrapState):
+    engine: AsyncEngine
+
+
+def migration_config() -> MigrationConfig:
+    return MigrationConfig(
+        migration_url=make_url(os.environ["NOTES_DATABASE_URL"]),
+        alembic_config=ALEMBIC_INI,
+        lock_name="notes-app:schema-migrations",
+        application_name="notes-app",
+        poll_interval=0.2,
+        retry_max_interval=0.5,
+    )
+
+
+@asynccontextmanager
+async def lifespan(_: FastAPI) -> AsyncIterator[State]:
+    config = migration_config()
+    engine = create_async_engine(config.migration_url, pool_size=2)
+    bootstrap = Bootstrap(config, engine)
+    try:
+        async with run_in_background(bootstrap):
+            yield State(bootstrap=bootstrap, engine=engine)
+    finally:
+        await engine.dispose()
+
+
+def create_app() -> FastAPI:
+    app = FastAPI(title="Notes", lifespan=lifespan)
+    app.include_router(readiness_router())
+
+    @app.get("/notes")
+    async def list_notes(request: Request) -> dict[str, object]:
+        state: State = request.scope["state"]
+        if not state["bootstrap"].status.ready:
+            raise HTTPException(503, "the schema is not at head yet")
+        async with state["engine"].connect() as connection:
+            count = await connection.scalar(select(func.count()).select_from(notes))
+        return {"pid": os.getpid(), "notes": count}
+
+    return app

@@ -1,0 +1,147 @@
+"""Helpers for API tests: an app at head, accounts, keys and requests."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+from asgi_lifespan import LifespanManager
+from sqlalchemy.engine import URL
+
+from service.app import create_app
+from tests.support.configs import eventually, settings_for
+from tests.support.processes import OPERATOR_TOKEN
+
+JSONAPI = "application/vnd.api+json"
+
+
+@asynccontextmanager
+async def api_client(url: URL, **overrides: object) -> AsyncIterator[httpx.AsyncClient]:
+    """A ready app on `url`, through its real lifespan."""
+    app = create_app(settings_for(url, **overrides))
+    async with LifespanManager(app, startup_timeout=10, shutdown_timeout=30) as manager:
+        transport = httpx.ASGITransport(app=manager.app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://service") as client:
+
+            async def ready() -> bool:
+                return (await client.get("/readyz")).status_code == 200
+
+            await eventually(ready)
+            yield client
+
+
+@dataclass
+class Tenant:
+    """An account as its owner sees it, with keys for other roles on demand."""
+
+    client: httpx.AsyncClient
+    account_id: str
+    owner_key: str
+    owner_id: str
+    environments: dict[str, str]
+
+    def headers(self, key: str | None = None) -> dict[str, str]:
+        return {"Authorization": f"Bearer {key or self.owner_key}", "Content-Type": JSONAPI}
+
+    async def call(
+        self, method: str, path: str, key: str | None = None, body: Any = None, **kwargs: Any
+    ) -> httpx.Response:
+        return await self.client.request(
+            method, path, headers=self.headers(key), json=body, **kwargs
+        )
+
+    async def create(
+        self,
+        resource_type: str,
+        attributes: dict[str, Any],
+        key: str | None = None,
+        **relationships: str | None,
+    ) -> dict[str, Any]:
+        body = document(resource_type, attributes, **relationships)
+        response = await self.call("POST", f"/v1/{resource_type}", key, body)
+        assert response.status_code == 201, response.text
+        return response.json()["data"]  # type: ignore[no-any-return]
+
+    async def user_with_key(self, role: str) -> tuple[str, str]:
+        """A new user of this role and an API key acting as them: (user id, key)."""
+        user = await self.create(
+            "users", {"email": f"{role.lower()}-{uuid.uuid4().hex[:8]}@example.test", "role": role}
+        )
+        key = await self.create("api-keys", {"name": f"{role} key"}, user=user["id"])
+        return user["id"], key["attributes"]["secret"]
+
+
+def document(
+    resource_type: str,
+    attributes: dict[str, Any],
+    resource_id: str | None = None,
+    **relationships: str | None,
+) -> dict[str, Any]:
+    data: dict[str, Any] = {"type": resource_type, "attributes": attributes}
+    if resource_id:
+        data["id"] = resource_id
+    if relationships:
+        related_types = {"user": "users", "parent": "configs"}
+        data["relationships"] = {
+            name: {"data": {"type": related_types[name], "id": value} if value else None}
+            for name, value in relationships.items()
+        }
+    return {"data": data}
+
+
+async def new_tenant(client: httpx.AsyncClient, name: str = "Acme") -> Tenant:
+    email = f"owner-{uuid.uuid4().hex[:8]}@{name.lower()}.test"
+    response = await client.post(
+        "/v1/accounts",
+        headers={"Authorization": f"Bearer {OPERATOR_TOKEN}", "Content-Type": JSONAPI},
+        json=document("accounts", {"name": name, "owner": {"email": email, "role": "OWNER"}}),
+    )
+    assert response.status_code == 201, response.text
+    included = response.json()["included"]
+    key = next(item for item in included if item["type"] == "api-keys")
+    owner = next(item for item in included if item["type"] == "users")
+    environments = {
+        item["attributes"]["key"]: item["id"] for item in included if item["type"] == "environments"
+    }
+    return Tenant(
+        client,
+        response.json()["data"]["id"],
+        key["attributes"]["secret"],
+        owner["id"],
+        environments,
+    )
+
+
+def create_account_over_http(port: int, name: str = "Account") -> str:
+    """Create an account on a real server through the operator route; its first API key."""
+    response = httpx.post(
+        f"http://127.0.0.1:{port}/v1/accounts",
+        headers={"Authorization": f"Bearer {OPERATOR_TOKEN}", "Content-Type": JSONAPI},
+        json=document(
+            "accounts", {"name": name, "owner": {"email": "o@example.test", "role": "OWNER"}}
+        ),
+        timeout=10,
+    )
+    assert response.status_code == 201, response.text
+    included = response.json()["included"]
+    return str(next(i for i in included if i["type"] == "api-keys")["attributes"]["secret"])
+
+
+def account_with_key(client: httpx.Client, name: str = "Acme") -> tuple[str, list[dict[str, Any]]]:
+    """Create an account through a synchronous client: (its owner's key, what it included)."""
+    created = client.post(
+        "/v1/accounts",
+        headers={"Authorization": f"Bearer {OPERATOR_TOKEN}", "Content-Type": JSONAPI},
+        json=document(
+            "accounts",
+            {"name": name, "owner": {"email": f"owner@{name.lower()}.test", "role": "OWNER"}},
+        ),
+    )
+    assert created.status_code == 201, created.text
+    included: list[dict[str, Any]] = created.json()["included"]
+    key = next(item for item in included if item["type"] == "api-keys")
+    return str(key["attributes"]["secret"]), included

@@ -1,0 +1,32 @@
+"""A real server for the tests of a module (on its `module_database`)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from sqlalchemy.engine import URL
+
+from tests.support.configs import shared_folder
+from tests.support.postgres import service_url
+from tests.support.processes import ServiceProcess, service_environment
+
+
+@contextmanager
+def ready_server(
+    database: URL, *, shipped: bool = False, workers: int = 2, **variables: str
+) -> Iterator[ServiceProcess]:
+    """A ready server with two workers on `database`: uvicorn with the service's
+    protocol, or (`shipped`) `python -m service` as the image runs it."""
+    environment = service_environment(DATABASE_URL=service_url(database), **variables)
+    with shared_folder() as folder:
+        log = folder / "server.log"
+        if shipped:
+            process = ServiceProcess.service(environment, log, "--workers", str(workers))
+        else:
+            process = ServiceProcess.uvicorn(environment, log, workers=workers)
+        try:
+            process.wait_for_phase("ready")
+            yield process
+        finally:
+            process.stop()
