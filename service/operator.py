@@ -69,7 +69,7 @@ async def recover(settings: Settings, options: argparse.Namespace) -> int:
 
     from service import __version__
     from service.api.api_keys import issue_key
-    from service.models import Account, OperatorAuditEntry, table
+    from service.models import Account, OperatorAuditEntry, Role, table
 
     engine = _operator_engine(settings)
     try:
@@ -85,7 +85,7 @@ async def recover(settings: Settings, options: argparse.Namespace) -> int:
                 options.account_id,
                 owner["id"],
                 "recovery key",
-                max_role="OWNER",
+                max_role=Role.OWNER,
                 made_by=None,
             )
             audit = table(OperatorAuditEntry)
@@ -133,10 +133,10 @@ async def recover(settings: Settings, options: argparse.Namespace) -> int:
 async def _owner(connection: Any, account_id: uuid.UUID, email: str | None) -> Any:
     from sqlalchemy import func, select
 
-    from service.models import User, table
+    from service.models import Role, User, table
 
     users = table(User)
-    query = select(users).where(users.c.account_id == account_id, users.c.role == "OWNER")
+    query = select(users).where(users.c.account_id == account_id, users.c.role == Role.OWNER)
     if email is not None:
         query = query.where(func.lower(users.c.email) == email.lower())
     owners = (await connection.execute(query.order_by(users.c.created_at))).mappings().all()
