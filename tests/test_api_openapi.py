@@ -313,3 +313,24 @@ def test_several_problems_in_one_body_are_one_answer() -> None:
         ("422", "/a", "is bad"),
         ("422", "/b/0", "is worse"),
     ]
+
+
+async def test_a_described_answer_is_sent_as_built_not_validated_again() -> None:
+    # The speed of building documents as dicts rests on this: FastAPI applies a
+    # route's response_model only to returned values, never to a Response.
+    from service.api.environments import EnvironmentDocument
+    from service.api.jsonapi import respond
+
+    app = FastAPI()
+    built = {"data": "not what the model says", "jsonapi": {"version": "1.1"}}
+
+    @app.get("/described", response_model=EnvironmentDocument)
+    async def described() -> Any:
+        return respond(built)
+
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+        response = await client.get("/described")
+    assert response.status_code == 200
+    assert response.json() == built
+    assert "EnvironmentDocument" in json.dumps(app.openapi()["paths"]["/described"])
