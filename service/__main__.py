@@ -39,10 +39,21 @@ EXIT_FAILED = 1
 EXIT_USAGE = 2
 EXIT_STARTUP_FAILED = 3
 WRITE_HEADS = "python -m service db heads --write"
+FIRST_ACCOUNT_HINT = (
+    "first account and API key (development): in another terminal, run\n"
+    "  scripts/serve accounts create --name 'My team' --email you@example.com\n"
+    "(or python -m service accounts create ...); it prints the key, for "
+    "'Authorization: Bearer <key>'"
+)
 
 
 def main(arguments: Sequence[str] | None = None) -> int:
-    options = _parser().parse_args(arguments)
+    parser = _parser()
+    # psql's own options (-c, -f, ...) pass through untouched.
+    options, passed_on = parser.parse_known_args(arguments)
+    if passed_on and options.command != "psql":
+        parser.error(f"unrecognized arguments: {' '.join(passed_on)}")
+    options.arguments = passed_on
     try:
         settings = load_settings()
     except SettingsError as error:
@@ -66,8 +77,11 @@ class EmbeddedDatabaseUnavailable(Exception):
 
 
 def _run(command: str, settings: Settings, options: argparse.Namespace) -> int:
+    embedded = settings.database_url is None
     with _database(settings, serving=command == "serve") as settings:
         if command == "serve":
+            if embedded:
+                print(FIRST_ACCOUNT_HINT, file=sys.stderr)
             return _serve(settings, options)
         if command == "psql":
             return _psql(settings, options.arguments)
@@ -110,11 +124,12 @@ def _parser() -> argparse.ArgumentParser:
     commands.add_parser("serve", help="serve the API (the default)")
     add_migration_commands(commands)
     add_accounts_commands(commands)
-    psql = commands.add_parser(
+    commands.add_parser(
         "psql",
-        help="psql on the database (MIGRATION_DATABASE_URL, else DATABASE_URL, else embedded)",
+        add_help=False,  # -h is psql's host
+        help="psql on the database (MIGRATION_DATABASE_URL, else DATABASE_URL, else embedded); "
+        "the arguments that follow go to psql",
     )
-    psql.add_argument("arguments", nargs=argparse.REMAINDER, help="passed on to psql")
     return parser
 
 

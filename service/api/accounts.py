@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Annotated, Any
 
 from fastapi import APIRouter
 from pydantic import StringConstraints
 from sqlalchemy import func, insert, select, update
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 from service.api import environments as environments_api
 from service.api.api_keys import issue_key
@@ -16,7 +18,7 @@ from service.api.json_body import JsonApiRoute
 from service.api.jsonapi import Document, Strict, expect_type, resource, respond, single
 from service.api.limits import NO_NUL
 from service.api.openapi import OPERATOR_ONLY
-from service.api.users import UserCreate, insert_user, user_resource
+from service.api.users import Role, UserCreate, insert_user, user_resource
 from service.models import Account, table
 
 router = APIRouter(tags=["accounts"], route_class=JsonApiRoute)
@@ -26,9 +28,15 @@ ATTRIBUTES = ("name", "created_at", "updated_at")
 Name = Annotated[str, StringConstraints(min_length=1, max_length=200, pattern=NO_NUL)]
 
 
+class AccountOwner(UserCreate):
+    """The account's first user: its OWNER, whose role need not be spelled out."""
+
+    role: Role = "OWNER"
+
+
 class AccountCreate(Strict):
     name: Name
-    owner: UserCreate
+    owner: AccountOwner
 
 
 class AccountUpdate(Strict):
@@ -55,7 +63,35 @@ def _identifiers(resources: list[dict[str, Any]]) -> list[dict[str, str]]:
 )
 async def create_account(body: Document[AccountCreate], connection: Database) -> JsonApiResponse:
     expect_type(body, TYPE)
-    values = body.data.attributes
+    created = await insert_account(connection, body.data.attributes)
+    document = account_resource(created.account)
+    # Full linkage: every included resource is named by the primary data.
+    document["relationships"] = {
+        "owner": {"data": _identifiers([created.owner])[0]},
+        "environments": {"data": _identifiers(created.environments)},
+        "api-keys": {"data": _identifiers([created.key])},
+    }
+    return respond(
+        single(document, included=[created.owner, *created.environments, created.key]),
+        201,
+        {"Location": "/v1/account", "Cache-Control": "no-store"},
+    )
+
+
+@dataclass(frozen=True)
+class NewAccount:
+    """An account as created: its row, and its owner, environments and first key
+    as JSON:API resources (the key's with its secret, known only now)."""
+
+    account: Any
+    owner: dict[str, Any]
+    environments: list[dict[str, Any]]
+    key: dict[str, Any]
+
+
+async def insert_account(connection: AsyncConnection, values: AccountCreate) -> NewAccount:
+    """An account with its OWNER, default environments and first key: for the
+    operator's API call and for `python -m service accounts create` alike."""
     if values.owner.role != "OWNER":
         raise ApiError(
             422, "the first user of an account is its OWNER", pointer="/data/attributes/owner/role"
@@ -66,7 +102,6 @@ async def create_account(body: Document[AccountCreate], connection: Database) ->
         .one()
     )
     owner_row = await insert_user(connection, account["id"], values.owner, "/data/attributes/owner")
-    owner = user_resource(owner_row)
     created_environments = [
         environments_api.environment_resource(row)
         for row in await environments_api.create_defaults(connection, account["id"])
@@ -74,18 +109,7 @@ async def create_account(body: Document[AccountCreate], connection: Database) ->
     key = await issue_key(
         connection, account["id"], owner_row["id"], "first key", max_role="OWNER", made_by=None
     )
-    document = account_resource(account)
-    # Full linkage: every included resource is named by the primary data.
-    document["relationships"] = {
-        "owner": {"data": _identifiers([owner])[0]},
-        "environments": {"data": _identifiers(created_environments)},
-        "api-keys": {"data": _identifiers([key])},
-    }
-    return respond(
-        single(document, included=[owner, *created_environments, key]),
-        201,
-        {"Location": "/v1/account", "Cache-Control": "no-store"},
-    )
+    return NewAccount(account, user_resource(owner_row), created_environments, key)
 
 
 @router.get("/account", response_class=JsonApiResponse, summary="The caller's account")

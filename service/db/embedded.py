@@ -333,6 +333,22 @@ def running_server_url(directory: Path | None = None) -> URL | None:
         ) from None
 
 
+def command_line_database_url(command: str) -> str:
+    """DATABASE_URL for a command run beside a service on the embedded PostgreSQL
+    (`alembic`), or a SystemExit that says in one line what to do instead."""
+    try:
+        url = running_server_url()
+    except EmbeddedPostgresError as error:
+        raise SystemExit(f"error: {error}") from None
+    if url is None:
+        raise SystemExit(
+            f"error: {command} needs a database: set DATABASE_URL, "
+            "or start the service on its embedded PostgreSQL (scripts/serve) and run this "
+            "beside it"
+        )
+    return url.render_as_string(hide_password=False)
+
+
 def bundled_client(program: str) -> Path:
     """A client program (psql, pg_dump, ...) of the bundled PostgreSQL."""
     return _bundled_installation() / "bin" / program
