@@ -13,6 +13,7 @@ from alembic import context
 from service import __version__
 from service.migrations import MigrationConfig
 from service.migrations.environment import run_migrations
+from service.migrations.numbering import number_drafts
 from service.models import Base
 
 
@@ -40,4 +41,5 @@ run_migrations(
     command_line_config=_command_line_config,
     compare_type=True,
     compare_server_default=True,
+    process_revision_directives=number_drafts,
 )
