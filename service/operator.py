@@ -49,8 +49,8 @@ def add_accounts_commands(commands: Any) -> None:
     create = actions.add_parser(
         "create", help="an account with its OWNER, environments and a first API key"
     )
-    create.add_argument("--name", required=True, help="the account's name")
-    create.add_argument("--email", required=True, help="its OWNER's email")
+    create.add_argument("--name", required=True, type=_text, help="the account's name")
+    create.add_argument("--email", required=True, type=_text, help="its OWNER's email")
     create.add_argument(
         "--reason",
         type=_text,
