@@ -171,25 +171,23 @@ async def test_account_creation_refuses_bad_input_and_writes_nothing(
         await connection.close()
 
 
+async def _create_account(client: httpx.AsyncClient, owner: dict[str, str]) -> httpx.Response:
+    return await client.post(
+        "/v1/accounts",
+        headers={"Authorization": f"Bearer {OPERATOR_TOKEN}", "Content-Type": JSONAPI},
+        json=document("accounts", {"name": "Team", "owner": owner}),
+    )
+
+
 async def test_the_owner_of_a_new_account_is_an_owner_without_saying_so(
     migrated_database: URL,
 ) -> None:
-    async with api_client(migrated_database, operator_token=OPERATOR_TOKEN) as client:
-        created = await client.post(
-            "/v1/accounts",
-            headers={"Authorization": f"Bearer {OPERATOR_TOKEN}", "Content-Type": JSONAPI},
-            json=document("accounts", {"name": "Team", "owner": {"email": "o@team.test"}}),
-        )
+    async with api_client(migrated_database) as client:
+        created = await _create_account(client, {"email": "o@team.test"})
         assert created.status_code == 201, created.text
         owner = next(item for item in created.json()["included"] if item["type"] == "users")
         assert owner["attributes"]["role"] == "OWNER"
-        demoted = await client.post(
-            "/v1/accounts",
-            headers={"Authorization": f"Bearer {OPERATOR_TOKEN}", "Content-Type": JSONAPI},
-            json=document(
-                "accounts", {"name": "T", "owner": {"email": "m@t.test", "role": "MEMBER"}}
-            ),
-        )
+        demoted = await _create_account(client, {"email": "m@t.test", "role": "MEMBER"})
         assert demoted.status_code == 422
         assert "OWNER" in demoted.text
 
