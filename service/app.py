@@ -11,6 +11,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from service import __version__, health
 from service.api import router as api_router
 from service.api.dependencies import KeyUsage
+from service.api.docs import install_docs
 from service.api.errors import install_error_handlers
 from service.api.negotiation import ContentNegotiation
 from service.api.openapi import complete_openapi
@@ -48,6 +49,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         # A redirect to the same path without its trailing slash would be built
         # from the client's Host header: answer 404 instead.
         redirect_slashes=False,
+        # Served by install_docs, from an installed package rather than a CDN.
+        docs_url=None,
+        redoc_url=None,
     )
     app.state.operator_token = (
         settings.operator_token.get_secret_value() if settings.operator_token else None
@@ -61,6 +65,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(health.router)
     app.include_router(api_router)
     complete_openapi(app)
+    install_docs(app)
     return app
 
 

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter
 from pydantic import Field, StringConstraints
 from sqlalchemy import func, insert, select, update
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 from service.api import environments as environments_api
 from service.api.api_keys import ApiKeyCreatedResource, issue_key
@@ -71,9 +73,15 @@ CreatedAccountDocument = single_document(
 )
 
 
+class AccountOwner(UserCreate):
+    """The account's first user: its OWNER, whose role need not be spelled out."""
+
+    role: Role = Role.OWNER
+
+
 class AccountCreate(Strict):
     name: Name
-    owner: UserCreate
+    owner: AccountOwner
 
 
 class AccountUpdate(Strict):
@@ -103,7 +111,35 @@ async def create_account(
     body: Annotated[Document[AccountCreate], JsonApiBody], connection: Database
 ) -> JsonApiResponse:
     expect_type(body, TYPE)
-    values = body.data.attributes
+    created = await insert_account(connection, body.data.attributes)
+    document = account_resource(created.account)
+    # Full linkage: every included resource is named by the primary data.
+    document["relationships"] = {
+        "owner": {"data": _identifiers([created.owner])[0]},
+        "environments": {"data": _identifiers(created.environments)},
+        "api-keys": {"data": _identifiers([created.key])},
+    }
+    return respond(
+        single(document, included=[created.owner, *created.environments, created.key]),
+        201,
+        {"Location": "/v1/account", "Cache-Control": "no-store"},
+    )
+
+
+@dataclass(frozen=True)
+class NewAccount:
+    """An account as created: its row, and its owner, environments and first key
+    as JSON:API resources (the key's with its secret, known only now)."""
+
+    account: Any
+    owner: dict[str, Any]
+    environments: list[dict[str, Any]]
+    key: dict[str, Any]
+
+
+async def insert_account(connection: AsyncConnection, values: AccountCreate) -> NewAccount:
+    """An account with its OWNER, default environments and first key: for the
+    operator's API call and for `python -m service accounts create` alike."""
     if values.owner.role is not Role.OWNER:
         raise UnprocessableContent(
             "the first user of an account is its OWNER", pointer="/data/attributes/owner/role"
@@ -114,7 +150,6 @@ async def create_account(
         .one()
     )
     owner_row = await insert_user(connection, account["id"], values.owner, "/data/attributes/owner")
-    owner = user_resource(owner_row)
     created_environments = [
         environments_api.environment_resource(row)
         for row in await environments_api.create_defaults(connection, account["id"])
@@ -122,18 +157,7 @@ async def create_account(
     key = await issue_key(
         connection, account["id"], owner_row["id"], "first key", max_role=Role.OWNER, made_by=None
     )
-    document = account_resource(account)
-    # Full linkage: every included resource is named by the primary data.
-    document["relationships"] = {
-        "owner": {"data": _identifiers([owner])[0]},
-        "environments": {"data": _identifiers(created_environments)},
-        "api-keys": {"data": _identifiers([key])},
-    }
-    return respond(
-        single(document, included=[owner, *created_environments, key]),
-        201,
-        {"Location": "/v1/account", "Cache-Control": "no-store"},
-    )
+    return NewAccount(account, user_resource(owner_row), created_environments, key)
 
 
 @router.get(
