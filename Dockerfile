@@ -8,8 +8,10 @@ ARG BASE_IMAGE=python:3.12-slim
 FROM ${BASE_IMAGE} AS builder
 ENV PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_NO_CACHE_DIR=1
 COPY requirements.txt /tmp/requirements.txt
+# /docs serves only Swagger UI from swagger-ui-py: its Swagger Editor (21 MB) goes.
 RUN python3 -m venv /opt/venv \
- && /opt/venv/bin/pip install --require-hashes -r /tmp/requirements.txt
+ && /opt/venv/bin/pip install --require-hashes -r /tmp/requirements.txt \
+ && rm -f /opt/venv/lib/python3*/site-packages/swagger_ui/static/swagger-editor*
 COPY alembic.ini settings.py /app/
 COPY alembic /app/alembic
 COPY service /app/service

@@ -7,19 +7,31 @@ offline mode renders SQL (`db lint`). See service/migrations/environment.py.
 
 from __future__ import annotations
 
+import os
+
 from alembic import context
 from service import __version__
 from service.migrations import MigrationConfig
 from service.migrations.environment import run_migrations
+from service.migrations.numbering import number_drafts
 from service.models import Base
 
 
 def _command_line_config() -> MigrationConfig:
     # Read only when the command line runs: the bootstrap and `db lint` need no settings.
     from service.bootstrap import migration_config
-    from settings import load_settings
+    from service.db.embedded import command_line_database_url
+    from settings import SettingsError, load_settings
 
-    return migration_config(load_settings())
+    try:
+        settings = load_settings()
+        if settings.database_url is None:
+            # Beside `python -m service` on the embedded PostgreSQL: its server.
+            os.environ["DATABASE_URL"] = command_line_database_url("alembic")
+            settings = load_settings()
+    except SettingsError as error:
+        raise SystemExit(f"error: {error}") from None
+    return migration_config(settings)
 
 
 run_migrations(
@@ -29,4 +41,5 @@ run_migrations(
     command_line_config=_command_line_config,
     compare_type=True,
     compare_server_default=True,
+    process_revision_directives=number_drafts,
 )

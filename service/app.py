@@ -9,6 +9,7 @@ from fastapi import FastAPI
 
 from service import __version__, health
 from service.api import router as api_router
+from service.api.docs import install_docs
 from service.api.errors import install_error_handlers
 from service.api.key_usage import KeyUsage
 from service.api.negotiation import ContentNegotiation
@@ -39,6 +40,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         # A redirect to the same path without its trailing slash would be built
         # from the client's Host header: answer 404 instead.
         redirect_slashes=False,
+        # Served by install_docs, from an installed package rather than a CDN.
+        docs_url=None,
+        redoc_url=None,
     )
     app.add_middleware(
         ContentNegotiation, max_bytes=settings.max_body_bytes, routes=app.router.routes
@@ -48,6 +52,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(health.router)
     app.include_router(api_router)
     complete_openapi(app)
+    install_docs(app)
     return app
 
 

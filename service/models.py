@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
+from enum import StrEnum
 from typing import Any, cast
 
 from sqlalchemy import (
@@ -73,7 +74,27 @@ class Account(TimestampedRecord):
     name: Mapped[str] = mapped_column(String(200))
 
 
-ROLES = ("OWNER", "ADMIN", "MEMBER", "VIEWER")
+class Role(StrEnum):
+    """A user's role in an account, from least to most power: each role may do
+    everything the roles before it may. Stored as its name (the check
+    constraints below list them)."""
+
+    VIEWER = "VIEWER"
+    MEMBER = "MEMBER"
+    ADMIN = "ADMIN"
+    OWNER = "OWNER"
+
+    def at_least(self, other: Role) -> bool:
+        """Whether this role has every power of `other`. Roles are compared by
+        their place above, never as strings ("ADMIN" < "MEMBER" < "OWNER")."""
+        return _RANK[self] >= _RANK[other]
+
+    def capped_at(self, cap: Role | None) -> Role:
+        """The lower of this role and `cap` (None: no cap)."""
+        return self if cap is None or cap.at_least(self) else cap
+
+
+_RANK = {role: rank for rank, role in enumerate(Role)}
 
 
 class User(TimestampedRecord):

@@ -7,6 +7,11 @@ done, to which account, user and key, why (--reason, required), by whom (the
 operating system's user, or --operator), from which host and process, as
 which database user, with which version of the service.
 
+    accounts create --name NAME --email EMAIL [--reason TEXT] [--operator NAME] [--json]
+        An account with its OWNER (EMAIL), the default environments and a first
+        API key, as `POST /v1/accounts` makes them: the way in on a new
+        installation. The key's secret is printed once, on standard output.
+
     accounts recover ACCOUNT_ID --reason TEXT [--email EMAIL] [--operator NAME] [--json]
         A new API key for an OWNER of the account, capped at OWNER: for an
         account whose owners lost every key. Its secret is printed once, on
@@ -41,6 +46,21 @@ def add_accounts_commands(commands: Any) -> None:
         "accounts", help="operator actions on accounts (audited in operator_audit)"
     )
     actions = accounts.add_subparsers(dest="accounts_command", required=True)
+    create = actions.add_parser(
+        "create", help="an account with its OWNER, environments and a first API key"
+    )
+    create.add_argument("--name", required=True, type=_text, help="the account's name")
+    create.add_argument("--email", required=True, type=_text, help="its OWNER's email")
+    create.add_argument(
+        "--reason",
+        type=_text,
+        default="a new account, from the command line",
+        help="why (kept in the audit)",
+    )
+    create.add_argument(
+        "--operator", type=_text, help="who acts (default: the operating system's user)"
+    )
+    create.add_argument("--json", action="store_true", help="print JSON")
     recover = actions.add_parser(
         "recover", help="a new OWNER key for an account whose owners lost every key"
     )
@@ -65,11 +85,10 @@ class OperatorError(Exception):
 
 
 async def recover(settings: Settings, options: argparse.Namespace) -> int:
-    from sqlalchemy import func, insert, select
+    from sqlalchemy import select
 
-    from service import __version__
     from service.api.api_keys import issue_key
-    from service.models import Account, OperatorAuditEntry, table
+    from service.models import Account, Role, table
 
     engine = _operator_engine(settings)
     try:
@@ -85,25 +104,16 @@ async def recover(settings: Settings, options: argparse.Namespace) -> int:
                 options.account_id,
                 owner["id"],
                 "recovery key",
-                max_role="OWNER",
+                max_role=Role.OWNER,
                 made_by=None,
             )
-            audit = table(OperatorAuditEntry)
-            audit_id = await connection.scalar(
-                insert(audit)
-                .values(
-                    action="accounts recover",
-                    account_id=options.account_id,
-                    user_id=owner["id"],
-                    api_key_id=uuid.UUID(key["id"]),
-                    reason=options.reason,
-                    operator=options.operator or _os_user(),
-                    host=socket.gethostname(),
-                    pid=os.getpid(),
-                    database_user=func.current_user(),
-                    app_version=__version__,
-                )
-                .returning(audit.c.id)
+            audit_id = await _audit(
+                connection,
+                options,
+                "accounts recover",
+                account_id=options.account_id,
+                user_id=owner["id"],
+                api_key_id=uuid.UUID(key["id"]),
             )
     except OperatorError as error:
         print(f"error: {error}", file=sys.stderr)
@@ -130,13 +140,110 @@ async def recover(settings: Settings, options: argparse.Namespace) -> int:
     return 0
 
 
+async def create(settings: Settings, options: argparse.Namespace) -> int:
+    from pydantic import ValidationError
+
+    from service.api.accounts import AccountCreate, insert_account
+    from service.api.errors import ApiError
+
+    try:
+        values = AccountCreate.model_validate(
+            {"name": options.name, "owner": {"email": options.email}}
+        )
+    except ValidationError as error:
+        print(f"error: {_validation_problem(error)}", file=sys.stderr)
+        return EXIT_FAILED
+    engine = _operator_engine(settings)
+    try:
+        async with engine.begin() as connection:
+            created = await insert_account(connection, values)
+            account_id = created.account["id"]
+            audit_id = await _audit(
+                connection,
+                options,
+                "accounts create",
+                account_id=account_id,
+                user_id=uuid.UUID(created.owner["id"]),
+                api_key_id=uuid.UUID(created.key["id"]),
+            )
+    except ApiError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return EXIT_FAILED
+    finally:
+        await engine.dispose()
+    secret = created.key["attributes"]["secret"]
+    if options.json:
+        summary = {
+            "account_id": str(account_id),
+            "user_id": created.owner["id"],
+            "email": created.owner["attributes"]["email"],
+            "key_id": created.key["id"],
+            "audit_id": audit_id,
+            "secret": secret,
+        }
+        print(json.dumps(summary))
+    else:
+        print(
+            f"account {account_id} ({values.name}) with its OWNER {values.owner.email}, the "
+            f"environments {', '.join(item['attributes']['key'] for item in created.environments)} "
+            f"and a first OWNER key {created.key['id']} (audit entry {audit_id}); its secret, "
+            "shown once, follows on standard output. Use it as: "
+            "curl -H 'Authorization: Bearer <secret>' http://127.0.0.1:8000/v1/account",
+            file=sys.stderr,
+        )
+        print(secret)
+    return 0
+
+
+def _validation_problem(error: Any) -> str:
+    """The first problem of a pydantic ValidationError, named by its option."""
+    problem = error.errors()[0]
+    option = "--email" if "owner" in problem["loc"] else "--name"
+    return f"{option}: {problem['msg']}"
+
+
+async def _audit(
+    connection: Any,
+    options: argparse.Namespace,
+    action: str,
+    *,
+    account_id: uuid.UUID,
+    user_id: uuid.UUID,
+    api_key_id: uuid.UUID,
+) -> int:
+    """The operator_audit row of an action, in the action's transaction."""
+    from sqlalchemy import func, insert
+
+    from service import __version__
+    from service.models import OperatorAuditEntry, table
+
+    audit = table(OperatorAuditEntry)
+    audit_id: int = await connection.scalar(
+        insert(audit)
+        .values(
+            action=action,
+            account_id=account_id,
+            user_id=user_id,
+            api_key_id=api_key_id,
+            reason=options.reason,
+            operator=options.operator or _os_user(),
+            host=socket.gethostname(),
+            pid=os.getpid(),
+            database_user=func.current_user(),
+            app_version=__version__,
+        )
+        .returning(audit.c.id)
+    )
+    return audit_id
+
+
 async def _owner(connection: Any, account_id: uuid.UUID, email: str | None) -> Any:
     from sqlalchemy import func, select
 
-    from service.models import User, table
+    from service.models import Role, User, table
 
     users = table(User)
-    query = select(users).where(users.c.account_id == account_id, users.c.role == "OWNER")
+    query = select(users).where(users.c.account_id == account_id, users.c.role == Role.OWNER)
     if email is not None:
         query = query.where(func.lower(users.c.email) == email.lower())
     owners = (await connection.execute(query.order_by(users.c.created_at))).mappings().all()
@@ -193,5 +300,6 @@ def _text(raw: str) -> str:
 
 
 _COMMANDS: dict[str, Callable[[Settings, argparse.Namespace], Coroutine[Any, Any, int]]] = {
+    "create": create,
     "recover": recover,
 }

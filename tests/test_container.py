@@ -18,7 +18,6 @@ import re
 import shutil
 import subprocess
 import tempfile
-import time
 from collections.abc import Iterator
 from functools import partial
 from pathlib import Path
@@ -197,13 +196,13 @@ async def test_three_replicas_migrate_once_serve_and_stop_cleanly(
         assert response.status_code == 201, response.text
 
         for container in ids:
-            started = time.monotonic()
+            # SIGTERM, then SIGKILL after 10 s: exit code 0 and the lifespan's
+            # shutdown message show it stopped on the SIGTERM (a kill is 137).
             podman(podman_environment, "stop", "--time", "10", container)
-            elapsed = time.monotonic() - started
             state = json.loads(podman(podman_environment, "inspect", container))[0]["State"]
-            assert state["ExitCode"] == 0, podman(podman_environment, "logs", container)
-            assert elapsed < 10, f"stopping took {elapsed:.1f}s"
             logs = podman(podman_environment, "logs", container)
+            assert state["ExitCode"] == 0, logs
+            assert "Application shutdown complete" in logs, logs[-3000:]
             assert "Traceback" not in logs
     finally:
         if ids:

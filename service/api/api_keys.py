@@ -10,19 +10,21 @@ last key that acts as OWNER cannot be revoked (make another one first).
 from __future__ import annotations
 
 import uuid
+from datetime import datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Request, Response
-from pydantic import StringConstraints
+from pydantic import Field, StringConstraints
 from sqlalchemy import func, insert, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from service.api import keys
 from service.api.dependencies import Admin, Caller, Database, capped_role
-from service.api.errors import ApiError, JsonApiResponse
+from service.api.errors import Conflict, Forbidden, JsonApiResponse, UnprocessableContent
 from service.api.json_body import JsonApiRoute
 from service.api.jsonapi import (
     Document,
+    JsonApiBody,
     PageQuery,
     Strict,
     expect_type,
@@ -34,27 +36,50 @@ from service.api.jsonapi import (
 )
 from service.api.limits import NO_NUL
 from service.api.queries import lock_account, one_in_account, paged, rows
-from service.models import ApiKey, User, table
+from service.api.schemas import (
+    Described,
+    attribute_names,
+    list_document,
+    resource_object,
+    single_document,
+    to_one,
+)
+from service.models import ApiKey, Role, User, table
 
 router = APIRouter(prefix="/api-keys", tags=["api-keys"], route_class=JsonApiRoute)
 api_keys = table(ApiKey)
 users = table(User)
 TYPE = "api-keys"
-ATTRIBUTES = (
-    "name",
-    "prefix",
-    "max_role",
-    "last_used_at",
-    "revoked_at",
-    "created_at",
-    "updated_at",
-)
 # Never selected back out: the digest stays in the database.
 _PUBLIC = [column for column in api_keys.c if column.name != "secret_hash"]
 
 
 class ApiKeyCreate(Strict):
     name: Annotated[str, StringConstraints(min_length=1, max_length=200, pattern=NO_NUL)]
+
+
+class ApiKeyView(Described):
+    name: str
+    prefix: str = Field(description="The key's first characters, to recognise it by")
+    max_role: Role | None = Field(
+        description="The role the key is capped at: its maker's when it was made"
+    )
+    last_used_at: datetime | None
+    revoked_at: datetime | None
+    created_at: datetime
+    updated_at: datetime
+
+
+class ApiKeyCreatedView(ApiKeyView):
+    secret: str = Field(description="The key itself: shown in this answer only")
+
+
+ATTRIBUTES = attribute_names(ApiKeyView)
+_RELATIONSHIPS = {"user": to_one("users"), "created_by": to_one("users")}
+ApiKeyResource = resource_object("ApiKey", TYPE, ApiKeyView, _RELATIONSHIPS)
+ApiKeyCreatedResource = resource_object("ApiKeyCreated", TYPE, ApiKeyCreatedView, _RELATIONSHIPS)
+ApiKeyDocument = single_document(ApiKeyResource)
+ApiKeyList = list_document(ApiKeyResource)
 
 
 def key_resource(row: Any, secret: str | None = None) -> dict[str, Any]:
@@ -76,7 +101,7 @@ async def issue_key(
     user_id: uuid.UUID,
     name: str,
     *,
-    max_role: str,
+    max_role: Role,
     made_by: uuid.UUID | None,
 ) -> dict[str, Any]:
     """Create a key; the only time its secret is known to the service.
@@ -102,7 +127,12 @@ async def issue_key(
     return key_resource(row, secret)
 
 
-@router.get("", response_class=JsonApiResponse, summary="List API keys, without secrets (ADMIN)")
+@router.get(
+    "",
+    response_class=JsonApiResponse,
+    response_model=ApiKeyList,
+    summary="List API keys, without secrets (ADMIN)",
+)
 async def list_keys(
     request: Request, page: PageQuery, caller: Admin, connection: Database
 ) -> Response:
@@ -114,6 +144,7 @@ async def list_keys(
 @router.get(
     "/{key_id}",
     response_class=JsonApiResponse,
+    response_model=ApiKeyDocument,
     summary="Get an API key, without its secret (ADMIN)",
 )
 async def get_key(key_id: uuid.UUID, caller: Admin, connection: Database) -> JsonApiResponse:
@@ -125,16 +156,19 @@ async def get_key(key_id: uuid.UUID, caller: Admin, connection: Database) -> Jso
     "",
     status_code=201,
     response_class=JsonApiResponse,
+    response_model=single_document(ApiKeyCreatedResource),
     summary="Create an API key for a user (default: the caller's), capped at the caller's role; "
     "the secret is shown once (ADMIN)",
 )
 async def create_key(
-    body: Document[ApiKeyCreate], caller: Admin, connection: Database
+    body: Annotated[Document[ApiKeyCreate], JsonApiBody], caller: Admin, connection: Database
 ) -> JsonApiResponse:
     expect_type(body, TYPE)
     given, user_id = related_id(body, "user", "users")
     if given and user_id is None:
-        raise ApiError(422, "a key must belong to a user", pointer="/data/relationships/user/data")
+        raise UnprocessableContent(
+            "a key must belong to a user", pointer="/data/relationships/user/data"
+        )
     user = await one_in_account(connection, users, caller.account_id, user_id or caller.user_id)
     _may_act_on_keys_of(caller, user["role"], "create keys for")
     document = await issue_key(
@@ -166,14 +200,14 @@ async def revoke_key(key_id: uuid.UUID, caller: Admin, connection: Database) -> 
         .where(api_keys.c.id == key_id, api_keys.c.revoked_at.is_(None))
         .values(revoked_at=func.now(), updated_at=func.now())
     )
-    if key["revoked_at"] is None and capped_role(user_role, key["max_role"]) == "OWNER":
+    if key["revoked_at"] is None and capped_role(user_role, key["max_role"]) is Role.OWNER:
         await keep_an_owner_key(connection, caller.account_id)
     return Response(status_code=204)
 
 
 def _may_act_on_keys_of(caller: Caller, role: str, action: str) -> None:
-    if not caller.outranks_or_equals(role):
-        raise ApiError(403, f"a key acting as {caller.role} cannot {action} a user who is {role}")
+    if not caller.role.at_least(Role(role)):
+        raise Forbidden(f"a key acting as {caller.role} cannot {action} a user who is {role}")
 
 
 async def keep_an_owner_key(connection: AsyncConnection, account_id: uuid.UUID) -> None:
@@ -185,13 +219,12 @@ async def keep_an_owner_key(connection: AsyncConnection, account_id: uuid.UUID) 
         .where(
             api_keys.c.account_id == account_id,
             api_keys.c.revoked_at.is_(None),
-            users.c.role == "OWNER",
-            or_(api_keys.c.max_role.is_(None), api_keys.c.max_role == "OWNER"),
+            users.c.role == Role.OWNER,
+            or_(api_keys.c.max_role.is_(None), api_keys.c.max_role == Role.OWNER),
         )
         .limit(1)
     )
     if remaining is None:
-        raise ApiError(
-            409,
+        raise Conflict(
             "the account would have no key left that acts as OWNER; make another OWNER key first",
         )

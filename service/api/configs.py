@@ -3,20 +3,29 @@
 from __future__ import annotations
 
 import uuid
+from datetime import datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request, Response
-from pydantic import Field, StringConstraints
+from pydantic import Field, StringConstraints, WithJsonSchema
 from sqlalchemy import Select, delete, func, insert, select, text, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from service.api.config_resolution import resolve
 from service.api.dependencies import Database, Member, Viewer
-from service.api.errors import JSONAPI_MEDIA_TYPE, ApiError, JsonApiResponse
+from service.api.errors import (
+    JSONAPI_MEDIA_TYPE,
+    BadRequest,
+    Conflict,
+    JsonApiResponse,
+    NotFound,
+    UnprocessableContent,
+)
 from service.api.json_body import JsonApiRoute, parse_json, problems
 from service.api.jsonapi import (
     Document,
+    JsonApiBody,
     PageQuery,
     Strict,
     changed_attributes,
@@ -36,13 +45,21 @@ from service.api.limits import (
     ConfigOverrides,
 )
 from service.api.queries import conflict_from, one_in_account, paged, rows
+from service.api.schemas import (
+    Described,
+    StoredObject,
+    attribute_names,
+    list_document,
+    resource_object,
+    single_document,
+    to_one,
+)
 from service.models import Config, Environment, table
 
 router = APIRouter(prefix="/configs", tags=["configs"], route_class=JsonApiRoute)
 configs = table(Config)
 environments = table(Environment)
 TYPE = "configs"
-ATTRIBUTES = ("key", "name", "description", "items", "environments", "created_at", "updated_at")
 CONFLICTS = {
     "configs_account_id_key_key": ("a config with this key already exists", "/data/attributes/key"),
     "configs_parent_id_fkey": (
@@ -99,8 +116,56 @@ class ConfigUpdate(Strict):
     environments: ConfigOverrides | None = None
 
 
+class ConfigView(Described):
+    key: str
+    name: str
+    description: str | None
+    items: StoredObject
+    environments: Annotated[
+        dict[str, dict[str, Any]],
+        WithJsonSchema({"type": "object", "additionalProperties": {"type": "object"}}),
+    ] = Field(description="Overrides of items by environment key")
+    created_at: datetime
+    updated_at: datetime
+
+
+class ResolvedView(Described):
+    environment: str
+    items: StoredObject = Field(description="The chain's items merged, the config's own winning")
+
+
+class ResolvedMeta(Described):
+    chain: list[uuid.UUID] = Field(description="The configs merged, from the root down")
+
+
+ATTRIBUTES = attribute_names(ConfigView)
+ConfigResource = resource_object("Config", TYPE, ConfigView, {"parent": to_one(TYPE)})
+ConfigDocument = single_document(ConfigResource)
+ConfigList = list_document(ConfigResource)
+ResolvedDocument = single_document(
+    resource_object(
+        "ResolvedConfig",
+        "resolved-configs",
+        ResolvedView,
+        {"config": to_one(TYPE)},
+        links=False,
+    ),
+    meta=(ResolvedMeta, ...),
+)
+
+
 def config_resource(row: Any) -> dict[str, Any]:
     return resource(TYPE, row, ATTRIBUTES, {"parent": ("configs", row["parent_id"])})
+
+
+# filter[items] in the OpenAPI document: a parameter whose value is JSON text.
+ITEMS_FILTER = {
+    "name": "filter[items]",
+    "in": "query",
+    "required": False,
+    "description": "A JSON object the config's items must contain (PostgreSQL's @>)",
+    "content": {"application/json": {"schema": {"$ref": "#/components/schemas/JsonObject"}}},
+}
 
 
 def items_filter(raw: str) -> dict[str, Any]:
@@ -110,12 +175,10 @@ def items_filter(raw: str) -> dict[str, Any]:
     except (ValueError, RecursionError):
         wanted = None
     if not isinstance(wanted, dict):
-        raise ApiError(400, "filter[items] must be a JSON object", parameter="filter[items]")
+        raise BadRequest("filter[items] must be a JSON object", parameter="filter[items]")
     if found := problems(wanted):
         pointer, problem = found[0]
-        raise ApiError(
-            400, f"filter[items] at {pointer or '/'} {problem}", parameter="filter[items]"
-        )
+        raise BadRequest(f"filter[items] at {pointer or '/'} {problem}", parameter="filter[items]")
     return wanted
 
 
@@ -134,6 +197,8 @@ def list_query(
 @router.get(
     "",
     response_class=JsonApiResponse,
+    response_model=ConfigList,
+    openapi_extra={"parameters": [ITEMS_FILTER]},
     summary="List configs (filter[key], filter[items]=<JSON object>)",
 )
 async def list_configs(
@@ -144,8 +209,8 @@ async def list_configs(
     key: Annotated[str | None, Query(alias="filter[key]", pattern=NO_NUL)] = None,
     items: Annotated[
         str | None,
-        # A JSON object the config's items contain; not in the OpenAPI document,
-        # whose query parameters cannot say "JSON text" (README documents it).
+        # JSON text: described by ITEMS_FILTER in the route's `openapi_extra`,
+        # as FastAPI's query parameters cannot say it.
         Query(alias="filter[items]", include_in_schema=False),
     ] = None,
 ) -> Response:
@@ -156,7 +221,12 @@ async def list_configs(
     return listing(request, page, found, config_resource)
 
 
-@router.get("/{config_id}", response_class=JsonApiResponse, summary="Get a config")
+@router.get(
+    "/{config_id}",
+    response_class=JsonApiResponse,
+    response_model=ConfigDocument,
+    summary="Get a config",
+)
 async def get_config(config_id: uuid.UUID, caller: Viewer, connection: Database) -> JsonApiResponse:
     return respond(
         single(
@@ -168,6 +238,7 @@ async def get_config(config_id: uuid.UUID, caller: Viewer, connection: Database)
 @router.get(
     "/{config_id}/resolved",
     response_class=JsonApiResponse,
+    response_model=ResolvedDocument,
     summary="The config's items for an environment, merged with its parents' (child wins)",
 )
 async def resolved_config(
@@ -178,10 +249,9 @@ async def resolved_config(
 ) -> Response:
     chain = await _chain(connection, caller.account_id, config_id)
     if not chain:
-        raise ApiError(404, f"no config with id {config_id}")
+        raise NotFound(f"no config with id {config_id}")
     if chain[0]["parent_id"] is not None:
-        raise ApiError(
-            409,
+        raise Conflict(
             f"the config's parent chain is longer than {MAX_CHAIN_DEPTH} levels (it was built "
             "before that limit); re-parent one of its ancestors",
         )
@@ -191,7 +261,7 @@ async def resolved_config(
         )
     )
     if not known:
-        raise ApiError(400, f"no environment with key {environment!r}", parameter="environment")
+        raise BadRequest(f"no environment with key {environment!r}", parameter="environment")
     body = encode(
         single(
             {
@@ -204,8 +274,7 @@ async def resolved_config(
         )
     )
     if len(body) > MAX_RESOLVED_BYTES:
-        raise ApiError(
-            409,
+        raise Conflict(
             f"the resolved config is {len(body)} bytes, over {MAX_RESOLVED_BYTES}: its chain holds "
             "configs stored before their size was limited; make them smaller",
         )
@@ -224,10 +293,14 @@ async def _chain(
 
 
 @router.post(
-    "", status_code=201, response_class=JsonApiResponse, summary="Create a config (MEMBER)"
+    "",
+    status_code=201,
+    response_class=JsonApiResponse,
+    response_model=ConfigDocument,
+    summary="Create a config (MEMBER)",
 )
 async def create_config(
-    body: Document[ConfigCreate], caller: Member, connection: Database
+    body: Annotated[Document[ConfigCreate], JsonApiBody], caller: Member, connection: Database
 ) -> JsonApiResponse:
     expect_type(body, TYPE)
     values = body.data.attributes
@@ -252,10 +325,14 @@ async def create_config(
 @router.patch(
     "/{config_id}",
     response_class=JsonApiResponse,
+    response_model=ConfigDocument,
     summary="Update a config; a parent that would make a cycle is refused (MEMBER)",
 )
 async def update_config(
-    config_id: uuid.UUID, body: Document[ConfigUpdate], caller: Member, connection: Database
+    config_id: uuid.UUID,
+    body: Annotated[Document[ConfigUpdate], JsonApiBody],
+    caller: Member,
+    connection: Database,
 ) -> JsonApiResponse:
     expect_type(body, TYPE, config_id)
     changes = changed_attributes(body, not_null=("name", "items", "environments"))
@@ -320,8 +397,7 @@ async def _refuse_cycle(
     connection: AsyncConnection, account_id: uuid.UUID, config_id: uuid.UUID, parent_id: uuid.UUID
 ) -> None:
     if config_id in await _ancestors(connection, account_id, parent_id):
-        raise ApiError(
-            409,
+        raise Conflict(
             "that parent would make a cycle: the config is among its ancestors",
             pointer="/data/relationships/parent",
         )
@@ -334,8 +410,7 @@ async def _check_depth(
     in MAX_CHAIN_DEPTH levels: moving a config moves its whole subtree."""
     levels = len(await _ancestors(connection, account_id, parent_id)) + subtree_height
     if levels > MAX_CHAIN_DEPTH:
-        raise ApiError(
-            422,
+        raise UnprocessableContent(
             f"parent chains are limited to {MAX_CHAIN_DEPTH} levels; this parent would make "
             f"{levels}",
             pointer="/data/relationships/parent",
@@ -356,8 +431,7 @@ async def _check_environments(
     )
     for key in overrides:
         if key not in known:
-            raise ApiError(
-                422,
+            raise UnprocessableContent(
                 f"no environment with key {key!r}",
                 pointer=f"/data/attributes/environments/{key}",
             )

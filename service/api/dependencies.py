@@ -22,14 +22,21 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from starlette.routing import BaseRoute
 
 from service.api import keys
-from service.api.errors import ApiError
+from service.api.errors import (
+    ApiError,
+    BadRequest,
+    Forbidden,
+    ServiceUnavailable,
+    TooManyRequests,
+    Unauthorized,
+)
 from service.api.json_body import raise_body_problem, text_problem
 from service.api.rate_limits import retry_after
 from service.migrations import MigrationStatus
+from service.models import Role
 from service.state import state_of
 
 RETRY_AFTER_SECONDS = "5"
-ROLE_RANK = {"VIEWER": 0, "MEMBER": 1, "ADMIN": 2, "OWNER": 3}
 
 _CALLER = text(
     """
@@ -54,8 +61,7 @@ Migration = Annotated[MigrationStatus, Depends(migration_status)]
 async def require_ready(status: Migration) -> None:
     """Refuse API work until the schema is at head."""
     if not status.ready:
-        raise ApiError(
-            503,
+        raise ServiceUnavailable(
             f"the service is starting: database schema {status.phase.value}",
             headers={"Retry-After": RETRY_AFTER_SECONDS},
         )
@@ -75,11 +81,9 @@ def known_query_parameters(request: Request) -> None:
     for name, value in request.query_params.multi_items():
         if name not in allowed:
             listed = ", ".join(sorted(allowed)) or "none"
-            raise ApiError(
-                400, f"unknown query parameter {name!r}; allowed: {listed}", parameter=name
-            )
+            raise BadRequest(f"unknown query parameter {name!r}; allowed: {listed}", parameter=name)
         if problem := text_problem(value):
-            raise ApiError(400, f"{name} {problem}", parameter=name)
+            raise BadRequest(f"{name} {problem}", parameter=name)
 
 
 _QUERY_NAMES = "_service_query_parameters"
@@ -126,25 +130,20 @@ class Caller:
     key_id: uuid.UUID
     account_id: uuid.UUID
     user_id: uuid.UUID
-    role: str
-
-    def outranks_or_equals(self, role: str) -> bool:
-        return ROLE_RANK[self.role] >= ROLE_RANK[role]
+    role: Role
 
 
-def capped_role(user_role: str, max_role: str | None) -> str:
-    """The lower of a user's role and a key's cap."""
-    if max_role is None or ROLE_RANK[max_role] >= ROLE_RANK[user_role]:
-        return user_role
-    return max_role
+def capped_role(user_role: str, max_role: str | None) -> Role:
+    """A key's power, from its row: its user's role, capped at the key's `max_role`."""
+    return Role(user_role).capped_at(None if max_role is None else Role(max_role))
 
 
-def _unauthorized(detail: str, realm: str = "platform") -> ApiError:
-    return ApiError(401, detail, headers={"WWW-Authenticate": f'Bearer realm="{realm}"'})
+def _unauthorized(detail: str, realm: str = "platform") -> Unauthorized:
+    return Unauthorized(detail, headers={"WWW-Authenticate": f'Bearer realm="{realm}"'})
 
 
-def _too_many(detail: str, wait: float) -> ApiError:
-    return ApiError(429, detail, headers={"Retry-After": retry_after(wait)})
+def _too_many(detail: str, wait: float) -> TooManyRequests:
+    return TooManyRequests(detail, headers={"Retry-After": retry_after(wait)})
 
 
 def _client(request: Request) -> str:
@@ -210,11 +209,11 @@ async def authenticated(
     )
 
 
-def role_at_least(minimum: str) -> Callable[..., Coroutine[Any, Any, Caller]]:
+def role_at_least(minimum: Role) -> Callable[..., Coroutine[Any, Any, Caller]]:
     async def check(request: Request, caller: Annotated[Caller, Depends(authenticated)]) -> Caller:
-        if not caller.outranks_or_equals(minimum):
-            raise ApiError(
-                403, f"this needs the role {minimum} or higher; the key acts as {caller.role}"
+        if not caller.role.at_least(minimum):
+            raise Forbidden(
+                f"this needs the role {minimum} or higher; the key acts as {caller.role}"
             )
         checked_request(request)
         return caller
@@ -222,10 +221,10 @@ def role_at_least(minimum: str) -> Callable[..., Coroutine[Any, Any, Caller]]:
     return check
 
 
-Viewer = Annotated[Caller, Depends(role_at_least("VIEWER"))]
-Member = Annotated[Caller, Depends(role_at_least("MEMBER"))]
-Admin = Annotated[Caller, Depends(role_at_least("ADMIN"))]
-Owner = Annotated[Caller, Depends(role_at_least("OWNER"))]
+Viewer = Annotated[Caller, Depends(role_at_least(Role.VIEWER))]
+Member = Annotated[Caller, Depends(role_at_least(Role.MEMBER))]
+Admin = Annotated[Caller, Depends(role_at_least(Role.ADMIN))]
+Owner = Annotated[Caller, Depends(role_at_least(Role.OWNER))]
 
 
 def configured_operator_token(request: Request) -> str | None:
@@ -237,7 +236,7 @@ def operator_token(request: Request) -> str:
     """The configured operator token, or 403 when there is none."""
     token = configured_operator_token(request)
     if token is None:
-        raise ApiError(403, "operator routes are disabled: OPERATOR_TOKEN is not set")
+        raise Forbidden("operator routes are disabled: OPERATOR_TOKEN is not set")
     return token
 
 

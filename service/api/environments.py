@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from datetime import datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Request, Response
@@ -12,10 +13,11 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from service.api.dependencies import Admin, Database, Viewer
-from service.api.errors import ApiError, JsonApiResponse
+from service.api.errors import Conflict, JsonApiResponse
 from service.api.json_body import JsonApiRoute
 from service.api.jsonapi import (
     Document,
+    JsonApiBody,
     PageQuery,
     Strict,
     changed_attributes,
@@ -27,13 +29,19 @@ from service.api.jsonapi import (
 )
 from service.api.limits import NO_NUL
 from service.api.queries import conflict_from, one_in_account, paged, rows
+from service.api.schemas import (
+    Described,
+    attribute_names,
+    list_document,
+    resource_object,
+    single_document,
+)
 from service.models import Config, Environment, table
 
 router = APIRouter(prefix="/environments", tags=["environments"], route_class=JsonApiRoute)
 environments = table(Environment)
 configs = table(Config)
 TYPE = "environments"
-ATTRIBUTES = ("key", "name", "color", "position", "created_at", "updated_at")
 CONFLICTS = {
     "environments_account_id_key_key": (
         "an environment with this key already exists",
@@ -65,6 +73,21 @@ class EnvironmentUpdate(Strict):
     position: Position | None = None
 
 
+class EnvironmentView(Described):
+    key: str
+    name: str
+    color: str | None
+    position: int
+    created_at: datetime
+    updated_at: datetime
+
+
+ATTRIBUTES = attribute_names(EnvironmentView)
+EnvironmentResource = resource_object("Environment", TYPE, EnvironmentView)
+EnvironmentDocument = single_document(EnvironmentResource)
+EnvironmentList = list_document(EnvironmentResource)
+
+
 def environment_resource(row: Any) -> dict[str, Any]:
     return resource(TYPE, row, ATTRIBUTES)
 
@@ -89,7 +112,9 @@ async def create_defaults(connection: AsyncConnection, account_id: uuid.UUID) ->
     return list((await connection.execute(statement)).mappings().all())
 
 
-@router.get("", response_class=JsonApiResponse, summary="List environments")
+@router.get(
+    "", response_class=JsonApiResponse, response_model=EnvironmentList, summary="List environments"
+)
 async def list_environments(
     request: Request, page: PageQuery, caller: Viewer, connection: Database
 ) -> Response:
@@ -104,7 +129,12 @@ async def list_environments(
     return listing(request, page, found, environment_resource)
 
 
-@router.get("/{environment_id}", response_class=JsonApiResponse, summary="Get an environment")
+@router.get(
+    "/{environment_id}",
+    response_class=JsonApiResponse,
+    response_model=EnvironmentDocument,
+    summary="Get an environment",
+)
 async def get_environment(
     environment_id: uuid.UUID, caller: Viewer, connection: Database
 ) -> JsonApiResponse:
@@ -118,10 +148,14 @@ async def get_environment(
 
 
 @router.post(
-    "", status_code=201, response_class=JsonApiResponse, summary="Create an environment (ADMIN)"
+    "",
+    status_code=201,
+    response_class=JsonApiResponse,
+    response_model=EnvironmentDocument,
+    summary="Create an environment (ADMIN)",
 )
 async def create_environment(
-    body: Document[EnvironmentCreate], caller: Admin, connection: Database
+    body: Annotated[Document[EnvironmentCreate], JsonApiBody], caller: Admin, connection: Database
 ) -> JsonApiResponse:
     expect_type(body, TYPE)
     statement = (
@@ -138,11 +172,14 @@ async def create_environment(
 
 
 @router.patch(
-    "/{environment_id}", response_class=JsonApiResponse, summary="Update an environment (ADMIN)"
+    "/{environment_id}",
+    response_class=JsonApiResponse,
+    response_model=EnvironmentDocument,
+    summary="Update an environment (ADMIN)",
 )
 async def update_environment(
     environment_id: uuid.UUID,
-    body: Document[EnvironmentUpdate],
+    body: Annotated[Document[EnvironmentUpdate], JsonApiBody],
     caller: Admin,
     connection: Database,
 ) -> JsonApiResponse:
@@ -180,8 +217,7 @@ async def delete_environment(
         )
     )
     if in_use:
-        raise ApiError(
-            409,
+        raise Conflict(
             f"{in_use} config(s) have overrides for the environment {current['key']!r}; remove them first",
         )
     await connection.execute(delete(environments).where(environments.c.id == environment_id))

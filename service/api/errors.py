@@ -11,7 +11,7 @@ import logging
 import re
 from collections.abc import Iterable, Sequence
 from http import HTTPStatus
-from typing import Any
+from typing import Any, ClassVar, Self
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -51,7 +51,7 @@ class ErrorDocument(BaseModel):
 
 
 # Every answer the API's routes can give besides their success, documented once
-# for the OpenAPI document (and checked against it by tests/test_openapi_fuzzing.py).
+# for the OpenAPI document (and checked against it by tests/api/test_openapi_fuzzing.py).
 ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
     status: {
         "model": ErrorDocument,
@@ -108,11 +108,13 @@ def error_object(
 
 
 class ApiError(Exception):
-    """Raise to answer with one or more JSON:API error objects."""
+    """An answer of JSON:API error objects: raise one of the named errors
+    below, whose class gives the status."""
+
+    status: ClassVar[int]
 
     def __init__(
         self,
-        status: int,
         detail: str,
         *,
         pointer: str | None = None,
@@ -120,16 +122,64 @@ class ApiError(Exception):
         headers: dict[str, str] | None = None,
     ):
         super().__init__(detail)
-        self.status = status
-        self.errors = [error_object(status, detail, pointer=pointer, parameter=parameter)]
+        self.errors = [error_object(self.status, detail, pointer=pointer, parameter=parameter)]
         self.headers = headers
 
     @classmethod
-    def of(cls, status: int, errors: Sequence[dict[str, Any]]) -> ApiError:
-        """One answer with several error objects (made by `error_object`)."""
-        error = cls(status, errors[0]["detail"])
-        error.errors = list(errors)
+    def at_pointers(cls, found: Sequence[tuple[str, str]]) -> Self:
+        """One answer with an error object for each (pointer, detail) found in the body."""
+        pointer, detail = found[0]
+        error = cls(detail, pointer=pointer)
+        error.errors = [error_object(cls.status, detail, pointer=at) for at, detail in found]
         return error
+
+
+class BadRequest(ApiError):
+    """A query parameter, or the body's JSON itself, is malformed."""
+
+    status = 400
+
+
+class Unauthorized(ApiError):
+    """No credential, or one that is unknown or revoked."""
+
+    status = 401
+
+
+class Forbidden(ApiError):
+    """The caller is known, but its role (or the service's settings) does not allow this."""
+
+    status = 403
+
+
+class NotFound(ApiError):
+    """No such object in the caller's account (another account's is not found either)."""
+
+    status = 404
+
+
+class Conflict(ApiError):
+    """The request contradicts the stored data, or the endpoint (a body of another type)."""
+
+    status = 409
+
+
+class UnprocessableContent(ApiError):
+    """The body is well-formed JSON:API but its values are invalid."""
+
+    status = 422
+
+
+class TooManyRequests(ApiError):
+    """A rate limit: retry after the Retry-After header's seconds."""
+
+    status = 429
+
+
+class ServiceUnavailable(ApiError):
+    """The service cannot serve yet (or for now): retry after Retry-After."""
+
+    status = 503
 
 
 def error_response(
@@ -138,9 +188,13 @@ def error_response(
     return JsonApiResponse({"errors": list(errors)}, status_code=status, headers=headers)
 
 
+def api_error_response(error: ApiError) -> JsonApiResponse:
+    return error_response(error.status, error.errors, error.headers)
+
+
 async def _api_error(_: Request, error: Exception) -> JsonApiResponse:
     assert isinstance(error, ApiError)
-    return error_response(error.status, error.errors, error.headers)
+    return api_error_response(error)
 
 
 async def _http_error(request: Request, error: Exception) -> JsonApiResponse:
@@ -218,14 +272,14 @@ async def _database_error(request: Request, error: Exception) -> JsonApiResponse
         describe_error(error),
     )
     detail = detail or "the database is unavailable; retry shortly"
-    return error_response(503, [error_object(503, detail)], {"Retry-After": "2"})
+    return api_error_response(ServiceUnavailable(detail, headers={"Retry-After": "2"}))
 
 
 async def _busy(request: Request, error: Exception) -> JsonApiResponse:
     """Every pooled connection stayed busy for the pool's whole timeout."""
     logger.warning("no database connection free on %s %s", request.method, request.url.path)
     detail = "the service is busy: no database connection became free in time; retry"
-    return error_response(503, [error_object(503, detail)], {"Retry-After": "2"})
+    return api_error_response(ServiceUnavailable(detail, headers={"Retry-After": "2"}))
 
 
 def unexpected_error_response(method: str, path: str, error: BaseException) -> JsonApiResponse:

@@ -22,7 +22,7 @@ from fastapi import Request, Response
 from fastapi.routing import APIRoute
 from starlette.types import Scope
 
-from service.api.errors import ApiError, error_object, json_pointer
+from service.api.errors import ApiError, BadRequest, UnprocessableContent, json_pointer
 
 # Deeper bodies are refused before anything walks them further; the JSON
 # values a resource stores have their own, smaller limit (service/api/limits.py).
@@ -118,12 +118,11 @@ class StrictJsonRequest(Request):
         try:
             document = parse_json(await self.body())
         except (ValueError, RecursionError) as error:
-            _remember(self.scope, ApiError(400, _not_json(error), pointer=""))
+            _remember(self.scope, BadRequest(_not_json(error), pointer=""))
             return None
         found = problems(document)
         if found:
-            errors = [error_object(422, message, pointer=pointer) for pointer, message in found]
-            _remember(self.scope, ApiError.of(422, errors))
+            _remember(self.scope, UnprocessableContent.at_pointers(found))
         return document
 
 

@@ -11,10 +11,17 @@ from datetime import UTC, datetime
 from typing import Annotated, Any, Generic, Literal, TypeVar
 from urllib.parse import urlencode
 
-from fastapi import Depends, Query, Request, Response
+from fastapi import Body, Depends, Query, Request, Response
 from pydantic import BaseModel, ConfigDict, Field
 
-from service.api.errors import JSONAPI_MEDIA_TYPE, ApiError, JsonApiResponse
+from service.api.errors import (
+    JSONAPI_MEDIA_TYPE,
+    BadRequest,
+    Conflict,
+    Forbidden,
+    JsonApiResponse,
+    UnprocessableContent,
+)
 from service.api.limits import MAX_PAGE_BYTES, NO_NUL, Text
 
 A = TypeVar("A", bound=BaseModel)
@@ -55,18 +62,24 @@ class Document(Strict, Generic[A]):
     data: ResourceInput[A]
 
 
+# A route's body is `Annotated[Document[...], JsonApiBody]`: its OpenAPI
+# document names the JSON:API media type (the request's media type itself is
+# checked by service/api/negotiation.py).
+JsonApiBody = Body(media_type=JSONAPI_MEDIA_TYPE)
+
+
 def expect_type(
     document: Document[Any], resource_type: str, resource_id: uuid.UUID | None = None
 ) -> None:
     """JSON:API answers 409 when the body's type (or id) is not the endpoint's,
     and 403 for an id in a body that creates: ids are made by the database."""
     if document.data.type != resource_type:
-        raise ApiError(409, f"expected type {resource_type!r}", pointer="/data/type")
+        raise Conflict(f"expected type {resource_type!r}", pointer="/data/type")
     given = document.data.id
     if resource_id is None and given is not None:
-        raise ApiError(403, "client-generated ids are not supported", pointer="/data/id")
+        raise Forbidden("client-generated ids are not supported", pointer="/data/id")
     if resource_id is not None and given is not None and given != str(resource_id):
-        raise ApiError(409, "the id in the body differs from the id in the URL", pointer="/data/id")
+        raise Conflict("the id in the body differs from the id in the URL", pointer="/data/id")
 
 
 def changed_attributes(document: Document[Any], not_null: Iterable[str]) -> dict[str, Any]:
@@ -74,7 +87,7 @@ def changed_attributes(document: Document[Any], not_null: Iterable[str]) -> dict
     values: dict[str, Any] = document.data.attributes.model_dump(exclude_unset=True)
     for name in not_null:
         if name in values and values[name] is None:
-            raise ApiError(422, f"{name} cannot be null", pointer=f"/data/attributes/{name}")
+            raise UnprocessableContent(f"{name} cannot be null", pointer=f"/data/attributes/{name}")
     return values
 
 
@@ -87,8 +100,8 @@ def related_id(
         return False, None
     data = relationships[name].data
     if data is not None and data.type != resource_type:
-        raise ApiError(
-            409, f"expected type {resource_type!r}", pointer=f"/data/relationships/{name}/data/type"
+        raise Conflict(
+            f"expected type {resource_type!r}", pointer=f"/data/relationships/{name}/data/type"
         )
     return True, data.id if data else None
 
@@ -166,9 +179,11 @@ def page_parameters(
     size: Annotated[int, Query(alias="page[size]", ge=1, le=MAX_PAGE_SIZE)] = DEFAULT_PAGE_SIZE,
     after: Annotated[
         str | None,
-        # Not in the OpenAPI document: only a cursor from links.next is valid,
-        # which no schema can say; the document would invite guesses.
-        Query(alias="page[after]", include_in_schema=False),
+        Query(
+            alias="page[after]",
+            description="Where the page starts: only the cursor in the previous page's "
+            "links.next, an opaque value this API issued, is accepted (anything else: 400)",
+        ),
     ] = None,
     sort: Annotated[Literal["created_at", "-created_at"], Query()] = "created_at",
 ) -> Page:
@@ -234,6 +249,6 @@ def decode_cursor(raw: str | None) -> tuple[datetime, uuid.UUID] | None:
         binascii.Error,
         UnicodeError,
     ):
-        raise ApiError(
-            400, "page[after] is not a cursor this API issued", parameter="page[after]"
+        raise BadRequest(
+            "page[after] is not a cursor this API issued", parameter="page[after]"
         ) from None

@@ -2,29 +2,41 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Literal
 
 from fastapi import APIRouter
+from pydantic import Field
 from sqlalchemy import text
 
 from service import __version__
 from service.api.dependencies import Database, Viewer
 from service.api.errors import JsonApiResponse
 from service.api.json_body import JsonApiRoute
+from service.api.jsonapi import respond, single
+from service.api.schemas import Described, single_document
 
 router = APIRouter(tags=["service"], route_class=JsonApiRoute)
+SERVICE_ID = "platform-service"
+
+
+class ServiceView(Described):
+    version: str
+    schema_revision: str = Field(description="The schema's head revisions, comma-separated")
+
+
+class ServiceResource(Described):
+    type: Literal["service"]
+    id: Literal["platform-service"]
+    attributes: ServiceView
 
 
 @router.get(
-    "/service", response_class=JsonApiResponse, summary="The service and its schema revision"
+    "/service",
+    response_class=JsonApiResponse,
+    response_model=single_document(ServiceResource),
+    summary="The service and its schema revision",
 )
-async def service_info(_: Viewer, connection: Database) -> dict[str, Any]:
+async def service_info(_: Viewer, connection: Database) -> JsonApiResponse:
     revisions = (await connection.scalars(text("SELECT version_num FROM alembic_version"))).all()
-    return {
-        "data": {
-            "type": "service",
-            "id": "platform-service",
-            "attributes": {"version": __version__, "schema_revision": ",".join(sorted(revisions))},
-        },
-        "jsonapi": {"version": "1.1"},
-    }
+    attributes = {"version": __version__, "schema_revision": ",".join(sorted(revisions))}
+    return respond(single({"type": "service", "id": SERVICE_ID, "attributes": attributes}))

@@ -11,7 +11,7 @@ from sqlalchemy import RowMapping, Select, Table, select, tuple_
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from service.api.errors import ApiError
+from service.api.errors import Conflict, NotFound
 from service.api.jsonapi import Page
 from service.models import Account, table
 
@@ -36,7 +36,7 @@ async def one_in_account(
         query = query.with_for_update()
     row = (await connection.execute(query)).mappings().first()
     if row is None:
-        raise ApiError(404, f"no {table.name[:-1].replace('_', ' ')} with id {row_id}")
+        raise NotFound(f"no {table.name[:-1].replace('_', ' ')} with id {row_id}")
     return row
 
 
@@ -69,10 +69,10 @@ async def rows(connection: AsyncConnection, query: Select[Any]) -> Sequence[RowM
     return found
 
 
-def conflict_from(error: IntegrityError, meanings: Mapping[str, tuple[str, str]]) -> ApiError:
+def conflict_from(error: IntegrityError, meanings: Mapping[str, tuple[str, str]]) -> Conflict:
     """A 409 naming what already exists, from the violated constraint's name."""
     constraint = getattr(getattr(error.orig, "__cause__", None), "constraint_name", None)
     detail, pointer = meanings.get(
         constraint or "", ("the request conflicts with existing data", "/data")
     )
-    return ApiError(409, detail, pointer=pointer)
+    return Conflict(detail, pointer=pointer)

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import uuid
-from typing import Annotated, Any, Literal
+from datetime import datetime
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request, Response
 from pydantic import Field, StringConstraints
@@ -13,10 +14,11 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from service.api.api_keys import keep_an_owner_key
 from service.api.dependencies import Admin, Caller, Database, Viewer
-from service.api.errors import ApiError, JsonApiResponse
+from service.api.errors import Conflict, Forbidden, JsonApiResponse, UnprocessableContent
 from service.api.json_body import JsonApiRoute
 from service.api.jsonapi import (
     Document,
+    JsonApiBody,
     PageQuery,
     Strict,
     changed_attributes,
@@ -28,20 +30,19 @@ from service.api.jsonapi import (
 )
 from service.api.limits import NO_NUL, UserAttributes
 from service.api.queries import conflict_from, lock_account, one_in_account, paged, rows
-from service.models import User, table
+from service.api.schemas import (
+    Described,
+    StoredObject,
+    attribute_names,
+    list_document,
+    resource_object,
+    single_document,
+)
+from service.models import Role, User, table
 
 router = APIRouter(prefix="/users", tags=["users"], route_class=JsonApiRoute)
 users = table(User)
 TYPE = "users"
-ATTRIBUTES = (
-    "email",
-    "role",
-    "auth_provider",
-    "auth_subject",
-    "attributes",
-    "created_at",
-    "updated_at",
-)
 CONFLICTS = {
     "users_account_id_lower_email_key": (
         "a user with this email already exists",
@@ -62,7 +63,6 @@ Email = Annotated[
     str, StringConstraints(max_length=254, pattern=f"^{_EMAIL_PART}@{_EMAIL_PART}\\.{_EMAIL_PART}$")
 ]
 SUBJECT_LENGTH = 255
-Role = Literal["OWNER", "ADMIN", "MEMBER", "VIEWER"]
 Provider = Annotated[
     str, StringConstraints(min_length=1, max_length=64, pattern=r"^[a-z0-9][a-z0-9_.-]*$")
 ]
@@ -71,7 +71,7 @@ Subject = Annotated[str, StringConstraints(min_length=1, max_length=SUBJECT_LENG
 
 class UserCreate(Strict):
     email: Email
-    role: Role = "MEMBER"
+    role: Role = Role.MEMBER
     auth_provider: Provider = "email"
     auth_subject: Subject | None = Field(
         default=None, description="Defaults to the lower-cased email."
@@ -85,8 +85,7 @@ class UserCreate(Strict):
             return self.auth_subject
         subject = self.email.lower()
         if len(subject) > SUBJECT_LENGTH:
-            raise ApiError(
-                422,
+            raise UnprocessableContent(
                 f"the lower-cased email is the user's auth_subject, of at most {SUBJECT_LENGTH} "
                 "characters: give a shorter auth_subject",
                 pointer=f"{pointer}/email",
@@ -100,11 +99,32 @@ class UserUpdate(Strict):
     attributes: UserAttributes | None = None
 
 
+class UserView(Described):
+    email: str
+    role: Role
+    auth_provider: str
+    auth_subject: str
+    attributes: StoredObject
+    created_at: datetime
+    updated_at: datetime
+
+
+ATTRIBUTES = attribute_names(UserView)
+UserResource = resource_object("User", TYPE, UserView)
+UserDocument = single_document(UserResource)
+UserList = list_document(UserResource)
+
+
 def user_resource(row: Any) -> dict[str, Any]:
     return resource(TYPE, row, ATTRIBUTES)
 
 
-@router.get("", response_class=JsonApiResponse, summary="List users (filter[email], filter[role])")
+@router.get(
+    "",
+    response_class=JsonApiResponse,
+    response_model=UserList,
+    summary="List users (filter[email], filter[role])",
+)
 async def list_users(
     request: Request,
     page: PageQuery,
@@ -125,16 +145,24 @@ async def list_users(
     return listing(request, page, found, user_resource)
 
 
-@router.get("/{user_id}", response_class=JsonApiResponse, summary="Get a user")
+@router.get(
+    "/{user_id}", response_class=JsonApiResponse, response_model=UserDocument, summary="Get a user"
+)
 async def get_user(user_id: uuid.UUID, caller: Viewer, connection: Database) -> JsonApiResponse:
     return respond(
         single(user_resource(await one_in_account(connection, users, caller.account_id, user_id)))
     )
 
 
-@router.post("", status_code=201, response_class=JsonApiResponse, summary="Create a user (ADMIN)")
+@router.post(
+    "",
+    status_code=201,
+    response_class=JsonApiResponse,
+    response_model=UserDocument,
+    summary="Create a user (ADMIN)",
+)
 async def create_user(
-    body: Document[UserCreate], caller: Admin, connection: Database
+    body: Annotated[Document[UserCreate], JsonApiBody], caller: Admin, connection: Database
 ) -> JsonApiResponse:
     expect_type(body, TYPE)
     values = body.data.attributes
@@ -168,17 +196,21 @@ async def insert_user(
 @router.patch(
     "/{user_id}",
     response_class=JsonApiResponse,
+    response_model=UserDocument,
     summary="Update a user's email, role or attributes (ADMIN)",
 )
 async def update_user(
-    user_id: uuid.UUID, body: Document[UserUpdate], caller: Admin, connection: Database
+    user_id: uuid.UUID,
+    body: Annotated[Document[UserUpdate], JsonApiBody],
+    caller: Admin,
+    connection: Database,
 ) -> JsonApiResponse:
     expect_type(body, TYPE, user_id)
     changes = changed_attributes(body, not_null=("email", "role", "attributes"))
     await lock_account(connection, caller.account_id)
     current = await one_in_account(connection, users, caller.account_id, user_id)
     _may_manage(caller, current["role"])
-    demoted_owner = current["role"] == "OWNER" and changes.get("role", "OWNER") != "OWNER"
+    demoted_owner = current["role"] == Role.OWNER and changes.get("role", Role.OWNER) != Role.OWNER
     if "role" in changes:
         _may_grant(caller, changes["role"])
         if demoted_owner:
@@ -205,37 +237,35 @@ async def delete_user(user_id: uuid.UUID, caller: Admin, connection: Database) -
     await lock_account(connection, caller.account_id)
     current = await one_in_account(connection, users, caller.account_id, user_id)
     _may_manage(caller, current["role"])
-    if current["role"] == "OWNER":
+    if current["role"] == Role.OWNER:
         await _keep_an_owner(connection, caller.account_id)
     await connection.execute(delete(users).where(users.c.id == user_id))
-    if current["role"] == "OWNER":
+    if current["role"] == Role.OWNER:
         await keep_an_owner_key(connection, caller.account_id)
     return Response(status_code=204)
 
 
 async def _keep_an_owner(connection: AsyncConnection, account_id: uuid.UUID) -> None:
     owners = await connection.scalar(
-        select(func.count()).where(users.c.account_id == account_id, users.c.role == "OWNER")
+        select(func.count()).where(users.c.account_id == account_id, users.c.role == Role.OWNER)
     )
     if (owners or 0) <= 1:
-        raise ApiError(
-            409,
+        raise Conflict(
             "the account's last owner cannot be removed or demoted",
             pointer="/data/attributes/role",
         )
 
 
-def _may_grant(caller: Caller, role: str) -> None:
-    if not caller.outranks_or_equals(role):
-        raise ApiError(
-            403,
+def _may_grant(caller: Caller, role: Role) -> None:
+    if not caller.role.at_least(role):
+        raise Forbidden(
             f"a key acting as {caller.role} cannot grant the role {role}",
             pointer="/data/attributes/role",
         )
 
 
 def _may_manage(caller: Caller, role: str) -> None:
-    if not caller.outranks_or_equals(role):
-        raise ApiError(
-            403, f"a key acting as {caller.role} cannot change or remove a user who is {role}"
+    if not caller.role.at_least(Role(role)):
+        raise Forbidden(
+            f"a key acting as {caller.role} cannot change or remove a user who is {role}"
         )

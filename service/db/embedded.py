@@ -13,7 +13,11 @@ Here:
   older run) is found through postmaster.pid and stopped before starting anew;
 - an exclusive file lock keeps two service processes from sharing one folder;
 - as root it runs the server as a dedicated system user and copies the binaries
-  to a folder that user may read, touching no other folder's permissions.
+  to a folder that user may read, touching no other folder's permissions;
+- while it runs, its URL (password included) is in the file `database-url` of
+  the folder, readable by its owner alone: the commands run beside the service
+  (`python -m service db status`, `alembic`, `python -m service psql`) find the
+  server through it (`running_server_url`); it is removed when the server stops.
 """
 
 from __future__ import annotations
@@ -35,7 +39,7 @@ import time
 from pathlib import Path
 from typing import IO
 
-from sqlalchemy.engine import URL
+from sqlalchemy.engine import URL, make_url
 
 logger = logging.getLogger("service.db.embedded")
 
@@ -45,6 +49,7 @@ DATABASE = "platform"
 _START_TIMEOUT = 60.0
 _STOP_TIMEOUT = 30.0
 _PR_SET_PDEATHSIG = 1
+CONNECTION_FILE = "database-url"
 
 
 def _bundled_installation() -> Path:
@@ -108,11 +113,13 @@ class EmbeddedPostgres:
             self._stop_leftover_server()
             binaries = self._binaries()
             if not (self.data / "PG_VERSION").exists():
+                logger.info("first run: creating a PostgreSQL data folder in %s", self.data)
                 self._initialise(binaries)
             self.port = self.requested_port or self._previous_or_free_port()
             self._launch(binaries)
             self._wait_until_accepting(binaries)
             self._create_database(binaries, DATABASE)
+            self._write_connection_file()
         except BaseException:
             self.stop()
             raise
@@ -121,6 +128,8 @@ class EmbeddedPostgres:
     def stop(self) -> None:
         """Fast shutdown: roll back open transactions, checkpoint, exit."""
         process, self._process = self._process, None
+        if self._lock_file is not None:
+            (self.directory / CONNECTION_FILE).unlink(missing_ok=True)
         if process is not None and process.poll() is None:
             process.send_signal(signal.SIGINT)
             try:
@@ -161,6 +170,17 @@ class EmbeddedPostgres:
         port = _free_port()
         saved.write_text(f"{port}\n")
         return port
+
+    def _write_connection_file(self) -> None:
+        """The URL with its password, for this user alone (created with mode 0600,
+        never widened), replaced in one step so that no reader sees half of it."""
+        path = self.directory / CONNECTION_FILE
+        partial = path.with_name(f".{CONNECTION_FILE}.partial")
+        partial.unlink(missing_ok=True)
+        descriptor = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(descriptor, "w") as file:
+            file.write(self.url().render_as_string(hide_password=False) + "\n")
+        partial.replace(path)
 
     def _take_folder_lock(self) -> None:
         lock_file = (self.directory / "service.lock").open("a+")
@@ -297,6 +317,43 @@ class EmbeddedPostgres:
             )
 
 
+def running_server_url(directory: Path | None = None) -> URL | None:
+    """The URL of the embedded server that a running service started in
+    `directory` (by default the usual folder), or None when no server runs there."""
+    folder = (directory or default_directory()).resolve()
+    connection_file = folder / CONNECTION_FILE
+    if not connection_file.exists() or _postmaster_pid(folder / "data") is None:
+        return None
+    try:
+        return make_url(connection_file.read_text().strip())
+    except OSError as error:
+        raise EmbeddedPostgresError(
+            f"an embedded PostgreSQL runs in {folder}, but its connection file cannot be read "
+            f"({error.strerror}): run this command as the user that runs the service"
+        ) from None
+
+
+def command_line_database_url(command: str) -> str:
+    """DATABASE_URL for a command run beside a service on the embedded PostgreSQL
+    (`alembic`), or a SystemExit that says in one line what to do instead."""
+    try:
+        url = running_server_url()
+    except EmbeddedPostgresError as error:
+        raise SystemExit(f"error: {error}") from None
+    if url is None:
+        raise SystemExit(
+            f"error: {command} needs a database: set DATABASE_URL, "
+            "or start the service on its embedded PostgreSQL (scripts/serve) and run this "
+            "beside it"
+        )
+    return url.render_as_string(hide_password=False)
+
+
+def bundled_client(program: str) -> Path:
+    """A client program (psql, pg_dump, ...) of the bundled PostgreSQL."""
+    return _bundled_installation() / "bin" / program
+
+
 def _system_user() -> pwd.struct_passwd:
     """The unprivileged user the server runs as when we are root (PostgreSQL refuses root)."""
     with contextlib.suppress(KeyError):
@@ -342,7 +399,11 @@ def _process_alive(pid: int) -> bool:
 
 
 def _port_free(port: int) -> bool:
+    """Whether PostgreSQL could listen on `port`. Like PostgreSQL, the probe sets
+    SO_REUSEADDR: the connections a server just closed linger in TIME_WAIT on its
+    port for a minute, which does not keep a new server from listening there."""
     with socket.socket() as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             probe.bind(("127.0.0.1", port))
         except OSError:

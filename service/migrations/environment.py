@@ -22,6 +22,7 @@ checked to be the one holding the lock, and the audit trail gets its row.
 from __future__ import annotations
 
 import asyncio
+import io
 from collections.abc import Callable
 from logging.config import fileConfig
 from typing import Any
@@ -47,6 +48,9 @@ def run_migrations(
     `configure_options` go to `context.configure` (compare_type, ...)."""
     config = context.config
     _configure_logging(config)
+    if _drafting_by_hand(config):
+        _run_draft(context, target_metadata, configure_options)
+        return
     if context.is_offline_mode():
         _run_offline(context, target_metadata)
         return
@@ -88,6 +92,26 @@ def _run_offline(context: Any, target_metadata: MetaData) -> None:
         target_metadata=target_metadata,
         literal_binds=True,
         transaction_per_migration=True,
+    )
+    with context.begin_transaction():
+        context.run_migrations()
+
+
+def _drafting_by_hand(config: Any) -> bool:
+    """`alembic revision` without --autogenerate: env.py runs (alembic.ini's
+    `revision_environment`) only for `process_revision_directives`, which
+    numbers the draft; no database is needed."""
+    return getattr(config.cmd_opts, "autogenerate", None) is False
+
+
+def _run_draft(context: Any, target_metadata: MetaData, configure_options: dict[str, Any]) -> None:
+    # As SQL, to a buffer nobody reads: the draft's hooks run without a connection.
+    context.configure(
+        dialect_name="postgresql",
+        target_metadata=target_metadata,
+        as_sql=True,
+        output_buffer=io.StringIO(),
+        **configure_options,
     )
     with context.begin_transaction():
         context.run_migrations()

@@ -140,13 +140,10 @@ def test_runs_as_an_unprivileged_user(folder: Path) -> None:
     port = free_port()
     environment = service_environment(HOME=str(home), XDG_DATA_HOME=str(home / ".local/share"))
     command = ["runuser", "-u", "nobody", "--", *(_interpreter_for_others() or [])]
-    process = ServiceProcess.__new__(ServiceProcess)
-    process.port, process.log_path = port, folder / "nobody.log"
-    with process.log_path.open("wb") as log:
-        process.process = subprocess.Popen(
-            [*command, "-m", "service", "--port", str(port)],
-            cwd=PROJECT_ROOT, env=environment, stdout=log, stderr=subprocess.STDOUT,
-        )  # fmt: skip
+    # Built as every service process is, so its log is among those scanned for secrets.
+    process = ServiceProcess.service(
+        environment, folder / "nobody.log", port=port, interpreter=command
+    )
     try:
         data = home / ".local/share/platform-service/postgres/data"
         process.wait_for_phase("ready", timeout=120)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import shutil
@@ -60,9 +61,14 @@ async def test_bootstrap_records_every_step(empty_database: URL) -> None:
         assert row["host"]
         assert row["app_version"] == "0.1.0"
         assert row["database_user"] == empty_database.username
-        assert row["started_at"] <= row["finished_at"]  # type: ignore[operator]
-        assert row["duration_seconds"] >= 0  # type: ignore[operator]
         assert row["checksum"] == checksum_of_file(file_of(str(row["revision"])))
+        # Each revision did work on the server: it took time, which is its span.
+        span = (row["finished_at"] - row["started_at"]).total_seconds()  # type: ignore[operator]
+        assert float(row["duration_seconds"]) > 0  # type: ignore[arg-type]
+        assert row["duration_seconds"] == pytest.approx(span, abs=2e-6)
+    # One clock runs through the steps: each starts when the one before finished.
+    for before, after in itertools.pairwise(rows):
+        assert after["started_at"] == before["finished_at"]
 
 
 async def test_command_line_records_upgrades_and_downgrades(empty_database: URL) -> None:

@@ -86,10 +86,9 @@ async def test_lock_holder_is_reported_then_migration_runs_after_release(
         assert (await client.get("/livez")).status_code == 200
 
         await connection.execute("SELECT pg_advisory_unlock($1)", lock.lock_key(LOCK_NAME))
-        await wait_for_phase(client, "ready")
-        assert body["migrated_here"] is False
-        _, ready = await readiness(client)
+        ready = await wait_for_phase(client, "ready")
         assert ready["migrated_here"] is True
+        assert ready.get("lock_holder") is None
     await connection.close()
 
 
@@ -104,10 +103,19 @@ async def test_at_head_becomes_ready_without_taking_the_lock(migrated_database: 
 
 
 async def test_lock_name_setting_changes_the_key(empty_database: URL) -> None:
-    # Another lock name is another lock: the held default does not block it.
     settings = settings_for(empty_database, migration_lock_name="another-service")
+    # The configured name's lock is the one the bootstrap waits for...
+    async with (
+        holding_lock(empty_database, "another-service") as holder_pid,
+        running_app(settings) as client,
+    ):
+        waiting = await wait_for_phase(client, "waiting_for_lock")
+        assert waiting["lock_holder"]["pid"] == holder_pid
+    # ...and the default name's lock, held now, is another lock: it migrates.
     async with holding_lock(empty_database), running_app(settings) as client:
-        await wait_for_phase(client, "ready")
+        ready = await wait_for_phase(client, "ready")
+        assert ready["migrated_here"] is True
+        assert ready["current_revision"] == HEAD
 
 
 async def test_without_migrate_on_startup_waits_for_another_process(empty_database: URL) -> None:

@@ -3,17 +3,19 @@
 from __future__ import annotations
 
 import re
+import time
 import uuid
 from pathlib import Path
 
 import httpx
 from sqlalchemy.engine import URL
 
+from service.migrations import lock
 from tests.support.api import api_client, new_tenant
 from tests.support.configs import settings_for
-from tests.support.postgres import service_url
+from tests.support.postgres import connect, service_url
 from tests.support.processes import OPERATOR, ServiceProcess, service_environment
-from tests.support.readiness import holding_lock, running_app, wait_for_phase
+from tests.support.readiness import LOCK_NAME, running_app, wait_for_phase
 from tests.support.revisions import REVISIONS
 
 
@@ -26,27 +28,39 @@ def metric(text: str, name: str, **labels: str) -> float | None:
 
 
 async def test_migration_metrics_follow_the_bootstrap(empty_database: URL) -> None:
-    async with holding_lock(empty_database), running_app(settings_for(empty_database)) as client:
-        await wait_for_phase(client, "waiting_for_lock")
-        waiting = (await client.get("/metrics", headers=OPERATOR)).text
-        assert metric(waiting, "migration_phase", phase="waiting_for_lock") == 1
-        assert metric(waiting, "migration_phase", phase="ready") == 0
-    async with running_app(
-        settings_for(empty_database, migration_lock_name="metrics-test")
-    ) as client:
-        await wait_for_phase(client, "ready")
-        response = await client.get("/metrics", headers=OPERATOR)
-        assert response.headers["content-type"].startswith("text/plain")
-        ready = response.text
-        assert metric(ready, "migration_phase", phase="ready") == 1
-        assert metric(ready, "migration_phase", phase="waiting_for_lock") == 0
-        for revision in REVISIONS:
-            seconds = metric(ready, "migration_revision_duration_seconds", revision=revision)
-            assert seconds is not None
-            assert seconds >= 0
-        lock_wait = metric(ready, "migration_lock_wait_seconds")
-        assert lock_wait is not None
-        assert lock_wait >= 0
+    holder = await connect(empty_database)
+    key = lock.lock_key(LOCK_NAME)
+    try:
+        await holder.execute("SELECT pg_advisory_lock($1)", key)
+        started = time.monotonic()
+        async with running_app(settings_for(empty_database)) as client:
+            await wait_for_phase(client, "waiting_for_lock")
+            waiting = (await client.get("/metrics", headers=OPERATOR)).text
+            assert metric(waiting, "migration_phase", phase="waiting_for_lock") == 1
+            assert metric(waiting, "migration_phase", phase="ready") == 0
+            seen_waiting = time.monotonic()
+            await holder.execute("SELECT pg_advisory_unlock($1)", key)
+            released = time.monotonic()
+            await wait_for_phase(client, "ready")
+            response = await client.get("/metrics", headers=OPERATOR)
+            lifetime = time.monotonic() - started
+    finally:
+        await holder.close()
+    assert response.headers["content-type"].startswith("text/plain")
+    ready = response.text
+    assert metric(ready, "migration_phase", phase="ready") == 1
+    assert metric(ready, "migration_phase", phase="waiting_for_lock") == 0
+    durations = [
+        metric(ready, "migration_revision_duration_seconds", revision=revision)
+        for revision in REVISIONS
+    ]
+    assert all(seconds is not None and seconds > 0 for seconds in durations), durations
+    # Measured inside the app's life, so within it (not since the process began, nor in ms).
+    assert sum(durations) < lifetime  # type: ignore[arg-type]
+    lock_wait = metric(ready, "migration_lock_wait_seconds")
+    assert lock_wait is not None
+    # The bootstrap was waiting before the test saw it wait, and until after the release.
+    assert released - seen_waiting <= lock_wait < lifetime
 
 
 async def test_request_metrics_count_by_route_and_status(migrated_database: URL) -> None:

@@ -8,7 +8,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -120,13 +120,20 @@ def wait_for(condition: Callable[[], Any], timeout: float, what: str, interval: 
 class ServiceProcess:
     """`python -m service ...` or uvicorn, with its output in a log file."""
 
-    def __init__(self, arguments: list[str], environment: Mapping[str, str], log_path: Path):
+    def __init__(
+        self,
+        arguments: list[str],
+        environment: Mapping[str, str],
+        log_path: Path,
+        interpreter: Sequence[str] = (sys.executable,),
+    ):
+        """`interpreter`: the command that runs Python (through `runuser`, say)."""
         self.log_path = log_path
         PROCESS_LOGS.append(log_path)
         self.port: int | None = None
         with log_path.open("wb") as log:
             self.process = subprocess.Popen(
-                [sys.executable, *arguments],
+                [*interpreter, *arguments],
                 cwd=PROJECT_ROOT,
                 env=dict(environment),
                 stdout=log,
@@ -161,10 +168,12 @@ class ServiceProcess:
         log_path: Path,
         *arguments: str,
         port: int | None = None,
+        interpreter: Sequence[str] = (sys.executable,),
     ) -> ServiceProcess:
         """`python -m service --port P ARGUMENTS` (the image's entry point)."""
         port = port or free_port()
-        started = cls(["-m", "service", "--port", str(port), *arguments], environment, log_path)
+        command = ["-m", "service", "--port", str(port), *arguments]
+        started = cls(command, environment, log_path, interpreter)
         started.port = port
         return started
 

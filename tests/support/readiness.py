@@ -43,13 +43,11 @@ async def wait_for_phase(client: httpx.AsyncClient, phase: str) -> dict[str, Any
 
 
 @asynccontextmanager
-async def holding_lock(url: URL) -> AsyncIterator[int]:
-    """Hold the migration lock from the test; yields the holder's backend pid."""
+async def holding_lock(url: URL, name: str = LOCK_NAME) -> AsyncIterator[int]:
+    """Hold the migration lock (of this lock name) from the test; yields the holder's backend pid."""
     connection = await connect(url)
     try:
-        assert await connection.fetchval(
-            "SELECT pg_try_advisory_lock($1)", lock.lock_key(LOCK_NAME)
-        )
+        assert await connection.fetchval("SELECT pg_try_advisory_lock($1)", lock.lock_key(name))
         yield await connection.fetchval("SELECT pg_backend_pid()")
     finally:
         await connection.close()
