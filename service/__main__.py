@@ -27,6 +27,8 @@ import sys
 from collections.abc import Callable, Coroutine, Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
+from sqlalchemy.exc import DBAPIError
+
 from service.migrations.cli import add_commands as add_migration_commands
 from service.migrations.cli import is_migration_command, needs_database, run_offline
 from service.operator import add_accounts_commands
@@ -69,6 +71,15 @@ def main(arguments: Sequence[str] | None = None) -> int:
         return _run(command, settings, options)
     except EmbeddedDatabaseUnavailable as error:
         print(f"error: {error}", file=sys.stderr)
+        return EXIT_FAILED
+    except (DBAPIError, OSError) as error:
+        if command == "serve":
+            raise
+        # An operator command on an unreachable or refusing database, or a
+        # schema behind: one line, not a traceback.
+        from service.db.errors import command_line_problem
+
+        print(f"error: {command_line_problem(error)}", file=sys.stderr)
         return EXIT_FAILED
 
 

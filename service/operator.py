@@ -28,6 +28,7 @@ import asyncio
 import getpass
 import json
 import os
+import re
 import socket
 import sys
 import uuid
@@ -49,28 +50,28 @@ def add_accounts_commands(commands: Any) -> None:
     create = actions.add_parser(
         "create", help="an account with its OWNER, environments and a first API key"
     )
-    create.add_argument("--name", required=True, type=_text, help="the account's name")
-    create.add_argument("--email", required=True, type=_text, help="its OWNER's email")
+    create.add_argument("--name", required=True, type=_name, help="the account's name")
+    create.add_argument("--email", required=True, type=_email, help="its OWNER's email")
     create.add_argument(
         "--reason",
-        type=_text,
+        type=_reason,
         default="a new account, from the command line",
         help="why (kept in the audit)",
     )
     create.add_argument(
-        "--operator", type=_text, help="who acts (default: the operating system's user)"
+        "--operator", type=_operator, help="who acts (default: the operating system's user)"
     )
     create.add_argument("--json", action="store_true", help="print JSON")
     recover = actions.add_parser(
         "recover", help="a new OWNER key for an account whose owners lost every key"
     )
     recover.add_argument("account_id", type=_uuid, help="the account's id")
-    recover.add_argument("--reason", required=True, type=_text, help="why (kept in the audit)")
+    recover.add_argument("--reason", required=True, type=_reason, help="why (kept in the audit)")
     recover.add_argument(
-        "--email", type=_text, help="the OWNER to give the key to, when there are several"
+        "--email", type=_email, help="the OWNER to give the key to, when there are several"
     )
     recover.add_argument(
-        "--operator", type=_text, help="who acts (default: the operating system's user)"
+        "--operator", type=_operator, help="who acts (default: the operating system's user)"
     )
     recover.add_argument("--json", action="store_true", help="print JSON")
 
@@ -289,14 +290,32 @@ def _uuid(raw: str) -> uuid.UUID:
         raise argparse.ArgumentTypeError(f"{raw!r} is not a UUID") from None
 
 
-def _text(raw: str) -> str:
-    from service.api.json_body import text_problem
+def _text_of(limit: int) -> Callable[[str], str]:
+    """An argument type for text of at most `limit` characters (the column's)."""
 
-    if not raw.strip() or len(raw) > MAX_REASON_LENGTH:
-        raise argparse.ArgumentTypeError(f"must be 1 to {MAX_REASON_LENGTH} characters")
-    if problem := text_problem(raw):
-        raise argparse.ArgumentTypeError(problem)
-    return raw
+    def text(raw: str) -> str:
+        from service.api.json_body import text_problem
+
+        if _UNDECODABLE.search(raw):
+            # Bytes the terminal sent that are not UTF-8 (Python keeps them as
+            # lone surrogates, which text_problem would name instead).
+            raise argparse.ArgumentTypeError("is not valid UTF-8")
+        if not raw.strip():
+            raise argparse.ArgumentTypeError("must not be blank")
+        if len(raw) > limit:
+            raise argparse.ArgumentTypeError(f"must be at most {limit} characters")
+        if problem := text_problem(raw):
+            raise argparse.ArgumentTypeError(problem)
+        return raw
+
+    return text
+
+
+_UNDECODABLE = re.compile("[\udc80-\udcff]")
+_name = _text_of(200)
+_email = _text_of(254)
+_operator = _text_of(128)
+_reason = _text_of(MAX_REASON_LENGTH)
 
 
 _COMMANDS: dict[str, Callable[[Settings, argparse.Namespace], Coroutine[Any, Any, int]]] = {

@@ -14,6 +14,31 @@ from tests.support.processes import SERVICE_VARIABLES
 from tests.support.revisions import HEAD
 from tests.support.secrets import CAPTURED, PASSWORDS, leaked_secrets
 
+# CI runs the suite twice: on the embedded PostgreSQL 18, then on Debian's
+# PostgreSQL 15 (.ci/run), where these modules are left out (-m "not
+# one_server"). They start servers of their own (the embedded one, one with
+# TLS) and would run the same twice; or they are the longest runs (the fuzzer,
+# the previous release, which CI also checks on 15 with `python -m
+# release_check`, the online migration under load, the random kills), whose
+# subject is processes, signals and the lock rather than the server's version.
+ONE_SERVER_MODULES = frozenset(
+    {
+        "tests/db/test_embedded.py",
+        "tests/db/test_tls.py",
+        "tests/test_first_hour.py",
+        "tests/api/test_openapi_fuzzing.py",
+        "tests/migrations/test_previous_release.py",
+        "tests/migrations/test_load_during_migration.py",
+        "tests/migrations/test_random_kills.py",
+    }
+)
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        if item.path.relative_to(config.rootpath).as_posix() in ONE_SERVER_MODULES:
+            item.add_marker(pytest.mark.one_server)
+
 
 @pytest.fixture(autouse=True)
 def _clean_service_environment(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -28,6 +28,7 @@ from tests.support.processes import (
     PROCESS_OUTPUTS,
     PROJECT_ROOT,
     ServiceProcess,
+    free_port,
     service_environment,
 )
 from tests.support.secrets import API_KEY, PASSWORDS
@@ -155,15 +156,26 @@ async def test_account_creation_refuses_bad_input_and_writes_nothing(
     # (No NUL byte: an argument cannot hold one.)
     refusals = {
         ("--name", "Team", "--email", "not-an-email"): (1, "--email"),
-        ("--name", "", "--email", "a@b.test"): (2, "--name"),
-        ("--name", "lone \udcff", "--email", "a@b.test"): (2, "--name"),
-        ("--name", "x" * 201, "--email", "a@b.test"): (1, "--name"),
+        ("--name", "", "--email", "a@b.test"): (2, "argument --name: must not be blank"),
+        ("--name", "   ", "--email", "a@b.test"): (2, "argument --name: must not be blank"),
+        # Bytes that are not UTF-8 reach Python as lone surrogates.
+        ("--name", "lone \udcff", "--email", "a@b.test"): (2, "--name: is not valid UTF-8"),
+        ("--name", "x" * 201, "--email", "a@b.test"): (2, "--name: must be at most 200"),
+        ("--name", "Team", "--email", "a" * 250 + "@b.test"): (2, "--email: must be at most 254"),
+        ("--name", "Team", "--email", "a@b.test", "--operator", "o" * 129): (
+            2,
+            "--operator: must be at most 128",
+        ),
+        ("--name", "Team", "--email", "a@b.test", "--reason", "r" * 1001): (
+            2,
+            "--reason: must be at most 1000",
+        ),
         ("--name", "Team"): (2, "--email"),
     }
     for arguments, (status, named) in refusals.items():
         refused = service_command("accounts", "create", *arguments, **_on(migrated_database))
         assert refused.returncode == status, (arguments, refused.stderr)
-        assert named in refused.stderr, arguments
+        assert named in refused.stderr, (arguments, refused.stderr)
         assert "Traceback" not in refused.stderr
     connection = await connect(migrated_database)
     try:
@@ -348,3 +360,26 @@ def test_the_first_set_up_says_what_it_is_doing(tmp_path: Path) -> None:
     assert first.stdout == ""
     again = subprocess.run(script, env=environment, capture_output=True, text=True, timeout=60)
     assert (again.returncode, again.stdout, again.stderr) == (0, "", "")
+
+
+async def test_commands_on_a_refusing_database_say_so_in_one_line(
+    migrated_database: URL, empty_database: URL
+) -> None:
+    """A wrong password, a closed port, a schema behind head: one line, exit 1."""
+    cases = {
+        ("db", "status"): (
+            migrated_database.set(password="not-the-password"),
+            "(authentication_failed): InvalidPasswordError",
+        ),
+        ("db", "history"): (migrated_database.set(port=free_port()), "(unreachable)"),
+        ("accounts", "create", "--name", "Team", "--email", "a@b.test"): (
+            empty_database,
+            "the schema is not at head: run `python -m service migrate`",
+        ),
+    }
+    for arguments, (url, said) in cases.items():
+        failed = service_command(*arguments, **_on(url))
+        assert failed.returncode == 1, (arguments, failed.stderr)
+        assert said in failed.stderr, (arguments, failed.stderr)
+        assert "Traceback" not in failed.stderr
+        assert "not-the-password" not in failed.stderr + failed.stdout

@@ -26,6 +26,7 @@ import contextlib
 import ctypes
 import fcntl
 import importlib.util
+import itertools
 import logging
 import os
 import pwd
@@ -198,6 +199,10 @@ class EmbeddedPostgres:
         """Stop a server that a killed earlier run left behind (we hold the folder lock)."""
         pid = _postmaster_pid(self.data)
         if pid is None:
+            # A postmaster.pid whose process is gone, or is another program by
+            # now (pids are reused): PostgreSQL would refuse to start over it,
+            # and nothing may be signalled on its word.
+            (self.data / "postmaster.pid").unlink(missing_ok=True)
             return
         logger.warning("stopping a PostgreSQL server left running by an earlier run (pid %d)", pid)
         os.kill(pid, signal.SIGINT)
@@ -248,7 +253,11 @@ class EmbeddedPostgres:
         socket_dir = self.directory / "run"
         socket_dir.mkdir(exist_ok=True)
         self._give_to_server_user(socket_dir)
-        log = (self.directory / "postgres.log").open("ab")
+        # The server's log holds statements and key values (a duplicate email):
+        # for its owner only, like the password and connection files.
+        log_path = self.directory / "postgres.log"
+        log = os.fdopen(os.open(log_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600), "ab")
+        log_path.chmod(0o600)
         command = [
             str(binaries / "postgres"), "-D", str(self.data), "-p", str(self.port),
             "-c", "listen_addresses=127.0.0.1", "-c", f"unix_socket_directories={socket_dir}",
@@ -381,11 +390,23 @@ def _postmaster_pid(data: Path) -> int | None:
         return None
     if not _process_alive(pid):
         return None
+    return pid if _is_postmaster_of(pid, data) else None
+
+
+def _is_postmaster_of(pid: int, data: Path) -> bool:
+    """Whether `pid` is a postgres started on `data` (as _launch starts it): a
+    stale postmaster.pid may name any process by now, which must not be signalled."""
     try:
-        command = Path(f"/proc/{pid}/cmdline").read_bytes()
+        arguments = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
     except OSError:
-        return pid
-    return pid if b"postgres" in command else None
+        return False
+    if not arguments or not arguments[0].endswith(b"postgres"):
+        return False
+    wanted = data.resolve()
+    return any(
+        before == b"-D" and Path(os.fsdecode(value)).resolve() == wanted
+        for before, value in itertools.pairwise(arguments)
+    )
 
 
 def _process_alive(pid: int) -> bool:

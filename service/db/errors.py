@@ -33,3 +33,21 @@ def is_transient(error: BaseException) -> bool:
         return True
     code = sqlstate(error)
     return code is not None and code.startswith(_TRANSIENT_CLASSES)
+
+
+_UNDEFINED_TABLE = "42P01"
+
+
+def command_line_problem(error: BaseException) -> str:
+    """One line for an operator command that failed on the database: what kind
+    of failure, the server's words (never a statement or its parameters), and
+    what to do when that is known."""
+    from service.migrations.errors import describe_error, failure_kind
+
+    kind = "unreachable" if isinstance(error, OSError) else failure_kind(error)
+    line = f"the command failed on the database ({kind}): {describe_error(error)}"
+    if sqlstate(error) == _UNDEFINED_TABLE:
+        line += (
+            "; the schema is not at head: run `python -m service migrate` (or start the service)"
+        )
+    return line

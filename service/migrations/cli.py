@@ -14,6 +14,7 @@ tells which need one; `run_offline` and `run` run them.
 from __future__ import annotations
 
 import argparse
+import math
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -30,7 +31,7 @@ def add_commands(commands: Any) -> None:
     """Add `migrate` and `db ...` to the subcommands (`add_subparsers()`) of a parser."""
     migrate = commands.add_parser("migrate", help="bring the schema to head once and exit")
     migrate.add_argument(
-        "--timeout", type=float, default=None, help="give up (exit 1) after this many seconds"
+        "--timeout", type=_seconds, default=None, help="give up (exit 1) after this many seconds"
     )
     database = commands.add_parser("db", help="database commands")
     database_commands = database.add_subparsers(dest="db_command", required=True)
@@ -79,9 +80,23 @@ def _add_lint_parser(database_commands: Any) -> None:
 
 
 def _positive(text: str) -> int:
-    if not text.isdigit() or int(text) < 1:
-        raise argparse.ArgumentTypeError(f"{text!r}: must be a whole number, 1 or more")
+    if not (text.isascii() and text.isdigit()) or not 1 <= int(text) <= _MOST_STEPS:
+        raise argparse.ArgumentTypeError(f"{text!r}: must be a whole number, 1 to {_MOST_STEPS}")
     return int(text)
+
+
+def _seconds(text: str) -> float:
+    try:
+        seconds = float(text)
+    except ValueError:
+        seconds = math.nan
+    if not (math.isfinite(seconds) and seconds > 0):
+        raise argparse.ArgumentTypeError(f"{text!r}: must be a number of seconds above 0")
+    return seconds
+
+
+# db history --limit: more steps than any history holds, well inside a bigint.
+_MOST_STEPS = 1_000_000
 
 
 def is_migration_command(options: argparse.Namespace) -> bool:

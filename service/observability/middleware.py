@@ -51,34 +51,45 @@ class RequestObservability:
                 _add_headers(message, current)
             await send(message)
 
+        # A key pasted into a URL by mistake must not reach the logs.
+        path = masked_path(scope["path"])
         try:
             await self.app(scope, receive, send_with_id)
         except Exception as error:
             if status != CLIENT_CLOSED:
                 # The answer has begun: all that is left is to end the connection.
                 raise
-            response = unexpected_error_response(scope["method"], scope["path"], error)
+            response = unexpected_error_response(scope["method"], path, error)
             await response(scope, receive, send_with_id)
         finally:
             elapsed = time.perf_counter() - started
             route = route_template(scope)
             self.metrics.observe(scope["method"], route, status, elapsed)
             logger.log(
-                logging.DEBUG if scope["path"] in _QUIET_PATHS else logging.INFO,
+                logging.DEBUG if path in _QUIET_PATHS else logging.INFO,
                 "%s %s %d %.1fms",
                 scope["method"],
-                scope["path"],
+                path,
                 status,
                 elapsed * 1000,
                 extra={
                     "method": scope["method"],
-                    "path": scope["path"],
+                    "path": path,
                     "route": route,
                     "status": status,
                     "duration_ms": round(elapsed * 1000, 2),
                 },
             )
             request_id.reset(token)
+
+
+# What an API key looks like (service/api/keys.py: "psk_" and URL-safe base64).
+_API_KEY_IN_PATH = re.compile(r"psk_[A-Za-z0-9_-]{8,}")
+
+
+def masked_path(path: str) -> str:
+    """The path as logged: anything shaped like an API key is masked."""
+    return _API_KEY_IN_PATH.sub("psk_(masked)", path) if "psk_" in path else path
 
 
 def _add_headers(message: Message, current_request_id: str) -> None:

@@ -153,3 +153,37 @@ def test_runs_as_an_unprivileged_user(folder: Path) -> None:
         process.signal(signal.SIGTERM)
         process.wait(30)  # runuser passes SIGTERM on, then ends by the same signal
     wait_for(lambda: not (data / "postmaster.pid").exists(), 30, "the server to stop")
+
+
+def test_a_stale_pid_file_naming_another_program_is_not_signalled(
+    folder: Path, tmp_path: Path
+) -> None:
+    """A killed run's postmaster.pid may name, by now, any process, even one
+    called postgres-something: the service neither signals it nor refuses to
+    start; it removes the stale file."""
+    first = serve(folder, tmp_path / "first.log")
+    first.wait_for_phase("ready", timeout=120)
+    first.stop()
+    decoy = subprocess.Popen(["bash", "-c", "exec -a postgres-unrelated sleep 300"])
+    try:
+        pid_file = folder / "postgres" / "data" / "postmaster.pid"
+        pid_file.write_text(f"{decoy.pid}\n{folder / 'postgres' / 'data'}\n")
+        second = serve(folder, tmp_path / "second.log")
+        try:
+            second.wait_for_phase("ready", timeout=120)
+        finally:
+            second.stop()
+        assert decoy.poll() is None, "the service signalled a process a stale pid file named"
+        assert "left running by an earlier run" not in second.logs()
+    finally:
+        decoy.kill()
+        decoy.wait()
+
+
+def test_the_servers_log_is_for_its_owner_only(folder: Path, tmp_path: Path) -> None:
+    process = serve(folder, tmp_path / "serve.log")
+    try:
+        process.wait_for_phase("ready", timeout=120)
+        assert (folder / "postgres" / "postgres.log").stat().st_mode & 0o777 == 0o600
+    finally:
+        process.stop()

@@ -179,3 +179,17 @@ async def _migrator_connected(connection: asyncpg.Connection) -> bool:
             " AND application_name LIKE 'platform-service migrator%'"
         )
     )
+
+
+def test_command_arguments_out_of_range_are_refused(migrated_database: URL) -> None:
+    """Nonsense durations and counts are refused before any work (exit 2)."""
+    refusals = {
+        ("migrate", "--timeout", "nan"): "--timeout: 'nan': must be a number of seconds above 0",
+        ("migrate", "--timeout", "-1"): "--timeout: '-1': must be a number of seconds above 0",
+        ("db", "history", "--limit", "9" * 20): "--limit: '" + "9" * 20 + "': must be a whole",
+        ("db", "history", "--limit", "\u0661"): "--limit: '\u0661': must be a whole number",
+    }
+    for arguments, said in refusals.items():
+        refused = service(*arguments, url=migrated_database)
+        assert refused.returncode == 2, (arguments, refused.stderr)
+        assert said in refused.stderr, (arguments, refused.stderr)

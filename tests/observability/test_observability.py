@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import logging
 import re
 import time
 import uuid
 from pathlib import Path
 
 import httpx
+import pytest
 from sqlalchemy.engine import URL
 
 from service.migrations import lock
@@ -96,6 +98,26 @@ async def test_request_metrics_count_by_route_and_status(migrated_database: URL)
             text, "http_request_duration_seconds_count", method="GET", route="/v1/users/{user_id}"
         )
         assert count == before + 4
+
+
+async def test_a_key_pasted_into_a_path_is_masked_in_the_request_log(
+    migrated_database: URL, caplog: pytest.LogCaptureFixture
+) -> None:
+    async with api_client(migrated_database) as client:
+        tenant = await new_tenant(client)
+        requests = logging.getLogger("service.requests")
+        # The service's loggers do not propagate (service/observability/logs.py).
+        requests.addHandler(caplog.handler)
+        try:
+            answered = await tenant.call("GET", f"/v1/users/{tenant.owner_key}")
+        finally:
+            requests.removeHandler(caplog.handler)
+    assert answered.status_code == 422  # not a user id
+    records = [record for record in caplog.records if record.name == "service.requests"]
+    logged = [record.getMessage() for record in records]
+    assert any("/v1/users/psk_(masked)" in line for line in logged), logged
+    assert not any(tenant.owner_key in line for line in logged)
+    assert all(tenant.owner_key not in str(record.__dict__) for record in records)
 
 
 def test_json_logs_carry_request_ids_and_revisions(empty_database: URL, tmp_path: Path) -> None:
