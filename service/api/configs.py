@@ -12,6 +12,7 @@ from sqlalchemy import Select, delete, func, insert, select, text, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from service.api.config_chains import check_chain_types
 from service.api.config_resolution import resolve
 from service.api.dependencies import Database, Member, Viewer
 from service.api.errors import (
@@ -22,6 +23,7 @@ from service.api.errors import (
     NotFound,
     UnprocessableContent,
 )
+from service.api.item_types import inferred_definitions, stored_types, types_of
 from service.api.json_body import JsonApiRoute, parse_json, problems
 from service.api.jsonapi import (
     Document,
@@ -60,6 +62,7 @@ router = APIRouter(prefix="/configs", tags=["configs"], route_class=JsonApiRoute
 configs = table(Config)
 environments = table(Environment)
 TYPE = "configs"
+ITEMS_AT = "/data/attributes/items"
 CONFLICTS = {
     "configs_account_id_key_key": ("a config with this key already exists", "/data/attributes/key"),
     "configs_parent_id_fkey": (
@@ -304,15 +307,24 @@ async def create_config(
 ) -> JsonApiResponse:
     expect_type(body, TYPE)
     values = body.data.attributes
-    await _check_environments(connection, caller.account_id, values.environments)
+    await check_environments(connection, caller.account_id, values.environments)
     _, parent_id = related_id(body, "parent", TYPE)
+    definitions = inferred_definitions(values.items, {}, None)
     if parent_id is not None:
-        await _lock_tree(connection, caller.account_id)
+        await lock_tree(connection, caller.account_id)
         await one_in_account(connection, configs, caller.account_id, parent_id)
         await _check_depth(connection, caller.account_id, parent_id, subtree_height=1)
+        await check_chain_types(
+            connection, caller.account_id, None, parent_id, types_of(definitions), ITEMS_AT
+        )
     statement = (
         insert(configs)
-        .values(account_id=caller.account_id, parent_id=parent_id, **values.model_dump())
+        .values(
+            account_id=caller.account_id,
+            parent_id=parent_id,
+            item_definitions=definitions,
+            **values.model_dump(),
+        )
         .returning(configs)
     )
     try:
@@ -337,15 +349,31 @@ async def update_config(
     expect_type(body, TYPE, config_id)
     changes = changed_attributes(body, not_null=("name", "items", "environments"))
     if "environments" in changes:
-        await _check_environments(connection, caller.account_id, changes["environments"])
+        await check_environments(connection, caller.account_id, changes["environments"])
     given, parent_id = related_id(body, "parent", TYPE)
-    if given:
-        await _lock_tree(connection, caller.account_id)
+    if given or "items" in changes:
+        await lock_tree(connection, caller.account_id)
     current = await one_in_account(connection, configs, caller.account_id, config_id, lock=True)
+    if "items" in changes:
+        changes["item_definitions"] = inferred_definitions(
+            changes["items"], current["items"], current["item_definitions"]
+        )
+    if given or "items" in changes:
+        await check_chain_types(
+            connection,
+            caller.account_id,
+            config_id,
+            parent_id if given else current["parent_id"],
+            stored_types(
+                changes.get("items", current["items"]),
+                changes.get("item_definitions", current["item_definitions"]),
+            ),
+            ITEMS_AT,
+        )
     if given:
         if parent_id is not None:
             await one_in_account(connection, configs, caller.account_id, parent_id)
-            await _refuse_cycle(connection, caller.account_id, config_id, parent_id)
+            await refuse_cycle(connection, caller.account_id, config_id, parent_id)
             height = await connection.scalar(
                 _SUBTREE_HEIGHT, {"id": config_id, "limit": MAX_CHAIN_DEPTH + 1}
             )
@@ -376,7 +404,7 @@ async def delete_config(config_id: uuid.UUID, caller: Member, connection: Databa
     return Response(status_code=204)
 
 
-async def _lock_tree(connection: AsyncConnection, account_id: uuid.UUID) -> None:
+async def lock_tree(connection: AsyncConnection, account_id: uuid.UUID) -> None:
     """Serialise parent changes per account: two concurrent changes could each
     pass the cycle check and close a cycle together."""
     await connection.execute(
@@ -393,13 +421,16 @@ async def _ancestors(
     return [row["id"] for row in found.mappings()]
 
 
-async def _refuse_cycle(
-    connection: AsyncConnection, account_id: uuid.UUID, config_id: uuid.UUID, parent_id: uuid.UUID
+async def refuse_cycle(
+    connection: AsyncConnection,
+    account_id: uuid.UUID,
+    config_id: uuid.UUID,
+    parent_id: uuid.UUID,
+    pointer: str = "/data/relationships/parent",
 ) -> None:
     if config_id in await _ancestors(connection, account_id, parent_id):
         raise Conflict(
-            "that parent would make a cycle: the config is among its ancestors",
-            pointer="/data/relationships/parent",
+            "that parent would make a cycle: the config is among its ancestors", pointer=pointer
         )
 
 
@@ -417,7 +448,7 @@ async def _check_depth(
         )
 
 
-async def _check_environments(
+async def check_environments(
     connection: AsyncConnection, account_id: uuid.UUID, overrides: dict[str, Any]
 ) -> None:
     if not overrides:
