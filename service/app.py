@@ -15,6 +15,7 @@ from service.api.key_usage import KeyUsage
 from service.api.negotiation import ContentNegotiation
 from service.api.openapi import complete_openapi
 from service.api.rate_limits import RateLimits
+from service.api.sdk import router as sdk_router
 from service.bootstrap import create_bootstrap
 from service.db.engines import create_app_engine
 from service.migrations import MigrationStatus, run_in_background
@@ -51,6 +52,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     install_error_handlers(app)
     app.include_router(health.router)
     app.include_router(api_router)
+    app.include_router(sdk_router)
     complete_openapi(app)
     install_docs(app)
     return app

@@ -1,0 +1,172 @@
+"""Discovery: the configs and items an SDK's code declares, registered in bulk.
+
+`POST /api/v1/configs/bulk` creates each declared config that does not exist
+yet, unmanaged (`managed` false), with its declared name, description, parent
+and items, and never changes one that exists. What the SDK declares is
+inferred from its code's defaults, so a declaration that breaks a rule is
+adapted rather than refused (one bad declaration would silence a whole batch):
+a default that does not match its declared type makes the item JSON; an item
+an ancestor declares with another type takes the ancestor's type when the
+default fits it, and is left out otherwise; a parent that is neither stored
+nor declared in the batch, or too deep, is left out. Parents declared in the
+same batch are created first.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterable
+from typing import Annotated, Any
+
+from fastapi import APIRouter
+from pydantic import Field, StringConstraints
+from sqlalchemy import select
+from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from service.api.config_chains import ancestors
+from service.api.configs import Description, Key, Name, lock_tree
+from service.api.dependencies import Database, Member
+from service.api.errors import JsonApiResponse, UnprocessableContent
+from service.api.item_types import ItemType, definitions_of, matches, stored_types
+from service.api.json_body import JsonApiRoute
+from service.api.jsonapi import JsonApiBody, Strict, respond
+from service.api.limits import MAX_CHAIN_DEPTH, MAX_CONFIG_JSON_BYTES, NO_NUL, bounded_json
+from service.api.sdk.configs import ItemDescription
+from service.models import Config, table
+
+router = APIRouter(prefix="/configs", tags=["configs (smplkit SDK)"], route_class=JsonApiRoute)
+configs = table(Config)
+# The SDK sends batches of 50 (more only from an explicit flush of a long backlog).
+MAX_DISCOVERED = 1000
+Context = Annotated[str, StringConstraints(min_length=1, max_length=200, pattern=NO_NUL)]
+
+
+class DiscoveredItem(Strict):
+    value: Any = None
+    type: ItemType
+    description: ItemDescription | None = None
+
+
+class DiscoveredConfig(Strict):
+    id: Key
+    name: Name | None = None
+    description: Description | None = None
+    parent: Key | None = None
+    items: dict[str, DiscoveredItem] | None = None
+    service: Context | None = None
+    environment: Context | None = None
+
+
+class Discovery(Strict):
+    configs: Annotated[list[DiscoveredConfig], Field(max_length=MAX_DISCOVERED)]
+
+
+def display_name(key: str) -> str:
+    """The SDK's default name for a key (`smplkit/_helpers.py`)."""
+    return key.replace("-", " ").replace("_", " ").title()
+
+
+@router.post(
+    "/bulk",
+    response_class=JsonApiResponse,
+    summary="Register configs an SDK discovered: creates the missing ones, unmanaged (MEMBER)",
+)
+async def discover(
+    body: Annotated[Discovery, JsonApiBody], caller: Member, connection: Database
+) -> JsonApiResponse:
+    declared: dict[str, tuple[int, DiscoveredConfig]] = {}
+    for position, entry in enumerate(body.configs):
+        declared.setdefault(entry.id, (position, entry))
+    await lock_tree(connection, caller.account_id)
+    ids = await _stored_ids(connection, caller.account_id, _named_keys(declared.values()))
+    pending = [declared[key] for key in declared if key not in ids]
+    created = 0
+    while pending:
+        waiting = {entry.id for _, entry in pending}
+        ready = [item for item in pending if item[1].parent not in waiting] or pending
+        for position, entry in ready:
+            parent_id = ids.get(entry.parent) if entry.parent else None
+            new_id = await _create(connection, caller.account_id, position, entry, parent_id)
+            created += new_id is not None
+            ids.update(await _stored_ids(connection, caller.account_id, {entry.id}))
+        pending = [item for item in pending if item[1].id not in ids]
+    return respond({"registered": created})
+
+
+def _named_keys(entries: Iterable[tuple[int, DiscoveredConfig]]) -> set[str]:
+    keys: set[str] = set()
+    for _, entry in entries:
+        keys.add(entry.id)
+        if entry.parent:
+            keys.add(entry.parent)
+    return keys
+
+
+async def _stored_ids(
+    connection: AsyncConnection, account_id: uuid.UUID, keys: set[str]
+) -> dict[str, uuid.UUID]:
+    found = await connection.execute(
+        select(configs.c.key, configs.c.id).where(
+            configs.c.account_id == account_id, configs.c.key.in_(sorted(keys))
+        )
+    )
+    return {key: config_id for key, config_id in found.tuples()}
+
+
+async def _create(
+    connection: AsyncConnection,
+    account_id: uuid.UUID,
+    position: int,
+    entry: DiscoveredConfig,
+    parent_id: uuid.UUID | None,
+) -> uuid.UUID | None:
+    """The new config's id; None when another request created it meanwhile."""
+    chain = await ancestors(connection, account_id, parent_id) if parent_id else []
+    if len(chain) >= MAX_CHAIN_DEPTH:
+        parent_id, chain = None, []
+    inherited: dict[str, ItemType] = {}
+    for level in chain:
+        inherited.update(stored_types(level["items"], level["item_definitions"]))
+    values, types, descriptions = _adapted_items(entry.items or {}, inherited)
+    try:
+        bounded_json(MAX_CONFIG_JSON_BYTES)(values)
+    except ValueError as error:
+        raise UnprocessableContent(
+            f"the items' values {error}", pointer=f"/configs/{position}/items"
+        ) from None
+    statement = (
+        insert(configs)
+        .values(
+            account_id=account_id,
+            key=entry.id,
+            name=entry.name or display_name(entry.id),
+            description=entry.description,
+            parent_id=parent_id,
+            items=values,
+            item_definitions=definitions_of(types, descriptions),
+            environments={},
+            managed=False,
+        )
+        .on_conflict_do_nothing(constraint="configs_account_id_key_key")
+        .returning(configs.c.id)
+    )
+    new_id: uuid.UUID | None = await connection.scalar(statement)
+    return new_id
+
+
+def _adapted_items(
+    items: dict[str, DiscoveredItem], inherited: dict[str, ItemType]
+) -> tuple[dict[str, Any], dict[str, ItemType], dict[str, str | None]]:
+    """Values, types and descriptions of the declared items, adapted to the rules."""
+    values: dict[str, Any] = {}
+    types: dict[str, ItemType] = {}
+    descriptions: dict[str, str | None] = {}
+    for key, item in items.items():
+        item_type = inherited.get(key) or (
+            item.type if matches(item.type, item.value) else ItemType.JSON
+        )
+        if not matches(item_type, item.value):
+            continue
+        values[key], types[key], descriptions[key] = item.value, item_type, item.description
+    return values, types, descriptions
