@@ -82,7 +82,8 @@ def test_every_success_with_a_body_has_a_schema(openapi: dict[str, Any]) -> None
 
 def test_no_content_answers_declare_no_body(openapi: dict[str, Any]) -> None:
     deletes = [op for path, method, op in operations(openapi) if method == "delete"]
-    assert len(deletes) == 4
+    # /v1: users, environments, api-keys, configs; /api/v1: configs.
+    assert len(deletes) == 5
     for operation in deletes:
         assert "content" not in operation["responses"]["204"]
 
@@ -117,11 +118,14 @@ def test_request_bodies_are_documented_as_json_api(openapi: dict[str, Any]) -> N
         for path, method, operation in operations(openapi)
         if "requestBody" in operation
     ]
-    assert len(bodies) == 9
+    # /v1: 9; /api/v1: a config's POST and PUT, and discovery's POST.
+    assert len(bodies) == 12
     for path, method, body in bodies:
         assert list(body["content"]) == [JSONAPI], f"{method.upper()} {path}"
         schema = resolved(openapi, body["content"][JSONAPI]["schema"])
-        assert schema["required"] == ["data"], f"{method.upper()} {path}"
+        # Discovery's body is the SDK's, not JSON:API.
+        top = ["configs"] if path == "/api/v1/configs/bulk" else ["data"]
+        assert schema["required"] == top, f"{method.upper()} {path}"
 
 
 def test_every_api_operation_names_a_bearer_scheme(openapi: dict[str, Any]) -> None:
@@ -131,7 +135,7 @@ def test_every_api_operation_names_a_bearer_scheme(openapi: dict[str, Any]) -> N
         "operatorToken": ("http", "bearer"),
     }
     for path, method, operation in operations(openapi):
-        if path.startswith("/v1"):
+        if path.startswith(("/v1", "/api/v1")):
             expected = "operatorToken" if path == "/v1/accounts" else "apiKey"
             assert operation["security"] == [{expected: []}], f"{method.upper()} {path}"
 

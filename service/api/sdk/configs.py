@@ -19,6 +19,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from service.api.config_chains import check_chain_types
+from service.api.config_events import CHANGED, DELETED, announce
 from service.api.configs import (
     CONFLICTS,
     Description,
@@ -49,6 +50,7 @@ from service.api.limits import (
     bounded_json,
 )
 from service.api.queries import conflict_from
+from service.api.sdk import schemas
 from service.models import Config, table
 
 router = APIRouter(prefix="/configs", tags=["configs (smplkit SDK)"], route_class=JsonApiRoute)
@@ -77,7 +79,7 @@ class ItemDefinition(Strict):
     description: ItemDescription | None = None
 
 
-class SdkConfigAttributes(Strict):
+class ConfigBodyAttributes(Strict):
     name: Name
     description: Description | None = None
     parent: Key | None = None
@@ -87,14 +89,14 @@ class SdkConfigAttributes(Strict):
     managed: bool | None = None
 
 
-class SdkConfigData(Strict):
+class ConfigBodyData(Strict):
     type: str
     id: Key | None = None
-    attributes: SdkConfigAttributes
+    attributes: ConfigBodyAttributes
 
 
-class SdkConfigDocument(Strict):
-    data: SdkConfigData
+class ConfigBody(Strict):
+    data: ConfigBodyData
 
 
 def sdk_resource(row: Mapping[Any, Any]) -> dict[str, Any]:
@@ -142,7 +144,12 @@ _SORTS = {
 }
 
 
-@router.get("", response_class=JsonApiResponse, summary="List configs, pages numbered from 1")
+@router.get(
+    "",
+    response_class=JsonApiResponse,
+    response_model=schemas.SdkConfigList,
+    summary="List configs, pages numbered from 1",
+)
 async def list_configs(
     caller: Viewer,
     connection: Database,
@@ -184,7 +191,12 @@ async def list_configs(
     )
 
 
-@router.get("/{key}", response_class=JsonApiResponse, summary="Get a config by its key")
+@router.get(
+    "/{key}",
+    response_class=JsonApiResponse,
+    response_model=schemas.SdkConfigDocument,
+    summary="Get a config by its key",
+)
 async def get_config(key: Key, caller: Viewer, connection: Database) -> JsonApiResponse:
     return respond({"data": sdk_resource(await by_key(connection, caller.account_id, key))})
 
@@ -192,7 +204,7 @@ async def get_config(key: Key, caller: Viewer, connection: Database) -> JsonApiR
 class _Written:
     """What a create or a replace stores, once checked against the chain."""
 
-    def __init__(self, attributes: SdkConfigAttributes):
+    def __init__(self, attributes: ConfigBodyAttributes):
         declared = attributes.items or {}
         self.values = {key: item.value for key, item in declared.items()}
         self.types = {key: item.type for key, item in declared.items()}
@@ -215,7 +227,7 @@ class _Written:
         refuse_nonconforming_overrides(self.overrides, chain_types, OVERRIDES_AT)
 
 
-def _key_of(document: SdkConfigDocument, url_key: str | None = None) -> str:
+def _key_of(document: ConfigBody, url_key: str | None = None) -> str:
     if document.data.type != TYPE:
         raise Conflict(f"expected type {TYPE!r}", pointer="/data/type")
     given = document.data.id
@@ -251,10 +263,14 @@ def _refuse_too_deep(chain: Sequence[Any], subtree_height: int) -> None:
 
 
 @router.post(
-    "", status_code=201, response_class=JsonApiResponse, summary="Create a config (MEMBER)"
+    "",
+    status_code=201,
+    response_class=JsonApiResponse,
+    response_model=schemas.SdkConfigDocument,
+    summary="Create a config (MEMBER)",
 )
 async def create_config(
-    body: Annotated[SdkConfigDocument, JsonApiBody], caller: Member, connection: Database
+    body: Annotated[ConfigBody, JsonApiBody], caller: Member, connection: Database
 ) -> JsonApiResponse:
     key = _key_of(body)
     attributes = body.data.attributes
@@ -286,6 +302,7 @@ async def create_config(
         row = (await connection.execute(statement)).mappings().one()
     except IntegrityError as error:
         raise conflict_from(error, SDK_CONFLICTS) from None
+    await announce(connection, caller.account_id, CHANGED, key)
     return respond(
         {"data": sdk_resource({**row, "parent_key": attributes.parent})},
         201,
@@ -296,11 +313,12 @@ async def create_config(
 @router.put(
     "/{key}",
     response_class=JsonApiResponse,
+    response_model=schemas.SdkConfigDocument,
     summary="Replace a config: every writable field as sent (MEMBER)",
 )
 async def replace_config(
     key: Key,
-    body: Annotated[SdkConfigDocument, JsonApiBody],
+    body: Annotated[ConfigBody, JsonApiBody],
     caller: Member,
     connection: Database,
 ) -> JsonApiResponse:
@@ -340,6 +358,7 @@ async def replace_config(
         .returning(configs)
     )
     row = (await connection.execute(statement)).mappings().one()
+    await announce(connection, caller.account_id, CHANGED, key)
     return respond({"data": sdk_resource({**row, "parent_key": attributes.parent})})
 
 
@@ -352,4 +371,5 @@ async def delete_config(key: Key, caller: Member, connection: Database) -> Respo
         await connection.execute(delete(configs).where(configs.c.id == current["id"]))
     except IntegrityError as error:
         raise conflict_from(error, SDK_CONFLICTS) from None
+    await announce(connection, caller.account_id, DELETED, key)
     return Response(status_code=204)

@@ -25,6 +25,7 @@ from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from service.api.config_chains import ancestors
+from service.api.config_events import MANY_CHANGED, announce
 from service.api.configs import Description, Key, Name, lock_tree
 from service.api.dependencies import Database, Member
 from service.api.errors import JsonApiResponse, UnprocessableContent
@@ -33,6 +34,7 @@ from service.api.json_body import JsonApiRoute
 from service.api.jsonapi import JsonApiBody, Strict, respond
 from service.api.limits import MAX_CHAIN_DEPTH, MAX_CONFIG_JSON_BYTES, NO_NUL, bounded_json
 from service.api.sdk.configs import ItemDescription
+from service.api.sdk.schemas import Registered
 from service.models import Config, table
 
 router = APIRouter(prefix="/configs", tags=["configs (smplkit SDK)"], route_class=JsonApiRoute)
@@ -70,6 +72,7 @@ def display_name(key: str) -> str:
 @router.post(
     "/bulk",
     response_class=JsonApiResponse,
+    response_model=Registered,
     summary="Register configs an SDK discovered: creates the missing ones, unmanaged (MEMBER)",
 )
 async def discover(
@@ -91,6 +94,9 @@ async def discover(
             created += new_id is not None
             ids.update(await _stored_ids(connection, caller.account_id, {entry.id}))
         pending = [item for item in pending if item[1].id not in ids]
+    if created:
+        # One refetch per client rather than a GET per new config.
+        await announce(connection, caller.account_id, MANY_CHANGED)
     return respond({"registered": created})
 
 

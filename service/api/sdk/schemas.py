@@ -1,0 +1,62 @@
+"""The documents the SDK's dialect answers, described for the OpenAPI
+document (as service/api/schemas.py does for /v1): the shapes of the SDK's
+generated models (`smplkit/_generated/config/models/`)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Literal
+
+from pydantic import Field
+
+from service.api.item_types import ItemType
+from service.api.schemas import Described, StoredObject
+
+
+class TypedItem(Described):
+    value: Any = Field(description="The raw value; null: typed but unset")
+    type: ItemType
+    description: str | None
+
+
+class SdkConfigView(Described):
+    name: str
+    description: str | None
+    parent: str | None = Field(description="The parent config's key")
+    items: dict[str, TypedItem]
+    environments: dict[str, StoredObject] = Field(
+        description="Overrides by environment key: raw values by item key"
+    )
+    managed: bool = Field(description="False for a config only discovered by an SDK")
+    created_at: datetime
+    updated_at: datetime
+
+
+class SdkConfigResource(Described):
+    type: Literal["config"]
+    id: str = Field(description="The config's key")
+    attributes: SdkConfigView
+
+
+class SdkConfigDocument(Described):
+    data: SdkConfigResource
+
+
+class Pagination(Described):
+    page: int
+    size: int
+    total: int | None = Field(default=None, description="With meta[total]=true")
+    total_pages: int | None = Field(default=None, description="With meta[total]=true")
+
+
+class ListMeta(Described):
+    pagination: Pagination
+
+
+class SdkConfigList(Described):
+    data: list[SdkConfigResource]
+    meta: ListMeta
+
+
+class Registered(Described):
+    registered: int = Field(description="The configs this request created")
