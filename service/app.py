@@ -16,6 +16,7 @@ from service.api.negotiation import ContentNegotiation
 from service.api.openapi import complete_openapi
 from service.api.rate_limits import RateLimits
 from service.api.sdk import router as sdk_router
+from service.api.sdk.event_hub import running_hub
 from service.bootstrap import create_bootstrap
 from service.db.engines import create_app_engine
 from service.migrations import MigrationStatus, run_in_background
@@ -66,7 +67,10 @@ def _lifespan(
         engine = create_app_engine(settings)
         bootstrap = create_bootstrap(settings, engine, status)
         try:
-            async with run_in_background(bootstrap):
+            async with (
+                run_in_background(bootstrap),
+                running_hub(settings.events_url, settings.database_connect_timeout) as events,
+            ):
                 yield State(
                     bootstrap=bootstrap,
                     settings=settings,
@@ -77,6 +81,7 @@ def _lifespan(
                     rate_limits=RateLimits.per_second_and_minute(
                         settings.rate_limit_per_key, settings.rate_limit_auth_failures
                     ),
+                    events=events,
                 )
         finally:
             await engine.dispose()

@@ -13,6 +13,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from service.api.config_chains import check_chain_types
+from service.api.config_events import CHANGED, DELETED, announce
 from service.api.config_resolution import resolve
 from service.api.dependencies import Database, Member, Viewer
 from service.api.errors import (
@@ -331,6 +332,7 @@ async def create_config(
         row = (await connection.execute(statement)).mappings().one()
     except IntegrityError as error:
         raise conflict_from(error, CONFLICTS) from None
+    await announce(connection, caller.account_id, CHANGED, row["key"])
     return respond(single(config_resource(row)), 201, {"Location": f"/v1/configs/{row['id']}"})
 
 
@@ -387,7 +389,9 @@ async def update_config(
         .values(**changes, updated_at=func.now())
         .returning(configs)
     )
-    return respond(single(config_resource((await connection.execute(statement)).mappings().one())))
+    row = (await connection.execute(statement)).mappings().one()
+    await announce(connection, caller.account_id, CHANGED, row["key"])
+    return respond(single(config_resource(row)))
 
 
 @router.delete(
@@ -396,11 +400,12 @@ async def update_config(
     summary="Delete a config that is no other config's parent (MEMBER)",
 )
 async def delete_config(config_id: uuid.UUID, caller: Member, connection: Database) -> Response:
-    await one_in_account(connection, configs, caller.account_id, config_id)
+    current = await one_in_account(connection, configs, caller.account_id, config_id)
     try:
         await connection.execute(delete(configs).where(configs.c.id == config_id))
     except IntegrityError as error:
         raise conflict_from(error, CONFLICTS) from None
+    await announce(connection, caller.account_id, DELETED, current["key"])
     return Response(status_code=204)
 
 

@@ -10,10 +10,11 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any
 
+import httpx
 import pytest
 from sqlalchemy.engine import URL
 
-from tests.support.api import create_account_over_http
+from tests.support.api import JSONAPI, create_account_over_http, document
 from tests.support.processes import ServiceProcess
 from tests.support.sdk_namespace import DOMAIN, run_sdk
 from tests.support.servers import ready_server
@@ -61,4 +62,30 @@ def test_the_async_client(server: ServiceProcess, api_key: str) -> None:
     assert server.port is not None
     report = run_sdk("crud_async", server.port, api_key)
     assert report["listed"] == ["contract-async"]
+    assert_stayed_on_loopback(report)
+
+
+def test_on_change_fires_for_a_v1_write_made_by_another_replica(
+    server: ServiceProcess, api_key: str, module_database: URL
+) -> None:
+    """The stream is on the first server; the write goes through /v1 to a
+    second server (another process, as another replica or worker is) on the
+    same database, and reaches the SDK through LISTEN/NOTIFY."""
+    assert server.port is not None
+    with ready_server(module_database, workers=1) as replica:
+        assert replica.port is not None
+        replica_port = replica.port
+
+        def write_elsewhere() -> None:
+            base = f"http://127.0.0.1:{replica_port}/v1/configs"
+            headers = {"Authorization": f"Bearer {api_key}", "Content-Type": JSONAPI}
+            found = httpx.get(base, params={"filter[key]": "live"}, headers=headers, timeout=10)
+            config_id = found.json()["data"][0]["id"]
+            body = document("configs", {"items": {"timeout": 5}}, config_id)
+            patched = httpx.patch(f"{base}/{config_id}", json=body, headers=headers, timeout=10)
+            assert patched.status_code == 200, patched.text
+
+        report = run_sdk("live", server.port, api_key, when_ready=write_elsewhere)
+    assert (report["old"], report["new"], report["source"]) == (3, 5, "push")
+    assert report["value"] == 5
     assert_stayed_on_loopback(report)

@@ -22,7 +22,7 @@ import subprocess
 import sys
 import tempfile
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any
@@ -83,10 +83,21 @@ def unix_socket_to(port: int) -> Iterator[str]:
             thread.join(timeout=10)
 
 
-def run_sdk(scenario: str, server_port: int, api_key: str, timeout: float = 300) -> dict[str, Any]:
+def run_sdk(
+    scenario: str,
+    server_port: int,
+    api_key: str,
+    when_ready: Callable[[], None] | None = None,
+    timeout: float = 300,
+) -> dict[str, Any]:
     """Run a scenario of tests/support/sdk_side.py in the SDK's namespace; its
-    report (it raises, and this fails, when the scenario failed)."""
-    with unix_socket_to(server_port) as path, tempfile.TemporaryDirectory() as home:
+    report (it raises, and this fails, when the scenario failed). A scenario
+    that prints READY waits for what `when_ready` does (a write elsewhere)."""
+    with (
+        unix_socket_to(server_port) as path,
+        tempfile.TemporaryDirectory() as home,
+        tempfile.TemporaryFile("w+") as errors,
+    ):
         environment = {
             "PATH": os.environ["PATH"],
             # No ~/.smplkit, no SMPLKIT_* settings, no proxies: only what the scenario says.
@@ -97,9 +108,33 @@ def run_sdk(scenario: str, server_port: int, api_key: str, timeout: float = 300)
         }
         command = ["unshare", "--net", "--mount", "--propagation", "private"]
         command += [sys.executable, str(SDK_SIDE), scenario, path, str(NAMESPACE_PORT), DOMAIN]
-        result = subprocess.run(
-            command, env=environment, capture_output=True, text=True, timeout=timeout, check=False
-        )
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-5000:]
-    report: dict[str, Any] = json.loads(result.stdout.strip().splitlines()[-1])
+        with subprocess.Popen(
+            # Standard error to a file: the SDK's warnings must never fill a pipe nobody reads.
+            command,
+            env=environment,
+            stdout=subprocess.PIPE,
+            stderr=errors,
+            text=True,
+        ) as process:
+            timer = threading.Timer(timeout, process.kill)
+            timer.start()
+            try:
+                lines = _read_lines(process, when_ready)
+                returncode = process.wait()
+            finally:
+                timer.cancel()
+        errors.seek(0)
+        logged = errors.read()
+    assert returncode == 0, "".join(lines)[-3000:] + logged[-5000:]
+    report: dict[str, Any] = json.loads(lines[-1])
     return report
+
+
+def _read_lines(process: subprocess.Popen[str], when_ready: Callable[[], None] | None) -> list[str]:
+    lines = []
+    assert process.stdout is not None
+    for line in process.stdout:
+        lines.append(line)
+        if line.strip() == "READY" and when_ready is not None:
+            when_ready()
+    return lines

@@ -85,6 +85,13 @@ def eventually(condition: Callable[[], Any], timeout: float = 30.0) -> Any:
     raise AssertionError(f"not within {timeout} s: {condition}")
 
 
+def stream_connected(client: Any) -> bool:
+    """Whether the client's event stream is up (a private attribute: the SDK
+    has no public way to say it, short of wait_until_ready, which needs flags)."""
+    stream = client._events_manager
+    return stream is not None and stream.connection_status == "connected"
+
+
 def client_settings() -> dict[str, Any]:
     return {
         "base_domain": os.environ["SDK_BASE_DOMAIN"],
@@ -154,10 +161,11 @@ def many() -> dict[str, Any]:
         client.config.flush()
 
         def listed() -> list[str] | None:
-            keys, page = [], 1
+            keys: list[str] = []
+            page = 1
             while True:
                 rows = client.config.list(page_number=page, page_size=1000)
-                keys += [config.id for config in rows]
+                keys += [str(config.id) for config in rows]
                 if len(rows) < 1000:
                     break
                 page += 1
@@ -187,10 +195,34 @@ async def crud_async() -> dict[str, Any]:
         return {"listed": listed}
 
 
+def live() -> dict[str, Any]:
+    """on_change fires for a write made elsewhere (the test writes once this
+    prints READY: the stream is connected, so the server has registered it)."""
+    from smplkit import SmplClient
+
+    with SmplClient(os.environ["SDK_API_KEY"], **client_settings()) as client:
+        config = client.config.new("live", name="Live")
+        config.set_number("timeout", 3)
+        config.save()
+        changes: list[Any] = []
+        client.config.on_change("live", item_key="timeout")(changes.append)
+        eventually(lambda: stream_connected(client))
+        print("READY", flush=True)
+        eventually(lambda: changes)
+        change = changes[0]
+        return {
+            "old": change.old_value,
+            "new": change.new_value,
+            "source": change.source,
+            "value": client.config.get_value("live", "timeout"),
+        }
+
+
 SCENARIOS: dict[str, Callable[[], dict[str, Any]]] = {
     "crud": crud,
     "many": many,
     "crud_async": lambda: asyncio.run(crud_async()),
+    "live": live,
 }
 
 

@@ -5,7 +5,7 @@ from fastapi import APIRouter, Depends
 
 from service.api.dependencies import require_ready
 from service.api.errors import ERROR_RESPONSES, JsonApiResponse
-from service.api.sdk import configs, discovery
+from service.api.sdk import configs, discovery, events
 
 router = APIRouter(
     prefix="/api/v1",
@@ -16,3 +16,4 @@ router = APIRouter(
 # Discovery first: POST /configs/bulk is no config's key.
 router.include_router(discovery.router)
 router.include_router(configs.router)
+router.include_router(events.router)
