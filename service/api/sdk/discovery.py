@@ -33,7 +33,7 @@ from service.api.item_types import ItemType, definitions_of, matches, stored_typ
 from service.api.json_body import JsonApiRoute
 from service.api.jsonapi import JsonApiBody, Strict, respond
 from service.api.limits import MAX_CHAIN_DEPTH, MAX_CONFIG_JSON_BYTES, NO_NUL, bounded_json
-from service.api.sdk.configs import ItemDescription
+from service.api.sdk.configs import ItemDefinition
 from service.api.sdk.schemas import Registered
 from service.models import Config, table
 
@@ -44,18 +44,12 @@ MAX_DISCOVERED = 1000
 Context = Annotated[str, StringConstraints(min_length=1, max_length=200, pattern=NO_NUL)]
 
 
-class DiscoveredItem(Strict):
-    value: Any = None
-    type: ItemType
-    description: ItemDescription | None = None
-
-
 class DiscoveredConfig(Strict):
     id: Key
     name: Name | None = None
     description: Description | None = None
     parent: Key | None = None
-    items: dict[str, DiscoveredItem] | None = None
+    items: dict[str, ItemDefinition] | None = None
     service: Context | None = None
     environment: Context | None = None
 
@@ -162,7 +156,7 @@ async def _create(
 
 
 def _adapted_items(
-    items: dict[str, DiscoveredItem], inherited: dict[str, ItemType]
+    items: dict[str, ItemDefinition], inherited: dict[str, ItemType]
 ) -> tuple[dict[str, Any], dict[str, ItemType], dict[str, str | None]]:
     """Values, types and descriptions of the declared items, adapted to the rules."""
     values: dict[str, Any] = {}
