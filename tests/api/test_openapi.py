@@ -225,6 +225,7 @@ async def _every_kind_of_answer(tenant: Tenant, openapi: dict[str, Any]) -> None
         first = await check("get", f"{path}?page[size]=1", path)
         assert first["links"]["next"], path
         await check("get", first["links"]["next"], path)
+    await _sdk_dialect_answers(check)
     ids = {
         "user_id": user["id"],
         "key_id": key["data"]["id"],
@@ -232,6 +233,25 @@ async def _every_kind_of_answer(tenant: Tenant, openapi: dict[str, Any]) -> None
         "environment_id": tenant.environments["staging"],
     }
     await _declared_parameters_are_the_accepted_ones(tenant, openapi, ids)
+
+
+async def _sdk_dialect_answers(check: Any) -> None:
+    """Every /api/v1 answer with a body, as the SDK gets it."""
+    typed = {"a": {"value": 1, "type": "NUMBER", "description": None}}
+    body = {
+        "data": {
+            "type": "config",
+            "id": "sdk",
+            "attributes": {"name": "SDK", "parent": "root", "items": typed},
+        }
+    }
+    await check("post", "/api/v1/configs", "/api/v1/configs", body)
+    await check("get", "/api/v1/configs/sdk", "/api/v1/configs/{key}")
+    await check("put", "/api/v1/configs/sdk", "/api/v1/configs/{key}", body)
+    await check("get", "/api/v1/configs?meta[total]=true", "/api/v1/configs")
+    await check("get", "/api/v1/configs?page[size]=1&page[number]=2", "/api/v1/configs")
+    bulk = {"configs": [{"id": "found", "items": {"b": {"value": "x", "type": "STRING"}}}]}
+    await check("post", "/api/v1/configs/bulk", "/api/v1/configs/bulk", bulk)
 
 
 async def _declared_parameters_are_the_accepted_ones(
