@@ -82,8 +82,8 @@ def test_every_success_with_a_body_has_a_schema(openapi: dict[str, Any]) -> None
 
 def test_no_content_answers_declare_no_body(openapi: dict[str, Any]) -> None:
     deletes = [op for path, method, op in operations(openapi) if method == "delete"]
-    # /v1: users, environments, api-keys, configs; /api/v1: configs.
-    assert len(deletes) == 5
+    # /v1: users, environments, api-keys, configs; /api/v1: configs, environments.
+    assert len(deletes) == 6
     for operation in deletes:
         assert "content" not in operation["responses"]["204"]
 
@@ -118,14 +118,20 @@ def test_request_bodies_are_documented_as_json_api(openapi: dict[str, Any]) -> N
         for path, method, operation in operations(openapi)
         if "requestBody" in operation
     ]
-    # /v1: 9; /api/v1: a config's POST and PUT, and discovery's POST.
-    assert len(bodies) == 12
+    # /v1: 9; /api/v1: POST and PUT of configs and environments, discovery, contexts,
+    # the account's settings.
+    assert len(bodies) == 16
+    # The SDK's own bodies that are not JSON:API documents.
+    not_documents = {
+        "/api/v1/configs/bulk": (JSONAPI, ["configs"]),
+        "/api/v1/contexts/bulk": (JSONAPI, ["contexts"]),
+        "/api/v1/accounts/current/settings": ("application/json", None),
+    }
     for path, method, body in bodies:
-        assert list(body["content"]) == [JSONAPI], f"{method.upper()} {path}"
-        schema = resolved(openapi, body["content"][JSONAPI]["schema"])
-        # Discovery's body is the SDK's, not JSON:API.
-        top = ["configs"] if path == "/api/v1/configs/bulk" else ["data"]
-        assert schema["required"] == top, f"{method.upper()} {path}"
+        media_type, required = not_documents.get(path, (JSONAPI, ["data"]))
+        assert list(body["content"]) == [media_type], f"{method.upper()} {path}"
+        schema = resolved(openapi, body["content"][media_type]["schema"])
+        assert schema.get("required") == required, f"{method.upper()} {path}"
 
 
 def test_every_api_operation_names_a_bearer_scheme(openapi: dict[str, Any]) -> None:

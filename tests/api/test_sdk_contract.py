@@ -89,3 +89,14 @@ def test_on_change_fires_for_a_v1_write_made_by_another_replica(
     assert (report["old"], report["new"], report["source"]) == (3, 5, "push")
     assert report["value"] == 5
     assert_stayed_on_loopback(report)
+
+
+def test_environments_and_account_settings_through_the_sdk(
+    server: ServiceProcess, api_key: str
+) -> None:
+    assert server.port is not None
+    report = run_sdk("platform", server.port, api_key)
+    assert report["color"] == "#11223344"
+    assert report["listed"] == ["development", "production", "qa", "staging"]
+    assert report["order"] == ["production", "staging", "development"]
+    assert_stayed_on_loopback(report)

@@ -220,11 +220,45 @@ def live() -> dict[str, Any]:
         }
 
 
+def platform() -> dict[str, Any]:
+    """Environments through the platform client, settings through the account client."""
+    from smplkit import SmplClient
+    from smplkit.errors import ConflictError, NotFoundError
+
+    with SmplClient(os.environ["SDK_API_KEY"], **client_settings()) as client:
+        environments = client.platform.environments
+        created = environments.new("qa", name="QA", color="#abc")
+        created.save()
+        assert created.created_at is not None
+        try:
+            environments.new("qa", name="Again").save()
+            raise AssertionError("a duplicate environment was created")
+        except ConflictError:
+            pass
+        fetched = environments.get("qa")
+        fetched.color = "#11223344"
+        fetched.save()
+        color = environments.get("qa").color
+        listed = sorted(str(environment.id) for environment in environments.list())
+        environments.delete("qa")
+        try:
+            environments.get("qa")
+            raise AssertionError("a deleted environment was found")
+        except NotFoundError:
+            pass
+        settings = client.account.settings.get()
+        settings.environment_order = ["production", "staging", "development"]
+        settings.save()
+        order = client.account.settings.get().environment_order
+        return {"color": str(color.hex if color else None), "listed": listed, "order": order}
+
+
 SCENARIOS: dict[str, Callable[[], dict[str, Any]]] = {
     "crud": crud,
     "many": many,
     "crud_async": lambda: asyncio.run(crud_async()),
     "live": live,
+    "platform": platform,
 }
 
 

@@ -136,6 +136,27 @@ async def by_key(
     return row
 
 
+async def page_of(
+    connection: AsyncConnection, ordered: Select[Any], number: int, size: int
+) -> Sequence[RowMapping]:
+    """Page `number` (from 1) of `size` rows of a query in a total order."""
+    page = ordered.limit(size).offset((number - 1) * size)
+    found: Sequence[RowMapping] = (await connection.execute(page)).mappings().all()
+    return found
+
+
+async def pagination(
+    connection: AsyncConnection, query: Select[Any], number: int, size: int, total: bool
+) -> dict[str, int]:
+    """`meta.pagination` as the SDK parses it; the totals only when asked (a count)."""
+    described = {"page": number, "size": size}
+    if total:
+        count = await connection.scalar(select(func.count()).select_from(query.subquery())) or 0
+        described["total"] = count
+        described["total_pages"] = -(-count // size)
+    return described
+
+
 _SORTS = {
     "key": configs.c.key,
     "name": configs.c.name,
@@ -179,15 +200,14 @@ async def list_configs(
     column = _SORTS[sort.removeprefix("-")]
     # The key (unique in an account) breaks ties: a total, stable order for offsets.
     order = (column.desc(), configs.c.key) if sort.startswith("-") else (column, configs.c.key)
-    page = query.order_by(*order).limit(page_size).offset((page_number - 1) * page_size)
-    found = (await connection.execute(page)).mappings().all()
-    pagination: dict[str, int] = {"page": page_number, "size": page_size}
-    if total:
-        count = await connection.scalar(select(func.count()).select_from(query.subquery()))
-        pagination["total"] = count or 0
-        pagination["total_pages"] = -(-(count or 0) // page_size)
+    found = await page_of(connection, query.order_by(*order), page_number, page_size)
     return respond(
-        {"data": [sdk_resource(row) for row in found], "meta": {"pagination": pagination}}
+        {
+            "data": [sdk_resource(row) for row in found],
+            "meta": {
+                "pagination": await pagination(connection, query, page_number, page_size, total)
+            },
+        }
     )
 
 

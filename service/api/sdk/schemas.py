@@ -60,3 +60,43 @@ class SdkConfigList(Described):
 
 class Registered(Described):
     registered: int = Field(description="The configs this request created")
+
+
+class SdkEnvironmentView(Described):
+    name: str
+    color: str | None = Field(description="#rgb, #rrggbb or #rrggbbaa, lower case")
+    classification: Literal["STANDARD", "AD_HOC"]
+    managed: bool
+    created_at: datetime
+    updated_at: datetime
+
+
+class SdkEnvironmentResource(Described):
+    type: Literal["environment"]
+    id: str = Field(description="The environment's key")
+    attributes: SdkEnvironmentView
+
+
+class SdkEnvironmentDocument(Described):
+    data: SdkEnvironmentResource
+
+
+class SdkEnvironmentList(Described):
+    data: list[SdkEnvironmentResource]
+    meta: ListMeta
+
+
+class SdkAccountView(Described):
+    name: str
+    created_at: datetime
+    updated_at: datetime
+
+
+class SdkAccountResource(Described):
+    type: Literal["account"]
+    id: str
+    attributes: SdkAccountView
+
+
+class SdkAccountDocument(Described):
+    data: SdkAccountResource
