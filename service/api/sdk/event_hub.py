@@ -42,6 +42,8 @@ QUEUE_SIZE = 100
 LISTENER_CHECK_INTERVAL = 15.0
 LISTENER_RETRY_MAX = 10.0
 EXIT_SIGNALS = (signal.SIGTERM, signal.SIGINT)
+# What losing or failing to open the listening connection raises.
+_CONNECTION_ERRORS = (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError)
 
 
 @dataclass(frozen=True)
@@ -138,7 +140,7 @@ class EventHub:
         while not self.closed:
             try:
                 connection = await self._connect()
-            except (OSError, asyncpg.PostgresError, TimeoutError) as error:
+            except _CONNECTION_ERRORS as error:
                 attempt += 1
                 delay = min(0.5 * 2**attempt, LISTENER_RETRY_MAX)
                 logger.warning(
@@ -155,7 +157,7 @@ class EventHub:
                     self._broadcast(Event(MANY_CHANGED, {}))
                 listened_before = True
                 await self._watch(connection)
-            except (OSError, asyncpg.PostgresError, TimeoutError) as error:
+            except _CONNECTION_ERRORS as error:
                 logger.warning(
                     "config events: listening connection lost (%s)", type(error).__name__
                 )
