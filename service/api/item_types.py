@@ -45,11 +45,15 @@ def matches(item_type: ItemType, value: Any) -> bool:
 def stored_types(
     items: Mapping[str, Any], definitions: Mapping[str, Any] | None
 ) -> dict[str, ItemType]:
-    """Each item's type: its definition's, else the one its value shows."""
+    """Each item's type: its definition's, else the one its value shows (also
+    when the value no longer matches its definition: the release before 0012
+    may have written it during a rollout)."""
     known = definitions or {}
-    return {
-        key: _defined_type(known.get(key)) or inferred_type(value) for key, value in items.items()
-    }
+    return {key: _type_of(_defined_type(known.get(key)), value) for key, value in items.items()}
+
+
+def _type_of(defined: ItemType | None, value: Any) -> ItemType:
+    return defined if defined is not None and matches(defined, value) else inferred_type(value)
 
 
 def types_of(definitions: Mapping[str, Any]) -> dict[str, ItemType]:
