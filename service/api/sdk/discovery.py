@@ -111,7 +111,7 @@ async def _stored_ids(
             configs.c.account_id == account_id, configs.c.key.in_(sorted(keys))
         )
     )
-    return {key: config_id for key, config_id in found.tuples()}
+    return {row.key: row.id for row in found}
 
 
 async def _create(
