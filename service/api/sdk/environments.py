@@ -16,6 +16,7 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, Query, Response
 from pydantic import BeforeValidator, StringConstraints
 from sqlalchemy import RowMapping, delete, func, insert, or_, select, update
+from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -119,6 +120,11 @@ def _written(attributes: EnvironmentBodyAttributes) -> dict[str, Any]:
     if attributes.managed is not None:
         values["managed"] = attributes.managed
     return values
+
+
+def _without(document: Any, key: str) -> Any:
+    """jsonb `-`: the object without that key (SQLAlchemy's JSONB has no operator for it)."""
+    return document.op("-", return_type=JSONB)(key)
 
 
 _SORTS = {
@@ -253,7 +259,7 @@ async def delete_environment(
         changed = await connection.execute(
             update(configs)
             .where(*overriding)
-            .values(environments=configs.c.environments - key, updated_at=func.now())
+            .values(environments=_without(configs.c.environments, key), updated_at=func.now())
         )
         if changed.rowcount:
             await announce(connection, caller.account_id, MANY_CHANGED)
