@@ -50,6 +50,9 @@ class _Forward(socketserver.BaseRequestHandler):
 
 class _UnixToTcp(socketserver.ThreadingUnixStreamServer):
     daemon_threads = True
+    # socketserver's default backlog (5) refuses the SDK's bursts of discovery
+    # posts, each on a thread and a connection of its own.
+    request_queue_size = 256
 
     def __init__(self, path: str, target_port: int):
         self.target_port = target_port

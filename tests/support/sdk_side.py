@@ -32,7 +32,9 @@ PEERS: set[str] = set()
 
 def _audit(event: str, arguments: tuple[Any, ...]) -> None:
     if event == "socket.getaddrinfo":
-        LOOKUPS.add(str(arguments[0]))
+        host = arguments[0]
+        # anyio looks names up as bytes.
+        LOOKUPS.add(host.decode() if isinstance(host, bytes) else str(host))
     elif event == "socket.connect" and isinstance(arguments[1], tuple):
         PEERS.add(str(arguments[1][0]))
 
