@@ -39,6 +39,7 @@ REPLICAS = 3
 CONTAINERS_CONF = """
 [containers]
 default_ulimits = ["nofile=20000:20000", "nproc=32768:32768"]
+log_driver = "k8s-file"
 volumes = ["/etc/ssl/certs/ca-certificates.crt:/etc/ssl/certs/ca-certificates.crt:ro"]
 [engine]
 runtime = "runc"
@@ -70,6 +71,22 @@ def podman(environment: dict[str, str], *arguments: str, timeout: float = 900) -
     )
     assert result.returncode == 0, f"podman {' '.join(arguments)}: {result.stderr[-4000:]}"
     return result.stdout.strip()
+
+
+def podman_logs(environment: dict[str, str], container: str) -> str:
+    """The container's output: podman logs replays its stdout and stderr separately."""
+    result = subprocess.run(
+        ["podman", "logs", container],
+        env=environment,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 0, f"podman logs {container}: {result.stdout[-4000:]}"
+    assert result.stdout.strip(), f"podman logs {container} printed nothing"
+    return result.stdout
 
 
 def debian_mirror() -> str:
@@ -200,7 +217,7 @@ async def test_three_replicas_migrate_once_serve_and_stop_cleanly(
             # shutdown message show it stopped on the SIGTERM (a kill is 137).
             podman(podman_environment, "stop", "--time", "10", container)
             state = json.loads(podman(podman_environment, "inspect", container))[0]["State"]
-            logs = podman(podman_environment, "logs", container)
+            logs = podman_logs(podman_environment, container)
             assert state["ExitCode"] == 0, logs
             assert "Application shutdown complete" in logs, logs[-3000:]
             assert "Traceback" not in logs

@@ -33,7 +33,7 @@ def worker_count() -> int:
     """Worker processes of this server, as `python -m service`, uvicorn and gunicorn
     take it by default: WEB_CONCURRENCY (`python -m service --workers N` sets it)."""
     raw = os.environ.get("WEB_CONCURRENCY", "")
-    return int(raw) if raw.isdigit() and int(raw) > 0 else 1
+    return int(raw) if raw.isascii() and raw.isdigit() and int(raw) > 0 else 1
 
 
 def connections_needed(settings: Settings, workers: int) -> int:

@@ -45,6 +45,13 @@ def schemathesis(
         [
             str(SCHEMATHESIS), *configured, "run", f"http://127.0.0.1:{port}/openapi.json",
             "--checks", "all",
+            # Its "invalid" values for optional query parameters (null, or an
+            # object holding one inside filter[items], JSON in a query string)
+            # reach the wire as valid strings ("true", "{...}"), so "negative
+            # data rejected" reported valid requests (seen in CI on GET
+            # /v1/configs; a per-operation setting did not take). Bad query
+            # parameters are tested in test_bad_input.py and test_rules.py.
+            "--exclude-checks", "negative_data_rejection",
             "--header", f"Authorization: Bearer {token}",
             "--max-examples", EXAMPLES,
             "--seed", SEED,

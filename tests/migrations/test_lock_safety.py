@@ -175,7 +175,7 @@ async def test_migrators_under_different_lock_names_never_migrate_at_once(
     environment = service_environment(
         DATABASE_URL=service_url(migrated_database),
         ALEMBIC_CONFIG=SLOW,
-        TEST_SLOW_REVISION_SECONDS="8",
+        TEST_SLOW_REVISION_SECONDS="15",
         LOG_FORMAT="json",
     )
     migrate = ["-m", "service", "migrate", "--timeout", "60"]
@@ -184,16 +184,19 @@ async def test_migrators_under_different_lock_names_never_migrate_at_once(
     started = [first]
     try:
         await eventually(lambda: _slow_revision_running(migrated_database))
-        # While the first one sleeps in its revision: another service's migrator,
-        # and `db status` under that other name.
-        second = ServiceProcess(
-            migrate, {**environment, "MIGRATION_LOCK_NAME": "b"}, tmp_path / "b.log"
-        )
+        # While the first one sleeps in its revision: `db status` under another
+        # lock name (before the second migrator takes lock "b", which would make
+        # that one the holder it reports), then another service's migrator.
         shown = ServiceProcess(
             status, {**environment, "MIGRATION_LOCK_NAME": "b"}, tmp_path / "s.log"
         )
-        started += [second, shown]
-        codes = [process.wait(60) for process in started]
+        started.append(shown)
+        shown_code = shown.wait(60)
+        second = ServiceProcess(
+            migrate, {**environment, "MIGRATION_LOCK_NAME": "b"}, tmp_path / "b.log"
+        )
+        started.append(second)
+        codes = [first.wait(60), shown_code, second.wait(60)]
     finally:
         for process in started:
             process.stop()
