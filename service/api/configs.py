@@ -7,7 +7,7 @@ from datetime import datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request, Response
-from pydantic import Field, StringConstraints, WithJsonSchema
+from pydantic import AfterValidator, Field, StringConstraints, WithJsonSchema
 from sqlalchemy import Select, delete, func, insert, select, text, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -72,7 +72,26 @@ CONFLICTS = {
     ),
 }
 
-Key = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")]
+KEY_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$"
+# POST /api/v1/configs/bulk registers discovered configs, so "bulk" names no
+# config: GET /api/v1/configs/bulk could not reach it (README, "The smplkit SDK").
+RESERVED_KEY = "bulk"
+
+
+def _not_reserved(key: str) -> str:
+    if key == RESERVED_KEY:
+        raise ValueError(
+            f"'{RESERVED_KEY}' is reserved (POST /api/v1/configs/{RESERVED_KEY}); choose another key"
+        )
+    return key
+
+
+Key = Annotated[
+    str,
+    StringConstraints(pattern=KEY_PATTERN),
+    AfterValidator(_not_reserved),
+    WithJsonSchema({"type": "string", "pattern": KEY_PATTERN, "not": {"const": RESERVED_KEY}}),
+]
 Name = Annotated[str, StringConstraints(min_length=1, max_length=200, pattern=NO_NUL)]
 Description = Annotated[str, StringConstraints(max_length=10_000, pattern=NO_NUL)]
 
@@ -265,7 +284,9 @@ async def resolved_config(
         )
     )
     if not known:
-        raise BadRequest(f"no environment with key {environment!r}", parameter="environment")
+        # The view asked for does not exist (as for an unknown config): 404, not
+        # 400, since the parameter itself is well formed.
+        raise NotFound(f"no environment with key {environment!r}", parameter="environment")
     body = encode(
         single(
             {

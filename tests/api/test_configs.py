@@ -102,8 +102,9 @@ async def test_resolution_merges_the_parent_chain_and_the_environment(tenant: Te
     unknown = await tenant.call(
         "GET", f"/v1/configs/{leaf['id']}/resolved", params={"environment": "moon"}
     )
-    assert unknown.status_code == 400
+    assert unknown.status_code == 404
     assert unknown.json()["errors"][0]["source"] == {"parameter": "environment"}
+    assert unknown.json()["errors"][0]["detail"] == "no environment with key 'moon'"
     missing = await tenant.call("GET", f"/v1/configs/{leaf['id']}/resolved")
     assert missing.status_code == 400
 

@@ -110,6 +110,38 @@ async def test_errors_are_the_envelope_with_the_statuses_the_sdk_maps(tenant: Te
     assert anonymous.json()["errors"][0]["status"] == "401"
 
 
+async def test_bulk_is_the_discovery_endpoint_and_no_config_key(tenant: Tenant) -> None:
+    # /configs/bulk is one resource for every method, as the OpenAPI document
+    # says (a concrete path before a templated one): POST only.
+    for method in ("GET", "PUT", "DELETE", "OPTIONS"):
+        answer = await tenant.call(method, "/api/v1/configs/bulk")
+        assert answer.status_code == 405, (method, answer.text)
+        assert answer.headers["Allow"] == "POST"
+    refused = await tenant.call("POST", "/api/v1/configs", body=sdk_body("bulk"))
+    assert refused.status_code == 422
+    error = refused.json()["errors"][0]
+    assert error["source"] == {"pointer": "/data/id"}
+    assert "'bulk' is reserved" in error["detail"]
+    in_v1 = await tenant.call(
+        "POST",
+        "/v1/configs",
+        body={"data": {"type": "configs", "attributes": {"key": "bulk", "name": "B"}}},
+    )
+    assert in_v1.status_code == 422
+    assert in_v1.json()["errors"][0]["source"] == {"pointer": "/data/attributes/key"}
+    discovered = await tenant.call(
+        "POST", "/api/v1/configs/bulk", body={"configs": [{"id": "bulk"}]}
+    )
+    assert discovered.status_code == 422
+    listed = await tenant.call("GET", "/api/v1/configs")
+    assert listed.json()["data"] == []
+    # "bulky" and "bulk.v2" are ordinary keys.
+    for key in ("bulky", "bulk.v2"):
+        created = await tenant.call("POST", "/api/v1/configs", body=sdk_body(key))
+        assert created.status_code == 201, created.text
+        assert (await tenant.call("GET", f"/api/v1/configs/{key}")).status_code == 200
+
+
 @pytest.mark.parametrize(
     ("items", "status", "pointer"),
     [

@@ -20,6 +20,7 @@ from service.api.limits import (
     MAX_CONFIG_JSON_BYTES,
     MAX_USER_ATTRIBUTES_BYTES,
     NO_NUL,
+    JsonObject,
     bounded_json,
 )
 from service.api.sdk import schemas
@@ -73,7 +74,7 @@ async def get_settings(caller: Viewer, connection: Database) -> JSONResponse:
     summary="Replace the account's settings with the object sent (ADMIN)",
 )
 async def replace_settings(
-    settings: Annotated[dict[str, Any], Body()], caller: Admin, connection: Database
+    settings: Annotated[JsonObject, Body()], caller: Admin, connection: Database
 ) -> JSONResponse:
     try:
         bounded_json(MAX_USER_ATTRIBUTES_BYTES)(settings)
@@ -96,7 +97,7 @@ async def replace_settings(
 class ReportedContext(Strict):
     type: ContextType
     key: ContextKey
-    attributes: dict[str, Any] | None = None
+    attributes: JsonObject | None = None
 
 
 class ContextReport(Strict):

@@ -13,15 +13,17 @@ from collections.abc import Mapping, Sequence
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Query, Response
-from pydantic import StringConstraints
+from pydantic import Field, StringConstraints
 from sqlalchemy import RowMapping, Select, delete, func, insert, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
+from starlette.convertors import StringConvertor, register_url_convertor
 
 from service.api.config_chains import check_chain_types
 from service.api.config_events import CHANGED, DELETED, announce
 from service.api.configs import (
     CONFLICTS,
+    RESERVED_KEY,
     Description,
     Key,
     Name,
@@ -45,8 +47,11 @@ from service.api.jsonapi import JsonApiBody, Strict, respond, timestamp
 from service.api.limits import (
     MAX_CHAIN_DEPTH,
     MAX_CONFIG_JSON_BYTES,
+    NAMES_WITHOUT_NUL,
     NO_NUL,
     ConfigOverrides,
+    JsonValue,
+    Text,
     bounded_json,
 )
 from service.api.queries import conflict_from
@@ -67,6 +72,17 @@ SDK_CONFLICTS = {
 ITEMS_AT = "/data/attributes/items"
 OVERRIDES_AT = "/data/attributes/environments"
 
+
+class _ConfigKeyConvertor(StringConvertor):
+    """A path segment that is not the reserved "bulk": /configs/bulk is the
+    discovery endpoint alone, for every method (its Allow header says POST)."""
+
+    regex = f"(?!{RESERVED_KEY}$)[^/]+"
+
+
+register_url_convertor("config_key", _ConfigKeyConvertor())
+KEY_PATH = "/{key:config_key}"
+
 ItemDescription = Annotated[str, StringConstraints(max_length=1000, pattern=NO_NUL)]
 Sort = Literal[
     "key", "-key", "name", "-name", "created_at", "-created_at", "updated_at", "-updated_at"
@@ -74,7 +90,7 @@ Sort = Literal[
 
 
 class ItemDefinition(Strict):
-    value: Any = None
+    value: JsonValue = None
     type: ItemType
     description: ItemDescription | None = None
 
@@ -83,14 +99,16 @@ class ConfigBodyAttributes(Strict):
     name: Name
     description: Description | None = None
     parent: Key | None = None
-    items: dict[str, ItemDefinition] | None = None
+    items: dict[str, ItemDefinition] | None = Field(
+        default=None, json_schema_extra=NAMES_WITHOUT_NUL
+    )
     environments: ConfigOverrides | None = None
     # Absent (as in every body the SDK sends) leaves it unchanged.
     managed: bool | None = None
 
 
 class ConfigBodyData(Strict):
-    type: str
+    type: Text
     id: Key | None = None
     attributes: ConfigBodyAttributes
 
@@ -212,7 +230,7 @@ async def list_configs(
 
 
 @router.get(
-    "/{key}",
+    KEY_PATH,
     response_class=JsonApiResponse,
     response_model=schemas.SdkConfigDocument,
     summary="Get a config by its key",
@@ -331,7 +349,7 @@ async def create_config(
 
 
 @router.put(
-    "/{key}",
+    KEY_PATH,
     response_class=JsonApiResponse,
     response_model=schemas.SdkConfigDocument,
     summary="Replace a config: every writable field as sent (MEMBER)",
@@ -383,7 +401,7 @@ async def replace_config(
 
 
 @router.delete(
-    "/{key}", status_code=204, summary="Delete a config that is no other config's parent (MEMBER)"
+    KEY_PATH, status_code=204, summary="Delete a config that is no other config's parent (MEMBER)"
 )
 async def delete_config(key: Key, caller: Member, connection: Database) -> Response:
     current = await by_key(connection, caller.account_id, key)

@@ -32,7 +32,13 @@ from service.api.errors import JsonApiResponse, UnprocessableContent
 from service.api.item_types import ItemType, definitions_of, matches, stored_types
 from service.api.json_body import JsonApiRoute
 from service.api.jsonapi import JsonApiBody, Strict, respond
-from service.api.limits import MAX_CHAIN_DEPTH, MAX_CONFIG_JSON_BYTES, NO_NUL, bounded_json
+from service.api.limits import (
+    MAX_CHAIN_DEPTH,
+    MAX_CONFIG_JSON_BYTES,
+    NAMES_WITHOUT_NUL,
+    NO_NUL,
+    bounded_json,
+)
 from service.api.sdk.configs import ItemDefinition
 from service.api.sdk.schemas import Registered
 from service.models import Config, table
@@ -49,7 +55,9 @@ class DiscoveredConfig(Strict):
     name: Name | None = None
     description: Description | None = None
     parent: Key | None = None
-    items: dict[str, ItemDefinition] | None = None
+    items: dict[str, ItemDefinition] | None = Field(
+        default=None, json_schema_extra=NAMES_WITHOUT_NUL
+    )
     service: Context | None = None
     environment: Context | None = None
 

@@ -26,7 +26,7 @@ from service.api.environments import Key, Name
 from service.api.errors import Conflict, JsonApiResponse, NotFound
 from service.api.json_body import JsonApiRoute
 from service.api.jsonapi import JsonApiBody, Strict, respond, timestamp
-from service.api.limits import NO_NUL
+from service.api.limits import NO_NUL, Text
 from service.api.queries import conflict_from
 from service.api.sdk import schemas
 from service.api.sdk.configs import MAX_PAGE_NUMBER, MAX_PAGE_SIZE, page_of, pagination
@@ -62,7 +62,7 @@ class EnvironmentBodyAttributes(Strict):
 
 
 class EnvironmentBodyData(Strict):
-    type: str
+    type: Text
     id: Key | None = None
     attributes: EnvironmentBodyAttributes
 
