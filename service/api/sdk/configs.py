@@ -13,7 +13,7 @@ from collections.abc import Mapping, Sequence
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Query, Response
-from pydantic import Field, StringConstraints
+from pydantic import Field, StringConstraints, WithJsonSchema
 from sqlalchemy import RowMapping, Select, delete, func, insert, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -108,13 +108,23 @@ class ConfigBodyAttributes(Strict):
 
 
 class ConfigBodyData(Strict):
-    type: Text
+    # Any other type is refused with 409, as JSON:API asks.
+    type: Annotated[Text, WithJsonSchema({"type": "string", "enum": [TYPE]})]
     id: Key | None = None
     attributes: ConfigBodyAttributes
 
 
+class NewConfigData(ConfigBodyData):
+    # A config's id is its key, chosen by the client.
+    id: Key
+
+
 class ConfigBody(Strict):
     data: ConfigBodyData
+
+
+class NewConfigBody(Strict):
+    data: NewConfigData
 
 
 def sdk_resource(row: Mapping[Any, Any]) -> dict[str, Any]:
@@ -265,14 +275,14 @@ class _Written:
         refuse_nonconforming_overrides(self.overrides, chain_types, OVERRIDES_AT)
 
 
-def _key_of(document: ConfigBody, url_key: str | None = None) -> str:
+def _key_of(document: ConfigBody | NewConfigBody, url_key: str | None = None) -> str:
+    """The config's key: the body's id on a create, the URL's on a replace
+    (where the body's id, when sent, must be the same)."""
     if document.data.type != TYPE:
         raise Conflict(f"expected type {TYPE!r}", pointer="/data/type")
     given = document.data.id
     if url_key is not None and given is not None and given != url_key:
         raise Conflict("the id in the body differs from the key in the URL", pointer="/data/id")
-    if given is None and url_key is None:
-        raise UnprocessableContent("a config's id is its key, and is required", pointer="/data/id")
     return url_key or str(given)
 
 
@@ -308,7 +318,7 @@ def _refuse_too_deep(chain: Sequence[Any], subtree_height: int) -> None:
     summary="Create a config (MEMBER)",
 )
 async def create_config(
-    body: Annotated[ConfigBody, JsonApiBody], caller: Member, connection: Database
+    body: Annotated[NewConfigBody, JsonApiBody], caller: Member, connection: Database
 ) -> JsonApiResponse:
     key = _key_of(body)
     attributes = body.data.attributes

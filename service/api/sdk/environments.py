@@ -14,7 +14,7 @@ from collections.abc import Mapping
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Query, Response
-from pydantic import BeforeValidator, StringConstraints
+from pydantic import BeforeValidator, StringConstraints, WithJsonSchema
 from sqlalchemy import RowMapping, delete, func, insert, or_, select, update
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.exc import IntegrityError
@@ -62,13 +62,23 @@ class EnvironmentBodyAttributes(Strict):
 
 
 class EnvironmentBodyData(Strict):
-    type: Text
+    # Any other type is refused with 409, as JSON:API asks.
+    type: Annotated[Text, WithJsonSchema({"type": "string", "enum": [TYPE]})]
     id: Key | None = None
     attributes: EnvironmentBodyAttributes
 
 
+class NewEnvironmentData(EnvironmentBodyData):
+    # An environment's id is its key, chosen by the client.
+    id: Key
+
+
 class EnvironmentBody(Strict):
     data: EnvironmentBodyData
+
+
+class NewEnvironmentBody(Strict):
+    data: NewEnvironmentData
 
 
 def sdk_environment(row: Mapping[Any, Any]) -> dict[str, Any]:
@@ -100,14 +110,14 @@ async def by_key(
     return row
 
 
-def _key_of(body: EnvironmentBody, url_key: str | None = None) -> str:
+def _key_of(body: EnvironmentBody | NewEnvironmentBody, url_key: str | None = None) -> str:
+    """The environment's key: the body's id on a create, the URL's on a replace
+    (where the body's id, when sent, must be the same)."""
     if body.data.type != TYPE:
         raise Conflict(f"expected type {TYPE!r}", pointer="/data/type")
     given = body.data.id
     if url_key is not None and given is not None and given != url_key:
         raise Conflict("the id in the body differs from the key in the URL", pointer="/data/id")
-    if given is None and url_key is None:
-        raise Conflict("an environment's id is its key, and is required", pointer="/data/id")
     return url_key or str(given)
 
 
@@ -202,7 +212,7 @@ async def get_environment(key: Key, caller: Viewer, connection: Database) -> Jso
     summary="Create an environment (ADMIN)",
 )
 async def create_environment(
-    body: Annotated[EnvironmentBody, JsonApiBody], caller: Admin, connection: Database
+    body: Annotated[NewEnvironmentBody, JsonApiBody], caller: Admin, connection: Database
 ) -> JsonApiResponse:
     key = _key_of(body)
     statement = (
