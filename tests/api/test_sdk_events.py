@@ -21,7 +21,7 @@ from sqlalchemy.ext.asyncio import create_async_engine
 from service.api.config_events import CHANGED, CHANNEL, announce
 from tests.support.api import JSONAPI, create_account_over_http, document
 from tests.support.postgres import connect, service_url
-from tests.support.processes import ServiceProcess
+from tests.support.processes import OPERATOR, ServiceProcess
 from tests.support.servers import ready_server
 
 WAIT = 30.0
@@ -184,6 +184,47 @@ def test_streams_per_key_are_capped(module_database: URL) -> None:
         )
         assert refused.status_code == 429
         assert refused.json()["errors"][0]["status"] == "429"
+
+
+def test_streams_hold_no_connection_keep_alive_and_stay_out_of_the_metrics(
+    module_database: URL,
+) -> None:
+    """One pooled connection, three open streams: requests still get it, no
+    session of the service sits in a transaction, a quiet stream gets a
+    keepalive comment (every 15 s), and the request metrics leave streams out."""
+    with ready_server(
+        module_database, workers=1, DATABASE_POOL_SIZE="1", DATABASE_MAX_OVERFLOW="0"
+    ) as single:
+        assert single.port is not None
+        base = f"http://127.0.0.1:{single.port}"
+        key = create_account_over_http(single.port, "Quiet")
+        streams = [open_stream(single.port, key)[0] for _ in range(3)]
+        assert all(str(lines.get(timeout=WAIT)).startswith("status 200") for lines in streams)
+        for _ in range(3):
+            listed = httpx.get(f"{base}/api/v1/configs", headers=headers(key), timeout=10)
+            assert listed.status_code == 200, listed.text
+        assert asyncio.run(_sessions_in_a_transaction(module_database)) == []
+        seen = []
+        while (line := streams[0].get(timeout=WAIT)) != ": keepalive":
+            assert line is not None, "the stream ended"
+            seen.append(line)
+        assert seen == ["retry: 2000", ": connected", ""]
+        metrics = httpx.get(f"{base}/metrics", headers=OPERATOR, timeout=10).text
+        assert 'route="/api/v1/configs"' in metrics
+        assert "/api/v1/events" not in metrics
+
+
+async def _sessions_in_a_transaction(database: URL) -> list[str]:
+    connection = await connect(database)
+    try:
+        rows = await connection.fetch(
+            "SELECT application_name, state, query FROM pg_stat_activity"
+            " WHERE datname = current_database() AND pid <> pg_backend_pid()"
+            " AND xact_start IS NOT NULL"
+        )
+    finally:
+        await connection.close()
+    return [f"{row['application_name']} {row['state']}: {row['query']}" for row in rows]
 
 
 def test_sigterm_ends_the_streams_at_once(module_database: URL) -> None:
