@@ -5,15 +5,20 @@ server in tests/api/test_sdk_contract.py."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from typing import Any
 
+import asyncpg
+import httpx
 import pytest
 from smplkit._generated.config.models.config_list_response import ConfigListResponse
 from smplkit._generated.config.models.config_response import ConfigResponse
 from sqlalchemy.engine import URL
 
-from tests.support.api import Tenant, api_client, new_tenant
+from tests.support.api import JSONAPI, Tenant, api_client, create_account_over_http, new_tenant
+from tests.support.postgres import connect
+from tests.support.servers import ready_server
 
 SDK_QUERY = "sort=key&page%5Bnumber%5D={page}&page%5Bsize%5D={size}&meta%5Btotal%5D=false"
 
@@ -301,3 +306,104 @@ async def test_discovery_creates_missing_configs_unmanaged_and_leaves_others(
     assert again.json() == {"registered": 0}
     unmanaged = await tenant.call("GET", "/api/v1/configs", params={"filter[managed]": "false"})
     assert sorted(row["id"] for row in unmanaged.json()["data"]) == ["disc-child", "disc-parent"]
+
+
+async def test_an_ancestor_cannot_strand_the_overrides_below_it(tenant: Tenant) -> None:
+    async def put(key: str, **attributes: Any) -> int:
+        return (
+            await tenant.call("PUT", f"/api/v1/configs/{key}", body=sdk_body(key, **attributes))
+        ).status_code
+
+    color = {"color": item("red", "STRING")}
+    for body in (
+        sdk_body("g-root", items=color),
+        sdk_body("g-mid", parent="g-root"),
+        sdk_body("g-leaf", parent="g-mid", environments={"production": {"color": "blue"}}),
+        sdk_body("g-other", items={"color": item(1, "NUMBER")}),
+    ):
+        assert (await tenant.call("POST", "/api/v1/configs", body=body)).status_code == 201
+    leaf_before = (await tenant.call("GET", "/api/v1/configs/g-leaf")).json()
+
+    # Removing the item the leaf overrides, moving the middle away from it, or
+    # under a root where it is a NUMBER: each would leave the leaf's override wrong.
+    removed = await tenant.call("PUT", "/api/v1/configs/g-root", body=sdk_body("g-root"))
+    assert removed.status_code == 409
+    assert (
+        "config 'g-leaf' overrides item 'color' in 'production'"
+        in removed.json()["errors"][0]["detail"]
+    )
+    assert await put("g-mid") == 409
+    assert await put("g-mid", parent="g-other") == 409
+    # So an item's type cannot change by removing and declaring it again.
+    assert await put("g-root", items={"color": item(2, "NUMBER")}) == 409
+
+    # Nothing changed: the leaf still saves as it reads (the SDK's save()).
+    leaf = (await tenant.call("GET", "/api/v1/configs/g-leaf")).json()
+    assert leaf == leaf_before
+    saved = await tenant.call(
+        "PUT", "/api/v1/configs/g-leaf", body={"data": {**leaf["data"], "attributes": {
+            k: v for k, v in leaf["data"]["attributes"].items() if k not in ("created_at", "updated_at")
+        }}},
+    )  # fmt: skip
+    assert saved.status_code == 200, saved.text
+    # Once the override is gone, the item may go.
+    assert await put("g-leaf", parent="g-mid") == 200
+    assert await put("g-root") == 200
+
+
+async def test_an_environment_is_not_deleted_under_a_write_that_overrides_it(
+    module_database: URL,
+) -> None:
+    """A config write checks that its overrides' environments exist, and an
+    environment delete checks that nothing overrides it: neither may slip
+    between the other's check and commit. The write is held (on the account's
+    tree lock, after its check) while the delete runs."""
+    with ready_server(module_database, workers=2) as server:
+        assert server.port is not None
+        key = create_account_over_http(server.port, "Race")
+        headers = {"Authorization": f"Bearer {key}", "Content-Type": JSONAPI}
+        account = httpx.get(f"http://127.0.0.1:{server.port}/v1/account", headers=headers)
+        environment = {"data": {"type": "environment", "id": "race", "attributes": {"name": "R"}}}
+        body = sdk_body("racer", items={"a": item("x", "STRING")})
+        async with httpx.AsyncClient(
+            base_url=f"http://127.0.0.1:{server.port}", headers=headers, timeout=30
+        ) as client:
+            assert (await client.post("/api/v1/environments", json=environment)).status_code == 201
+            assert (await client.post("/api/v1/configs", json=body)).status_code == 201
+            holder = await connect(module_database)
+            try:
+                transaction = holder.transaction()
+                await transaction.start()
+                await holder.execute(
+                    "SELECT pg_advisory_xact_lock(hashtextextended($1, 0))",
+                    f"configs-tree:{account.json()['data']['id']}",
+                )
+                body["data"]["attributes"]["environments"] = {"race": {"a": "y"}}
+                write = asyncio.create_task(client.put("/api/v1/configs/racer", json=body))
+                await _until_waiting(holder, 1)
+                delete = asyncio.create_task(client.delete("/api/v1/environments/race"))
+                await _until_waiting(holder, 2)
+                await transaction.rollback()
+                written, deleted = await write, await delete
+            finally:
+                await holder.close()
+            assert written.status_code == 200, written.text
+            assert deleted.status_code == 409, deleted.text
+            assert (await client.get("/api/v1/environments/race")).status_code == 200
+
+
+async def _until_waiting(connection: asyncpg.Connection, sessions: int) -> None:
+    """Until `sessions` other sessions of this database wait on a lock."""
+    for _ in range(400):
+        waiting = await connection.fetchval(
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
+            " AND wait_event_type = 'Lock' AND pid <> pg_backend_pid()"
+        )
+        if waiting >= sessions:
+            return
+        await asyncio.sleep(0.025)
+    activity = await connection.fetch(
+        "SELECT state, wait_event_type, wait_event, query FROM pg_stat_activity"
+        " WHERE datname = current_database() AND pid <> pg_backend_pid()"
+    )
+    raise AssertionError(f"{sessions} sessions never waited on a lock: {activity}")

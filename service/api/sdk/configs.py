@@ -19,7 +19,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 from starlette.convertors import StringConvertor, register_url_convertor
 
-from service.api.config_chains import check_chain_types
+from service.api.config_chains import check_chain_types, types_along
 from service.api.config_events import CHANGED, DELETED, announce
 from service.api.configs import (
     CONFLICTS,
@@ -266,12 +266,9 @@ class _Written:
         except ValueError as error:
             raise UnprocessableContent(f"the items' values {error}", pointer=ITEMS_AT) from None
 
-    def check_overrides(self, chain: Sequence[Mapping[Any, Any]]) -> None:
+    def check_overrides(self, chain: Sequence[RowMapping]) -> None:
         """The overrides name items of the config or its ancestors, with values of their types."""
-        chain_types: dict[str, ItemType] = {}
-        for level in chain:
-            chain_types.update(stored_types(level["items"], level["item_definitions"]))
-        chain_types.update(self.types)
+        chain_types = {**types_along(chain), **self.types}
         refuse_nonconforming_overrides(self.overrides, chain_types, OVERRIDES_AT)
 
 

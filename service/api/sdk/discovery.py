@@ -24,12 +24,12 @@ from sqlalchemy import select
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from service.api.config_chains import ancestors
+from service.api.config_chains import ancestors, types_along
 from service.api.config_events import MANY_CHANGED, announce
 from service.api.configs import Description, Key, Name, lock_tree
 from service.api.dependencies import Database, Member
 from service.api.errors import JsonApiResponse, UnprocessableContent
-from service.api.item_types import ItemType, definitions_of, matches, stored_types
+from service.api.item_types import ItemType, definitions_of, matches
 from service.api.json_body import JsonApiRoute
 from service.api.jsonapi import JsonApiBody, Strict, respond
 from service.api.limits import (
@@ -133,9 +133,7 @@ async def _create(
     chain = await ancestors(connection, account_id, parent_id) if parent_id else []
     if len(chain) >= MAX_CHAIN_DEPTH:
         parent_id, chain = None, []
-    inherited: dict[str, ItemType] = {}
-    for level in chain:
-        inherited.update(stored_types(level["items"], level["item_definitions"]))
+    inherited = types_along(chain)
     values, types, descriptions = _adapted_items(entry.items or {}, inherited)
     try:
         bounded_json(MAX_CONFIG_JSON_BYTES)(values)
