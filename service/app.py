@@ -69,7 +69,11 @@ def _lifespan(
         try:
             async with (
                 run_in_background(bootstrap),
-                running_hub(settings.events_url, settings.database_connect_timeout) as events,
+                running_hub(
+                    settings.events_url,
+                    settings.database_connect_timeout,
+                    settings.http_max_connections,
+                ) as events,
             ):
                 yield State(
                     bootstrap=bootstrap,
