@@ -137,7 +137,10 @@ async def test_bulk_is_the_discovery_endpoint_and_no_config_key(tenant: Tenant) 
     discovered = await tenant.call(
         "POST", "/api/v1/configs/bulk", body={"configs": [{"id": "bulk"}]}
     )
-    assert discovered.status_code == 422
+    assert discovered.status_code == 200
+    (skipped,) = discovered.json()["skipped"]
+    assert skipped["index"] == 0
+    assert skipped["detail"].startswith("id: 'bulk' is reserved")
     listed = await tenant.call("GET", "/api/v1/configs")
     assert listed.json()["data"] == []
     # "bulky" and "bulk.v2" are ordinary keys.
@@ -289,7 +292,7 @@ async def test_discovery_creates_missing_configs_unmanaged_and_leaves_others(
     }
     response = await tenant.call("POST", "/api/v1/configs/bulk", body=batch)
     assert response.status_code == 200, response.text
-    assert response.json() == {"registered": 2}
+    assert response.json() == {"registered": 2, "skipped": []}
     kept = (await tenant.call("GET", "/api/v1/configs/kept")).json()["data"]["attributes"]
     assert kept["items"] == {"limit": item(1, "NUMBER")}
     parent = (await tenant.call("GET", "/api/v1/configs/disc-parent")).json()["data"]
@@ -303,7 +306,7 @@ async def test_discovery_creates_missing_configs_unmanaged_and_leaves_others(
     child = (await tenant.call("GET", "/api/v1/configs/disc-child")).json()["data"]
     assert child["attributes"]["parent"] == "disc-parent"
     again = await tenant.call("POST", "/api/v1/configs/bulk", body=batch)
-    assert again.json() == {"registered": 0}
+    assert again.json() == {"registered": 0, "skipped": []}
     unmanaged = await tenant.call("GET", "/api/v1/configs", params={"filter[managed]": "false"})
     assert sorted(row["id"] for row in unmanaged.json()["data"]) == ["disc-child", "disc-parent"]
 
@@ -407,3 +410,51 @@ async def _until_waiting(connection: asyncpg.Connection, sessions: int) -> None:
         " WHERE datname = current_database() AND pid <> pg_backend_pid()"
     )
     raise AssertionError(f"{sessions} sessions never waited on a lock: {activity}")
+
+
+async def test_discovery_leaves_out_invalid_entries_not_the_batch(tenant: Tenant) -> None:
+    """The SDK sends what an application declared, 50 at a time: one entry that
+    is no valid config (a key with a space, an oversized description or items)
+    is answered in `skipped`; the rest are registered."""
+    batch = {
+        "configs": [
+            {"id": "fine-a"},
+            {"id": "bad key"},
+            {"id": "fine-b", "items": {"x": {"value": 1, "type": "NUMBER"}}},
+            {"id": "wordy", "items": {
+                f"i{n}": {"value": None, "type": "STRING", "description": "d" * 1000}
+                for n in range(40)
+            }},
+            {"id": "fat", "items": {"blob": {"value": "x" * 40_000, "type": "STRING"}}},
+            {"id": "fine-c", "items": {"x": {"value": "one", "type": "INTEGER"}}},
+        ]
+    }  # fmt: skip
+    response = await tenant.call("POST", "/api/v1/configs/bulk", body=batch)
+    assert response.status_code == 200, response.text
+    answer = response.json()
+    assert answer["registered"] == 2
+    assert [entry["index"] for entry in answer["skipped"]] == [1, 3, 4, 5]
+    details = [entry["detail"] for entry in answer["skipped"]]
+    assert details[0].startswith("id: String should match pattern")
+    assert "the items' descriptions are" in details[1]
+    assert "the items' values is" in details[2]
+    assert details[3].startswith("items/x/type: Input should be")
+    listed = (await tenant.call("GET", "/api/v1/configs")).json()["data"]
+    assert [config["id"] for config in listed] == ["fine-a", "fine-b"]
+    # The whole body is still one document: over 1,000 entries, or not a list, is refused.
+    too_many = await tenant.call(
+        "POST", "/api/v1/configs/bulk", body={"configs": [{"id": f"k{n}"} for n in range(1001)]}
+    )
+    assert too_many.status_code == 422
+    assert (
+        await tenant.call("POST", "/api/v1/configs/bulk", body={"configs": {}})
+    ).status_code == 422
+
+
+async def test_item_descriptions_are_bounded_too(tenant: Tenant) -> None:
+    items = {f"i{n}": item(None, "STRING", "d" * 1000) for n in range(40)}
+    refused = await tenant.call("POST", "/api/v1/configs", body=sdk_body("wordy", items=items))
+    assert refused.status_code == 422
+    error = refused.json()["errors"][0]
+    assert error["source"] == {"pointer": "/data/attributes/items"}
+    assert error["detail"].startswith("the items' descriptions are")

@@ -131,7 +131,7 @@ def test_writes_through_either_dialect_reach_the_stream(server: ServiceProcess) 
     discovered = httpx.post(
         f"{base}/api/v1/configs/bulk", json={"configs": [{"id": "found"}]}, headers=headers(key)
     )
-    assert discovered.json() == {"registered": 1}
+    assert discovered.json() == {"registered": 1, "skipped": []}
     assert next_event(lines) == ("configs_changed", {})
 
 

@@ -53,6 +53,7 @@ from service.api.limits import (
     JsonValue,
     Text,
     bounded_json,
+    encoded_size,
 )
 from service.api.queries import conflict_from
 from service.api.sdk import schemas
@@ -93,6 +94,23 @@ class ItemDefinition(Strict):
     value: JsonValue = None
     type: ItemType
     description: ItemDescription | None = None
+
+
+def oversized_items(items: Mapping[str, ItemDefinition]) -> str | None:
+    """What is over the limits in a config's items, if anything: their values
+    (as /v1's items) and, apart, their descriptions, each at most
+    MAX_CONFIG_JSON_BYTES of JSON."""
+    try:
+        bounded_json(MAX_CONFIG_JSON_BYTES)({key: item.value for key, item in items.items()})
+    except ValueError as error:
+        return f"the items' values {error}"
+    described = {key: item.description for key, item in items.items() if item.description}
+    if (size := encoded_size(described)) > MAX_CONFIG_JSON_BYTES:
+        return (
+            f"the items' descriptions are {size} bytes of JSON; at most "
+            f"{MAX_CONFIG_JSON_BYTES} are stored"
+        )
+    return None
 
 
 class ConfigBodyAttributes(Strict):
@@ -261,10 +279,8 @@ class _Written:
         )
         self.overrides = attributes.environments or {}
         refuse_mismatches(self.types, self.values, ITEMS_AT)
-        try:
-            bounded_json(MAX_CONFIG_JSON_BYTES)(self.values)
-        except ValueError as error:
-            raise UnprocessableContent(f"the items' values {error}", pointer=ITEMS_AT) from None
+        if problem := oversized_items(declared):
+            raise UnprocessableContent(problem, pointer=ITEMS_AT)
 
     def check_overrides(self, chain: Sequence[RowMapping]) -> None:
         """The overrides name items of the config or its ancestors, with values of their types."""
