@@ -14,7 +14,7 @@ from collections.abc import Mapping
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Query, Response
-from pydantic import BeforeValidator, StringConstraints, WithJsonSchema
+from pydantic import BeforeValidator, WithJsonSchema
 from sqlalchemy import RowMapping, delete, func, insert, or_, select, update
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.exc import IntegrityError
@@ -22,7 +22,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from service.api.config_events import MANY_CHANGED, announce
 from service.api.dependencies import Admin, Database, Viewer
-from service.api.environments import Key, Name
+from service.api.environments import Color, Key, Name
 from service.api.errors import Conflict, JsonApiResponse, NotFound
 from service.api.json_body import JsonApiRoute
 from service.api.jsonapi import JsonApiBody, Strict, respond, timestamp
@@ -42,9 +42,6 @@ SDK_CONFLICTS = {
     "environments_account_id_key_key": ("an environment with this key already exists", "/data/id")
 }
 
-Color = Annotated[
-    str, StringConstraints(pattern=r"^#([0-9a-fA-F]{3}|[0-9a-fA-F]{6}|[0-9a-fA-F]{8})$")
-]
 Classification = Annotated[
     Literal["STANDARD", "AD_HOC"],
     BeforeValidator(lambda value: value.upper() if isinstance(value, str) else value),
