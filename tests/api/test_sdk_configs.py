@@ -458,3 +458,16 @@ async def test_item_descriptions_are_bounded_too(tenant: Tenant) -> None:
     error = refused.json()["errors"][0]
     assert error["source"] == {"pointer": "/data/attributes/items"}
     assert error["detail"].startswith("the items' descriptions are")
+
+
+async def test_keys_and_names_sort_in_byte_order_whatever_the_collation(tenant: Tenant) -> None:
+    keys = ["b", "B", "a-1", "a_1", "A", "a.2"]
+    for key in keys:
+        body = sdk_body(key, name=key.upper() + key)
+        assert (await tenant.call("POST", "/api/v1/configs", body=body)).status_code == 201
+    for sort, expected in (("key", sorted(keys)), ("-key", sorted(keys, reverse=True))):
+        listed = await tenant.call("GET", "/api/v1/configs", params={"sort": sort})
+        assert [row["id"] for row in listed.json()["data"]] == expected
+    by_name = await tenant.call("GET", "/api/v1/configs", params={"sort": "name"})
+    names = [row["attributes"]["name"] for row in by_name.json()["data"]]
+    assert names == sorted(names)

@@ -203,9 +203,11 @@ async def pagination(
     return described
 
 
+# Keys and names in byte order ("C"), whatever the database's collation: the
+# same order on every server, and the order clients sort strings in.
 _SORTS = {
-    "key": configs.c.key,
-    "name": configs.c.name,
+    "key": configs.c.key.collate("C"),
+    "name": configs.c.name.collate("C"),
     "created_at": configs.c.created_at,
     "updated_at": configs.c.updated_at,
 }
@@ -245,7 +247,7 @@ async def list_configs(
         query = query.where(configs.c.managed == managed)
     column = _SORTS[sort.removeprefix("-")]
     # The key (unique in an account) breaks ties: a total, stable order for offsets.
-    order = (column.desc(), configs.c.key) if sort.startswith("-") else (column, configs.c.key)
+    order = (column.desc(), _SORTS["key"]) if sort.startswith("-") else (column, _SORTS["key"])
     found = await page_of(connection, query.order_by(*order), page_number, page_size)
     return respond(
         {

@@ -134,9 +134,11 @@ def _without(document: Any, key: str) -> Any:
     return document.op("-", return_type=JSONB)(key)
 
 
+# Keys and names in byte order ("C"), whatever the database's collation: the
+# same order on every server, and the order clients sort strings in.
 _SORTS = {
-    "key": environments.c.key,
-    "name": environments.c.name,
+    "key": environments.c.key.collate("C"),
+    "name": environments.c.name.collate("C"),
     "created_at": environments.c.created_at,
     "updated_at": environments.c.updated_at,
 }
@@ -175,11 +177,7 @@ async def list_environments(
     if managed is not None:
         query = query.where(environments.c.managed == managed)
     column = _SORTS[sort.removeprefix("-")]
-    order = (
-        (column.desc(), environments.c.key)
-        if sort.startswith("-")
-        else (column, environments.c.key)
-    )
+    order = (column.desc(), _SORTS["key"]) if sort.startswith("-") else (column, _SORTS["key"])
     found = await page_of(connection, query.order_by(*order), page_number, page_size)
     return respond(
         {
