@@ -24,6 +24,7 @@ from service.api.errors import (
     JsonApiResponse,
     NotFound,
     UnprocessableContent,
+    json_pointer,
 )
 from service.api.item_types import (
     inferred_definitions,
@@ -508,7 +509,8 @@ async def check_environments(
     )
     for key in overrides:
         if key not in known:
-            raise UnprocessableContent(
+            # JSON:API: a request naming a related resource that does not exist is a 404.
+            raise NotFound(
                 f"no environment with key {key!r}",
-                pointer=f"/data/attributes/environments/{key}",
+                pointer="/data/attributes/environments" + json_pointer((key,)),
             )

@@ -154,7 +154,7 @@ async def test_overrides_must_name_existing_environments(tenant: Tenant) -> None
         "/v1/configs",
         body=document("configs", {"key": "k", "name": "K", "environments": {"moon": {"x": 1}}}),
     )
-    assert refused.status_code == 422
+    assert refused.status_code == 404
     assert refused.json()["errors"][0]["source"]["pointer"] == "/data/attributes/environments/moon"
     not_object = await tenant.call(
         "POST",

@@ -225,12 +225,13 @@ async def test_overrides_name_declared_items_with_values_of_their_type(tenant: T
     no_environment = sdk_body(
         "svc4", items={"a": item(1, "NUMBER")}, environments={"moon": {"a": 2}}
     )
-    assert (await tenant.call("POST", "/api/v1/configs", body=no_environment)).status_code == 422
+    assert (await tenant.call("POST", "/api/v1/configs", body=no_environment)).status_code == 404
 
 
 async def test_parents_are_keys_that_exist_without_cycles(tenant: Tenant) -> None:
     orphan = await tenant.call("POST", "/api/v1/configs", body=sdk_body("o", parent="ghost"))
-    assert orphan.status_code == 422
+    assert orphan.status_code == 404
+    assert orphan.json()["errors"][0]["source"] == {"pointer": "/data/attributes/parent"}
     for key, parent in (("a", None), ("b", "a")):
         body = sdk_body(key, parent=parent)
         assert (await tenant.call("POST", "/api/v1/configs", body=body)).status_code == 201

@@ -310,9 +310,8 @@ async def _parent_id(
         select(configs.c.id).where(configs.c.account_id == account_id, configs.c.key == parent_key)
     )
     if parent_id is None:
-        raise UnprocessableContent(
-            f"no config with key {parent_key!r}", pointer="/data/attributes/parent"
-        )
+        # JSON:API: a request naming a related resource that does not exist is a 404.
+        raise NotFound(f"no config with key {parent_key!r}", pointer="/data/attributes/parent")
     return parent_id
 
 
