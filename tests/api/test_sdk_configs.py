@@ -5,20 +5,20 @@ server in tests/api/test_sdk_contract.py."""
 
 from __future__ import annotations
 
-import asyncio
+import uuid
 from collections.abc import AsyncIterator
 from typing import Any
 
 import asyncpg
-import httpx
 import pytest
 from smplkit._generated.config.models.config_list_response import ConfigListResponse
 from smplkit._generated.config.models.config_response import ConfigResponse
 from sqlalchemy.engine import URL
+from sqlalchemy.ext.asyncio import create_async_engine
 
-from tests.support.api import JSONAPI, Tenant, api_client, create_account_over_http, new_tenant
-from tests.support.postgres import connect
-from tests.support.servers import ready_server
+from service.api.configs import check_environments
+from tests.support.api import Tenant, api_client, new_tenant
+from tests.support.postgres import connect, service_url
 
 SDK_QUERY = "sort=key&page%5Bnumber%5D={page}&page%5Bsize%5D={size}&meta%5Btotal%5D=false"
 
@@ -355,62 +355,36 @@ async def test_an_ancestor_cannot_strand_the_overrides_below_it(tenant: Tenant) 
     assert await put("g-root") == 200
 
 
-async def test_an_environment_is_not_deleted_under_a_write_that_overrides_it(
-    module_database: URL,
+async def test_an_environment_a_write_overrides_cannot_be_deleted_before_it_commits(
+    tenant: Tenant, migrated_database: URL
 ) -> None:
     """A config write checks that its overrides' environments exist, and an
-    environment delete checks that nothing overrides it: neither may slip
-    between the other's check and commit. The write is held (on the account's
-    tree lock, after its check) while the delete runs."""
-    with ready_server(module_database, workers=2) as server:
-        assert server.port is not None
-        key = create_account_over_http(server.port, "Race")
-        headers = {"Authorization": f"Bearer {key}", "Content-Type": JSONAPI}
-        account = httpx.get(f"http://127.0.0.1:{server.port}/v1/account", headers=headers)
-        environment = {"data": {"type": "environment", "id": "race", "attributes": {"name": "R"}}}
-        body = sdk_body("racer", items={"a": item("x", "STRING")})
-        async with httpx.AsyncClient(
-            base_url=f"http://127.0.0.1:{server.port}", headers=headers, timeout=30
-        ) as client:
-            assert (await client.post("/api/v1/environments", json=environment)).status_code == 201
-            assert (await client.post("/api/v1/configs", json=body)).status_code == 201
-            holder = await connect(module_database)
-            try:
-                transaction = holder.transaction()
-                await transaction.start()
+    environment delete (which locks the environment FOR UPDATE, then counts its
+    overrides) checks that nothing overrides it: the write's check holds the
+    environment (FOR KEY SHARE) until it commits, so the delete waits for it
+    and then sees the override (409), instead of slipping in between."""
+    engine = create_async_engine(service_url(migrated_database))
+    holder = await connect(migrated_database)
+    try:
+        async with engine.connect() as write:
+            transaction = await write.begin()
+            await check_environments(write, uuid.UUID(tenant.account_id), {"production": {}})
+            with pytest.raises(asyncpg.LockNotAvailableError):
                 await holder.execute(
-                    "SELECT pg_advisory_xact_lock(hashtextextended($1, 0))",
-                    f"configs-tree:{account.json()['data']['id']}",
+                    "SELECT 1 FROM environments WHERE account_id = $1 AND key = 'production'"
+                    " FOR UPDATE NOWAIT",
+                    uuid.UUID(tenant.account_id),
                 )
-                body["data"]["attributes"]["environments"] = {"race": {"a": "y"}}
-                write = asyncio.create_task(client.put("/api/v1/configs/racer", json=body))
-                await _until_waiting(holder, 1)
-                delete = asyncio.create_task(client.delete("/api/v1/environments/race"))
-                await _until_waiting(holder, 2)
-                await transaction.rollback()
-                written, deleted = await write, await delete
-            finally:
-                await holder.close()
-            assert written.status_code == 200, written.text
-            assert deleted.status_code == 409, deleted.text
-            assert (await client.get("/api/v1/environments/race")).status_code == 200
-
-
-async def _until_waiting(connection: asyncpg.Connection, sessions: int) -> None:
-    """Until `sessions` other sessions of this database wait on a lock."""
-    for _ in range(400):
-        waiting = await connection.fetchval(
-            "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
-            " AND wait_event_type = 'Lock' AND pid <> pg_backend_pid()"
+            await transaction.rollback()
+        # Once the write has ended, nothing holds it.
+        await holder.execute(
+            "SELECT 1 FROM environments WHERE account_id = $1 AND key = 'production'"
+            " FOR UPDATE NOWAIT",
+            uuid.UUID(tenant.account_id),
         )
-        if waiting >= sessions:
-            return
-        await asyncio.sleep(0.025)
-    activity = await connection.fetch(
-        "SELECT state, wait_event_type, wait_event, query FROM pg_stat_activity"
-        " WHERE datname = current_database() AND pid <> pg_backend_pid()"
-    )
-    raise AssertionError(f"{sessions} sessions never waited on a lock: {activity}")
+    finally:
+        await holder.close()
+        await engine.dispose()
 
 
 async def test_discovery_leaves_out_invalid_entries_not_the_batch(tenant: Tenant) -> None:

@@ -53,6 +53,11 @@ async def test_environments_by_key_with_classification_and_colours(tenant: Tenan
         assert refused.status_code == 422, bad
     duplicate = await tenant.call("POST", "/api/v1/environments", body=environment("qa"))
     assert duplicate.status_code == 409
+    for loose in ("yes", 1, "true"):
+        body = environment("qa")
+        body["data"]["attributes"]["managed"] = loose
+        refused = await tenant.call("PUT", "/api/v1/environments/qa", body=body)
+        assert refused.status_code == 422, loose
     # What one dialect stored, the other takes back as it reads it.
     in_v1 = await tenant.call("GET", "/v1/environments")
     (row,) = [row for row in in_v1.json()["data"] if row["attributes"]["key"] == "qa"]
@@ -101,7 +106,12 @@ async def test_settings_are_a_plain_object_replaced_whole(tenant: Tenant) -> Non
     )
     assert (saved.status_code, saved.json()) == (200, settings)
     assert (await tenant.call("GET", "/api/v1/accounts/current/settings")).json() == settings
-    for bad in ([1], {"environment_order": "production"}, {"environment_order": [1]}):
+    for bad in (
+        [1],
+        {"environment_order": "production"},
+        {"environment_order": [1]},
+        {"environment_order": ["production", "production"]},
+    ):
         refused = await tenant.call("PUT", "/api/v1/accounts/current/settings", body=bad)
         assert refused.status_code == 422, bad
     assert (await tenant.call("GET", "/api/v1/accounts/current/settings")).json() == settings

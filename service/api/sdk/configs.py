@@ -13,7 +13,7 @@ from collections.abc import Mapping, Sequence
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Query, Response
-from pydantic import Field, StringConstraints, WithJsonSchema
+from pydantic import Field, StrictBool, StringConstraints, WithJsonSchema
 from sqlalchemy import RowMapping, Select, delete, func, insert, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -122,7 +122,8 @@ class ConfigBodyAttributes(Strict):
     )
     environments: ConfigOverrides | None = None
     # Absent (as in every body the SDK sends) leaves it unchanged.
-    managed: bool | None = None
+    # true or false only (not "yes", 1, "on"), as the document says.
+    managed: StrictBool | None = None
 
 
 class ConfigBodyData(Strict):

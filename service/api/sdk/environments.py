@@ -14,7 +14,7 @@ from collections.abc import Mapping
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Query, Response
-from pydantic import BeforeValidator, WithJsonSchema
+from pydantic import BeforeValidator, StrictBool, WithJsonSchema
 from sqlalchemy import RowMapping, delete, func, insert, or_, select, update
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.exc import IntegrityError
@@ -55,7 +55,8 @@ class EnvironmentBodyAttributes(Strict):
     name: Name
     color: Color | None = None
     classification: Classification = "STANDARD"
-    managed: bool | None = None
+    # true or false only (not "yes", 1, "on"), as the document says.
+    managed: StrictBool | None = None
 
 
 class EnvironmentBodyData(Strict):
