@@ -291,15 +291,14 @@ class _Written:
         refuse_nonconforming_overrides(self.overrides, chain_types, OVERRIDES_AT)
 
 
-def _key_of(document: ConfigBody | NewConfigBody, url_key: str | None = None) -> str:
-    """The config's key: the body's id on a create, the URL's on a replace
-    (where the body's id, when sent, must be the same)."""
-    if document.data.type != TYPE:
-        raise Conflict(f"expected type {TYPE!r}", pointer="/data/type")
-    given = document.data.id
-    if url_key is not None and given is not None and given != url_key:
+def key_of(expected_type: str, sent_type: str, sent_id: str | None, url_key: str | None) -> str:
+    """A resource's key in the SDK's dialect: the body's id on a create, the
+    URL's on a replace (where the body's id, when sent, must be the same)."""
+    if sent_type != expected_type:
+        raise Conflict(f"expected type {expected_type!r}", pointer="/data/type")
+    if url_key is not None and sent_id is not None and sent_id != url_key:
         raise Conflict("the id in the body differs from the key in the URL", pointer="/data/id")
-    return url_key or str(given)
+    return url_key or str(sent_id)
 
 
 async def _parent_id(
@@ -335,7 +334,7 @@ def _refuse_too_deep(chain: Sequence[Any], subtree_height: int) -> None:
 async def create_config(
     body: Annotated[NewConfigBody, JsonApiBody], caller: Member, connection: Database
 ) -> JsonApiResponse:
-    key = _key_of(body)
+    key = key_of(TYPE, body.data.type, body.data.id, None)
     attributes = body.data.attributes
     written = _Written(attributes)
     await check_environments(connection, caller.account_id, written.overrides)
@@ -385,7 +384,7 @@ async def replace_config(
     caller: Member,
     connection: Database,
 ) -> JsonApiResponse:
-    _key_of(body, key)
+    key_of(TYPE, body.data.type, body.data.id, key)
     attributes = body.data.attributes
     written = _Written(attributes)
     await check_environments(connection, caller.account_id, written.overrides)

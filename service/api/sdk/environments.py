@@ -29,7 +29,7 @@ from service.api.jsonapi import JsonApiBody, Strict, respond, timestamp
 from service.api.limits import NO_NUL, Text
 from service.api.queries import conflict_from
 from service.api.sdk import schemas
-from service.api.sdk.configs import MAX_PAGE_NUMBER, MAX_PAGE_SIZE, page_of, pagination
+from service.api.sdk.configs import MAX_PAGE_NUMBER, MAX_PAGE_SIZE, key_of, page_of, pagination
 from service.models import Config, Environment, table
 
 router = APIRouter(
@@ -106,17 +106,6 @@ async def by_key(
     if row is None:
         raise NotFound(f"no environment with key {key!r}")
     return row
-
-
-def _key_of(body: EnvironmentBody | NewEnvironmentBody, url_key: str | None = None) -> str:
-    """The environment's key: the body's id on a create, the URL's on a replace
-    (where the body's id, when sent, must be the same)."""
-    if body.data.type != TYPE:
-        raise Conflict(f"expected type {TYPE!r}", pointer="/data/type")
-    given = body.data.id
-    if url_key is not None and given is not None and given != url_key:
-        raise Conflict("the id in the body differs from the key in the URL", pointer="/data/id")
-    return url_key or str(given)
 
 
 def _written(attributes: EnvironmentBodyAttributes) -> dict[str, Any]:
@@ -210,7 +199,7 @@ async def get_environment(key: Key, caller: Viewer, connection: Database) -> Jso
 async def create_environment(
     body: Annotated[NewEnvironmentBody, JsonApiBody], caller: Admin, connection: Database
 ) -> JsonApiResponse:
-    key = _key_of(body)
+    key = key_of(TYPE, body.data.type, body.data.id, None)
     statement = (
         insert(environments)
         .values(account_id=caller.account_id, key=key, **_written(body.data.attributes))
@@ -235,7 +224,7 @@ async def replace_environment(
     caller: Admin,
     connection: Database,
 ) -> JsonApiResponse:
-    _key_of(body, key)
+    key_of(TYPE, body.data.type, body.data.id, key)
     current = await by_key(connection, caller.account_id, key, lock=True)
     statement = (
         update(environments)
