@@ -145,6 +145,11 @@ class Settings(BaseSettings):
         default=None,
         description="Direct, unpooled URL for the migration lock and DDL; defaults to DATABASE_URL.",
     )
+    events_database_url: SecretStr | None = Field(
+        default=None,
+        description="Direct, unpooled URL each worker LISTENs on for config changes (the SDK's "
+        "event streams); defaults to MIGRATION_DATABASE_URL.",
+    )
     database_pooler: Literal["none", "transaction"] = Field(
         default="none",
         description="transaction: DATABASE_URL goes through a transaction-pooling pooler (PgBouncer): "
@@ -278,7 +283,7 @@ class Settings(BaseSettings):
         description="json: one JSON object per line; text: for people; auto: text on a terminal, else json.",
     )
 
-    @field_validator("database_url", "migration_database_url")
+    @field_validator("database_url", "migration_database_url", "events_database_url")
     @classmethod
     def _valid_database_url(cls, value: SecretStr | None) -> SecretStr | None:
         if value is None or not value.get_secret_value().strip():
@@ -353,6 +358,13 @@ class Settings(BaseSettings):
         if self.migration_database_url is None:
             return self.app_url
         return make_url(self.migration_database_url.get_secret_value())
+
+    @property
+    def events_url(self) -> URL:
+        """Direct URL the workers LISTEN on for config changes."""
+        if self.events_database_url is None:
+            return self.migration_url
+        return make_url(self.events_database_url.get_secret_value())
 
 
 def _operator_token_problem(token: str) -> str | None:

@@ -28,8 +28,12 @@ import httpx
 
 JSONAPI = "application/vnd.api+json"
 ACCOUNTS = "/v1/accounts"
-# What no schema says: the first user of an account is its OWNER.
-KNOWN_VALUES = {(ACCOUNTS, "/owner/role"): "OWNER"}
+# What no schema says: the first user of an account is its OWNER; an SDK
+# config's parent is the key of a config that exists (None: left out).
+KNOWN_VALUES: dict[tuple[str, str], Any] = {
+    (ACCOUNTS, "/owner/role"): "OWNER",
+    ("/api/v1/configs", "/parent"): None,
+}
 _PARAMETER = re.compile(r"\{([^}]+)\}")
 _KEY_PREFIX = "psk_"
 # How long a walk waits for a create it was answered to become readable.
@@ -90,7 +94,7 @@ class Walk:
     def _operations(self) -> Iterator[tuple[str, str, dict[str, Any]]]:
         for path, item in self.document.get("paths", {}).items():
             for method, operation in item.items():
-                if method in _METHOD_ORDER:
+                if method in _METHOD_ORDER and not _streams(operation):
                     yield method, path, operation
 
     def _creation_order(self, operation: tuple[str, str, dict[str, Any]]) -> int:
@@ -102,7 +106,17 @@ class Walk:
     def _create(self, method: str, path: str, operation: dict[str, Any]) -> None:
         self.tried.append(path)
         attributes = self._attributes(operation, path, {})
-        body = {"data": {"type": path.rsplit("/", 1)[-1], "attributes": attributes}}
+        data_schema = self._data_schema(operation)
+        body: dict[str, Any]
+        if data_schema is None:
+            # Not a JSON:API document ({"configs": [...]}, say): its own members.
+            body = self._object(self._body_schema(operation), {}, path, "")
+        else:
+            resource = {"type": self._type(data_schema, path), "attributes": attributes}
+            if "id" in data_schema.get("required", []):
+                # A client-chosen id (the /api/v1 dialect's keys).
+                resource["id"] = self._example(data_schema["properties"]["id"], {}, path, "/id")
+            body = {"data": resource}
         operator = path == ACCOUNTS
         response = self._send(method, path, path, body=body, operator=operator)
         if response is None or not 200 <= response.status_code < 300:
@@ -141,8 +155,10 @@ class Walk:
                 Call(f"{method.upper()} {path}", path, None, f"nothing created at {missing}")
             )
             return
-        body = None
-        if "requestBody" in operation:
+        body: Any = None
+        if "requestBody" in operation and self._data_schema(operation) is None:
+            body = self._object(self._body_schema(operation), {}, path, "")
+        elif "requestBody" in operation:
             previous = self.read.get(url.split("?")[0], {})
             created = self._created_for(path)
             sent = created.attributes if created else {}
@@ -187,13 +203,25 @@ class Walk:
     def _attributes(
         self, operation: dict[str, Any], path: str, sent: dict[str, Any]
     ) -> dict[str, Any]:
-        content: dict[str, Any] = operation.get("requestBody", {}).get("content", {})
-        media: dict[str, Any] = next(iter(content.values()), {})
-        schema = media.get("schema", {})
-        data = self._resolve(self._resolve(schema).get("properties", {}).get("data", {}))
+        data = self._data_schema(operation) or {}
         attributes = self._resolve(data.get("properties", {}).get("attributes", {}))
         value = self._object(attributes, sent, path, "")
         return value if isinstance(value, dict) else {}
+
+    def _body_schema(self, operation: dict[str, Any]) -> dict[str, Any]:
+        content: dict[str, Any] = operation.get("requestBody", {}).get("content", {})
+        media: dict[str, Any] = next(iter(content.values()), {})
+        return self._resolve(media.get("schema", {}))
+
+    def _data_schema(self, operation: dict[str, Any]) -> dict[str, Any] | None:
+        """The schema of a JSON:API body's `data`; None for other bodies."""
+        data = self._body_schema(operation).get("properties", {}).get("data")
+        return None if data is None else self._resolve(data)
+
+    def _type(self, data_schema: dict[str, Any], path: str) -> str:
+        """The type the document names, else the collection's name (/v1/users: users)."""
+        named = self._resolve(data_schema.get("properties", {}).get("type", {})).get("enum")
+        return str(named[0]) if named else path.rsplit("/", 1)[-1]
 
     def _object(self, schema: dict[str, Any], sent: dict[str, Any], path: str, pointer: str) -> Any:
         result = {}
@@ -208,8 +236,9 @@ class Walk:
     ) -> Any:
         schema = self._resolve(schema)
         name = pointer.rsplit("/", 1)[-1]
-        if (path, pointer) in KNOWN_VALUES:
-            return KNOWN_VALUES[(path, pointer)]
+        for collection in (path, *_collections(path)[-1:]):
+            if (collection, pointer) in KNOWN_VALUES:
+                return KNOWN_VALUES[(collection, pointer)]
         if pointer.count("/") == 1 and name in sent:
             return sent[name]
         for choice in schema.get("anyOf", []) + schema.get("oneOf", []):
@@ -316,10 +345,21 @@ def walk(base_url: str, operator_token: str) -> tuple[list[Call], set[str]]:
     with httpx.Client(base_url=base_url, timeout=30.0) as client:
         document = client.get("/openapi.json").raise_for_status().json()
         calls = Walk(client, document, operator_token).run()
-    operations = {
+    return calls, walked_operations(document)
+
+
+def walked_operations(document: dict[str, Any]) -> set[str]:
+    """Every operation of an OpenAPI document that a walk calls ("GET /v1/users")."""
+    return {
         f"{method.upper()} {path}"
         for path, item in document.get("paths", {}).items()
-        for method in item
-        if method in _METHOD_ORDER
+        for method, operation in item.items()
+        if method in _METHOD_ORDER and not _streams(operation)
     }
-    return calls, operations
+
+
+def _streams(operation: dict[str, Any]) -> bool:
+    """An event stream (GET /api/v1/events) never ends by itself: it is no
+    request and answer to compare, and the walk would wait on it forever."""
+    success = operation.get("responses", {}).get("200", {})
+    return "text/event-stream" in success.get("content", {})

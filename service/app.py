@@ -15,6 +15,8 @@ from service.api.key_usage import KeyUsage
 from service.api.negotiation import ContentNegotiation
 from service.api.openapi import complete_openapi
 from service.api.rate_limits import RateLimits
+from service.api.sdk import router as sdk_router
+from service.api.sdk.event_hub import running_hub
 from service.bootstrap import create_bootstrap
 from service.db.engines import create_app_engine
 from service.migrations import MigrationStatus, run_in_background
@@ -51,6 +53,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     install_error_handlers(app)
     app.include_router(health.router)
     app.include_router(api_router)
+    app.include_router(sdk_router)
     complete_openapi(app)
     install_docs(app)
     return app
@@ -64,7 +67,14 @@ def _lifespan(
         engine = create_app_engine(settings)
         bootstrap = create_bootstrap(settings, engine, status)
         try:
-            async with run_in_background(bootstrap):
+            async with (
+                run_in_background(bootstrap),
+                running_hub(
+                    settings.events_url,
+                    settings.database_connect_timeout,
+                    settings.http_max_connections,
+                ) as events,
+            ):
                 yield State(
                     bootstrap=bootstrap,
                     settings=settings,
@@ -75,6 +85,7 @@ def _lifespan(
                     rate_limits=RateLimits.per_second_and_minute(
                         settings.rate_limit_per_key, settings.rate_limit_auth_failures
                     ),
+                    events=events,
                 )
         finally:
             await engine.dispose()

@@ -72,6 +72,10 @@ class Account(TimestampedRecord):
     __tablename__ = "accounts"
 
     name: Mapped[str] = mapped_column(String(200))
+    # The account's settings as the smplkit SDK keeps them: an opaque JSON object.
+    settings: Mapped[dict[str, Any]] = mapped_column(
+        JSONB, server_default=text("'{}'::jsonb"), nullable=False
+    )
 
 
 class Role(StrEnum):
@@ -137,8 +141,12 @@ class Environment(TimestampedRecord):
     account_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("accounts.id", ondelete="CASCADE"))
     key: Mapped[str] = mapped_column(String(64))
     name: Mapped[str] = mapped_column(String(200))
-    color: Mapped[str | None] = mapped_column(String(7))
+    # #rgb, #rrggbb or #rrggbbaa.
+    color: Mapped[str | None] = mapped_column(String(9))
     position: Mapped[int] = mapped_column(server_default=text("0"))
+    # STANDARD or AD_HOC (the smplkit SDK's classification).
+    classification: Mapped[str] = mapped_column(String(16), server_default=text("'STANDARD'"))
+    managed: Mapped[bool] = mapped_column(server_default=text("true"))
 
 
 class ApiKey(TimestampedRecord):
@@ -197,6 +205,37 @@ class Config(TimestampedRecord):
     )
     items: Mapped[dict[str, Any]] = mapped_column(JSONB, server_default=text("'{}'::jsonb"))
     environments: Mapped[dict[str, Any]] = mapped_column(JSONB, server_default=text("'{}'::jsonb"))
+    # {item_key: {"type": STRING|NUMBER|BOOLEAN|JSON, "description": ...}} beside
+    # the raw values of `items` (service/api/item_types.py). NULL, or a key
+    # missing, for configs the release before revision 0012 wrote: the type is
+    # then inferred from the value.
+    item_definitions: Mapped[dict[str, Any] | None] = mapped_column(JSONB)
+    # False for a config only discovered by an SDK (POST /api/v1/configs/bulk).
+    managed: Mapped[bool] = mapped_column(server_default=text("true"))
+
+
+class Context(Base):
+    """A context an SDK reported in use (an environment, a service, ...):
+    recorded by POST /api/v1/contexts/bulk, its last report's time kept."""
+
+    __tablename__ = "contexts"
+    __table_args__ = (UniqueConstraint("account_id", "type", "key"),)
+
+    id: Mapped[uuid.UUID] = mapped_column(
+        UUID(as_uuid=True), primary_key=True, server_default=text("gen_random_uuid()")
+    )
+    account_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("accounts.id", ondelete="CASCADE"))
+    type: Mapped[str] = mapped_column(String(64))
+    key: Mapped[str] = mapped_column(String(256))
+    attributes: Mapped[dict[str, Any]] = mapped_column(
+        JSONB, server_default=text("'{}'::jsonb"), nullable=False
+    )
+    created_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), server_default=func.now(), nullable=False
+    )
+    last_seen_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), server_default=func.now(), nullable=False
+    )
 
 
 # The migration bootstrap's audit trail (service/migrations/audit.py): part of

@@ -22,6 +22,7 @@ if TYPE_CHECKING:
     # The API's own objects; service.api reads this module (an import cycle).
     from service.api.key_usage import KeyUsage
     from service.api.rate_limits import RateLimits
+    from service.api.sdk.event_hub import EventHub
 
 
 class State(BootstrapState):
@@ -36,6 +37,7 @@ class State(BootstrapState):
     metrics: Metrics
     key_usage: KeyUsage
     rate_limits: RateLimits
+    events: EventHub
 
 
 def state_of(connection: HTTPConnection) -> State:

@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Sequence
 from datetime import datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request, Response
-from pydantic import Field, StringConstraints, WithJsonSchema
-from sqlalchemy import Select, delete, func, insert, select, text, update
+from pydantic import AfterValidator, Field, StringConstraints, WithJsonSchema
+from sqlalchemy import RowMapping, Select, delete, func, insert, select, text, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from service.api.config_chains import check_chain_types, types_along
+from service.api.config_events import CHANGED, DELETED, announce
 from service.api.config_resolution import resolve
 from service.api.dependencies import Database, Member, Viewer
 from service.api.errors import (
@@ -21,6 +24,13 @@ from service.api.errors import (
     JsonApiResponse,
     NotFound,
     UnprocessableContent,
+    json_pointer,
+)
+from service.api.item_types import (
+    inferred_definitions,
+    refuse_mistyped_overrides,
+    stored_types,
+    types_of,
 )
 from service.api.json_body import JsonApiRoute, parse_json, problems
 from service.api.jsonapi import (
@@ -60,6 +70,8 @@ router = APIRouter(prefix="/configs", tags=["configs"], route_class=JsonApiRoute
 configs = table(Config)
 environments = table(Environment)
 TYPE = "configs"
+ITEMS_AT = "/data/attributes/items"
+OVERRIDES_AT = "/data/attributes/environments"
 CONFLICTS = {
     "configs_account_id_key_key": ("a config with this key already exists", "/data/attributes/key"),
     "configs_parent_id_fkey": (
@@ -68,7 +80,26 @@ CONFLICTS = {
     ),
 }
 
-Key = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")]
+KEY_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$"
+# POST /api/v1/configs/bulk registers discovered configs, so "bulk" names no
+# config: GET /api/v1/configs/bulk could not reach it (README, "The smplkit SDK").
+RESERVED_KEY = "bulk"
+
+
+def _not_reserved(key: str) -> str:
+    if key == RESERVED_KEY:
+        raise ValueError(
+            f"'{RESERVED_KEY}' is reserved (POST /api/v1/configs/{RESERVED_KEY}); choose another key"
+        )
+    return key
+
+
+Key = Annotated[
+    str,
+    StringConstraints(pattern=KEY_PATTERN),
+    AfterValidator(_not_reserved),
+    WithJsonSchema({"type": "string", "pattern": KEY_PATTERN, "not": {"const": RESERVED_KEY}}),
+]
 Name = Annotated[str, StringConstraints(min_length=1, max_length=200, pattern=NO_NUL)]
 Description = Annotated[str, StringConstraints(max_length=10_000, pattern=NO_NUL)]
 
@@ -261,7 +292,9 @@ async def resolved_config(
         )
     )
     if not known:
-        raise BadRequest(f"no environment with key {environment!r}", parameter="environment")
+        # The view asked for does not exist (as for an unknown config): 404, not
+        # 400, since the parameter itself is well formed.
+        raise NotFound(f"no environment with key {environment!r}", parameter="environment")
     body = encode(
         single(
             {
@@ -304,21 +337,34 @@ async def create_config(
 ) -> JsonApiResponse:
     expect_type(body, TYPE)
     values = body.data.attributes
-    await _check_environments(connection, caller.account_id, values.environments)
+    await check_environments(connection, caller.account_id, values.environments)
     _, parent_id = related_id(body, "parent", TYPE)
+    definitions = inferred_definitions(values.items, {}, None)
+    own = types_of(definitions)
+    chain: Sequence[RowMapping] = []
     if parent_id is not None:
-        await _lock_tree(connection, caller.account_id)
+        await lock_tree(connection, caller.account_id)
         await one_in_account(connection, configs, caller.account_id, parent_id)
         await _check_depth(connection, caller.account_id, parent_id, subtree_height=1)
+        chain, _ = await check_chain_types(
+            connection, caller.account_id, None, parent_id, own, ITEMS_AT
+        )
+    refuse_mistyped_overrides(values.environments, {**types_along(chain), **own}, OVERRIDES_AT)
     statement = (
         insert(configs)
-        .values(account_id=caller.account_id, parent_id=parent_id, **values.model_dump())
+        .values(
+            account_id=caller.account_id,
+            parent_id=parent_id,
+            item_definitions=definitions,
+            **values.model_dump(),
+        )
         .returning(configs)
     )
     try:
         row = (await connection.execute(statement)).mappings().one()
     except IntegrityError as error:
         raise conflict_from(error, CONFLICTS) from None
+    await announce(connection, caller.account_id, CHANGED, row["key"])
     return respond(single(config_resource(row)), 201, {"Location": f"/v1/configs/{row['id']}"})
 
 
@@ -337,15 +383,39 @@ async def update_config(
     expect_type(body, TYPE, config_id)
     changes = changed_attributes(body, not_null=("name", "items", "environments"))
     if "environments" in changes:
-        await _check_environments(connection, caller.account_id, changes["environments"])
+        await check_environments(connection, caller.account_id, changes["environments"])
     given, parent_id = related_id(body, "parent", TYPE)
-    if given:
-        await _lock_tree(connection, caller.account_id)
+    # Items, overrides and parents are checked along the chain, which must hold still.
+    touches_chain = given or "items" in changes or "environments" in changes
+    if touches_chain:
+        await lock_tree(connection, caller.account_id)
     current = await one_in_account(connection, configs, caller.account_id, config_id, lock=True)
+    if "items" in changes:
+        changes["item_definitions"] = inferred_definitions(
+            changes["items"], current["items"], current["item_definitions"]
+        )
+    if touches_chain:
+        own = stored_types(
+            changes.get("items", current["items"]),
+            changes.get("item_definitions", current["item_definitions"]),
+        )
+        chain, _ = await check_chain_types(
+            connection,
+            caller.account_id,
+            config_id,
+            parent_id if given else current["parent_id"],
+            own,
+            ITEMS_AT,
+        )
+        refuse_mistyped_overrides(
+            changes.get("environments", current["environments"]),
+            {**types_along(chain), **own},
+            OVERRIDES_AT,
+        )
     if given:
         if parent_id is not None:
             await one_in_account(connection, configs, caller.account_id, parent_id)
-            await _refuse_cycle(connection, caller.account_id, config_id, parent_id)
+            await refuse_cycle(connection, caller.account_id, config_id, parent_id)
             height = await connection.scalar(
                 _SUBTREE_HEIGHT, {"id": config_id, "limit": MAX_CHAIN_DEPTH + 1}
             )
@@ -359,7 +429,9 @@ async def update_config(
         .values(**changes, updated_at=func.now())
         .returning(configs)
     )
-    return respond(single(config_resource((await connection.execute(statement)).mappings().one())))
+    row = (await connection.execute(statement)).mappings().one()
+    await announce(connection, caller.account_id, CHANGED, row["key"])
+    return respond(single(config_resource(row)))
 
 
 @router.delete(
@@ -368,15 +440,16 @@ async def update_config(
     summary="Delete a config that is no other config's parent (MEMBER)",
 )
 async def delete_config(config_id: uuid.UUID, caller: Member, connection: Database) -> Response:
-    await one_in_account(connection, configs, caller.account_id, config_id)
+    current = await one_in_account(connection, configs, caller.account_id, config_id)
     try:
         await connection.execute(delete(configs).where(configs.c.id == config_id))
     except IntegrityError as error:
         raise conflict_from(error, CONFLICTS) from None
+    await announce(connection, caller.account_id, DELETED, current["key"])
     return Response(status_code=204)
 
 
-async def _lock_tree(connection: AsyncConnection, account_id: uuid.UUID) -> None:
+async def lock_tree(connection: AsyncConnection, account_id: uuid.UUID) -> None:
     """Serialise parent changes per account: two concurrent changes could each
     pass the cycle check and close a cycle together."""
     await connection.execute(
@@ -393,13 +466,16 @@ async def _ancestors(
     return [row["id"] for row in found.mappings()]
 
 
-async def _refuse_cycle(
-    connection: AsyncConnection, account_id: uuid.UUID, config_id: uuid.UUID, parent_id: uuid.UUID
+async def refuse_cycle(
+    connection: AsyncConnection,
+    account_id: uuid.UUID,
+    config_id: uuid.UUID,
+    parent_id: uuid.UUID,
+    pointer: str = "/data/relationships/parent",
 ) -> None:
     if config_id in await _ancestors(connection, account_id, parent_id):
         raise Conflict(
-            "that parent would make a cycle: the config is among its ancestors",
-            pointer="/data/relationships/parent",
+            "that parent would make a cycle: the config is among its ancestors", pointer=pointer
         )
 
 
@@ -417,21 +493,24 @@ async def _check_depth(
         )
 
 
-async def _check_environments(
+async def check_environments(
     connection: AsyncConnection, account_id: uuid.UUID, overrides: dict[str, Any]
 ) -> None:
     if not overrides:
         return
+    # FOR KEY SHARE: an environment cannot be deleted (which locks it FOR
+    # UPDATE, then counts its overrides) between this check and the commit.
     known = set(
         await connection.scalars(
-            select(environments.c.key).where(
-                environments.c.account_id == account_id, environments.c.key.in_(list(overrides))
-            )
+            select(environments.c.key)
+            .where(environments.c.account_id == account_id, environments.c.key.in_(list(overrides)))
+            .with_for_update(read=True, key_share=True)
         )
     )
     for key in overrides:
         if key not in known:
-            raise UnprocessableContent(
+            # JSON:API: a request naming a related resource that does not exist is a 404.
+            raise NotFound(
                 f"no environment with key {key!r}",
-                pointer=f"/data/attributes/environments/{key}",
+                pointer="/data/attributes/environments" + json_pointer((key,)),
             )

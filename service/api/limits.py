@@ -107,6 +107,15 @@ def _json_object(max_bytes: int, description: str) -> WithJsonSchema:
     )
 
 
+# Any JSON value PostgreSQL stores (no NUL character anywhere in it).
+# (allOf: pydantic resolves a bare $ref it did not make and fails.)
+JsonValue = Annotated[Any, WithJsonSchema({"allOf": [{"$ref": "#/components/schemas/JsonValue"}]})]
+# An object whose member names hold no NUL character (its values have their own schema).
+NAMES_WITHOUT_NUL: dict[str, Any] = {"propertyNames": {"pattern": NO_NUL}}
+# A JSON object bounded only by the size of the body (its member names and
+# strings without NUL), for objects checked by their own limits in the handler.
+JsonObject = Annotated[dict[str, Any], WithJsonSchema({"$ref": _OBJECT})]
+
 ConfigItems = Annotated[
     dict[str, Any],
     AfterValidator(bounded_json(MAX_CONFIG_JSON_BYTES)),

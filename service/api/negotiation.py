@@ -17,7 +17,9 @@ from service.api.errors import JSONAPI_MEDIA_TYPE, error_object, error_response
 
 ACCEPTED_MEDIA_TYPES = {JSONAPI_MEDIA_TYPE, "application/json"}
 # The methods the API takes bodies with; others go on to routing (and its 405).
-_WITH_BODY = {"POST", "PATCH"}
+_WITH_BODY = {"POST", "PATCH", "PUT"}
+# /v1, and the smplkit SDK's dialect under /api/v1.
+_API_PREFIXES = ("/v1", "/api/v1")
 # Media type parameters JSON:API allows; this API supports no extension (ext),
 # so only profile is accepted (and profiles are ignored, as the spec permits).
 _ALLOWED_PARAMETERS = {"profile"}
@@ -26,13 +28,13 @@ _ACCEPT_WEIGHT = "q"
 
 
 class ContentNegotiation:
-    """Answers 406, 415 and 413 for the API's routes (under /v1)."""
+    """Answers 406, 415 and 413 for the API's routes (under /v1 and /api/v1)."""
 
     def __init__(self, app: ASGIApp, max_bytes: int, routes: list[BaseRoute]):
         self.app, self.max_bytes, self.routes = app, max_bytes, routes
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or not scope["path"].startswith("/v1"):
+        if scope["type"] != "http" or not scope["path"].startswith(_API_PREFIXES):
             await self.app(scope, receive, send)
             return
         headers = {

@@ -29,7 +29,7 @@ _API_KEY: list[dict[str, list[str]]] = [{"apiKey": []}]
 
 def complete_openapi(app: FastAPI) -> None:
     """Add the JSON value schemas and the security schemes to the app's
-    document, and name the API key as the security of every /v1 operation
+    document, and name the API key as the security of every /v1 and /api/v1 operation
     that does not name the operator token."""
     generate = app.openapi
 
@@ -40,7 +40,7 @@ def complete_openapi(app: FastAPI) -> None:
             components.setdefault("schemas", {}).update(JSON_SCHEMAS)
             components["securitySchemes"] = SECURITY_SCHEMES
             for path, operations in document.get("paths", {}).items():
-                if path.startswith("/v1"):
+                if path.startswith(("/v1", "/api/v1")):
                     for operation in operations.values():
                         operation.setdefault("security", _API_KEY)
         return app.openapi_schema or {}

@@ -27,6 +27,11 @@ _ALWAYS = ((b"x-content-type-options", b"nosniff"),)
 _UNLESS_SET = ((b"cache-control", b"no-store"),)
 
 
+# An event stream lasts as long as its client stays: not a request whose
+# duration the request metrics should count.
+STREAM_ROUTES = frozenset({"/api/v1/events"})
+
+
 class RequestObservability:
     """Takes X-Request-ID from the client (when well formed) or makes one, returns
     it, logs one event per request and counts it by route template."""
@@ -64,7 +69,8 @@ class RequestObservability:
         finally:
             elapsed = time.perf_counter() - started
             route = route_template(scope)
-            self.metrics.observe(scope["method"], route, status, elapsed)
+            if route not in STREAM_ROUTES:
+                self.metrics.observe(scope["method"], route, status, elapsed)
             logger.log(
                 logging.DEBUG if path in _QUIET_PATHS else logging.INFO,
                 "%s %s %d %.1fms",

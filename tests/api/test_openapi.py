@@ -82,7 +82,8 @@ def test_every_success_with_a_body_has_a_schema(openapi: dict[str, Any]) -> None
 
 def test_no_content_answers_declare_no_body(openapi: dict[str, Any]) -> None:
     deletes = [op for path, method, op in operations(openapi) if method == "delete"]
-    assert len(deletes) == 4
+    # /v1: users, environments, api-keys, configs; /api/v1: configs, environments.
+    assert len(deletes) == 6
     for operation in deletes:
         assert "content" not in operation["responses"]["204"]
 
@@ -117,11 +118,20 @@ def test_request_bodies_are_documented_as_json_api(openapi: dict[str, Any]) -> N
         for path, method, operation in operations(openapi)
         if "requestBody" in operation
     ]
-    assert len(bodies) == 9
+    # /v1: 9; /api/v1: POST and PUT of configs and environments, discovery, contexts,
+    # the account's settings.
+    assert len(bodies) == 16
+    # The SDK's own bodies that are not JSON:API documents.
+    not_documents = {
+        "/api/v1/configs/bulk": (JSONAPI, ["configs"]),
+        "/api/v1/contexts/bulk": (JSONAPI, ["contexts"]),
+        "/api/v1/accounts/current/settings": ("application/json", None),
+    }
     for path, method, body in bodies:
-        assert list(body["content"]) == [JSONAPI], f"{method.upper()} {path}"
-        schema = resolved(openapi, body["content"][JSONAPI]["schema"])
-        assert schema["required"] == ["data"], f"{method.upper()} {path}"
+        media_type, required = not_documents.get(path, (JSONAPI, ["data"]))
+        assert list(body["content"]) == [media_type], f"{method.upper()} {path}"
+        schema = resolved(openapi, body["content"][media_type]["schema"])
+        assert schema.get("required") == required, f"{method.upper()} {path}"
 
 
 def test_every_api_operation_names_a_bearer_scheme(openapi: dict[str, Any]) -> None:
@@ -131,7 +141,7 @@ def test_every_api_operation_names_a_bearer_scheme(openapi: dict[str, Any]) -> N
         "operatorToken": ("http", "bearer"),
     }
     for path, method, operation in operations(openapi):
-        if path.startswith("/v1"):
+        if path.startswith(("/v1", "/api/v1")):
             expected = "operatorToken" if path == "/v1/accounts" else "apiKey"
             assert operation["security"] == [{expected: []}], f"{method.upper()} {path}"
 
@@ -221,6 +231,7 @@ async def _every_kind_of_answer(tenant: Tenant, openapi: dict[str, Any]) -> None
         first = await check("get", f"{path}?page[size]=1", path)
         assert first["links"]["next"], path
         await check("get", first["links"]["next"], path)
+    await _sdk_dialect_answers(check)
     ids = {
         "user_id": user["id"],
         "key_id": key["data"]["id"],
@@ -228,6 +239,25 @@ async def _every_kind_of_answer(tenant: Tenant, openapi: dict[str, Any]) -> None
         "environment_id": tenant.environments["staging"],
     }
     await _declared_parameters_are_the_accepted_ones(tenant, openapi, ids)
+
+
+async def _sdk_dialect_answers(check: Any) -> None:
+    """Every /api/v1 answer with a body, as the SDK gets it."""
+    typed = {"a": {"value": 1, "type": "NUMBER", "description": None}}
+    body = {
+        "data": {
+            "type": "config",
+            "id": "sdk",
+            "attributes": {"name": "SDK", "parent": "root", "items": typed},
+        }
+    }
+    await check("post", "/api/v1/configs", "/api/v1/configs", body)
+    await check("get", "/api/v1/configs/sdk", "/api/v1/configs/{key}")
+    await check("put", "/api/v1/configs/sdk", "/api/v1/configs/{key}", body)
+    await check("get", "/api/v1/configs?meta[total]=true", "/api/v1/configs")
+    await check("get", "/api/v1/configs?page[size]=1&page[number]=2", "/api/v1/configs")
+    bulk = {"configs": [{"id": "found", "items": {"b": {"value": "x", "type": "STRING"}}}]}
+    await check("post", "/api/v1/configs/bulk", "/api/v1/configs/bulk", bulk)
 
 
 async def _declared_parameters_are_the_accepted_ones(

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from sqlalchemy.engine import URL
 
-from service.db.connection_budget import MIGRATION_CONNECTIONS
+from service.db.connection_budget import EVENT_CONNECTIONS, MIGRATION_CONNECTIONS
 from tests.support.postgres import connect, service_url
 from tests.support.processes import ServiceProcess, service_environment, wait_for
 
@@ -27,7 +27,7 @@ async def test_pools_larger_than_the_server_allows_are_warned_about(
         )
     finally:
         await connection.close()
-    needed = WORKERS * (POOL_SIZE + MIGRATION_CONNECTIONS)
+    needed = WORKERS * (POOL_SIZE + MIGRATION_CONNECTIONS + EVENT_CONNECTIONS)
     assert needed > allowed
     environment = service_environment(
         DATABASE_URL=service_url(migrated_database),

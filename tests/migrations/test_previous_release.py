@@ -16,6 +16,7 @@ import pytest
 from sqlalchemy.engine import URL
 
 from release_check.release import previous_release
+from release_check.walk import walked_operations
 from service.app import create_app
 from tests.support.configs import settings_for
 from tests.support.processes import PROCESS_OUTPUTS, PROJECT_ROOT, service_environment
@@ -98,9 +99,9 @@ def add_revision(repository: Path, doc: str, body: str) -> str:
     return commit_all(repository, f"add a revision: {doc}")
 
 
-def operations_of_this_code() -> list[str]:
+def operations_of_this_code() -> set[str]:
     document = create_app(settings_for(URL.create("postgresql+asyncpg", database="x"))).openapi()
-    return [f"{method} {path}" for path, item in document["paths"].items() for method in item]
+    return walked_operations(document)
 
 
 def check(repository: Path, admin_url: URL, *arguments: str) -> tuple[int, dict[str, Any]]:

@@ -1,0 +1,143 @@
+"""The account in the smplkit SDK's dialect: the current account, its
+settings (`client.account.settings`: a plain JSON object, not JSON:API), and
+the contexts SDKs report in use (`POST /api/v1/contexts/bulk`)."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Body
+from fastapi.responses import JSONResponse
+from pydantic import Field, StringConstraints
+from sqlalchemy import func, select, update
+from sqlalchemy.dialects.postgresql import insert
+
+from service.api.dependencies import Admin, Database, Member, Viewer
+from service.api.errors import JsonApiResponse, UnprocessableContent
+from service.api.json_body import JsonApiRoute
+from service.api.jsonapi import JsonApiBody, Strict, respond, timestamp
+from service.api.limits import (
+    MAX_CONFIG_JSON_BYTES,
+    MAX_USER_ATTRIBUTES_BYTES,
+    NO_NUL,
+    JsonObject,
+    bounded_json,
+)
+from service.api.sdk import schemas
+from service.models import Account, Context, table
+
+router = APIRouter(tags=["account (smplkit SDK)"], route_class=JsonApiRoute)
+accounts = table(Account)
+contexts = table(Context)
+MAX_CONTEXTS = 1000
+ContextType = Annotated[str, StringConstraints(min_length=1, max_length=64, pattern=NO_NUL)]
+ContextKey = Annotated[str, StringConstraints(min_length=1, max_length=256, pattern=NO_NUL)]
+
+
+@router.get(
+    "/accounts/current",
+    response_class=JsonApiResponse,
+    response_model=schemas.SdkAccountDocument,
+    summary="The key's account",
+)
+async def current_account(caller: Viewer, connection: Database) -> JsonApiResponse:
+    row = (
+        (await connection.execute(select(accounts).where(accounts.c.id == caller.account_id)))
+        .mappings()
+        .one()
+    )
+    attributes = {
+        "name": row["name"],
+        "created_at": timestamp(row["created_at"]),
+        "updated_at": timestamp(row["updated_at"]),
+    }
+    return respond({"data": {"type": "account", "id": str(row["id"]), "attributes": attributes}})
+
+
+@router.get(
+    "/accounts/current/settings",
+    response_class=JSONResponse,
+    response_model=dict[str, Any],
+    summary="The account's settings, a plain JSON object",
+)
+async def get_settings(caller: Viewer, connection: Database) -> JSONResponse:
+    settings = await connection.scalar(
+        select(accounts.c.settings).where(accounts.c.id == caller.account_id)
+    )
+    return JSONResponse(settings)
+
+
+@router.put(
+    "/accounts/current/settings",
+    response_class=JSONResponse,
+    response_model=dict[str, Any],
+    summary="Replace the account's settings with the object sent (ADMIN)",
+)
+async def replace_settings(
+    settings: Annotated[JsonObject, Body()], caller: Admin, connection: Database
+) -> JSONResponse:
+    try:
+        bounded_json(MAX_USER_ATTRIBUTES_BYTES)(settings)
+    except ValueError as error:
+        raise UnprocessableContent(f"the settings {error}", pointer="") from None
+    order = settings.get("environment_order", [])
+    if not isinstance(order, list) or not all(isinstance(key, str) for key in order):
+        raise UnprocessableContent(
+            "environment_order must be a list of environment keys", pointer="/environment_order"
+        )
+    # Keys of environments deleted since stay allowed: the SDK writes back what it read.
+    if duplicate := next((key for n, key in enumerate(order) if key in order[:n]), None):
+        raise UnprocessableContent(
+            f"environment_order names {duplicate!r} twice", pointer="/environment_order"
+        )
+    stored = await connection.scalar(
+        update(accounts)
+        .where(accounts.c.id == caller.account_id)
+        .values(settings=settings, updated_at=func.now())
+        .returning(accounts.c.settings)
+    )
+    return JSONResponse(stored)
+
+
+class ReportedContext(Strict):
+    type: ContextType
+    key: ContextKey
+    attributes: JsonObject | None = None
+
+
+class ContextReport(Strict):
+    contexts: Annotated[list[ReportedContext], Field(max_length=MAX_CONTEXTS)]
+
+
+@router.post(
+    "/contexts/bulk",
+    response_class=JsonApiResponse,
+    response_model=schemas.Registered,
+    summary="Record the contexts an SDK reports in use (MEMBER)",
+)
+async def record_contexts(
+    body: Annotated[ContextReport, JsonApiBody], caller: Member, connection: Database
+) -> JsonApiResponse:
+    latest: dict[tuple[str, str], dict[str, Any] | None] = {}
+    for position, context in enumerate(body.contexts):
+        if context.attributes is not None:
+            try:
+                bounded_json(MAX_CONFIG_JSON_BYTES)(context.attributes)
+            except ValueError as error:
+                raise UnprocessableContent(
+                    f"the attributes {error}", pointer=f"/contexts/{position}/attributes"
+                ) from None
+        latest[(context.type, context.key)] = context.attributes
+    for (context_type, key), attributes in sorted(latest.items()):
+        statement = insert(contexts).values(
+            account_id=caller.account_id, type=context_type, key=key, attributes=attributes or {}
+        )
+        changes: dict[str, Any] = {"last_seen_at": func.now()}
+        if attributes is not None:
+            changes["attributes"] = statement.excluded.attributes
+        await connection.execute(
+            statement.on_conflict_do_update(
+                constraint="contexts_account_id_type_key_key", set_=changes
+            )
+        )
+    return respond({"registered": len(latest)})

@@ -1,0 +1,267 @@
+"""Environments in the smplkit SDK's dialect (`client.platform.environments`).
+
+The same rows as /v1/environments, addressed by key, with the SDK's
+`classification` and `managed`, colours as #rgb, #rrggbb or #rrggbbaa, and
+PUT replacing every writable field. `managed` is stored as sent: the SDK
+always sends false (its public model has no such field), and nothing in this
+service treats unmanaged environments differently.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Mapping
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, Query, Response
+from pydantic import BeforeValidator, StrictBool, WithJsonSchema
+from sqlalchemy import RowMapping, delete, func, insert, or_, select, update
+from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from service.api.config_events import MANY_CHANGED, announce
+from service.api.dependencies import Admin, Database, Viewer
+from service.api.environments import Color, Key, Name
+from service.api.errors import Conflict, JsonApiResponse, NotFound
+from service.api.json_body import JsonApiRoute
+from service.api.jsonapi import JsonApiBody, Strict, respond, timestamp
+from service.api.limits import NO_NUL, Text
+from service.api.queries import conflict_from
+from service.api.sdk import schemas
+from service.api.sdk.configs import MAX_PAGE_NUMBER, MAX_PAGE_SIZE, key_of, page_of, pagination
+from service.models import Config, Environment, table
+
+router = APIRouter(
+    prefix="/environments", tags=["environments (smplkit SDK)"], route_class=JsonApiRoute
+)
+environments = table(Environment)
+configs = table(Config)
+TYPE = "environment"
+SDK_CONFLICTS = {
+    "environments_account_id_key_key": ("an environment with this key already exists", "/data/id")
+}
+
+Classification = Annotated[
+    Literal["STANDARD", "AD_HOC"],
+    BeforeValidator(lambda value: value.upper() if isinstance(value, str) else value),
+]
+Sort = Literal[
+    "key", "-key", "name", "-name", "created_at", "-created_at", "updated_at", "-updated_at"
+]
+
+
+class EnvironmentBodyAttributes(Strict):
+    name: Name
+    color: Color | None = None
+    classification: Classification = "STANDARD"
+    # true or false only (not "yes", 1, "on"), as the document says.
+    managed: StrictBool | None = None
+
+
+class EnvironmentBodyData(Strict):
+    # Any other type is refused with 409, as JSON:API asks.
+    type: Annotated[Text, WithJsonSchema({"type": "string", "enum": [TYPE]})]
+    id: Key | None = None
+    attributes: EnvironmentBodyAttributes
+
+
+class NewEnvironmentData(EnvironmentBodyData):
+    # An environment's id is its key, chosen by the client.
+    id: Key
+
+
+class EnvironmentBody(Strict):
+    data: EnvironmentBodyData
+
+
+class NewEnvironmentBody(Strict):
+    data: NewEnvironmentData
+
+
+def sdk_environment(row: Mapping[Any, Any]) -> dict[str, Any]:
+    return {
+        "type": TYPE,
+        "id": row["key"],
+        "attributes": {
+            "name": row["name"],
+            "color": row["color"].lower() if row["color"] else None,
+            "classification": row["classification"],
+            "managed": row["managed"],
+            "created_at": timestamp(row["created_at"]),
+            "updated_at": timestamp(row["updated_at"]),
+        },
+    }
+
+
+async def by_key(
+    connection: AsyncConnection, account_id: uuid.UUID, key: str, *, lock: bool = False
+) -> RowMapping:
+    query = select(environments).where(
+        environments.c.account_id == account_id, environments.c.key == key
+    )
+    if lock:
+        query = query.with_for_update()
+    row: RowMapping | None = (await connection.execute(query)).mappings().first()
+    if row is None:
+        raise NotFound(f"no environment with key {key!r}")
+    return row
+
+
+def _written(attributes: EnvironmentBodyAttributes) -> dict[str, Any]:
+    values: dict[str, Any] = {
+        "name": attributes.name,
+        "color": attributes.color.lower() if attributes.color else None,
+        "classification": attributes.classification,
+    }
+    if attributes.managed is not None:
+        values["managed"] = attributes.managed
+    return values
+
+
+def _without(document: Any, key: str) -> Any:
+    """jsonb `-`: the object without that key (SQLAlchemy's JSONB has no operator for it)."""
+    return document.op("-", return_type=JSONB)(key)
+
+
+# Keys and names in byte order ("C"), whatever the database's collation: the
+# same order on every server, and the order clients sort strings in.
+_SORTS = {
+    "key": environments.c.key.collate("C"),
+    "name": environments.c.name.collate("C"),
+    "created_at": environments.c.created_at,
+    "updated_at": environments.c.updated_at,
+}
+
+
+@router.get(
+    "",
+    response_class=JsonApiResponse,
+    response_model=schemas.SdkEnvironmentList,
+    summary="List environments, pages numbered from 1",
+)
+async def list_environments(
+    caller: Viewer,
+    connection: Database,
+    sort: Annotated[Sort, Query()] = "name",
+    page_number: Annotated[int, Query(alias="page[number]", ge=1, le=MAX_PAGE_NUMBER)] = 1,
+    page_size: Annotated[int, Query(alias="page[size]", ge=1, le=MAX_PAGE_SIZE)] = MAX_PAGE_SIZE,
+    total: Annotated[bool, Query(alias="meta[total]")] = False,
+    search: Annotated[
+        str | None, Query(alias="filter[search]", max_length=200, pattern=NO_NUL)
+    ] = None,
+    classification: Annotated[Classification | None, Query(alias="filter[classification]")] = None,
+    managed: Annotated[bool | None, Query(alias="filter[managed]")] = None,
+) -> JsonApiResponse:
+    query = select(environments).where(environments.c.account_id == caller.account_id)
+    if search is not None:
+        wanted = search.lower()
+        query = query.where(
+            or_(
+                func.strpos(func.lower(environments.c.key), wanted) > 0,
+                func.strpos(func.lower(environments.c.name), wanted) > 0,
+            )
+        )
+    if classification is not None:
+        query = query.where(environments.c.classification == classification)
+    if managed is not None:
+        query = query.where(environments.c.managed == managed)
+    column = _SORTS[sort.removeprefix("-")]
+    order = (column.desc(), _SORTS["key"]) if sort.startswith("-") else (column, _SORTS["key"])
+    found = await page_of(connection, query.order_by(*order), page_number, page_size)
+    return respond(
+        {
+            "data": [sdk_environment(row) for row in found],
+            "meta": {
+                "pagination": await pagination(connection, query, page_number, page_size, total)
+            },
+        }
+    )
+
+
+@router.get(
+    "/{key}",
+    response_class=JsonApiResponse,
+    response_model=schemas.SdkEnvironmentDocument,
+    summary="Get an environment by its key",
+)
+async def get_environment(key: Key, caller: Viewer, connection: Database) -> JsonApiResponse:
+    return respond({"data": sdk_environment(await by_key(connection, caller.account_id, key))})
+
+
+@router.post(
+    "",
+    status_code=201,
+    response_class=JsonApiResponse,
+    response_model=schemas.SdkEnvironmentDocument,
+    summary="Create an environment (ADMIN)",
+)
+async def create_environment(
+    body: Annotated[NewEnvironmentBody, JsonApiBody], caller: Admin, connection: Database
+) -> JsonApiResponse:
+    key = key_of(TYPE, body.data.type, body.data.id, None)
+    statement = (
+        insert(environments)
+        .values(account_id=caller.account_id, key=key, **_written(body.data.attributes))
+        .returning(environments)
+    )
+    try:
+        row = (await connection.execute(statement)).mappings().one()
+    except IntegrityError as error:
+        raise conflict_from(error, SDK_CONFLICTS) from None
+    return respond({"data": sdk_environment(row)}, 201, {"Location": f"/api/v1/environments/{key}"})
+
+
+@router.put(
+    "/{key}",
+    response_class=JsonApiResponse,
+    response_model=schemas.SdkEnvironmentDocument,
+    summary="Replace an environment's name, colour, classification (and managed) (ADMIN)",
+)
+async def replace_environment(
+    key: Key,
+    body: Annotated[EnvironmentBody, JsonApiBody],
+    caller: Admin,
+    connection: Database,
+) -> JsonApiResponse:
+    key_of(TYPE, body.data.type, body.data.id, key)
+    current = await by_key(connection, caller.account_id, key, lock=True)
+    statement = (
+        update(environments)
+        .where(environments.c.id == current["id"])
+        .values(**_written(body.data.attributes), updated_at=func.now())
+        .returning(environments)
+    )
+    return respond(
+        {"data": sdk_environment((await connection.execute(statement)).mappings().one())}
+    )
+
+
+@router.delete(
+    "/{key}",
+    status_code=204,
+    summary="Delete an environment; cascade=true also removes configs' overrides for it (ADMIN)",
+)
+async def delete_environment(
+    key: Key, caller: Admin, connection: Database, cascade: bool = False
+) -> Response:
+    current = await by_key(connection, caller.account_id, key, lock=True)
+    overriding = (
+        configs.c.account_id == caller.account_id,
+        configs.c.environments.has_key(key),
+    )
+    if cascade:
+        changed = await connection.execute(
+            update(configs)
+            .where(*overriding)
+            .values(environments=_without(configs.c.environments, key), updated_at=func.now())
+        )
+        if changed.rowcount:
+            await announce(connection, caller.account_id, MANY_CHANGED)
+    elif in_use := await connection.scalar(select(func.count()).where(*overriding)):
+        raise Conflict(
+            f"{in_use} config(s) have overrides for the environment {key!r}; remove them first, "
+            "or delete with cascade=true"
+        )
+    await connection.execute(delete(environments).where(environments.c.id == current["id"]))
+    return Response(status_code=204)

@@ -1,0 +1,315 @@
+"""GET /api/v1/events through real servers: the SSE frames the SDK reads,
+writes from either dialect on another process, a revoked key, SIGTERM, the
+per-key cap; and NOTIFY's transactional delivery."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import queue
+import signal
+import threading
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+import pytest
+from sqlalchemy.engine import URL
+from sqlalchemy.ext.asyncio import create_async_engine
+
+from service.api.config_events import CHANGED, CHANNEL, announce
+from tests.support.api import JSONAPI, create_account_over_http, document
+from tests.support.configs import shared_folder
+from tests.support.pgbouncer import pgbouncer
+from tests.support.postgres import connect, service_url
+from tests.support.processes import OPERATOR, ServiceProcess, free_port, wait_for
+from tests.support.servers import ready_server
+
+WAIT = 30.0
+# Whatever the stream sends ends up here, line by line; None when it ended.
+Lines = queue.Queue[str | None]
+
+
+@pytest.fixture(scope="module")
+def server(module_database: URL) -> Iterator[ServiceProcess]:
+    with ready_server(module_database, workers=2) as process:
+        yield process
+
+
+def headers(key: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {key}", "Content-Type": JSONAPI}
+
+
+def open_stream(port: int, key: str) -> tuple[Lines, threading.Thread]:
+    """Read the stream on a thread of its own, as the SDK does."""
+    lines: Lines = queue.Queue()
+    ready = threading.Event()
+
+    def read() -> None:
+        try:
+            with httpx.stream(
+                "GET",
+                f"http://127.0.0.1:{port}/api/v1/events",
+                headers={"Authorization": f"Bearer {key}", "Accept": "text/event-stream"},
+                timeout=httpx.Timeout(10, read=60),
+            ) as response:
+                lines.put(f"status {response.status_code} {response.headers['content-type']}")
+                ready.set()
+                for line in response.iter_lines():
+                    lines.put(line)
+        except httpx.HTTPError as error:
+            lines.put(f"error {type(error).__name__}")
+        finally:
+            ready.set()
+            lines.put(None)
+
+    thread = threading.Thread(target=read, daemon=True)
+    thread.start()
+    assert ready.wait(WAIT)
+    return lines, thread
+
+
+def next_event(lines: Lines) -> tuple[str, dict[str, Any]]:
+    """The next event's name and data, comments and retry skipped."""
+    name = None
+    while True:
+        line = lines.get(timeout=WAIT)
+        assert line is not None, "the stream ended"
+        if line.startswith("event: "):
+            name = line.removeprefix("event: ")
+        elif line.startswith("data: ") and name is not None:
+            return name, json.loads(line.removeprefix("data: "))
+
+
+def until_end(lines: Lines) -> list[str]:
+    seen = []
+    while (line := lines.get(timeout=WAIT)) is not None:
+        seen.append(line)
+    return seen
+
+
+def sdk_config(key: str, timeout: int) -> dict[str, Any]:
+    return {
+        "data": {
+            "type": "config",
+            "id": key,
+            "attributes": {
+                "name": key,
+                "items": {"timeout": {"value": timeout, "type": "NUMBER", "description": None}},
+            },
+        }
+    }
+
+
+def test_writes_through_either_dialect_reach_the_stream(server: ServiceProcess) -> None:
+    assert server.port is not None
+    key = create_account_over_http(server.port, "Events")
+    lines, _ = open_stream(server.port, key)
+    assert lines.get(timeout=WAIT) == "status 200 text/event-stream; charset=utf-8"
+    assert lines.get(timeout=WAIT) == "retry: 2000"
+    base = f"http://127.0.0.1:{server.port}"
+    # New connections each time: with two workers the writes land on either.
+    created = httpx.post(
+        f"{base}/api/v1/configs", json=sdk_config("streamed", 1), headers=headers(key)
+    )
+    assert created.status_code == 201, created.text
+    assert next_event(lines) == ("config_changed", {"id": "streamed"})
+    found = httpx.get(
+        f"{base}/v1/configs", params={"filter[key]": "streamed"}, headers=headers(key)
+    )
+    config_id = found.json()["data"][0]["id"]
+    patched = httpx.patch(
+        f"{base}/v1/configs/{config_id}",
+        json=document("configs", {"items": {"timeout": 2}}, config_id),
+        headers=headers(key),
+    )
+    assert patched.status_code == 200, patched.text
+    assert next_event(lines) == ("config_changed", {"id": "streamed"})
+    assert httpx.delete(f"{base}/api/v1/configs/streamed", headers=headers(key)).status_code == 204
+    assert next_event(lines) == ("config_deleted", {"id": "streamed"})
+    discovered = httpx.post(
+        f"{base}/api/v1/configs/bulk", json={"configs": [{"id": "found"}]}, headers=headers(key)
+    )
+    assert discovered.json() == {"registered": 1, "skipped": []}
+    assert next_event(lines) == ("configs_changed", {})
+
+
+def test_another_accounts_writes_are_not_streamed(server: ServiceProcess) -> None:
+    assert server.port is not None
+    watcher, writer = (create_account_over_http(server.port, name) for name in ("W", "X"))
+    lines, _ = open_stream(server.port, watcher)
+    base = f"http://127.0.0.1:{server.port}"
+    other = httpx.post(f"{base}/api/v1/configs", json=sdk_config("x", 1), headers=headers(writer))
+    assert other.status_code == 201
+    own = httpx.post(f"{base}/api/v1/configs", json=sdk_config("w", 1), headers=headers(watcher))
+    assert own.status_code == 201
+    assert next_event(lines) == ("config_changed", {"id": "w"})
+
+
+def test_a_bad_key_is_a_401_in_the_error_envelope(server: ServiceProcess) -> None:
+    response = httpx.get(
+        f"http://127.0.0.1:{server.port}/api/v1/events",
+        headers={"Authorization": "Bearer psk_not-a-key-at-all", "Accept": "text/event-stream"},
+    )
+    assert response.status_code == 401
+    assert response.json()["errors"][0]["status"] == "401"
+
+
+def test_a_revoked_keys_stream_ends(server: ServiceProcess) -> None:
+    assert server.port is not None
+    owner = create_account_over_http(server.port, "Revoked")
+    base = f"http://127.0.0.1:{server.port}"
+    made = httpx.post(
+        f"{base}/v1/api-keys", json=document("api-keys", {"name": "stream"}), headers=headers(owner)
+    )
+    assert made.status_code == 201, made.text
+    streaming_key = made.json()["data"]["attributes"]["secret"]
+    lines, thread = open_stream(server.port, streaming_key)
+    revoked = httpx.delete(
+        f"{base}/v1/api-keys/{made.json()['data']['id']}", headers=headers(owner)
+    )
+    assert revoked.status_code == 204
+    until_end(lines)
+    thread.join(WAIT)
+    assert not thread.is_alive()
+
+
+def test_streams_per_key_are_capped(module_database: URL) -> None:
+    with ready_server(module_database, workers=1) as single:
+        assert single.port is not None
+        key = create_account_over_http(single.port, "Capped")
+        streams = [open_stream(single.port, key)[0] for _ in range(10)]
+        assert all(str(lines.get(timeout=WAIT)).startswith("status 200") for lines in streams)
+        refused = httpx.get(
+            f"http://127.0.0.1:{single.port}/api/v1/events", headers=headers(key), timeout=10
+        )
+        assert refused.status_code == 429
+        assert refused.json()["errors"][0]["status"] == "429"
+
+
+def test_streams_hold_no_connection_keep_alive_and_stay_out_of_the_metrics(
+    module_database: URL,
+) -> None:
+    """One pooled connection, three open streams: requests still get it, no
+    session of the service sits in a transaction, a quiet stream gets a
+    keepalive comment (every 15 s), and the request metrics leave streams out."""
+    with ready_server(
+        module_database, workers=1, DATABASE_POOL_SIZE="1", DATABASE_MAX_OVERFLOW="0"
+    ) as single:
+        assert single.port is not None
+        base = f"http://127.0.0.1:{single.port}"
+        key = create_account_over_http(single.port, "Quiet")
+        streams = [open_stream(single.port, key)[0] for _ in range(3)]
+        assert all(str(lines.get(timeout=WAIT)).startswith("status 200") for lines in streams)
+        for _ in range(3):
+            listed = httpx.get(f"{base}/api/v1/configs", headers=headers(key), timeout=10)
+            assert listed.status_code == 200, listed.text
+        assert asyncio.run(_sessions_in_a_transaction(module_database)) == []
+        seen = []
+        while (line := streams[0].get(timeout=WAIT)) != ": keepalive":
+            assert line is not None, "the stream ended"
+            seen.append(line)
+        assert seen == ["retry: 2000", ": connected", ""]
+        metrics = httpx.get(f"{base}/metrics", headers=OPERATOR, timeout=10).text
+        assert 'route="/api/v1/configs"' in metrics
+        assert "/api/v1/events" not in metrics
+
+
+async def _sessions_in_a_transaction(database: URL) -> list[str]:
+    connection = await connect(database)
+    try:
+        rows = await connection.fetch(
+            "SELECT application_name, state, query FROM pg_stat_activity"
+            " WHERE datname = current_database() AND pid <> pg_backend_pid()"
+            " AND xact_start IS NOT NULL"
+        )
+    finally:
+        await connection.close()
+    return [f"{row['application_name']} {row['state']}: {row['query']}" for row in rows]
+
+
+@pytest.mark.parametrize("listening_through", ["a transaction-pooling PgBouncer", "a closed port"])
+def test_no_stream_is_served_while_nothing_listens(
+    module_database: URL, listening_through: str
+) -> None:
+    """A pooler accepts LISTEN and delivers nothing; a closed port delivers
+    nothing either. Either way a stream would stay silent: it is refused (503,
+    Retry-After) and the log says why, while the rest of the API serves."""
+    with shared_folder() as folder, pgbouncer(module_database, folder / "pgbouncer") as pooled:
+        events_url = (
+            service_url(pooled)
+            if listening_through.endswith("PgBouncer")
+            else service_url(module_database.set(port=free_port()))
+        )
+        with ready_server(module_database, workers=2, EVENTS_DATABASE_URL=events_url) as server:
+            assert server.port is not None
+            key = create_account_over_http(server.port, "Unheard")
+            base = f"http://127.0.0.1:{server.port}"
+            for _ in range(2):  # a new connection each time: either worker
+                refused = httpx.get(f"{base}/api/v1/events", headers=headers(key), timeout=30)
+                assert refused.status_code == 503
+                assert refused.headers["Retry-After"] == "5"
+                detail = refused.json()["errors"][0]["detail"]
+                assert detail.startswith("live updates are not available on this worker now")
+            assert httpx.get(f"{base}/api/v1/configs", headers=headers(key)).status_code == 200
+            expected = (
+                "receives no notifications: EVENTS_DATABASE_URL must reach PostgreSQL directly"
+                if listening_through.endswith("PgBouncer")
+                else "cannot connect to listen"
+            )
+            assert expected in detail
+            wait_for(lambda: expected in server.logs(), WAIT, "the reason in the log")
+
+
+def test_streams_per_account_and_per_worker_are_capped(module_database: URL) -> None:
+    """A worker keeps half its connections (HTTP_MAX_CONNECTIONS) for requests."""
+    with ready_server(module_database, workers=1, HTTP_MAX_CONNECTIONS="8") as single:
+        assert single.port is not None
+        keys = [create_account_over_http(single.port, f"Busy {n}") for n in range(2)]
+        streams = [open_stream(single.port, keys[n % 2])[0] for n in range(4)]
+        assert all(str(lines.get(timeout=WAIT)).startswith("status 200") for lines in streams)
+        base = f"http://127.0.0.1:{single.port}"
+        refused = httpx.get(f"{base}/api/v1/events", headers=headers(keys[0]), timeout=10)
+        assert refused.status_code == 429
+        assert (
+            refused.json()["errors"][0]["detail"] == "this worker already has 4 event streams open"
+        )
+        assert httpx.get(f"{base}/api/v1/configs", headers=headers(keys[1])).status_code == 200
+
+
+def test_sigterm_ends_the_streams_at_once(module_database: URL) -> None:
+    """uvicorn alone waits for open responses without limit: only the
+    service's own signal handling ends a stream."""
+    with ready_server(module_database, workers=2) as doomed:
+        assert doomed.port is not None
+        key = create_account_over_http(doomed.port, "Doomed")
+        lines, thread = open_stream(doomed.port, key)
+        doomed.signal(signal.SIGTERM)
+        until_end(lines)
+        thread.join(WAIT)
+        assert not thread.is_alive()
+        assert doomed.wait(WAIT) == 0
+
+
+async def test_a_rolled_back_write_notifies_nobody(migrated_database: URL) -> None:
+    listener = await connect(migrated_database)
+    received: asyncio.Queue[str] = asyncio.Queue()
+    await listener.add_listener(CHANNEL, lambda *arguments: received.put_nowait(arguments[-1]))
+    engine = create_async_engine(service_url(migrated_database))
+    try:
+        account_id = uuid.UUID(int=1)
+        async with engine.connect() as connection:
+            transaction = await connection.begin()
+            await announce(connection, account_id, CHANGED, "rolled-back")
+            await transaction.rollback()
+        async with engine.begin() as connection:
+            await announce(connection, account_id, CHANGED, "committed")
+        delivered = json.loads(await asyncio.wait_for(received.get(), WAIT))
+        assert delivered["id"] == "committed"
+        # Notifications arrive before the answer to a later query on the same connection.
+        await listener.fetchval("SELECT 1")
+        assert received.empty()
+    finally:
+        await engine.dispose()
+        await listener.close()
