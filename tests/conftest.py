@@ -19,7 +19,8 @@ from tests.support.secrets import CAPTURED, PASSWORDS, leaked_secrets
 # one_server"). They start servers of their own (the embedded one, one with
 # TLS) and would run the same twice; or they are the longest runs (the fuzzer,
 # the previous release, which CI also checks on 15 with `python -m
-# release_check`, the online migration under load, the random kills), whose
+# release_check`, the online migration under load, the random kills and the
+# deterministic kills after each commit), whose
 # subject is processes, signals and the lock rather than the server's version.
 ONE_SERVER_MODULES = frozenset(
     {
@@ -30,6 +31,7 @@ ONE_SERVER_MODULES = frozenset(
         "tests/migrations/test_previous_release.py",
         "tests/migrations/test_load_during_migration.py",
         "tests/migrations/test_random_kills.py",
+        "tests/migrations/test_rerun_after_commit.py",
     }
 )
 

@@ -48,7 +48,11 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
-    op.add_column("users", sa.Column("cognito_sub", sa.String(length=128), nullable=True))
+    # Committed by the autocommit block below before the revision is stamped
+    # down; a downgrade that dies after it runs again over the column.
+    op.add_column(
+        "users", sa.Column("cognito_sub", sa.String(length=128), nullable=True), if_not_exists=True
+    )
     connection = op.get_bind()
     with op.get_context().autocommit_block():
         after = FIRST_ID

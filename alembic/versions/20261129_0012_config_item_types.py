@@ -71,13 +71,18 @@ TYPE_BATCH = sa.text(
 
 
 def upgrade() -> None:
+    # The autocommit block below commits these columns before the revision is
+    # stamped: a migrator that dies after that commit leaves them in place, and
+    # the next one runs this revision again over them (IF NOT EXISTS).
     op.add_column(
         "configs",
         sa.Column("item_definitions", postgresql.JSONB(astext_type=sa.Text()), nullable=True),
+        if_not_exists=True,
     )
     op.add_column(
         "configs",
         sa.Column("managed", sa.Boolean(), server_default=sa.text("true"), nullable=False),
+        if_not_exists=True,
     )
     with op.get_context().autocommit_block():
         _type_existing_items()

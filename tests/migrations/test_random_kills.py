@@ -30,6 +30,7 @@ from sqlalchemy.engine import URL
 from tests.support.postgres import connect, create_database, drop_database, service_url
 from tests.support.processes import ServiceProcess, run_python, service_environment
 from tests.support.revisions import HEAD
+from tests.support.schema import snapshot
 from tests.support.seeds import BEFORE_IDENTITY, seed_users_sql
 
 USERS = 60_000
@@ -38,7 +39,6 @@ FLEET = 3
 SEED = int(os.environ.get("KILL_SEED", str(random.SystemRandom().randrange(1 << 30))))
 print(f"random-kill seed: KILL_SEED={SEED}")
 
-TABLES = ("accounts", "users", "environments", "api_keys", "configs")
 HOLDER = """
 SELECT a.pid AS backend, a.application_name, a.query, a.state
   FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid
@@ -53,45 +53,6 @@ class Start:
     template: str
     clean_snapshot: dict[str, object]
     clean_seconds: float
-
-
-async def snapshot(url: URL) -> dict[str, object]:
-    """Everything a migration decides: schema, indexes, constraints, version,
-    a digest of each table's rows, and which revisions the audit trail records."""
-    connection = await connect(url)
-
-    async def rows(query: str) -> list[tuple[object, ...]]:
-        return [tuple(row) for row in await connection.fetch(query)]
-
-    try:
-        found: dict[str, object] = {
-            "columns": await rows(
-                """SELECT table_name, column_name, data_type, is_nullable, column_default
-                     FROM information_schema.columns WHERE table_schema = 'public'
-                    ORDER BY 1, 2"""
-            ),
-            "indexes": await rows(
-                """SELECT c.relname, pg_get_indexdef(i.indexrelid), i.indisvalid, i.indisready
-                     FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid
-                    WHERE c.relnamespace = 'public'::regnamespace ORDER BY 1"""
-            ),
-            "constraints": await rows(
-                """SELECT conrelid::regclass::text, conname, pg_get_constraintdef(oid), convalidated
-                     FROM pg_constraint WHERE connamespace = 'public'::regnamespace
-                    ORDER BY 1, 2"""
-            ),
-            "version": await connection.fetchval("SELECT version_num FROM alembic_version"),
-            "audit": await rows(
-                "SELECT revision, direction FROM schema_migration_audit ORDER BY revision"
-            ),
-        }
-        for table in TABLES:
-            found[table] = await connection.fetchval(
-                f"SELECT count(*) || ':' || md5(coalesce(string_agg(t::text, '|' ORDER BY t::text), '')) FROM {table} t"
-            )
-        return found
-    finally:
-        await connection.close()
 
 
 def start_fleet(url: URL, folder: Path, size: int) -> list[ServiceProcess]:
