@@ -70,7 +70,11 @@ def _lifespan(
         try:
             async with (
                 run_in_background(bootstrap),
-                running_hub(settings.events_url, settings.database_connect_timeout) as events,
+                running_hub(
+                    settings.events_url,
+                    settings.database_connect_timeout,
+                    settings.http_max_connections,
+                ) as events,
             ):
                 _freeze_startup_objects()
                 yield State(

@@ -5,12 +5,19 @@ by writes through either dialect under the account's tree lock."""
 from __future__ import annotations
 
 import uuid
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 
 from sqlalchemy import RowMapping, text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from service.api.item_types import ItemType, refuse_chain_disagreements, stored_types
+from service.api.errors import Conflict
+from service.api.item_types import (
+    ItemType,
+    inferred_type,
+    matches,
+    refuse_chain_disagreements,
+    stored_types,
+)
 from service.api.limits import MAX_CHAIN_DEPTH
 
 # The config and its ancestors, the root first, at most :limit of them.
@@ -31,13 +38,15 @@ _ANCESTORS = text(
 _DESCENDANTS = text(
     """
     WITH RECURSIVE tree AS (
-        SELECT id, key, items, item_definitions, 1 AS depth FROM configs WHERE parent_id = :id
+        SELECT id, key, parent_id, items, item_definitions, environments, 1 AS depth
+          FROM configs WHERE parent_id = :id
         UNION ALL
-        SELECT c.id, c.key, c.items, c.item_definitions, tree.depth + 1
+        SELECT c.id, c.key, c.parent_id, c.items, c.item_definitions, c.environments,
+               tree.depth + 1
           FROM configs AS c JOIN tree ON c.parent_id = tree.id
          WHERE tree.depth < :limit
     )
-    SELECT id, key, items, item_definitions, depth FROM tree
+    SELECT id, key, parent_id, items, item_definitions, environments, depth FROM tree
     """
 )
 
@@ -68,13 +77,59 @@ async def check_chain_types(
 ) -> tuple[list[RowMapping], list[RowMapping]]:
     """409 unless the config's items (`own`) agree in type with its ancestors
     under `parent_id` and with every config below it, and the configs below
-    agree with those ancestors (a new parent brings new ones). Answers the
-    ancestors (the root first) and the configs below."""
+    agree with those ancestors (a new parent brings new ones), and their
+    overrides still conform (refuse_stranded_overrides). Answers the ancestors
+    (the root first) and the configs below."""
     chain = await ancestors(connection, account_id, parent_id) if parent_id else []
     subtree = await descendants(connection, config_id) if config_id else []
     refuse_chain_disagreements(own, [*chain, *subtree], at)
-    above: dict[str, ItemType] = {}
-    for level in chain:
-        above.update(stored_types(level["items"], level["item_definitions"]))
+    above = types_along(chain)
     refuse_chain_disagreements(above, subtree, at)
+    if config_id and subtree:
+        before = types_along(await ancestors(connection, account_id, config_id))
+        refuse_stranded_overrides(config_id, before, {**above, **own}, subtree, at)
     return chain, subtree
+
+
+def types_along(chain: Iterable[RowMapping]) -> dict[str, ItemType]:
+    """The item types a chain of configs (root first) declares together."""
+    types: dict[str, ItemType] = {}
+    for level in chain:
+        types.update(stored_types(level["items"], level["item_definitions"]))
+    return types
+
+
+def refuse_stranded_overrides(
+    config_id: uuid.UUID,
+    before: Mapping[str, ItemType],
+    after: Mapping[str, ItemType],
+    subtree: Iterable[RowMapping],
+    at: str,
+) -> None:
+    """409 when a config below would be left overriding an item with a value of
+    another type than the item now has, or overriding an item that was declared
+    on its chain and no longer is (`before` and `after`: the types the written
+    config sees, its own included, before and after the write). Overrides of
+    items never declared stay /v1's to allow."""
+    below: dict[uuid.UUID, dict[str, ItemType]] = {config_id: {}}
+    for row in sorted(subtree, key=lambda row: int(row["depth"])):
+        below[row["id"]] = {
+            **below.get(row["parent_id"], {}),
+            **stored_types(row["items"], row["item_definitions"]),
+        }
+        declared, declared_before = {**after, **below[row["id"]]}, {**before, **below[row["id"]]}
+        for environment, values in (row["environments"] or {}).items():
+            for key, value in values.items():
+                where = f"config {row['key']!r} overrides item {key!r} in {environment!r}"
+                if key in declared and not matches(declared[key], value):
+                    raise Conflict(
+                        f"{where} with a {inferred_type(value)}; the item would be a "
+                        f"{declared[key]}: change that override first",
+                        pointer=at,
+                    )
+                if key not in declared and key in declared_before:
+                    raise Conflict(
+                        f"{where}, which would no longer be declared on its chain: remove "
+                        "that override first",
+                        pointer=at,
+                    )

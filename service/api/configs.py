@@ -3,16 +3,17 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Sequence
 from datetime import datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request, Response
 from pydantic import AfterValidator, Field, StringConstraints, WithJsonSchema
-from sqlalchemy import Select, bindparam, delete, func, insert, select, text, update
+from sqlalchemy import RowMapping, Select, bindparam, delete, func, insert, select, text, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from service.api.config_chains import check_chain_types
+from service.api.config_chains import check_chain_types, types_along
 from service.api.config_events import CHANGED, DELETED, announce
 from service.api.config_resolution import resolve
 from service.api.dependencies import Database, Member, Viewer
@@ -23,8 +24,14 @@ from service.api.errors import (
     JsonApiResponse,
     NotFound,
     UnprocessableContent,
+    json_pointer,
 )
-from service.api.item_types import inferred_definitions, stored_types, types_of
+from service.api.item_types import (
+    inferred_definitions,
+    refuse_mistyped_overrides,
+    stored_types,
+    types_of,
+)
 from service.api.json_body import JsonApiRoute, parse_json, problems
 from service.api.jsonapi import (
     Document,
@@ -64,6 +71,7 @@ configs = table(Config)
 environments = table(Environment)
 TYPE = "configs"
 ITEMS_AT = "/data/attributes/items"
+OVERRIDES_AT = "/data/attributes/environments"
 CONFLICTS = {
     "configs_account_id_key_key": ("a config with this key already exists", "/data/attributes/key"),
     "configs_parent_id_fkey": (
@@ -338,13 +346,16 @@ async def create_config(
     await check_environments(connection, caller.account_id, values.environments)
     _, parent_id = related_id(body, "parent", TYPE)
     definitions = inferred_definitions(values.items, {}, None)
+    own = types_of(definitions)
+    chain: Sequence[RowMapping] = []
     if parent_id is not None:
         await lock_tree(connection, caller.account_id)
         await one_in_account(connection, configs, caller.account_id, parent_id)
         await _check_depth(connection, caller.account_id, parent_id, subtree_height=1)
-        await check_chain_types(
-            connection, caller.account_id, None, parent_id, types_of(definitions), ITEMS_AT
+        chain, _ = await check_chain_types(
+            connection, caller.account_id, None, parent_id, own, ITEMS_AT
         )
+    refuse_mistyped_overrides(values.environments, {**types_along(chain), **own}, OVERRIDES_AT)
     parameters = {
         "account_id": caller.account_id,
         "parent_id": parent_id,
@@ -376,24 +387,32 @@ async def update_config(
     if "environments" in changes:
         await check_environments(connection, caller.account_id, changes["environments"])
     given, parent_id = related_id(body, "parent", TYPE)
-    if given or "items" in changes:
+    # Items, overrides and parents are checked along the chain, which must hold still.
+    touches_chain = given or "items" in changes or "environments" in changes
+    if touches_chain:
         await lock_tree(connection, caller.account_id)
     current = await one_in_account(connection, configs, caller.account_id, config_id, lock=True)
     if "items" in changes:
         changes["item_definitions"] = inferred_definitions(
             changes["items"], current["items"], current["item_definitions"]
         )
-    if given or "items" in changes:
-        await check_chain_types(
+    if touches_chain:
+        own = stored_types(
+            changes.get("items", current["items"]),
+            changes.get("item_definitions", current["item_definitions"]),
+        )
+        chain, _ = await check_chain_types(
             connection,
             caller.account_id,
             config_id,
             parent_id if given else current["parent_id"],
-            stored_types(
-                changes.get("items", current["items"]),
-                changes.get("item_definitions", current["item_definitions"]),
-            ),
+            own,
             ITEMS_AT,
+        )
+        refuse_mistyped_overrides(
+            changes.get("environments", current["environments"]),
+            {**types_along(chain), **own},
+            OVERRIDES_AT,
         )
     if given:
         if parent_id is not None:
@@ -481,16 +500,19 @@ async def check_environments(
 ) -> None:
     if not overrides:
         return
+    # FOR KEY SHARE: an environment cannot be deleted (which locks it FOR
+    # UPDATE, then counts its overrides) between this check and the commit.
     known = set(
         await connection.scalars(
-            select(environments.c.key).where(
-                environments.c.account_id == account_id, environments.c.key.in_(list(overrides))
-            )
+            select(environments.c.key)
+            .where(environments.c.account_id == account_id, environments.c.key.in_(list(overrides)))
+            .with_for_update(read=True, key_share=True)
         )
     )
     for key in overrides:
         if key not in known:
-            raise UnprocessableContent(
+            # JSON:API: a request naming a related resource that does not exist is a 404.
+            raise NotFound(
                 f"no environment with key {key!r}",
-                pointer=f"/data/attributes/environments/{key}",
+                pointer="/data/attributes/environments" + json_pointer((key,)),
             )

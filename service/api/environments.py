@@ -56,7 +56,11 @@ DEFAULTS = (
 
 Key = Annotated[str, StringConstraints(pattern=r"^[a-z0-9][a-z0-9-]{0,63}$")]
 Name = Annotated[str, StringConstraints(min_length=1, max_length=200, pattern=NO_NUL)]
-Color = Annotated[str, StringConstraints(pattern=r"^#[0-9a-fA-F]{6}$")]
+# #rgb, #rrggbb or #rrggbbaa: the SDK's dialect sends all three, and what one
+# dialect stored the other must take back.
+Color = Annotated[
+    str, StringConstraints(pattern=r"^#([0-9a-fA-F]{3}|[0-9a-fA-F]{6}|[0-9a-fA-F]{8})$")
+]
 Position = Annotated[int, Field(ge=0, le=1_000_000)]
 
 

@@ -160,15 +160,25 @@ def refuse_nonconforming_overrides(
     """422 for an override of an item declared nowhere in the chain, or whose
     value does not match the item's type."""
     for environment, values in overrides.items():
-        for key, value in values.items():
-            pointer = at + json_pointer((environment, key))
+        for key in values:
             if key not in chain_types:
                 raise UnprocessableContent(
-                    f"no item {key!r} is declared on the config or its ancestors", pointer=pointer
+                    f"no item {key!r} is declared on the config or its ancestors",
+                    pointer=at + json_pointer((environment, key)),
                 )
-            if not matches(chain_types[key], value):
+    refuse_mistyped_overrides(overrides, chain_types, at)
+
+
+def refuse_mistyped_overrides(
+    overrides: Mapping[str, Mapping[str, Any]], chain_types: Mapping[str, ItemType], at: str
+) -> None:
+    """422 for an override of a declared item whose value does not match the
+    item's type (overrides of undeclared items are /v1's to allow)."""
+    for environment, values in overrides.items():
+        for key, value in values.items():
+            if key in chain_types and not matches(chain_types[key], value):
                 raise UnprocessableContent(
                     f"item {key!r} is a {chain_types[key]}; the override is a "
                     f"{inferred_type(value)}",
-                    pointer=pointer,
+                    pointer=at + json_pointer((environment, key)),
                 )

@@ -154,7 +154,7 @@ async def test_overrides_must_name_existing_environments(tenant: Tenant) -> None
         "/v1/configs",
         body=document("configs", {"key": "k", "name": "K", "environments": {"moon": {"x": 1}}}),
     )
-    assert refused.status_code == 422
+    assert refused.status_code == 404
     assert refused.json()["errors"][0]["source"]["pointer"] == "/data/attributes/environments/moon"
     not_object = await tenant.call(
         "POST",
@@ -361,3 +361,47 @@ async def _store_chain(
     await connection.close()
     assert parent is not None
     return parent
+
+
+async def test_overrides_of_declared_items_have_their_type(tenant: Tenant) -> None:
+    parent = await tenant.create("configs", {"key": "typed", "name": "T", "items": {"n": 1}})
+    child = await tenant.create("configs", {"key": "typed-child", "name": "C"}, parent=parent["id"])
+
+    async def override(config_id: str, values: dict[str, Any]) -> Any:
+        body = document("configs", {"environments": {"production": values}}, config_id)
+        return await tenant.call("PATCH", f"/v1/configs/{config_id}", body=body)
+
+    wrong = await override(child["id"], {"n": "seven"})
+    assert wrong.status_code == 422
+    assert wrong.json()["errors"][0]["source"] == {
+        "pointer": "/data/attributes/environments/production/n"
+    }
+    assert wrong.json()["errors"][0]["detail"] == "item 'n' is a NUMBER; the override is a STRING"
+    assert (await override(child["id"], {"n": 7})).status_code == 200
+    # Items declared nowhere may still be overridden in /v1, as before.
+    assert (await override(child["id"], {"n": 7, "free": "x"})).status_code == 200
+    own = await tenant.call(
+        "POST",
+        "/v1/configs",
+        body=document(
+            "configs",
+            {
+                "key": "own",
+                "name": "O",
+                "items": {"m": True},
+                "environments": {"staging": {"m": 3}},
+            },
+        ),
+    )
+    assert own.status_code == 422
+    assert own.json()["errors"][0]["source"] == {
+        "pointer": "/data/attributes/environments/staging/m"
+    }
+    # The parent cannot drop or retype the item the child overrides.
+    dropped = await tenant.call(
+        "PATCH",
+        f"/v1/configs/{parent['id']}",
+        body=document("configs", {"items": {}}, parent["id"]),
+    )
+    assert dropped.status_code == 409
+    assert "config 'typed-child' overrides item 'n'" in dropped.json()["errors"][0]["detail"]

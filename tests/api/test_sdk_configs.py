@@ -5,15 +5,20 @@ server in tests/api/test_sdk_contract.py."""
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import AsyncIterator
 from typing import Any
 
+import asyncpg
 import pytest
 from smplkit._generated.config.models.config_list_response import ConfigListResponse
 from smplkit._generated.config.models.config_response import ConfigResponse
 from sqlalchemy.engine import URL
+from sqlalchemy.ext.asyncio import create_async_engine
 
+from service.api.configs import check_environments
 from tests.support.api import Tenant, api_client, new_tenant
+from tests.support.postgres import connect, service_url
 
 SDK_QUERY = "sort=key&page%5Bnumber%5D={page}&page%5Bsize%5D={size}&meta%5Btotal%5D=false"
 
@@ -132,7 +137,10 @@ async def test_bulk_is_the_discovery_endpoint_and_no_config_key(tenant: Tenant) 
     discovered = await tenant.call(
         "POST", "/api/v1/configs/bulk", body={"configs": [{"id": "bulk"}]}
     )
-    assert discovered.status_code == 422
+    assert discovered.status_code == 200
+    (skipped,) = discovered.json()["skipped"]
+    assert skipped["index"] == 0
+    assert skipped["detail"].startswith("id: 'bulk' is reserved")
     listed = await tenant.call("GET", "/api/v1/configs")
     assert listed.json()["data"] == []
     # "bulky" and "bulk.v2" are ordinary keys.
@@ -217,12 +225,13 @@ async def test_overrides_name_declared_items_with_values_of_their_type(tenant: T
     no_environment = sdk_body(
         "svc4", items={"a": item(1, "NUMBER")}, environments={"moon": {"a": 2}}
     )
-    assert (await tenant.call("POST", "/api/v1/configs", body=no_environment)).status_code == 422
+    assert (await tenant.call("POST", "/api/v1/configs", body=no_environment)).status_code == 404
 
 
 async def test_parents_are_keys_that_exist_without_cycles(tenant: Tenant) -> None:
     orphan = await tenant.call("POST", "/api/v1/configs", body=sdk_body("o", parent="ghost"))
-    assert orphan.status_code == 422
+    assert orphan.status_code == 404
+    assert orphan.json()["errors"][0]["source"] == {"pointer": "/data/attributes/parent"}
     for key, parent in (("a", None), ("b", "a")):
         body = sdk_body(key, parent=parent)
         assert (await tenant.call("POST", "/api/v1/configs", body=body)).status_code == 201
@@ -284,7 +293,7 @@ async def test_discovery_creates_missing_configs_unmanaged_and_leaves_others(
     }
     response = await tenant.call("POST", "/api/v1/configs/bulk", body=batch)
     assert response.status_code == 200, response.text
-    assert response.json() == {"registered": 2}
+    assert response.json() == {"registered": 2, "skipped": []}
     kept = (await tenant.call("GET", "/api/v1/configs/kept")).json()["data"]["attributes"]
     assert kept["items"] == {"limit": item(1, "NUMBER")}
     parent = (await tenant.call("GET", "/api/v1/configs/disc-parent")).json()["data"]
@@ -298,6 +307,142 @@ async def test_discovery_creates_missing_configs_unmanaged_and_leaves_others(
     child = (await tenant.call("GET", "/api/v1/configs/disc-child")).json()["data"]
     assert child["attributes"]["parent"] == "disc-parent"
     again = await tenant.call("POST", "/api/v1/configs/bulk", body=batch)
-    assert again.json() == {"registered": 0}
+    assert again.json() == {"registered": 0, "skipped": []}
     unmanaged = await tenant.call("GET", "/api/v1/configs", params={"filter[managed]": "false"})
     assert sorted(row["id"] for row in unmanaged.json()["data"]) == ["disc-child", "disc-parent"]
+
+
+async def test_an_ancestor_cannot_strand_the_overrides_below_it(tenant: Tenant) -> None:
+    async def put(key: str, **attributes: Any) -> int:
+        return (
+            await tenant.call("PUT", f"/api/v1/configs/{key}", body=sdk_body(key, **attributes))
+        ).status_code
+
+    color = {"color": item("red", "STRING")}
+    for body in (
+        sdk_body("g-root", items=color),
+        sdk_body("g-mid", parent="g-root"),
+        sdk_body("g-leaf", parent="g-mid", environments={"production": {"color": "blue"}}),
+        sdk_body("g-other", items={"color": item(1, "NUMBER")}),
+    ):
+        assert (await tenant.call("POST", "/api/v1/configs", body=body)).status_code == 201
+    leaf_before = (await tenant.call("GET", "/api/v1/configs/g-leaf")).json()
+
+    # Removing the item the leaf overrides, moving the middle away from it, or
+    # under a root where it is a NUMBER: each would leave the leaf's override wrong.
+    removed = await tenant.call("PUT", "/api/v1/configs/g-root", body=sdk_body("g-root"))
+    assert removed.status_code == 409
+    assert (
+        "config 'g-leaf' overrides item 'color' in 'production'"
+        in removed.json()["errors"][0]["detail"]
+    )
+    assert await put("g-mid") == 409
+    assert await put("g-mid", parent="g-other") == 409
+    # So an item's type cannot change by removing and declaring it again.
+    assert await put("g-root", items={"color": item(2, "NUMBER")}) == 409
+
+    # Nothing changed: the leaf still saves as it reads (the SDK's save()).
+    leaf = (await tenant.call("GET", "/api/v1/configs/g-leaf")).json()
+    assert leaf == leaf_before
+    saved = await tenant.call(
+        "PUT", "/api/v1/configs/g-leaf", body={"data": {**leaf["data"], "attributes": {
+            k: v for k, v in leaf["data"]["attributes"].items() if k not in ("created_at", "updated_at")
+        }}},
+    )  # fmt: skip
+    assert saved.status_code == 200, saved.text
+    # Once the override is gone, the item may go.
+    assert await put("g-leaf", parent="g-mid") == 200
+    assert await put("g-root") == 200
+
+
+async def test_an_environment_a_write_overrides_cannot_be_deleted_before_it_commits(
+    tenant: Tenant, migrated_database: URL
+) -> None:
+    """A config write checks that its overrides' environments exist, and an
+    environment delete (which locks the environment FOR UPDATE, then counts its
+    overrides) checks that nothing overrides it: the write's check holds the
+    environment (FOR KEY SHARE) until it commits, so the delete waits for it
+    and then sees the override (409), instead of slipping in between."""
+    engine = create_async_engine(service_url(migrated_database))
+    holder = await connect(migrated_database)
+    try:
+        async with engine.connect() as write:
+            transaction = await write.begin()
+            await check_environments(write, uuid.UUID(tenant.account_id), {"production": {}})
+            with pytest.raises(asyncpg.LockNotAvailableError):
+                await holder.execute(
+                    "SELECT 1 FROM environments WHERE account_id = $1 AND key = 'production'"
+                    " FOR UPDATE NOWAIT",
+                    uuid.UUID(tenant.account_id),
+                )
+            await transaction.rollback()
+        # Once the write has ended, nothing holds it.
+        await holder.execute(
+            "SELECT 1 FROM environments WHERE account_id = $1 AND key = 'production'"
+            " FOR UPDATE NOWAIT",
+            uuid.UUID(tenant.account_id),
+        )
+    finally:
+        await holder.close()
+        await engine.dispose()
+
+
+async def test_discovery_leaves_out_invalid_entries_not_the_batch(tenant: Tenant) -> None:
+    """The SDK sends what an application declared, 50 at a time: one entry that
+    is no valid config (a key with a space, an oversized description or items)
+    is answered in `skipped`; the rest are registered."""
+    batch = {
+        "configs": [
+            {"id": "fine-a"},
+            {"id": "bad key"},
+            {"id": "fine-b", "items": {"x": {"value": 1, "type": "NUMBER"}}},
+            {"id": "wordy", "items": {
+                f"i{n}": {"value": None, "type": "STRING", "description": "d" * 1000}
+                for n in range(40)
+            }},
+            {"id": "fat", "items": {"blob": {"value": "x" * 40_000, "type": "STRING"}}},
+            {"id": "fine-c", "items": {"x": {"value": "one", "type": "INTEGER"}}},
+        ]
+    }  # fmt: skip
+    response = await tenant.call("POST", "/api/v1/configs/bulk", body=batch)
+    assert response.status_code == 200, response.text
+    answer = response.json()
+    assert answer["registered"] == 2
+    assert [entry["index"] for entry in answer["skipped"]] == [1, 3, 4, 5]
+    details = [entry["detail"] for entry in answer["skipped"]]
+    assert details[0].startswith("id: String should match pattern")
+    assert "the items' descriptions are" in details[1]
+    assert "the items' values is" in details[2]
+    assert details[3].startswith("items/x/type: Input should be")
+    listed = (await tenant.call("GET", "/api/v1/configs")).json()["data"]
+    assert [config["id"] for config in listed] == ["fine-a", "fine-b"]
+    # The whole body is still one document: over 1,000 entries, or not a list, is refused.
+    too_many = await tenant.call(
+        "POST", "/api/v1/configs/bulk", body={"configs": [{"id": f"k{n}"} for n in range(1001)]}
+    )
+    assert too_many.status_code == 422
+    assert (
+        await tenant.call("POST", "/api/v1/configs/bulk", body={"configs": {}})
+    ).status_code == 422
+
+
+async def test_item_descriptions_are_bounded_too(tenant: Tenant) -> None:
+    items = {f"i{n}": item(None, "STRING", "d" * 1000) for n in range(40)}
+    refused = await tenant.call("POST", "/api/v1/configs", body=sdk_body("wordy", items=items))
+    assert refused.status_code == 422
+    error = refused.json()["errors"][0]
+    assert error["source"] == {"pointer": "/data/attributes/items"}
+    assert error["detail"].startswith("the items' descriptions are")
+
+
+async def test_keys_and_names_sort_in_byte_order_whatever_the_collation(tenant: Tenant) -> None:
+    keys = ["b", "B", "a-1", "a_1", "A", "a.2"]
+    for key in keys:
+        body = sdk_body(key, name=key.upper() + key)
+        assert (await tenant.call("POST", "/api/v1/configs", body=body)).status_code == 201
+    for sort, expected in (("key", sorted(keys)), ("-key", sorted(keys, reverse=True))):
+        listed = await tenant.call("GET", "/api/v1/configs", params={"sort": sort})
+        assert [row["id"] for row in listed.json()["data"]] == expected
+    by_name = await tenant.call("GET", "/api/v1/configs", params={"sort": "name"})
+    names = [row["attributes"]["name"] for row in by_name.json()["data"]]
+    assert names == sorted(names)

@@ -20,8 +20,10 @@ from sqlalchemy.ext.asyncio import create_async_engine
 
 from service.api.config_events import CHANGED, CHANNEL, announce
 from tests.support.api import JSONAPI, create_account_over_http, document
+from tests.support.configs import shared_folder
+from tests.support.pgbouncer import pgbouncer
 from tests.support.postgres import connect, service_url
-from tests.support.processes import OPERATOR, ServiceProcess
+from tests.support.processes import OPERATOR, ServiceProcess, free_port, wait_for
 from tests.support.servers import ready_server
 
 WAIT = 30.0
@@ -129,7 +131,7 @@ def test_writes_through_either_dialect_reach_the_stream(server: ServiceProcess) 
     discovered = httpx.post(
         f"{base}/api/v1/configs/bulk", json={"configs": [{"id": "found"}]}, headers=headers(key)
     )
-    assert discovered.json() == {"registered": 1}
+    assert discovered.json() == {"registered": 1, "skipped": []}
     assert next_event(lines) == ("configs_changed", {})
 
 
@@ -225,6 +227,55 @@ async def _sessions_in_a_transaction(database: URL) -> list[str]:
     finally:
         await connection.close()
     return [f"{row['application_name']} {row['state']}: {row['query']}" for row in rows]
+
+
+@pytest.mark.parametrize("listening_through", ["a transaction-pooling PgBouncer", "a closed port"])
+def test_no_stream_is_served_while_nothing_listens(
+    module_database: URL, listening_through: str
+) -> None:
+    """A pooler accepts LISTEN and delivers nothing; a closed port delivers
+    nothing either. Either way a stream would stay silent: it is refused (503,
+    Retry-After) and the log says why, while the rest of the API serves."""
+    with shared_folder() as folder, pgbouncer(module_database, folder / "pgbouncer") as pooled:
+        events_url = (
+            service_url(pooled)
+            if listening_through.endswith("PgBouncer")
+            else service_url(module_database.set(port=free_port()))
+        )
+        with ready_server(module_database, workers=2, EVENTS_DATABASE_URL=events_url) as server:
+            assert server.port is not None
+            key = create_account_over_http(server.port, "Unheard")
+            base = f"http://127.0.0.1:{server.port}"
+            for _ in range(2):  # a new connection each time: either worker
+                refused = httpx.get(f"{base}/api/v1/events", headers=headers(key), timeout=30)
+                assert refused.status_code == 503
+                assert refused.headers["Retry-After"] == "5"
+                detail = refused.json()["errors"][0]["detail"]
+                assert detail.startswith("live updates are not available on this worker now")
+            assert httpx.get(f"{base}/api/v1/configs", headers=headers(key)).status_code == 200
+            expected = (
+                "receives no notifications: EVENTS_DATABASE_URL must reach PostgreSQL directly"
+                if listening_through.endswith("PgBouncer")
+                else "cannot connect to listen"
+            )
+            assert expected in detail
+            wait_for(lambda: expected in server.logs(), WAIT, "the reason in the log")
+
+
+def test_streams_per_account_and_per_worker_are_capped(module_database: URL) -> None:
+    """A worker keeps half its connections (HTTP_MAX_CONNECTIONS) for requests."""
+    with ready_server(module_database, workers=1, HTTP_MAX_CONNECTIONS="8") as single:
+        assert single.port is not None
+        keys = [create_account_over_http(single.port, f"Busy {n}") for n in range(2)]
+        streams = [open_stream(single.port, keys[n % 2])[0] for n in range(4)]
+        assert all(str(lines.get(timeout=WAIT)).startswith("status 200") for lines in streams)
+        base = f"http://127.0.0.1:{single.port}"
+        refused = httpx.get(f"{base}/api/v1/events", headers=headers(keys[0]), timeout=10)
+        assert refused.status_code == 429
+        assert (
+            refused.json()["errors"][0]["detail"] == "this worker already has 4 event streams open"
+        )
+        assert httpx.get(f"{base}/api/v1/configs", headers=headers(keys[1])).status_code == 200
 
 
 def test_sigterm_ends_the_streams_at_once(module_database: URL) -> None:

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 from sqlalchemy.engine import URL
 
-from tests.support.api import Tenant, api_client, new_tenant
+from tests.support.api import Tenant, api_client, document, new_tenant
 from tests.support.postgres import connect
 
 
@@ -53,6 +53,21 @@ async def test_environments_by_key_with_classification_and_colours(tenant: Tenan
         assert refused.status_code == 422, bad
     duplicate = await tenant.call("POST", "/api/v1/environments", body=environment("qa"))
     assert duplicate.status_code == 409
+    for loose in ("yes", 1, "true"):
+        body = environment("qa")
+        body["data"]["attributes"]["managed"] = loose
+        refused = await tenant.call("PUT", "/api/v1/environments/qa", body=body)
+        assert refused.status_code == 422, loose
+    # What one dialect stored, the other takes back as it reads it.
+    in_v1 = await tenant.call("GET", "/v1/environments")
+    (row,) = [row for row in in_v1.json()["data"] if row["attributes"]["key"] == "qa"]
+    assert row["attributes"]["color"] == "#11223344"
+    sent_back = await tenant.call(
+        "PATCH",
+        f"/v1/environments/{row['id']}",
+        body=document("environments", {"color": row["attributes"]["color"]}, row["id"]),
+    )
+    assert sent_back.status_code == 200, sent_back.text
 
 
 async def test_deleting_an_overridden_environment_needs_cascade(tenant: Tenant) -> None:
@@ -91,7 +106,12 @@ async def test_settings_are_a_plain_object_replaced_whole(tenant: Tenant) -> Non
     )
     assert (saved.status_code, saved.json()) == (200, settings)
     assert (await tenant.call("GET", "/api/v1/accounts/current/settings")).json() == settings
-    for bad in ([1], {"environment_order": "production"}, {"environment_order": [1]}):
+    for bad in (
+        [1],
+        {"environment_order": "production"},
+        {"environment_order": [1]},
+        {"environment_order": ["production", "production"]},
+    ):
         refused = await tenant.call("PUT", "/api/v1/accounts/current/settings", body=bad)
         assert refused.status_code == 422, bad
     assert (await tenant.call("GET", "/api/v1/accounts/current/settings")).json() == settings

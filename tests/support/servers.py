@@ -9,7 +9,7 @@ from sqlalchemy.engine import URL
 
 from tests.support.configs import shared_folder
 from tests.support.postgres import service_url
-from tests.support.processes import ServiceProcess, service_environment
+from tests.support.processes import ServiceProcess, service_environment, wait_for
 
 
 @contextmanager
@@ -27,6 +27,12 @@ def ready_server(
             process = ServiceProcess.uvicorn(environment, log, workers=workers)
         try:
             process.wait_for_phase("ready")
+            # The readiness answer came from one worker; a request may reach any.
+            wait_for(
+                lambda: len(process.pids_that_logged("schema at head")) >= workers,
+                60,
+                f"all {workers} workers at head",
+            )
             yield process
         finally:
             process.stop()

@@ -85,6 +85,11 @@ async def replace_settings(
         raise UnprocessableContent(
             "environment_order must be a list of environment keys", pointer="/environment_order"
         )
+    # Keys of environments deleted since stay allowed: the SDK writes back what it read.
+    if duplicate := next((key for n, key in enumerate(order) if key in order[:n]), None):
+        raise UnprocessableContent(
+            f"environment_order names {duplicate!r} twice", pointer="/environment_order"
+        )
     stored = await connection.scalar(
         update(accounts)
         .where(accounts.c.id == caller.account_id)

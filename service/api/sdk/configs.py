@@ -13,13 +13,13 @@ from collections.abc import Mapping, Sequence
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Query, Response
-from pydantic import Field, StringConstraints, WithJsonSchema
+from pydantic import Field, StrictBool, StringConstraints, WithJsonSchema
 from sqlalchemy import RowMapping, Select, delete, func, insert, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 from starlette.convertors import StringConvertor, register_url_convertor
 
-from service.api.config_chains import check_chain_types
+from service.api.config_chains import check_chain_types, types_along
 from service.api.config_events import CHANGED, DELETED, announce
 from service.api.configs import (
     CONFLICTS,
@@ -53,6 +53,7 @@ from service.api.limits import (
     JsonValue,
     Text,
     bounded_json,
+    encoded_size,
 )
 from service.api.queries import conflict_from
 from service.api.sdk import schemas
@@ -95,6 +96,23 @@ class ItemDefinition(Strict):
     description: ItemDescription | None = None
 
 
+def oversized_items(items: Mapping[str, ItemDefinition]) -> str | None:
+    """What is over the limits in a config's items, if anything: their values
+    (as /v1's items) and, apart, their descriptions, each at most
+    MAX_CONFIG_JSON_BYTES of JSON."""
+    try:
+        bounded_json(MAX_CONFIG_JSON_BYTES)({key: item.value for key, item in items.items()})
+    except ValueError as error:
+        return f"the items' values {error}"
+    described = {key: item.description for key, item in items.items() if item.description}
+    if (size := encoded_size(described)) > MAX_CONFIG_JSON_BYTES:
+        return (
+            f"the items' descriptions are {size} bytes of JSON; at most "
+            f"{MAX_CONFIG_JSON_BYTES} are stored"
+        )
+    return None
+
+
 class ConfigBodyAttributes(Strict):
     name: Name
     description: Description | None = None
@@ -104,7 +122,8 @@ class ConfigBodyAttributes(Strict):
     )
     environments: ConfigOverrides | None = None
     # Absent (as in every body the SDK sends) leaves it unchanged.
-    managed: bool | None = None
+    # true or false only (not "yes", 1, "on"), as the document says.
+    managed: StrictBool | None = None
 
 
 class ConfigBodyData(Strict):
@@ -185,9 +204,11 @@ async def pagination(
     return described
 
 
+# Keys and names in byte order ("C"), whatever the database's collation: the
+# same order on every server, and the order clients sort strings in.
 _SORTS = {
-    "key": configs.c.key,
-    "name": configs.c.name,
+    "key": configs.c.key.collate("C"),
+    "name": configs.c.name.collate("C"),
     "created_at": configs.c.created_at,
     "updated_at": configs.c.updated_at,
 }
@@ -227,7 +248,7 @@ async def list_configs(
         query = query.where(configs.c.managed == managed)
     column = _SORTS[sort.removeprefix("-")]
     # The key (unique in an account) breaks ties: a total, stable order for offsets.
-    order = (column.desc(), configs.c.key) if sort.startswith("-") else (column, configs.c.key)
+    order = (column.desc(), _SORTS["key"]) if sort.startswith("-") else (column, _SORTS["key"])
     found = await page_of(connection, query.order_by(*order), page_number, page_size)
     return respond(
         {
@@ -261,29 +282,23 @@ class _Written:
         )
         self.overrides = attributes.environments or {}
         refuse_mismatches(self.types, self.values, ITEMS_AT)
-        try:
-            bounded_json(MAX_CONFIG_JSON_BYTES)(self.values)
-        except ValueError as error:
-            raise UnprocessableContent(f"the items' values {error}", pointer=ITEMS_AT) from None
+        if problem := oversized_items(declared):
+            raise UnprocessableContent(problem, pointer=ITEMS_AT)
 
-    def check_overrides(self, chain: Sequence[Mapping[Any, Any]]) -> None:
+    def check_overrides(self, chain: Sequence[RowMapping]) -> None:
         """The overrides name items of the config or its ancestors, with values of their types."""
-        chain_types: dict[str, ItemType] = {}
-        for level in chain:
-            chain_types.update(stored_types(level["items"], level["item_definitions"]))
-        chain_types.update(self.types)
+        chain_types = {**types_along(chain), **self.types}
         refuse_nonconforming_overrides(self.overrides, chain_types, OVERRIDES_AT)
 
 
-def _key_of(document: ConfigBody | NewConfigBody, url_key: str | None = None) -> str:
-    """The config's key: the body's id on a create, the URL's on a replace
-    (where the body's id, when sent, must be the same)."""
-    if document.data.type != TYPE:
-        raise Conflict(f"expected type {TYPE!r}", pointer="/data/type")
-    given = document.data.id
-    if url_key is not None and given is not None and given != url_key:
+def key_of(expected_type: str, sent_type: str, sent_id: str | None, url_key: str | None) -> str:
+    """A resource's key in the SDK's dialect: the body's id on a create, the
+    URL's on a replace (where the body's id, when sent, must be the same)."""
+    if sent_type != expected_type:
+        raise Conflict(f"expected type {expected_type!r}", pointer="/data/type")
+    if url_key is not None and sent_id is not None and sent_id != url_key:
         raise Conflict("the id in the body differs from the key in the URL", pointer="/data/id")
-    return url_key or str(given)
+    return url_key or str(sent_id)
 
 
 async def _parent_id(
@@ -295,9 +310,8 @@ async def _parent_id(
         select(configs.c.id).where(configs.c.account_id == account_id, configs.c.key == parent_key)
     )
     if parent_id is None:
-        raise UnprocessableContent(
-            f"no config with key {parent_key!r}", pointer="/data/attributes/parent"
-        )
+        # JSON:API: a request naming a related resource that does not exist is a 404.
+        raise NotFound(f"no config with key {parent_key!r}", pointer="/data/attributes/parent")
     return parent_id
 
 
@@ -320,7 +334,7 @@ def _refuse_too_deep(chain: Sequence[Any], subtree_height: int) -> None:
 async def create_config(
     body: Annotated[NewConfigBody, JsonApiBody], caller: Member, connection: Database
 ) -> JsonApiResponse:
-    key = _key_of(body)
+    key = key_of(TYPE, body.data.type, body.data.id, None)
     attributes = body.data.attributes
     written = _Written(attributes)
     await check_environments(connection, caller.account_id, written.overrides)
@@ -370,7 +384,7 @@ async def replace_config(
     caller: Member,
     connection: Database,
 ) -> JsonApiResponse:
-    _key_of(body, key)
+    key_of(TYPE, body.data.type, body.data.id, key)
     attributes = body.data.attributes
     written = _Written(attributes)
     await check_environments(connection, caller.account_id, written.overrides)

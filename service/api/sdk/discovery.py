@@ -14,35 +14,44 @@ same batch are created first.
 
 from __future__ import annotations
 
+import logging
 import uuid
 from collections.abc import Iterable
+from dataclasses import dataclass
 from typing import Annotated, Any
 
 from fastapi import APIRouter
-from pydantic import Field, StringConstraints
+from pydantic import (
+    Field,
+    ModelWrapValidatorHandler,
+    PrivateAttr,
+    StringConstraints,
+    TypeAdapter,
+    ValidationError,
+    model_validator,
+)
 from sqlalchemy import select
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from service.api.config_chains import ancestors
+from service.api.config_chains import ancestors, types_along
 from service.api.config_events import MANY_CHANGED, announce
 from service.api.configs import Description, Key, Name, lock_tree
 from service.api.dependencies import Database, Member
-from service.api.errors import JsonApiResponse, UnprocessableContent
-from service.api.item_types import ItemType, definitions_of, matches, stored_types
+from service.api.errors import JsonApiResponse
+from service.api.item_types import ItemType, definitions_of, matches
 from service.api.json_body import JsonApiRoute
 from service.api.jsonapi import JsonApiBody, Strict, respond
 from service.api.limits import (
     MAX_CHAIN_DEPTH,
-    MAX_CONFIG_JSON_BYTES,
     NAMES_WITHOUT_NUL,
     NO_NUL,
-    bounded_json,
 )
-from service.api.sdk.configs import ItemDefinition
-from service.api.sdk.schemas import Registered
+from service.api.sdk.configs import ItemDefinition, oversized_items
+from service.api.sdk.schemas import DiscoveryResult
 from service.models import Config, table
 
+logger = logging.getLogger("service.api.sdk.discovery")
 router = APIRouter(prefix="/configs", tags=["configs (smplkit SDK)"], route_class=JsonApiRoute)
 configs = table(Config)
 # The SDK sends batches of 50 (more only from an explicit flush of a long backlog).
@@ -61,9 +70,60 @@ class DiscoveredConfig(Strict):
     service: Context | None = None
     environment: Context | None = None
 
+    @model_validator(mode="after")
+    def _items_within_limits(self) -> DiscoveredConfig:
+        if self.items and (problem := oversized_items(self.items)):
+            raise ValueError(problem)
+        return self
+
+
+_ENTRY = TypeAdapter(DiscoveredConfig)
+
+
+@dataclass(frozen=True)
+class Skipped:
+    index: int
+    detail: str
+
 
 class Discovery(Strict):
+    """A batch of discovered configs. An entry that is not a valid config is
+    left out (and answered in `skipped`), not the whole batch: one odd key in
+    an application must not keep the SDK from registering the others."""
+
     configs: Annotated[list[DiscoveredConfig], Field(max_length=MAX_DISCOVERED)]
+    _skipped: list[Skipped] = PrivateAttr(default_factory=list)
+
+    @model_validator(mode="wrap")
+    @classmethod
+    def _leave_out_invalid_entries(
+        cls, data: Any, handler: ModelWrapValidatorHandler[Discovery]
+    ) -> Discovery:
+        entries = data.get("configs") if isinstance(data, dict) else None
+        if not isinstance(entries, list) or len(entries) > MAX_DISCOVERED:
+            return handler(data)
+        kept, skipped = [], []
+        for index, entry in enumerate(entries):
+            try:
+                _ENTRY.validate_python(entry)
+            except ValidationError as error:
+                skipped.append(Skipped(index, _first_problem(error)))
+            else:
+                kept.append(entry)
+        discovery = handler({**data, "configs": kept})
+        discovery._skipped = skipped
+        return discovery
+
+    @property
+    def skipped(self) -> list[Skipped]:
+        return self._skipped
+
+
+def _first_problem(error: ValidationError) -> str:
+    problem = error.errors(include_url=False)[0]
+    where = "/".join(str(part) for part in problem["loc"])
+    message = str(problem["msg"]).removeprefix("Value error, ")
+    return f"{where}: {message}" if where else message
 
 
 def display_name(key: str) -> str:
@@ -74,7 +134,7 @@ def display_name(key: str) -> str:
 @router.post(
     "/bulk",
     response_class=JsonApiResponse,
-    response_model=Registered,
+    response_model=DiscoveryResult,
     summary="Register configs an SDK discovered: creates the missing ones, unmanaged (MEMBER)",
 )
 async def discover(
@@ -99,7 +159,9 @@ async def discover(
     if created:
         # One refetch per client rather than a GET per new config.
         await announce(connection, caller.account_id, MANY_CHANGED)
-    return respond({"registered": created})
+    for skipped in body.skipped:
+        logger.info("discovery left out entry %d: %s", skipped.index, skipped.detail)
+    return respond({"registered": created, "skipped": [vars(skipped) for skipped in body.skipped]})
 
 
 def _named_keys(entries: Iterable[tuple[int, DiscoveredConfig]]) -> set[str]:
@@ -133,16 +195,8 @@ async def _create(
     chain = await ancestors(connection, account_id, parent_id) if parent_id else []
     if len(chain) >= MAX_CHAIN_DEPTH:
         parent_id, chain = None, []
-    inherited: dict[str, ItemType] = {}
-    for level in chain:
-        inherited.update(stored_types(level["items"], level["item_definitions"]))
+    inherited = types_along(chain)
     values, types, descriptions = _adapted_items(entry.items or {}, inherited)
-    try:
-        bounded_json(MAX_CONFIG_JSON_BYTES)(values)
-    except ValueError as error:
-        raise UnprocessableContent(
-            f"the items' values {error}", pointer=f"/configs/{position}/items"
-        ) from None
     statement = (
         insert(configs)
         .values(

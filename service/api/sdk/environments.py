@@ -14,7 +14,7 @@ from collections.abc import Mapping
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Query, Response
-from pydantic import BeforeValidator, StringConstraints, WithJsonSchema
+from pydantic import BeforeValidator, StrictBool, WithJsonSchema
 from sqlalchemy import RowMapping, delete, func, insert, or_, select, update
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.exc import IntegrityError
@@ -22,14 +22,14 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from service.api.config_events import MANY_CHANGED, announce
 from service.api.dependencies import Admin, Database, Viewer
-from service.api.environments import Key, Name
+from service.api.environments import Color, Key, Name
 from service.api.errors import Conflict, JsonApiResponse, NotFound
 from service.api.json_body import JsonApiRoute
 from service.api.jsonapi import JsonApiBody, Strict, respond, timestamp
 from service.api.limits import NO_NUL, Text
 from service.api.queries import conflict_from
 from service.api.sdk import schemas
-from service.api.sdk.configs import MAX_PAGE_NUMBER, MAX_PAGE_SIZE, page_of, pagination
+from service.api.sdk.configs import MAX_PAGE_NUMBER, MAX_PAGE_SIZE, key_of, page_of, pagination
 from service.models import Config, Environment, table
 
 router = APIRouter(
@@ -42,9 +42,6 @@ SDK_CONFLICTS = {
     "environments_account_id_key_key": ("an environment with this key already exists", "/data/id")
 }
 
-Color = Annotated[
-    str, StringConstraints(pattern=r"^#([0-9a-fA-F]{3}|[0-9a-fA-F]{6}|[0-9a-fA-F]{8})$")
-]
 Classification = Annotated[
     Literal["STANDARD", "AD_HOC"],
     BeforeValidator(lambda value: value.upper() if isinstance(value, str) else value),
@@ -58,7 +55,8 @@ class EnvironmentBodyAttributes(Strict):
     name: Name
     color: Color | None = None
     classification: Classification = "STANDARD"
-    managed: bool | None = None
+    # true or false only (not "yes", 1, "on"), as the document says.
+    managed: StrictBool | None = None
 
 
 class EnvironmentBodyData(Strict):
@@ -110,17 +108,6 @@ async def by_key(
     return row
 
 
-def _key_of(body: EnvironmentBody | NewEnvironmentBody, url_key: str | None = None) -> str:
-    """The environment's key: the body's id on a create, the URL's on a replace
-    (where the body's id, when sent, must be the same)."""
-    if body.data.type != TYPE:
-        raise Conflict(f"expected type {TYPE!r}", pointer="/data/type")
-    given = body.data.id
-    if url_key is not None and given is not None and given != url_key:
-        raise Conflict("the id in the body differs from the key in the URL", pointer="/data/id")
-    return url_key or str(given)
-
-
 def _written(attributes: EnvironmentBodyAttributes) -> dict[str, Any]:
     values: dict[str, Any] = {
         "name": attributes.name,
@@ -137,9 +124,11 @@ def _without(document: Any, key: str) -> Any:
     return document.op("-", return_type=JSONB)(key)
 
 
+# Keys and names in byte order ("C"), whatever the database's collation: the
+# same order on every server, and the order clients sort strings in.
 _SORTS = {
-    "key": environments.c.key,
-    "name": environments.c.name,
+    "key": environments.c.key.collate("C"),
+    "name": environments.c.name.collate("C"),
     "created_at": environments.c.created_at,
     "updated_at": environments.c.updated_at,
 }
@@ -178,11 +167,7 @@ async def list_environments(
     if managed is not None:
         query = query.where(environments.c.managed == managed)
     column = _SORTS[sort.removeprefix("-")]
-    order = (
-        (column.desc(), environments.c.key)
-        if sort.startswith("-")
-        else (column, environments.c.key)
-    )
+    order = (column.desc(), _SORTS["key"]) if sort.startswith("-") else (column, _SORTS["key"])
     found = await page_of(connection, query.order_by(*order), page_number, page_size)
     return respond(
         {
@@ -214,7 +199,7 @@ async def get_environment(key: Key, caller: Viewer, connection: Database) -> Jso
 async def create_environment(
     body: Annotated[NewEnvironmentBody, JsonApiBody], caller: Admin, connection: Database
 ) -> JsonApiResponse:
-    key = _key_of(body)
+    key = key_of(TYPE, body.data.type, body.data.id, None)
     statement = (
         insert(environments)
         .values(account_id=caller.account_id, key=key, **_written(body.data.attributes))
@@ -239,7 +224,7 @@ async def replace_environment(
     caller: Admin,
     connection: Database,
 ) -> JsonApiResponse:
-    _key_of(body, key)
+    key_of(TYPE, body.data.type, body.data.id, key)
     current = await by_key(connection, caller.account_id, key, lock=True)
     statement = (
         update(environments)

@@ -6,6 +6,11 @@ LISTEN) listening on the channel every config write notifies
 (service/api/config_events.py), and hands each notification to the open
 streams of its account. No stream holds a database connection.
 
+The listening connection proves it receives notifications when it opens (a
+probe sent from a second connection must arrive): a transaction-pooling
+pooler accepts LISTEN and delivers nothing. Until it has, and whenever it is
+lost, the worker refuses new streams (503) instead of serving silent ones.
+
 The SDK cannot resume a stream (it ignores `id:` and sends no
 Last-Event-ID): when the listening connection was lost, notifications may
 have been missed, so every stream is told `configs_changed` once listening
@@ -32,12 +37,16 @@ from sqlalchemy.engine import URL
 from service.api.config_events import CHANNEL, MANY_CHANGED
 from service.db.engines import application_name
 from service.db.tls import tls_options
+from service.migrations.errors import describe_error, is_unreachable
 
 logger = logging.getLogger("service.api.events")
 
 # Events one stream may have waiting; a client that reads slower than that
 # gets one `configs_changed` in their place.
 QUEUE_SIZE = 100
+# Streams one API key, and one account, may hold open on one worker process.
+MAX_STREAMS_PER_KEY = 10
+MAX_STREAMS_PER_ACCOUNT = 100
 # How often the listening connection is checked with a round trip, in seconds.
 LISTENER_CHECK_INTERVAL = 15.0
 LISTENER_RETRY_MAX = 10.0
@@ -83,22 +92,49 @@ class TooManyStreams(Exception):
     """The key already has its allowed number of streams on this worker."""
 
 
+class NotListening(Exception):
+    """This worker receives no notifications now: live updates are off."""
+
+
+class _ProbeLost(Exception):
+    """The listening connection did not receive its own probe."""
+
+
 class EventHub:
-    def __init__(self, url: URL, connect_timeout: float, max_streams_per_key: int) -> None:
+    def __init__(self, url: URL, connect_timeout: float, max_streams: int) -> None:
         self.url, self.connect_timeout = url, connect_timeout
-        self.max_streams_per_key = max_streams_per_key
+        # Streams of this worker in all: the rest of its connections stay for requests.
+        self.max_streams = max_streams
         self.streams: dict[uuid.UUID, set[Stream]] = {}
         self.closed = False
+        # Why no notification would reach a stream now; None while listening.
+        self.not_listening: str | None = "not listening yet"
+        self._listening = asyncio.Event()
+        self._probes: dict[str, asyncio.Future[None]] = {}
 
-    def open(self, account_id: uuid.UUID, key_id: uuid.UUID) -> Stream:
-        """A new stream of the account's events (TooManyStreams over the cap)."""
+    async def open(self, account_id: uuid.UUID, key_id: uuid.UUID) -> Stream:
+        """A new stream of the account's events (TooManyStreams over the cap,
+        NotListening when this worker receives no events and does not again
+        within a moment: its start, or a reconnection)."""
         if self.closed:
             raise TooManyStreams("the service is shutting down")
-        open_for_key = sum(stream.key_id == key_id for stream in self.streams.get(account_id, ()))
-        if open_for_key >= self.max_streams_per_key:
+        if self.not_listening is not None:
+            with suppress(TimeoutError):
+                await asyncio.wait_for(self._listening.wait(), self.connect_timeout)
+        if self.not_listening is not None:
+            raise NotListening(self.not_listening)
+        of_account = self.streams.get(account_id, set())
+        open_for_key = sum(stream.key_id == key_id for stream in of_account)
+        if open_for_key >= MAX_STREAMS_PER_KEY:
             raise TooManyStreams(
                 f"this API key already has {open_for_key} event streams open on this worker"
             )
+        if len(of_account) >= MAX_STREAMS_PER_ACCOUNT:
+            raise TooManyStreams(
+                f"this account already has {len(of_account)} event streams open on this worker"
+            )
+        if sum(map(len, self.streams.values())) >= self.max_streams:
+            raise TooManyStreams(f"this worker already has {self.max_streams} event streams open")
         stream = Stream(account_id, key_id)
         self.streams.setdefault(account_id, set()).add(stream)
         return stream
@@ -124,6 +160,9 @@ class EventHub:
     def _deliver(self, _connection: Any, _pid: int, _channel: str, payload: str) -> None:
         try:
             message = json.loads(payload)
+            if "probe" in message:
+                self._answer_probe(str(message["probe"]))
+                return
             account_id = uuid.UUID(message["account"])
             data = {"id": message["id"]} if "id" in message else {}
             event = Event(str(message["event"]), data)
@@ -132,6 +171,11 @@ class EventHub:
             return
         for stream in self.streams.get(account_id, ()):
             stream.put(event)
+
+    def _answer_probe(self, probe: str) -> None:
+        waiting = self._probes.get(probe)
+        if waiting is not None and not waiting.done():
+            waiting.set_result(None)
 
     async def listen(self) -> None:
         """Listen until cancelled, reconnecting with backoff; after a lost
@@ -142,27 +186,61 @@ class EventHub:
                 connection = await self._connect()
             except _CONNECTION_ERRORS as error:
                 attempt += 1
-                delay = min(0.5 * 2**attempt, LISTENER_RETRY_MAX)
-                logger.warning(
-                    "config events: cannot listen (%s); retrying in %.1fs",
-                    type(error).__name__,
-                    delay,
-                )
-                await asyncio.sleep(delay)
+                await self._pause(attempt, error)
                 continue
-            attempt = 0
             try:
                 await connection.add_listener(CHANNEL, self._deliver)
+                await self._prove(connection)
+                attempt, self.not_listening = 0, None
+                self._listening.set()
                 if listened_before:
                     self._broadcast(Event(MANY_CHANGED, {}))
                 listened_before = True
                 await self._watch(connection)
-            except _CONNECTION_ERRORS as error:
-                logger.warning(
-                    "config events: listening connection lost (%s)", type(error).__name__
-                )
+            except (*_CONNECTION_ERRORS, _ProbeLost) as error:
+                self._listening.clear()
+                self.not_listening = f"the listening connection was lost ({type(error).__name__})"
+                logger.warning("config events: %s", self.not_listening)
+                attempt += 1
+                if isinstance(error, _ProbeLost):
+                    await self._pause(attempt, error)
             finally:
                 connection.terminate()
+
+    async def _pause(self, attempt: int, error: BaseException) -> None:
+        """Wait before the next attempt to listen, saying why listening failed:
+        an error no retry cures by itself (a wrong password, a pooler) as an error."""
+        delay = min(0.5 * 2**attempt, LISTENER_RETRY_MAX)
+        if isinstance(error, _ProbeLost):
+            self.not_listening = str(error)
+        else:
+            self.not_listening = f"cannot connect to listen ({describe_error(error)})"
+        log = logger.warning if is_unreachable(error) else logger.error
+        log("config events: %s; live updates are off; retrying in %.1fs", self.not_listening, delay)
+        await asyncio.sleep(delay)
+
+    async def _prove(self, listening: asyncpg.Connection) -> None:
+        """Send a probe on the channel from a second connection; it must reach
+        the listening one (_ProbeLost otherwise)."""
+        probe = uuid.uuid4().hex
+        arrived = self._probes[probe] = asyncio.get_running_loop().create_future()
+        try:
+            sender = await self._connect()
+            try:
+                await sender.execute(
+                    "SELECT pg_notify($1, $2)", CHANNEL, json.dumps({"probe": probe})
+                )
+            finally:
+                await sender.close()
+            try:
+                await asyncio.wait_for(arrived, self.connect_timeout)
+            except TimeoutError:
+                raise _ProbeLost(
+                    "the listening connection receives no notifications: EVENTS_DATABASE_URL "
+                    "must reach PostgreSQL directly, not through a transaction-pooling pooler"
+                ) from None
+        finally:
+            self._probes.pop(probe, None)
 
     async def _connect(self) -> asyncpg.Connection:
         url, tls = tls_options(self.url)
@@ -184,17 +262,15 @@ class EventHub:
             await connection.fetchval("SELECT 1", timeout=self.connect_timeout)
 
 
-# Streams one API key may hold open on one worker process.
-MAX_STREAMS_PER_KEY = 10
-
-
 @asynccontextmanager
-async def running_hub(url: URL, connect_timeout: float) -> AsyncIterator[EventHub]:
+async def running_hub(
+    url: URL, connect_timeout: float, max_connections: int
+) -> AsyncIterator[EventHub]:
     """A hub listening for the life of the worker. Its streams end as soon as
     the worker is told to stop (SIGTERM, SIGINT), not when the server's
     graceful shutdown gives up on them: the server's own handlers are wrapped
     so that they also close the hub."""
-    hub = EventHub(url, connect_timeout, MAX_STREAMS_PER_KEY)
+    hub = EventHub(url, connect_timeout, max_streams=max(1, max_connections // 2))
     listener = asyncio.create_task(hub.listen(), name="config events listener")
     restore = _close_on_exit_signals(hub, asyncio.get_running_loop())
     try:

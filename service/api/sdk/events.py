@@ -26,8 +26,8 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from service.api.dependencies import Viewer
-from service.api.errors import TooManyRequests
-from service.api.sdk.event_hub import CLOSED, EventHub, Stream, TooManyStreams
+from service.api.errors import ServiceUnavailable, TooManyRequests
+from service.api.sdk.event_hub import CLOSED, EventHub, NotListening, Stream, TooManyStreams
 from service.state import state_of
 
 router = APIRouter(tags=["events (smplkit SDK)"])
@@ -41,7 +41,8 @@ _KEY_VALID = text("SELECT 1 FROM api_keys WHERE id = :id AND revoked_at IS NULL"
     response_class=StreamingResponse,
     responses={
         200: {
-            "description": "The event stream (never ends by itself)",
+            "description": "The event stream: it ends when the key is revoked or the "
+            "worker stops, never by itself",
             "content": {
                 "text/event-stream": {
                     "schema": {
@@ -59,9 +60,14 @@ async def events(request: Request, caller: Viewer) -> StreamingResponse:
     state = state_of(request)
     hub: EventHub = state["events"]
     try:
-        stream = hub.open(caller.account_id, caller.key_id)
+        stream = await hub.open(caller.account_id, caller.key_id)
     except TooManyStreams as error:
         raise TooManyRequests(str(error), headers={"Retry-After": "60"}) from None
+    except NotListening as error:
+        raise ServiceUnavailable(
+            f"live updates are not available on this worker now: {error}",
+            headers={"Retry-After": "5"},
+        ) from None
     return StreamingResponse(
         _frames(hub, stream, state["engine"]),
         media_type="text/event-stream",

@@ -62,6 +62,17 @@ class Registered(Described):
     registered: int = Field(description="The configs this request created")
 
 
+class SkippedEntry(Described):
+    index: int = Field(description="The entry's position in the batch, from 0")
+    detail: str = Field(description="Why it is not a valid config")
+
+
+class DiscoveryResult(Registered):
+    skipped: list[SkippedEntry] = Field(
+        description="Entries left out: not valid configs (the others are registered)"
+    )
+
+
 class SdkEnvironmentView(Described):
     name: str
     color: str | None = Field(description="#rgb, #rrggbb or #rrggbbaa, lower case")
