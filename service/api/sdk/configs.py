@@ -96,6 +96,43 @@ class ItemDefinition(Strict):
     description: ItemDescription | None = None
 
 
+def _typed_item_schema(item_type: ItemType, value: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "type": "object",
+        "properties": {
+            "value": {"anyOf": [value, {"type": "null"}]},
+            "type": {"type": "string", "enum": [item_type.value]},
+            "description": {
+                "anyOf": [
+                    {"type": "string", "maxLength": 1000, "pattern": NO_NUL},
+                    {"type": "null"},
+                ]
+            },
+        },
+        "required": ["type"],
+        "additionalProperties": False,
+    }
+
+
+# In a config's body a value matches its type (null matches every type), as the
+# document says: one schema per type. (Discovery adapts mismatches instead.)
+TypedItemInput = Annotated[
+    ItemDefinition,
+    WithJsonSchema(
+        {
+            "oneOf": [
+                _typed_item_schema(ItemType.STRING, {"type": "string", "pattern": NO_NUL}),
+                _typed_item_schema(ItemType.NUMBER, {"type": "number"}),
+                _typed_item_schema(ItemType.BOOLEAN, {"type": "boolean"}),
+                _typed_item_schema(
+                    ItemType.JSON, {"allOf": [{"$ref": "#/components/schemas/JsonValue"}]}
+                ),
+            ]
+        }
+    ),
+]
+
+
 def oversized_items(items: Mapping[str, ItemDefinition]) -> str | None:
     """What is over the limits in a config's items, if anything: their values
     (as /v1's items) and, apart, their descriptions, each at most
@@ -117,7 +154,7 @@ class ConfigBodyAttributes(Strict):
     name: Name
     description: Description | None = None
     parent: Key | None = None
-    items: dict[str, ItemDefinition] | None = Field(
+    items: dict[str, TypedItemInput] | None = Field(
         default=None, json_schema_extra=NAMES_WITHOUT_NUL
     )
     environments: ConfigOverrides | None = None
