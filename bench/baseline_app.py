@@ -1,7 +1,9 @@
 """Benchmark baseline only: a minimal Starlette + asyncpg app answering the
 API benchmark's four requests with the same queries (API key lookup, then the
-config query, in one transaction) and the same JSON as the service. No
-validation beyond what the requests need, no middleware, no ORM or Core."""
+config query, in one transaction; a create also stores its items' types and
+notifies the config event listeners, as the service does) and the same JSON as
+the service. No validation beyond what the requests need, no middleware, no ORM
+or Core."""
 
 from __future__ import annotations
 
@@ -42,9 +44,12 @@ SELECT id, parent_id, items, environments, depth FROM chain ORDER BY depth DESC
 """
 KNOWN_ENVIRONMENT = "SELECT count(*) FROM environments WHERE account_id = $1 AND key = $2"
 INSERT = f"""
-INSERT INTO configs (account_id, parent_id, key, name, description, items, environments)
-VALUES ($1, NULL, $2, $3, $4, $5, $6) RETURNING {COLUMNS}
+INSERT INTO configs (account_id, parent_id, key, name, description, items, environments,
+                     item_definitions)
+VALUES ($1, NULL, $2, $3, $4, $5, $6, $7) RETURNING {COLUMNS}
 """
+# What the service announces to the SDK's event streams with every config write.
+NOTIFY = "SELECT pg_notify('config_events', $1)"
 JSONAPI = "application/vnd.api+json"
 
 
@@ -164,8 +169,18 @@ async def resolved(request: Request) -> Response:
     )
 
 
+def item_type(value: Any) -> str:
+    """The type the service infers for a new item's value."""
+    if isinstance(value, bool):
+        return "BOOLEAN"
+    if isinstance(value, int | float):
+        return "NUMBER"
+    return "STRING" if isinstance(value, str) else "JSON"
+
+
 async def create(request: Request) -> Response:
     attributes = json.loads(await request.body())["data"]["attributes"]
+    items = attributes.get("items", {})
     async with request.app.state.pool.acquire() as connection, connection.transaction():
         who = await caller(connection, request)
         if who is None:
@@ -177,11 +192,14 @@ async def create(request: Request) -> Response:
                 attributes["key"],
                 attributes["name"],
                 attributes.get("description"),
-                attributes.get("items", {}),
+                items,
                 attributes.get("environments", {}),
+                {k: {"type": item_type(v), "description": None} for k, v in items.items()},
             )
         except asyncpg.UniqueViolationError:
             return error(409, "Conflict", "a config with this key already exists")
+        event = {"account": str(who["account_id"]), "event": "config_changed", "id": row["key"]}
+        await connection.execute(NOTIFY, json.dumps(event))
     return JsonApi({"data": config(row), "jsonapi": {"version": "1.1"}}, 201)
 
 

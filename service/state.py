@@ -3,7 +3,7 @@
 The lifespan (service/app.py) yields it; Starlette gives each request a shallow
 copy in `scope["state"]`, which `state_of` reads with its types. Handlers do
 not read it themselves: they take the typed dependencies of
-service/api/dependencies.py (`Migration`, `Database`, `Operator`). Nothing is
+service/api/dependencies.py (`Database`, `Viewer`, `Operator`). Nothing is
 kept on `app.state`.
 """
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import uuid
 
-from sqlalchemy import func, select
+from sqlalchemy import String, bindparam, func, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 CHANNEL = "config_events"
@@ -22,6 +22,10 @@ DELETED = "config_deleted"
 MANY_CHANGED = "configs_changed"
 
 
+# Built once: every config write sends it.
+_NOTIFY = select(func.pg_notify(CHANNEL, bindparam("payload", type_=String)))
+
+
 async def announce(
     connection: AsyncConnection, account_id: uuid.UUID, event: str, key: str | None = None
 ) -> None:
@@ -29,4 +33,4 @@ async def announce(
     payload = {"account": str(account_id), "event": event}
     if key is not None:
         payload["id"] = key
-    await connection.execute(select(func.pg_notify(CHANNEL, json.dumps(payload))))
+    await connection.execute(_NOTIFY, {"payload": json.dumps(payload)})

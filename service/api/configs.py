@@ -9,7 +9,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request, Response
 from pydantic import AfterValidator, Field, StringConstraints, WithJsonSchema
-from sqlalchemy import RowMapping, Select, delete, func, insert, select, text, update
+from sqlalchemy import RowMapping, Select, bindparam, delete, func, insert, select, text, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -130,6 +130,14 @@ _SUBTREE_HEIGHT = text(
     SELECT max(level) FROM tree
     """
 )
+
+
+# Built once, with bound parameters, as every statement of the hot paths is
+# (service/api/queries.py, `_one_by_id`).
+_KNOWN_ENVIRONMENT = select(func.count()).where(
+    environments.c.account_id == bindparam("account_id"), environments.c.key == bindparam("key")
+)
+_INSERT = insert(configs).returning(configs)
 
 
 class ConfigCreate(Strict):
@@ -287,9 +295,7 @@ async def resolved_config(
             "before that limit); re-parent one of its ancestors",
         )
     known = await connection.scalar(
-        select(func.count()).where(
-            environments.c.account_id == caller.account_id, environments.c.key == environment
-        )
+        _KNOWN_ENVIRONMENT, {"account_id": caller.account_id, "key": environment}
     )
     if not known:
         # The view asked for does not exist (as for an unknown config): 404, not
@@ -350,18 +356,14 @@ async def create_config(
             connection, caller.account_id, None, parent_id, own, ITEMS_AT
         )
     refuse_mistyped_overrides(values.environments, {**types_along(chain), **own}, OVERRIDES_AT)
-    statement = (
-        insert(configs)
-        .values(
-            account_id=caller.account_id,
-            parent_id=parent_id,
-            item_definitions=definitions,
-            **values.model_dump(),
-        )
-        .returning(configs)
-    )
+    parameters = {
+        "account_id": caller.account_id,
+        "parent_id": parent_id,
+        "item_definitions": definitions,
+        **values.model_dump(),
+    }
     try:
-        row = (await connection.execute(statement)).mappings().one()
+        row = (await connection.execute(_INSERT, parameters)).mappings().one()
     except IntegrityError as error:
         raise conflict_from(error, CONFLICTS) from None
     await announce(connection, caller.account_id, CHANGED, row["key"])

@@ -32,7 +32,6 @@ from service.api.errors import (
 )
 from service.api.json_body import raise_body_problem, text_problem
 from service.api.rate_limits import retry_after
-from service.migrations import MigrationStatus
 from service.models import Role
 from service.state import state_of
 
@@ -50,16 +49,13 @@ _TOUCH_KEY = text("UPDATE api_keys SET last_used_at = now() WHERE id = :id")
 _OPERATOR = "operator"
 
 
-def migration_status(request: Request) -> MigrationStatus:
-    """What the migration bootstrap of this process is doing."""
-    return state_of(request)["bootstrap"].status
+async def require_ready(request: Request) -> None:
+    """Refuse API work until the schema is at head.
 
-
-Migration = Annotated[MigrationStatus, Depends(migration_status)]
-
-
-async def require_ready(status: Migration) -> None:
-    """Refuse API work until the schema is at head."""
+    Every dependency here is a coroutine function: FastAPI runs a plain
+    function in its thread pool, a hop that cost a tenth of a point read's CPU
+    and most of its p99 (docs/benchmarks/api.notes.md)."""
+    status = state_of(request)["bootstrap"].status
     if not status.ready:
         raise ServiceUnavailable(
             f"the service is starting: database schema {status.phase.value}",

@@ -175,7 +175,7 @@ class Page:
         return {"self": self_link, "next": f"{request.url.path}?{urlencode(query)}"}
 
 
-def page_parameters(
+async def page_parameters(
     size: Annotated[int, Query(alias="page[size]", ge=1, le=MAX_PAGE_SIZE)] = DEFAULT_PAGE_SIZE,
     after: Annotated[
         str | None,
