@@ -78,7 +78,8 @@ def tenant_with_configs(port: int) -> tuple[str, str, dict[str, str]]:
                 "key": f"c{level}-{n}",
                 "name": f"Config {level}-{n}",
                 "items": {f"level{level}": n, "shared": level, "nested": {"a": [1, 2, 3]}},
-                "environments": {environment_key: {"shared": f"{environment_key}-{level}"}},
+                # An override keeps its item's type (NUMBER): the service refuses others.
+                "environments": {environment_key: {"shared": 100 + level}},
             }
             data: dict[str, Any] = {"type": "configs", "attributes": attributes}
             if parent:

@@ -9,7 +9,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request, Response
 from pydantic import AfterValidator, Field, StringConstraints, WithJsonSchema
-from sqlalchemy import RowMapping, Select, bindparam, delete, func, insert, select, text, update
+from sqlalchemy import RowMapping, Select, delete, func, insert, select, text, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -64,6 +64,7 @@ from service.api.schemas import (
     single_document,
     to_one,
 )
+from service.db.driver import DriverStatement
 from service.models import Config, Environment, table
 
 router = APIRouter(prefix="/configs", tags=["configs"], route_class=JsonApiRoute)
@@ -103,19 +104,28 @@ Key = Annotated[
 Name = Annotated[str, StringConstraints(min_length=1, max_length=200, pattern=NO_NUL)]
 Description = Annotated[str, StringConstraints(max_length=10_000, pattern=NO_NUL)]
 
-# The config and its ancestors, nearest first, at most :limit of them.
-_ANCESTORS = text(
+# The config and its ancestors, the root first, at most $3 of them: $1 the
+# config's id, $2 its account. On the hot path of a resolve, so straight on the
+# driver (service/db/driver.py), as are the two statements below.
+_ANCESTORS = DriverStatement(
     """
     WITH RECURSIVE chain AS (
         SELECT id, parent_id, items, environments, 1 AS level FROM configs
-         WHERE id = :id AND account_id = :account_id
+         WHERE id = $1 AND account_id = $2
         UNION ALL
         SELECT c.id, c.parent_id, c.items, c.environments, chain.level + 1
           FROM configs AS c JOIN chain ON c.id = chain.parent_id
-         WHERE chain.level < :limit
+         WHERE chain.level < $3
     )
     SELECT id, parent_id, items, environments, level FROM chain ORDER BY level DESC
     """
+)
+_CONFIG_BY_ID = DriverStatement(
+    f"SELECT {', '.join(column.name for column in configs.c)} FROM configs"
+    " WHERE id = $1 AND account_id = $2"
+)
+_KNOWN_ENVIRONMENT = DriverStatement(
+    "SELECT count(*) FROM environments WHERE account_id = $1 AND key = $2"
 )
 # Levels of the config's subtree (1: no children), searched no deeper than :limit.
 _SUBTREE_HEIGHT = text(
@@ -132,11 +142,7 @@ _SUBTREE_HEIGHT = text(
 )
 
 
-# Built once, with bound parameters, as every statement of the hot paths is
-# (service/api/queries.py, `_one_by_id`).
-_KNOWN_ENVIRONMENT = select(func.count()).where(
-    environments.c.account_id == bindparam("account_id"), environments.c.key == bindparam("key")
-)
+# Built once, with bound parameters (service/api/queries.py, `_one_by_id`).
 _INSERT = insert(configs).returning(configs)
 
 
@@ -267,11 +273,10 @@ async def list_configs(
     summary="Get a config",
 )
 async def get_config(config_id: uuid.UUID, caller: Viewer, connection: Database) -> JsonApiResponse:
-    return respond(
-        single(
-            config_resource(await one_in_account(connection, configs, caller.account_id, config_id))
-        )
-    )
+    row = await _CONFIG_BY_ID.fetchrow(connection, config_id, caller.account_id)
+    if row is None:
+        raise NotFound(f"no config with id {config_id}")
+    return respond(single(config_resource(row)))
 
 
 @router.get(
@@ -294,9 +299,7 @@ async def resolved_config(
             f"the config's parent chain is longer than {MAX_CHAIN_DEPTH} levels (it was built "
             "before that limit); re-parent one of its ancestors",
         )
-    known = await connection.scalar(
-        _KNOWN_ENVIRONMENT, {"account_id": caller.account_id, "key": environment}
-    )
+    known = await _KNOWN_ENVIRONMENT.fetchval(connection, caller.account_id, environment)
     if not known:
         # The view asked for does not exist (as for an unknown config): 404, not
         # 400, since the parameter itself is well formed.
@@ -325,10 +328,7 @@ async def _chain(
 ) -> list[Any]:
     """The config's chain from the root down, one level more than allowed, so a
     chain built before the limit shows (its root then still has a parent)."""
-    found = await connection.execute(
-        _ANCESTORS, {"id": config_id, "account_id": account_id, "limit": MAX_CHAIN_DEPTH + 1}
-    )
-    return list(found.mappings())
+    return await _ANCESTORS.fetch(connection, config_id, account_id, MAX_CHAIN_DEPTH + 1)
 
 
 @router.post(
@@ -462,10 +462,8 @@ async def lock_tree(connection: AsyncConnection, account_id: uuid.UUID) -> None:
 async def _ancestors(
     connection: AsyncConnection, account_id: uuid.UUID, start: uuid.UUID
 ) -> list[uuid.UUID]:
-    found = await connection.execute(
-        _ANCESTORS, {"id": start, "account_id": account_id, "limit": MAX_CHAIN_DEPTH + 1}
-    )
-    return [row["id"] for row in found.mappings()]
+    found = await _ANCESTORS.fetch(connection, start, account_id, MAX_CHAIN_DEPTH + 1)
+    return [row["id"] for row in found]
 
 
 async def refuse_cycle(

@@ -17,7 +17,6 @@ from typing import Annotated, Any
 
 from fastapi import Depends, Request
 from fastapi.dependencies.models import Dependant
-from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection
 from starlette.routing import BaseRoute
 
@@ -32,19 +31,21 @@ from service.api.errors import (
 )
 from service.api.json_body import raise_body_problem, text_problem
 from service.api.rate_limits import retry_after
+from service.db.driver import DriverStatement
 from service.models import Role
 from service.state import state_of
 
 RETRY_AFTER_SECONDS = "5"
 
-_CALLER = text(
+# Every request runs the first, straight on the driver (service/db/driver.py).
+_CALLER = DriverStatement(
     """
     SELECT k.id AS key_id, k.account_id, k.user_id, k.secret_hash, k.max_role, u.role
       FROM api_keys AS k JOIN users AS u ON u.id = k.user_id
-     WHERE k.secret_hash = :digest AND k.revoked_at IS NULL
+     WHERE k.secret_hash = $1 AND k.revoked_at IS NULL
     """
 )
-_TOUCH_KEY = text("UPDATE api_keys SET last_used_at = now() WHERE id = :id")
+_TOUCH_KEY = DriverStatement("UPDATE api_keys SET last_used_at = now() WHERE id = $1")
 # The operator's requests share one bucket of the per-key limit.
 _OPERATOR = "operator"
 
@@ -190,7 +191,7 @@ async def authenticated(
     connection: Database,
 ) -> Caller:
     """The caller behind the presented key, or 401."""
-    row = (await connection.execute(_CALLER, {"digest": digest})).mappings().first()
+    row = await _CALLER.fetchrow(connection, digest)
     limits = state_of(request)["rate_limits"]
     # The lookup is by digest; compare in constant time all the same.
     if row is None or not hmac.compare_digest(bytes(row["secret_hash"]), digest):
@@ -199,7 +200,7 @@ async def authenticated(
     if digest not in limits.keys and (wait := limits.keys.take(digest)):
         raise _too_many("too many requests with this API key; retry later", wait)
     if state_of(request)["key_usage"].due(row["key_id"]):
-        await connection.execute(_TOUCH_KEY, {"id": row["key_id"]})
+        await _TOUCH_KEY.execute(connection, row["key_id"])
     return Caller(
         row["key_id"], row["account_id"], row["user_id"], capped_role(row["role"], row["max_role"])
     )

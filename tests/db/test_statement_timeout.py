@@ -103,6 +103,32 @@ async def test_a_request_waiting_past_the_timeout_is_answered_503(
     assert waited < LOCK_HELD
 
 
+async def test_the_callers_key_lookup_is_bounded_too(
+    server: ServiceProcess, migrated_database: URL
+) -> None:
+    """The first statement of every request (the caller's key, which runs on
+    the driver connection: service/db/driver.py) is inside the request's
+    transaction and its timeout: cancelled by the server (57014), not left to
+    the client's later deadline."""
+    key = create_account_over_http(server.port or 0, "Locked")
+    holder = await connect(migrated_database)
+    try:
+        async with holder.transaction():
+            await holder.execute("LOCK TABLE api_keys IN ACCESS EXCLUSIVE MODE")
+            started = time.monotonic()
+            async with httpx.AsyncClient(timeout=LOCK_HELD * 2) as client:
+                answer = await client.get(
+                    f"http://127.0.0.1:{server.port}/v1/configs/{uuid.uuid4()}",
+                    headers={"Authorization": f"Bearer {key}"},
+                )
+            waited = time.monotonic() - started
+    finally:
+        await holder.close()
+    assert answer.status_code == 503, answer.text
+    assert "took longer than its database time allows" in answer.json()["errors"][0]["detail"]
+    assert waited < LOCK_HELD
+
+
 @pytest.mark.parametrize("pooler", ["none", "transaction"])
 async def test_the_timeout_adds_no_statement(migrated_database: URL, pooler: str) -> None:
     """The statements a transaction sends, with and without the timeout: the
