@@ -52,9 +52,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.add_middleware(RequestObservability, metrics=metrics)
     install_error_handlers(app)
-    app.include_router(health.router)
+    # The API first: its requests outnumber the probes' (routes are matched in order).
     app.include_router(api_router)
     app.include_router(sdk_router)
+    app.include_router(health.router)
     complete_openapi(app)
     install_docs(app)
     return app
