@@ -23,6 +23,7 @@ BENCHMARKS = {
     "fleet": "bench.fleet",
     "history": "bench.history",
     "api": "bench.api",
+    "layers": "bench.layers",
     "backfill": "bench.backfill",
     "blocked": "bench.blocked",
     "protocol": "bench.protocol",

@@ -114,7 +114,7 @@ def _single(url: URL) -> Any:
 
 
 def benchmark(admin: URL, repeat: int) -> dict[str, Any]:
-    from tests.seeds import BEFORE_IDENTITY, seed_users_sql
+    from tests.support.seeds import BEFORE_IDENTITY, seed_users_sql
 
     template = create_database(admin)
     runs: dict[str, list[float]] = {"batched revision 0006": [], "single UPDATE": []}

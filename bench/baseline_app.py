@@ -203,7 +203,7 @@ async def create(request: Request) -> Response:
     return JsonApi({"data": config(row), "jsonapi": {"version": "1.1"}}, 201)
 
 
-async def _codecs(connection: asyncpg.Connection) -> None:
+async def json_codecs(connection: asyncpg.Connection) -> None:
     for name in ("json", "jsonb"):
         await connection.set_type_codec(
             name, encoder=json.dumps, decoder=json.loads, schema="pg_catalog"
@@ -216,7 +216,9 @@ def create_app() -> Starlette:
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        app.state.pool = await asyncpg.create_pool(url, min_size=size, max_size=size, init=_codecs)
+        app.state.pool = await asyncpg.create_pool(
+            url, min_size=size, max_size=size, init=json_codecs
+        )
         yield
         await app.state.pool.close()
 

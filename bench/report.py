@@ -91,7 +91,8 @@ def write_report(results: dict[str, Any], out: Path) -> Path:
     parts = [INTRODUCTION, _machine(results["machine"])]
     summary = ["## Targets", ""]
     for outcome in results["benchmarks"].values():
-        summary.append(f"**{outcome['title']}**\n\n{_targets(outcome)}")
+        if outcome.get("targets"):
+            summary.append(f"**{outcome['title']}**\n\n{_targets(outcome)}")
     parts.append("\n".join(summary))
     for name, outcome in results["benchmarks"].items():
         section = [
