@@ -10,15 +10,10 @@ from typing import Any
 
 import pytest
 from sqlalchemy.engine import URL
-from sqlalchemy.ext.asyncio import create_async_engine
-from sqlalchemy.ext.compiler import compiles
-from sqlalchemy.sql.expression import ClauseElement, Executable
 
-from service.api.configs import configs, list_query
-from service.api.jsonapi import Page
-from service.api.queries import paged
+from service.api.configs import page_statement
 from tests.support.api import Tenant, api_client, document, new_tenant
-from tests.support.postgres import connect, service_url
+from tests.support.postgres import connect
 
 
 @pytest.fixture
@@ -190,20 +185,6 @@ async def test_items_filter_uses_containment(tenant: Tenant) -> None:
         assert refused.json()["errors"][0]["source"] == {"parameter": "filter[items]"}
 
 
-class Explain(Executable, ClauseElement):
-    """`EXPLAIN <statement>`, with the statement's parameters bound as usual."""
-
-    inherit_cache = False
-
-    def __init__(self, statement: ClauseElement):
-        self.statement = statement
-
-
-@compiles(Explain, "postgresql")
-def _explain(element: Explain, compiler: Any, **options: Any) -> str:
-    return "EXPLAIN " + str(compiler.process(element.statement, **options))
-
-
 async def test_items_filter_is_answered_by_the_gin_index(
     tenant: Tenant, migrated_database: URL
 ) -> None:
@@ -218,16 +199,12 @@ async def test_items_filter_is_answered_by_the_gin_index(
         uuid.UUID(tenant.account_id),
     )
     await connection.execute("ANALYZE configs")
-    await connection.close()
-    query = paged(
-        list_query(uuid.UUID(tenant.account_id), items={"tier": "tier-7"}),
-        configs,
-        Page(100, None, False),
+    statement = page_statement(by_key=False, by_items=True, after=False, descending=False)
+    explained = await connection.fetch(
+        f"EXPLAIN {statement.sql}", uuid.UUID(tenant.account_id), '{"tier": "tier-7"}', 100
     )
-    engine = create_async_engine(service_url(migrated_database))
-    async with engine.connect() as explained:
-        plan = "\n".join((await explained.execute(Explain(query))).scalars())
-    await engine.dispose()
+    plan = "\n".join(row[0] for row in explained)
+    await connection.close()
     assert "configs_items_idx" in plan, plan
     found = await tenant.call(
         "GET", "/v1/configs", params={"filter[items]": '{"tier": "tier-7"}', "page[size]": "100"}
