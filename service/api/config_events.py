@@ -12,8 +12,9 @@ from __future__ import annotations
 import json
 import uuid
 
-from sqlalchemy import String, bindparam, func, select
 from sqlalchemy.ext.asyncio import AsyncConnection
+
+from service.db.driver import DriverStatement
 
 CHANNEL = "config_events"
 CHANGED = "config_changed"
@@ -22,8 +23,8 @@ DELETED = "config_deleted"
 MANY_CHANGED = "configs_changed"
 
 
-# Built once: every config write sends it.
-_NOTIFY = select(func.pg_notify(CHANNEL, bindparam("payload", type_=String)))
+# Every config write sends it: straight on the driver (service/db/driver.py).
+_NOTIFY = DriverStatement(f"SELECT pg_notify('{CHANNEL}', $1)")
 
 
 async def announce(
@@ -33,4 +34,4 @@ async def announce(
     payload = {"account": str(account_id), "event": event}
     if key is not None:
         payload["id"] = key
-    await connection.execute(_NOTIFY, {"payload": json.dumps(payload)})
+    await _NOTIFY.execute(connection, json.dumps(payload))

@@ -9,7 +9,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request, Response
 from pydantic import AfterValidator, Field, StringConstraints, WithJsonSchema
-from sqlalchemy import RowMapping, delete, func, insert, select, text, update
+from sqlalchemy import RowMapping, delete, func, select, text, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -141,8 +141,12 @@ _SUBTREE_HEIGHT = text(
 )
 
 
-# Built once, with bound parameters (service/api/queries.py, `_one_by_id`).
-_INSERT = insert(configs).returning(configs)
+# A config's insert, on the driver as well (the JSON values as JSON text).
+_INSERT = DriverStatement(
+    "INSERT INTO configs (account_id, parent_id, key, name, description, items, environments,"
+    " item_definitions) VALUES ($1, $2, $3, $4, $5, $6::jsonb, $7::jsonb, $8::jsonb)"
+    f" RETURNING {_COLUMNS}"
+)
 
 
 class ConfigCreate(Strict):
@@ -402,14 +406,18 @@ async def create_config(
             connection, caller.account_id, None, parent_id, own, ITEMS_AT
         )
     refuse_mistyped_overrides(values.environments, {**types_along(chain), **own}, OVERRIDES_AT)
-    parameters = {
-        "account_id": caller.account_id,
-        "parent_id": parent_id,
-        "item_definitions": definitions,
-        **values.model_dump(),
-    }
     try:
-        row = (await connection.execute(_INSERT, parameters)).mappings().one()
+        [row] = await _INSERT.fetch(
+            connection,
+            caller.account_id,
+            parent_id,
+            values.key,
+            values.name,
+            values.description,
+            encode(values.items).decode(),
+            encode(values.environments).decode(),
+            encode(definitions).decode(),
+        )
     except IntegrityError as error:
         raise conflict_from(error, CONFLICTS) from None
     await announce(connection, caller.account_id, CHANGED, row["key"])
