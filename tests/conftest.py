@@ -20,8 +20,9 @@ from tests.support.secrets import CAPTURED, PASSWORDS, leaked_secrets
 # TLS) and would run the same twice; or they are the longest runs (the fuzzer,
 # the previous release, which CI also checks on 15 with `python -m
 # release_check`, the online migration under load, the random kills and the
-# deterministic kills after each commit), whose
-# subject is processes, signals and the lock rather than the server's version.
+# deterministic kills after each commit, the workers' exit statuses, the event
+# streams' listener behind closed ports and poolers), whose subject is
+# processes, signals, the lock and the listener rather than the server's version.
 ONE_SERVER_MODULES = frozenset(
     {
         "tests/db/test_embedded.py",
@@ -32,6 +33,8 @@ ONE_SERVER_MODULES = frozenset(
         "tests/migrations/test_load_during_migration.py",
         "tests/migrations/test_random_kills.py",
         "tests/migrations/test_rerun_after_commit.py",
+        "tests/migrations/test_worker_exits.py",
+        "tests/api/test_sdk_events.py",
     }
 )
 
