@@ -36,10 +36,13 @@ class RateLimiter:
         return key in self._buckets
 
     def take(self, key: Hashable) -> float:
-        """Spend one request of `key`: 0 when allowed, else the seconds until it would be."""
+        """Spend one request of `key`: 0 when allowed, else the seconds until it would be.
+
+        The key is remembered even without a limit (rate 0): a key this process
+        has seen succeed is not refused with the address of clients that failed."""
+        bucket = self._refilled(key)
         if self.rate <= 0:
             return 0.0
-        bucket = self._refilled(key)
         if bucket.tokens < 1:
             return (1 - bucket.tokens) / self.rate
         bucket.tokens -= 1

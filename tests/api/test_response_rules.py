@@ -149,10 +149,15 @@ async def test_a_key_over_its_rate_is_answered_429(migrated_database: URL) -> No
         assert (await tenant.call("GET", "/v1/account")).status_code == 200
 
 
+@pytest.mark.parametrize("per_key", [100.0, 0.0], ids=["a per-key limit", "no per-key limit"])
 async def test_wrong_operator_tokens_and_keys_are_answered_429_after_a_few(
-    migrated_database: URL,
+    migrated_database: URL, per_key: float
 ) -> None:
-    async with api_client(migrated_database, rate_limit_auth_failures=5) as client:
+    # RATE_LIMIT_PER_KEY=0 (no per-key limit) must not make every valid key an
+    # unknown one, locked out with the address that failed.
+    async with api_client(
+        migrated_database, rate_limit_auth_failures=5, rate_limit_per_key=per_key
+    ) as client:
         tenant = await new_tenant(client)
         assert (await tenant.call("GET", "/v1/account")).status_code == 200
         wrong = {"Authorization": "Bearer " + "w" * 40, "Content-Type": JSONAPI}
