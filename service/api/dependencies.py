@@ -14,6 +14,7 @@ import uuid
 from collections.abc import AsyncIterator, Callable, Coroutine
 from dataclasses import dataclass
 from typing import Annotated, Any
+from urllib.parse import unquote_plus, unquote_to_bytes
 
 from fastapi import Depends, Request
 from fastapi.dependencies.models import Dependant
@@ -72,15 +73,37 @@ def checked_request(request: Request) -> None:
 
 def known_query_parameters(request: Request) -> None:
     """400 for a query parameter the route does not declare (JSON:API: a server
-    MUST NOT ignore what it does not understand), or whose value PostgreSQL
-    could not compare (a NUL character)."""
+    MUST NOT ignore what it does not understand), one given twice (which one
+    was meant is not known), or one whose value is not UTF-8 (the framework
+    would read it with replacement characters) or could not be compared by
+    PostgreSQL (a NUL character)."""
     allowed = _declared_query_parameters(request.scope["route"])
+    seen: set[str] = set()
     for name, value in request.query_params.multi_items():
         if name not in allowed:
             listed = ", ".join(sorted(allowed)) or "none"
             raise BadRequest(f"unknown query parameter {name!r}; allowed: {listed}", parameter=name)
+        if name in seen:
+            raise BadRequest(f"{name} is given more than once", parameter=name)
+        seen.add(name)
+        if "\ufffd" in value and not _is_utf8(request.scope["query_string"], name):
+            raise BadRequest(f"{name} is not valid UTF-8 once percent-decoded", parameter=name)
         if problem := text_problem(value):
             raise BadRequest(f"{name} {problem}", parameter=name)
+
+
+def _is_utf8(query_string: bytes, name: str) -> bool:
+    """Whether every value of `name` in the raw query string decodes as UTF-8
+    (a replacement character in the decoded value may be the client's own)."""
+    for part in query_string.split(b"&"):
+        raw_name, _, raw_value = part.partition(b"=")
+        if unquote_plus(raw_name.decode("latin-1")) != name:
+            continue
+        try:
+            unquote_to_bytes(raw_value.replace(b"+", b" ")).decode("utf-8")
+        except UnicodeDecodeError:
+            return False
+    return True
 
 
 _QUERY_NAMES = "_service_query_parameters"

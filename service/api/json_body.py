@@ -66,13 +66,40 @@ def _integer(text: str) -> int | _Unrepresentable:
     return _Unrepresentable(text) if abs(value) > _LARGEST_DOUBLE else value
 
 
+class DuplicateMember(ValueError):
+    """An object names one member twice: which value was meant is not known."""
+
+    def __init__(self, name: str) -> None:
+        super().__init__(f"the member name {name!r} appears twice in one object")
+
+
+def _unique_members(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    found = dict(pairs)
+    if len(found) < len(pairs):
+        seen: set[str] = set()
+        for name, _ in pairs:
+            if name in seen:
+                raise DuplicateMember(name)
+            seen.add(name)
+    return found
+
+
 def parse_json(raw: bytes | str) -> Any:
     """Parse JSON, keeping unrepresentable numbers as markers for `problems`.
 
-    Raises ValueError (json.JSONDecodeError, UnicodeDecodeError) or
-    RecursionError for text that is not JSON at all.
+    Bytes must be UTF-8 (RFC 8259): json.loads would also take UTF-16 and
+    UTF-32. Encoded surrogates are let through to be named by `problems`.
+    Raises ValueError (json.JSONDecodeError, UnicodeDecodeError,
+    DuplicateMember) or RecursionError for text that is not JSON at all.
     """
-    return json.loads(raw, parse_constant=_Unrepresentable, parse_float=_float, parse_int=_integer)
+    text = raw.decode("utf-8", "surrogatepass") if isinstance(raw, bytes) else raw
+    return json.loads(
+        text,
+        parse_constant=_Unrepresentable,
+        parse_float=_float,
+        parse_int=_integer,
+        object_pairs_hook=_unique_members,
+    )
 
 
 def text_problem(text: str) -> str | None:
@@ -131,6 +158,8 @@ def _not_json(error: Exception) -> str:
         return "the body is not valid JSON: it is nested too deeply"
     if isinstance(error, UnicodeDecodeError):
         return "the body is not valid JSON: it is not UTF-8"
+    if isinstance(error, DuplicateMember):
+        return f"the body is ambiguous: {error}"
     reason = error.msg if isinstance(error, json.JSONDecodeError) else str(error)
     return f"the body is not valid JSON: {reason}"
 

@@ -78,8 +78,16 @@ def expect_type(
     given = document.data.id
     if resource_id is None and given is not None:
         raise Forbidden("client-generated ids are not supported", pointer="/data/id")
-    if resource_id is not None and given is not None and given != str(resource_id):
+    if resource_id is not None and given is not None and not _same_id(given, resource_id):
         raise Conflict("the id in the body differs from the id in the URL", pointer="/data/id")
+
+
+def _same_id(given: str, resource_id: uuid.UUID) -> bool:
+    """The body's id names the URL's resource, in any spelling the URL takes."""
+    try:
+        return uuid.UUID(given) == resource_id
+    except ValueError:
+        return False
 
 
 def changed_attributes(document: Document[Any], not_null: Iterable[str]) -> dict[str, Any]:

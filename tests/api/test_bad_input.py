@@ -195,6 +195,73 @@ CASES: dict[str, tuple[str, str, bytes | None, dict[str, str], int, str]] = {
 }  # fmt: skip
 
 
+# Input whose meaning is not known: another encoding than UTF-8, a name given
+# twice (in a query or in one JSON object), bytes that are not UTF-8 in a query.
+CONFIG = '{"key": "k", "name": "n"}'
+CASES.update(
+    {
+        "a body in UTF-16": (
+            "POST",
+            "/v1/configs",
+            json.dumps(
+                {"data": {"type": "configs", "attributes": {"key": "k", "name": "n"}}}
+            ).encode("utf-16"),
+            {},
+            400,
+            "",
+        ),
+        "a body with a UTF-8 byte-order mark": (
+            "POST",
+            "/v1/configs",
+            b"\xef\xbb\xbf" + body("configs", CONFIG),
+            {},
+            400,
+            "",
+        ),
+        "a member named twice in one object": (
+            "POST",
+            "/v1/configs",
+            body("configs", '{"key": "k", "key": "k2", "name": "n"}'),
+            {},
+            400,
+            "",
+        ),
+        "a query value that is not UTF-8": (
+            "GET",
+            "/v1/configs?filter[key]=%FF",
+            None,
+            {},
+            400,
+            "filter[key]",
+        ),
+        "an encoded surrogate in a query value": (
+            "GET",
+            "/v1/configs?filter[key]=%ED%A0%80",
+            None,
+            {},
+            400,
+            "filter[key]",
+        ),
+        "an overlong encoding in a query value": (
+            "GET",
+            "/v1/configs?filter[key]=%C0%80",
+            None,
+            {},
+            400,
+            "filter[key]",
+        ),
+        "a query parameter given twice": (
+            "GET",
+            "/v1/configs?sort=created_at&sort=-created_at",
+            None,
+            {},
+            400,
+            "sort",
+        ),
+    }
+)
+
+
 @pytest.fixture
 async def client(migrated_database: URL) -> AsyncIterator[httpx.AsyncClient]:
     async with api_client(migrated_database) as client:
@@ -224,7 +291,9 @@ async def test_bad_input_is_refused_precisely_and_writes_nothing(
     before = await row_counts(migrated_database)
     token = OPERATOR_TOKEN if path == "/v1/accounts" else tenant.owner_key
     headers = {"Authorization": f"Bearer {token}", "Content-Type": JSONAPI}
-    response = await client.request(method, path, headers=headers, content=content, params=query)
+    response = await client.request(
+        method, path, headers=headers, content=content, params=query or None
+    )
     assert response.status_code == status, response.text
     assert response.headers["content-type"] == JSONAPI
     sources = [error.get("source", {}) for error in response.json()["errors"]]

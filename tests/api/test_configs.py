@@ -22,6 +22,23 @@ async def tenant(migrated_database: URL) -> AsyncIterator[Tenant]:
         yield await new_tenant(client)
 
 
+async def test_the_body_id_names_the_url_resource_in_any_spelling(tenant: Tenant) -> None:
+    """The URL takes an id in any spelling of a UUID; so does the body."""
+    created = await tenant.create("configs", {"key": "spelled", "name": "Spelled"})
+    upper = created["id"].upper()
+    patched = await tenant.call(
+        "PATCH", f"/v1/configs/{created['id']}", body=document("configs", {"name": "N"}, upper)
+    )
+    assert patched.status_code == 200, patched.text
+    other = await tenant.call(
+        "PATCH",
+        f"/v1/configs/{created['id']}",
+        body=document("configs", {"name": "N"}, "00000000-0000-0000-0000-000000000000"),
+    )
+    assert other.status_code == 409
+    assert other.json()["errors"][0]["source"] == {"pointer": "/data/id"}
+
+
 async def test_config_crud(tenant: Tenant) -> None:
     created = await tenant.create(
         "configs",
