@@ -208,6 +208,16 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         )
         self.transport.abort()
 
+    def send_400_response(self, msg: str) -> None:
+        """uvicorn's answer to a request its parser refused (a NUL in a header,
+        a bad Content-Length, both Content-Length and Transfer-Encoding, a
+        space in the target...), as a JSON:API error like every other."""
+        if msg.startswith("Invalid HTTP request"):
+            detail = "the request is not valid HTTP/1.1 (its request line, a header or its framing)"
+        else:
+            detail = f"the request was refused: {msg.rstrip('.')}"
+        self._refuse(400, detail)
+
     def _refuse(self, status: int, detail: str) -> None:
         if self.transport.is_closing():
             return

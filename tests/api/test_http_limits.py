@@ -85,6 +85,28 @@ def test_a_head_within_the_limit_is_served_and_a_larger_one_refused(
     assert str(MAX_HEAD) in assert_error(body, 431)
 
 
+@pytest.mark.parametrize(
+    "head",
+    [
+        b"GET /v1/configs HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer psk_\x00abc\r\n\r\n",
+        b"GET /v1/con figs HTTP/1.1\r\nHost: x\r\n\r\n",
+        b"POST /v1/configs HTTP/1.1\r\nHost: x\r\nContent-Length: abc\r\n\r\n",
+        b"POST /v1/configs HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n"
+        b"Transfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+    ],
+    ids=["NUL in a header", "space in the target", "bad Content-Length", "two framings"],
+)
+def test_a_request_the_parser_refuses_gets_a_json_api_400(
+    server: ServiceProcess, head: bytes
+) -> None:
+    with connect(server) as connection:
+        connection.sendall(head)
+        status, headers, body = read_answer(connection)
+    assert status == 400
+    assert headers["content-type"] == JSONAPI
+    assert "not valid HTTP/1.1" in assert_error(body, 400)
+
+
 def test_an_endless_header_is_cut_off_without_being_buffered(server: ServiceProcess) -> None:
     """A 64 MiB header: the server answers 431 and closes long before it is sent."""
     sent = 0
