@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator, Iterator
 import pytest
 from sqlalchemy.engine import URL
 
+from tests.support import process_guard
 from tests.support.configs import settings_for, shared_folder
 from tests.support.postgres import create_database, drop_database, test_server
 from tests.support.processes import SERVICE_VARIABLES
@@ -37,6 +38,16 @@ ONE_SERVER_MODULES = frozenset(
         "tests/api/test_sdk_events.py",
     }
 )
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    process_guard.install()
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_protocol(item: pytest.Item) -> object:
+    with process_guard.running(item):
+        return (yield)
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
@@ -70,14 +81,20 @@ def pytest_runtest_logreport(report: pytest.TestReport) -> None:
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
-    """After the run, a secret anywhere in its logs fails it."""
-    leaks = leaked_secrets()
-    if leaks:
-        reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+    """After the run, a secret anywhere in its logs fails it, and so does a
+    process started by a test without the `processes` marker."""
+    failures = {
+        "secrets in the logs of this run": leaked_secrets(),
+        "processes started by tests without the `processes` marker": process_guard.UNMARKED,
+    }
+    reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+    for title, lines in failures.items():
+        if not lines:
+            continue
         if reporter is not None:
-            reporter.write_sep("!", "secrets in the logs of this run")
-            for leak in leaks[:20]:
-                reporter.write_line(leak)
+            reporter.write_sep("!", title)
+            for line in lines[:20]:
+                reporter.write_line(line)
         session.exitstatus = pytest.ExitCode.TESTS_FAILED
 
 

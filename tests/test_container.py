@@ -31,7 +31,7 @@ from tests.support.postgres import connect, service_url
 from tests.support.processes import OPERATOR_TOKEN, PROJECT_ROOT, free_port, wait_for
 from tests.support.revisions import REVISIONS
 
-pytestmark = pytest.mark.container
+pytestmark = [pytest.mark.container, pytest.mark.processes]
 
 BASE_IMAGE = "localhost/debian-python:bookworm"
 IMAGE = "localhost/platform-service:check"

@@ -33,6 +33,9 @@ from tests.support.processes import (
 )
 from tests.support.secrets import API_KEY, PASSWORDS
 
+# Every test here starts a real process or server.
+pytestmark = pytest.mark.processes
+
 
 @pytest.fixture
 def folder() -> Iterator[Path]:

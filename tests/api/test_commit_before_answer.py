@@ -23,6 +23,9 @@ from tests.support.postgres import connect
 from tests.support.processes import ServiceProcess
 from tests.support.servers import ready_server
 
+# Every test here starts a real process or server.
+pytestmark = pytest.mark.processes
+
 TRIES = 40
 FAIL_AT_COMMIT = "fail-at-commit"
 # Each commit that touches these tables waits this long in a deferred trigger.

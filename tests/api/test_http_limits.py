@@ -19,6 +19,9 @@ from tests.support.api import JSONAPI, new_tenant
 from tests.support.processes import ServiceProcess
 from tests.support.servers import ready_server
 
+# Every test here starts a real process or server.
+pytestmark = pytest.mark.processes
+
 MAX_HEAD = 16 * 1024  # the default HTTP_MAX_HEAD_BYTES
 MAX_CONNECTIONS = 3
 TIMEOUT = 1.0  # head, body and send timeouts of the server under test

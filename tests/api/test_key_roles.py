@@ -123,6 +123,7 @@ async def test_a_revoked_key_stays_revoked_and_revoking_twice_is_harmless(tenant
 BEFORE = "0009_migration_audit"
 
 
+@pytest.mark.processes
 async def test_keys_made_before_the_cap_get_their_users_role_and_old_code_keeps_working(
     empty_database: URL,
 ) -> None:
@@ -194,6 +195,7 @@ def accounts_command(url: URL, *arguments: str) -> subprocess.CompletedProcess[s
     return result
 
 
+@pytest.mark.processes
 async def test_the_operator_recovers_an_account_whose_owner_lost_every_key(
     migrated_database: URL,
 ) -> None:
@@ -230,6 +232,7 @@ async def test_the_operator_recovers_an_account_whose_owner_lost_every_key(
     assert key["created_by_user_id"] is None
 
 
+@pytest.mark.processes
 async def test_recovery_refuses_what_it_cannot_do_and_writes_nothing(
     migrated_database: URL,
 ) -> None:
@@ -270,6 +273,7 @@ async def test_recovery_refuses_what_it_cannot_do_and_writes_nothing(
     await connection.close()
 
 
+@pytest.mark.processes
 def test_accounts_is_a_group_of_commands() -> None:
     usage = run_python("-m", "service", "accounts", "--help")
     assert usage.returncode == 0
@@ -278,6 +282,7 @@ def test_accounts_is_a_group_of_commands() -> None:
     assert missing.returncode == 2
 
 
+@pytest.mark.processes
 async def test_the_key_cap_backfill_runs_again_after_failing_past_its_autocommit_block(
     empty_database: URL,
 ) -> None:

@@ -36,6 +36,9 @@ from tests.support.api import JSONAPI, account_with_key, document
 from tests.support.processes import OPERATOR_TOKEN, ServiceProcess
 from tests.support.servers import ready_server
 
+# Every test here starts a real process or server.
+pytestmark = pytest.mark.processes
+
 SEED = int(os.environ.get("FUZZ_SEED", str(random.SystemRandom().randrange(1 << 30))))
 EXAMPLES = 12
 

@@ -31,6 +31,9 @@ from tests.support.processes import (
     service_environment,
 )
 
+# Every test here starts a real process or server.
+pytestmark = pytest.mark.processes
+
 SCHEMATHESIS = Path(sys.executable).parent / "schemathesis"
 SEED = os.environ.get("FUZZ_SEED", str(random.SystemRandom().randrange(1 << 30)))
 EXAMPLES = "40"

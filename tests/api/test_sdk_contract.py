@@ -19,6 +19,9 @@ from tests.support.processes import ServiceProcess
 from tests.support.sdk_namespace import DOMAIN, run_sdk
 from tests.support.servers import ready_server
 
+# Every test here starts a real process or server.
+pytestmark = pytest.mark.processes
+
 LOOPBACK = {"127.0.0.1", "::1"}
 
 

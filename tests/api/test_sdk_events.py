@@ -26,6 +26,9 @@ from tests.support.postgres import connect, service_url
 from tests.support.processes import OPERATOR, ServiceProcess, free_port, wait_for
 from tests.support.servers import ready_server
 
+# Every test here starts a real process or server.
+pytestmark = pytest.mark.processes
+
 WAIT = 30.0
 # Whatever the stream sends ends up here, line by line; None when it ended.
 Lines = queue.Queue[str | None]

@@ -5,11 +5,15 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 from sqlalchemy.engine import URL
 
 from service.db.connection_budget import EVENT_CONNECTIONS, MIGRATION_CONNECTIONS
 from tests.support.postgres import connect, service_url
 from tests.support.processes import ServiceProcess, service_environment, wait_for
+
+# Every test here starts a real process or server.
+pytestmark = pytest.mark.processes
 
 WORKERS = 2
 POOL_SIZE = 200

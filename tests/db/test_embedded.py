@@ -24,6 +24,9 @@ from tests.support.processes import (
     wait_for,
 )
 
+# Every test here starts a real process or server.
+pytestmark = pytest.mark.processes
+
 
 @pytest.fixture
 def folder() -> Iterator[Path]:

@@ -7,6 +7,7 @@ import asyncio
 from pathlib import Path
 
 import httpx
+import pytest
 from sqlalchemy.engine import URL
 
 from tests.support.api import JSONAPI, document
@@ -15,6 +16,9 @@ from tests.support.fleet import DDL_AUDIT, assert_migrated_once, start_fleet, wa
 from tests.support.pgbouncer import pgbouncer
 from tests.support.postgres import connect, service_url
 from tests.support.processes import OPERATOR_TOKEN, service_environment
+
+# Every test here starts a real process or server.
+pytestmark = pytest.mark.processes
 
 PROCESSES = 3
 WORKERS = 2

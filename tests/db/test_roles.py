@@ -23,6 +23,9 @@ from tests.support.processes import (
 from tests.support.revisions import HEAD
 from tests.support.roles import GRANTS_ON_EXISTING_TABLES, Roles, owner_and_app_roles
 
+# Every test here starts a real process or server.
+pytestmark = pytest.mark.processes
+
 WORKERS = 2
 
 

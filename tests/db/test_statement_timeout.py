@@ -24,6 +24,9 @@ from tests.support.pgbouncer import pgbouncer
 from tests.support.postgres import connect, service_url
 from tests.support.processes import OPERATOR_TOKEN, ServiceProcess, service_environment
 
+# Every test here starts a real process or server.
+pytestmark = pytest.mark.processes
+
 TIMEOUT = 0.5
 LOCK_HELD = 15.0
 

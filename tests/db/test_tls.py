@@ -19,7 +19,10 @@ from tests.support.tls import BINARIES, TlsServer, tls_server
 
 # The embedded PostgreSQL is built without TLS: these tests run Debian's
 # PostgreSQL binaries, which .ci/run installs.
-pytestmark = pytest.mark.skipif(not BINARIES, reason="no PostgreSQL in /usr/lib/postgresql")
+pytestmark = [
+    pytest.mark.processes,
+    pytest.mark.skipif(not BINARIES, reason="no PostgreSQL in /usr/lib/postgresql"),
+]
 
 
 @pytest.fixture(scope="module")

@@ -71,6 +71,7 @@ async def test_bootstrap_records_every_step(empty_database: URL) -> None:
         assert after["started_at"] == before["finished_at"]
 
 
+@pytest.mark.processes
 async def test_command_line_records_upgrades_and_downgrades(empty_database: URL) -> None:
     locking = str(scenario_config("locking"))
     run("-m", "alembic", "upgrade", "heads", url=empty_database, ALEMBIC_CONFIG=locking)
@@ -122,6 +123,7 @@ def _scenario_copy(folder: Path) -> Path:
     return config
 
 
+@pytest.mark.processes
 async def test_a_revision_edited_after_it_ran_is_detected(
     empty_database: URL, tmp_path: Path
 ) -> None:
@@ -157,6 +159,7 @@ async def test_a_revision_edited_after_it_ran_is_detected(
         assert "MIGRATION_VERIFY=strict" in body["error"]
 
 
+@pytest.mark.processes
 async def test_database_ahead_on_the_same_line_is_served(empty_database: URL) -> None:
     # A newer deploy (the locking scenario) migrated; this code is the older one.
     run(
@@ -208,6 +211,7 @@ async def test_database_on_another_branch_or_unknown_is_refused(
 @pytest.mark.parametrize(
     "stopped_after", [4, REVISIONS.index("0009_migration_audit")], ids=["middle", "just-below"]
 )
+@pytest.mark.processes
 async def test_revisions_an_earlier_run_applied_before_the_trail_existed_are_marked_unrecorded(
     empty_database: URL, stopped_after: int
 ) -> None:

@@ -8,6 +8,7 @@ import subprocess
 import sys
 
 import asyncpg
+import pytest
 import sqlalchemy as sa
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
@@ -20,6 +21,9 @@ from tests.support.configs import eventually, scenario_config
 from tests.support.postgres import connect, service_url
 from tests.support.processes import PROJECT_ROOT, run_python, service_environment
 from tests.support.revisions import HEAD, REVISIONS
+
+# Every test here starts a real process or server.
+pytestmark = pytest.mark.processes
 
 LOCK_KEY = lock.lock_key("platform-service:schema-migrations")
 

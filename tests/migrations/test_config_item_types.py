@@ -6,10 +6,14 @@ from __future__ import annotations
 import json
 import math
 
+import pytest
 from sqlalchemy.engine import URL
 
 from tests.support.postgres import connect
 from tests.support.processes import run_python
+
+# Every test here starts a real process or server.
+pytestmark = pytest.mark.processes
 
 BEFORE = "0011_key_caps_backfill"
 CONFIGS = 2_500

@@ -6,12 +6,16 @@ from __future__ import annotations
 import math
 
 import asyncpg
+import pytest
 from sqlalchemy.engine import URL
 
 from tests.support.postgres import connect
 from tests.support.processes import run_python
 from tests.support.revisions import HEAD
 from tests.support.seeds import BEFORE_IDENTITY, seed_users_sql
+
+# Every test here starts a real process or server.
+pytestmark = pytest.mark.processes
 
 BEFORE = BEFORE_IDENTITY
 USERS = 100_000

@@ -85,6 +85,7 @@ async def test_a_connection_lost_mid_revision_is_retried_a_bounded_number_of_tim
     await _assert_left_as_it_was(migrated_database)
 
 
+@pytest.mark.processes
 def test_a_wrong_password_fails_migrate_instead_of_waiting(migrated_database: URL) -> None:
     wrong = migrated_database.set(password="not-the-password")
     # Bounded: the command must end by itself (before this fix it waited forever).
@@ -103,6 +104,7 @@ async def test_a_missing_database_is_final(admin_url: URL) -> None:
     assert "3D000" in body["error"]
 
 
+@pytest.mark.processes
 async def test_tls_required_of_a_server_without_tls_is_final(migrated_database: URL) -> None:
     """sslmode=require against a server that answers "no TLS here" will not
     get better by waiting: a final `tls` failure, not "waiting for the database"."""

@@ -23,6 +23,9 @@ from tests.support.processes import (
 )
 from tests.support.revisions import HEAD
 
+# Every test here starts a real process or server.
+pytestmark = pytest.mark.processes
+
 
 async def _state(url: URL) -> tuple[str | None, bool, int]:
     """(version, whether the slow revision's table exists, advisory locks held)."""

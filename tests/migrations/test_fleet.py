@@ -4,11 +4,15 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 from sqlalchemy.engine import URL
 
 from tests.support.fleet import DDL_AUDIT, assert_migrated_once, start_fleet, wait_until_ready
 from tests.support.postgres import connect, service_url
 from tests.support.processes import service_environment
+
+# Every test here starts a real process or server.
+pytestmark = pytest.mark.processes
 
 PROCESSES = 4
 WORKERS = 2

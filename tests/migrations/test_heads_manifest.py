@@ -7,6 +7,7 @@ import json
 import shutil
 from pathlib import Path
 
+import pytest
 from sqlalchemy.engine import URL
 
 from service.migrations.heads import files_digest, read_heads, write_manifest
@@ -19,6 +20,7 @@ from tests.support.revisions import HEAD, REVISIONS
 CONFIG = PROJECT_ROOT / "alembic.ini"
 
 
+@pytest.mark.processes
 def test_the_manifest_names_the_heads_the_scripts_have() -> None:
     assert read_heads(CONFIG) == load_revisions(CONFIG).heads == (HEAD,)
     result = run_python("-m", "service", "db", "heads")
@@ -47,6 +49,7 @@ def test_a_manifest_that_does_not_match_the_files_is_not_used(tmp_path: Path) ->
     assert read_heads(scenario_config("slow")) is None
 
 
+@pytest.mark.processes
 async def test_a_stale_manifest_fails_readiness_once_the_scripts_are_read(
     empty_database: URL, tmp_path: Path
 ) -> None:

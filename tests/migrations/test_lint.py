@@ -16,6 +16,9 @@ from tests.support.configs import scenario_config
 from tests.support.processes import PROJECT_ROOT, run_python, service_environment
 from tests.support.revisions import REVISIONS
 
+# Every test here runs squawk or the service's command line as a process.
+pytestmark = pytest.mark.processes
+
 OUTAGES = scenario_config("lint_outages")
 SAFE = scenario_config("lint_safe")
 

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
+import pytest
 from sqlalchemy.engine import URL
 
 from tests.support.api import document, new_tenant
@@ -27,6 +28,9 @@ from tests.support.configs import scenario_config
 from tests.support.postgres import connect, service_url
 from tests.support.processes import OPERATOR_TOKEN, ServiceProcess, service_environment
 from tests.support.reports import report
+
+# Every test here starts a real process or server.
+pytestmark = pytest.mark.processes
 
 USERS = 1_000_000
 CONCURRENCY = 8

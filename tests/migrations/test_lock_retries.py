@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 import asyncpg
+import pytest
 from sqlalchemy.engine import URL
 
 from service.migrations.retry import FIRST_LOCK_TIMEOUT
@@ -19,6 +20,9 @@ from tests.support.configs import scenario_config
 from tests.support.postgres import connect, plain, service_url
 from tests.support.processes import ServiceProcess, service_environment, wait_for
 from tests.support.reports import report
+
+# Every test here starts a real process or server.
+pytestmark = pytest.mark.processes
 
 LONGEST_LOCK_TIMEOUT = 0.4
 READS_PER_SECOND = 50

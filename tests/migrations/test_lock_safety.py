@@ -25,6 +25,9 @@ from tests.support.postgres import SLEEPING_MIGRATOR, advisory_locks, fetch_valu
 from tests.support.processes import ServiceProcess, run_python, service_environment
 from tests.support.revisions import HEAD
 
+# Every test here starts a real process or server.
+pytestmark = pytest.mark.processes
+
 SLOW = str(scenario_config("slow"))
 SLOW_SCENARIO = {"ALEMBIC_CONFIG": SLOW, "TEST_SLOW_REVISION_SECONDS": "0"}
 

@@ -22,6 +22,9 @@ from tests.support.configs import settings_for
 from tests.support.processes import PROCESS_OUTPUTS, PROJECT_ROOT, service_environment
 from tests.support.revisions import HEAD
 
+# Every test here starts a real process or server.
+pytestmark = pytest.mark.processes
+
 REVISION = '''"""Test only: {doc}
 
 Revision ID: test_release_check

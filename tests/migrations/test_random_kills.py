@@ -33,6 +33,9 @@ from tests.support.revisions import HEAD
 from tests.support.schema import snapshot
 from tests.support.seeds import BEFORE_IDENTITY, seed_users_sql
 
+# Every test here starts a real process or server.
+pytestmark = pytest.mark.processes
+
 USERS = 60_000
 BATCH = "1000"
 FLEET = 3

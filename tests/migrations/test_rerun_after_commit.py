@@ -28,6 +28,9 @@ from tests.support.postgres import create_database, drop_database
 from tests.support.processes import PROJECT_ROOT, run_python
 from tests.support.schema import snapshot
 
+# Every test here starts a real process or server.
+pytestmark = pytest.mark.processes
+
 KILLED = 9
 
 # Runs `alembic ARGUMENTS` and exits the process with status 9, without

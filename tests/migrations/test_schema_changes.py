@@ -8,6 +8,7 @@ from __future__ import annotations
 import signal
 from pathlib import Path
 
+import pytest
 from sqlalchemy.engine import URL
 
 from tests.support.configs import eventually, scenario_config, settings_for
@@ -15,6 +16,9 @@ from tests.support.postgres import service_url
 from tests.support.processes import ServiceProcess, run_python, service_environment, wait_for
 from tests.support.readiness import holding_lock, readiness, running_app, wait_for_phase
 from tests.support.revisions import HEAD, REVISIONS
+
+# Every test here starts a real process or server.
+pytestmark = pytest.mark.processes
 
 WORKERS = 2
 

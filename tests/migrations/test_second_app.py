@@ -12,6 +12,7 @@ from collections import Counter
 from pathlib import Path
 
 import asyncpg
+import pytest
 from sqlalchemy.engine import URL
 
 from service.migrations.lock import lock_key
@@ -24,6 +25,9 @@ from tests.support.processes import (
     service_environment,
     wait_for,
 )
+
+# Every test here starts a real process or server.
+pytestmark = pytest.mark.processes
 
 SECOND_APP = PROJECT_ROOT / "tests" / "second_app"
 MIGRATIONS = PROJECT_ROOT / "service" / "migrations"

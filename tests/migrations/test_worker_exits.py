@@ -10,6 +10,7 @@ import os
 import signal
 from pathlib import Path
 
+import pytest
 from sqlalchemy.engine import URL
 
 from tests.support.configs import scenario_config, shared_folder
@@ -22,6 +23,9 @@ from tests.support.processes import (
     service_environment,
     wait_for,
 )
+
+# Every test here starts a real process or server.
+pytestmark = pytest.mark.processes
 
 WORKERS = 2
 # uvicorn's supervisor restarting a worker says so; none may be restarted.

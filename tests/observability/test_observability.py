@@ -120,6 +120,7 @@ async def test_a_key_pasted_into_a_path_is_masked_in_the_request_log(
     assert all(tenant.owner_key not in str(record.__dict__) for record in records)
 
 
+@pytest.mark.processes
 def test_json_logs_carry_request_ids_and_revisions(empty_database: URL, tmp_path: Path) -> None:
     process = ServiceProcess.uvicorn(
         service_environment(DATABASE_URL=service_url(empty_database), LOG_FORMAT="json"),
@@ -155,6 +156,7 @@ def test_json_logs_carry_request_ids_and_revisions(empty_database: URL, tmp_path
     assert all(line.startswith("{") for line in lines[first:]), lines[first:]
 
 
+@pytest.mark.processes
 def test_text_logs_for_people(empty_database: URL, tmp_path: Path) -> None:
     process = ServiceProcess.uvicorn(
         service_environment(DATABASE_URL=service_url(empty_database), LOG_FORMAT="text"),
