@@ -5,10 +5,12 @@ from __future__ import annotations
 import json
 from collections.abc import AsyncIterator, Iterator
 
+import httpx
 import pytest
 from sqlalchemy.engine import URL
 
 from tests.support import process_guard
+from tests.support.api import api_client
 from tests.support.configs import settings_for, shared_folder
 from tests.support.postgres import create_database, drop_database, test_server
 from tests.support.processes import SERVICE_VARIABLES
@@ -132,6 +134,16 @@ async def module_database(admin_url: URL, migrated_template: str) -> AsyncIterat
     url = await create_database(admin_url, template=migrated_template)
     yield url
     await drop_database(admin_url, url.database or "")
+
+
+@pytest.fixture(scope="module")
+async def module_client(module_database: URL) -> AsyncIterator[httpx.AsyncClient]:
+    """One app at head, through its real lifespan, shared by the tests of a
+    module: starting an app and cloning a database cost most of an in-process
+    test. Every resource is scoped by account, so each test makes an account
+    of its own (tests.support.api.new_tenant) and sees nothing of the others."""
+    async with api_client(module_database) as client:
+        yield client
 
 
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:

@@ -7,14 +7,13 @@ from __future__ import annotations
 
 import base64
 import json
-from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
 import pytest
 from sqlalchemy.engine import URL
 
-from tests.support.api import JSONAPI, api_client, new_tenant
+from tests.support.api import JSONAPI, new_tenant
 from tests.support.postgres import connect
 from tests.support.processes import OPERATOR_TOKEN
 
@@ -263,9 +262,9 @@ CASES.update(
 
 
 @pytest.fixture
-async def client(migrated_database: URL) -> AsyncIterator[httpx.AsyncClient]:
-    async with api_client(migrated_database) as client:
-        yield client
+def client(module_client: httpx.AsyncClient) -> httpx.AsyncClient:
+    """The module's shared app (tests/conftest.py): each test makes its own account."""
+    return module_client
 
 
 async def row_counts(url: URL) -> dict[str, int]:
@@ -282,13 +281,13 @@ async def row_counts(url: URL) -> dict[str, int]:
 @pytest.mark.parametrize("name", sorted(CASES))
 async def test_bad_input_is_refused_precisely_and_writes_nothing(
     client: httpx.AsyncClient,
-    migrated_database: URL,
+    module_database: URL,
     name: str,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     method, path, content, query, status, where = CASES[name]
     tenant = await new_tenant(client)
-    before = await row_counts(migrated_database)
+    before = await row_counts(module_database)
     token = OPERATOR_TOKEN if path == "/v1/accounts" else tenant.owner_key
     headers = {"Authorization": f"Bearer {token}", "Content-Type": JSONAPI}
     response = await client.request(
@@ -299,7 +298,7 @@ async def test_bad_input_is_refused_precisely_and_writes_nothing(
     sources = [error.get("source", {}) for error in response.json()["errors"]]
     key = "pointer" if where == "" or where.startswith("/") else "parameter"
     assert where in [source.get(key) for source in sources], sources
-    assert await row_counts(migrated_database) == before
+    assert await row_counts(module_database) == before
     assert "Traceback" not in caplog.text
 
 

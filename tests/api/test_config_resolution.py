@@ -4,17 +4,16 @@ objects, in both dialects."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from typing import Any
 
+import httpx
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 from smplkit._resolver import resolve as sdk_resolve
-from sqlalchemy.engine import URL
 
 from service.api.config_resolution import resolve
-from tests.support.api import Tenant, api_client, new_tenant
+from tests.support.api import Tenant, new_tenant
 
 # Few keys, so that levels collide on them; values nest objects, as JSON items do.
 KEYS = st.sampled_from(["db", "pool", "region", "tags", "max"])
@@ -79,9 +78,9 @@ def test_null_and_scalars_replace_objects_whole() -> None:
 
 
 @pytest.fixture
-async def tenant(migrated_database: URL) -> AsyncIterator[Tenant]:
-    async with api_client(migrated_database) as client:
-        yield await new_tenant(client)
+async def tenant(module_client: httpx.AsyncClient) -> Tenant:
+    """An account of its own in the module's shared app (tests/conftest.py)."""
+    return await new_tenant(module_client)
 
 
 async def test_both_dialects_resolve_a_stored_chain_as_the_sdk_does(tenant: Tenant) -> None:

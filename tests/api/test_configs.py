@@ -5,21 +5,21 @@ from __future__ import annotations
 import base64
 import json
 import uuid
-from collections.abc import AsyncIterator
 from typing import Any
 
+import httpx
 import pytest
 from sqlalchemy.engine import URL
 
 from service.api.configs import page_statement
-from tests.support.api import Tenant, api_client, document, new_tenant
+from tests.support.api import Tenant, document, new_tenant
 from tests.support.postgres import connect
 
 
 @pytest.fixture
-async def tenant(migrated_database: URL) -> AsyncIterator[Tenant]:
-    async with api_client(migrated_database) as client:
-        yield await new_tenant(client)
+async def tenant(module_client: httpx.AsyncClient) -> Tenant:
+    """An account of its own in the module's shared app (tests/conftest.py)."""
+    return await new_tenant(module_client)
 
 
 async def test_the_body_id_names_the_url_resource_in_any_spelling(tenant: Tenant) -> None:
@@ -203,10 +203,10 @@ async def test_items_filter_uses_containment(tenant: Tenant) -> None:
 
 
 async def test_items_filter_is_answered_by_the_gin_index(
-    tenant: Tenant, migrated_database: URL
+    tenant: Tenant, module_database: URL
 ) -> None:
     """The endpoint's own query, explained on a table large enough for the planner to choose."""
-    connection = await connect(migrated_database)
+    connection = await connect(module_database)
     await connection.execute(
         """
         INSERT INTO configs (account_id, key, name, items)
@@ -294,12 +294,12 @@ async def test_re_parenting_counts_the_subtree_that_moves(tenant: Tenant) -> Non
 
 
 async def test_a_chain_longer_than_the_limit_is_refused_not_cut(
-    tenant: Tenant, migrated_database: URL
+    tenant: Tenant, module_database: URL
 ) -> None:
     """A chain of 40 stored before the limit: resolving it is a 409, never a
     resolution silently missing its top levels."""
     items = [{f"level{level}": level} for level in range(40)]
-    parent = await _store_chain(migrated_database, tenant, "old", items)
+    parent = await _store_chain(module_database, tenant, "old", items)
     response = await tenant.call(
         "GET", f"/v1/configs/{parent}/resolved", params={"environment": "production"}
     )
@@ -324,11 +324,11 @@ async def test_a_page_ends_early_once_it_holds_a_megabyte(tenant: Tenant) -> Non
 
 
 async def test_a_resolution_larger_than_its_bound_is_refused(
-    tenant: Tenant, migrated_database: URL
+    tenant: Tenant, module_database: URL
 ) -> None:
     """Configs of 0.9 MB each, stored before their size was limited."""
     items = [{f"l{level}-{n}": "x" * 900 for n in range(1000)} for level in range(3)]
-    parent = await _store_chain(migrated_database, tenant, "huge", items)
+    parent = await _store_chain(module_database, tenant, "huge", items)
     response = await tenant.call(
         "GET", f"/v1/configs/{parent}/resolved", params={"environment": "production"}
     )

@@ -5,7 +5,6 @@ from __future__ import annotations
 import hashlib
 import re
 import uuid
-from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
@@ -20,9 +19,9 @@ RFC3339_UTC = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?Z$")
 
 
 @pytest.fixture
-async def client(migrated_database: URL) -> AsyncIterator[httpx.AsyncClient]:
-    async with api_client(migrated_database) as client:
-        yield client
+def client(module_client: httpx.AsyncClient) -> httpx.AsyncClient:
+    """The module's shared app (tests/conftest.py): each test makes its own account."""
+    return module_client
 
 
 @pytest.fixture
@@ -31,7 +30,7 @@ async def tenant(client: httpx.AsyncClient) -> Tenant:
 
 
 async def test_account_creation_returns_owner_environments_and_a_key_once(
-    client: httpx.AsyncClient, migrated_database: URL
+    client: httpx.AsyncClient, module_database: URL
 ) -> None:
     response = await client.post(
         "/v1/accounts",
@@ -66,7 +65,7 @@ async def test_account_creation_returns_owner_environments_and_a_key_once(
     assert key["attributes"]["prefix"] == secret[:12]
 
     # Stored as a digest only, and never shown again.
-    connection = await connect(migrated_database)
+    connection = await connect(module_database)
     stored = await connection.fetchrow(
         "SELECT prefix, secret_hash FROM api_keys WHERE id = $1", uuid.UUID(key["id"])
     )
@@ -99,9 +98,9 @@ async def test_account_creation_needs_the_operator_token(
 
 
 async def test_account_creation_is_disabled_without_an_operator_token(
-    migrated_database: URL,
+    module_database: URL,
 ) -> None:
-    async with api_client(migrated_database, operator_token=None) as client:
+    async with api_client(module_database, operator_token=None) as client:
         body = document(
             "accounts", {"name": "Acme", "owner": {"email": "o@acme.test", "role": "OWNER"}}
         )
@@ -303,10 +302,10 @@ async def test_api_keys_create_list_get_revoke(tenant: Tenant) -> None:
 
 
 async def test_key_last_used_is_recorded_without_a_write_per_request(
-    tenant: Tenant, migrated_database: URL
+    tenant: Tenant, module_database: URL
 ) -> None:
     _, key = await tenant.user_with_key("VIEWER")
-    connection = await connect(migrated_database)
+    connection = await connect(module_database)
     digest = hashlib.sha256(key.encode()).digest()
     assert (
         await connection.fetchval(

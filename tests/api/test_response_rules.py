@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import logging
 import uuid
-from collections.abc import AsyncIterator
 
 import httpx
 import pytest
@@ -23,13 +22,13 @@ from tests.support.processes import OPERATOR
 
 
 @pytest.fixture
-async def client(migrated_database: URL) -> AsyncIterator[httpx.AsyncClient]:
-    async with api_client(migrated_database) as client:
-        yield client
+def client(module_client: httpx.AsyncClient) -> httpx.AsyncClient:
+    """The module's shared app (tests/conftest.py): each test makes its own account."""
+    return module_client
 
 
 async def test_readiness_details_and_metrics_are_the_operators(
-    client: httpx.AsyncClient, migrated_database: URL
+    client: httpx.AsyncClient, module_database: URL
 ) -> None:
     public = await client.get("/readyz")
     assert public.status_code == 200
@@ -43,7 +42,7 @@ async def test_readiness_details_and_metrics_are_the_operators(
     metrics = await client.get("/metrics", headers=OPERATOR)
     assert metrics.status_code == 200
     assert "migration_phase" in metrics.text
-    async with api_client(migrated_database, operator_token=None) as without_token:
+    async with api_client(module_database, operator_token=None) as without_token:
         assert (await without_token.get("/metrics", headers=OPERATOR)).status_code == 403
         assert (await without_token.get("/readyz", headers=OPERATOR)).json() == {"status": "ready"}
 
@@ -134,8 +133,8 @@ async def test_the_account_creation_document_links_everything_it_includes(
     assert {(item["type"], item["id"]) for item in body["included"]} == linked
 
 
-async def test_a_key_over_its_rate_is_answered_429(migrated_database: URL) -> None:
-    async with api_client(migrated_database, rate_limit_per_key=2) as client:
+async def test_a_key_over_its_rate_is_answered_429(module_database: URL) -> None:
+    async with api_client(module_database, rate_limit_per_key=2) as client:
         tenant = await new_tenant(client)
         _, key = await tenant.user_with_key("VIEWER")
         statuses = [(await tenant.call("GET", "/v1/configs", key)).status_code for _ in range(10)]
@@ -151,12 +150,12 @@ async def test_a_key_over_its_rate_is_answered_429(migrated_database: URL) -> No
 
 @pytest.mark.parametrize("per_key", [100.0, 0.0], ids=["a per-key limit", "no per-key limit"])
 async def test_wrong_operator_tokens_and_keys_are_answered_429_after_a_few(
-    migrated_database: URL, per_key: float
+    module_database: URL, per_key: float
 ) -> None:
     # RATE_LIMIT_PER_KEY=0 (no per-key limit) must not make every valid key an
     # unknown one, locked out with the address that failed.
     async with api_client(
-        migrated_database, rate_limit_auth_failures=5, rate_limit_per_key=per_key
+        module_database, rate_limit_auth_failures=5, rate_limit_per_key=per_key
     ) as client:
         tenant = await new_tenant(client)
         assert (await tenant.call("GET", "/v1/account")).status_code == 200
@@ -191,11 +190,11 @@ def test_text_logs_escape_control_characters() -> None:
     assert line == "INFO GET /a\\nINFO forged"
 
 
-async def test_tracebacks_hold_no_statement_arguments(migrated_database: URL) -> None:
+async def test_tracebacks_hold_no_statement_arguments(module_database: URL) -> None:
     """asyncpg names the argument it could not encode, value included, even
     with hide_parameters; the logged traceback does not."""
     secret = uuid.uuid4().hex  # not in this file's source, which tracebacks quote
-    engine = create_async_engine(service_url(migrated_database), hide_parameters=True)
+    engine = create_async_engine(service_url(module_database), hide_parameters=True)
     try:
         async with engine.connect() as connection:
             with pytest.raises(DBAPIError) as raised:

@@ -5,14 +5,14 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import httpx
 import pytest
 from sqlalchemy.engine import URL
 
-from tests.support.api import JSONAPI, Tenant, api_client, document, new_tenant
+from tests.support.api import JSONAPI, Tenant, document, new_tenant
 from tests.support.postgres import connect
 
 Request = tuple[str, str, Any]
@@ -143,9 +143,9 @@ RANK = {"VIEWER": 0, "MEMBER": 1, "ADMIN": 2, "OWNER": 3}
 
 
 @pytest.fixture
-async def client(migrated_database: URL) -> AsyncIterator[httpx.AsyncClient]:
-    async with api_client(migrated_database) as client:
-        yield client
+def client(module_client: httpx.AsyncClient) -> httpx.AsyncClient:
+    """The module's shared app (tests/conftest.py): each test makes its own account."""
+    return module_client
 
 
 def test_the_route_table_covers_every_api_route() -> None:
@@ -304,14 +304,14 @@ async def _row_counts(url: URL) -> dict[str, int]:
 )
 async def test_bad_bodies_get_clear_errors_and_write_nothing(
     client: httpx.AsyncClient,
-    migrated_database: URL,
+    module_database: URL,
     content: bytes,
     content_type: str,
     status: int,
     where: str | None,
 ) -> None:
     tenant = await new_tenant(client)
-    before = await _row_counts(migrated_database)
+    before = await _row_counts(module_database)
     response = await client.post(
         "/v1/users",
         content=content,
@@ -324,18 +324,18 @@ async def test_bad_bodies_get_clear_errors_and_write_nothing(
     assert errors[0]["status"] == str(status)
     if where:
         assert where in [error.get("source", {}).get("pointer") for error in errors], errors
-    assert await _row_counts(migrated_database) == before
+    assert await _row_counts(module_database) == before
 
 
 async def test_a_failure_half_way_writes_nothing(
-    client: httpx.AsyncClient, migrated_database: URL
+    client: httpx.AsyncClient, module_database: URL
 ) -> None:
     """An account whose owner is refused leaves no account behind."""
     first = await new_tenant(client)
     email = (await first.call("GET", f"/v1/users/{first.owner_id}")).json()["data"]["attributes"][
         "email"
     ]
-    before = await _row_counts(migrated_database)
+    before = await _row_counts(module_database)
     from tests.support.processes import OPERATOR_TOKEN
 
     body = document(
@@ -348,7 +348,7 @@ async def test_a_failure_half_way_writes_nothing(
         json=body,
     )
     assert response.status_code == 422
-    assert await _row_counts(migrated_database) == before
+    assert await _row_counts(module_database) == before
 
 
 @pytest.mark.parametrize(

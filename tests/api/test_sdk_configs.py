@@ -6,10 +6,10 @@ server in tests/api/test_sdk_contract.py."""
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator
 from typing import Any
 
 import asyncpg
+import httpx
 import pytest
 from smplkit._generated.config.models.config_list_response import ConfigListResponse
 from smplkit._generated.config.models.config_response import ConfigResponse
@@ -17,16 +17,16 @@ from sqlalchemy.engine import URL
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from service.api.configs import check_environments
-from tests.support.api import Tenant, api_client, new_tenant
+from tests.support.api import Tenant, new_tenant
 from tests.support.postgres import connect, service_url
 
 SDK_QUERY = "sort=key&page%5Bnumber%5D={page}&page%5Bsize%5D={size}&meta%5Btotal%5D=false"
 
 
 @pytest.fixture
-async def tenant(migrated_database: URL) -> AsyncIterator[Tenant]:
-    async with api_client(migrated_database) as client:
-        yield await new_tenant(client)
+async def tenant(module_client: httpx.AsyncClient) -> Tenant:
+    """An account of its own in the module's shared app (tests/conftest.py)."""
+    return await new_tenant(module_client)
 
 
 def sdk_body(key: str, **attributes: Any) -> dict[str, Any]:
@@ -356,15 +356,15 @@ async def test_an_ancestor_cannot_strand_the_overrides_below_it(tenant: Tenant) 
 
 
 async def test_an_environment_a_write_overrides_cannot_be_deleted_before_it_commits(
-    tenant: Tenant, migrated_database: URL
+    tenant: Tenant, module_database: URL
 ) -> None:
     """A config write checks that its overrides' environments exist, and an
     environment delete (which locks the environment FOR UPDATE, then counts its
     overrides) checks that nothing overrides it: the write's check holds the
     environment (FOR KEY SHARE) until it commits, so the delete waits for it
     and then sees the override (409), instead of slipping in between."""
-    engine = create_async_engine(service_url(migrated_database))
-    holder = await connect(migrated_database)
+    engine = create_async_engine(service_url(module_database))
+    holder = await connect(module_database)
     try:
         async with engine.connect() as write:
             transaction = await write.begin()

@@ -3,20 +3,20 @@ dialect (/api/v1); the SDK itself drives them in tests/api/test_sdk_contract.py.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from typing import Any
 
+import httpx
 import pytest
 from sqlalchemy.engine import URL
 
-from tests.support.api import Tenant, api_client, document, new_tenant
+from tests.support.api import Tenant, document, new_tenant
 from tests.support.postgres import connect
 
 
 @pytest.fixture
-async def tenant(migrated_database: URL) -> AsyncIterator[Tenant]:
-    async with api_client(migrated_database) as client:
-        yield await new_tenant(client)
+async def tenant(module_client: httpx.AsyncClient) -> Tenant:
+    """An account of its own in the module's shared app (tests/conftest.py)."""
+    return await new_tenant(module_client)
 
 
 def environment(key: str, **attributes: Any) -> dict[str, Any]:
@@ -119,7 +119,7 @@ async def test_settings_are_a_plain_object_replaced_whole(tenant: Tenant) -> Non
     assert current.json()["data"]["id"] == tenant.account_id
 
 
-async def test_reported_contexts_are_recorded(tenant: Tenant, migrated_database: URL) -> None:
+async def test_reported_contexts_are_recorded(tenant: Tenant, module_database: URL) -> None:
     report = {
         "contexts": [
             {"type": "environment", "key": "production"},
@@ -129,7 +129,7 @@ async def test_reported_contexts_are_recorded(tenant: Tenant, migrated_database:
     for _ in range(2):
         answer = await tenant.call("POST", "/api/v1/contexts/bulk", body=report)
         assert answer.json() == {"registered": 2}, answer.text
-    connection = await connect(migrated_database)
+    connection = await connect(module_database)
     try:
         rows = await connection.fetch(
             "SELECT type, key, attributes FROM contexts WHERE account_id = $1 ORDER BY type",
