@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Generator, Iterator
 
 import httpx
 import pytest
@@ -14,8 +14,9 @@ from tests.support.api import api_client
 from tests.support.configs import settings_for, shared_folder
 from tests.support.postgres import create_database, drop_database, test_server
 from tests.support.processes import SERVICE_VARIABLES
+from tests.support.reports import REPORTS, drain_reports
 from tests.support.revisions import HEAD
-from tests.support.secrets import CAPTURED, PASSWORDS, leaked_secrets
+from tests.support.secrets import PASSWORDS, drain_process_leaks, secrets_in
 
 # CI runs the suite twice: on the embedded PostgreSQL 18, then on Debian's
 # PostgreSQL 15 (.ci/run), where these modules are left out (-m "not
@@ -78,19 +79,53 @@ def _register_database_password(admin_url: URL) -> None:
         PASSWORDS.append(admin_url.password)
 
 
+# What the reports of the run (from this process or pytest-xdist's workers)
+# carried: leaked secrets and processes started without the marker.
+RUN_FAILURES: dict[str, list[str]] = {
+    "secrets in the logs of this run": [],
+    "processes started by tests without the `processes` marker": [],
+}
+LEAKS, UNMARKED = RUN_FAILURES.values()
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(
+    item: pytest.Item, call: pytest.CallInfo[None]
+) -> Generator[None, pytest.TestReport, pytest.TestReport]:
+    """At a test's end, in the process that ran it: its processes' secrets, the
+    processes it started unmarked and what it reported, carried by the report."""
+    report = yield
+    if call.when == "teardown":
+        report.user_properties.append(("leaks", drain_process_leaks(item.nodeid)))
+        report.user_properties.append(("unmarked", process_guard.drain_unmarked()))
+        report.user_properties.append(("reports", drain_reports()))
+    return report
+
+
 def pytest_runtest_logreport(report: pytest.TestReport) -> None:
-    CAPTURED.append(report.capstdout + report.capstderr + report.caplog)
+    LEAKS.extend(
+        secrets_in(
+            f"{report.nodeid} ({report.when}): captured output",
+            report.capstdout + report.capstderr + report.caplog,
+        )
+    )
+    for name, values in report.user_properties:
+        if name == "leaks":
+            LEAKS.extend(values)  # type: ignore[arg-type]
+        elif name == "unmarked":
+            UNMARKED.extend(values)  # type: ignore[arg-type]
+        elif name == "reports":
+            REPORTS.update(values)  # type: ignore[call-overload]
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     """After the run, a secret anywhere in its logs fails it, and so does a
-    process started by a test without the `processes` marker."""
-    failures = {
-        "secrets in the logs of this run": leaked_secrets(),
-        "processes started by tests without the `processes` marker": process_guard.UNMARKED,
-    }
+    process started by a test without the `processes` marker (even where the
+    test caught the error the guard raised)."""
+    if hasattr(session.config, "workerinput"):
+        return  # a pytest-xdist worker: its reports went to the controller
     reporter = session.config.pluginmanager.get_plugin("terminalreporter")
-    for title, lines in failures.items():
+    for title, lines in RUN_FAILURES.items():
         if not lines:
             continue
         if reporter is not None:
@@ -147,8 +182,6 @@ async def module_client(module_database: URL) -> AsyncIterator[httpx.AsyncClient
 
 
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
-    from tests.support.reports import REPORTS
-
     for name, values in REPORTS.items():
         terminalreporter.write_sep("-", f"report: {name}")
         terminalreporter.write_line(json.dumps(values, indent=2))

@@ -150,17 +150,19 @@ def test_a_head_or_body_that_stops_arriving_gets_408(
 def test_a_head_trickled_byte_by_byte_is_bounded_in_time(server: ServiceProcess) -> None:
     """Every byte arrives well inside any per-read timeout; the head as a whole does not."""
     head = request_head(200)
-    started = time.monotonic()
+    sent = 0
     with connect(server) as connection:
         for byte in head:
             if select.select([connection], [], [], 0.2)[0]:
                 break  # the server has answered
             connection.sendall(bytes([byte]))
+            sent += 1
         status, _, body = read_answer(connection)
     assert status == 408
     assert_error(body, 408)
-    # 200 bytes at 5 a second would take 40 s; the head timeout ends it (a bounded wait).
-    assert time.monotonic() - started < 20
+    # At most 5 bytes a second, the whole head would take 40 s; the server
+    # answered before it was complete, however slow this machine is.
+    assert sent < len(head)
 
 
 async def test_a_client_that_reads_nothing_of_its_answer_is_dropped(

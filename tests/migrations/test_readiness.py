@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from urllib.parse import quote, quote_plus
 
 import httpx
 import pytest
@@ -173,14 +174,37 @@ async def test_migrating_inside_the_app_leaves_its_loggers_enabled(empty_databas
     assert logging.getLogger("service.migrations.bootstrap").disabled is False
 
 
-@pytest.mark.parametrize("secret", ["s3cr3t-Pa55word"])
-async def test_database_password_never_reaches_readiness(admin_url: URL, secret: str) -> None:
-    closed = admin_url.set(host="127.0.0.1", port=1, password=secret)
-    async with running_app(settings_for(closed)) as client:
-        body = await wait_for_phase(client, "waiting_for_database")
-        assert body["error"]
-        assert secret not in (await client.get("/readyz", headers=OPERATOR)).text
-        assert secret not in (await client.get("/v1/service")).text
+@pytest.mark.parametrize(
+    "secret",
+    # Plain; with the characters a URL must escape (so its escaped spelling is
+    # looked for too); and beyond ASCII.
+    ["s3cr3t-Pa55word", "p@ss:w/rd%?#&=", "pässwörd-ü"],
+)
+@pytest.mark.parametrize(
+    ("failure", "phase"),
+    # A server that is not there is waited out; one that refuses the
+    # password is final: both answer readiness with the error in its details.
+    [("closed port", "waiting_for_database"), ("wrong password", "failed")],
+)
+async def test_database_password_never_reaches_readiness(
+    admin_url: URL, secret: str, failure: str, phase: str
+) -> None:
+    """The details quote the driver's error, which names the address or the
+    user: the place a password would show if a URL were rendered with it."""
+    url = admin_url.set(password=secret)
+    if failure == "closed port":
+        url = url.set(host="127.0.0.1", port=1)
+    spellings = {secret, quote(secret, safe=""), quote_plus(secret)}
+    async with running_app(settings_for(url)) as client:
+        body = await wait_for_phase(client, phase)
+        details = (await client.get("/readyz", headers=OPERATOR)).text
+        public = (await client.get("/v1/service")).text
+    named = "127.0.0.1', 1" if failure == "closed port" else f'user \\"{url.username}\\"'
+    assert named in details, details
+    assert body["error"]
+    for spelling in spellings:
+        assert spelling not in details
+        assert spelling not in public
 
 
 @asynccontextmanager

@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 
 MARKER = "processes"
-# The tests that started a process without the marker, for the run's summary.
+# The tests that started a process without the marker, since the last drain.
 UNMARKED: list[str] = []
 
 _current: list[pytest.Item] = []
@@ -66,3 +66,9 @@ def running(item: pytest.Item) -> Iterator[None]:
         yield
     finally:
         _current.pop()
+
+
+def drain_unmarked() -> list[str]:
+    found = list(UNMARKED)
+    UNMARKED.clear()
+    return found
