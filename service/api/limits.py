@@ -1,4 +1,4 @@
-"""The size limits of what the API stores and answers (README, "Limits").
+"""The size limits of what the API stores and answers (docs/security.md, "Limits").
 
 A config's items and overrides, and a user's attributes, are JSON values
 bounded in encoded bytes, in members (object keys, at every level) and in
