@@ -22,9 +22,7 @@ def test_every_page_the_readme_links_to_exists_in_the_site() -> None:
     site = (PROJECT_ROOT / "mkdocs.yml").read_text()
     missing = [link for link in links if not (PROJECT_ROOT / link).is_file()]
     assert missing == []
-    outside = [
-        link for link in links if not link.startswith("docs/") or link[5:] not in site
-    ]
+    outside = [link for link in links if not link.startswith("docs/") or link[5:] not in site]
     assert outside == [], "each page is in the site's nav"
 
 
