@@ -181,6 +181,14 @@ def _from_environment(name: str, convert: Callable[[str], int], fallback: int) -
         raise SystemExit(EXIT_USAGE) from None
 
 
+def _embedded_port() -> int | None:
+    """EMBEDDED_POSTGRES_PORT: the embedded server's port; unset, it keeps its
+    last run's port while free, else takes a free one."""
+    if "EMBEDDED_POSTGRES_PORT" not in os.environ:
+        return None
+    return _from_environment("EMBEDDED_POSTGRES_PORT", _port, 0)
+
+
 def _port(text: str) -> int:
     if not (text.isascii() and text.isdigit()) or not 1 <= int(text) <= 65535:
         raise argparse.ArgumentTypeError(f"{text!r} is not a port number (1-65535)")
@@ -215,7 +223,7 @@ def _database(settings: Settings, *, serving: bool) -> Iterator[Settings]:
             print(f"embedded PostgreSQL of the running service: {masked(running)}", file=sys.stderr)
             yield _with_database_url(running)
             return
-        server = EmbeddedPostgres()
+        server = EmbeddedPostgres(port=_embedded_port())
         url = server.start()
     except EmbeddedPostgresError as error:
         raise EmbeddedDatabaseUnavailable(

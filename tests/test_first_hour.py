@@ -8,6 +8,7 @@ import os
 import re
 import shutil
 import signal
+import socket
 import stat
 import subprocess
 import sys
@@ -58,6 +59,38 @@ async def test_the_embedded_server_keeps_its_port_across_a_quick_restart(folder:
         assert restarted.port == first_port
     finally:
         restarted.stop()
+
+
+def test_the_embedded_server_listens_on_the_port_it_is_given(folder: Path) -> None:
+    port = free_port()
+    chosen = {
+        "EMBEDDED_POSTGRES_DIR": str(folder / "postgres"),
+        "EMBEDDED_POSTGRES_PORT": str(port),
+    }
+    ran = service_command("db", "status", **chosen)
+    assert ran.returncode == 0, ran.stderr
+    assert f"embedded PostgreSQL: postgresql+asyncpg://postgres:***@127.0.0.1:{port}/" in ran.stderr
+
+
+def test_an_embedded_port_that_is_no_port_or_is_taken_is_refused(folder: Path) -> None:
+    directory = folder / "postgres"
+    for value in ("0", "65536", "-1", "", "5432x", "\u0665\u0664\u0663\u0662", "\u00b2", "8e3"):
+        refused = service_command(
+            "db", "status", EMBEDDED_POSTGRES_DIR=str(directory), EMBEDDED_POSTGRES_PORT=value
+        )
+        assert refused.returncode == 2, (value, refused.stderr)
+        assert "invalid settings: EMBEDDED_POSTGRES_PORT" in refused.stderr, value
+        assert not directory.exists(), "nothing was started"
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        refused = service_command(
+            "db", "status", EMBEDDED_POSTGRES_DIR=str(directory), EMBEDDED_POSTGRES_PORT=str(port)
+        )
+    assert refused.returncode == 1, refused.stderr
+    assert f"port {port} on 127.0.0.1 is in use (EMBEDDED_POSTGRES_PORT" in refused.stderr
+    assert "Traceback" not in refused.stderr
 
 
 ROLE_AFTER_A = re.compile(r"\ba (ADMIN|OWNER|EDITOR)\b")
