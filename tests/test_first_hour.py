@@ -538,6 +538,13 @@ def test_the_first_set_up_says_what_it_is_doing(tmp_path: Path) -> None:
     assert first.stdout == ""
     again = subprocess.run(script, env=environment, capture_output=True, text=True, timeout=60)
     assert (again.returncode, again.stdout, again.stderr) == (0, "", "")
+    # The documentation's packages go to an environment of their own.
+    docs = subprocess.run(
+        [*script, ".venv-docs"], env=environment, capture_output=True, text=True, timeout=300
+    )
+    assert docs.returncode == 0, docs.stderr
+    assert docs.stderr.splitlines()[0].startswith("setting up .venv-docs: creating")
+    assert (project / ".venv-docs" / "bin" / "python").exists()
 
 
 async def test_commands_on_a_refusing_database_say_so_in_one_line(
