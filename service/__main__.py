@@ -41,12 +41,19 @@ EXIT_FAILED = 1
 EXIT_USAGE = 2
 EXIT_STARTUP_FAILED = 3
 WRITE_HEADS = "python -m service db heads --write"
-FIRST_ACCOUNT_HINT = (
-    "first account and API key (development): in another terminal, run\n"
-    "  scripts/serve accounts create --name 'My team' --email you@example.com\n"
-    "(or python -m service accounts create ...); it prints the key, for "
-    "'Authorization: Bearer <key>'"
-)
+DEFAULT_PORT = 8000
+
+
+def first_account_hint(port: int) -> str:
+    """The way in, for a database without accounts; with the port when it is
+    not the default, so the command prints the address the service serves on."""
+    serve = "scripts/serve" if port == DEFAULT_PORT else f"scripts/serve --port {port}"
+    return (
+        "first account and API key (development): in another terminal, run\n"
+        f"  {serve} accounts create --name 'My team' --email you@example.com\n"
+        "(or python -m service accounts create ...); it prints the key, for "
+        "'Authorization: Bearer <key>'"
+    )
 
 
 def main(arguments: Sequence[str] | None = None) -> int:
@@ -91,8 +98,8 @@ def _run(command: str, settings: Settings, options: argparse.Namespace) -> int:
     embedded = settings.database_url is None
     with _database(settings, serving=command == "serve") as settings:
         if command == "serve":
-            if embedded:
-                print(FIRST_ACCOUNT_HINT, file=sys.stderr)
+            if embedded and not _has_accounts(settings):
+                print(first_account_hint(options.port), file=sys.stderr)
             return _serve(settings, options)
         if command == "psql":
             return _psql(settings, options.arguments)
@@ -101,6 +108,16 @@ def _run(command: str, settings: Settings, options: argparse.Namespace) -> int:
 
             return run_accounts_command(settings, options)
         return asyncio.run(_cancel_on_sigterm(_migration_command(settings, options)))
+
+
+def _has_accounts(settings: Settings) -> bool:
+    from service.operator import has_accounts
+
+    try:
+        return asyncio.run(has_accounts(settings))
+    except (DBAPIError, OSError):
+        # The hint rather than nothing when the database cannot say.
+        return False
 
 
 async def _migration_command(settings: Settings, options: argparse.Namespace) -> int:
@@ -122,7 +139,7 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--port",
         type=_port,
-        default=_from_environment("PORT", _port, 8000),
+        default=_from_environment("PORT", _port, DEFAULT_PORT),
         help="port (default: PORT, else 8000)",
     )
     parser.add_argument(
@@ -181,6 +198,14 @@ def _from_environment(name: str, convert: Callable[[str], int], fallback: int) -
         raise SystemExit(EXIT_USAGE) from None
 
 
+def _embedded_port() -> int | None:
+    """EMBEDDED_POSTGRES_PORT: the embedded server's port; unset, it keeps its
+    last run's port while free, else takes a free one."""
+    if "EMBEDDED_POSTGRES_PORT" not in os.environ:
+        return None
+    return _from_environment("EMBEDDED_POSTGRES_PORT", _port, 0)
+
+
 def _port(text: str) -> int:
     if not (text.isascii() and text.isdigit()) or not 1 <= int(text) <= 65535:
         raise argparse.ArgumentTypeError(f"{text!r} is not a port number (1-65535)")
@@ -215,7 +240,7 @@ def _database(settings: Settings, *, serving: bool) -> Iterator[Settings]:
             print(f"embedded PostgreSQL of the running service: {masked(running)}", file=sys.stderr)
             yield _with_database_url(running)
             return
-        server = EmbeddedPostgres()
+        server = EmbeddedPostgres(port=_embedded_port())
         url = server.start()
     except EmbeddedPostgresError as error:
         raise EmbeddedDatabaseUnavailable(

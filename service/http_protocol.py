@@ -4,7 +4,7 @@ httptools parses a request head of any size, and uvicorn gives a client all
 the time it wants to send a head or a body (its only timeout is for idle
 keep-alive connections) and to read an answer. So one connection could grow a
 worker without limit, and slow or silent ones could hold it forever. This
-protocol adds, per connection, from the settings (README, "Limits"):
+protocol adds, per connection, from the settings (docs/security.md, "Limits"):
 
 - HTTP_MAX_HEAD_BYTES: a longer request head is answered 431, and the
   connection closed, without buffering more of it;

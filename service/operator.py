@@ -7,10 +7,13 @@ done, to which account, user and key, why (--reason, required), by whom (the
 operating system's user, or --operator), from which host and process, as
 which database user, with which version of the service.
 
-    accounts create --name NAME --email EMAIL [--reason TEXT] [--operator NAME] [--json]
+    accounts create --name NAME --email EMAIL [--reason TEXT] [--operator NAME]
+                    [--allow-duplicate] [--json]
         An account with its OWNER (EMAIL), the default environments and a first
         API key, as `POST /v1/accounts` makes them: the way in on a new
         installation. The key's secret is printed once, on standard output.
+        An account of that name whose OWNER has that email is not made twice
+        (a getting-started step run again) unless --allow-duplicate says so.
 
     accounts recover ACCOUNT_ID --reason TEXT [--email EMAIL] [--operator NAME] [--json]
         A new API key for an OWNER of the account, capped at OWNER: for an
@@ -60,6 +63,11 @@ def add_accounts_commands(commands: Any) -> None:
     )
     create.add_argument(
         "--operator", type=_operator, help="who acts (default: the operating system's user)"
+    )
+    create.add_argument(
+        "--allow-duplicate",
+        action="store_true",
+        help="make it even when an account of that name with that OWNER exists",
     )
     create.add_argument("--json", action="store_true", help="print JSON")
     recover = actions.add_parser(
@@ -157,6 +165,8 @@ async def create(settings: Settings, options: argparse.Namespace) -> int:
     engine = _operator_engine(settings)
     try:
         async with engine.begin() as connection:
+            if not options.allow_duplicate:
+                await _refuse_duplicate(connection, values.name, values.owner.email)
             created = await insert_account(connection, values)
             account_id = created.account["id"]
             audit_id = await _audit(
@@ -167,7 +177,7 @@ async def create(settings: Settings, options: argparse.Namespace) -> int:
                 user_id=uuid.UUID(created.owner["id"]),
                 api_key_id=uuid.UUID(created.key["id"]),
             )
-    except ApiError as error:
+    except (ApiError, OperatorError) as error:
         print(f"error: {error}", file=sys.stderr)
         return EXIT_FAILED
     finally:
@@ -189,11 +199,59 @@ async def create(settings: Settings, options: argparse.Namespace) -> int:
             f"environments {', '.join(item['attributes']['key'] for item in created.environments)} "
             f"and a first OWNER key {created.key['id']} (audit entry {audit_id}); its secret, "
             "shown once, follows on standard output. Use it as: "
-            "curl -H 'Authorization: Bearer <secret>' http://127.0.0.1:8000/v1/account",
+            f"curl -H 'Authorization: Bearer <secret>' http://127.0.0.1:{options.port}/v1/account",
             file=sys.stderr,
         )
         print(secret)
     return 0
+
+
+# Taken (for the transaction) by every `accounts create` that checks for a
+# duplicate, so that two run at once cannot both find none and both create.
+_CREATE_LOCK = 7_265_110_233_881_022_001
+
+
+async def _refuse_duplicate(connection: Any, name: str, email: str) -> None:
+    """OperatorError when an account called `name` has an OWNER with `email`."""
+    from sqlalchemy import func, select
+
+    from service.models import Account, Role, User, table
+
+    accounts, users = table(Account), table(User)
+    await connection.execute(select(func.pg_advisory_xact_lock(_CREATE_LOCK)))
+    existing = await connection.scalar(
+        select(accounts.c.id)
+        .join(users, users.c.account_id == accounts.c.id)
+        .where(
+            accounts.c.name == name,
+            users.c.role == Role.OWNER,
+            func.lower(users.c.email) == email.lower(),
+        )
+        .order_by(accounts.c.created_at)
+        .limit(1)
+    )
+    if existing is not None:
+        raise OperatorError(
+            f"an account named {name!r} whose OWNER is {email} exists already ({existing}). "
+            f"For a new key to it: python -m service accounts recover {existing} --reason '...'; "
+            "to make another account all the same: add --allow-duplicate"
+        )
+
+
+async def has_accounts(settings: Settings) -> bool:
+    """Whether the database holds any account (none before the schema has its table)."""
+    from sqlalchemy import exists, select, text
+
+    from service.models import Account, table
+
+    engine = _operator_engine(settings)
+    try:
+        async with engine.connect() as connection:
+            if await connection.scalar(text("SELECT to_regclass('accounts')")) is None:
+                return False
+            return bool(await connection.scalar(select(exists().select_from(table(Account)))))
+    finally:
+        await engine.dispose()
 
 
 def _validation_problem(error: Any) -> str:

@@ -4,13 +4,17 @@ line beside a running service, and the words of error messages."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 import re
 import shutil
 import signal
+import socket
 import stat
 import subprocess
 import sys
+import time
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -61,6 +65,40 @@ async def test_the_embedded_server_keeps_its_port_across_a_quick_restart(folder:
         assert restarted.port == first_port
     finally:
         restarted.stop()
+
+
+@pytest.mark.processes
+def test_the_embedded_server_listens_on_the_port_it_is_given(folder: Path) -> None:
+    port = free_port()
+    chosen = {
+        "EMBEDDED_POSTGRES_DIR": str(folder / "postgres"),
+        "EMBEDDED_POSTGRES_PORT": str(port),
+    }
+    ran = service_command("db", "status", **chosen)
+    assert ran.returncode == 0, ran.stderr
+    assert f"embedded PostgreSQL: postgresql+asyncpg://postgres:***@127.0.0.1:{port}/" in ran.stderr
+
+
+@pytest.mark.processes
+def test_an_embedded_port_that_is_no_port_or_is_taken_is_refused(folder: Path) -> None:
+    directory = folder / "postgres"
+    for value in ("0", "65536", "-1", "", "5432x", "\u0665\u0664\u0663\u0662", "\u00b2", "8e3"):
+        refused = service_command(
+            "db", "status", EMBEDDED_POSTGRES_DIR=str(directory), EMBEDDED_POSTGRES_PORT=value
+        )
+        assert refused.returncode == 2, (value, refused.stderr)
+        assert "invalid settings: EMBEDDED_POSTGRES_PORT" in refused.stderr, value
+        assert not directory.exists(), "nothing was started"
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        refused = service_command(
+            "db", "status", EMBEDDED_POSTGRES_DIR=str(directory), EMBEDDED_POSTGRES_PORT=str(port)
+        )
+    assert refused.returncode == 1, refused.stderr
+    assert f"port {port} on 127.0.0.1 is in use (EMBEDDED_POSTGRES_PORT" in refused.stderr
+    assert "Traceback" not in refused.stderr
 
 
 ROLE_AFTER_A = re.compile(r"\ba (ADMIN|OWNER|EDITOR)\b")
@@ -188,6 +226,128 @@ async def test_account_creation_refuses_bad_input_and_writes_nothing(
         await connection.close()
 
 
+async def _counts(url: URL) -> dict[str, int]:
+    connection = await connect(url)
+    try:
+        return {
+            table: await connection.fetchval(f"SELECT count(*) FROM {table}")
+            for table in ("accounts", "users", "api_keys", "operator_audit")
+        }
+    finally:
+        await connection.close()
+
+
+@pytest.mark.processes
+async def test_the_way_in_names_the_port_the_service_serves_on(migrated_database: URL) -> None:
+    by_variable = service_command(
+        "accounts", "create", "--name", "A", "--email", "a@t.test", PORT="9123",
+        **_on(migrated_database),
+    )  # fmt: skip
+    assert by_variable.returncode == 0, by_variable.stderr
+    assert "http://127.0.0.1:9123/v1/account" in by_variable.stderr
+    by_option = service_command(
+        "--port", "9124", "accounts", "create", "--name", "B", "--email", "b@t.test",
+        **_on(migrated_database),
+    )  # fmt: skip
+    assert by_option.returncode == 0, by_option.stderr
+    assert "http://127.0.0.1:9124/v1/account" in by_option.stderr
+
+
+@pytest.mark.processes
+async def test_the_same_account_step_run_twice_makes_no_second_account(
+    migrated_database: URL,
+) -> None:
+    step = ("accounts", "create", "--name", "My team", "--email", "you@example.test")
+    first = service_command(*step, **_on(migrated_database))
+    assert first.returncode == 0, first.stderr
+    account_id = await _only_account(migrated_database)
+    before = await _counts(migrated_database)
+    again = service_command(
+        "accounts", "create", "--name", "My team", "--email", "You@Example.TEST",
+        **_on(migrated_database),
+    )  # fmt: skip
+    assert again.returncode == 1, again.stderr
+    assert again.stdout == "", "no key: standard output holds nothing"
+    assert f"exists already ({account_id})" in again.stderr
+    assert f"accounts recover {account_id}" in again.stderr
+    assert "--allow-duplicate" in again.stderr
+    assert "Traceback" not in again.stderr
+    assert await _counts(migrated_database) == before
+    # Another name, or another owner, is another account; --allow-duplicate says so.
+    for arguments in (
+        ("--name", "My team 2", "--email", "you@example.test"),
+        ("--name", "My team", "--email", "someone@example.test"),
+        ("--name", "My team", "--email", "you@example.test", "--allow-duplicate"),
+    ):
+        made = service_command("accounts", "create", *arguments, **_on(migrated_database))
+        assert made.returncode == 0, (arguments, made.stderr)
+        assert API_KEY.fullmatch(made.stdout.strip())
+    assert (await _counts(migrated_database))["accounts"] == 4
+
+
+async def _only_account(url: URL) -> uuid.UUID:
+    connection = await connect(url)
+    try:
+        (row,) = await connection.fetch("SELECT id FROM accounts")
+    finally:
+        await connection.close()
+    return uuid.UUID(str(row["id"]))
+
+
+@pytest.mark.processes
+async def test_the_same_account_step_run_at_once_makes_one_account(
+    migrated_database: URL,
+) -> None:
+    """Four commands at once: each finds no account of that name, unless the
+    check and the insert are serialised. A lock on `accounts` holds every
+    insert back until all four have checked (or wait to), so the race always
+    happens here, not only when the processes' starts happen to overlap."""
+    command = [
+        sys.executable,
+        "-m",
+        "service",
+        "accounts",
+        "create",
+        "--name",
+        "T",
+        "--email",
+        "o@t.test",
+    ]
+    environment = service_environment(**_on(migrated_database))
+    holder, watcher = await connect(migrated_database), await connect(migrated_database)
+    try:
+        transaction = holder.transaction()
+        await transaction.start()
+        # SHARE: reads go on, inserts wait.
+        await holder.execute("LOCK TABLE accounts IN SHARE MODE")
+        running = [
+            subprocess.Popen(
+                command, cwd=PROJECT_ROOT, env=environment, text=True,
+                stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+            )
+            for _ in range(4)
+        ]  # fmt: skip
+        # From another session: pg_stat_activity is read once per transaction.
+        waiting = (
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+            "AND wait_event_type = 'Lock'"
+        )
+        deadline = time.monotonic() + 120
+        while await watcher.fetchval(waiting) < 4:
+            assert time.monotonic() < deadline, "the four commands never all waited"
+            assert all(process.poll() is None for process in running), "a command ended early"
+            await asyncio.sleep(0.05)
+        await transaction.commit()
+    finally:
+        await holder.close()
+        await watcher.close()
+    outcomes = [process.communicate(timeout=120) for process in running]
+    for stdout, stderr in outcomes:
+        PROCESS_OUTPUTS.append(API_KEY.sub("psk_<new>", stdout + stderr))
+    assert sorted(process.returncode for process in running) == [0, 1, 1, 1]
+    assert (await _counts(migrated_database))["accounts"] == 1
+
+
 async def _create_account(client: httpx.AsyncClient, owner: dict[str, str]) -> httpx.Response:
     return await client.post(
         "/v1/accounts",
@@ -226,7 +386,8 @@ def test_the_command_line_reaches_the_embedded_server_of_a_running_service(
         connection_file = folder / "postgres" / CONNECTION_FILE
         assert stat.S_IMODE(connection_file.stat().st_mode) == 0o600
         assert password in connection_file.read_text()
-        assert "scripts/serve accounts create --name" in service.logs()
+        # The way in names the port served on, so the command says where to call.
+        assert f"scripts/serve --port {service.port} accounts create --name" in service.logs()
         assert str(connection_file) in service.logs()
 
         status = service_command("db", "status", **beside)
@@ -260,6 +421,23 @@ def test_the_command_line_reaches_the_embedded_server_of_a_running_service(
         service.stop()
     for output in PROCESS_OUTPUTS:
         assert password not in output
+
+
+@pytest.mark.processes
+def test_the_way_in_is_offered_only_while_there_is_no_account(folder: Path, tmp_path: Path) -> None:
+    beside = {"EMBEDDED_POSTGRES_DIR": str(folder / "postgres")}
+    assert service_command("migrate", **beside).returncode == 0
+    created = service_command("accounts", "create", "--name", "T", "--email", "o@t.test", **beside)
+    assert created.returncode == 0, created.stderr
+    service = ServiceProcess.service(service_environment(**beside), tmp_path / "serve.log")
+    try:
+        service.wait_for_phase("ready", timeout=120)
+        service.signal(signal.SIGTERM)
+        assert service.wait(30) == 0
+    finally:
+        service.stop()
+    assert "API: http://127.0.0.1:" in service.logs()
+    assert "accounts create" not in service.logs()
 
 
 def test_alembic_without_a_database_says_what_to_do(folder: Path) -> None:
@@ -363,6 +541,13 @@ def test_the_first_set_up_says_what_it_is_doing(tmp_path: Path) -> None:
     assert first.stdout == ""
     again = subprocess.run(script, env=environment, capture_output=True, text=True, timeout=60)
     assert (again.returncode, again.stdout, again.stderr) == (0, "", "")
+    # The documentation's packages go to an environment of their own.
+    docs = subprocess.run(
+        [*script, ".venv-docs"], env=environment, capture_output=True, text=True, timeout=300
+    )
+    assert docs.returncode == 0, docs.stderr
+    assert docs.stderr.splitlines()[0].startswith("setting up .venv-docs: creating")
+    assert (project / ".venv-docs" / "bin" / "python").exists()
 
 
 async def test_commands_on_a_refusing_database_say_so_in_one_line(

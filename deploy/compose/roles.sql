@@ -1,4 +1,4 @@
--- The two roles of the compose demo (README: Database roles): the owner
+-- The two roles of the compose demo (docs/operations/database-roles.md): the owner
 -- migrates, the application role only reads and writes rows. Run once by the
 -- postgres image when it initialises its data. The passwords are for the demo only.
 CREATE ROLE platform_owner LOGIN PASSWORD 'demo-owner-password';

@@ -84,7 +84,7 @@ CONFLICTS = {
 
 KEY_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$"
 # POST /api/v1/configs/bulk registers discovered configs, so "bulk" names no
-# config: GET /api/v1/configs/bulk could not reach it (README, "The smplkit SDK").
+# config: GET /api/v1/configs/bulk could not reach it (docs/sdk.md).
 RESERVED_KEY = "bulk"
 
 

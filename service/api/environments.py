@@ -18,7 +18,7 @@ from service.api.json_body import JsonApiRoute
 from service.api.jsonapi import (
     Document,
     JsonApiBody,
-    PageQuery,
+    PositionedPageQuery,
     Strict,
     changed_attributes,
     expect_type,
@@ -27,7 +27,7 @@ from service.api.jsonapi import (
     respond,
     single,
 )
-from service.api.limits import NO_NUL
+from service.api.limits import MAX_POSITION, NO_NUL
 from service.api.queries import conflict_from, one_in_account, paged, rows
 from service.api.schemas import (
     Described,
@@ -61,7 +61,7 @@ Name = Annotated[str, StringConstraints(min_length=1, max_length=200, pattern=NO
 Color = Annotated[
     str, StringConstraints(pattern=r"^#([0-9a-fA-F]{3}|[0-9a-fA-F]{6}|[0-9a-fA-F]{8})$")
 ]
-Position = Annotated[int, Field(ge=0, le=1_000_000)]
+Position = Annotated[int, Field(ge=0, le=MAX_POSITION)]
 
 
 class EnvironmentCreate(Strict):
@@ -120,7 +120,7 @@ async def create_defaults(connection: AsyncConnection, account_id: uuid.UUID) ->
     "", response_class=JsonApiResponse, response_model=EnvironmentList, summary="List environments"
 )
 async def list_environments(
-    request: Request, page: PageQuery, caller: Viewer, connection: Database
+    request: Request, page: PositionedPageQuery, caller: Viewer, connection: Database
 ) -> Response:
     found = await rows(
         connection,

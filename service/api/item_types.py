@@ -1,5 +1,5 @@
 """Typed config items: STRING, NUMBER, BOOLEAN or JSON, as the smplkit SDK
-declares them (README, "The smplkit SDK").
+declares them (docs/sdk.md).
 
 The raw values stay in `configs.items` (what /v1 shows and filters on); the
 type and description of each item are kept beside them in

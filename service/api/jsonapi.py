@@ -22,7 +22,7 @@ from service.api.errors import (
     JsonApiResponse,
     UnprocessableContent,
 )
-from service.api.limits import MAX_PAGE_BYTES, NO_NUL, Text
+from service.api.limits import MAX_PAGE_BYTES, MAX_POSITION, NO_NUL, Text
 
 A = TypeVar("A", bound=BaseModel)
 
@@ -166,10 +166,18 @@ def single(data: dict[str, Any], **extra: Any) -> dict[str, Any]:
 
 
 class Page:
-    """Cursor pagination on (created_at, id): stable while rows are inserted."""
+    """Cursor pagination on (created_at, id): stable while rows are inserted.
+    Ordered by `position` (environments), the keyset is (position, created_at, id)."""
 
-    def __init__(self, size: int, after: tuple[datetime, uuid.UUID] | None, descending: bool):
+    def __init__(
+        self,
+        size: int,
+        after: tuple[Any, ...] | None,
+        descending: bool,
+        by_position: bool = False,
+    ):
         self.size, self.after, self.descending = size, after, descending
+        self.by_position = by_position
 
     def links(
         self, request: Request, rows: Sequence[Mapping[Any, Any]], more: bool
@@ -179,7 +187,8 @@ class Page:
             return {"self": self_link, "next": None}
         last = rows[-1]
         query = {k: v for k, v in request.query_params.items() if k != "page[after]"}
-        query["page[after]"] = encode_cursor(last["created_at"], last["id"])
+        position = last["position"] if self.by_position else None
+        query["page[after]"] = encode_cursor(last["created_at"], last["id"], position)
         return {"self": self_link, "next": f"{request.url.path}?{urlencode(query)}"}
 
 
@@ -199,6 +208,29 @@ async def page_parameters(
 
 
 PageQuery = Annotated[Page, Depends(page_parameters)]
+
+
+async def positioned_page_parameters(
+    size: Annotated[int, Query(alias="page[size]", ge=1, le=MAX_PAGE_SIZE)] = DEFAULT_PAGE_SIZE,
+    after: Annotated[
+        str | None,
+        Query(
+            alias="page[after]",
+            description="Where the page starts: only the cursor in the previous page's "
+            "links.next, an opaque value this API issued, is accepted (anything else: 400)",
+        ),
+    ] = None,
+    sort: Annotated[
+        Literal["position", "-position", "created_at", "-created_at"],
+        Query(description="`position` by default; ties are broken by creation, then id"),
+    ] = "position",
+) -> Page:
+    by_position = sort.lstrip("-") == "position"
+    return Page(size, decode_cursor(after, by_position), sort.startswith("-"), by_position)
+
+
+# The lists whose resources carry a `position` (environments): in that order.
+PositionedPageQuery = Annotated[Page, Depends(positioned_page_parameters)]
 
 
 def listing(
@@ -228,19 +260,33 @@ def listing(
     return Response(body, media_type=JSONAPI_MEDIA_TYPE)
 
 
-def encode_cursor(created_at: datetime, row_id: uuid.UUID) -> str:
-    raw = json.dumps([created_at.astimezone(UTC).isoformat(), str(row_id)]).encode()
+def encode_cursor(created_at: datetime, row_id: uuid.UUID, position: int | None = None) -> str:
+    values: list[Any] = [created_at.astimezone(UTC).isoformat(), str(row_id)]
+    if position is not None:
+        values.insert(0, position)
+    raw = json.dumps(values).encode()
     return base64.urlsafe_b64encode(raw).decode().rstrip("=")
 
 
-def decode_cursor(raw: str | None) -> tuple[datetime, uuid.UUID] | None:
+def decode_cursor(raw: str | None, by_position: bool = False) -> tuple[Any, ...] | None:
+    """The keyset a cursor holds: (created_at, id), or (position, created_at, id)
+    for a list ordered by position. A cursor of the other order is refused."""
     if raw is None:
         return None
     try:
         if len(raw) > MAX_CURSOR_LENGTH:
             raise ValueError("too long")
         padded = raw + "=" * (-len(raw) % 4)
-        created_at, row_id = json.loads(base64.urlsafe_b64decode(padded.encode("ascii")))
+        values = json.loads(base64.urlsafe_b64decode(padded.encode("ascii")))
+        if not isinstance(values, list):
+            raise TypeError("a cursor is a list")
+        if by_position:
+            position, created_at, row_id = values
+            # bool is an int in Python; a position is a whole number the column holds.
+            if type(position) is not int or not 0 <= position <= MAX_POSITION:
+                raise ValueError("not a position")
+        else:
+            created_at, row_id = values
         if not isinstance(created_at, str) or not isinstance(row_id, str):
             raise TypeError("a cursor holds two strings")
         moment = datetime.fromisoformat(created_at)
@@ -248,7 +294,8 @@ def decode_cursor(raw: str | None) -> tuple[datetime, uuid.UUID] | None:
             raise ValueError("naive time")
         # In UTC, as the database compares it: a time near year 1 or 9999 with an
         # offset does not exist there (OverflowError).
-        return moment.astimezone(UTC), uuid.UUID(row_id)
+        keyset = (moment.astimezone(UTC), uuid.UUID(row_id))
+        return (position, *keyset) if by_position else keyset
     except (
         ValueError,
         TypeError,

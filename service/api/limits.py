@@ -1,4 +1,4 @@
-"""The size limits of what the API stores and answers (README, "Limits").
+"""The size limits of what the API stores and answers (docs/security.md, "Limits").
 
 A config's items and overrides, and a user's attributes, are JSON values
 bounded in encoded bytes, in members (object keys, at every level) and in
@@ -31,6 +31,8 @@ MAX_JSON_MEMBERS = 1000
 MAX_JSON_DEPTH = 16
 # A page of a list ends early once its resources hold this many bytes.
 MAX_PAGE_BYTES = 1024 * 1024
+# The largest position an environment may have (and a list's cursor hold).
+MAX_POSITION = 1_000_000
 # A resolved config is at most the sum of its chain: larger only for configs
 # stored before these limits, which are then refused (409), not answered.
 MAX_RESOLVED_BYTES = MAX_CHAIN_DEPTH * 2 * MAX_CONFIG_JSON_BYTES

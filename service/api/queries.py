@@ -68,17 +68,16 @@ async def lock_account(connection: AsyncConnection, account_id: uuid.UUID) -> No
 
 
 def paged(query: Select[Any], table: Table, page: Page) -> Select[Any]:
-    """Keyset pagination on (created_at, id)."""
-    key = tuple_(table.c.created_at, table.c.id)
+    """Keyset pagination on (created_at, id), or (position, created_at, id)."""
+    columns = [table.c.created_at, table.c.id]
+    if page.by_position:
+        columns.insert(0, table.c.position)
+    key = tuple_(*columns)
     if page.after is not None:
         query = query.where(
             key < tuple_(*page.after) if page.descending else key > tuple_(*page.after)
         )
-    order = (
-        (table.c.created_at.desc(), table.c.id.desc())
-        if page.descending
-        else (table.c.created_at, table.c.id)
-    )
+    order = [column.desc() for column in columns] if page.descending else columns
     return query.order_by(*order).limit(page.size)
 
 

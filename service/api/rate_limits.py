@@ -2,7 +2,7 @@
 
 Each worker process counts for itself (no round trip to share counts): with W
 workers in R replicas a key may make up to W x R times its limit. A limit for
-the whole fleet belongs at the proxy in front (README, "Limits").
+the whole fleet belongs at the proxy in front (docs/security.md, "Limits").
 """
 
 from __future__ import annotations

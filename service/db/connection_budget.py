@@ -60,7 +60,7 @@ async def warn_if_over_budget(connection: AsyncConnection, settings: Settings) -
             "DATABASE_MAX_OVERFLOW %d + %d for migrating + %d listening for config events)) "
             "but the server accepts %d "
             "(max_connections %d - %d reserved), for every replica together: lower the pool "
-            "size or the workers, or put a pooler in front (see the README, Sizing the pools)",
+            "size or the workers, or put a pooler in front (see docs/operations/poolers.md, Sizing the pools)",
             needed,
             workers,
             settings.database_pool_size if settings.database_pooler == "none" else 0,

@@ -6,7 +6,9 @@ on a Unix socket only, changes permissions of every parent folder as root, and
 leaves the server running after its Python process is killed.
 
 Here:
-- the server listens on 127.0.0.1 with a generated password (scram-sha-256);
+- the server listens on 127.0.0.1 with a generated password (scram-sha-256),
+  on EMBEDDED_POSTGRES_PORT when set, else on the port of its last run while
+  that port is free, else on a free one;
 - its data directory persists across runs in a per-user folder;
 - on Linux the server gets PR_SET_PDEATHSIG, so it shuts down even when this
   process is killed with SIGKILL; a server left over anyway (another OS, an
@@ -117,6 +119,11 @@ class EmbeddedPostgres:
                 logger.info("first run: creating a PostgreSQL data folder in %s", self.data)
                 self._initialise(binaries)
             self.port = self.requested_port or self._previous_or_free_port()
+            if self.requested_port and not _port_free(self.port):
+                raise EmbeddedPostgresError(
+                    f"port {self.port} on 127.0.0.1 is in use (EMBEDDED_POSTGRES_PORT "
+                    "chooses another; unset, a free one is found)"
+                )
             self._launch(binaries)
             self._wait_until_accepting(binaries)
             self._create_database(binaries, DATABASE)

@@ -1,7 +1,7 @@
 """The migration bootstrap: every replica of a FastAPI app migrates on startup,
 exactly once across the fleet, under a PostgreSQL session advisory lock, while
 readiness reports what it is doing. This package imports nothing else of the
-service; the README's "Use the bootstrap in your own FastAPI app" shows how.
+service; docs/bootstrap-library.md shows how.
 
 The public surface:
 - `MigrationConfig`: the typed configuration (URL, alembic.ini, lock name,

@@ -80,7 +80,7 @@ def _meanings(config: MigrationConfig) -> dict[str, str]:
     return {
         "statement_timeout": f"a statement ran longer than {config.named('statement_timeout')}",
         "cancelled": "a statement was cancelled (pg_cancel_backend): the migration stops",
-        "permission_denied": "the database role lacks a privilege (README: Database roles)",
+        "permission_denied": "the database role lacks a privilege (docs/operations/database-roles.md)",
         "authentication_failed": "the database refused the credentials of the URL",
         "missing_database": "the database of the URL does not exist",
         "tls": "the TLS connection failed (sslmode, sslrootcert)",

@@ -137,7 +137,7 @@ def _step_line(step: dict[str, Any]) -> str:
     return (
         f"{step['finished_at']}  {parents} {arrow} {step['revision']}  {step['duration_seconds']:.3f}s  "
         f"{step['runner']} on {step['host']} pid {step['pid']} as {step['database_user']} "
-        f"(v{step['app_version']}, checksum {str(step['checksum'])[:12]})"
+        f"(version {step['app_version']}, checksum {str(step['checksum'])[:12]})"
     )
 
 

@@ -49,7 +49,7 @@ if TYPE_CHECKING:
     from alembic.config import Config
     from alembic.script import Script, ScriptDirectory
 
-# The oldest PostgreSQL the service supports (README): squawk judges what is
+# The oldest PostgreSQL the service supports (docs/operations/bootstrap.md): squawk judges what is
 # safe by version (a constant default is catalog-only from 11 on, for example).
 POSTGRES_VERSION = "14"
 # Checks of our own, reported like squawk's rules.

@@ -2,7 +2,7 @@
 
 Every change of phase is a named transition of `MigrationStatus`, allowed only
 from the phases the table `TRANSITIONS` gives it; any other raises
-`IllegalTransition` and changes nothing. The table (the README's "How the
+`IllegalTransition` and changes nothing. The table (docs/operations/bootstrap.md, "How the
 bootstrap works" shows the same, and a test checks both against it):
 
     transition          to                     from

@@ -170,6 +170,29 @@ CASES: dict[str, tuple[str, str, bytes | None, dict[str, str], int, str]] = {
         {"page[after]": cursor(["9999-12-31T23:59:59-05:00", "00000000-0000-0000-0000-000000000000"])},
         400, "page[after]",
     ),
+    # Environments are listed by position: their cursor starts with one.
+    "a position cursor whose position is true": (
+        "GET", "/v1/environments", None, {"page[after]": cursor([True, "2026-11-29T11:55:31+00:00", "00000000-0000-0000-0000-000000000000"])}, 400, "page[after]",
+    ),
+    "a position cursor whose position is negative": (
+        "GET", "/v1/environments", None, {"page[after]": cursor([-1, "2026-11-29T11:55:31+00:00", "00000000-0000-0000-0000-000000000000"])}, 400, "page[after]",
+    ),
+    "a position cursor whose position is past the largest": (
+        "GET", "/v1/environments", None, {"page[after]": cursor([10**30, "2026-11-29T11:55:31+00:00", "00000000-0000-0000-0000-000000000000"])}, 400, "page[after]",
+    ),
+    "a position cursor whose position is NaN": (
+        "GET", "/v1/environments", None,
+        {"page[after]": base64.urlsafe_b64encode(b'[NaN, "2026-11-29T11:55:31+00:00", "00000000-0000-0000-0000-000000000000"]').decode()}, 400, "page[after]",
+    ),
+    "a position cursor whose position is a fraction": (
+        "GET", "/v1/environments", None, {"page[after]": cursor([1.5, "2026-11-29T11:55:31+00:00", "00000000-0000-0000-0000-000000000000"])}, 400, "page[after]",
+    ),
+    "a position cursor whose position is a string": (
+        "GET", "/v1/environments", None, {"page[after]": cursor(["1", "2026-11-29T11:55:31+00:00", "00000000-0000-0000-0000-000000000000"])}, 400, "page[after]",
+    ),
+    "a sort environments do not have": (
+        "GET", "/v1/environments", None, {"sort": "name"}, 400, "sort",
+    ),
     "a cursor nested 5,000 deep": (
         "GET", "/v1/configs", None,
         {"page[after]": base64.urlsafe_b64encode(NESTED.encode()).decode()}, 400, "page[after]",

@@ -244,6 +244,40 @@ async def test_admins_cannot_grant_or_touch_owners(tenant: Tenant) -> None:
     assert key_for_owner.status_code == 403
 
 
+async def _environment_keys(tenant: Tenant, query: str) -> list[str]:
+    """Every environment of the account, following links.next page by page."""
+    keys: list[str] = []
+    link: str | None = f"/v1/environments?{query}"
+    while link:
+        page = await tenant.call("GET", link)
+        assert page.status_code == 200, page.text
+        keys += [item["attributes"]["key"] for item in page.json()["data"]]
+        link = page.json()["links"]["next"]
+    return keys
+
+
+async def test_environments_are_listed_by_position(tenant: Tenant) -> None:
+    # Made after the account's three (positions 0, 1, 2), in the opposite
+    # order to their positions: creation order cannot pass for position order.
+    await tenant.create("environments", {"key": "late", "name": "Late", "position": 9})
+    await tenant.create("environments", {"key": "early", "name": "Early", "position": 0})
+    # The account's three share one created_at (one transaction): position decides;
+    # a tie in position goes to the earlier made (development before early).
+    in_order = ["development", "early", "staging", "production", "late"]
+    first = await tenant.call("GET", "/v1/environments")
+    assert [item["attributes"]["key"] for item in first.json()["data"]] == in_order
+    assert await _environment_keys(tenant, "page[size]=1") == in_order
+    assert await _environment_keys(tenant, "page[size]=2&sort=-position") == in_order[::-1]
+    by_creation = await _environment_keys(tenant, "page[size]=2&sort=created_at")
+    assert by_creation[-2:] == ["late", "early"]
+    # A cursor of one order is no cursor of the other.
+    page = await tenant.call("GET", "/v1/environments?page[size]=1&sort=created_at")
+    cursor = httpx.URL(page.json()["links"]["next"]).params["page[after]"]
+    mixed = await tenant.call("GET", f"/v1/environments?page[after]={cursor}")
+    assert mixed.status_code == 400
+    assert mixed.json()["errors"][0]["source"] == {"parameter": "page[after]"}
+
+
 async def test_environments_crud(tenant: Tenant) -> None:
     listed = await tenant.call("GET", "/v1/environments")
     assert len(listed.json()["data"]) == 3

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy.engine import URL
 
+from service import __version__
 from service.migrations.audit import checksum_of_file, checksum_of_text
 from tests.support.configs import scenario_config, settings_for
 from tests.support.postgres import connect
@@ -230,3 +231,11 @@ async def test_revisions_an_earlier_run_applied_before_the_trail_existed_are_mar
         "applied before the audit trail existed: " + ", ".join(REVISIONS[:stopped_after])
         in verified.stdout
     )
+    # The count says what the other applied revisions are (issue 27).
+    assert (
+        f"{len(REVISIONS) - stopped_after} applied revisions match their files; "
+        f"{stopped_after} predate the audit trail (no checksum recorded)"
+    ) in verified.stdout
+    history = run("-m", "service", "db", "history", url=empty_database).stdout
+    assert f"(version {__version__}, checksum" in history
+    assert f"v{__version__}" not in history

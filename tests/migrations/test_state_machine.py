@@ -129,12 +129,13 @@ def rendered_table() -> str:
     return "\n".join(lines)
 
 
-def test_the_module_docstring_and_the_readme_show_the_table() -> None:
+def test_the_module_docstring_and_the_documentation_show_the_table() -> None:
     import service.migrations.status
 
     table = rendered_table()
     assert textwrap.indent(table, "    ") in (service.migrations.status.__doc__ or "")
-    assert f"```\n{table}\n```" in (PROJECT_ROOT / "README.md").read_text()
+    page = PROJECT_ROOT / "docs" / "operations" / "bootstrap.md"
+    assert f"```\n{table}\n```" in page.read_text()
 
 
 # Real runs of the package, on their own databases.

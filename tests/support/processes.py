@@ -148,7 +148,7 @@ class ServiceProcess:
         log_path: Path,
         workers: int = 1,
         factory: str = "service.app:create_app",
-        # The bounded protocol `python -m service` uses (README, "Limits");
+        # The bounded protocol `python -m service` uses (docs/security.md, "Limits");
         # None: uvicorn's own.
         http: str | None = "service.http_protocol:LimitedHttpToolsProtocol",
     ) -> ServiceProcess:

@@ -1,4 +1,4 @@
-"""Two real database roles, the way the README's deployment section sets them up:
+"""Two real database roles, the way docs/operations/database-roles.md sets them up:
 an owner that runs the migrations, an application role that only reads and
 writes rows. Role names are unique per test; roles are dropped afterwards."""
 
@@ -15,7 +15,7 @@ from sqlalchemy.engine import URL
 from tests.support.postgres import connect, drop_database
 from tests.support.secrets import PASSWORDS
 
-# The operator's grants of the README (Deployment, Database roles), for a
+# The operator's grants of docs/operations/database-roles.md, for a
 # database owned by the owner role.
 DEFAULT_PRIVILEGES = """
 GRANT USAGE ON SCHEMA public TO {app};

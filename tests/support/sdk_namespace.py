@@ -1,5 +1,5 @@
 """Run the smplkit SDK against a test server from a network and mount
-namespace of its own (README, "The smplkit SDK": how the contract tests point
+namespace of its own (docs/sdk.md: how the contract tests point
 the SDK at the server without changing the machine).
 
 The SDK builds its addresses as `{scheme}://config.{base_domain}` and

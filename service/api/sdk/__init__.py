@@ -1,5 +1,5 @@
 """The smplkit SDK's dialect of the API, served under /api/v1 beside /v1, over
-the same tables, keys, roles and error envelope (README, "The smplkit SDK")."""
+the same tables, keys, roles and error envelope (docs/sdk.md)."""
 
 from fastapi import APIRouter, Depends
 

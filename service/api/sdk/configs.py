@@ -1,4 +1,4 @@
-"""Configs in the smplkit SDK's dialect (README, "The smplkit SDK").
+"""Configs in the smplkit SDK's dialect (docs/sdk.md).
 
 The same rows, transactions, keys and roles as /v1/configs, shaped as the
 SDK's generated models read them: type `config`, the key as the id, the
