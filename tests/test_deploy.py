@@ -93,3 +93,17 @@ def test_the_examples_operator_tokens_cannot_be_deployed() -> None:
     compose = yaml.safe_load((PROJECT_ROOT / "compose.yaml").read_text())
     token = compose["services"]["replica-1"]["environment"]["OPERATOR_TOKEN"]
     assert token.startswith("${OPERATOR_TOKEN:?")
+
+
+def test_the_examples_say_which_peers_may_set_x_forwarded_for() -> None:
+    """uvicorn's default trusts loopback; the examples name their proxy, so a
+    client can neither share the proxy's address nor rotate its own."""
+    deployment = next(d for p in MANIFESTS for d in documents(p) if d["kind"] == "Deployment")
+    (container,) = deployment["spec"]["template"]["spec"]["containers"]
+    variables = {item["name"]: item.get("value") for item in container["env"]}
+    assert variables["FORWARDED_ALLOW_IPS"] not in (None, "*", "")
+    policy = next(d for p in MANIFESTS for d in documents(p) if d["kind"] == "NetworkPolicy")
+    assert policy["spec"]["podSelector"] == deployment["spec"]["selector"]
+    compose = yaml.safe_load((PROJECT_ROOT / "compose.yaml").read_text())
+    for name in ("replica-1", "replica-2", "replica-3"):
+        assert compose["services"][name]["environment"]["FORWARDED_ALLOW_IPS"] == ""

@@ -32,31 +32,15 @@ class RateLimiter:
         self.rate, self.burst, self.max_buckets = rate, max(burst, 1.0), max_buckets
         self._buckets: OrderedDict[Hashable, _Bucket] = OrderedDict()
 
-    def __contains__(self, key: Hashable) -> bool:
-        return key in self._buckets
-
     def take(self, key: Hashable) -> float:
-        """Spend one request of `key`: 0 when allowed, else the seconds until it would be.
-
-        The key is remembered even without a limit (rate 0): a key this process
-        has seen succeed is not refused with the address of clients that failed."""
-        bucket = self._refilled(key)
+        """Spend one request of `key`: 0 when allowed, else the seconds until it would be."""
         if self.rate <= 0:
             return 0.0
+        bucket = self._refilled(key)
         if bucket.tokens < 1:
             return (1 - bucket.tokens) / self.rate
         bucket.tokens -= 1
         return 0.0
-
-    def wait(self, key: Hashable) -> float:
-        """Like `take`, without spending: the seconds until `key` may make a request."""
-        if self.rate <= 0 or key not in self._buckets:
-            return 0.0
-        bucket = self._refilled(key)
-        return 0.0 if bucket.tokens >= 1 else (1 - bucket.tokens) / self.rate
-
-    def forget(self, key: Hashable) -> None:
-        self._buckets.pop(key, None)
 
     def _refilled(self, key: Hashable) -> _Bucket:
         now = time.monotonic()

@@ -150,7 +150,7 @@ async def test_a_key_over_its_rate_is_answered_429(migrated_database: URL) -> No
 
 
 @pytest.mark.parametrize("per_key", [100.0, 0.0], ids=["a per-key limit", "no per-key limit"])
-async def test_wrong_operator_tokens_and_keys_are_answered_429_after_a_few(
+async def test_wrong_credentials_are_answered_429_after_a_few_and_right_ones_served(
     migrated_database: URL, per_key: float
 ) -> None:
     # RATE_LIMIT_PER_KEY=0 (no per-key limit) must not make every valid key an
@@ -167,17 +167,21 @@ async def test_wrong_operator_tokens_and_keys_are_answered_429_after_a_few(
             for _ in range(8)
         ]
         assert statuses == [401] * 5 + [429] * 3
-        # Even the right token waits: the address failed too often ...
-        refused = await client.post(
+        # The right token is served all the same: only failures are refused ...
+        created = await client.post(
             "/v1/accounts", headers={**OPERATOR, "Content-Type": JSONAPI}, json=body
         )
-        assert refused.status_code == 429
-        assert refused.headers["retry-after"]
+        assert created.status_code == 201
+        other = next(item for item in created.json()["included"] if item["type"] == "api-keys")
+        other_key = other["attributes"]["secret"]
+        assert (await tenant.call("GET", "/v1/account", other_key)).status_code == 200
+        # ... and the failures go on being refused, whatever the credential's shape.
         unknown_key = await client.get(
             "/v1/account", headers={"Authorization": "Bearer psk_" + "z" * 43}
         )
         assert unknown_key.status_code == 429
-        # ... but a key already known to work goes on working.
+        assert unknown_key.headers["retry-after"]
+        assert (await client.get("/v1/account")).status_code == 429
         assert (await tenant.call("GET", "/v1/account")).status_code == 200
 
 
