@@ -61,9 +61,10 @@ PostgresSeconds = Annotated[
 # Operator tokens that are examples or demos, never secrets (checked case-insensitively).
 _PLACEHOLDER_WORDS = ("change-me", "changeme", "change_me", "replace-me", "placeholder", "example")
 # Estimated bits of an operator token (length times the entropy of its own
-# character frequencies): 32 random hex characters give about 115, 32 copies
-# of one character 0, "abab..." 32.
-_OPERATOR_TOKEN_MIN_BITS = 80
+# character frequencies): 64 random hex characters (`openssl rand -hex 32`)
+# give at least 220, `secrets.token_urlsafe(32)` at least 180, a phrase such as
+# "my-operator-token-for-production" about 118, 32 copies of one character 0.
+_OPERATOR_TOKEN_MIN_BITS = 128
 
 
 class SettingsError(Exception):
@@ -376,8 +377,14 @@ def _operator_token_problem(token: str) -> str | None:
     lowered = token.lower()
     if any(word in lowered for word in _PLACEHOLDER_WORDS):
         return "is a placeholder from an example; generate a random token"
-    if _estimated_bits(token) < _OPERATOR_TOKEN_MIN_BITS or _repeats_itself(token):
+    if _repeats_itself(token):
         return "repeats itself too much to be a random token; generate one"
+    if (bits := _estimated_bits(token)) < _OPERATOR_TOKEN_MIN_BITS:
+        return (
+            f"has about {bits:.0f} bits of entropy by a simple estimate (its length times the "
+            f"entropy of its characters' frequencies), under {_OPERATOR_TOKEN_MIN_BITS}: "
+            "generate one, for example with `openssl rand -hex 32`"
+        )
     return None
 
 

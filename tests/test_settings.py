@@ -169,6 +169,16 @@ def test_migration_url_is_separate_when_given() -> None:
         ),
         ("OPERATOR_TOKEN", "short", "OPERATOR_TOKEN: must be at least 32 characters"),
         ("OPERATOR_TOKEN", "a" * 40, "OPERATOR_TOKEN: repeats itself too much"),
+        (
+            "OPERATOR_TOKEN",
+            "my-operator-token-for-production",
+            "OPERATOR_TOKEN: has about 118 bits of entropy by a simple estimate",
+        ),
+        (
+            "OPERATOR_TOKEN",
+            "3f9c1e0b7a5d4c2e" + "8f6a1b0c9d7e5f3a",
+            "OPERATOR_TOKEN: has about 125 bits",
+        ),
         ("OPERATOR_TOKEN", "abcdefgh" * 5, "OPERATOR_TOKEN: repeats itself too much"),
         (
             "OPERATOR_TOKEN",
@@ -202,7 +212,8 @@ def test_invalid_settings_are_refused_by_name(
 def test_a_random_operator_token_is_accepted() -> None:
     import secrets
 
-    for token in (secrets.token_hex(16), secrets.token_urlsafe(32)):
+    # The README's generator (64 hex characters) and the compose file's.
+    for token in (secrets.token_hex(32), secrets.token_urlsafe(32)):
         assert load_settings(operator_token=token).operator_token is not None
 
 
