@@ -107,3 +107,12 @@ def test_the_examples_say_which_peers_may_set_x_forwarded_for() -> None:
     compose = yaml.safe_load((PROJECT_ROOT / "compose.yaml").read_text())
     for name in ("replica-1", "replica-2", "replica-3"):
         assert compose["services"][name]["environment"]["FORWARDED_ALLOW_IPS"] == ""
+
+
+def test_only_the_service_roles_may_connect_in_the_compose_demo() -> None:
+    """Any role that can connect could NOTIFY the event channel."""
+    lines = (PROJECT_ROOT / "deploy" / "compose" / "roles.sql").read_text().splitlines()
+    roles = "\n".join(line for line in lines if not line.startswith("--"))
+    statements = [" ".join(statement.split()) for statement in roles.split(";")]
+    assert "REVOKE CONNECT ON DATABASE platform FROM PUBLIC" in statements
+    assert "GRANT CONNECT ON DATABASE platform TO platform_app" in statements
