@@ -13,6 +13,7 @@ import re
 import ssl
 from pathlib import Path
 from typing import Annotated, Literal
+from urllib.parse import urlsplit
 
 from pydantic import (
     AfterValidator,
@@ -243,6 +244,13 @@ class Settings(BaseSettings):
             "worker process before it is answered 429; 0 turns the limit off.",
         )
     )
+    rate_limit_storage_url: SecretStr | None = Field(
+        default=None,
+        description="A Redis server (redis://[:password@]host:port[/db], rediss:// for TLS) "
+        "where every process of the fleet counts the rate limits together; unset: each worker "
+        "process counts alone, in memory. When it does not answer, each process counts alone "
+        "until it does (one warning).",
+    )
     http_max_head_bytes: Annotated[int, Field(ge=1024, le=1024 * 1024)] = Field(
         default=16 * 1024,
         description="Largest request head (request line and headers) accepted, in bytes (431 above).",
@@ -291,6 +299,16 @@ class Settings(BaseSettings):
             return None
         url = parse_database_url(value.get_secret_value())
         return SecretStr(url.render_as_string(hide_password=False))
+
+    @field_validator("rate_limit_storage_url")
+    @classmethod
+    def _valid_rate_limit_storage_url(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is None or not value.get_secret_value().strip():
+            return None
+        problem = _redis_url_problem(value.get_secret_value().strip())
+        if problem:
+            raise ValueError(problem)
+        return SecretStr(value.get_secret_value().strip())
 
     @field_validator("operator_token")
     @classmethod
@@ -366,6 +384,25 @@ class Settings(BaseSettings):
         if self.events_database_url is None:
             return self.migration_url
         return make_url(self.events_database_url.get_secret_value())
+
+
+def _redis_url_problem(url: str) -> str | None:
+    """Why a URL cannot name the Redis of the rate limits, or None (never
+    repeating the URL, which may hold a password)."""
+    if not url.isascii() or not url.isprintable():
+        return "must be printable ASCII"
+    parts = urlsplit(url)
+    if parts.scheme not in ("redis", "rediss"):
+        return "must be a redis:// or rediss:// URL"
+    try:
+        port = parts.port
+    except ValueError:
+        return "has a port outside 1-65535"
+    if not parts.hostname or port == 0:
+        return "names no host (expected redis://host:port)"
+    if parts.path not in ("", "/") and not parts.path[1:].isdecimal():
+        return "names a database that is not a number (expected redis://host:port/0)"
+    return None
 
 
 def _operator_token_problem(token: str) -> str | None:

@@ -167,6 +167,27 @@ def test_migration_url_is_separate_when_given() -> None:
             "-5",
             "RATE_LIMIT_AUTH_FAILURES: Input should be greater than or equal to 0",
         ),
+        (
+            "RATE_LIMIT_STORAGE_URL",
+            f"memcached://u:{SECRET}@cache:11211",
+            "RATE_LIMIT_STORAGE_URL: must be a redis:// or rediss:// URL",
+        ),
+        ("RATE_LIMIT_STORAGE_URL", "redis://", "RATE_LIMIT_STORAGE_URL: names no host"),
+        (
+            "RATE_LIMIT_STORAGE_URL",
+            f"redis://:{SECRET}@cache:99999",
+            "RATE_LIMIT_STORAGE_URL: has a port outside 1-65535",
+        ),
+        (
+            "RATE_LIMIT_STORAGE_URL",
+            f"redis://:{SECRET}@cache:6379/\u0661",
+            "RATE_LIMIT_STORAGE_URL: must be printable ASCII",
+        ),
+        (
+            "RATE_LIMIT_STORAGE_URL",
+            "redis://cache:6379/zero",
+            "RATE_LIMIT_STORAGE_URL: names a database that is not a number",
+        ),
         ("OPERATOR_TOKEN", "short", "OPERATOR_TOKEN: must be at least 32 characters"),
         ("OPERATOR_TOKEN", "a" * 40, "OPERATOR_TOKEN: repeats itself too much"),
         (
@@ -215,6 +236,15 @@ def test_a_random_operator_token_is_accepted() -> None:
     # The README's generator (64 hex characters) and the compose file's.
     for token in (secrets.token_hex(32), secrets.token_urlsafe(32)):
         assert load_settings(operator_token=token).operator_token is not None
+
+
+def test_a_redis_url_is_taken_for_the_rate_limits() -> None:
+    url = f"rediss://:{SECRET}@cache.example.test:6380/2"
+    settings = load_settings(rate_limit_storage_url=f" {url} ")
+    assert settings.rate_limit_storage_url is not None
+    assert settings.rate_limit_storage_url.get_secret_value() == url
+    assert SECRET not in repr(settings)
+    assert load_settings(rate_limit_storage_url="").rate_limit_storage_url is None
 
 
 def test_migration_url_without_database_url_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -171,13 +171,13 @@ def _client(request: Request) -> str:
     return request.client.host if request.client else "unknown"
 
 
-def _failed(request: Request, error: ApiError) -> ApiError:
+async def _failed(request: Request, error: ApiError) -> ApiError:
     """A failed authentication, counted against the client's address: `error`
     (401) while the address is within its limit, 429 once it is over. Only
     failures are counted and refused: a right credential from the same
     address is always checked and served."""
     limits = state_of(request)["rate_limits"]
-    if wait := limits.failures.take(_client(request)):
+    if wait := await limits.take_failure(_client(request)):
         return _too_many("too many failed authentications from this address; retry later", wait)
     return error
 
@@ -192,9 +192,11 @@ async def presented_key(request: Request) -> bytes:
     malformed key is a failed authentication (no database work)."""
     key = _bearer(request)
     if key is None:
-        raise _failed(request, _unauthorized("an API key is required: Authorization: Bearer <key>"))
+        raise await _failed(
+            request, _unauthorized("an API key is required: Authorization: Bearer <key>")
+        )
     if not keys.looks_like_key(key):
-        raise _failed(request, _unauthorized("the API key is not valid"))
+        raise await _failed(request, _unauthorized("the API key is not valid"))
     return keys.digest(key)
 
 
@@ -212,8 +214,8 @@ async def authenticated(
     row = await _CALLER.fetchrow(connection, digest)
     # The lookup is by digest; compare in constant time all the same.
     if row is None or not hmac.compare_digest(bytes(row["secret_hash"]), digest):
-        raise _failed(request, _unauthorized("the API key is not valid or was revoked"))
-    if wait := state_of(request)["rate_limits"].keys.take(digest):
+        raise await _failed(request, _unauthorized("the API key is not valid or was revoked"))
+    if wait := await state_of(request)["rate_limits"].take_key(digest.hex()):
         raise _too_many("too many requests with this API key; retry later", wait)
     if state_of(request)["key_usage"].due(row["key_id"]):
         await _TOUCH_KEY.execute(connection, row["key_id"])
@@ -275,9 +277,11 @@ async def require_operator(request: Request) -> None:
     token is served whatever its address did before."""
     operator_token(request)
     if not is_operator(request):
-        raise _failed(request, _unauthorized("the operator token is required", realm="operator"))
+        raise await _failed(
+            request, _unauthorized("the operator token is required", realm="operator")
+        )
     limits = state_of(request)["rate_limits"]
-    if wait := limits.keys.take(_OPERATOR):
+    if wait := await limits.take_key(_OPERATOR):
         raise _too_many("too many requests with the operator token; retry later", wait)
     checked_request(request)
 
