@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import ipaddress
 import uuid
 from collections.abc import AsyncIterator, Callable, Coroutine
 from dataclasses import dataclass
@@ -168,7 +169,19 @@ def _too_many(detail: str, wait: float) -> TooManyRequests:
 
 
 def _client(request: Request) -> str:
-    return request.client.host if request.client else "unknown"
+    """Whose failures a request counts as: its client's IPv4 address, or the
+    /64 network of its IPv6 address (one host is given a whole /64, and would
+    otherwise have a fresh count, and a fresh entry in memory, per address)."""
+    host = request.client.host if request.client else "unknown"
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        return host
+    if isinstance(address, ipaddress.IPv6Address):
+        if address.ipv4_mapped is not None:
+            return str(address.ipv4_mapped)
+        return str(ipaddress.IPv6Network((address, 64), strict=False))
+    return host
 
 
 async def _failed(request: Request, error: ApiError) -> ApiError:

@@ -17,7 +17,7 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from service.observability.logs import TextFormatter, safe_traceback
-from tests.support.api import JSONAPI, api_client, document, new_tenant
+from tests.support.api import JSONAPI, api_app, api_client, client_of, document, new_tenant
 from tests.support.postgres import service_url
 from tests.support.processes import OPERATOR
 
@@ -183,6 +183,30 @@ async def test_wrong_credentials_are_answered_429_after_a_few_and_right_ones_ser
         assert unknown_key.headers["retry-after"]
         assert (await client.get("/v1/account")).status_code == 429
         assert (await tenant.call("GET", "/v1/account")).status_code == 200
+
+
+@pytest.mark.parametrize(
+    ("first", "second", "shared"),
+    [
+        ("2001:db8:1:2::1", "2001:db8:1:2:ffff::9", True),
+        ("2001:db8:1:2::1", "2001:db8:1:3::1", False),
+        ("::ffff:192.0.2.1", "192.0.2.1", True),
+        ("192.0.2.1", "192.0.2.2", False),
+    ],
+)
+async def test_failures_count_per_ipv4_address_and_per_ipv6_64(
+    migrated_database: URL, first: str, second: str, shared: bool
+) -> None:
+    """A host holds a whole IPv6 /64: counted per address, it could make each
+    failure count against a new one."""
+    wrong = {"Authorization": "Bearer psk_" + "w" * 43}
+    async with api_app(migrated_database, rate_limit_auth_failures=2) as app:
+        async with client_of(app, (first, 1)) as client:
+            statuses = [(await client.get("/v1/account", headers=wrong)).status_code for _ in "abc"]
+        async with client_of(app, (second, 1)) as client:
+            status = (await client.get("/v1/account", headers=wrong)).status_code
+    assert statuses == [401, 401, 429]
+    assert status == (429 if shared else 401)
 
 
 def test_text_logs_escape_control_characters() -> None:
