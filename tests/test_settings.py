@@ -287,3 +287,17 @@ def test_readme_documents_every_setting() -> None:
         name.upper() for name in Settings.model_fields if f"| `{name.upper()}` |" not in readme
     ]
     assert missing == []
+
+
+@pytest.mark.processes
+def test_the_service_refuses_a_weak_operator_token_at_startup() -> None:
+    from tests.support.processes import run_python
+
+    weak = "my-operator-token-for-production"
+    result = run_python(
+        "-m", "service", "--workers", "2", OPERATOR_TOKEN=weak, DATABASE_URL="postgresql://u@h/d"
+    )
+    assert result.returncode == 2, result.stderr
+    assert "OPERATOR_TOKEN: has about 118 bits of entropy" in result.stderr
+    assert "openssl rand -hex 32" in result.stderr
+    assert weak not in result.stdout + result.stderr
