@@ -13,6 +13,7 @@ import re
 import ssl
 from pathlib import Path
 from typing import Annotated, Literal
+from urllib.parse import urlsplit
 
 from pydantic import (
     AfterValidator,
@@ -61,9 +62,10 @@ PostgresSeconds = Annotated[
 # Operator tokens that are examples or demos, never secrets (checked case-insensitively).
 _PLACEHOLDER_WORDS = ("change-me", "changeme", "change_me", "replace-me", "placeholder", "example")
 # Estimated bits of an operator token (length times the entropy of its own
-# character frequencies): 32 random hex characters give about 115, 32 copies
-# of one character 0, "abab..." 32.
-_OPERATOR_TOKEN_MIN_BITS = 80
+# character frequencies): 64 random hex characters (`openssl rand -hex 32`)
+# give at least 220, `secrets.token_urlsafe(32)` at least 180, a phrase such as
+# "my-operator-token-for-production" about 118, 32 copies of one character 0.
+_OPERATOR_TOKEN_MIN_BITS = 128
 
 
 class SettingsError(Exception):
@@ -242,6 +244,13 @@ class Settings(BaseSettings):
             "worker process before it is answered 429; 0 turns the limit off.",
         )
     )
+    rate_limit_storage_url: SecretStr | None = Field(
+        default=None,
+        description="A Redis server (redis://[:password@]host:port[/db], rediss:// for TLS) "
+        "where every process of the fleet counts the rate limits together; unset: each worker "
+        "process counts alone, in memory. When it does not answer, each process counts alone "
+        "until it does (one warning).",
+    )
     http_max_head_bytes: Annotated[int, Field(ge=1024, le=1024 * 1024)] = Field(
         default=16 * 1024,
         description="Largest request head (request line and headers) accepted, in bytes (431 above).",
@@ -290,6 +299,16 @@ class Settings(BaseSettings):
             return None
         url = parse_database_url(value.get_secret_value())
         return SecretStr(url.render_as_string(hide_password=False))
+
+    @field_validator("rate_limit_storage_url")
+    @classmethod
+    def _valid_rate_limit_storage_url(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is None or not value.get_secret_value().strip():
+            return None
+        problem = _redis_url_problem(value.get_secret_value().strip())
+        if problem:
+            raise ValueError(problem)
+        return SecretStr(value.get_secret_value().strip())
 
     @field_validator("operator_token")
     @classmethod
@@ -367,6 +386,25 @@ class Settings(BaseSettings):
         return make_url(self.events_database_url.get_secret_value())
 
 
+def _redis_url_problem(url: str) -> str | None:
+    """Why a URL cannot name the Redis of the rate limits, or None (never
+    repeating the URL, which may hold a password)."""
+    if not url.isascii() or not url.isprintable():
+        return "must be printable ASCII"
+    parts = urlsplit(url)
+    if parts.scheme not in ("redis", "rediss"):
+        return "must be a redis:// or rediss:// URL"
+    try:
+        port = parts.port
+    except ValueError:
+        return "has a port outside 1-65535"
+    if not parts.hostname or port == 0:
+        return "names no host (expected redis://host:port)"
+    if parts.path not in ("", "/") and not parts.path[1:].isdecimal():
+        return "names a database that is not a number (expected redis://host:port/0)"
+    return None
+
+
 def _operator_token_problem(token: str) -> str | None:
     """Why a token is not fit to guard operator routes, or None."""
     if len(token) < 32:
@@ -376,8 +414,14 @@ def _operator_token_problem(token: str) -> str | None:
     lowered = token.lower()
     if any(word in lowered for word in _PLACEHOLDER_WORDS):
         return "is a placeholder from an example; generate a random token"
-    if _estimated_bits(token) < _OPERATOR_TOKEN_MIN_BITS or _repeats_itself(token):
+    if _repeats_itself(token):
         return "repeats itself too much to be a random token; generate one"
+    if (bits := _estimated_bits(token)) < _OPERATOR_TOKEN_MIN_BITS:
+        return (
+            f"has about {bits:.0f} bits of entropy by a simple estimate (its length times the "
+            f"entropy of its characters' frequencies), under {_OPERATOR_TOKEN_MIN_BITS}: "
+            "generate one, for example with `openssl rand -hex 32`"
+        )
     return None
 
 

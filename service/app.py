@@ -7,6 +7,7 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 
 from fastapi import FastAPI
+from pydantic import SecretStr
 
 from service import __version__, health
 from service.api import router as api_router
@@ -85,8 +86,10 @@ def _lifespan(
                     operator_token=_operator_token(settings),
                     metrics=metrics,
                     key_usage=KeyUsage(settings.api_key_usage_interval),
-                    rate_limits=RateLimits.per_second_and_minute(
-                        settings.rate_limit_per_key, settings.rate_limit_auth_failures
+                    rate_limits=RateLimits(
+                        settings.rate_limit_per_key,
+                        settings.rate_limit_auth_failures,
+                        _secret(settings.rate_limit_storage_url),
                     ),
                     events=events,
                 )
@@ -106,4 +109,8 @@ def _freeze_startup_objects() -> None:
 
 
 def _operator_token(settings: Settings) -> str | None:
-    return settings.operator_token.get_secret_value() if settings.operator_token else None
+    return _secret(settings.operator_token)
+
+
+def _secret(value: SecretStr | None) -> str | None:
+    return value.get_secret_value() if value else None

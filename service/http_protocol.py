@@ -7,7 +7,9 @@ worker without limit, and slow or silent ones could hold it forever. This
 protocol adds, per connection, from the settings (docs/security.md, "Limits"):
 
 - HTTP_MAX_HEAD_BYTES: a longer request head is answered 431, and the
-  connection closed, without buffering more of it;
+  connection closed, without buffering more of it; a head that begins after
+  another request in the same chunk (pipelining) is measured as the parser
+  reads it, and answered 431 in its turn;
 - HTTP_HEAD_TIMEOUT: from the connection's start, or from the first chunk of
   a later request, to the end of the head; then 408 and close;
 - HTTP_BODY_TIMEOUT: from the end of the head to the end of the body; then
@@ -19,8 +21,8 @@ protocol adds, per connection, from the settings (docs/security.md, "Limits"):
 
 `python -m service` uses it; with `uvicorn --factory service.app:create_app`
 pass `--http service.http_protocol:LimitedHttpToolsProtocol`. It keeps
-httptools' speed: a byte count per chunk, and timers only while a head or a
-body is incomplete (docs/benchmarks.md, "Cost of the bounded HTTP protocol").
+httptools' speed: a byte count per chunk and per header, and timers only while
+a head or a body is incomplete (docs/benchmarks.md, "Cost of the bounded HTTP protocol").
 """
 
 from __future__ import annotations
@@ -85,6 +87,24 @@ def refusal(status: int, detail: str, extra_headers: bytes = b"") -> bytes:
     )
 
 
+def _refusing_app(status: int, detail: str) -> Any:
+    """An app answering every request with this error and closing the
+    connection: for a request that must wait its turn behind those before it
+    on the connection (pipelining) before it is refused."""
+    body = encode({"errors": [error_object(status, detail)]})
+    headers = [
+        (b"content-type", JSONAPI_MEDIA_TYPE.encode()),
+        (b"content-length", str(len(body)).encode()),
+        (b"connection", b"close"),
+    ]
+
+    async def refuse(scope: Any, receive: Any, send: Any) -> None:
+        await send({"type": "http.response.start", "status": status, "headers": headers})
+        await send({"type": "http.response.body", "body": body})
+
+    return refuse
+
+
 async def _too_many_connections(scope: Any, receive: Any, send: Any) -> None:
     """The app for requests on a connection over HTTP_MAX_CONNECTIONS."""
     detail = "the server has too many open connections; retry shortly"
@@ -114,6 +134,10 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         self._reading_head = True
         self._head_bytes = 0
         self._heads_completed = 0
+        # What the parser has handed over of the current head (its target and
+        # headers, with their separators): it also sees the heads that begin
+        # inside a chunk, after another request, where `_head_bytes` cannot.
+        self._parsed_head_bytes = 0
         self._deadline: asyncio.TimerHandle | None = None
         self._send_deadline: asyncio.TimerHandle | None = None
 
@@ -139,7 +163,7 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         self._arm_deadline()
 
     def _receive_head(self, data: bytes) -> None:
-        allowance = self.limits.max_head_bytes - self._head_bytes
+        allowance = self.limits.max_head_bytes - max(self._head_bytes, self._parsed_head_bytes)
         if len(data) <= allowance:
             self._head_bytes += len(data)
             super().data_received(data)
@@ -164,15 +188,49 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         elif self._head_bytes:
             self._start_deadline(self.limits.head_timeout, self._head_too_slow)
 
+    # The parser's count is a lower bound of the bytes on the wire, so a head
+    # within the limit is never refused: a request line has at least 15 bytes
+    # besides its target ("GET " and " HTTP/1.1" and its line end), a header
+    # at least 3 besides its name and value (":" and its line end).
+    def on_message_begin(self) -> None:
+        self._parsed_head_bytes = 15
+        super().on_message_begin()
+
+    def on_url(self, url: bytes) -> None:
+        self._parsed_head_bytes += len(url)
+        if self._parsed_head_bytes <= self.limits.max_head_bytes:
+            super().on_url(url)
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self._parsed_head_bytes += len(name) + len(value) + 3
+        if self._parsed_head_bytes <= self.limits.max_head_bytes:
+            super().on_header(name, value)
+
     def on_headers_complete(self) -> None:
         self._heads_completed += 1
         self._reading_head = False
         self._cancel_deadline()
-        super().on_headers_complete()
+        if self._parsed_head_bytes <= self.limits.max_head_bytes:
+            super().on_headers_complete()
+            return
+        # Parsed but not kept (its target and headers cut short): answered 431
+        # in its turn, after the requests before it, then the connection closes.
+        logger.info("refused a pipelined request whose head is over HTTP_MAX_HEAD_BYTES")
+        self.url = b"/"
+        serving, self.app = (
+            self.app,
+            _refusing_app(
+                431, f"the request head is larger than {self.limits.max_head_bytes} bytes"
+            ),
+        )
+        try:
+            super().on_headers_complete()
+        finally:
+            self.app = serving
 
     def on_message_complete(self) -> None:
         self._cancel_deadline()
-        self._reading_head, self._head_bytes = True, 0
+        self._reading_head, self._head_bytes, self._parsed_head_bytes = True, 0, 0
         super().on_message_complete()
 
     def pause_writing(self) -> None:

@@ -93,3 +93,26 @@ def test_the_examples_operator_tokens_cannot_be_deployed() -> None:
     compose = yaml.safe_load((PROJECT_ROOT / "compose.yaml").read_text())
     token = compose["services"]["replica-1"]["environment"]["OPERATOR_TOKEN"]
     assert token.startswith("${OPERATOR_TOKEN:?")
+
+
+def test_the_examples_say_which_peers_may_set_x_forwarded_for() -> None:
+    """uvicorn's default trusts loopback; the examples name their proxy, so a
+    client can neither share the proxy's address nor rotate its own."""
+    deployment = next(d for p in MANIFESTS for d in documents(p) if d["kind"] == "Deployment")
+    (container,) = deployment["spec"]["template"]["spec"]["containers"]
+    variables = {item["name"]: item.get("value") for item in container["env"]}
+    assert variables["FORWARDED_ALLOW_IPS"] not in (None, "*", "")
+    policy = next(d for p in MANIFESTS for d in documents(p) if d["kind"] == "NetworkPolicy")
+    assert policy["spec"]["podSelector"] == deployment["spec"]["selector"]
+    compose = yaml.safe_load((PROJECT_ROOT / "compose.yaml").read_text())
+    for name in ("replica-1", "replica-2", "replica-3"):
+        assert compose["services"][name]["environment"]["FORWARDED_ALLOW_IPS"] == ""
+
+
+def test_only_the_service_roles_may_connect_in_the_compose_demo() -> None:
+    """Any role that can connect could NOTIFY the event channel."""
+    lines = (PROJECT_ROOT / "deploy" / "compose" / "roles.sql").read_text().splitlines()
+    roles = "\n".join(line for line in lines if not line.startswith("--"))
+    statements = [" ".join(statement.split()) for statement in roles.split(";")]
+    assert "REVOKE CONNECT ON DATABASE platform FROM PUBLIC" in statements
+    assert "GRANT CONNECT ON DATABASE platform TO platform_app" in statements

@@ -167,8 +167,39 @@ def test_migration_url_is_separate_when_given() -> None:
             "-5",
             "RATE_LIMIT_AUTH_FAILURES: Input should be greater than or equal to 0",
         ),
+        (
+            "RATE_LIMIT_STORAGE_URL",
+            f"memcached://u:{SECRET}@cache:11211",
+            "RATE_LIMIT_STORAGE_URL: must be a redis:// or rediss:// URL",
+        ),
+        ("RATE_LIMIT_STORAGE_URL", "redis://", "RATE_LIMIT_STORAGE_URL: names no host"),
+        (
+            "RATE_LIMIT_STORAGE_URL",
+            f"redis://:{SECRET}@cache:99999",
+            "RATE_LIMIT_STORAGE_URL: has a port outside 1-65535",
+        ),
+        (
+            "RATE_LIMIT_STORAGE_URL",
+            f"redis://:{SECRET}@cache:6379/\u0661",
+            "RATE_LIMIT_STORAGE_URL: must be printable ASCII",
+        ),
+        (
+            "RATE_LIMIT_STORAGE_URL",
+            "redis://cache:6379/zero",
+            "RATE_LIMIT_STORAGE_URL: names a database that is not a number",
+        ),
         ("OPERATOR_TOKEN", "short", "OPERATOR_TOKEN: must be at least 32 characters"),
         ("OPERATOR_TOKEN", "a" * 40, "OPERATOR_TOKEN: repeats itself too much"),
+        (
+            "OPERATOR_TOKEN",
+            "my-operator-token-for-production",
+            "OPERATOR_TOKEN: has about 118 bits of entropy by a simple estimate",
+        ),
+        (
+            "OPERATOR_TOKEN",
+            "3f9c1e0b7a5d4c2e" + "8f6a1b0c9d7e5f3a",
+            "OPERATOR_TOKEN: has about 125 bits",
+        ),
         ("OPERATOR_TOKEN", "abcdefgh" * 5, "OPERATOR_TOKEN: repeats itself too much"),
         (
             "OPERATOR_TOKEN",
@@ -202,8 +233,18 @@ def test_invalid_settings_are_refused_by_name(
 def test_a_random_operator_token_is_accepted() -> None:
     import secrets
 
-    for token in (secrets.token_hex(16), secrets.token_urlsafe(32)):
+    # The README's generator (64 hex characters) and the compose file's.
+    for token in (secrets.token_hex(32), secrets.token_urlsafe(32)):
         assert load_settings(operator_token=token).operator_token is not None
+
+
+def test_a_redis_url_is_taken_for_the_rate_limits() -> None:
+    url = f"rediss://:{SECRET}@cache.example.test:6380/2"
+    settings = load_settings(rate_limit_storage_url=f" {url} ")
+    assert settings.rate_limit_storage_url is not None
+    assert settings.rate_limit_storage_url.get_secret_value() == url
+    assert SECRET not in repr(settings)
+    assert load_settings(rate_limit_storage_url="").rate_limit_storage_url is None
 
 
 def test_migration_url_without_database_url_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -246,3 +287,17 @@ def test_the_settings_page_documents_every_setting() -> None:
         name.upper() for name in Settings.model_fields if f"| `{name.upper()}` |" not in page
     ]
     assert missing == []
+
+
+@pytest.mark.processes
+def test_the_service_refuses_a_weak_operator_token_at_startup() -> None:
+    from tests.support.processes import run_python
+
+    weak = "my-operator-token-for-production"
+    result = run_python(
+        "-m", "service", "--workers", "2", OPERATOR_TOKEN=weak, DATABASE_URL="postgresql://u@h/d"
+    )
+    assert result.returncode == 2, result.stderr
+    assert "OPERATOR_TOKEN: has about 118 bits of entropy" in result.stderr
+    assert "openssl rand -hex 32" in result.stderr
+    assert weak not in result.stdout + result.stderr

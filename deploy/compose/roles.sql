@@ -4,6 +4,10 @@
 CREATE ROLE platform_owner LOGIN PASSWORD 'demo-owner-password';
 CREATE ROLE platform_app LOGIN PASSWORD 'demo-app-password';
 CREATE DATABASE platform OWNER platform_owner;
+-- Only these two roles may connect: any role that can connect could also
+-- NOTIFY the service's event channel.
+REVOKE CONNECT ON DATABASE platform FROM PUBLIC;
+GRANT CONNECT ON DATABASE platform TO platform_app;
 \connect platform
 GRANT USAGE ON SCHEMA public TO platform_app;
 ALTER DEFAULT PRIVILEGES FOR ROLE platform_owner IN SCHEMA public

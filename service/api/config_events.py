@@ -5,12 +5,19 @@ inside its own transaction: PostgreSQL delivers it at commit, to every
 listening worker of every replica, and a rolled-back write sends nothing.
 NOTIFY passes through a transaction-pooling PgBouncer; LISTEN does not, so
 the listeners hold direct connections (service/api/sdk/event_hub.py).
+
+Any role that can connect to the database can NOTIFY the channel too, so the
+listeners take only what `announce` itself sends (`parse`): a JSON object of
+an account's id, one of the known event names and, for the events of one
+config, a config key; anything else is dropped. The deployment examples also
+revoke CONNECT from PUBLIC (docs/operations/database-roles.md).
 """
 
 from __future__ import annotations
 
 import json
 import uuid
+from dataclasses import dataclass
 
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -21,6 +28,65 @@ CHANGED = "config_changed"
 DELETED = "config_deleted"
 # Many configs at once (discovery): clients refetch the whole list, once.
 MANY_CHANGED = "configs_changed"
+
+
+# The events of one config carry its key; MANY_CHANGED carries nothing.
+_ONE_CONFIG = frozenset({CHANGED, DELETED})
+_NAMES = {name: name for name in (CHANGED, DELETED, MANY_CHANGED)}
+# A config key's column (service/models.py) holds at most 128 characters.
+_MAX_KEY_LENGTH = 128
+
+
+@dataclass(frozen=True)
+class ConfigEvent:
+    """A notification as `announce` sends it, its values checked."""
+
+    account_id: uuid.UUID
+    name: str
+    key: str | None
+
+
+def parse(payload: str) -> ConfigEvent | None:
+    """The event in a notification's payload, or None for anything `announce`
+    would not have sent: another shape, an unknown name, an id that is not a
+    config key. The name returned is the service's own string, never the
+    payload's, so nothing of a forged payload but a checked key reaches a frame."""
+    try:
+        message = json.loads(payload)
+    except ValueError:
+        return None
+    if not isinstance(message, dict):
+        return None
+    event = message.get("event")
+    name = _NAMES.get(event) if isinstance(event, str) else None
+    expected = {"account", "event", "id"} if name in _ONE_CONFIG else {"account", "event"}
+    if name is None or set(message) != expected:
+        return None
+    account_id = _account_id(message["account"])
+    key = message.get("id")
+    if account_id is None or (name in _ONE_CONFIG and not _is_config_key(key)):
+        return None
+    return ConfigEvent(account_id, name, key)
+
+
+def _account_id(value: object) -> uuid.UUID | None:
+    """The id of an account, written as `announce` writes it (str of a UUID)."""
+    if not isinstance(value, str):
+        return None
+    try:
+        account_id = uuid.UUID(value)
+    except ValueError:
+        return None
+    return account_id if str(account_id) == value else None
+
+
+def _is_config_key(value: object) -> bool:
+    return (
+        isinstance(value, str)
+        and 0 < len(value) <= _MAX_KEY_LENGTH
+        and value.isprintable()
+        and value.strip() == value
+    )
 
 
 # Every config write sends it: straight on the driver (service/db/driver.py).

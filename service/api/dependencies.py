@@ -9,7 +9,9 @@ caller learns nothing about the API from its answers.
 
 from __future__ import annotations
 
+import hashlib
 import hmac
+import ipaddress
 import uuid
 from collections.abc import AsyncIterator, Callable, Coroutine
 from dataclasses import dataclass
@@ -167,19 +169,29 @@ def _too_many(detail: str, wait: float) -> TooManyRequests:
 
 
 def _client(request: Request) -> str:
-    return request.client.host if request.client else "unknown"
+    """Whose failures a request counts as: its client's IPv4 address, or the
+    /64 network of its IPv6 address (one host is given a whole /64, and would
+    otherwise have a fresh count, and a fresh entry in memory, per address)."""
+    host = request.client.host if request.client else "unknown"
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        return host
+    if isinstance(address, ipaddress.IPv6Address):
+        if address.ipv4_mapped is not None:
+            return str(address.ipv4_mapped)
+        return str(ipaddress.IPv6Network((address, 64), strict=False))
+    return host
 
 
-def _refuse_failing_client(request: Request) -> None:
+async def _failed(request: Request, error: ApiError) -> ApiError:
+    """A failed authentication, counted against the client's address: `error`
+    (401) while the address is within its limit, 429 once it is over. Only
+    failures are counted and refused: a right credential from the same
+    address is always checked and served."""
     limits = state_of(request)["rate_limits"]
-    if wait := limits.failures.wait(_client(request)):
-        raise _too_many("too many failed authentications from this address; retry later", wait)
-
-
-def _failed(request: Request, error: ApiError) -> ApiError:
-    """Count a failed authentication against the client's address."""
-    limits = state_of(request)["rate_limits"]
-    limits.failures.take(_client(request))
+    if wait := await limits.take_failure(_client(request)):
+        return _too_many("too many failed authentications from this address; retry later", wait)
     return error
 
 
@@ -189,23 +201,16 @@ def _bearer(request: Request) -> str | None:
 
 
 async def presented_key(request: Request) -> bytes:
-    """The digest of the key in `Authorization: Bearer <key>`, rate limited
-    before any database work: a key this process has seen succeed spends from
-    its own bucket; any other is refused early while its client's address has
-    failed too often."""
+    """The digest of the key in `Authorization: Bearer <key>`; a missing or
+    malformed key is a failed authentication (no database work)."""
     key = _bearer(request)
-    digest = keys.digest(key) if key is not None and keys.looks_like_key(key) else None
-    limits = state_of(request)["rate_limits"]
-    if digest is not None and digest in limits.keys:
-        if wait := limits.keys.take(digest):
-            raise _too_many("too many requests with this API key; retry later", wait)
-        return digest
-    _refuse_failing_client(request)
     if key is None:
-        raise _failed(request, _unauthorized("an API key is required: Authorization: Bearer <key>"))
-    if digest is None:
-        raise _failed(request, _unauthorized("the API key is not valid"))
-    return digest
+        raise await _failed(
+            request, _unauthorized("an API key is required: Authorization: Bearer <key>")
+        )
+    if not keys.looks_like_key(key):
+        raise await _failed(request, _unauthorized("the API key is not valid"))
+    return keys.digest(key)
 
 
 async def authenticated(
@@ -213,14 +218,17 @@ async def authenticated(
     digest: Annotated[bytes, Depends(presented_key)],
     connection: Database,
 ) -> Caller:
-    """The caller behind the presented key, or 401."""
+    """The caller behind the presented key, or 401 (429 for an address that
+    failed too often), or 429 when the key is over its own limit.
+
+    Every well-formed key is looked up, whatever its address did before: one
+    indexed lookup by digest. A client's failures can then never lock out
+    another client's right key behind the same address (a proxy, a NAT)."""
     row = await _CALLER.fetchrow(connection, digest)
-    limits = state_of(request)["rate_limits"]
     # The lookup is by digest; compare in constant time all the same.
     if row is None or not hmac.compare_digest(bytes(row["secret_hash"]), digest):
-        limits.keys.forget(digest)
-        raise _failed(request, _unauthorized("the API key is not valid or was revoked"))
-    if digest not in limits.keys and (wait := limits.keys.take(digest)):
+        raise await _failed(request, _unauthorized("the API key is not valid or was revoked"))
+    if wait := await state_of(request)["rate_limits"].take_key(digest.hex()):
         raise _too_many("too many requests with this API key; retry later", wait)
     if state_of(request)["key_usage"].due(row["key_id"]):
         await _TOUCH_KEY.execute(connection, row["key_id"])
@@ -261,24 +269,32 @@ def operator_token(request: Request) -> str:
 
 
 def is_operator(request: Request) -> bool:
-    """Whether the request carries the operator token (no rate limit, no error)."""
+    """Whether the request carries the operator token (no rate limit, no error).
+
+    Compared as digests: equal lengths, so the comparison takes the same time
+    whatever the presented value, its length included."""
     token = configured_operator_token(request)
     presented = _bearer(request)
-    return (
-        token is not None
-        and presented is not None
-        and hmac.compare_digest(presented.encode(), token.encode())
-    )
+    if token is None or presented is None:
+        return False
+    return hmac.compare_digest(_token_digest(presented), _token_digest(token))
+
+
+def _token_digest(token: str) -> bytes:
+    return hashlib.sha256(token.encode()).digest()
 
 
 async def require_operator(request: Request) -> None:
-    """The operator token, or 401 (counted as a failed authentication) or 429."""
+    """The operator token, or 401 (a failed authentication: 429 for an address
+    that failed too often), or 429 over the operator's own limit. The right
+    token is served whatever its address did before."""
     operator_token(request)
-    _refuse_failing_client(request)
     if not is_operator(request):
-        raise _failed(request, _unauthorized("the operator token is required", realm="operator"))
+        raise await _failed(
+            request, _unauthorized("the operator token is required", realm="operator")
+        )
     limits = state_of(request)["rate_limits"]
-    if wait := limits.keys.take(_OPERATOR):
+    if wait := await limits.take_key(_OPERATOR):
         raise _too_many("too many requests with the operator token; retry later", wait)
     checked_request(request)
 

@@ -12,7 +12,7 @@ from typing import Annotated, Any, Generic, Literal, TypeVar
 from urllib.parse import urlencode
 
 from fastapi import Body, Depends, Query, Request, Response
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 
 from service.api.errors import (
     JSONAPI_MEDIA_TYPE,
@@ -30,6 +30,17 @@ DEFAULT_PAGE_SIZE = 20
 MAX_PAGE_SIZE = 100
 # A cursor this API issues is about 100 characters; anything much longer is not one.
 MAX_CURSOR_LENGTH = 256
+
+
+def _true_or_false(value: object) -> object:
+    if isinstance(value, str) and value not in ("true", "false"):
+        raise ValueError("must be true or false")
+    return value
+
+
+# A boolean query parameter: `true` or `false`, nothing else (pydantic would
+# also take yes, on, 1, t, y and their opposites, guessing what was meant).
+QueryBool = Annotated[bool, BeforeValidator(_true_or_false)]
 
 
 class Strict(BaseModel):

@@ -1,91 +1,129 @@
-"""Rate limits of one worker process: token buckets per API key and per client address.
+"""Rate limits: requests per API key (and for the operator token), failed
+authentications per client address; counted by the `limits` package with its
+moving window.
 
-Each worker process counts for itself (no round trip to share counts): with W
-workers in R replicas a key may make up to W x R times its limit. A limit for
-the whole fleet belongs at the proxy in front (docs/security.md, "Limits").
+By default each worker process counts in its own memory: with W workers in R
+replicas a key may then make W x R times its limit, and a restart forgets.
+With RATE_LIMIT_STORAGE_URL (a Redis server) every process of the fleet counts
+in one place. When that Redis does not answer, each process counts on its own
+again (one warning), and tries Redis again every RETRY_SHARED_SECONDS: a limit
+always holds, per process at worst, and no request fails for it.
 """
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import math
 import time
-from collections import OrderedDict
-from collections.abc import Hashable
-from dataclasses import dataclass
 
-# Buckets kept per limiter; the least recently used is forgotten beyond it, so
-# a client cycling through addresses or keys cannot grow the process.
-MAX_BUCKETS = 10_000
+from limits import RateLimitItem, RateLimitItemPerSecond
+from limits.aio.storage import RedisStorage
+from limits.aio.strategies import MovingWindowRateLimiter as SharedLimiter
+from limits.errors import StorageError
+from limits.storage import MemoryStorage
+from limits.strategies import MovingWindowRateLimiter as LocalLimiter
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
 
+logger = logging.getLogger("service.rate_limits")
 
-@dataclass
-class _Bucket:
-    tokens: float
-    updated: float
-
-
-class RateLimiter:
-    """`rate` requests a second for each key, in bursts of up to `burst`; a
-    rate of 0 allows everything."""
-
-    def __init__(self, rate: float, burst: float, max_buckets: int = MAX_BUCKETS):
-        self.rate, self.burst, self.max_buckets = rate, max(burst, 1.0), max_buckets
-        self._buckets: OrderedDict[Hashable, _Bucket] = OrderedDict()
-
-    def __contains__(self, key: Hashable) -> bool:
-        return key in self._buckets
-
-    def take(self, key: Hashable) -> float:
-        """Spend one request of `key`: 0 when allowed, else the seconds until it would be.
-
-        The key is remembered even without a limit (rate 0): a key this process
-        has seen succeed is not refused with the address of clients that failed."""
-        bucket = self._refilled(key)
-        if self.rate <= 0:
-            return 0.0
-        if bucket.tokens < 1:
-            return (1 - bucket.tokens) / self.rate
-        bucket.tokens -= 1
-        return 0.0
-
-    def wait(self, key: Hashable) -> float:
-        """Like `take`, without spending: the seconds until `key` may make a request."""
-        if self.rate <= 0 or key not in self._buckets:
-            return 0.0
-        bucket = self._refilled(key)
-        return 0.0 if bucket.tokens >= 1 else (1 - bucket.tokens) / self.rate
-
-    def forget(self, key: Hashable) -> None:
-        self._buckets.pop(key, None)
-
-    def _refilled(self, key: Hashable) -> _Bucket:
-        now = time.monotonic()
-        bucket = self._buckets.get(key)
-        if bucket is None:
-            bucket = self._buckets[key] = _Bucket(self.burst, now)
-            if len(self._buckets) > self.max_buckets:
-                self._buckets.popitem(last=False)
-        else:
-            self._buckets.move_to_end(key)
-            bucket.tokens = min(self.burst, bucket.tokens + (now - bucket.updated) * self.rate)
-            bucket.updated = now
-        return bucket
+# How long a request waits for Redis before counting in this process instead,
+# and how long this process then counts alone before asking Redis again.
+SHARED_TIMEOUT_SECONDS = 0.5
+RETRY_SHARED_SECONDS = 5.0
+# The prefix of the service's keys in a Redis that others may share.
+REDIS_KEY_PREFIX = "platform-service"
 
 
-@dataclass(frozen=True)
+def moving_window(per_second: float, burst_seconds: int, namespace: str) -> RateLimitItem | None:
+    """`per_second` on average, at most `per_second * burst_seconds` at once:
+    a whole number of requests in a window of whole seconds (what the moving
+    window counts), as near as those allow; None for no limit (0)."""
+    if per_second <= 0:
+        return None
+    amount = max(1, round(per_second * burst_seconds))
+    return RateLimitItemPerSecond(amount, max(1, round(amount / per_second)), namespace)
+
+
 class RateLimits:
-    """The limits of one worker process: requests per key, and failed
-    authentications per client address."""
+    """The limits of one worker process, counted locally or in a shared Redis."""
 
-    keys: RateLimiter
-    failures: RateLimiter
+    def __init__(
+        self, per_key: float, failures_per_minute: float, storage_url: str | None = None
+    ) -> None:
+        # RATE_LIMIT_PER_KEY a second, in bursts of up to twice as many;
+        # RATE_LIMIT_AUTH_FAILURES a minute, all at once at most.
+        self.key_limit = moving_window(per_key, 2, "key")
+        self.failure_limit = moving_window(failures_per_minute / 60, 60, "failures")
+        self._local = LocalLimiter(MemoryStorage())
+        self._shared = None if storage_url is None else SharedLimiter(_redis(storage_url))
+        self._alone_until = 0.0
+        self._alone = False
 
-    @classmethod
-    def per_second_and_minute(cls, per_key: float, failures_per_minute: float) -> RateLimits:
-        return cls(
-            RateLimiter(per_key, 2 * per_key),
-            RateLimiter(failures_per_minute / 60, failures_per_minute),
-        )
+    async def take_key(self, key: str) -> float:
+        """Spend one request of an API key (its digest, hex) or of the operator:
+        0 when allowed, else the seconds until it would be."""
+        return await self._take(self.key_limit, key)
+
+    async def take_failure(self, address: str) -> float:
+        """Count a failed authentication of a client address: 0 while it is
+        within its limit, else the seconds until it would be."""
+        return await self._take(self.failure_limit, address)
+
+    async def _take(self, limit: RateLimitItem | None, identifier: str) -> float:
+        if limit is None:
+            return 0.0
+        if self._shared is not None and time.monotonic() >= self._alone_until:
+            try:
+                async with asyncio.timeout(SHARED_TIMEOUT_SECONDS):
+                    wait = await self._take_shared(self._shared, limit, identifier)
+            except (StorageError, OSError, TimeoutError) as error:
+                self._count_alone(error)
+            else:
+                if self._alone:
+                    self._alone = False
+                    logger.warning("rate limits: shared through RATE_LIMIT_STORAGE_URL again")
+                return wait
+        if self._local.hit(limit, identifier):
+            return 0.0
+        return _until(self._local.get_window_stats(limit, identifier).reset_time)
+
+    @staticmethod
+    async def _take_shared(shared: SharedLimiter, limit: RateLimitItem, identifier: str) -> float:
+        if await shared.hit(limit, identifier):
+            return 0.0
+        return _until((await shared.get_window_stats(limit, identifier)).reset_time)
+
+    def _count_alone(self, error: BaseException) -> None:
+        self._alone_until = time.monotonic() + RETRY_SHARED_SECONDS
+        if not self._alone:
+            self._alone = True
+            cause = error.storage_error if isinstance(error, StorageError) else error
+            logger.warning(
+                "rate limits: the Redis of RATE_LIMIT_STORAGE_URL does not answer (%s); this "
+                "process counts alone until it does (limits per process, asking again every %gs)",
+                type(cause).__name__,
+                RETRY_SHARED_SECONDS,
+            )
+
+
+def _redis(url: str) -> RedisStorage:
+    """The shared storage: no retries and short timeouts, since a request
+    waits for it; errors wrapped as StorageError."""
+    return RedisStorage(
+        "async+" + url,
+        wrap_exceptions=True,
+        implementation="redispy",
+        key_prefix=REDIS_KEY_PREFIX,
+        socket_connect_timeout=SHARED_TIMEOUT_SECONDS,
+        socket_timeout=SHARED_TIMEOUT_SECONDS,
+        retry=Retry(NoBackoff(), 0),  # type: ignore[arg-type]
+    )
+
+
+def _until(epoch_seconds: float) -> float:
+    return max(0.0, epoch_seconds - time.time())
 
 
 def retry_after(seconds: float) -> str:

@@ -378,3 +378,19 @@ async def test_json_pointers_escape_slashes_and_tildes(client: httpx.AsyncClient
     )
     assert response.status_code == 422
     assert response.json()["errors"][0]["source"]["pointer"] == "/data/attributes/items/a~1b~0c"
+
+
+@pytest.mark.parametrize("path", ["/api/v1/configs", "/api/v1/environments"])
+@pytest.mark.parametrize("parameter", ["meta[total]", "filter[managed]"])
+async def test_query_booleans_are_true_or_false_only(
+    client: httpx.AsyncClient, path: str, parameter: str
+) -> None:
+    tenant = await new_tenant(client)
+    for value in ("true", "false"):
+        assert (await tenant.call("GET", path, params={parameter: value})).status_code == 200
+    for value in ("yes", "no", "1", "0", "on", "off", "t", "f", "y", "True", "FALSE", "", "\u0661"):
+        refused = await tenant.call("GET", path, params={parameter: value})
+        assert refused.status_code == 400, (value, refused.text)
+        (error,) = refused.json()["errors"]
+        assert error["source"] == {"parameter": parameter}
+        assert "true or false" in error["detail"]

@@ -6,6 +6,7 @@ and raw sockets, as a hostile client would connect."""
 from __future__ import annotations
 
 import json
+import re
 import select
 import socket
 import time
@@ -225,3 +226,27 @@ def test_connections_beyond_the_limit_get_503(server: ServiceProcess) -> None:
     assert "too many open connections" in assert_error(body, 503)
     # Once they are closed, new connections are served again.
     assert server.get("/livez").status_code == 200  # type: ignore[union-attr]
+
+
+def read_until_closed(connection: socket.socket) -> bytes:
+    received = b""
+    while chunk := connection.recv(65536):
+        received += chunk
+    return received
+
+
+def statuses_of(received: bytes) -> list[int]:
+    """The statuses of answers one after another (bodies end without a line end)."""
+    return [int(status) for status in re.findall(rb"HTTP/1\.1 (\d{3}) ", received)]
+
+
+@pytest.mark.parametrize("oversize", [64 * 1024, MAX_HEAD + 64], ids=["64 KiB", "just over"])
+def test_the_head_limit_holds_for_pipelined_requests(server: ServiceProcess, oversize: int) -> None:
+    """A second head in the same write as the first was parsed whole and served."""
+    first = b"GET /livez HTTP/1.1\r\nHost: x\r\n\r\n"
+    within = request_head(MAX_HEAD).replace(b"Connection: close", b"Connection: keep-alive")
+    with connect(server) as connection:
+        connection.sendall(first + within + request_head(oversize))
+        received = read_until_closed(connection)
+    assert statuses_of(received) == [200, 200, 431]
+    assert_error(received.rpartition(b"\r\n\r\n")[2], 431)

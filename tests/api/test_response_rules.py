@@ -16,7 +16,7 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from service.observability.logs import TextFormatter, safe_traceback
-from tests.support.api import JSONAPI, api_client, document, new_tenant
+from tests.support.api import JSONAPI, api_app, api_client, client_of, document, new_tenant
 from tests.support.postgres import service_url
 from tests.support.processes import OPERATOR
 
@@ -149,7 +149,7 @@ async def test_a_key_over_its_rate_is_answered_429(module_database: URL) -> None
 
 
 @pytest.mark.parametrize("per_key", [100.0, 0.0], ids=["a per-key limit", "no per-key limit"])
-async def test_wrong_operator_tokens_and_keys_are_answered_429_after_a_few(
+async def test_wrong_credentials_are_answered_429_after_a_few_and_right_ones_served(
     module_database: URL, per_key: float
 ) -> None:
     # RATE_LIMIT_PER_KEY=0 (no per-key limit) must not make every valid key an
@@ -166,18 +166,46 @@ async def test_wrong_operator_tokens_and_keys_are_answered_429_after_a_few(
             for _ in range(8)
         ]
         assert statuses == [401] * 5 + [429] * 3
-        # Even the right token waits: the address failed too often ...
-        refused = await client.post(
+        # The right token is served all the same: only failures are refused ...
+        created = await client.post(
             "/v1/accounts", headers={**OPERATOR, "Content-Type": JSONAPI}, json=body
         )
-        assert refused.status_code == 429
-        assert refused.headers["retry-after"]
+        assert created.status_code == 201
+        other = next(item for item in created.json()["included"] if item["type"] == "api-keys")
+        other_key = other["attributes"]["secret"]
+        assert (await tenant.call("GET", "/v1/account", other_key)).status_code == 200
+        # ... and the failures go on being refused, whatever the credential's shape.
         unknown_key = await client.get(
             "/v1/account", headers={"Authorization": "Bearer psk_" + "z" * 43}
         )
         assert unknown_key.status_code == 429
-        # ... but a key already known to work goes on working.
+        assert unknown_key.headers["retry-after"]
+        assert (await client.get("/v1/account")).status_code == 429
         assert (await tenant.call("GET", "/v1/account")).status_code == 200
+
+
+@pytest.mark.parametrize(
+    ("first", "second", "shared"),
+    [
+        ("2001:db8:1:2::1", "2001:db8:1:2:ffff::9", True),
+        ("2001:db8:1:2::1", "2001:db8:1:3::1", False),
+        ("::ffff:192.0.2.1", "192.0.2.1", True),
+        ("192.0.2.1", "192.0.2.2", False),
+    ],
+)
+async def test_failures_count_per_ipv4_address_and_per_ipv6_64(
+    migrated_database: URL, first: str, second: str, shared: bool
+) -> None:
+    """A host holds a whole IPv6 /64: counted per address, it could make each
+    failure count against a new one."""
+    wrong = {"Authorization": "Bearer psk_" + "w" * 43}
+    async with api_app(migrated_database, rate_limit_auth_failures=2) as app:
+        async with client_of(app, (first, 1)) as client:
+            statuses = [(await client.get("/v1/account", headers=wrong)).status_code for _ in "abc"]
+        async with client_of(app, (second, 1)) as client:
+            status = (await client.get("/v1/account", headers=wrong)).status_code
+    assert statuses == [401, 401, 429]
+    assert status == (429 if shared else 401)
 
 
 def test_text_logs_escape_control_characters() -> None:

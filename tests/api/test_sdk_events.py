@@ -316,3 +316,38 @@ async def test_a_rolled_back_write_notifies_nobody(migrated_database: URL) -> No
     finally:
         await engine.dispose()
         await listener.close()
+
+
+async def _notify(database: URL, payloads: list[str]) -> None:
+    """NOTIFY the channel as any role that can connect could."""
+    connection = await connect(database)
+    try:
+        for payload in payloads:
+            await connection.execute("SELECT pg_notify($1, $2)", CHANNEL, payload)
+    finally:
+        await connection.close()
+
+
+def test_forged_notifications_never_reach_a_stream(
+    server: ServiceProcess, module_database: URL
+) -> None:
+    assert server.port is not None
+    key = create_account_over_http(server.port, "Forged")
+    base = f"http://127.0.0.1:{server.port}"
+    account = httpx.get(f"{base}/v1/account", headers=headers(key)).json()["data"]["id"]
+    lines, _ = open_stream(server.port, key)
+    assert lines.get(timeout=WAIT) == "status 200 text/event-stream; charset=utf-8"
+    forged = [
+        {"account": account, "event": 'config_deleted\ndata: {"id": "forged"}\n\nevent: x'},
+        {"account": account, "event": "config_deleted\r\ndata: {}", "id": "forged"},
+        {"account": account, "event": "flag_deleted", "id": "forged"},
+        {"account": account, "event": "config_deleted", "id": "forged\n\nevent: config_deleted"},
+        {"account": account, "event": "config_changed"},
+        {"account": account.upper(), "event": "config_deleted", "id": "forged"},
+    ]
+    asyncio.run(_notify(module_database, [json.dumps(payload) for payload in forged]))
+    created = httpx.post(f"{base}/api/v1/configs", json=sdk_config("real", 1), headers=headers(key))
+    assert created.status_code == 201, created.text
+    # NOTIFYs are delivered in order: the forged ones came first, and were dropped.
+    assert next_event(lines) == ("config_changed", {"id": "real"})
+    assert "ignored a config event notification the service did not send" in server.logs()

@@ -11,6 +11,7 @@ from typing import Any
 import httpx
 from asgi_lifespan import LifespanManager
 from sqlalchemy.engine import URL
+from starlette.types import ASGIApp
 
 from service.app import create_app
 from tests.support.configs import eventually, settings_for
@@ -22,16 +23,28 @@ JSONAPI = "application/vnd.api+json"
 @asynccontextmanager
 async def api_client(url: URL, **overrides: object) -> AsyncIterator[httpx.AsyncClient]:
     """A ready app on `url`, through its real lifespan."""
+    async with api_app(url, **overrides) as app, client_of(app) as client:
+        yield client
+
+
+@asynccontextmanager
+async def api_app(url: URL, **overrides: object) -> AsyncIterator[ASGIApp]:
+    """A ready app on `url` (its real lifespan running), for clients of it."""
     app = create_app(settings_for(url, **overrides))
     async with LifespanManager(app, startup_timeout=10, shutdown_timeout=30) as manager:
-        transport = httpx.ASGITransport(app=manager.app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://service") as client:
+        async with client_of(manager.app) as client:
 
             async def ready() -> bool:
                 return (await client.get("/readyz")).status_code == 200
 
             await eventually(ready)
-            yield client
+        yield manager.app
+
+
+def client_of(app: ASGIApp, peer: tuple[str, int] = ("127.0.0.1", 123)) -> httpx.AsyncClient:
+    """A client of `app` whose requests come from `peer` (an address, a port)."""
+    transport = httpx.ASGITransport(app=app, client=peer)
+    return httpx.AsyncClient(transport=transport, base_url="http://service")
 
 
 @dataclass

@@ -43,7 +43,7 @@ from service.api.item_types import (
     typed_items,
 )
 from service.api.json_body import JsonApiRoute
-from service.api.jsonapi import JsonApiBody, Strict, respond, timestamp
+from service.api.jsonapi import JsonApiBody, QueryBool, Strict, respond, timestamp
 from service.api.limits import (
     MAX_CHAIN_DEPTH,
     MAX_CONFIG_JSON_BYTES,
@@ -263,12 +263,12 @@ async def list_configs(
     sort: Annotated[Sort, Query()] = "key",
     page_number: Annotated[int, Query(alias="page[number]", ge=1, le=MAX_PAGE_NUMBER)] = 1,
     page_size: Annotated[int, Query(alias="page[size]", ge=1, le=MAX_PAGE_SIZE)] = MAX_PAGE_SIZE,
-    total: Annotated[bool, Query(alias="meta[total]")] = False,
+    total: Annotated[QueryBool, Query(alias="meta[total]")] = False,
     parent: Annotated[Key | None, Query(alias="filter[parent]")] = None,
     search: Annotated[
         str | None, Query(alias="filter[search]", max_length=200, pattern=NO_NUL)
     ] = None,
-    managed: Annotated[bool | None, Query(alias="filter[managed]")] = None,
+    managed: Annotated[QueryBool | None, Query(alias="filter[managed]")] = None,
 ) -> JsonApiResponse:
     query = with_parent_key(caller.account_id)
     if parent is not None:

@@ -25,7 +25,7 @@ from service.api.dependencies import Admin, Database, Viewer
 from service.api.environments import Color, Key, Name
 from service.api.errors import Conflict, JsonApiResponse, NotFound
 from service.api.json_body import JsonApiRoute
-from service.api.jsonapi import JsonApiBody, Strict, respond, timestamp
+from service.api.jsonapi import JsonApiBody, QueryBool, Strict, respond, timestamp
 from service.api.limits import NO_NUL, Text
 from service.api.queries import conflict_from
 from service.api.sdk import schemas
@@ -146,12 +146,12 @@ async def list_environments(
     sort: Annotated[Sort, Query()] = "name",
     page_number: Annotated[int, Query(alias="page[number]", ge=1, le=MAX_PAGE_NUMBER)] = 1,
     page_size: Annotated[int, Query(alias="page[size]", ge=1, le=MAX_PAGE_SIZE)] = MAX_PAGE_SIZE,
-    total: Annotated[bool, Query(alias="meta[total]")] = False,
+    total: Annotated[QueryBool, Query(alias="meta[total]")] = False,
     search: Annotated[
         str | None, Query(alias="filter[search]", max_length=200, pattern=NO_NUL)
     ] = None,
     classification: Annotated[Classification | None, Query(alias="filter[classification]")] = None,
-    managed: Annotated[bool | None, Query(alias="filter[managed]")] = None,
+    managed: Annotated[QueryBool | None, Query(alias="filter[managed]")] = None,
 ) -> JsonApiResponse:
     query = select(environments).where(environments.c.account_id == caller.account_id)
     if search is not None:

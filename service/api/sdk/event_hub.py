@@ -34,7 +34,7 @@ from typing import Any
 import asyncpg
 from sqlalchemy.engine import URL
 
-from service.api.config_events import CHANNEL, MANY_CHANGED
+from service.api.config_events import CHANNEL, MANY_CHANGED, parse
 from service.db.engines import application_name
 from service.db.tls import tls_options
 from service.migrations.errors import describe_error, is_unreachable
@@ -158,19 +158,27 @@ class EventHub:
                 stream.put(event)
 
     def _deliver(self, _connection: Any, _pid: int, _channel: str, payload: str) -> None:
+        """Hand a notification to the streams of its account: only an event
+        `announce` would send (config_events.parse), or a listener's probe.
+        An account with a stream here exists: its key was checked to open it."""
+        event = parse(payload)
+        if event is None:
+            if not self._is_probe(payload):
+                logger.warning("ignored a config event notification the service did not send")
+            return
+        data = {} if event.key is None else {"id": event.key}
+        for stream in self.streams.get(event.account_id, ()):
+            stream.put(Event(event.name, data))
+
+    def _is_probe(self, payload: str) -> bool:
         try:
             message = json.loads(payload)
-            if "probe" in message:
-                self._answer_probe(str(message["probe"]))
-                return
-            account_id = uuid.UUID(message["account"])
-            data = {"id": message["id"]} if "id" in message else {}
-            event = Event(str(message["event"]), data)
-        except (ValueError, KeyError, TypeError):
-            logger.warning("ignored a malformed config event notification")
-            return
-        for stream in self.streams.get(account_id, ()):
-            stream.put(event)
+        except ValueError:
+            return False
+        if not (isinstance(message, dict) and set(message) == {"probe"}):
+            return False
+        self._answer_probe(str(message["probe"]))
+        return True
 
     def _answer_probe(self, probe: str) -> None:
         waiting = self._probes.get(probe)
