@@ -9,13 +9,29 @@ server allows max_connections minus the slots it keeps for superusers (and,
 from PostgreSQL 16, for roles with pg_use_reserved_connections). Behind a
 transaction-pooling pooler the request pool counts against the pooler, not the
 server, and only the migration and listening connections reach PostgreSQL.
+
+The workers are counted as the supervisor that started them counts them:
+`uvicorn --workers N` (read from its command line with uvicorn's own parser,
+so UVICORN_WORKERS and WEB_CONCURRENCY count as uvicorn counts them), else
+WEB_CONCURRENCY (`python -m service --workers N` sets it; gunicorn reads it).
+
+Over budget, the fleet still migrates: until the schema is at head a worker
+keeps no idle connection (the bootstrap closes its pool's idle connections
+while behind head, and the listening connection opens once ready), so the
+migrator's session is not starved by the fleet's own idle connections.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import multiprocessing
 import os
+from collections.abc import Sequence
+from pathlib import Path
 
+import click
+import uvicorn
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -33,10 +49,50 @@ _SERVER_LIMITS = text(
 
 
 def worker_count() -> int:
-    """Worker processes of this server, as `python -m service`, uvicorn and gunicorn
-    take it by default: WEB_CONCURRENCY (`python -m service --workers N` sets it)."""
+    """Worker processes of this server: `--workers` of the uvicorn command that
+    started this worker, else WEB_CONCURRENCY, else 1."""
+    from_command = _uvicorn_workers(_supervisor_command())
+    if from_command is not None:
+        return from_command
     raw = os.environ.get("WEB_CONCURRENCY", "")
     return int(raw) if raw.isascii() and raw.isdigit() and int(raw) > 0 else 1
+
+
+def _supervisor_command() -> list[str]:
+    """The command line of the supervisor that spawned this worker (uvicorn's
+    multiprocess supervisor), or [] when there is none or it cannot be read."""
+    parent = multiprocessing.parent_process()
+    if parent is None or parent.pid is None:
+        return []
+    with contextlib.suppress(OSError):
+        raw = Path(f"/proc/{parent.pid}/cmdline").read_bytes()
+        return [os.fsdecode(part) for part in raw.split(b"\0") if part]
+    return []
+
+
+def _uvicorn_workers(command: Sequence[str]) -> int | None:
+    """`--workers` of a uvicorn command line (`uvicorn ...`, `python -m uvicorn
+    ...`), parsed by uvicorn's own command; None when it is not uvicorn's or
+    names no workers."""
+    arguments = _uvicorn_arguments(command)
+    if arguments is None:
+        return None
+    try:
+        context = uvicorn.main.make_context("uvicorn", arguments, resilient_parsing=True)
+    except click.ClickException:
+        return None
+    workers = context.params.get("workers")
+    return workers if isinstance(workers, int) and workers > 0 else None
+
+
+def _uvicorn_arguments(command: Sequence[str]) -> list[str] | None:
+    for index, part in enumerate(command):
+        if Path(part).name == "uvicorn":
+            return list(command[index + 1 :])
+        if part == "-m":
+            following = command[index + 1 : index + 2]
+            return list(command[index + 2 :]) if following == ["uvicorn"] else None
+    return None
 
 
 def connections_needed(settings: Settings, workers: int) -> int:
@@ -60,7 +116,8 @@ async def warn_if_over_budget(connection: AsyncConnection, settings: Settings) -
             "DATABASE_MAX_OVERFLOW %d + %d for migrating + %d listening for config events)) "
             "but the server accepts %d "
             "(max_connections %d - %d reserved), for every replica together: lower the pool "
-            "size or the workers, or put a pooler in front (see the README, Sizing the pools)",
+            "size or the workers, or put a pooler in front (see the README, Sizing the pools); "
+            "the migration still runs",
             needed,
             workers,
             settings.database_pool_size if settings.database_pooler == "none" else 0,

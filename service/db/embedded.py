@@ -42,7 +42,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import IO
 
@@ -94,10 +94,17 @@ def default_directory() -> Path:
 class EmbeddedPostgres:
     """One PostgreSQL server in `directory`, owned by this process while it runs."""
 
-    def __init__(self, directory: Path | None = None, port: int | None = None):
+    def __init__(
+        self,
+        directory: Path | None = None,
+        port: int | None = None,
+        server_settings: Mapping[str, str] | None = None,
+    ):
+        """`server_settings`: PostgreSQL settings over ours (`max_connections`, ...)."""
         self.directory = (directory or default_directory()).resolve()
         self.data = self.directory / "data"
         self.requested_port = port
+        self.server_settings = {"max_connections": "300", "fsync": "on", **(server_settings or {})}
         self.port = 0
         self._process: subprocess.Popen[bytes] | None = None
         self._lock_file: IO[str] | None = None
@@ -300,8 +307,9 @@ class EmbeddedPostgres:
         command = [
             str(binaries / "postgres"), "-D", str(self.data), "-p", str(self.port),
             "-c", "listen_addresses=127.0.0.1", "-c", f"unix_socket_directories={socket_dir}",
-            "-c", "max_connections=300", "-c", "fsync=on",
         ]  # fmt: skip
+        for name, value in self.server_settings.items():
+            command += ["-c", f"{name}={value}"]
         self._process = subprocess.Popen(
             command,
             stdout=log,

@@ -171,8 +171,14 @@ class Bootstrap:
                 await self._retry_while_unreachable(self._migrate_once)
             else:
                 await self._wait_for_schema()
-            await self._check_scripts(from_manifest=False)
+            await self._retry_while_unreachable(self._check_scripts_at_head)
         self._ready(by_manifest=False)
+
+    async def _check_scripts_at_head(self) -> None:
+        """Verify at head; a refused connection (a server out of slots while the
+        fleet's workers reconnect) is waited out like the check's."""
+        self.status.check()
+        await self._check_scripts(from_manifest=False)
 
     async def _reach_head(self) -> bool:
         """Migrate to head; True when the heads manifest said it was there already."""
@@ -262,6 +268,8 @@ class Bootstrap:
                     await self._run_startup_check(connection)
                     current = await current_revisions(connection)
                 self.status.observe(current, [])
+                if current != heads:
+                    await self._close_idle_connections()
                 return current == heads
 
             return await self._retry_while_unreachable(at_heads)
@@ -408,7 +416,16 @@ class Bootstrap:
         self.status.check()
         async with self.engine.connect() as connection:
             await self._run_startup_check(connection)
-            return await self._read_current(connection)
+            at_head = await self._read_current(connection)
+        if not at_head:
+            await self._close_idle_connections()
+        return at_head
+
+    async def _close_idle_connections(self) -> None:
+        """Behind head, keep no idle connection in the application's pool while
+        waiting or migrating: on a server with few slots to spare, a fleet's idle
+        pooled connections would leave none for the migrator's session."""
+        await self.engine.dispose()
 
     async def _wait_for_schema(self) -> None:
         """This process does not migrate: wait for another one to reach head."""
