@@ -339,14 +339,15 @@ class Bootstrap:
             extra={"revision": revision},
         )
 
-    async def _read_current(self, connection: AsyncConnection) -> bool:
+    async def _read_current(self, connection: AsyncConnection, *, serving: bool = False) -> bool:
         """Observe the database's revision; True when this code can serve it (at
-        head, or ahead of it on its own line when that is allowed)."""
+        head, or ahead of it on its own line when that is allowed; `serving`:
+        also ahead by revisions the trail cannot place, see _accept_ahead)."""
         revisions = await self._scripts()
         current = await current_revisions(connection)
         unknown = [revision for revision in current if not revisions.is_known(revision)]
         if unknown:
-            await self._accept_ahead(connection, revisions, current, unknown)
+            await self._accept_ahead(connection, revisions, current, unknown, serving=serving)
             return True
         self.status.observe(current, revisions.pending(current))
         return current == revisions.heads
@@ -355,7 +356,7 @@ class Bootstrap:
         """For the schema watch: None when this code can serve the database's
         revision, else why not."""
         try:
-            if await self._read_current(connection):
+            if await self._read_current(connection, serving=True):
                 return None
         except MigrationFailed as refused:
             return str(refused)
@@ -371,21 +372,32 @@ class Bootstrap:
         revisions: Revisions,
         current: tuple[str, ...],
         unknown: list[str],
+        *,
+        serving: bool,
     ) -> None:
         """A database revision this code does not know: serve only if it is ahead
-        on this code's own line (and that is allowed); else MigrationFailed."""
+        on this code's own line (and that is allowed); else MigrationFailed.
+
+        A process already serving also keeps serving a schema that moved to
+        revisions the trail cannot place (SQL applied without its audit rows),
+        reported, when ahead is allowed: it was at head a moment ago, and taking
+        the whole fleet out of rotation is an outage. A process that starts on
+        such a schema has no such evidence and stays unready; on a diverged
+        schema (the trail says another branch) nothing serves."""
         lineage, reason = await lineage_of_unknown(connection, revisions, unknown)
         described = f"the database is at {','.join(unknown)}, unknown to this code: {reason}"
-        if lineage is not Lineage.AHEAD:
+        unplaced = lineage is Lineage.UNKNOWN and serving
+        if lineage is not Lineage.AHEAD and not unplaced:
             raise MigrationFailed(f"{described} ({lineage.value})", "unknown_revision")
         if not self.config.allow_schema_ahead:
             raise MigrationFailed(
                 f"{described}; {self.config.named('allow_schema_ahead')} is false",
                 "unknown_revision",
             )
-        if not self.status.schema_ahead:
-            logger.warning("serving a schema ahead of this code: %s", described)
-        self.status.observe(current, [], ahead=True)
+        note = f"{described}; still serving, as before it moved" if unplaced else None
+        if not self.status.schema_ahead or note != self.status.schema_ahead_unplaced:
+            logger.warning("serving a schema ahead of this code: %s", note or described)
+        self.status.observe(current, [], ahead=True, unplaced=note)
 
     async def _verify(self, revisions: Revisions) -> None:
         """Compare the applied revisions' files with the checksums recorded when they ran."""
