@@ -10,10 +10,11 @@ from PostgreSQL 16, for roles with pg_use_reserved_connections). Behind a
 transaction-pooling pooler the request pool counts against the pooler, not the
 server, and only the migration and listening connections reach PostgreSQL.
 
-The workers are counted as the supervisor that started them counts them:
-`uvicorn --workers N` (read from its command line with uvicorn's own parser,
-so UVICORN_WORKERS and WEB_CONCURRENCY count as uvicorn counts them), else
-WEB_CONCURRENCY (`python -m service --workers N` sets it; gunicorn reads it).
+The workers are counted as the supervisor that started them counts them, from
+its command line, read with its own parser: `uvicorn --workers N` (and
+UVICORN_WORKERS), `gunicorn -w N` (and GUNICORN_CMD_ARGS; not a config
+file's `workers`); else WEB_CONCURRENCY, which `python -m service --workers N`
+sets and both read by default.
 
 Over budget, the fleet still migrates: until the schema is at head a worker
 keeps no idle connection (the bootstrap closes its pool's idle connections
@@ -23,10 +24,12 @@ migrator's session is not starved by the fleet's own idle connections.
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import logging
 import multiprocessing
 import os
+import shlex
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -49,23 +52,24 @@ _SERVER_LIMITS = text(
 
 
 def worker_count() -> int:
-    """Worker processes of this server: `--workers` of the uvicorn command that
-    started this worker, else WEB_CONCURRENCY, else 1."""
-    from_command = _uvicorn_workers(_supervisor_command())
-    if from_command is not None:
-        return from_command
+    """Worker processes of this server: the workers of the uvicorn or gunicorn
+    command that started this worker, else WEB_CONCURRENCY, else 1."""
+    command = _supervisor_command()
+    for workers_of in (_uvicorn_workers, _gunicorn_workers):
+        from_command = workers_of(command)
+        if from_command is not None:
+            return from_command
     raw = os.environ.get("WEB_CONCURRENCY", "")
     return int(raw) if raw.isascii() and raw.isdigit() and int(raw) > 0 else 1
 
 
 def _supervisor_command() -> list[str]:
-    """The command line of the supervisor that spawned this worker (uvicorn's
-    multiprocess supervisor), or [] when there is none or it cannot be read."""
+    """The command line of this process's parent: the supervisor that spawned
+    it (uvicorn's) or forked it (gunicorn's arbiter); [] when unreadable."""
     parent = multiprocessing.parent_process()
-    if parent is None or parent.pid is None:
-        return []
+    pid = parent.pid if parent is not None else os.getppid()
     with contextlib.suppress(OSError):
-        raw = Path(f"/proc/{parent.pid}/cmdline").read_bytes()
+        raw = Path(f"/proc/{pid}/cmdline").read_bytes()
         return [os.fsdecode(part) for part in raw.split(b"\0") if part]
     return []
 
@@ -85,13 +89,38 @@ def _uvicorn_workers(command: Sequence[str]) -> int | None:
     return workers if isinstance(workers, int) and workers > 0 else None
 
 
+def _gunicorn_workers(command: Sequence[str]) -> int | None:
+    """`-w` of a gunicorn command line (and GUNICORN_CMD_ARGS, which it reads
+    first), parsed by gunicorn's own parser; None when it is not gunicorn's
+    or names no workers."""
+    arguments = _program_arguments(command, "gunicorn")
+    if arguments is None:
+        return None
+    from gunicorn.config import Config
+
+    parser = Config().parser()
+    parser.exit_on_error = False
+    workers = None
+    for given in (shlex.split(os.environ.get("GUNICORN_CMD_ARGS", "")), arguments):
+        with contextlib.suppress(argparse.ArgumentError, SystemExit):
+            parsed, _ = parser.parse_known_args(given)
+            workers = parsed.workers if parsed.workers is not None else workers
+    return workers if isinstance(workers, int) and workers > 0 else None
+
+
 def _uvicorn_arguments(command: Sequence[str]) -> list[str] | None:
+    return _program_arguments(command, "uvicorn")
+
+
+def _program_arguments(command: Sequence[str], program: str) -> list[str] | None:
+    """The arguments given to `program` in a command line (`program ...`,
+    `python -m program ...`), None when the command runs something else."""
     for index, part in enumerate(command):
-        if Path(part).name == "uvicorn":
+        if Path(part).name == program:
             return list(command[index + 1 :])
         if part == "-m":
             following = command[index + 1 : index + 2]
-            return list(command[index + 2 :]) if following == ["uvicorn"] else None
+            return list(command[index + 2 :]) if following == [program] else None
     return None
 
 

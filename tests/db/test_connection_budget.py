@@ -23,9 +23,20 @@ WORKERS = 2
 POOL_SIZE = 200
 
 
+def _start(entry_point: str, environment: dict[str, str], log: Path) -> ServiceProcess:
+    if entry_point == "uvicorn":
+        return ServiceProcess.uvicorn(environment, log, workers=WORKERS)
+    if entry_point == "gunicorn":
+        return ServiceProcess.gunicorn(environment, log, workers=WORKERS)
+    return ServiceProcess.service(environment, log, "--workers", str(WORKERS))
+
+
+@pytest.mark.processes
+@pytest.mark.parametrize("entry_point", ["python -m service", "uvicorn", "gunicorn"])
 async def test_pools_larger_than_the_server_allows_are_warned_about(
-    migrated_database: URL, tmp_path: Path
+    migrated_database: URL, tmp_path: Path, entry_point: str
 ) -> None:
+    """Each entry point's workers are counted: `--workers 2`, `-w 2`."""
     connection = await connect(migrated_database)
     try:
         allowed = await connection.fetchval(
@@ -42,12 +53,14 @@ async def test_pools_larger_than_the_server_allows_are_warned_about(
         DATABASE_POOL_SIZE=str(POOL_SIZE),
         LOG_FORMAT="json",
     )
-    process = ServiceProcess.service(environment, tmp_path / "big.log", "--workers", str(WORKERS))
+    process = _start(entry_point, environment, tmp_path / "big.log")
     try:
         wait_for(lambda: len(process.pids_that_logged("schema at head")) == WORKERS, 60, "ready")
     finally:
         process.stop()
-    warned = process.pids_that_logged(f"this process may open {needed} connections")
+    warned = process.pids_that_logged(
+        f"this process may open {needed} connections ({WORKERS} workers x"
+    )
     assert len(warned) == WORKERS, process.logs()
     assert f"the server accepts {allowed}" in process.logs()
 
@@ -59,6 +72,7 @@ REPLICAS = 2
 
 
 @pytest.mark.processes
+@pytest.mark.one_server  # its own small server, whatever the server under test
 async def test_an_over_budget_fleet_counts_its_workers_and_still_migrates(tmp_path: Path) -> None:
     """Two `uvicorn --workers 2` replicas on a server with 6 slots for their role
     (their pools could take 26 each): each worker names its 2 workers in one
