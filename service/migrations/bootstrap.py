@@ -177,7 +177,8 @@ class Bootstrap:
     async def _check_scripts_at_head(self) -> None:
         """Verify at head; a refused connection (a server out of slots while the
         fleet's workers reconnect) is waited out like the check's."""
-        self.status.check()
+        if self.status.phase is Phase.WAITING_FOR_DATABASE:
+            self.status.check()  # back from waiting: ready is reached from a check
         await self._check_scripts(from_manifest=False)
 
     async def _reach_head(self) -> bool:
