@@ -192,7 +192,8 @@ class Settings(BaseSettings):
     allow_schema_ahead: bool = Field(
         default=True,
         description="Serve when the database is ahead of this code on the same line (a rolled-back "
-        "deploy); false refuses readiness then.",
+        "deploy); false refuses readiness then. Ahead where the audit trail cannot place it: "
+        "processes already serving keep serving (reported), starting ones refuse.",
     )
     migration_keepalive_idle: Annotated[int, Field(ge=1, le=3600)] = Field(
         default=20, description="Seconds before the server probes a silent migration connection."

@@ -79,6 +79,8 @@ def main(arguments: Sequence[str] | None = None) -> int:
     except EmbeddedDatabaseUnavailable as error:
         print(f"error: {error}", file=sys.stderr)
         return EXIT_FAILED
+    except EmbeddedDatabaseDied:
+        return EXIT_FAILED  # the watch logged why, in one line
     except (DBAPIError, OSError) as error:
         if command == "serve":
             raise
@@ -92,6 +94,10 @@ def main(arguments: Sequence[str] | None = None) -> int:
 
 class EmbeddedDatabaseUnavailable(Exception):
     """DATABASE_URL is unset and the embedded PostgreSQL cannot serve instead."""
+
+
+class EmbeddedDatabaseDied(Exception):
+    """The embedded PostgreSQL died under the service, which then stopped."""
 
 
 def _run(command: str, settings: Settings, options: argparse.Namespace) -> int:
@@ -246,6 +252,9 @@ def _database(settings: Settings, *, serving: bool) -> Iterator[Settings]:
         raise EmbeddedDatabaseUnavailable(
             f"DATABASE_URL is not set, and the embedded PostgreSQL cannot start: {error}"
         ) from None
+    died: list[str] = []
+    if serving:
+        server.watch(lambda reason: _stop_serving(died, reason))
     try:
         print(
             f"embedded PostgreSQL: {masked(url)} (data in {server.directory}; "
@@ -255,6 +264,18 @@ def _database(settings: Settings, *, serving: bool) -> Iterator[Settings]:
         yield _with_database_url(url)
     finally:
         server.stop()
+        if died:
+            # Whatever ended the serving (the SIGTERM below), the exit is a failure.
+            raise EmbeddedDatabaseDied(died[0])
+
+
+def _stop_serving(died: list[str], reason: str) -> None:
+    """The embedded server died: stop serving (uvicorn's graceful shutdown, as on
+    SIGTERM) and exit non-zero, rather than answer 503 for good. Not restarted:
+    what killed it (memory, a full disk) is the developer's to see first, and
+    the next start recovers its data."""
+    died.append(reason)
+    os.kill(os.getpid(), signal.SIGTERM)
 
 
 def _with_database_url(url: URL) -> Settings:

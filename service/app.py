@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import gc
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
@@ -28,6 +29,10 @@ from service.observability.middleware import RequestObservability
 from service.state import State
 from service.workers import die_with_supervisor
 from settings import Settings, load_settings
+
+# How often a worker looks whether its schema is at head, to start listening for
+# config events (an in-memory flag: cheap).
+SCHEMA_READY_POLL = 0.1
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -76,6 +81,7 @@ def _lifespan(
                     settings.events_url,
                     settings.database_connect_timeout,
                     settings.http_max_connections,
+                    listen_after=lambda: _schema_at_head(status),
                 ) as events,
             ):
                 _freeze_startup_objects()
@@ -97,6 +103,13 @@ def _lifespan(
             await engine.dispose()
 
     return lifespan
+
+
+async def _schema_at_head(status: MigrationStatus) -> None:
+    """Return once the bootstrap is ready. The status is a state machine with no
+    event to wait on; its flag is in this process's memory, so a poll is cheap."""
+    while not status.ready:  # noqa: ASYNC110
+        await asyncio.sleep(SCHEMA_READY_POLL)
 
 
 def _freeze_startup_objects() -> None:

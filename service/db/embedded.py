@@ -16,6 +16,10 @@ Here:
 - an exclusive file lock keeps two service processes from sharing one folder;
 - as root it runs the server as a dedicated system user and copies the binaries
   to a folder that user may read, touching no other folder's permissions;
+- a serving process watches the server (`watch`): a server that dies under it
+  (the OOM killer, a mistaken kill, a full disk) is reported in one log line with
+  its exit status and the last lines of its log, and the service stops with a
+  non-zero status instead of serving 503s for good (docs/operations/command-line.md, Exit statuses);
 - while it runs, its URL (password included) is in the file `database-url` of
   the folder, readable by its owner alone: the commands run beside the service
   (`python -m service db status`, `alembic`, `python -m service psql`) find the
@@ -38,7 +42,9 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import IO
 
@@ -53,6 +59,13 @@ _START_TIMEOUT = 60.0
 _STOP_TIMEOUT = 30.0
 _PR_SET_PDEATHSIG = 1
 CONNECTION_FILE = "database-url"
+LOG_FILE = "postgres.log"
+# Lines of the server's log quoted when it dies, read from this many last bytes.
+LAST_LOG_LINES = 5
+_LOG_TAIL_BYTES = 16384
+# Log lines that quote a statement or the values of a row (a duplicate key):
+# data, not a reason, and left out of the service's log.
+_DATA_LINES = ("STATEMENT:", "DETAIL:")
 
 
 def _bundled_installation() -> Path:
@@ -83,10 +96,17 @@ def default_directory() -> Path:
 class EmbeddedPostgres:
     """One PostgreSQL server in `directory`, owned by this process while it runs."""
 
-    def __init__(self, directory: Path | None = None, port: int | None = None):
+    def __init__(
+        self,
+        directory: Path | None = None,
+        port: int | None = None,
+        server_settings: Mapping[str, str] | None = None,
+    ):
+        """`server_settings`: PostgreSQL settings over ours (`max_connections`, ...)."""
         self.directory = (directory or default_directory()).resolve()
         self.data = self.directory / "data"
         self.requested_port = port
+        self.server_settings = {"max_connections": "300", "fsync": "on", **(server_settings or {})}
         self.port = 0
         self._process: subprocess.Popen[bytes] | None = None
         self._lock_file: IO[str] | None = None
@@ -148,6 +168,32 @@ class EmbeddedPostgres:
         if self._lock_file is not None:
             self._lock_file.close()
             self._lock_file = None
+
+    def watch(self, on_death: Callable[[str], None]) -> None:
+        """Call `on_death` (from another thread) with why, should the server exit
+        before `stop`; the reason, with its exit status and the last lines of its
+        log, is logged as one error line first."""
+        process = self._process
+        if process is None:
+            raise EmbeddedPostgresError("the embedded PostgreSQL is not running")
+
+        def wait() -> None:
+            status = process.wait()
+            if self._process is not process:
+                return  # stopped on purpose
+            reason = self._death_report(process.pid, status)
+            logger.error("%s", reason)
+            on_death(reason)
+
+        threading.Thread(target=wait, name="embedded-postgres-watch", daemon=True).start()
+
+    def _death_report(self, pid: int, status: int) -> str:
+        log = self.directory / LOG_FILE
+        lines = " | ".join(_last_log_lines(log)) or "(empty)"
+        return (
+            f"the embedded PostgreSQL (pid {pid}) died: {_exit_described(status)}; "
+            f"the last lines of {log}: {lines}"
+        )
 
     def __enter__(self) -> EmbeddedPostgres:
         self.start()
@@ -262,14 +308,15 @@ class EmbeddedPostgres:
         self._give_to_server_user(socket_dir)
         # The server's log holds statements and key values (a duplicate email):
         # for its owner only, like the password and connection files.
-        log_path = self.directory / "postgres.log"
+        log_path = self.directory / LOG_FILE
         log = os.fdopen(os.open(log_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600), "ab")
         log_path.chmod(0o600)
         command = [
             str(binaries / "postgres"), "-D", str(self.data), "-p", str(self.port),
             "-c", "listen_addresses=127.0.0.1", "-c", f"unix_socket_directories={socket_dir}",
-            "-c", "max_connections=300", "-c", "fsync=on",
         ]  # fmt: skip
+        for name, value in self.server_settings.items():
+            command += ["-c", f"{name}={value}"]
         self._process = subprocess.Popen(
             command,
             stdout=log,
@@ -289,7 +336,7 @@ class EmbeddedPostgres:
             if self._process.poll() is not None:
                 raise EmbeddedPostgresError(
                     f"PostgreSQL exited with status {self._process.returncode}; see "
-                    f"{self.directory / 'postgres.log'}"
+                    f"{self.directory / LOG_FILE}"
                 )
             ready = subprocess.run(
                 [str(binaries / "pg_isready"), "-q", "-h", "127.0.0.1", "-p", str(self.port)],
@@ -331,6 +378,32 @@ class EmbeddedPostgres:
             raise EmbeddedPostgresError(
                 f"{Path(str(command[0])).name} failed: {result.stderr.strip()}"
             )
+
+
+def _last_log_lines(log: Path) -> list[str]:
+    """The last lines of the server's log that name no data (see _DATA_LINES)."""
+    try:
+        with log.open("rb") as file:
+            file.seek(max(0, file.seek(0, os.SEEK_END) - _LOG_TAIL_BYTES))
+            tail = file.read().decode(errors="replace").splitlines()
+    except OSError as error:
+        return [f"(unreadable: {error.strerror})"]
+    kept = [line.strip() for line in tail if line.strip() and not _names_data(line)]
+    return kept[-LAST_LOG_LINES:]
+
+
+def _exit_described(status: int) -> str:
+    """A Popen returncode in words: negative is the signal that ended the process."""
+    if status >= 0:
+        return f"exit status {status}"
+    try:
+        return f"killed by {signal.Signals(-status).name}"
+    except ValueError:
+        return f"killed by signal {-status}"
+
+
+def _names_data(line: str) -> bool:
+    return any(marker in line for marker in _DATA_LINES)
 
 
 def running_server_url(directory: Path | None = None) -> URL | None:

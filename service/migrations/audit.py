@@ -7,6 +7,15 @@ The table belongs to the application's schema: its models include it with
 it), and a revision creates it like any other table. Until that revision has
 run, the steps are kept and written by the revision that creates it.
 
+A script rendered offline (`alembic upgrade A:B --sql`, applied later with
+psql) writes the same rows: each revision's transaction ends with an insert
+of its row (revision, parents, direction, checksum as the bootstrap records
+them), timed and attributed by the session that applies it (`now()` is the
+revision's transaction start, `clock_timestamp()` its end, the client address
+and backend pid of that session), runner RUNNER_OFFLINE. It is guarded by the
+audit table's existence, so a script starting below the revision that creates
+the table records from that revision on.
+
 The checksum is the SHA-256 (hex) of the revision file's text after
 normalising it: decoded as UTF-8, every line ending (CRLF, CR) turned into LF,
 trailing spaces and tabs removed from every line, trailing blank lines removed,
@@ -43,7 +52,7 @@ from sqlalchemy import (
     text,
 )
 from sqlalchemy.dialects.postgresql import ARRAY, distinct_on
-from sqlalchemy.engine import Connection
+from sqlalchemy.engine import Connection, Dialect
 
 if TYPE_CHECKING:
     from alembic.runtime.migration import MigrationInfo
@@ -82,6 +91,7 @@ audit_table = define_audit_table(MetaData())
 RUNNER_BOOTSTRAP = "bootstrap"
 RUNNER_COMMAND_LINE = "command line"
 RUNNER_UNRECORDED = "unrecorded earlier run"
+RUNNER_OFFLINE = "offline sql"
 
 
 def checksum_of_text(content: str) -> str:
@@ -203,6 +213,37 @@ def _row(
         "runner": runner,
         "checksum": checksum,
     }
+
+
+def offline_row_sql(step: MigrationInfo, app_version: str, dialect: Dialect) -> str:
+    """The SQL that writes `step`'s audit row when a rendered script runs (see
+    the module's docstring), in `dialect` (the rendering's): a DO block, so that
+    it plans the insert only when the audit table exists."""
+    path = getattr(step.up_revision, "path", None)
+    started, finished = func.now(), func.clock_timestamp()
+    row = (
+        insert(audit_table)
+        .inline()
+        .values(
+            revision=step.up_revision_id,
+            down_revisions=list(step.down_revision_ids),
+            direction="upgrade" if step.is_upgrade else "downgrade",
+            started_at=started,
+            finished_at=finished,
+            duration_seconds=func.extract("epoch", finished - started),
+            host=func.coalesce(func.host(func.inet_client_addr()), "local socket"),
+            pid=func.pg_backend_pid(),
+            app_version=app_version,
+            database_user=func.current_user(),
+            runner=RUNNER_OFFLINE,
+            checksum=checksum_of_file(path) if path else None,
+        )
+    )
+    rendered = row.compile(dialect=dialect, compile_kwargs={"literal_binds": True})
+    return (
+        f"DO $audit$ BEGIN IF to_regclass('{AUDIT_TABLE}') IS NOT NULL THEN {rendered}; "
+        "END IF; END $audit$"
+    )
 
 
 def history_query(limit: int) -> Any:

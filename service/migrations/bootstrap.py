@@ -171,8 +171,15 @@ class Bootstrap:
                 await self._retry_while_unreachable(self._migrate_once)
             else:
                 await self._wait_for_schema()
-            await self._check_scripts(from_manifest=False)
+            await self._retry_while_unreachable(self._check_scripts_at_head)
         self._ready(by_manifest=False)
+
+    async def _check_scripts_at_head(self) -> None:
+        """Verify at head; a refused connection (a server out of slots while the
+        fleet's workers reconnect) is waited out like the check's."""
+        if self.status.phase is Phase.WAITING_FOR_DATABASE:
+            self.status.check()  # back from waiting: ready is reached from a check
+        await self._check_scripts(from_manifest=False)
 
     async def _reach_head(self) -> bool:
         """Migrate to head; True when the heads manifest said it was there already."""
@@ -262,6 +269,8 @@ class Bootstrap:
                     await self._run_startup_check(connection)
                     current = await current_revisions(connection)
                 self.status.observe(current, [])
+                if current != heads:
+                    await self._close_idle_connections()
                 return current == heads
 
             return await self._retry_while_unreachable(at_heads)
@@ -331,14 +340,15 @@ class Bootstrap:
             extra={"revision": revision},
         )
 
-    async def _read_current(self, connection: AsyncConnection) -> bool:
+    async def _read_current(self, connection: AsyncConnection, *, serving: bool = False) -> bool:
         """Observe the database's revision; True when this code can serve it (at
-        head, or ahead of it on its own line when that is allowed)."""
+        head, or ahead of it on its own line when that is allowed; `serving`:
+        also ahead by revisions the trail cannot place, see _accept_ahead)."""
         revisions = await self._scripts()
         current = await current_revisions(connection)
         unknown = [revision for revision in current if not revisions.is_known(revision)]
         if unknown:
-            await self._accept_ahead(connection, revisions, current, unknown)
+            await self._accept_ahead(connection, revisions, current, unknown, serving=serving)
             return True
         self.status.observe(current, revisions.pending(current))
         return current == revisions.heads
@@ -347,7 +357,7 @@ class Bootstrap:
         """For the schema watch: None when this code can serve the database's
         revision, else why not."""
         try:
-            if await self._read_current(connection):
+            if await self._read_current(connection, serving=True):
                 return None
         except MigrationFailed as refused:
             return str(refused)
@@ -363,21 +373,32 @@ class Bootstrap:
         revisions: Revisions,
         current: tuple[str, ...],
         unknown: list[str],
+        *,
+        serving: bool,
     ) -> None:
         """A database revision this code does not know: serve only if it is ahead
-        on this code's own line (and that is allowed); else MigrationFailed."""
+        on this code's own line (and that is allowed); else MigrationFailed.
+
+        A process already serving also keeps serving a schema that moved to
+        revisions the trail cannot place (SQL applied without its audit rows),
+        reported, when ahead is allowed: it was at head a moment ago, and taking
+        the whole fleet out of rotation is an outage. A process that starts on
+        such a schema has no such evidence and stays unready; on a diverged
+        schema (the trail says another branch) nothing serves."""
         lineage, reason = await lineage_of_unknown(connection, revisions, unknown)
         described = f"the database is at {','.join(unknown)}, unknown to this code: {reason}"
-        if lineage is not Lineage.AHEAD:
+        unplaced = lineage is Lineage.UNKNOWN and serving
+        if lineage is not Lineage.AHEAD and not unplaced:
             raise MigrationFailed(f"{described} ({lineage.value})", "unknown_revision")
         if not self.config.allow_schema_ahead:
             raise MigrationFailed(
                 f"{described}; {self.config.named('allow_schema_ahead')} is false",
                 "unknown_revision",
             )
-        if not self.status.schema_ahead:
-            logger.warning("serving a schema ahead of this code: %s", described)
-        self.status.observe(current, [], ahead=True)
+        note = f"{described}; still serving, as before it moved" if unplaced else None
+        if not self.status.schema_ahead or note != self.status.schema_ahead_unplaced:
+            logger.warning("serving a schema ahead of this code: %s", note or described)
+        self.status.observe(current, [], ahead=True, unplaced=note)
 
     async def _verify(self, revisions: Revisions) -> None:
         """Compare the applied revisions' files with the checksums recorded when they ran."""
@@ -408,7 +429,16 @@ class Bootstrap:
         self.status.check()
         async with self.engine.connect() as connection:
             await self._run_startup_check(connection)
-            return await self._read_current(connection)
+            at_head = await self._read_current(connection)
+        if not at_head:
+            await self._close_idle_connections()
+        return at_head
+
+    async def _close_idle_connections(self) -> None:
+        """Behind head, keep no idle connection in the application's pool while
+        waiting or migrating: on a server with few slots to spare, a fleet's idle
+        pooled connections would leave none for the migrator's session."""
+        await self.engine.dispose()
 
     async def _wait_for_schema(self) -> None:
         """This process does not migrate: wait for another one to reach head."""

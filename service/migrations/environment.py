@@ -25,15 +25,18 @@ import asyncio
 import io
 from collections.abc import Callable
 from logging.config import fileConfig
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import MetaData
 from sqlalchemy.engine import Connection
 
 from service.migrations import lock
 from service.migrations.alembic_cli import run_locked
-from service.migrations.audit import RUNNER_COMMAND_LINE, AuditWriter
+from service.migrations.audit import RUNNER_COMMAND_LINE, AuditWriter, offline_row_sql
 from service.migrations.config import MigrationConfig
+
+if TYPE_CHECKING:
+    from alembic.runtime.migration import MigrationInfo
 
 
 def run_migrations(
@@ -52,7 +55,7 @@ def run_migrations(
         _run_draft(context, target_metadata, configure_options)
         return
     if context.is_offline_mode():
-        _run_offline(context, target_metadata)
+        _run_offline(context, target_metadata, app_version)
         return
     audit = AuditWriter(
         runner=config.attributes.get("runner", RUNNER_COMMAND_LINE), app_version=app_version
@@ -85,13 +88,21 @@ def run_migrations(
         asyncio.run(run_locked(command_line_config(), configure_and_run))
 
 
-def _run_offline(context: Any, target_metadata: MetaData) -> None:
-    # Rendering SQL needs only the dialect, no database.
+def _run_offline(context: Any, target_metadata: MetaData, app_version: str) -> None:
+    """Render SQL (needs only the dialect, no database); each revision's
+    transaction writes its audit row, as an online run does (audit.py)."""
+
+    def on_version_apply(*, ctx: Any, step: MigrationInfo, **_: Any) -> None:
+        if step.is_migration:
+            sql = offline_row_sql(step, app_version, ctx.dialect)
+            ctx.impl.static_output(sql + ctx.impl.command_terminator)
+
     context.configure(
         dialect_name="postgresql",
         target_metadata=target_metadata,
         literal_binds=True,
         transaction_per_migration=True,
+        on_version_apply=on_version_apply,
     )
     with context.begin_transaction():
         context.run_migrations()

@@ -56,8 +56,10 @@ POSTGRES_VERSION = "14"
 RENDER_RULE = "offline-render"
 DIRECTIVE_RULE = "squawk-directive"
 
+# Alembic's version table and the audit row each revision writes (audit.py).
 _BOOKKEEPING = re.compile(
-    rf"^(CREATE TABLE|INSERT INTO|UPDATE|DELETE FROM) {VERSION_TABLE}\b", re.IGNORECASE
+    rf"^(CREATE TABLE|INSERT INTO|UPDATE|DELETE FROM) {VERSION_TABLE}\b|^DO \$audit\$",
+    re.IGNORECASE,
 )
 _DIRECTIVE = re.compile(r"(--|/\*)\s*squawk-", re.IGNORECASE)
 

@@ -142,6 +142,7 @@ class ReadinessAnswer(BaseModel):
     target_revision: str | None = None
     migrated_here: bool | None = None
     schema_ahead: bool | None = None
+    schema_ahead_unplaced: str | None = None
     verification: str | None = None
     migration: dict[str, Any] | None = None
     lock_holder: dict[str, Any] | None = None

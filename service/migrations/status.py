@@ -150,6 +150,9 @@ class MigrationStatus:
     failure: str | None = None
     migrated_here: bool = False
     schema_ahead: bool = False
+    # Why a serving process keeps serving a schema ahead by revisions the audit
+    # trail cannot place (bootstrap.py _accept_ahead); None otherwise.
+    schema_ahead_unplaced: str | None = None
     verification: str | None = None
     phase_since: float = field(default_factory=time.monotonic)
     started_at: datetime = field(default_factory=lambda: datetime.now(UTC))
@@ -235,12 +238,20 @@ class MigrationStatus:
         """The heads this code brings the database to."""
         self.target_revision = heads
 
-    def observe(self, current: tuple[str, ...], pending: list[str], *, ahead: bool = False) -> None:
+    def observe(
+        self,
+        current: tuple[str, ...],
+        pending: list[str],
+        *,
+        ahead: bool = False,
+        unplaced: str | None = None,
+    ) -> None:
         """The database's revision, what it lacks of the heads, and whether it is
-        ahead of them on this code's line."""
+        ahead of them on this code's line (or ahead where the trail cannot place it)."""
         self.current_revision = current
         self.pending = pending
         self.schema_ahead = ahead
+        self.schema_ahead_unplaced = unplaced
 
     def waited_for_lock(self, seconds: float) -> None:
         self.lock_wait_seconds += seconds
@@ -269,6 +280,8 @@ class MigrationStatus:
             "migrated_here": self.migrated_here,
             "schema_ahead": self.schema_ahead,
         }
+        if self.schema_ahead_unplaced is not None:
+            body["schema_ahead_unplaced"] = self.schema_ahead_unplaced
         if self.verification is not None:
             body["verification"] = self.verification
         if self._phase is Phase.MIGRATING:

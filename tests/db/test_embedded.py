@@ -190,3 +190,39 @@ def test_the_servers_log_is_for_its_owner_only(folder: Path, tmp_path: Path) -> 
         assert (folder / "postgres" / "postgres.log").stat().st_mode & 0o777 == 0o600
     finally:
         process.stop()
+
+
+@pytest.mark.processes
+def test_a_dead_server_stops_the_service_with_its_reason(folder: Path, tmp_path: Path) -> None:
+    """A postmaster killed under `--workers 2` (the OOM killer, a mistaken kill)
+    is named in one log line with how it ended and its log's last lines, and the
+    service exits 1 instead of answering 503 for good; the next start serves."""
+    first = serve(folder, tmp_path / "first.log", "--workers", "2")
+    try:
+        first.wait_for_phase("ready", timeout=120)
+        server = postmaster_pid(folder)
+        os.kill(server, signal.SIGKILL)
+        assert first.exit_status(timeout=90) == 1, first.logs()
+    finally:
+        first.stop()
+    reports = [
+        event
+        for event in first.events()
+        if event["message"].startswith("the embedded PostgreSQL (pid")
+    ]
+    assert len(reports) == 1, first.logs()
+    report = reports[0]
+    assert report["level"] == "error"
+    assert f"(pid {server}) died: killed by SIGKILL" in report["message"]
+    server_log = folder / "postgres" / "postgres.log"
+    quoted = report["message"].split(f"the last lines of {server_log}: ", 1)[1].split(" | ")
+    written = {line.strip() for line in server_log.read_text().splitlines()}
+    assert quoted, report
+    assert set(quoted) <= written, report
+    assert not (folder / "postgres" / "database-url").exists()
+
+    second = serve(folder, tmp_path / "second.log")
+    try:
+        assert second.wait_for_phase("ready", timeout=120)["migrated_here"] is False
+    finally:
+        second.stop()

@@ -25,7 +25,7 @@ import logging
 import signal
 import threading
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager, suppress
 from dataclasses import dataclass, field
 from types import FrameType
@@ -210,7 +210,10 @@ class EventHub:
                 self.not_listening = f"the listening connection was lost ({type(error).__name__})"
                 logger.warning("config events: %s", self.not_listening)
                 attempt += 1
-                if isinstance(error, _ProbeLost):
+                # Reconnect at once after losing a connection that listened;
+                # else wait (a probe that never arrives, or a server refusing
+                # the probe's connection, would otherwise spin).
+                if isinstance(error, _ProbeLost) or attempt > 1:
                     await self._pause(attempt, error)
             finally:
                 connection.terminate()
@@ -272,14 +275,25 @@ class EventHub:
 
 @asynccontextmanager
 async def running_hub(
-    url: URL, connect_timeout: float, max_connections: int
+    url: URL,
+    connect_timeout: float,
+    max_connections: int,
+    listen_after: Callable[[], Awaitable[None]] | None = None,
 ) -> AsyncIterator[EventHub]:
-    """A hub listening for the life of the worker. Its streams end as soon as
-    the worker is told to stop (SIGTERM, SIGINT), not when the server's
-    graceful shutdown gives up on them: the server's own handlers are wrapped
-    so that they also close the hub."""
+    """A hub listening for the life of the worker, from when `listen_after`
+    returns (the schema at head: before that no stream is served, and the
+    listening connection would take a slot the migrator may need). Its streams
+    end as soon as the worker is told to stop (SIGTERM, SIGINT), not when the
+    server's graceful shutdown gives up on them: the server's own handlers are
+    wrapped so that they also close the hub."""
     hub = EventHub(url, connect_timeout, max_streams=max(1, max_connections // 2))
-    listener = asyncio.create_task(hub.listen(), name="config events listener")
+
+    async def listen() -> None:
+        if listen_after is not None:
+            await listen_after()
+        await hub.listen()
+
+    listener = asyncio.create_task(listen(), name="config events listener")
     restore = _close_on_exit_signals(hub, asyncio.get_running_loop())
     try:
         yield hub
