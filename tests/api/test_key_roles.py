@@ -197,20 +197,20 @@ def accounts_command(url: URL, *arguments: str) -> subprocess.CompletedProcess[s
 
 @pytest.mark.processes
 async def test_the_operator_recovers_an_account_whose_owner_lost_every_key(
-    module_database: URL,
+    migrated_database: URL,
 ) -> None:
-    async with api_client(module_database) as client:
+    async with api_client(migrated_database) as client:
         tenant = await new_tenant(client)
-    connection = await connect(module_database)
+    connection = await connect(migrated_database)
     await connection.execute("UPDATE api_keys SET revoked_at = now()")  # every key lost
     recovered = accounts_command(
-        module_database, "recover", tenant.account_id, "--reason", "owner lost every key"
+        migrated_database, "recover", tenant.account_id, "--reason", "owner lost every key"
     )
     assert recovered.returncode == 0, recovered.stderr
     secret = recovered.stdout.strip()
     assert API_KEY.fullmatch(secret), "standard output holds the secret alone"
     assert secret not in recovered.stderr
-    async with api_client(module_database) as client:
+    async with api_client(migrated_database) as client:
         renamed = await client.patch(
             "/v1/account",
             headers={"Authorization": f"Bearer {secret}", "Content-Type": "application/json"},
@@ -234,15 +234,15 @@ async def test_the_operator_recovers_an_account_whose_owner_lost_every_key(
 
 @pytest.mark.processes
 async def test_recovery_refuses_what_it_cannot_do_and_writes_nothing(
-    module_database: URL,
+    migrated_database: URL,
 ) -> None:
-    async with api_client(module_database) as client:
+    async with api_client(migrated_database) as client:
         tenant = await new_tenant(client)
         await tenant.create("users", {"email": "second@owner.test", "role": "OWNER"})
-    unknown = accounts_command(module_database, "recover", str(uuid.uuid4()), "--reason", "r")
+    unknown = accounts_command(migrated_database, "recover", str(uuid.uuid4()), "--reason", "r")
     assert unknown.returncode == 1
     assert "no account with id" in unknown.stderr
-    several = accounts_command(module_database, "recover", tenant.account_id, "--reason", "r")
+    several = accounts_command(migrated_database, "recover", tenant.account_id, "--reason", "r")
     assert several.returncode == 1
     assert "second@owner.test" in several.stderr
     assert "--email" in several.stderr
@@ -251,13 +251,13 @@ async def test_recovery_refuses_what_it_cannot_do_and_writes_nothing(
         ("recover", tenant.account_id, "--reason", "not UTF-8: \udcff"),
         ("recover", "not-an-id", "--reason", "r"),
     ):
-        refused = accounts_command(module_database, *arguments)
+        refused = accounts_command(migrated_database, *arguments)
         assert refused.returncode == 2, arguments
-    connection = await connect(module_database)
+    connection = await connect(migrated_database)
     assert await connection.fetchval("SELECT count(*) FROM operator_audit") == 0
     assert await connection.fetchval("SELECT count(*) FROM api_keys") == 1
     chosen = accounts_command(
-        module_database,
+        migrated_database,
         "recover",
         tenant.account_id,
         "--reason",

@@ -12,7 +12,12 @@ from sqlalchemy.engine import URL
 
 from tests.support.api import JSONAPI, document
 from tests.support.configs import shared_folder
-from tests.support.fleet import DDL_AUDIT, assert_migrated_once, start_fleet, wait_until_ready
+from tests.support.fleet import (
+    DDL_AUDIT,
+    assert_migrated_once,
+    start_fleet_at_the_lock,
+    wait_until_ready,
+)
 from tests.support.pgbouncer import pgbouncer
 from tests.support.postgres import connect, service_url
 from tests.support.processes import OPERATOR_TOKEN, service_environment
@@ -34,7 +39,9 @@ async def test_fleet_behind_pgbouncer(empty_database: URL, tmp_path: Path) -> No
             DATABASE_POOLER="transaction",
             OPERATOR_TOKEN=OPERATOR_TOKEN,
         )
-        fleet = start_fleet(environment, tmp_path, PROCESSES, WORKERS)
+        fleet = await start_fleet_at_the_lock(
+            empty_database, environment, tmp_path, PROCESSES, WORKERS
+        )
         try:
             wait_until_ready(fleet, PROCESSES * WORKERS)
             async with httpx.AsyncClient(timeout=30) as client:

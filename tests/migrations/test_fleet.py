@@ -7,7 +7,12 @@ from pathlib import Path
 import pytest
 from sqlalchemy.engine import URL
 
-from tests.support.fleet import DDL_AUDIT, assert_migrated_once, start_fleet, wait_until_ready
+from tests.support.fleet import (
+    DDL_AUDIT,
+    assert_migrated_once,
+    start_fleet_at_the_lock,
+    wait_until_ready,
+)
 from tests.support.postgres import connect, service_url
 from tests.support.processes import service_environment
 
@@ -22,7 +27,7 @@ async def test_fleet_migrates_exactly_once(empty_database: URL, tmp_path: Path) 
     connection = await connect(empty_database)
     await connection.execute(DDL_AUDIT)
     environment = service_environment(DATABASE_URL=service_url(empty_database))
-    fleet = start_fleet(environment, tmp_path, PROCESSES, WORKERS)
+    fleet = await start_fleet_at_the_lock(empty_database, environment, tmp_path, PROCESSES, WORKERS)
     try:
         wait_until_ready(fleet, PROCESSES * WORKERS)
     finally:

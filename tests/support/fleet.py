@@ -8,8 +8,10 @@ from functools import partial
 from pathlib import Path
 
 import asyncpg
+from sqlalchemy.engine import URL
 
 from tests.support.processes import ServiceProcess, wait_for
+from tests.support.readiness import holding_lock
 from tests.support.revisions import REVISIONS
 
 # Records every DDL command that commits, with the session that ran it: proof
@@ -41,6 +43,43 @@ def start_fleet(
         ServiceProcess.uvicorn(environment, folder / f"replica-{n}.log", workers=workers)
         for n in range(processes)
     ]
+
+
+async def start_fleet_at_the_lock(
+    migration_url: URL, environment: dict[str, str], folder: Path, processes: int, workers: int
+) -> list[ServiceProcess]:
+    """A fleet whose every worker is waiting for the migration lock, which the
+    test held while they started and releases once all wait.
+
+    Started free, the first worker can finish migrating before a busy machine
+    has started the others: then nobody waits, and a run proves nothing about
+    waiters (a test asserting it failed under load). Held, every worker polls
+    while one of them migrates, however slowly the machine starts them."""
+    fleet: list[ServiceProcess] = []
+    try:
+        async with holding_lock(migration_url):
+            fleet += start_fleet(environment, folder, processes, workers)
+            wait_for(
+                lambda: len(_waiting_workers(fleet)) == processes * workers,
+                120,
+                f"all {processes * workers} workers waiting for the migration lock",
+            )
+    except BaseException:
+        for process in fleet:
+            process.stop()
+        raise
+    return fleet
+
+
+def _waiting_workers(fleet: list[ServiceProcess]) -> set[int]:
+    for process in fleet:
+        process.assert_running()
+    return {
+        event["pid"]
+        for process in fleet
+        for event in process.events()
+        if event["message"].startswith("waiting for the migration lock")
+    }
 
 
 def wait_until_ready(fleet: list[ServiceProcess], workers: int) -> None:
