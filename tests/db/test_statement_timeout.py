@@ -23,6 +23,7 @@ from tests.support.configs import settings_for, shared_folder
 from tests.support.pgbouncer import pgbouncer
 from tests.support.postgres import connect, service_url
 from tests.support.processes import OPERATOR_TOKEN, ServiceProcess, service_environment
+from tests.support.servers import wait_until_every_worker_is_ready
 
 # Every test here starts a real process or server.
 pytestmark = pytest.mark.processes
@@ -50,7 +51,7 @@ def server(request: pytest.FixtureRequest, migrated_database: URL) -> Iterator[S
                 service_environment(**variables), folder / "timeout.log", workers=2
             )
             try:
-                process.wait_for_phase("ready")
+                wait_until_every_worker_is_ready(process, 2)
                 yield process
             finally:
                 process.stop()
@@ -176,7 +177,7 @@ def test_a_request_to_a_stalled_pooler_is_answered_503(migrated_database: URL) -
         )
         process = ServiceProcess.uvicorn(variables, folder / "stalled.log", workers=2)
         try:
-            process.wait_for_phase("ready")
+            wait_until_every_worker_is_ready(process, 2)
             key = create_account_over_http(process.port or 0, "Stalled")
             asyncio.run(_pooler_command(pooled, f"PAUSE {migrated_database.database}"))
             try:

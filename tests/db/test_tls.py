@@ -15,6 +15,7 @@ from tests.support.configs import settings_for, shared_folder
 from tests.support.postgres import connect, create_database, service_url
 from tests.support.processes import ServiceProcess, run_python, service_environment
 from tests.support.secrets import PASSWORDS
+from tests.support.servers import wait_until_every_worker_is_ready
 from tests.support.tls import BINARIES, TlsServer, tls_server
 
 # The embedded PostgreSQL is built without TLS: these tests run Debian's
@@ -76,7 +77,8 @@ async def test_migrate_and_serve_with_verified_tls(
         "--workers", "2",
     )  # fmt: skip
     try:
-        process.wait_for_phase("ready")
+        # Both workers connected (each must have used TLS), not just the one that answered.
+        wait_until_every_worker_is_ready(process, 2)
         connection = await connect(database)
         try:
             sessions = await connection.fetch(

@@ -26,13 +26,18 @@ def ready_server(
         else:
             process = ServiceProcess.uvicorn(environment, log, workers=workers)
         try:
-            process.wait_for_phase("ready")
-            # The readiness answer came from one worker; a request may reach any.
-            wait_for(
-                lambda: len(process.pids_that_logged("schema at head")) >= workers,
-                60,
-                f"all {workers} workers at head",
-            )
+            wait_until_every_worker_is_ready(process, workers)
             yield process
         finally:
             process.stop()
+
+
+def wait_until_every_worker_is_ready(process: ServiceProcess, workers: int) -> None:
+    """Ready, in every worker: a readiness answer comes from one worker, and a
+    request may reach any (on a busy machine the other may still be checking)."""
+    process.wait_for_phase("ready")
+    wait_for(
+        lambda: len(process.pids_that_logged("schema at head")) >= workers,
+        60,
+        f"all {workers} workers at head",
+    )
