@@ -73,6 +73,15 @@ CHECK_SCRIPTS_AFTER = 5.0
 # pg_terminate_backend) is retried, with a new session and the lock taken
 # again; this many losses while migrating fail the migration.
 CONNECTION_LOSSES_WHILE_MIGRATING = 3
+# Failures whose cause can go away (a report that held a table, a failover, a
+# statement slow on a busy server, an operator's cancel): a process that stays
+# up after one (exit_on_failure false) is ready again once the schema reaches
+# head by any migrator, so no worker of a replica stays failed while its
+# siblings serve. Any other failure (a revision's own error, an unknown or
+# edited revision, a pooler, credentials) fails every worker alike.
+RECOVERABLE_FAILURES = frozenset(
+    {"lock_timeout", "connection_lost", "statement_timeout", "cancelled"}
+)
 
 
 def _meanings(config: MigrationConfig) -> dict[str, str]:
@@ -129,16 +138,70 @@ class Bootstrap:
         self._started = time.monotonic()
         self.hold_lock_after_failure = hold_lock_after_failure
         self._kept_session: contextlib.AsyncExitStack | None = None
+        self._recovery = asyncio.Lock()
 
     async def run(self) -> None:
         """Serve: reach head by one of the two paths (or raise MigrationFailed),
         then keep readiness true to the database."""
         self._started = time.monotonic()
-        if await self._at_head_by_manifest():
-            await self._fast_path()
-        else:
-            await self._scripts_path(migrate=self.config.migrate_on_startup)
+        try:
+            if await self._at_head_by_manifest():
+                await self._fast_path()
+            else:
+                await self._scripts_path(migrate=self.config.migrate_on_startup)
+        except MigrationFailed as error:
+            if not self._may_recover():
+                raise
+            await self._recover(error)
         await self.watch.run()
+
+    def _may_recover(self) -> bool:
+        return (
+            self.status.phase is Phase.FAILED
+            and self.status.failure in RECOVERABLE_FAILURES
+            and not self.config.exit_on_failure
+        )
+
+    async def _recover(self, error: MigrationFailed) -> None:
+        """Failed for a cause that can go away: poll until the schema is at head
+        (brought there by another process) and serve again; raise MigrationFailed
+        if the checks then fail."""
+        logger.info(
+            "this process turns ready again once the schema reaches head "
+            "(another replica's migration, or `migrate`); checked every %.1fs",
+            self.config.poll_interval,
+        )
+        while not await self.recover_if_at_head():
+            if not self._may_recover():
+                raise MigrationFailed(
+                    self.status.error or str(error), self.status.failure or "error"
+                )
+            await asyncio.sleep(self.config.poll_interval)
+
+    async def recover_if_at_head(self) -> bool:
+        """True when ready. A process failed for a cause that can go away reads the
+        revision (readiness probes and API requests call this too, so no request
+        waits for the next poll): at head, it checks the scripts and turns ready."""
+        async with self._recovery:
+            if not self._may_recover():
+                return self.status.ready
+            try:
+                async with self.engine.connect() as connection:
+                    at_head = await self._read_current(connection)
+            except Exception as error:
+                if not isinstance(error, MigrationFailed) and not is_unreachable(error):
+                    logger.warning("could not read the revision: %s", describe_error(error))
+                return False
+            if not at_head:
+                return False
+            self.status.recover()
+            try:
+                async with self._final_errors():
+                    await self._check_scripts(from_manifest=False)
+            except MigrationFailed:
+                return False
+            self._ready(by_manifest=False)
+            return True
 
     async def migrate(self, give_up_after: float | None = None) -> None:
         """Bring the schema to head once and check it (a one-off migrator: a Job);

@@ -20,6 +20,7 @@ bootstrap works" shows the same, and a test checks both against it):
     fail                failed                 starting, waiting_for_database, checking,
                                                waiting_for_lock, migrating, waiting_for_schema,
                                                ready
+    recover             checking               failed
     stop                stopped                starting, waiting_for_database, checking,
                                                waiting_for_lock, migrating, waiting_for_schema
 
@@ -35,7 +36,11 @@ bootstrap works" shows the same, and a test checks both against it):
   line (a rolled-back deploy), when that is allowed;
 - schema_changed / schema_restored: after ready, the database left this code's
   heads (a downgrade, another branch), and came back;
-- fail and stop end the bootstrap: a final error, or a cancel (SIGTERM).
+- fail and stop end the bootstrap: a final error, or a cancel (SIGTERM);
+- recover: a process that stays up after a failure whose cause can go away (a
+  lock timeout, a lost connection, a statement timeout, a cancel) found the
+  schema at head, brought there by another migrator: check the scripts, then
+  ready.
 
 One mutable object per process, shared by the bootstrap (which changes it
 through these methods only) and readiness and metrics (which read it). The
@@ -82,6 +87,7 @@ class Transition(StrEnum):
     SCHEMA_CHANGED = "schema_changed"
     SCHEMA_RESTORED = "schema_restored"
     FAIL = "fail"
+    RECOVER = "recover"
     STOP = "stop"
 
 
@@ -117,6 +123,7 @@ TRANSITIONS: dict[Transition, tuple[frozenset[Phase], Phase]] = {
     ),
     Transition.SCHEMA_RESTORED: (frozenset({Phase.SCHEMA_CHANGED}), Phase.READY),
     Transition.FAIL: (_WORKING | {Phase.READY}, Phase.FAILED),
+    Transition.RECOVER: (frozenset({Phase.FAILED}), Phase.CHECKING),
     Transition.STOP: (_WORKING, Phase.STOPPED),
 }
 # The most recent transitions a status keeps, for tests and debugging.
@@ -206,6 +213,9 @@ class MigrationStatus:
 
     def fail(self, error: str, failure: str) -> None:
         self._move(Transition.FAIL, error=error, failure=failure)
+
+    def recover(self) -> None:
+        self._move(Transition.RECOVER)
 
     def stop(self, error: str) -> None:
         self._move(Transition.STOP, error=error)
