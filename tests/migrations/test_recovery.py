@@ -5,15 +5,13 @@ restart, so no replica answers ready from one worker and 503 from another."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from pathlib import Path
 
 import pytest
 from sqlalchemy.engine import URL
 
 from tests.support.configs import scenario_config
-from tests.support.postgres import connect, fetch_value, service_url
+from tests.support.postgres import fetch_value, reading_configs, service_url
 from tests.support.processes import ServiceProcess, run_python, service_environment, wait_for
 
 pytestmark = pytest.mark.processes
@@ -21,20 +19,6 @@ pytestmark = pytest.mark.processes
 WORKERS = 2
 # Requests of the window after the first ready answer: each may reach either worker.
 WINDOW = 60
-
-
-@asynccontextmanager
-async def report_reading_configs(url: URL) -> AsyncIterator[None]:
-    """A long report: an open transaction that has read `configs`."""
-    connection = await connect(url)
-    transaction = connection.transaction()
-    await transaction.start()
-    await connection.execute("LOCK TABLE configs IN ACCESS SHARE MODE")
-    try:
-        yield
-    finally:
-        await transaction.rollback()
-        await connection.close()
 
 
 def _start(shape: str, environment: dict[str, str], log: Path) -> ServiceProcess:
@@ -59,7 +43,7 @@ async def test_workers_failed_on_lock_timeout_serve_once_another_process_reaches
     )
     process = _start(shape, environment, tmp_path / "replica.log")
     try:
-        async with report_reading_configs(migrated_database):
+        async with reading_configs(migrated_database):
             wait_for(
                 lambda: len(process.pids_that_logged("migration failed (lock_timeout)")) == WORKERS,
                 90,

@@ -24,7 +24,7 @@ from service.migrations.status import (
     Transition,
 )
 from tests.support.configs import scenario_config
-from tests.support.postgres import connect, create_database, drop_database
+from tests.support.postgres import connect, create_database, drop_database, reading_configs
 from tests.support.processes import PROJECT_ROOT
 from tests.support.revisions import REVISIONS
 
@@ -45,6 +45,7 @@ MOVES: dict[Transition, Callable[[MigrationStatus], None]] = {
     Transition.SCHEMA_CHANGED: lambda status: status.schema_changed("downgraded"),
     Transition.SCHEMA_RESTORED: lambda status: status.schema_restored(),
     Transition.FAIL: lambda status: status.fail("broken", "error"),
+    Transition.RECOVER: lambda status: status.recover(),
     Transition.STOP: lambda status: status.stop("stopped while waiting"),
 }
 
@@ -271,6 +272,26 @@ async def test_real_runs_drive_every_transition_of_the_table(
         await reaches(bootstrap, Phase.FAILED)
         assert transitions_of(bootstrap)[-2:] == [Transition.MIGRATE, Transition.FAIL]
         seen |= set(transitions_of(bootstrap))
+
+    # A revision that cannot get its locks (a report holds its table): failed;
+    # the report ends, another process migrates: ready again, no restart.
+    async with database(admin_url, migrated_template) as url:
+        locking = config_for(
+            url, scenario_config("locking"), lock_timeout=0.1, lock_retries=0, poll_interval=0.1
+        )
+        async with running(locking) as bootstrap:
+            async with reading_configs(url):
+                await reaches(bootstrap, Phase.FAILED)
+            assert bootstrap.status.failure == "lock_timeout"
+            assert await migrate(config_for(url, scenario_config("locking")), None) == 0
+            await reaches(bootstrap, Phase.READY)
+            assert transitions_of(bootstrap)[-4:] == [
+                Transition.MIGRATE,
+                Transition.FAIL,
+                Transition.RECOVER,
+                Transition.READY,
+            ]
+            seen |= set(transitions_of(bootstrap))
 
     # A database that refuses connections.
     closed = admin_url.set(host="127.0.0.1", port=1)
