@@ -40,6 +40,7 @@ from service.migrations.errors import (
     failure_kind,
     is_lock_timeout,
     is_unreachable,
+    one_traceback,
 )
 from service.migrations.heads import read_heads
 from service.migrations.retry import backoff, lock_retry_pause, lock_timeout
@@ -96,6 +97,12 @@ def _meanings(config: MigrationConfig) -> dict[str, str]:
         "pooler": "a pooler refused the migration session's settings; "
         + lock.pooler_advice(config.named("migration_url")),
     }
+
+
+def _being_cancelled() -> bool:
+    """True while the running task is being cancelled (the process stops)."""
+    task = asyncio.current_task()
+    return task is not None and task.cancelling() > 0
 
 
 class MigrationFailed(Exception):
@@ -273,8 +280,14 @@ class Bootstrap:
             self._fail(failure)
             raise failure from error
         except Exception as error:
+            if _being_cancelled():
+                # A stop (SIGTERM) that interrupted a statement can surface as
+                # the driver's or SQLAlchemy's error on the next one (an
+                # autocommit block's PendingRollbackError): a stop, rolled back.
+                self._stopped()
+                raise asyncio.CancelledError from error
             failure = self._final_database_error(error)
-            self._fail(failure, exc_info=failure.kind == "error")
+            self._fail(failure, trace=error if failure.kind == "error" else None)
             raise failure from error
 
     def _final_database_error(self, error: Exception) -> MigrationFailed:
@@ -288,9 +301,11 @@ class Bootstrap:
             message = f"{meanings[kind]}: {message}"
         return MigrationFailed(message, kind)
 
-    def _fail(self, error: MigrationFailed, exc_info: bool = False) -> None:
+    def _fail(self, error: MigrationFailed, trace: BaseException | None = None) -> None:
+        """One line with the cause; with `trace`, one traceback (a revision's own error)."""
         self.status.fail(str(error), error.kind)
-        logger.error("migration failed (%s): %s", error.kind, error, exc_info=exc_info)
+        extra = {"error_trace": one_traceback(trace)} if trace is not None else {}
+        logger.error("migration failed (%s): %s", error.kind, error, extra=extra)
 
     def _stopped(self) -> None:
         was = self.status.phase
