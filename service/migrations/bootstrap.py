@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING, TypeVar
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from service.migrations import lock
+from service.migrations import holds, lock
 from service.migrations.config import MigrationConfig, Verify
 from service.migrations.connections import create_migration_engine, milliseconds
 from service.migrations.errors import (
@@ -146,6 +146,7 @@ class Bootstrap:
         self.hold_lock_after_failure = hold_lock_after_failure
         self._kept_session: contextlib.AsyncExitStack | None = None
         self._recovery = asyncio.Lock()
+        self._hold_logged: holds.Hold | None = None
 
     async def run(self) -> None:
         """Serve: reach head by one of the two paths (or raise MigrationFailed),
@@ -238,11 +239,18 @@ class Bootstrap:
         async with self._final_errors():
             await self._scripts()
             if migrate:
-                await self._retry_while_unreachable(self._migrate_once)
+                await self._migrate_when_not_held()
             else:
                 await self._wait_for_schema()
             await self._check_scripts(from_manifest=False)
         self._ready(by_manifest=False)
+
+    async def _migrate_when_not_held(self) -> None:
+        """Migrate; while a revision to apply is held, check again every poll interval."""
+        while True:
+            if await self._retry_while_unreachable(self._migrate_once):
+                return
+            await asyncio.sleep(self.config.poll_interval)
 
     async def _reach_head(self) -> bool:
         """Migrate to head; True when the heads manifest said it was there already."""
@@ -250,7 +258,10 @@ class Bootstrap:
             return True
         async with self._final_errors():
             await self._scripts()
-            await self._retry_while_unreachable(self._migrate_once)
+            if not await self._retry_while_unreachable(self._migrate_once):
+                raise MigrationFailed(
+                    f"{self.status.error}; a one-off migrate lifts it with --resume", "held"
+                )
         return False
 
     def _ready(self, by_manifest: bool) -> None:
@@ -287,6 +298,8 @@ class Bootstrap:
                 self._stopped()
                 raise asyncio.CancelledError from error
             failure = self._final_database_error(error)
+            if failure.kind == "cancelled" and self.status.phase is Phase.MIGRATING:
+                failure = await self._hold_cancelled(failure)
             self._fail(failure, trace=error if failure.kind == "error" else None)
             raise failure from error
 
@@ -300,6 +313,45 @@ class Bootstrap:
         if kind in meanings:
             message = f"{meanings[kind]}: {message}"
         return MigrationFailed(message, kind)
+
+    async def _hold_cancelled(self, failure: MigrationFailed) -> MigrationFailed:
+        """An operator cancelled the running revision: hold it for the whole fleet
+        (holds.py), so that no process runs it again until the hold is lifted."""
+        revision = self.status.running_revision or "?"
+        engine = create_migration_engine(self.config)
+        try:
+            async with engine.connect() as connection:
+                recorded = await holds.record_hold(connection, revision, str(failure))
+        except Exception as error:
+            logger.warning("could not record a hold on %s: %s", revision, describe_error(error))
+            recorded = False
+        finally:
+            await engine.dispose()
+        if not recorded:
+            return failure
+        return MigrationFailed(
+            f"{failure}; revision {revision} is held: no process runs it until "
+            f"`{self.config.resume_command}`",
+            failure.kind,
+        )
+
+    async def _held(self, connection: AsyncConnection) -> bool:
+        """True (phase held) when a revision this process would apply is held."""
+        pending = set(self.status.pending)
+        hold = next(
+            (h for h in await holds.active_holds(connection) if h.revision in pending), None
+        )
+        if hold is None:
+            return False
+        error = (
+            f"revision {hold.revision} is held since {hold.held_at.isoformat()} "
+            f"({hold.reason}); lift the hold with `{self.config.resume_command}`"
+        )
+        if hold != self._hold_logged:
+            self._hold_logged = hold
+            logger.warning("not migrating: %s", error, extra={"revision": hold.revision})
+        self.status.held(hold, error)
+        return True
 
     def _fail(self, error: MigrationFailed, trace: BaseException | None = None) -> None:
         """One line with the cause; with `trace`, one traceback (a revision's own error)."""
@@ -494,9 +546,14 @@ class Bootstrap:
             self.status.wait_for_schema()
             await asyncio.sleep(self.config.poll_interval)
 
-    async def _migrate_once(self) -> None:
+    async def _migrate_once(self) -> bool:
+        """True at head (migrated here or elsewhere); False when a revision to
+        apply is held (phase held)."""
         if await self._check():
-            return
+            return True
+        async with self.engine.connect() as reads:
+            if await self._held(reads):
+                return False
         session = contextlib.AsyncExitStack()
         try:
             engine = create_migration_engine(self.config)
@@ -504,10 +561,10 @@ class Bootstrap:
             connection = await session.enter_async_context(engine.connect())
             if not await self._wait_for_lock(connection):
                 logger.info("another process brought the schema to head while this one waited")
-                return
+                return True
             session.push_async_callback(self._release, connection)
             try:
-                await self._upgrade_holding_lock(connection)
+                return await self._upgrade_holding_lock(connection)
             except Exception as error:
                 if self.hold_lock_after_failure and not is_unreachable(error):
                     # The session, and the lock, outlive this attempt: the
@@ -539,7 +596,7 @@ class Bootstrap:
             logger.info("waiting for the migration lock, held by %s", holder)
         self.status.wait_for_lock(holder)
 
-    async def _upgrade_holding_lock(self, connection: AsyncConnection) -> None:
+    async def _upgrade_holding_lock(self, connection: AsyncConnection) -> bool:
         """Check again (someone may have finished while we waited), then upgrade;
         a revision that cannot get its locks in time is rolled back and retried
         with a longer lock_timeout (retry.py)."""
@@ -547,13 +604,15 @@ class Bootstrap:
         for attempt in range(retries + 1):
             self.status.check()
             if await self._read_current(connection):
-                return
+                return True
+            if await self._held(connection):
+                return False
             await self._set_lock_timeout(
                 connection, lock_timeout(attempt, self.config.lock_timeout)
             )
             try:
                 await self._upgrade(connection)
-                return
+                return True
             except Exception as error:
                 if not is_lock_timeout(error):
                     raise
@@ -566,6 +625,7 @@ class Bootstrap:
                     ) from error
             await connection.rollback()
             await self._pause_before_retry(attempt, retries)
+        raise AssertionError("the last attempt returns or raises")
 
     async def _set_lock_timeout(self, connection: AsyncConnection, seconds: float) -> None:
         # A session setting: it also covers the statements of autocommit blocks.

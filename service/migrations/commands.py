@@ -12,7 +12,7 @@ from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from service.migrations import lock
+from service.migrations import holds, lock
 from service.migrations.audit import history_query
 from service.migrations.bootstrap import Bootstrap, MigrationFailed
 from service.migrations.config import MigrationConfig
@@ -22,8 +22,15 @@ from service.migrations.scripts import current_revisions, load_revisions
 from service.migrations.verify import audit_trail_exists, verify_checksums
 
 
-async def migrate(config: MigrationConfig, give_up_after: float | None) -> int:
+async def migrate(
+    config: MigrationConfig,
+    give_up_after: float | None,
+    *,
+    resume: tuple[str | None, str] | None = None,
+) -> int:
     """Bring the schema to head under the lock; 0 at head, 1 on failure or timeout.
+    `resume` (operator or None for the OS user, reason): lift the holds on
+    cancelled revisions first, recording who and why (holds.py).
 
     Every read goes through the migration URL: a Job with the owner's role
     needs nothing of the application's. `give_up_after` bounds the wait for the
@@ -32,6 +39,8 @@ async def migrate(config: MigrationConfig, give_up_after: float | None) -> int:
     engine = create_reads_engine(config)
     bootstrap = Bootstrap(config, engine)
     try:
+        if resume is not None:
+            await _lift_holds(engine, *resume)
         await bootstrap.migrate(give_up_after)
     except MigrationFailed:
         return 1
@@ -43,6 +52,18 @@ async def migrate(config: MigrationConfig, give_up_after: float | None) -> int:
         await engine.dispose()
     print(f"schema at head {','.join(bootstrap.status.target_revision)}")
     return 0
+
+
+async def _lift_holds(engine: AsyncEngine, operator: str | None, reason: str) -> None:
+    async with engine.connect() as connection:
+        lifted = await holds.lift_holds(connection, operator or holds.default_operator(), reason)
+    for hold in lifted:
+        print(
+            f"lifted the hold on {hold.revision} (held since {hold.held_at.isoformat()} "
+            f"by {hold.held_by}: {hold.reason})"
+        )
+    if not lifted:
+        print("no hold to lift")
 
 
 def heads_manifest(alembic_config: Path, *, write: bool, write_command: str) -> int:

@@ -145,6 +145,7 @@ class ReadinessAnswer(BaseModel):
     verification: str | None = None
     migration: dict[str, Any] | None = None
     lock_holder: dict[str, Any] | None = None
+    hold: dict[str, Any] | None = None
     error: str | None = None
     failure: str | None = None
     database: Literal["unreachable"] | None = None

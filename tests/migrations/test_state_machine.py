@@ -8,6 +8,7 @@ import asyncio
 import textwrap
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager, suppress
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -16,6 +17,7 @@ from sqlalchemy.ext.asyncio import create_async_engine
 
 from service.migrations import Bootstrap, MigrationConfig, MigrationFailed, Phase
 from service.migrations.commands import migrate
+from service.migrations.holds import Hold
 from service.migrations.lock import lock_key
 from service.migrations.status import (
     TRANSITIONS,
@@ -39,6 +41,9 @@ MOVES: dict[Transition, Callable[[MigrationStatus], None]] = {
     Transition.WAIT_FOR_LOCK: lambda status: status.wait_for_lock(None),
     Transition.MIGRATE: lambda status: status.migrate(),
     Transition.WAIT_FOR_SCHEMA: lambda status: status.wait_for_schema(),
+    Transition.HOLD: lambda status: status.held(
+        Hold("a_revision", "cancelled", datetime.now(UTC), "host pid 1"), "held"
+    ),
     Transition.READY_BY_MANIFEST: lambda status: status.ready_by_manifest(),
     Transition.READY: lambda status: status.reach_head(),
     Transition.READY_AHEAD: lambda status: _reach_head_ahead(status),
@@ -293,6 +298,22 @@ async def test_real_runs_drive_every_transition_of_the_table(
             ]
             seen |= set(transitions_of(bootstrap))
 
+    # A revision to apply is held (an operator cancelled it): held until the
+    # hold is lifted, then migrated.
+    async with database(admin_url, migrated_template) as url:
+        await execute(
+            url,
+            "INSERT INTO schema_migration_holds (revision, reason, held_by) "
+            "VALUES ('test_locking', 'cancelled', 'a test')",
+        )
+        async with running(config_for(url, scenario_config("locking"))) as bootstrap:
+            await reaches(bootstrap, Phase.HELD)
+            assert bootstrap.status.as_json()["hold"]["revision"] == "test_locking"  # type: ignore[index]
+            await execute(url, "UPDATE schema_migration_holds SET lifted_at = now()")
+            await reaches(bootstrap, Phase.READY)
+            assert Transition.HOLD in transitions_of(bootstrap)
+            seen |= set(transitions_of(bootstrap))
+
     # A database that refuses connections.
     closed = admin_url.set(host="127.0.0.1", port=1)
     async with running(config_for(closed)) as bootstrap:
@@ -300,6 +321,14 @@ async def test_real_runs_drive_every_transition_of_the_table(
         seen |= set(transitions_of(bootstrap))
 
     assert seen == set(Transition)
+
+
+async def execute(url: URL, statement: str) -> None:
+    connection = await connect(url)
+    try:
+        await connection.execute(statement)
+    finally:
+        await connection.close()
 
 
 async def set_revision(url: URL, revision: str) -> None:
