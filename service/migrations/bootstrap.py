@@ -35,6 +35,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from service.migrations import holds, lock
 from service.migrations.config import MigrationConfig, Verify
 from service.migrations.connections import create_migration_engine, milliseconds
+from service.migrations.edits import EditRecordError
 from service.migrations.errors import (
     describe_error,
     failure_kind,
@@ -239,11 +240,26 @@ class Bootstrap:
         async with self._final_errors():
             await self._scripts()
             if migrate:
+                await self._verify_before_migrating()
                 await self._migrate_when_not_held()
             else:
                 await self._wait_for_schema()
             await self._check_scripts(from_manifest=False)
         self._ready(by_manifest=False)
+
+    async def _verify_before_migrating(self) -> None:
+        """With strict verification, an edited revision refuses the start before
+        any revision is applied: a refused start never moves the schema (the
+        checks after migrating verify the new steps too)."""
+        if self.config.verify is not Verify.STRICT:
+            return
+        revisions = await self._scripts()
+
+        async def verify() -> None:
+            self.status.check()
+            await self._verify(revisions)
+
+        await self._retry_while_unreachable(verify)
 
     async def _migrate_when_not_held(self) -> None:
         """Migrate; while a revision to apply is held, check again every poll interval."""
@@ -258,6 +274,7 @@ class Bootstrap:
             return True
         async with self._final_errors():
             await self._scripts()
+            await self._verify_before_migrating()
             if not await self._retry_while_unreachable(self._migrate_once):
                 raise MigrationFailed(
                     f"{self.status.error}; a one-off migrate lifts it with --resume", "held"
@@ -514,9 +531,22 @@ class Bootstrap:
         if self.config.verify is Verify.OFF:
             return
         applied = revisions.applied(revisions.heads)
-        async with self.engine.connect() as connection:
-            result = await verify_checksums(connection, revisions, applied)
+        try:
+            async with self.engine.connect() as connection:
+                result = await verify_checksums(connection, revisions, applied)
+        except EditRecordError as error:
+            if self.config.verify is Verify.STRICT:
+                raise MigrationFailed(str(error), "edited_revision") from error
+            logger.warning("could not verify the checksums: %s", error)
+            return
         self.status.verified(result.describe())
+        for accepted in result.accepted:
+            logger.info(
+                "revision %s was edited after it ran, accepted on the record: %s",
+                accepted.revision,
+                "; ".join(accepted.reasons),
+                extra={"revision": accepted.revision},
+            )
         if result.ok:
             return
         for entry in result.edited:

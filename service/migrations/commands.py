@@ -128,12 +128,18 @@ async def database_verify(config: MigrationConfig, engine: AsyncEngine, *, as_js
             "checked": result.checked,
             "unrecorded": result.unrecorded,
             "edited": [vars(entry) for entry in result.edited],
+            "edited_on_the_record": [vars(entry) for entry in result.accepted],
         }
         print(json.dumps(report, indent=2))
     else:
         print(result.describe())
         for entry in result.edited:
             print(f"  {entry.revision}: recorded {entry.recorded}, file now {entry.current}")
+        for accepted in result.accepted:
+            print(
+                f"  {accepted.revision}: recorded {accepted.recorded}, file now {accepted.current}, "
+                f"accepted on the record: {'; '.join(accepted.reasons)}"
+            )
         if result.unrecorded:
             print(f"  applied before the audit trail existed: {', '.join(result.unrecorded)}")
     return 0 if result.ok else 1
