@@ -90,6 +90,7 @@ async def database_status(config: MigrationConfig, engine: AsyncEngine, *, as_js
         current = await current_revisions(connection)
         holder = await lock.find_holder(connection, lock.MigrationLock.of(config))
         last_steps = await _history(connection, 5)
+        held = await holds.active_holds(connection)
     unknown = [revision for revision in current if not revisions.is_known(revision)]
     report: dict[str, Any] = {
         "current_revision": list(current),
@@ -98,6 +99,7 @@ async def database_status(config: MigrationConfig, engine: AsyncEngine, *, as_js
         "pending": [] if unknown else revisions.pending(current),
         "unknown_revisions": unknown,
         "lock_holder": holder.as_json() if holder else None,
+        "holds": [hold.as_json() for hold in held],
         "last_applied": last_steps,
     }
     print(json.dumps(report, indent=2) if as_json else _as_text(report))
@@ -178,6 +180,11 @@ def _as_text(report: dict[str, Any]) -> str:
     ]
     if report["unknown_revisions"]:
         lines.append(f"unknown to this code: {', '.join(report['unknown_revisions'])}")
+    for hold in report["holds"]:
+        lines.append(
+            f"held:             {hold['revision']} since {hold['since']} by {hold['held_by']} "
+            f"({hold['reason']}); lift with migrate --resume --reason TEXT"
+        )
     for step in report["last_applied"]:
         lines.append(f"applied:          {_step_line(step)}")
     if holder:

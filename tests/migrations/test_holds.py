@@ -4,6 +4,7 @@ and only an operator's `migrate --resume --reason` (recorded) lifts the hold."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -62,6 +63,15 @@ async def test_a_cancelled_revision_is_held_for_every_process_until_resumed(
         assert "pg_cancel_backend" in body["hold"]["reason"]
         assert "migrate --resume" in body["error"]
         assert await attempts(migrated_database) == 1
+        status = run_python(
+            "-m",
+            "service",
+            "db",
+            "status",
+            "--json",
+            environment=_environment(migrated_database, "1"),
+        )
+        assert [hold["revision"] for hold in json.loads(status.stdout)["holds"]] == [SLOW]
 
         # Bad input changes nothing.
         for arguments in (
