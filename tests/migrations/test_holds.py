@@ -91,7 +91,14 @@ async def test_a_cancelled_revision_is_held_for_every_process_until_resumed(
                 environment=_environment(migrated_database, "1"),
             )
             assert refused.returncode == 2, (arguments, refused.stdout, refused.stderr)
+        # A one-off migrate does not overrule the DBA either.
+        refused = run_python(
+            "-m", "service", "migrate", environment=_environment(migrated_database, "1")
+        )
+        assert refused.returncode == 1, refused.stdout + refused.stderr
+        assert "test_slow is held" in refused.stderr
         assert second.readiness()[1]["phase"] == "held"  # type: ignore[index]
+        assert await attempts(migrated_database) == 1
 
         resumed = run_python(
             "-m",

@@ -39,6 +39,8 @@ async def test_workers_failed_on_lock_timeout_serve_once_another_process_reaches
         MIGRATION_LOCK_RETRIES="0",
         # Longer than the test waits: the workers must not need their poll.
         READINESS_POLL_INTERVAL="300",
+        # The window's requests carry no key: each is a failed authentication.
+        RATE_LIMIT_AUTH_FAILURES="0",
         LOG_FORMAT="json",
     )
     process = _start(shape, environment, tmp_path / "replica.log")
