@@ -97,7 +97,7 @@ async def test_a_cancelled_revision_is_held_for_every_process_until_resumed(
         )
         assert refused.returncode == 1, refused.stdout + refused.stderr
         assert "test_slow is held" in refused.stderr
-        assert second.readiness()[1]["phase"] == "held"  # type: ignore[index]
+        second.wait_for_phase("held")  # still held (it checks again every poll)
         assert await attempts(migrated_database) == 1
 
         resumed = run_python(
