@@ -23,6 +23,7 @@ from sqlalchemy.engine import URL
 from release_check.check import run
 from release_check.release import ReleaseError
 from service.migrations.acceptances import AcceptanceFileError
+from service.migrations.edits import EditRecordError
 from settings import parse_database_url
 
 REPOSITORY = Path(__file__).resolve().parent.parent
@@ -39,7 +40,7 @@ def main(arguments: list[str]) -> int:
     try:
         with _server(options.database_url) as admin_url:
             outcome = run(REPOSITORY, options.release, admin_url)
-    except (ReleaseError, AcceptanceFileError, ValueError) as error:
+    except (ReleaseError, AcceptanceFileError, EditRecordError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     print(json.dumps(vars(outcome), indent=2) if options.json else outcome.describe())

@@ -36,6 +36,7 @@ from sqlalchemy.engine import URL
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from release_check import release as releases
+from release_check.edits import unrecorded_edits
 from release_check.walk import Call, walk
 from service.migrations.acceptances import default_path, load_acceptances
 from service.migrations.scripts import load_revisions
@@ -86,6 +87,12 @@ def run(repository: Path, reference: str | None, admin_url: URL) -> Outcome:
         code = releases.export(repository, commit, Path(folder) / "release")
         new = _new_revisions(repository, code)
         outcome = Outcome("passed", "", release=description, revisions=new)
+        edited = unrecorded_edits(repository, code)
+        if edited:
+            outcome.verdict = "failed"
+            outcome.reason = "revisions the release shipped were edited without a record"
+            outcome.failures = edited
+            return outcome
         if not new:
             outcome.verdict, outcome.reason = "skipped", "the release already has every revision"
             return outcome

@@ -53,6 +53,7 @@ def migration_config(settings: Settings) -> MigrationConfig:
         poll_interval=settings.readiness_poll_interval,
         setting_names=SETTING_NAMES,
         write_heads_command="python -m service db heads --write",
+        resume_command="python -m service migrate --resume --reason TEXT",
     )
 
 

@@ -31,6 +31,7 @@ from sqlalchemy.dialects.postgresql import JSONB, UUID
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from service.migrations.audit import define_audit_table
+from service.migrations.holds import define_holds_table
 
 # The names PostgreSQL itself would choose, so that constraints created by hand,
 # by autogenerate and by the server agree.
@@ -241,6 +242,8 @@ class Context(Base):
 # The migration bootstrap's audit trail (service/migrations/audit.py): part of
 # the schema like every table, so that migrations and `alembic check` know it.
 migration_audit = define_audit_table(Base.metadata)
+# The holds on cancelled revisions (service/migrations/holds.py).
+migration_holds = define_holds_table(Base.metadata)
 
 
 class OperatorAuditEntry(Base):

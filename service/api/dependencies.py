@@ -59,8 +59,11 @@ async def require_ready(request: Request) -> None:
     Every dependency here is a coroutine function: FastAPI runs a plain
     function in its thread pool, a hop that cost a tenth of a point read's CPU
     and most of its p99 (docs/benchmarks/api.notes.md)."""
-    status = state_of(request)["bootstrap"].status
-    if not status.ready:
+    bootstrap = state_of(request)["bootstrap"]
+    status = bootstrap.status
+    # A worker failed for a cause that can go away turns ready as soon as the
+    # schema is at head, in this very request (bootstrap.recover_if_at_head).
+    if not status.ready and not await bootstrap.recover_if_at_head():
         raise ServiceUnavailable(
             f"the service is starting: database schema {status.phase.value}",
             headers={"Retry-After": RETRY_AFTER_SECONDS},

@@ -32,14 +32,16 @@ from typing import TYPE_CHECKING, TypeVar
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from service.migrations import lock
+from service.migrations import holds, lock
 from service.migrations.config import MigrationConfig, Verify
 from service.migrations.connections import create_migration_engine, milliseconds
+from service.migrations.edits import EditRecordError
 from service.migrations.errors import (
     describe_error,
     failure_kind,
     is_lock_timeout,
     is_unreachable,
+    one_traceback,
 )
 from service.migrations.heads import read_heads
 from service.migrations.retry import backoff, lock_retry_pause, lock_timeout
@@ -73,6 +75,15 @@ CHECK_SCRIPTS_AFTER = 5.0
 # pg_terminate_backend) is retried, with a new session and the lock taken
 # again; this many losses while migrating fail the migration.
 CONNECTION_LOSSES_WHILE_MIGRATING = 3
+# Failures whose cause can go away (a report that held a table, a failover, a
+# statement slow on a busy server, an operator's cancel): a process that stays
+# up after one (exit_on_failure false) is ready again once the schema reaches
+# head by any migrator, so no worker of a replica stays failed while its
+# siblings serve. Any other failure (a revision's own error, an unknown or
+# edited revision, a pooler, credentials) fails every worker alike.
+RECOVERABLE_FAILURES = frozenset(
+    {"lock_timeout", "connection_lost", "statement_timeout", "cancelled"}
+)
 
 
 def _meanings(config: MigrationConfig) -> dict[str, str]:
@@ -87,6 +98,12 @@ def _meanings(config: MigrationConfig) -> dict[str, str]:
         "pooler": "a pooler refused the migration session's settings; "
         + lock.pooler_advice(config.named("migration_url")),
     }
+
+
+def _being_cancelled() -> bool:
+    """True while the running task is being cancelled (the process stops)."""
+    task = asyncio.current_task()
+    return task is not None and task.cancelling() > 0
 
 
 class MigrationFailed(Exception):
@@ -129,16 +146,71 @@ class Bootstrap:
         self._started = time.monotonic()
         self.hold_lock_after_failure = hold_lock_after_failure
         self._kept_session: contextlib.AsyncExitStack | None = None
+        self._recovery = asyncio.Lock()
+        self._hold_logged: holds.Hold | None = None
 
     async def run(self) -> None:
         """Serve: reach head by one of the two paths (or raise MigrationFailed),
         then keep readiness true to the database."""
         self._started = time.monotonic()
-        if await self._at_head_by_manifest():
-            await self._fast_path()
-        else:
-            await self._scripts_path(migrate=self.config.migrate_on_startup)
+        try:
+            if await self._at_head_by_manifest():
+                await self._fast_path()
+            else:
+                await self._scripts_path(migrate=self.config.migrate_on_startup)
+        except MigrationFailed as error:
+            if not self._may_recover():
+                raise
+            await self._recover(error)
         await self.watch.run()
+
+    def _may_recover(self) -> bool:
+        return (
+            self.status.phase is Phase.FAILED
+            and self.status.failure in RECOVERABLE_FAILURES
+            and not self.config.exit_on_failure
+        )
+
+    async def _recover(self, error: MigrationFailed) -> None:
+        """Failed for a cause that can go away: poll until the schema is at head
+        (brought there by another process) and serve again; raise MigrationFailed
+        if the checks then fail."""
+        logger.info(
+            "this process turns ready again once the schema reaches head "
+            "(another replica's migration, or `migrate`); checked every %.1fs",
+            self.config.poll_interval,
+        )
+        while not await self.recover_if_at_head():
+            if not self._may_recover():
+                raise MigrationFailed(
+                    self.status.error or str(error), self.status.failure or "error"
+                )
+            await asyncio.sleep(self.config.poll_interval)
+
+    async def recover_if_at_head(self) -> bool:
+        """True when ready. A process failed for a cause that can go away reads the
+        revision (readiness probes and API requests call this too, so no request
+        waits for the next poll): at head, it checks the scripts and turns ready."""
+        async with self._recovery:
+            if not self._may_recover():
+                return self.status.ready
+            try:
+                async with self.engine.connect() as connection:
+                    at_head = await self._read_current(connection)
+            except Exception as error:
+                if not isinstance(error, MigrationFailed) and not is_unreachable(error):
+                    logger.warning("could not read the revision: %s", describe_error(error))
+                return False
+            if not at_head:
+                return False
+            self.status.recover()
+            try:
+                async with self._final_errors():
+                    await self._check_scripts(from_manifest=False)
+            except MigrationFailed:
+                return False
+            self._ready(by_manifest=False)
+            return True
 
     async def migrate(self, give_up_after: float | None = None) -> None:
         """Bring the schema to head once and check it (a one-off migrator: a Job);
@@ -168,7 +240,8 @@ class Bootstrap:
         async with self._final_errors():
             await self._scripts()
             if migrate:
-                await self._retry_while_unreachable(self._migrate_once)
+                await self._verify_before_migrating()
+                await self._migrate_when_not_held()
             else:
                 await self._wait_for_schema()
             await self._retry_while_unreachable(self._check_scripts_at_head)
@@ -181,13 +254,38 @@ class Bootstrap:
             self.status.check()  # back from waiting: ready is reached from a check
         await self._check_scripts(from_manifest=False)
 
+    async def _verify_before_migrating(self) -> None:
+        """With strict verification, an edited revision refuses the start before
+        any revision is applied: a refused start never moves the schema (the
+        checks after migrating verify the new steps too)."""
+        if self.config.verify is not Verify.STRICT:
+            return
+        revisions = await self._scripts()
+
+        async def verify() -> None:
+            self.status.check()
+            await self._verify(revisions)
+
+        await self._retry_while_unreachable(verify)
+
+    async def _migrate_when_not_held(self) -> None:
+        """Migrate; while a revision to apply is held, check again every poll interval."""
+        while True:
+            if await self._retry_while_unreachable(self._migrate_once):
+                return
+            await asyncio.sleep(self.config.poll_interval)
+
     async def _reach_head(self) -> bool:
         """Migrate to head; True when the heads manifest said it was there already."""
         if await self._at_head_by_manifest():
             return True
         async with self._final_errors():
             await self._scripts()
-            await self._retry_while_unreachable(self._migrate_once)
+            await self._verify_before_migrating()
+            if not await self._retry_while_unreachable(self._migrate_once):
+                raise MigrationFailed(
+                    f"{self.status.error}; a one-off migrate lifts it with --resume", "held"
+                )
         return False
 
     def _ready(self, by_manifest: bool) -> None:
@@ -217,8 +315,16 @@ class Bootstrap:
             self._fail(failure)
             raise failure from error
         except Exception as error:
+            if _being_cancelled():
+                # A stop (SIGTERM) that interrupted a statement can surface as
+                # the driver's or SQLAlchemy's error on the next one (an
+                # autocommit block's PendingRollbackError): a stop, rolled back.
+                self._stopped()
+                raise asyncio.CancelledError from error
             failure = self._final_database_error(error)
-            self._fail(failure, exc_info=failure.kind == "error")
+            if failure.kind == "cancelled" and self.status.phase is Phase.MIGRATING:
+                failure = await self._hold_cancelled(failure)
+            self._fail(failure, trace=error if failure.kind == "error" else None)
             raise failure from error
 
     def _final_database_error(self, error: Exception) -> MigrationFailed:
@@ -232,9 +338,50 @@ class Bootstrap:
             message = f"{meanings[kind]}: {message}"
         return MigrationFailed(message, kind)
 
-    def _fail(self, error: MigrationFailed, exc_info: bool = False) -> None:
+    async def _hold_cancelled(self, failure: MigrationFailed) -> MigrationFailed:
+        """An operator cancelled the running revision: hold it for the whole fleet
+        (holds.py), so that no process runs it again until the hold is lifted."""
+        revision = self.status.running_revision or "?"
+        engine = create_migration_engine(self.config)
+        try:
+            async with engine.connect() as connection:
+                recorded = await holds.record_hold(connection, revision, str(failure))
+        except Exception as error:
+            logger.warning("could not record a hold on %s: %s", revision, describe_error(error))
+            recorded = False
+        finally:
+            await engine.dispose()
+        if not recorded:
+            return failure
+        return MigrationFailed(
+            f"{failure}; revision {revision} is held: no process runs it until "
+            f"`{self.config.resume_command}`",
+            failure.kind,
+        )
+
+    async def _held(self, connection: AsyncConnection) -> bool:
+        """True (phase held) when a revision this process would apply is held."""
+        pending = set(self.status.pending)
+        hold = next(
+            (h for h in await holds.active_holds(connection) if h.revision in pending), None
+        )
+        if hold is None:
+            return False
+        error = (
+            f"revision {hold.revision} is held since {hold.held_at.isoformat()} "
+            f"({hold.reason}); lift the hold with `{self.config.resume_command}`"
+        )
+        if hold != self._hold_logged:
+            self._hold_logged = hold
+            logger.warning("not migrating: %s", error, extra={"revision": hold.revision})
+        self.status.held(hold, error)
+        return True
+
+    def _fail(self, error: MigrationFailed, trace: BaseException | None = None) -> None:
+        """One line with the cause; with `trace`, one traceback (a revision's own error)."""
         self.status.fail(str(error), error.kind)
-        logger.error("migration failed (%s): %s", error.kind, error, exc_info=exc_info)
+        extra = {"error_trace": one_traceback(trace)} if trace is not None else {}
+        logger.error("migration failed (%s): %s", error.kind, error, extra=extra)
 
     def _stopped(self) -> None:
         was = self.status.phase
@@ -405,9 +552,22 @@ class Bootstrap:
         if self.config.verify is Verify.OFF:
             return
         applied = revisions.applied(revisions.heads)
-        async with self.engine.connect() as connection:
-            result = await verify_checksums(connection, revisions, applied)
+        try:
+            async with self.engine.connect() as connection:
+                result = await verify_checksums(connection, revisions, applied)
+        except EditRecordError as error:
+            if self.config.verify is Verify.STRICT:
+                raise MigrationFailed(str(error), "edited_revision") from error
+            logger.warning("could not verify the checksums: %s", error)
+            return
         self.status.verified(result.describe())
+        for accepted in result.accepted:
+            logger.info(
+                "revision %s was edited after it ran, accepted on the record: %s",
+                accepted.revision,
+                "; ".join(accepted.reasons),
+                extra={"revision": accepted.revision},
+            )
         if result.ok:
             return
         for entry in result.edited:
@@ -446,9 +606,14 @@ class Bootstrap:
             self.status.wait_for_schema()
             await asyncio.sleep(self.config.poll_interval)
 
-    async def _migrate_once(self) -> None:
+    async def _migrate_once(self) -> bool:
+        """True at head (migrated here or elsewhere); False when a revision to
+        apply is held (phase held)."""
         if await self._check():
-            return
+            return True
+        async with self.engine.connect() as reads:
+            if await self._held(reads):
+                return False
         session = contextlib.AsyncExitStack()
         try:
             engine = create_migration_engine(self.config)
@@ -456,10 +621,10 @@ class Bootstrap:
             connection = await session.enter_async_context(engine.connect())
             if not await self._wait_for_lock(connection):
                 logger.info("another process brought the schema to head while this one waited")
-                return
+                return True
             session.push_async_callback(self._release, connection)
             try:
-                await self._upgrade_holding_lock(connection)
+                return await self._upgrade_holding_lock(connection)
             except Exception as error:
                 if self.hold_lock_after_failure and not is_unreachable(error):
                     # The session, and the lock, outlive this attempt: the
@@ -491,7 +656,7 @@ class Bootstrap:
             logger.info("waiting for the migration lock, held by %s", holder)
         self.status.wait_for_lock(holder)
 
-    async def _upgrade_holding_lock(self, connection: AsyncConnection) -> None:
+    async def _upgrade_holding_lock(self, connection: AsyncConnection) -> bool:
         """Check again (someone may have finished while we waited), then upgrade;
         a revision that cannot get its locks in time is rolled back and retried
         with a longer lock_timeout (retry.py)."""
@@ -499,13 +664,15 @@ class Bootstrap:
         for attempt in range(retries + 1):
             self.status.check()
             if await self._read_current(connection):
-                return
+                return True
+            if await self._held(connection):
+                return False
             await self._set_lock_timeout(
                 connection, lock_timeout(attempt, self.config.lock_timeout)
             )
             try:
                 await self._upgrade(connection)
-                return
+                return True
             except Exception as error:
                 if not is_lock_timeout(error):
                     raise
@@ -518,6 +685,7 @@ class Bootstrap:
                     ) from error
             await connection.rollback()
             await self._pause_before_retry(attempt, retries)
+        raise AssertionError("the last attempt returns or raises")
 
     async def _set_lock_timeout(self, connection: AsyncConnection, seconds: float) -> None:
         # A session setting: it also covers the statements of autocommit blocks.

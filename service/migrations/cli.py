@@ -1,6 +1,8 @@
 """The migration commands on an application's command line (argparse):
 
     migrate [--timeout S]                 migrate to head once, then exit
+    migrate --resume --reason TEXT [--operator NAME]
+                                          lift the holds on cancelled revisions, then migrate
     db status [--json]                    where the schema stands
     db history [--json] [--limit N]       the audit trail of applied steps
     db verify [--json]                    revisions edited after they ran?
@@ -15,6 +17,8 @@ from __future__ import annotations
 
 import argparse
 import math
+import re
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -32,6 +36,19 @@ def add_commands(commands: Any) -> None:
     migrate = commands.add_parser("migrate", help="bring the schema to head once and exit")
     migrate.add_argument(
         "--timeout", type=_seconds, default=None, help="give up (exit 1) after this many seconds"
+    )
+    migrate.add_argument(
+        "--resume",
+        action="store_true",
+        help="lift the holds on revisions an operator cancelled (recorded), then migrate",
+    )
+    migrate.add_argument(
+        "--reason", type=_text_of(MAX_REASON_LENGTH), help="why the hold is lifted (with --resume)"
+    )
+    migrate.add_argument(
+        "--operator",
+        type=_text_of(MAX_OPERATOR_LENGTH),
+        help="who lifts it (with --resume; default: the OS user at this host)",
     )
     database = commands.add_parser("db", help="database commands")
     database_commands = database.add_subparsers(dest="db_command", required=True)
@@ -97,6 +114,29 @@ def _seconds(text: str) -> float:
 
 # db history --limit: more steps than any history holds, well inside a bigint.
 _MOST_STEPS = 1_000_000
+MAX_REASON_LENGTH = 1000
+MAX_OPERATOR_LENGTH = 128
+# Control characters (NUL, which PostgreSQL refuses in text, among them) and
+# lone surrogates (bytes that were not UTF-8): refused in recorded text.
+_UNWRITABLE = re.compile("[\x00-\x08\x0b-\x1f\x7f\ud800-\udfff]")
+
+
+def _text_of(limit: int) -> Callable[[str], str]:
+    """An argument type for text kept in the holds table: not blank, at most
+    `limit` characters, no control characters, valid UTF-8."""
+
+    def checked(raw: str) -> str:
+        if not raw.strip():
+            raise argparse.ArgumentTypeError("must not be blank")
+        if len(raw) > limit:
+            raise argparse.ArgumentTypeError(f"must be at most {limit} characters")
+        if _UNWRITABLE.search(raw):
+            raise argparse.ArgumentTypeError(
+                "must be UTF-8 text without control characters (NUL, escapes)"
+            )
+        return raw
+
+    return checked
 
 
 def is_migration_command(options: argparse.Namespace) -> bool:
@@ -135,7 +175,16 @@ async def run(
     from service.migrations import commands
 
     if options.command == "migrate":
-        return await commands.migrate(config, options.timeout)
+        if options.resume != (options.reason is not None) or (
+            options.operator is not None and not options.resume
+        ):
+            print(
+                "error: --resume needs --reason (and --reason, --operator need --resume)",
+                file=sys.stderr,
+            )
+            return 2
+        resume = (options.operator, options.reason) if options.resume else None
+        return await commands.migrate(config, options.timeout, resume=resume)
     engine = application_engine()
     try:
         if options.db_command == "history":

@@ -12,7 +12,7 @@ from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from service.migrations import lock
+from service.migrations import holds, lock
 from service.migrations.audit import history_query
 from service.migrations.bootstrap import Bootstrap, MigrationFailed
 from service.migrations.config import MigrationConfig
@@ -22,8 +22,15 @@ from service.migrations.scripts import current_revisions, load_revisions
 from service.migrations.verify import audit_trail_exists, verify_checksums
 
 
-async def migrate(config: MigrationConfig, give_up_after: float | None) -> int:
+async def migrate(
+    config: MigrationConfig,
+    give_up_after: float | None,
+    *,
+    resume: tuple[str | None, str] | None = None,
+) -> int:
     """Bring the schema to head under the lock; 0 at head, 1 on failure or timeout.
+    `resume` (operator or None for the OS user, reason): lift the holds on
+    cancelled revisions first, recording who and why (holds.py).
 
     Every read goes through the migration URL: a Job with the owner's role
     needs nothing of the application's. `give_up_after` bounds the wait for the
@@ -32,6 +39,8 @@ async def migrate(config: MigrationConfig, give_up_after: float | None) -> int:
     engine = create_reads_engine(config)
     bootstrap = Bootstrap(config, engine)
     try:
+        if resume is not None:
+            await _lift_holds(engine, *resume)
         await bootstrap.migrate(give_up_after)
     except MigrationFailed:
         return 1
@@ -43,6 +52,18 @@ async def migrate(config: MigrationConfig, give_up_after: float | None) -> int:
         await engine.dispose()
     print(f"schema at head {','.join(bootstrap.status.target_revision)}")
     return 0
+
+
+async def _lift_holds(engine: AsyncEngine, operator: str | None, reason: str) -> None:
+    async with engine.connect() as connection:
+        lifted = await holds.lift_holds(connection, operator or holds.default_operator(), reason)
+    for hold in lifted:
+        print(
+            f"lifted the hold on {hold.revision} (held since {hold.held_at.isoformat()} "
+            f"by {hold.held_by}: {hold.reason})"
+        )
+    if not lifted:
+        print("no hold to lift")
 
 
 def heads_manifest(alembic_config: Path, *, write: bool, write_command: str) -> int:
@@ -69,6 +90,7 @@ async def database_status(config: MigrationConfig, engine: AsyncEngine, *, as_js
         current = await current_revisions(connection)
         holder = await lock.find_holder(connection, lock.MigrationLock.of(config))
         last_steps = await _history(connection, 5)
+        held = await holds.active_holds(connection)
     unknown = [revision for revision in current if not revisions.is_known(revision)]
     report: dict[str, Any] = {
         "current_revision": list(current),
@@ -77,6 +99,7 @@ async def database_status(config: MigrationConfig, engine: AsyncEngine, *, as_js
         "pending": [] if unknown else revisions.pending(current),
         "unknown_revisions": unknown,
         "lock_holder": holder.as_json() if holder else None,
+        "holds": [hold.as_json() for hold in held],
         "last_applied": last_steps,
     }
     print(json.dumps(report, indent=2) if as_json else _as_text(report))
@@ -107,12 +130,18 @@ async def database_verify(config: MigrationConfig, engine: AsyncEngine, *, as_js
             "checked": result.checked,
             "unrecorded": result.unrecorded,
             "edited": [vars(entry) for entry in result.edited],
+            "edited_on_the_record": [vars(entry) for entry in result.accepted],
         }
         print(json.dumps(report, indent=2))
     else:
         print(result.describe())
         for entry in result.edited:
             print(f"  {entry.revision}: recorded {entry.recorded}, file now {entry.current}")
+        for accepted in result.accepted:
+            print(
+                f"  {accepted.revision}: recorded {accepted.recorded}, file now {accepted.current}, "
+                f"accepted on the record: {'; '.join(accepted.reasons)}"
+            )
         if result.unrecorded:
             print(f"  applied before the audit trail existed: {', '.join(result.unrecorded)}")
     return 0 if result.ok else 1
@@ -151,6 +180,11 @@ def _as_text(report: dict[str, Any]) -> str:
     ]
     if report["unknown_revisions"]:
         lines.append(f"unknown to this code: {', '.join(report['unknown_revisions'])}")
+    for hold in report["holds"]:
+        lines.append(
+            f"held:             {hold['revision']} since {hold['since']} by {hold['held_by']} "
+            f"({hold['reason']}); lift with migrate --resume --reason TEXT"
+        )
     for step in report["last_applied"]:
         lines.append(f"applied:          {_step_line(step)}")
     if holder:

@@ -73,6 +73,8 @@ class MigrationConfig:
     setting_names: Mapping[str, str] = field(default_factory=dict)
     # The command that rewrites the heads manifest, named by a stale-manifest error.
     write_heads_command: str = "db heads --write"
+    # The command that lifts a hold on a cancelled revision, named by /readyz.
+    resume_command: str = "migrate --resume --reason TEXT"
 
     def __post_init__(self) -> None:
         problems = _problems(self)

@@ -15,6 +15,7 @@ overrule the operator who cancelled it (`failure_kind` names what they are).
 from __future__ import annotations
 
 import ssl
+import traceback
 
 import asyncpg
 from sqlalchemy.exc import DBAPIError, InterfaceError
@@ -112,3 +113,12 @@ def describe_error(error: BaseException) -> str:
     name = type(original).__name__
     described = f"{name}: {message}" if message else name
     return f"{described} (SQLSTATE {code})" if code else described
+
+
+def one_traceback(error: BaseException) -> str:
+    """The frames of `error` alone, ending with its one-line description: the
+    driver's errors it wraps (asyncpg's, SQLAlchemy's adaptation of it) would
+    tell the same failure twice more, with the statement's text. Logged as the
+    record's `error_trace` (the service's formatters print it)."""
+    frames = "".join(traceback.format_tb(error.__traceback__))
+    return f"Traceback (most recent call last):\n{frames}{describe_error(error)}"

@@ -105,7 +105,7 @@ async def readiness(bootstrap: Bootstrap) -> tuple[int, dict[str, object]]:
     answers, still at this code's head; 503 before, after a failure, and while
     the database is unreachable."""
     status = bootstrap.status
-    if not status.ready:
+    if not status.ready and not await bootstrap.recover_if_at_head():
         return 503, status.as_json()
     # At head: ready only while the database answers, so a restarting database
     # takes the replica out of rotation instead of failing its requests; and
@@ -146,6 +146,7 @@ class ReadinessAnswer(BaseModel):
     verification: str | None = None
     migration: dict[str, Any] | None = None
     lock_holder: dict[str, Any] | None = None
+    hold: dict[str, Any] | None = None
     error: str | None = None
     failure: str | None = None
     database: Literal["unreachable"] | None = None

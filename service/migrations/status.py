@@ -7,11 +7,13 @@ bootstrap works" shows the same, and a test checks both against it):
 
     transition          to                     from
     check               checking               starting, waiting_for_database, checking,
-                                               waiting_for_lock, migrating, waiting_for_schema
+                                               waiting_for_lock, migrating, waiting_for_schema,
+                                               held
     lose_database       waiting_for_database   checking, waiting_for_lock, migrating
     wait_for_lock       waiting_for_lock       checking, waiting_for_lock
     migrate             migrating              checking
     wait_for_schema     waiting_for_schema     checking
+    hold                held                   checking
     ready_by_manifest   ready                  checking
     ready               ready                  checking, waiting_for_lock
     ready_ahead         ready                  checking, waiting_for_lock
@@ -19,15 +21,19 @@ bootstrap works" shows the same, and a test checks both against it):
     schema_restored     ready                  schema_changed
     fail                failed                 starting, waiting_for_database, checking,
                                                waiting_for_lock, migrating, waiting_for_schema,
-                                               ready
+                                               held, ready
+    recover             checking               failed
     stop                stopped                starting, waiting_for_database, checking,
-                                               waiting_for_lock, migrating, waiting_for_schema
+                                               waiting_for_lock, migrating, waiting_for_schema,
+                                               held
 
 - check: read the database's revision (again after waiting, after taking the
   lock, before each attempt of a migration, and after migrating);
 - lose_database: the connection was refused or lost; wait, with backoff;
 - wait_for_lock: another process holds the lock; migrate: this one holds it,
   behind head; wait_for_schema: behind head, and this process does not migrate;
+- hold: behind head, and a revision to apply is held (an operator cancelled
+  it: holds.py); checked again every poll interval until the hold is lifted;
 - ready_by_manifest: the fast path, at the heads of the heads manifest without
   parsing a revision script or taking the lock;
 - ready: at head, checked, migrated here, or reached by another process while
@@ -35,7 +41,11 @@ bootstrap works" shows the same, and a test checks both against it):
   line (a rolled-back deploy), when that is allowed;
 - schema_changed / schema_restored: after ready, the database left this code's
   heads (a downgrade, another branch), and came back;
-- fail and stop end the bootstrap: a final error, or a cancel (SIGTERM).
+- fail and stop end the bootstrap: a final error, or a cancel (SIGTERM);
+- recover: a process that stays up after a failure whose cause can go away (a
+  lock timeout, a lost connection, a statement timeout, a cancel) found the
+  schema at head, brought there by another migrator: check the scripts, then
+  ready.
 
 One mutable object per process, shared by the bootstrap (which changes it
 through these methods only) and readiness and metrics (which read it). The
@@ -52,6 +62,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import StrEnum
 
+from service.migrations.holds import Hold
 from service.migrations.lock import LockHolder
 
 logger = logging.getLogger(__name__)
@@ -64,6 +75,7 @@ class Phase(StrEnum):
     WAITING_FOR_LOCK = "waiting_for_lock"
     MIGRATING = "migrating"
     WAITING_FOR_SCHEMA = "waiting_for_schema"
+    HELD = "held"
     READY = "ready"
     SCHEMA_CHANGED = "schema_changed"
     FAILED = "failed"
@@ -76,12 +88,14 @@ class Transition(StrEnum):
     WAIT_FOR_LOCK = "wait_for_lock"
     MIGRATE = "migrate"
     WAIT_FOR_SCHEMA = "wait_for_schema"
+    HOLD = "hold"
     READY_BY_MANIFEST = "ready_by_manifest"
     READY = "ready"
     READY_AHEAD = "ready_ahead"
     SCHEMA_CHANGED = "schema_changed"
     SCHEMA_RESTORED = "schema_restored"
     FAIL = "fail"
+    RECOVER = "recover"
     STOP = "stop"
 
 
@@ -93,6 +107,7 @@ _WORKING = frozenset(
         Phase.WAITING_FOR_LOCK,
         Phase.MIGRATING,
         Phase.WAITING_FOR_SCHEMA,
+        Phase.HELD,
     }
 )
 _AFTER_CHECK = frozenset({Phase.CHECKING})
@@ -108,6 +123,7 @@ TRANSITIONS: dict[Transition, tuple[frozenset[Phase], Phase]] = {
     Transition.WAIT_FOR_LOCK: (_HEAD_SEEN, Phase.WAITING_FOR_LOCK),
     Transition.MIGRATE: (_AFTER_CHECK, Phase.MIGRATING),
     Transition.WAIT_FOR_SCHEMA: (_AFTER_CHECK, Phase.WAITING_FOR_SCHEMA),
+    Transition.HOLD: (_AFTER_CHECK, Phase.HELD),
     Transition.READY_BY_MANIFEST: (_AFTER_CHECK, Phase.READY),
     Transition.READY: (_HEAD_SEEN, Phase.READY),
     Transition.READY_AHEAD: (_HEAD_SEEN, Phase.READY),
@@ -117,6 +133,7 @@ TRANSITIONS: dict[Transition, tuple[frozenset[Phase], Phase]] = {
     ),
     Transition.SCHEMA_RESTORED: (frozenset({Phase.SCHEMA_CHANGED}), Phase.READY),
     Transition.FAIL: (_WORKING | {Phase.READY}, Phase.FAILED),
+    Transition.RECOVER: (frozenset({Phase.FAILED}), Phase.CHECKING),
     Transition.STOP: (_WORKING, Phase.STOPPED),
 }
 # The most recent transitions a status keeps, for tests and debugging.
@@ -144,6 +161,7 @@ class MigrationStatus:
     lock_wait_seconds: float = 0.0
     revision_seconds: dict[str, float] = field(default_factory=dict)
     lock_holder: LockHolder | None = None
+    hold: Hold | None = None
     error: str | None = None
     # What a final error is (errors.py `failure_kind`, or the bootstrap's own:
     # pooler, stale_manifest, unknown_revision, ...).
@@ -194,6 +212,10 @@ class MigrationStatus:
     def wait_for_schema(self) -> None:
         self._move(Transition.WAIT_FOR_SCHEMA)
 
+    def held(self, hold: Hold, error: str) -> None:
+        self._move(Transition.HOLD, error=error)
+        self.hold = hold
+
     def ready_by_manifest(self) -> None:
         self._move(Transition.READY_BY_MANIFEST)
 
@@ -209,6 +231,9 @@ class MigrationStatus:
 
     def fail(self, error: str, failure: str) -> None:
         self._move(Transition.FAIL, error=error, failure=failure)
+
+    def recover(self) -> None:
+        self._move(Transition.RECOVER)
 
     def stop(self, error: str) -> None:
         self._move(Transition.STOP, error=error)
@@ -231,6 +256,8 @@ class MigrationStatus:
         self.failure = failure
         if target is not Phase.WAITING_FOR_LOCK:
             self.lock_holder = None
+        if target is not Phase.HELD:
+            self.hold = None
 
     # What the bootstrap saw and did, without a change of phase.
 
@@ -294,6 +321,8 @@ class MigrationStatus:
                 "lock_timeout_retries": self.lock_timeout_retries,
                 "lock_timeout_seconds": self.lock_timeout_seconds,
             }
+        if self._phase is Phase.HELD and self.hold is not None:
+            body["hold"] = self.hold.as_json()
         if self._phase is Phase.WAITING_FOR_LOCK:
             body["lock_holder"] = self.lock_holder.as_json() if self.lock_holder else None
         if self.error is not None:

@@ -22,6 +22,7 @@ from sqlalchemy.dialects.postgresql import distinct_on
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from service.migrations.audit import audit_table, checksum_of_file, recorded_checksums_query
+from service.migrations.edits import load_edits
 from service.migrations.scripts import Revisions
 
 
@@ -32,12 +33,24 @@ class EditedRevision:
     current: str
 
 
+@dataclass(frozen=True)
+class AcceptedEdit:
+    """An applied revision whose file differs from what ran, accepted on the
+    record (edits.py): the entries that lead from one checksum to the other."""
+
+    revision: str
+    recorded: str
+    current: str
+    reasons: tuple[str, ...]
+
+
 @dataclass
 class Verification:
     """The result of comparing applied revisions with their files."""
 
     checked: list[str] = field(default_factory=list)
     edited: list[EditedRevision] = field(default_factory=list)
+    accepted: list[AcceptedEdit] = field(default_factory=list)
     unrecorded: list[str] = field(default_factory=list)
     trail_missing: bool = False
 
@@ -50,6 +63,11 @@ class Verification:
             return "no audit trail in this database yet: nothing to verify"
         if not self.edited:
             matched = f"{len(self.checked)} applied revisions match their files"
+            if self.accepted:
+                names = ", ".join(entry.revision for entry in self.accepted)
+                matched += (
+                    f" ({len(self.accepted)} edited on the record, alembic/edited.toml: {names})"
+                )
             if not self.unrecorded:
                 return matched
             # Said, so that "7 match" on a database with 13 applied is not read
@@ -80,12 +98,21 @@ async def verify_checksums(
     current = await asyncio.to_thread(
         lambda: {r: checksum_of_file(revisions.path(r)) for r in applied}
     )
+    edits = await asyncio.to_thread(load_edits, revisions.script.dir)
     for revision in applied:
         if recorded.get(revision) is None:
             result.unrecorded.append(revision)
             continue
         result.checked.append(revision)
-        if recorded[revision] != current[revision]:
+        if recorded[revision] == current[revision]:
+            continue
+        records = edits.accepting(revision, recorded[revision], current[revision])
+        if records:
+            reasons = tuple(record.reason for record in records)
+            result.accepted.append(
+                AcceptedEdit(revision, recorded[revision], current[revision], reasons)
+            )
+        else:
             result.edited.append(EditedRevision(revision, recorded[revision], current[revision]))
     return result
 

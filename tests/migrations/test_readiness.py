@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from urllib.parse import quote, quote_plus
 
 import httpx
@@ -13,7 +11,7 @@ from sqlalchemy.engine import URL
 
 from service.migrations import lock
 from tests.support.configs import eventually, scenario_config, settings_for
-from tests.support.postgres import connect
+from tests.support.postgres import connect, reading_configs
 from tests.support.processes import OPERATOR, OPERATOR_TOKEN
 from tests.support.readiness import LOCK_NAME, holding_lock, readiness, running_app, wait_for_phase
 from tests.support.revisions import HEAD
@@ -205,20 +203,6 @@ async def test_database_password_never_reaches_readiness(
     for spelling in spellings:
         assert spelling not in details
         assert spelling not in public
-
-
-@asynccontextmanager
-async def reading_configs(url: URL) -> AsyncIterator[None]:
-    """A long transaction holding ACCESS SHARE on configs, as a slow report would."""
-    connection = await connect(url)
-    transaction = connection.transaction()
-    await transaction.start()
-    await connection.execute("LOCK TABLE configs IN ACCESS SHARE MODE")
-    try:
-        yield
-    finally:
-        await transaction.rollback()
-        await connection.close()
 
 
 async def test_revision_that_hits_lock_timeout_is_retried(migrated_database: URL) -> None:

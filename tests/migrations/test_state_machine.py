@@ -8,6 +8,7 @@ import asyncio
 import textwrap
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager, suppress
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -16,6 +17,7 @@ from sqlalchemy.ext.asyncio import create_async_engine
 
 from service.migrations import Bootstrap, MigrationConfig, MigrationFailed, Phase
 from service.migrations.commands import migrate
+from service.migrations.holds import Hold
 from service.migrations.lock import lock_key
 from service.migrations.status import (
     TRANSITIONS,
@@ -24,7 +26,7 @@ from service.migrations.status import (
     Transition,
 )
 from tests.support.configs import scenario_config
-from tests.support.postgres import connect, create_database, drop_database
+from tests.support.postgres import connect, create_database, drop_database, reading_configs
 from tests.support.processes import PROJECT_ROOT
 from tests.support.revisions import REVISIONS
 
@@ -39,12 +41,16 @@ MOVES: dict[Transition, Callable[[MigrationStatus], None]] = {
     Transition.WAIT_FOR_LOCK: lambda status: status.wait_for_lock(None),
     Transition.MIGRATE: lambda status: status.migrate(),
     Transition.WAIT_FOR_SCHEMA: lambda status: status.wait_for_schema(),
+    Transition.HOLD: lambda status: status.held(
+        Hold("a_revision", "cancelled", datetime.now(UTC), "host pid 1"), "held"
+    ),
     Transition.READY_BY_MANIFEST: lambda status: status.ready_by_manifest(),
     Transition.READY: lambda status: status.reach_head(),
     Transition.READY_AHEAD: lambda status: _reach_head_ahead(status),
     Transition.SCHEMA_CHANGED: lambda status: status.schema_changed("downgraded"),
     Transition.SCHEMA_RESTORED: lambda status: status.schema_restored(),
     Transition.FAIL: lambda status: status.fail("broken", "error"),
+    Transition.RECOVER: lambda status: status.recover(),
     Transition.STOP: lambda status: status.stop("stopped while waiting"),
 }
 
@@ -273,6 +279,42 @@ async def test_real_runs_drive_every_transition_of_the_table(
         assert transitions_of(bootstrap)[-2:] == [Transition.MIGRATE, Transition.FAIL]
         seen |= set(transitions_of(bootstrap))
 
+    # A revision that cannot get its locks (a report holds its table): failed;
+    # the report ends, another process migrates: ready again, no restart.
+    async with database(admin_url, migrated_template) as url:
+        locking = config_for(
+            url, scenario_config("locking"), lock_timeout=0.1, lock_retries=0, poll_interval=0.1
+        )
+        async with running(locking) as bootstrap:
+            async with reading_configs(url):
+                await reaches(bootstrap, Phase.FAILED)
+            assert bootstrap.status.failure == "lock_timeout"
+            assert await migrate(config_for(url, scenario_config("locking")), None) == 0
+            await reaches(bootstrap, Phase.READY)
+            assert transitions_of(bootstrap)[-4:] == [
+                Transition.MIGRATE,
+                Transition.FAIL,
+                Transition.RECOVER,
+                Transition.READY,
+            ]
+            seen |= set(transitions_of(bootstrap))
+
+    # A revision to apply is held (an operator cancelled it): held until the
+    # hold is lifted, then migrated.
+    async with database(admin_url, migrated_template) as url:
+        await execute(
+            url,
+            "INSERT INTO schema_migration_holds (revision, reason, held_by) "
+            "VALUES ('test_locking', 'cancelled', 'a test')",
+        )
+        async with running(config_for(url, scenario_config("locking"))) as bootstrap:
+            await reaches(bootstrap, Phase.HELD)
+            assert bootstrap.status.as_json()["hold"]["revision"] == "test_locking"  # type: ignore[index]
+            await execute(url, "UPDATE schema_migration_holds SET lifted_at = now()")
+            await reaches(bootstrap, Phase.READY)
+            assert Transition.HOLD in transitions_of(bootstrap)
+            seen |= set(transitions_of(bootstrap))
+
     # A database that refuses connections.
     closed = admin_url.set(host="127.0.0.1", port=1)
     async with running(config_for(closed)) as bootstrap:
@@ -280,6 +322,14 @@ async def test_real_runs_drive_every_transition_of_the_table(
         seen |= set(transitions_of(bootstrap))
 
     assert seen == set(Transition)
+
+
+async def execute(url: URL, statement: str) -> None:
+    connection = await connect(url)
+    try:
+        await connection.execute(statement)
+    finally:
+        await connection.close()
 
 
 async def set_revision(url: URL, revision: str) -> None:

@@ -113,7 +113,7 @@ async def assert_migrated_once(connection: asyncpg.Connection, fleet: list[Servi
     created = Counter(row["object"] for row in rows if row["tag"] == "CREATE TABLE")
     tables = [
         "alembic_version", "accounts", "users", "environments", "api_keys", "configs", "schema_migration_audit",
-        "operator_audit", "contexts",
+        "operator_audit", "contexts", "schema_migration_holds",
     ]  # fmt: skip
     assert created == Counter({f"public.{name}": 1 for name in tables})
     # The concurrently built index too (its build commits outside any revision's transaction).

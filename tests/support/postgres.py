@@ -10,8 +10,8 @@ from __future__ import annotations
 import asyncio
 import os
 import uuid
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -138,3 +138,17 @@ async def attempts(url: URL) -> int:
     """How often the failing or slow revision started, since `count_attempts`."""
     query = "SELECT CASE WHEN is_called THEN last_value ELSE 0 END FROM test_attempts"
     return int(await fetch_value(url, query))
+
+
+@asynccontextmanager
+async def reading_configs(url: URL) -> AsyncIterator[None]:
+    """A long transaction holding ACCESS SHARE on configs, as a slow report would."""
+    connection = await connect(url)
+    transaction = connection.transaction()
+    await transaction.start()
+    await connection.execute("LOCK TABLE configs IN ACCESS SHARE MODE")
+    try:
+        yield
+    finally:
+        await transaction.rollback()
+        await connection.close()
