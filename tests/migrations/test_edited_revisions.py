@@ -37,12 +37,14 @@ def release_before_the_edits(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return export(PROJECT_ROOT, commit, tmp_path_factory.mktemp("before-edits") / "code")
 
 
+@pytest.mark.processes  # git
 def test_the_edits_of_0008_and_0012_are_on_the_record(release_before_the_edits: Path) -> None:
     assert unrecorded_edits(PROJECT_ROOT, release_before_the_edits) == []
     found = unrecorded_edits(PROJECT_ROOT, release_before_the_edits, RecordedEdits())
     assert [line.split(":")[0] for line in found] == EDITED, found
 
 
+@pytest.mark.processes  # git
 def test_no_revision_of_the_previous_release_changed_without_a_record(tmp_path: Path) -> None:
     found = previous_release(PROJECT_ROOT)
     if found is None:
