@@ -223,9 +223,15 @@ async def _sessions_in_a_transaction(database: URL) -> list[str]:
     connection = await connect(database)
     try:
         rows = await connection.fetch(
+            # The service's sessions idle inside a transaction: what a stream
+            # holding a pooled connection would look like. Not any session
+            # with a transaction at this instant: an autovacuum worker, or the
+            # listener's probe while it runs, has one too (under load the
+            # suite caught one).
             "SELECT application_name, state, query FROM pg_stat_activity"
             " WHERE datname = current_database() AND pid <> pg_backend_pid()"
-            " AND xact_start IS NOT NULL"
+            " AND application_name LIKE 'platform-service%'"
+            " AND state LIKE 'idle in transaction%'"
         )
     finally:
         await connection.close()
