@@ -186,9 +186,21 @@ class Page:
         after: tuple[Any, ...] | None,
         descending: bool,
         by_position: bool = False,
+        positioned: bool = False,
     ):
         self.size, self.after, self.descending = size, after, descending
+        # The order (by position or by creation), and whether the list's rows
+        # carry a position: its cursors then always name the row's position,
+        # creation and id, so a cursor serves either order.
         self.by_position = by_position
+        self.positioned = positioned or by_position
+
+    @property
+    def keyset(self) -> tuple[Any, ...] | None:
+        """What the order compares of the cursor's row."""
+        if self.after is None or self.by_position or not self.positioned:
+            return self.after
+        return self.after[1:]
 
     def links(
         self, request: Request, rows: Sequence[Mapping[Any, Any]], more: bool
@@ -198,7 +210,7 @@ class Page:
             return {"self": self_link, "next": None}
         last = rows[-1]
         query = {k: v for k, v in request.query_params.items() if k != "page[after]"}
-        position = last["position"] if self.by_position else None
+        position = last["position"] if self.positioned else None
         query["page[after]"] = encode_cursor(last["created_at"], last["id"], position)
         return {"self": self_link, "next": f"{request.url.path}?{urlencode(query)}"}
 
@@ -237,7 +249,8 @@ async def positioned_page_parameters(
     ] = "position",
 ) -> Page:
     by_position = sort.lstrip("-") == "position"
-    return Page(size, decode_cursor(after, by_position), sort.startswith("-"), by_position)
+    keyset = decode_cursor(after, by_position=True)
+    return Page(size, keyset, sort.startswith("-"), by_position, positioned=True)
 
 
 # The lists whose resources carry a `position` (environments): in that order.
@@ -281,7 +294,7 @@ def encode_cursor(created_at: datetime, row_id: uuid.UUID, position: int | None 
 
 def decode_cursor(raw: str | None, by_position: bool = False) -> tuple[Any, ...] | None:
     """The keyset a cursor holds: (created_at, id), or (position, created_at, id)
-    for a list ordered by position. A cursor of the other order is refused."""
+    for a list whose rows carry a position (in either order)."""
     if raw is None:
         return None
     try:

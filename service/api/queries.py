@@ -73,9 +73,9 @@ def paged(query: Select[Any], table: Table, page: Page) -> Select[Any]:
     if page.by_position:
         columns.insert(0, table.c.position)
     key = tuple_(*columns)
-    if page.after is not None:
+    if page.keyset is not None:
         query = query.where(
-            key < tuple_(*page.after) if page.descending else key > tuple_(*page.after)
+            key < tuple_(*page.keyset) if page.descending else key > tuple_(*page.keyset)
         )
     order = [column.desc() for column in columns] if page.descending else columns
     return query.order_by(*order).limit(page.size)

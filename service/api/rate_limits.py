@@ -16,15 +16,13 @@ import asyncio
 import logging
 import math
 import time
+from typing import Any
 
 from limits import RateLimitItem, RateLimitItemPerSecond
-from limits.aio.storage import RedisStorage
 from limits.aio.strategies import MovingWindowRateLimiter as SharedLimiter
 from limits.errors import StorageError
 from limits.storage import MemoryStorage
 from limits.strategies import MovingWindowRateLimiter as LocalLimiter
-from redis.asyncio.retry import Retry
-from redis.backoff import NoBackoff
 
 logger = logging.getLogger("service.rate_limits")
 
@@ -108,9 +106,15 @@ class RateLimits:
             )
 
 
-def _redis(url: str) -> RedisStorage:
+def _redis(url: str) -> Any:
     """The shared storage: no retries and short timeouts, since a request
-    waits for it; errors wrapped as StorageError."""
+    waits for it; errors wrapped as StorageError. Imported here: a worker
+    without RATE_LIMIT_STORAGE_URL never loads the Redis client (memory, start
+    time, and its own dependencies on older Pythons)."""
+    from limits.aio.storage import RedisStorage
+    from redis.asyncio.retry import Retry
+    from redis.backoff import NoBackoff
+
     return RedisStorage(
         "async+" + url,
         wrap_exceptions=True,

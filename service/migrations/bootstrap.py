@@ -612,8 +612,13 @@ class Bootstrap:
         if await self._check():
             return True
         async with self.engine.connect() as reads:
-            if await self._held(reads):
-                return False
+            held = await self._held(reads)
+        # The read went back to the pool: close it again while behind head
+        # (a fleet on a server with few slots waits with its migration
+        # sessions alone; tests/db/test_connection_budget.py).
+        await self._close_idle_connections()
+        if held:
+            return False
         session = contextlib.AsyncExitStack()
         try:
             engine = create_migration_engine(self.config)

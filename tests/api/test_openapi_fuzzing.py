@@ -89,17 +89,35 @@ async def server(migrated_database: URL, tmp_path: Path) -> AsyncIterator[Servic
 
 def cursor_config(tenant: Tenant, folder: Path) -> Path:
     """page[after] takes only a cursor this API issued, which no schema can say:
-    schemathesis is given a real one (from links.next) instead of inventing
-    strings that are rightly refused. Bad cursors: tests/test_api_rules.py."""
-    page = httpx.get(
-        f"{tenant.client.base_url}/v1/environments",
-        params={"page[size]": "1"},
-        headers=tenant.headers(),
-    )
-    cursor = parse_qs(urlsplit(page.json()["links"]["next"]).query)["page[after]"][0]
+    schemathesis is given real ones (from links.next) instead of inventing
+    strings that are rightly refused. Environments carry a position, so their
+    cursors name one, and no other list takes them. Bad cursors:
+    tests/api/test_bad_input.py."""
     config = folder / "schemathesis.toml"
-    config.write_text(f'[parameters]\n"query.page[after]" = "{cursor}"\n')
+    users = _next_cursor(tenant, "/v1/users", "users")
+    environments = _next_cursor(tenant, "/v1/environments", "environments")
+    config.write_text(
+        f'[parameters]\n"query.page[after]" = "{users}"\n\n'
+        '[[operations]]\ninclude-name = "GET /v1/environments"\n'
+        f'parameters = {{ "query.page[after]" = "{environments}" }}\n'
+    )
     return config
+
+
+def _next_cursor(tenant: Tenant, path: str, resource_type: str) -> str:
+    """The cursor of a first page of one, made sure to have a next."""
+    if resource_type == "users":
+        for number in range(2):
+            created = httpx.post(
+                f"{tenant.client.base_url}{path}",
+                json={"data": {"type": "users", "attributes": {"email": f"u{number}@fuzz.test"}}},
+                headers=tenant.headers(),
+            )
+            assert created.status_code == 201, created.text
+    page = httpx.get(
+        f"{tenant.client.base_url}{path}", params={"page[size]": "1"}, headers=tenant.headers()
+    )
+    return parse_qs(urlsplit(page.json()["links"]["next"]).query)["page[after]"][0]
 
 
 def documented_operations(server: ServiceProcess) -> set[str]:

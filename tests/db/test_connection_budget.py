@@ -101,11 +101,15 @@ async def test_an_over_budget_fleet_counts_its_workers_and_still_migrates(tmp_pa
                 )
                 fleet = start_fleet(environment, tmp_path, REPLICAS, workers=WORKERS)
                 try:
-                    wait_for(
-                        lambda: _lock_waiters(fleet) == REPLICAS * WORKERS,
-                        120,
-                        "every worker waiting for the migration lock",
-                    )
+                    try:
+                        wait_for(
+                            lambda: _lock_waiters(fleet) == REPLICAS * WORKERS,
+                            120,
+                            "every worker waiting for the migration lock",
+                        )
+                    except AssertionError as timeout:
+                        logs = "\n".join(process.logs()[-4000:] for process in fleet)
+                        raise AssertionError(f"{timeout}:\n{logs}") from None
                     sessions = await holder.fetch(
                         "SELECT application_name FROM pg_stat_activity"
                         " WHERE usename = $1 ORDER BY 1",
