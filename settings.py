@@ -264,6 +264,11 @@ class Settings(BaseSettings):
         description="Open connections per worker process; requests on connections beyond it "
         "are answered 503.",
     )
+    events_keepalive_seconds: Annotated[PositiveSeconds, Field(le=3600)] = Field(
+        default=15.0,
+        description="How often a quiet event stream gets a keepalive comment, in seconds: "
+        "shorter than any idle timeout of a proxy in front of the service.",
+    )
     api_key_usage_interval: PositiveSeconds = Field(
         default=60.0,
         description="How stale an API key's last-used time may get, in seconds (no write per request).",

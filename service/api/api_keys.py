@@ -19,6 +19,7 @@ from sqlalchemy import func, insert, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from service.api import keys
+from service.api.config_events import announce_revoked_keys
 from service.api.dependencies import Admin, Caller, Database, capped_role
 from service.api.errors import Conflict, Forbidden, JsonApiResponse, UnprocessableContent
 from service.api.json_body import JsonApiRoute
@@ -202,6 +203,8 @@ async def revoke_key(key_id: uuid.UUID, caller: Admin, connection: Database) -> 
     )
     if key["revoked_at"] is None and capped_role(user_role, key["max_role"]) is Role.OWNER:
         await keep_an_owner_key(connection, caller.account_id)
+    if key["revoked_at"] is None:
+        await announce_revoked_keys(connection, caller.account_id, [key_id])
     return Response(status_code=204)
 
 

@@ -13,6 +13,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from service.api.api_keys import keep_an_owner_key
+from service.api.config_events import announce_revoked_keys
 from service.api.dependencies import Admin, Caller, Database, Viewer
 from service.api.errors import Conflict, Forbidden, JsonApiResponse, UnprocessableContent
 from service.api.json_body import JsonApiRoute
@@ -38,10 +39,11 @@ from service.api.schemas import (
     resource_object,
     single_document,
 )
-from service.models import Role, User, table
+from service.models import ApiKey, Role, User, table
 
 router = APIRouter(prefix="/users", tags=["users"], route_class=JsonApiRoute)
 users = table(User)
+api_keys = table(ApiKey)
 TYPE = "users"
 CONFLICTS = {
     "users_account_id_lower_email_key": (
@@ -239,9 +241,13 @@ async def delete_user(user_id: uuid.UUID, caller: Admin, connection: Database) -
     _may_manage(caller, current["role"])
     if current["role"] == Role.OWNER:
         await _keep_an_owner(connection, caller.account_id)
+    live_keys = await connection.scalars(
+        select(api_keys.c.id).where(api_keys.c.user_id == user_id, api_keys.c.revoked_at.is_(None))
+    )
     await connection.execute(delete(users).where(users.c.id == user_id))
     if current["role"] == Role.OWNER:
         await keep_an_owner_key(connection, caller.account_id)
+    await announce_revoked_keys(connection, caller.account_id, list(live_keys))
     return Response(status_code=204)
 
 

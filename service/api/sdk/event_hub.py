@@ -34,7 +34,7 @@ from typing import Any
 import asyncpg
 from sqlalchemy.engine import URL
 
-from service.api.config_events import CHANNEL, MANY_CHANGED
+from service.api.config_events import CHANNEL, KEYS_REVOKED, MANY_CHANGED
 from service.db.engines import application_name
 from service.db.tls import tls_options
 from service.migrations.errors import describe_error, is_unreachable
@@ -164,13 +164,23 @@ class EventHub:
                 self._answer_probe(str(message["probe"]))
                 return
             account_id = uuid.UUID(message["account"])
+            if message["event"] == KEYS_REVOKED:
+                self._end_streams_of(account_id, {uuid.UUID(key) for key in message["keys"]})
+                return
             data = {"id": message["id"]} if "id" in message else {}
             event = Event(str(message["event"]), data)
-        except (ValueError, KeyError, TypeError):
+        except (ValueError, KeyError, TypeError, AttributeError):
             logger.warning("ignored a malformed config event notification")
             return
         for stream in self.streams.get(account_id, ()):
             stream.put(event)
+
+    def _end_streams_of(self, account_id: uuid.UUID, key_ids: set[uuid.UUID]) -> None:
+        """End the streams of revoked keys and free their slots now."""
+        for stream in list(self.streams.get(account_id, ())):
+            if stream.key_id in key_ids:
+                stream.end()
+                self.forget(stream)
 
     def _answer_probe(self, probe: str) -> None:
         waiting = self._probes.get(probe)
