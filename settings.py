@@ -264,6 +264,12 @@ class Settings(BaseSettings):
         description="Open connections per worker process; requests on connections beyond it "
         "are answered 503.",
     )
+    http_max_connections_per_address: Annotated[int, Field(ge=0, le=1_000_000)] = Field(
+        default=100,
+        description="Open connections one client address (the TCP peer's) may hold on one worker "
+        "process; more are answered 429 and closed at once. 0: no limit (behind a proxy every "
+        "client has the proxy's address).",
+    )
     events_keepalive_seconds: Annotated[PositiveSeconds, Field(le=3600)] = Field(
         default=15.0,
         description="How often a quiet event stream gets a keepalive comment, in seconds: "
