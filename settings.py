@@ -270,6 +270,26 @@ class Settings(BaseSettings):
         "process; more are answered 429 and closed at once. 0: no limit (behind a proxy every "
         "client has the proxy's address).",
     )
+    quota_configs: Annotated[int, Field(ge=1, le=100_000_000)] = Field(
+        default=10_000,
+        description="Configs one account may hold; a write beyond is answered 409 naming the quota.",
+    )
+    quota_contexts: Annotated[int, Field(ge=1, le=100_000_000)] = Field(
+        default=100_000,
+        description="Contexts (reported by SDKs) one account may hold; a write beyond is answered 409 naming the quota.",
+    )
+    quota_environments: Annotated[int, Field(ge=1, le=100_000_000)] = Field(
+        default=100,
+        description="Environments one account may hold; a write beyond is answered 409 naming the quota.",
+    )
+    quota_api_keys: Annotated[int, Field(ge=1, le=100_000_000)] = Field(
+        default=1_000,
+        description="Live (not revoked) API keys one account may hold; a write beyond is answered 409 naming the quota.",
+    )
+    quota_users: Annotated[int, Field(ge=1, le=100_000_000)] = Field(
+        default=1_000,
+        description="Users one account may hold; a write beyond is answered 409 naming the quota.",
+    )
     events_keepalive_seconds: Annotated[PositiveSeconds, Field(le=3600)] = Field(
         default=15.0,
         description="How often a quiet event stream gets a keepalive comment, in seconds: "

@@ -37,6 +37,7 @@ from service.api.jsonapi import (
 )
 from service.api.limits import NO_NUL
 from service.api.queries import lock_account, one_in_account, paged, rows
+from service.api.quotas import Kind, Quotas
 from service.api.schemas import (
     Described,
     attribute_names,
@@ -162,7 +163,10 @@ async def get_key(key_id: uuid.UUID, caller: Admin, connection: Database) -> Jso
     "the secret is shown once (ADMIN)",
 )
 async def create_key(
-    body: Annotated[Document[ApiKeyCreate], JsonApiBody], caller: Admin, connection: Database
+    body: Annotated[Document[ApiKeyCreate], JsonApiBody],
+    caller: Admin,
+    connection: Database,
+    quotas: Quotas,
 ) -> JsonApiResponse:
     expect_type(body, TYPE)
     given, user_id = related_id(body, "user", "users")
@@ -180,6 +184,7 @@ async def create_key(
         max_role=caller.role,
         made_by=caller.user_id,
     )
+    await quotas.hold(connection, caller.account_id, Kind.API_KEYS)
     headers = {"Location": document["links"]["self"], "Cache-Control": "no-store"}
     return respond(single(document), 201, headers)
 

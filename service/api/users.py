@@ -31,6 +31,7 @@ from service.api.jsonapi import (
 )
 from service.api.limits import NO_NUL, UserAttributes
 from service.api.queries import conflict_from, lock_account, one_in_account, paged, rows
+from service.api.quotas import Kind, Quotas
 from service.api.schemas import (
     Described,
     StoredObject,
@@ -164,12 +165,16 @@ async def get_user(user_id: uuid.UUID, caller: Viewer, connection: Database) -> 
     summary="Create a user (ADMIN)",
 )
 async def create_user(
-    body: Annotated[Document[UserCreate], JsonApiBody], caller: Admin, connection: Database
+    body: Annotated[Document[UserCreate], JsonApiBody],
+    caller: Admin,
+    connection: Database,
+    quotas: Quotas,
 ) -> JsonApiResponse:
     expect_type(body, TYPE)
     values = body.data.attributes
     _may_grant(caller, values.role)
     row = await insert_user(connection, caller.account_id, values, "/data/attributes")
+    await quotas.hold(connection, caller.account_id, Kind.USERS)
     return respond(single(user_resource(row)), 201, {"Location": f"/v1/users/{row['id']}"})
 
 

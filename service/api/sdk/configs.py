@@ -56,6 +56,7 @@ from service.api.limits import (
     encoded_size,
 )
 from service.api.queries import conflict_from
+from service.api.quotas import Kind, Quotas
 from service.api.sdk import schemas
 from service.models import Config, table
 
@@ -369,7 +370,10 @@ def _refuse_too_deep(chain: Sequence[Any], subtree_height: int) -> None:
     summary="Create a config (MEMBER)",
 )
 async def create_config(
-    body: Annotated[NewConfigBody, JsonApiBody], caller: Member, connection: Database
+    body: Annotated[NewConfigBody, JsonApiBody],
+    caller: Member,
+    connection: Database,
+    quotas: Quotas,
 ) -> JsonApiResponse:
     key = key_of(TYPE, body.data.type, body.data.id, None)
     attributes = body.data.attributes
@@ -401,6 +405,7 @@ async def create_config(
         row = (await connection.execute(statement)).mappings().one()
     except IntegrityError as error:
         raise conflict_from(error, SDK_CONFLICTS) from None
+    await quotas.hold(connection, caller.account_id, Kind.CONFIGS)
     await announce(connection, caller.account_id, CHANGED, key)
     return respond(
         {"data": sdk_resource({**row, "parent_key": attributes.parent})},
