@@ -77,7 +77,7 @@ class AccountQuotas:
             )
 
 
-def account_quotas(request: Request) -> AccountQuotas:
+async def account_quotas(request: Request) -> AccountQuotas:
     settings = state_of(request)["settings"]
     return AccountQuotas(
         {
