@@ -290,6 +290,11 @@ class Settings(BaseSettings):
         default=1_000,
         description="Users one account may hold; a write beyond is answered 409 naming the quota.",
     )
+    answer_buffer_bytes: Annotated[int, Field(ge=1024 * 1024, le=1024 * 1024 * 1024)] = Field(
+        default=64 * 1024 * 1024,
+        description="Bytes of large answers (pages of /api/v1/configs from 256 KiB) one worker "
+        "process may hold that clients have not read yet; beyond, such a request is answered 503.",
+    )
     events_keepalive_seconds: Annotated[PositiveSeconds, Field(le=3600)] = Field(
         default=15.0,
         description="How often a quiet event stream gets a keepalive comment, in seconds: "

@@ -10,6 +10,7 @@ from fastapi import FastAPI
 
 from service import __version__, health
 from service.api import router as api_router
+from service.api.answer_budget import AnswerBudget
 from service.api.docs import install_docs
 from service.api.errors import install_error_handlers
 from service.api.key_usage import KeyUsage
@@ -89,6 +90,7 @@ def _lifespan(
                         settings.rate_limit_per_key, settings.rate_limit_auth_failures
                     ),
                     events=events,
+                    answers=AnswerBudget(settings.answer_buffer_bytes),
                 )
         finally:
             await engine.dispose()

@@ -12,13 +12,14 @@ import uuid
 from collections.abc import Mapping, Sequence
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Query, Response
+from fastapi import APIRouter, Query, Request, Response
 from pydantic import Field, StrictBool, StringConstraints, WithJsonSchema
 from sqlalchemy import RowMapping, Select, delete, func, insert, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 from starlette.convertors import StringConvertor, register_url_convertor
 
+from service.api.answer_budget import list_answer
 from service.api.config_chains import check_chain_types, types_along
 from service.api.config_events import CHANGED, DELETED, announce
 from service.api.configs import (
@@ -59,6 +60,7 @@ from service.api.queries import conflict_from
 from service.api.quotas import Kind, Quotas
 from service.api.sdk import schemas
 from service.models import Config, table
+from service.state import state_of
 
 router = APIRouter(prefix="/configs", tags=["configs (smplkit SDK)"], route_class=JsonApiRoute)
 configs = table(Config)
@@ -259,6 +261,7 @@ _SORTS = {
     summary="List configs, pages numbered from 1",
 )
 async def list_configs(
+    request: Request,
     caller: Viewer,
     connection: Database,
     sort: Annotated[Sort, Query()] = "key",
@@ -270,7 +273,7 @@ async def list_configs(
         str | None, Query(alias="filter[search]", max_length=200, pattern=NO_NUL)
     ] = None,
     managed: Annotated[bool | None, Query(alias="filter[managed]")] = None,
-) -> JsonApiResponse:
+) -> Response:
     query = with_parent_key(caller.account_id)
     if parent is not None:
         query = query.where(parents.c.key == parent)
@@ -287,15 +290,11 @@ async def list_configs(
     column = _SORTS[sort.removeprefix("-")]
     # The key (unique in an account) breaks ties: a total, stable order for offsets.
     order = (column.desc(), _SORTS["key"]) if sort.startswith("-") else (column, _SORTS["key"])
+    answers = state_of(request)["answers"]
+    answers.refuse_when_spent()
     found = await page_of(connection, query.order_by(*order), page_number, page_size)
-    return respond(
-        {
-            "data": [sdk_resource(row) for row in found],
-            "meta": {
-                "pagination": await pagination(connection, query, page_number, page_size, total)
-            },
-        }
-    )
+    meta = {"pagination": await pagination(connection, query, page_number, page_size, total)}
+    return list_answer(answers, [sdk_resource(row) for row in found], meta)
 
 
 @router.get(
