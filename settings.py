@@ -290,6 +290,12 @@ class Settings(BaseSettings):
         default=1_000,
         description="Users one account may hold; a write beyond is answered 409 naming the quota.",
     )
+    account_pool_share: Annotated[float, Field(gt=0, le=1, allow_inf_nan=False)] = Field(
+        default=0.5,
+        description="Share of a worker's pool connections (DATABASE_POOL_SIZE + "
+        "DATABASE_MAX_OVERFLOW) one account's requests may hold at once; its further requests "
+        "wait for their turn (503 after 10 s), others' go ahead.",
+    )
     answer_buffer_bytes: Annotated[int, Field(ge=1024 * 1024, le=1024 * 1024 * 1024)] = Field(
         default=64 * 1024 * 1024,
         description="Bytes of large answers (pages of /api/v1/configs from 256 KiB) one worker "
@@ -394,6 +400,12 @@ class Settings(BaseSettings):
         if self.migration_database_url is None:
             return self.app_url
         return make_url(self.migration_database_url.get_secret_value())
+
+    @property
+    def account_slots(self) -> int:
+        """Requests one account may have in flight on one worker (ACCOUNT_POOL_SHARE)."""
+        pool = self.database_pool_size + self.database_max_overflow
+        return max(1, int(pool * self.account_pool_share))
 
     @property
     def events_url(self) -> URL:

@@ -10,6 +10,7 @@ from fastapi import FastAPI
 
 from service import __version__, health
 from service.api import router as api_router
+from service.api.account_shares import AccountShares
 from service.api.answer_budget import AnswerBudget
 from service.api.docs import install_docs
 from service.api.errors import install_error_handlers
@@ -51,6 +52,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_middleware(
         ContentNegotiation, max_bytes=settings.max_body_bytes, routes=app.router.routes
     )
+    # Inside the request log and metrics, so a request refused its share is counted.
+    app.add_middleware(AccountShares, slots=settings.account_slots)
     app.add_middleware(RequestObservability, metrics=metrics)
     install_error_handlers(app)
     # The API first: its requests outnumber the probes' (routes are matched in order).

@@ -22,6 +22,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from starlette.routing import BaseRoute
 
 from service.api import keys
+from service.api.account_shares import SCOPE_ACCOUNT
 from service.api.errors import (
     ApiError,
     BadRequest,
@@ -246,6 +247,8 @@ def role_at_least(minimum: Role) -> Callable[..., Coroutine[Any, Any, Caller]]:
                 f"this needs the role {minimum} or higher; the key acts as {caller.role}"
             )
         checked_request(request)
+        # For the account's share of the worker (service/api/account_shares.py).
+        request.scope[SCOPE_ACCOUNT] = caller.account_id
         return caller
 
     return check
