@@ -27,6 +27,7 @@ BENCHMARKS = {
     "backfill": "bench.backfill",
     "blocked": "bench.blocked",
     "protocol": "bench.protocol",
+    "shares": "bench.shares",
 }
 
 
