@@ -14,6 +14,9 @@ import pytest
 from sqlalchemy.engine import URL
 
 from tests.support.api import JSONAPI, create_account_over_http
+from tests.support.configs import shared_folder
+from tests.support.pgbouncer import pgbouncer
+from tests.support.postgres import service_url
 from tests.support.processes import ServiceProcess, wait_for
 from tests.support.servers import ready_server
 
@@ -74,12 +77,33 @@ def test_a_long_discovery_lets_the_accounts_other_writers_in(server: ServiceProc
     assert answers[0].json() == {"registered": CHAIN, "skipped": []}
 
 
+@pytest.fixture(scope="module")
+def pooled_server(module_database: URL) -> Iterator[ServiceProcess]:
+    """The service through a transaction-pooling PgBouncer, as deployed."""
+    with (
+        shared_folder() as folder,
+        pgbouncer(module_database, folder / "pgbouncer") as pooled,
+        ready_server(
+            pooled,
+            workers=2,
+            MIGRATION_DATABASE_URL=service_url(module_database),
+            DATABASE_POOLER="transaction",
+        ) as process,
+    ):
+        yield process
+
+
 @pytest.mark.processes
-def test_concurrent_discoveries_of_an_account_all_succeed(server: ServiceProcess) -> None:
+@pytest.mark.parametrize("through", ["direct", "PgBouncer"])
+def test_concurrent_discoveries_of_an_account_all_succeed(
+    server: ServiceProcess, pooled_server: ServiceProcess, through: str
+) -> None:
     """Four discoveries of the same 1,000 configs at once, on both workers:
     each succeeds, and together they register each config once."""
+    if through == "PgBouncer":
+        server = pooled_server
     base = f"http://127.0.0.1:{server.port}"
-    key = create_account_over_http(server.port or 0, "Racing discoveries")
+    key = create_account_over_http(server.port or 0, f"Racing discoveries {through}")
     with ThreadPoolExecutor(4) as pool:
         answers = list(pool.map(lambda _: _discover(base, key, _chain("same")), range(4)))
     assert [answer.status_code for answer in answers] == [200] * 4, [a.text for a in answers]
