@@ -148,3 +148,19 @@ def test_concurrent_writers_on_two_workers_cannot_pass_the_quota_together(
         with ThreadPoolExecutor(10) as pool:
             statuses = sorted(pool.map(create, range(10)))
     assert statuses == [201] * 3 + [409] * 7
+
+
+async def test_discovery_beyond_the_quota_keeps_its_earlier_batches(migrated_database: URL) -> None:
+    """Discovery commits batch by batch: the batch that would pass the quota
+    is refused and rolled back, the ones before it stay (the SDK retries)."""
+    async with api_client(migrated_database, quota_configs=60) as client:
+        tenant = await new_tenant(client)
+        report = {"configs": [{"id": f"found-{n:03}"} for n in range(100)]}
+        refused = await tenant.call("POST", "/api/v1/configs/bulk", body=report)
+        assert refused.status_code == 409, refused.text
+        assert "(QUOTA_CONFIGS)" in refused.json()["errors"][0]["detail"]
+        assert await _held(migrated_database, "configs", tenant.account_id) == 50
+        again = await tenant.call(
+            "POST", "/api/v1/configs/bulk", body={"configs": report["configs"][:60]}
+        )
+        assert again.json() == {"registered": 10, "skipped": []}
