@@ -132,7 +132,8 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         self.address = self.client[0] if self.client else ""
         held = self.crowd.arrived(self.address)
         per_address = self.limits.max_connections_per_address
-        if per_address and held > per_address:
+        # A Unix socket has no peer address: only its own proxy connects to it.
+        if per_address and self.address and held > per_address:
             self._refuse_connection(per_address)
             return
         closed = self.crowd.make_room(self.connections, self, self.limits.max_connections)
