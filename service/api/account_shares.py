@@ -8,7 +8,9 @@ worth of requests in flight (DATABASE_POOL_SIZE + DATABASE_MAX_OVERFLOW, at
 least one); its further requests wait, in order, before they take a
 connection, while other accounts' requests go ahead. A request that waits
 longer than WAIT_SECONDS, or finds QUEUE_PER_SLOT times its account's share
-already waiting, is answered 503 with Retry-After.
+already waiting, is answered 503 with Retry-After. A request holds its slot
+until its answer starts (its connection is back in the pool by then), not
+while a client reads a long answer.
 
 A request is known to be an account's by its API key: the middleware keeps,
 per worker, which account each key that authenticated belongs to (the
@@ -24,7 +26,7 @@ import uuid
 from collections import OrderedDict, deque
 from dataclasses import dataclass, field
 
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from service.api import keys
 from service.api.errors import ServiceUnavailable, api_error_response
@@ -65,12 +67,32 @@ class AccountShares:
             except ServiceUnavailable as error:
                 await api_error_response(error)(scope, receive, send)
                 return
-            try:
-                await self.app(scope, receive, send)
-            finally:
-                self._give_back(account)
+            await self._shared(account, scope, receive, send)
         if digest is not None:
             self._remember(digest, scope.get(SCOPE_ACCOUNT))
+
+    async def _shared(self, account: uuid.UUID, scope: Scope, receive: Receive, send: Send) -> None:
+        """Run the request on one of the account's slots, given back when its
+        answer starts: the request's transaction has ended and its connection
+        is back in the pool by then (service/api/dependencies.py), and a page
+        or a stream that a client reads slowly must not hold the share."""
+        held = True
+
+        def give_back() -> None:
+            nonlocal held
+            if held:
+                held = False
+                self._give_back(account)
+
+        async def send_and_give_back(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                give_back()
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_and_give_back)
+        finally:
+            give_back()
 
     async def _take(self, account: uuid.UUID) -> None:
         share = self.shares.setdefault(account, _Share())

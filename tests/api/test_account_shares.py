@@ -5,6 +5,7 @@ they may, another account is still served."""
 from __future__ import annotations
 
 import asyncio
+import socket
 import threading
 from concurrent.futures import ThreadPoolExecutor
 
@@ -12,7 +13,7 @@ import httpx
 import pytest
 from sqlalchemy.engine import URL
 
-from tests.support.api import JSONAPI, create_account_over_http
+from tests.support.api import JSONAPI, account_with_a_large_page, create_account_over_http
 from tests.support.postgres import connect
 from tests.support.servers import ready_server
 
@@ -88,3 +89,44 @@ def test_an_account_holding_its_share_leaves_connections_to_others(module_databa
     assert noisy_done_meanwhile == 0
     assert set(statuses) <= {201, 503}, statuses
     assert statuses.count(201) >= 2, statuses
+
+
+@pytest.mark.processes
+def test_a_page_left_unread_does_not_hold_the_accounts_share(module_database: URL) -> None:
+    """One slot per account and worker: while a 5 MiB page is left unread on
+    each worker, the same account's next requests are served (the slot was
+    given back when the page's answer started, its connection already back
+    in the pool)."""
+    with ready_server(
+        module_database, workers=2, DATABASE_POOL_SIZE="2", DATABASE_MAX_OVERFLOW="0"
+    ) as server:
+        assert server.port is not None
+        key = account_with_a_large_page(server.port)
+        base = f"http://127.0.0.1:{server.port}"
+        for _ in range(20):  # each worker learns the key's account
+            assert (
+                httpx.get(f"{base}/api/v1/configs/large-0", headers=_headers(key)).status_code
+                == 200
+            )
+        unread = []
+        for _ in range(4):
+            client = socket.socket()
+            client.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+            client.settimeout(WAIT)
+            client.connect(("127.0.0.1", server.port))
+            client.sendall(
+                f"GET /api/v1/configs HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {key}\r\n\r\n".encode()
+            )
+            unread.append(client)
+        try:
+            assert all(client.recv(12).endswith(b"200") for client in unread)
+            statuses = [
+                httpx.get(
+                    f"{base}/api/v1/configs/large-1", headers=_headers(key), timeout=WAIT
+                ).status_code
+                for _ in range(6)
+            ]
+        finally:
+            for client in unread:
+                client.close()
+    assert statuses == [200] * 6

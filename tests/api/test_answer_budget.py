@@ -12,12 +12,11 @@ import httpx
 import pytest
 from sqlalchemy.engine import URL
 
-from tests.support.api import JSONAPI, create_account_over_http
+from tests.support.api import LARGE_PAGE_CONFIGS, account_with_a_large_page
 from tests.support.processes import ServiceProcess, wait_for
 from tests.support.servers import ready_server
 
-# About 5 MiB a page: more than loopback's kernel buffers take (about 2.8 MiB here).
-CONFIGS = 160
+CONFIGS = LARGE_PAGE_CONFIGS
 WAIT = 60.0
 
 
@@ -25,24 +24,6 @@ WAIT = 60.0
 def server(module_database: URL) -> Iterator[ServiceProcess]:
     with ready_server(module_database, workers=2, ANSWER_BUFFER_BYTES=str(1024 * 1024)) as process:
         yield process
-
-
-def _large_account(port: int) -> str:
-    """An account whose page of configs is about 5 MiB."""
-    key = create_account_over_http(port, "Large")
-    headers = {"Authorization": f"Bearer {key}", "Content-Type": JSONAPI}
-    for number in range(CONFIGS):
-        items = {f"k{n}": {"value": "v" * 290, "type": "STRING"} for n in range(100)}
-        body = {
-            "data": {
-                "type": "config",
-                "id": f"large-{number}",
-                "attributes": {"name": "L", "items": items},
-            }
-        }
-        created = httpx.post(f"http://127.0.0.1:{port}/api/v1/configs", json=body, headers=headers)
-        assert created.status_code == 201, created.text
-    return key
 
 
 def _request_and_read_nothing(port: int, key: str) -> socket.socket:
@@ -82,7 +63,7 @@ def _status(client: socket.socket) -> int:
 @pytest.fixture(scope="module")
 def large_key(server: ServiceProcess) -> str:
     assert server.port is not None
-    return _large_account(server.port)
+    return account_with_a_large_page(server.port)
 
 
 @pytest.mark.processes
