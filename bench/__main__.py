@@ -28,6 +28,7 @@ BENCHMARKS = {
     "blocked": "bench.blocked",
     "protocol": "bench.protocol",
     "shares": "bench.shares",
+    "pages": "bench.pages",
 }
 
 
