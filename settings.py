@@ -274,6 +274,48 @@ class Settings(BaseSettings):
         description="Open connections per worker process; requests on connections beyond it "
         "are answered 503.",
     )
+    http_max_connections_per_address: Annotated[int, Field(ge=0, le=1_000_000)] = Field(
+        default=100,
+        description="Open connections one client address (the TCP peer's) may hold on one worker "
+        "process; more are answered 429 and closed at once. 0: no limit (behind a proxy every "
+        "client has the proxy's address).",
+    )
+    quota_configs: Annotated[int, Field(ge=1, le=100_000_000)] = Field(
+        default=10_000,
+        description="Configs one account may hold; a write beyond is answered 409 naming the quota.",
+    )
+    quota_contexts: Annotated[int, Field(ge=1, le=100_000_000)] = Field(
+        default=100_000,
+        description="Contexts (reported by SDKs) one account may hold; a write beyond is answered 409 naming the quota.",
+    )
+    quota_environments: Annotated[int, Field(ge=1, le=100_000_000)] = Field(
+        default=100,
+        description="Environments one account may hold; a write beyond is answered 409 naming the quota.",
+    )
+    quota_api_keys: Annotated[int, Field(ge=1, le=100_000_000)] = Field(
+        default=1_000,
+        description="Live (not revoked) API keys one account may hold; a write beyond is answered 409 naming the quota.",
+    )
+    quota_users: Annotated[int, Field(ge=1, le=100_000_000)] = Field(
+        default=1_000,
+        description="Users one account may hold; a write beyond is answered 409 naming the quota.",
+    )
+    account_pool_share: Annotated[float, Field(gt=0, le=1, allow_inf_nan=False)] = Field(
+        default=0.5,
+        description="Share of a worker's pool connections (DATABASE_POOL_SIZE + "
+        "DATABASE_MAX_OVERFLOW) one account's requests may hold at once; its further requests "
+        "wait for their turn (503 after 10 s), others' go ahead.",
+    )
+    answer_buffer_bytes: Annotated[int, Field(ge=1024 * 1024, le=1024 * 1024 * 1024)] = Field(
+        default=64 * 1024 * 1024,
+        description="Bytes of large answers (pages of /api/v1/configs from 256 KiB) one worker "
+        "process may hold that clients have not read yet; beyond, such a request is answered 503.",
+    )
+    events_keepalive_seconds: Annotated[PositiveSeconds, Field(le=3600)] = Field(
+        default=15.0,
+        description="How often a quiet event stream gets a keepalive comment, in seconds: "
+        "shorter than any idle timeout of a proxy in front of the service.",
+    )
     api_key_usage_interval: PositiveSeconds = Field(
         default=60.0,
         description="How stale an API key's last-used time may get, in seconds (no write per request).",
@@ -378,6 +420,12 @@ class Settings(BaseSettings):
         if self.migration_database_url is None:
             return self.app_url
         return make_url(self.migration_database_url.get_secret_value())
+
+    @property
+    def account_slots(self) -> int:
+        """Requests one account may have in flight on one worker (ACCOUNT_POOL_SHARE)."""
+        pool = self.database_pool_size + self.database_max_overflow
+        return max(1, int(pool * self.account_pool_share))
 
     @property
     def events_url(self) -> URL:

@@ -27,6 +27,8 @@ BENCHMARKS = {
     "backfill": "bench.backfill",
     "blocked": "bench.blocked",
     "protocol": "bench.protocol",
+    "shares": "bench.shares",
+    "pages": "bench.pages",
 }
 
 

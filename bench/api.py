@@ -106,11 +106,19 @@ _LATENCY = re.compile(r"^\s+(50|99)%\s+([0-9.]+)(us|ms|s)\s*$", re.MULTILINE)
 _UNITS = {"us": 0.001, "ms": 1.0, "s": 1000.0}
 
 
-def wrk(port: int, path: str, key: str, script: Path | None, pid: int = 0) -> dict[str, float]:
+def wrk(
+    port: int,
+    path: str,
+    key: str,
+    script: Path | None,
+    pid: int = 0,
+    threads: int = 2,
+    connections: int = 16,
+) -> dict[str, float]:
     """A wrk run: requests/s, p50 and p99 in ms, and with the server's `pid`
     its CPU ms per request."""
     cpu_before = cpu_seconds(pid) if pid else 0.0
-    arguments = ["wrk", "-t2", "-c16", f"-d{DURATION}s", "--latency"]
+    arguments = ["wrk", f"-t{threads}", f"-c{connections}", f"-d{DURATION}s", "--latency"]
     arguments += ["-H", f"Authorization: Bearer {key}", "-H", f"Content-Type: {JSONAPI}"]
     if script is not None:
         arguments += ["-s", str(script)]

@@ -12,6 +12,8 @@ from pydantic import SecretStr
 
 from service import __version__, health
 from service.api import router as api_router
+from service.api.account_shares import AccountShares
+from service.api.answer_budget import AnswerBudget
 from service.api.docs import install_docs
 from service.api.errors import install_error_handlers
 from service.api.key_usage import KeyUsage
@@ -56,6 +58,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_middleware(
         ContentNegotiation, max_bytes=settings.max_body_bytes, routes=app.router.routes
     )
+    # Inside the request log and metrics, so a request refused its share is counted.
+    app.add_middleware(AccountShares, slots=settings.account_slots)
     app.add_middleware(RequestObservability, metrics=metrics)
     install_error_handlers(app)
     # The API first: its requests outnumber the probes' (routes are matched in order).
@@ -98,6 +102,7 @@ def _lifespan(
                         _secret(settings.rate_limit_storage_url),
                     ),
                     events=events,
+                    answers=AnswerBudget(settings.answer_buffer_bytes),
                 )
         finally:
             await engine.dispose()

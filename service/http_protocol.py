@@ -16,8 +16,14 @@ protocol adds, per connection, from the settings (docs/security.md, "Limits"):
   408 (or, once an answer has begun, just close);
 - HTTP_SEND_TIMEOUT: how long an answer may stay unread with the send buffer
   full; then the connection is dropped;
-- HTTP_MAX_CONNECTIONS: requests on connections beyond it, in this worker
-  process, are answered 503 and the connection closed.
+- HTTP_MAX_CONNECTIONS: near it, idle connections are closed (the most
+  crowded address's first); requests on connections beyond it, in this
+  worker process, are answered 503 and the connection closed;
+- HTTP_MAX_CONNECTIONS_PER_ADDRESS: a connection beyond it from one client
+  address (the TCP peer's) is answered 429 at once and closed.
+
+Refusals are logged through service/connection_shares.py: the first of a
+kind at once, then a count per interval, never one line per socket.
 
 `python -m service` uses it; with `uvicorn --factory service.app:create_app`
 pass `--http service.http_protocol:LimitedHttpToolsProtocol`. It keeps
@@ -28,7 +34,6 @@ a head or a body is incomplete (docs/benchmarks.md, "Cost of the bounded HTTP pr
 from __future__ import annotations
 
 import asyncio
-import logging
 from dataclasses import dataclass
 from http import HTTPStatus
 from typing import Any
@@ -40,9 +45,9 @@ from uvicorn.server import ServerState
 from service.api.errors import JSONAPI_MEDIA_TYPE, error_object
 from service.api.jsonapi import encode
 from service.api.rate_limits import retry_after
+from service.connection_shares import crowd_of
 from settings import Settings
 
-logger = logging.getLogger("service.http")
 PROTOCOL = "service.http_protocol:LimitedHttpToolsProtocol"
 TOO_MANY_CONNECTIONS_RETRY_AFTER = 1.0
 
@@ -54,6 +59,7 @@ class HttpLimits:
     body_timeout: float
     send_timeout: float
     max_connections: int
+    max_connections_per_address: int
 
     @classmethod
     def of(cls, app_state: dict[str, Any]) -> HttpLimits:
@@ -70,6 +76,7 @@ class HttpLimits:
             setting("http_body_timeout"),
             setting("http_send_timeout"),
             setting("http_max_connections"),
+            setting("http_max_connections_per_address"),
         )
 
 
@@ -140,20 +147,61 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         self._parsed_head_bytes = 0
         self._deadline: asyncio.TimerHandle | None = None
         self._send_deadline: asyncio.TimerHandle | None = None
+        self.crowd = crowd_of(server_state, self.loop)
+        self.address = ""
+        self.idle_since = self.loop.time()
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
-        if len(self.connections) > self.limits.max_connections:
-            logger.warning(
-                "over HTTP_MAX_CONNECTIONS (%d): answering 503", self.limits.max_connections
+        self.address = self.client[0] if self.client else ""
+        held = self.crowd.arrived(self.address)
+        per_address = self.limits.max_connections_per_address
+        # A Unix socket has no peer address: only its own proxy connects to it.
+        if per_address and self.address and held > per_address:
+            self._refuse_connection(per_address)
+            return
+        closed = self.crowd.make_room(self.connections, self, self.limits.max_connections)
+        if len(self.connections) - closed > self.limits.max_connections:
+            self.crowd.log.note(
+                f"answering 503 on connections over HTTP_MAX_CONNECTIONS "
+                f"({self.limits.max_connections})",
+                self.address,
             )
             self.app = _too_many_connections
         self._start_deadline(self.limits.head_timeout, self._head_too_slow)
 
+    def _refuse_connection(self, per_address: int) -> None:
+        self.crowd.log.note(
+            f"refused connections over HTTP_MAX_CONNECTIONS_PER_ADDRESS ({per_address})",
+            self.address,
+        )
+        detail = f"this client address already has {per_address} connections open; retry shortly"
+        retry = retry_after(TOO_MANY_CONNECTIONS_RETRY_AFTER)
+        self.transport.write(refusal(429, detail, f"retry-after: {retry}\r\n".encode()))
+        self.transport.close()
+
     def connection_lost(self, exc: Exception | None) -> None:
         self._cancel_deadline()
         self._cancel_send_deadline()
+        self.crowd.left(self.address)
         super().connection_lost(exc)
+
+    def idle(self) -> bool:
+        """Nothing of a request received and nothing being answered."""
+        return (
+            self._reading_head
+            and not self._head_bytes
+            and not self.pipeline
+            and (self.cycle is None or self.cycle.response_complete)
+            and not self.transport.is_closing()
+        )
+
+    def close_idle(self) -> None:
+        self.transport.close()
+
+    def on_response_complete(self) -> None:
+        self.idle_since = self.loop.time()
+        super().on_response_complete()
 
     def data_received(self, data: bytes) -> None:
         if self._reading_head:
@@ -215,7 +263,9 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
             return
         # Parsed but not kept (its target and headers cut short): answered 431
         # in its turn, after the requests before it, then the connection closes.
-        logger.info("refused a pipelined request whose head is over HTTP_MAX_HEAD_BYTES")
+        self.crowd.log.note(
+            "refused a pipelined request whose head is over HTTP_MAX_HEAD_BYTES", self.address
+        )
         self.url = b"/"
         serving, self.app = (
             self.app,
@@ -261,8 +311,9 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
 
     def _answer_unread(self) -> None:
         self._send_deadline = None
-        logger.info(
-            "dropped a connection whose client read nothing for %gs", self.limits.send_timeout
+        self.crowd.log.note(
+            f"dropped a connection whose client read nothing for {self.limits.send_timeout:g}s",
+            self.address,
         )
         self.transport.abort()
 
@@ -279,7 +330,7 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
     def _refuse(self, status: int, detail: str) -> None:
         if self.transport.is_closing():
             return
-        logger.info("refused a request: %d %s", status, detail)
+        self.crowd.log.note(f"refused a request: {status} {detail}", self.address)
         self.transport.write(refusal(status, detail))
         self.transport.close()
 

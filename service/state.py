@@ -20,6 +20,7 @@ from settings import Settings
 
 if TYPE_CHECKING:
     # The API's own objects; service.api reads this module (an import cycle).
+    from service.api.answer_budget import AnswerBudget
     from service.api.key_usage import KeyUsage
     from service.api.rate_limits import RateLimits
     from service.api.sdk.event_hub import EventHub
@@ -38,6 +39,7 @@ class State(BootstrapState):
     key_usage: KeyUsage
     rate_limits: RateLimits
     events: EventHub
+    answers: AnswerBudget
 
 
 def state_of(connection: HTTPConnection) -> State:

@@ -19,6 +19,7 @@ from sqlalchemy import func, insert, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from service.api import keys
+from service.api.config_events import announce_revoked_keys
 from service.api.dependencies import Admin, Caller, Database, capped_role
 from service.api.errors import Conflict, Forbidden, JsonApiResponse, UnprocessableContent
 from service.api.json_body import JsonApiRoute
@@ -36,6 +37,7 @@ from service.api.jsonapi import (
 )
 from service.api.limits import NO_NUL
 from service.api.queries import lock_account, one_in_account, paged, rows
+from service.api.quotas import Kind, Quotas
 from service.api.schemas import (
     Described,
     attribute_names,
@@ -161,7 +163,10 @@ async def get_key(key_id: uuid.UUID, caller: Admin, connection: Database) -> Jso
     "the secret is shown once (ADMIN)",
 )
 async def create_key(
-    body: Annotated[Document[ApiKeyCreate], JsonApiBody], caller: Admin, connection: Database
+    body: Annotated[Document[ApiKeyCreate], JsonApiBody],
+    caller: Admin,
+    connection: Database,
+    quotas: Quotas,
 ) -> JsonApiResponse:
     expect_type(body, TYPE)
     given, user_id = related_id(body, "user", "users")
@@ -179,6 +184,7 @@ async def create_key(
         max_role=caller.role,
         made_by=caller.user_id,
     )
+    await quotas.hold(connection, caller.account_id, Kind.API_KEYS)
     headers = {"Location": document["links"]["self"], "Cache-Control": "no-store"}
     return respond(single(document), 201, headers)
 
@@ -202,6 +208,8 @@ async def revoke_key(key_id: uuid.UUID, caller: Admin, connection: Database) -> 
     )
     if key["revoked_at"] is None and capped_role(user_role, key["max_role"]) is Role.OWNER:
         await keep_an_owner_key(connection, caller.account_id)
+    if key["revoked_at"] is None:
+        await announce_revoked_keys(connection, caller.account_id, [key_id])
     return Response(status_code=204)
 
 

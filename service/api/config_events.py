@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -28,6 +29,11 @@ CHANGED = "config_changed"
 DELETED = "config_deleted"
 # Many configs at once (discovery): clients refetch the whole list, once.
 MANY_CHANGED = "configs_changed"
+# Not an SDK event: API keys were revoked (or their user deleted), and their
+# streams end on every worker before any later event reaches them.
+KEYS_REVOKED = "keys_revoked"
+# Key ids per notification: a NOTIFY payload holds at most 8,000 bytes.
+_KEYS_PER_NOTIFICATION = 100
 
 
 # The events of one config carry its key; MANY_CHANGED carries nothing.
@@ -39,11 +45,13 @@ _MAX_KEY_LENGTH = 128
 
 @dataclass(frozen=True)
 class ConfigEvent:
-    """A notification as `announce` sends it, its values checked."""
+    """A notification as `announce` (or `announce_revoked_keys`) sends it, its
+    values checked."""
 
     account_id: uuid.UUID
     name: str
     key: str | None
+    revoked_keys: frozenset[uuid.UUID] = frozenset()
 
 
 def parse(payload: str) -> ConfigEvent | None:
@@ -58,6 +66,8 @@ def parse(payload: str) -> ConfigEvent | None:
     if not isinstance(message, dict):
         return None
     event = message.get("event")
+    if event == KEYS_REVOKED:
+        return _revoked_keys(message)
     name = _NAMES.get(event) if isinstance(event, str) else None
     expected = {"account", "event", "id"} if name in _ONE_CONFIG else {"account", "event"}
     if name is None or set(message) != expected:
@@ -67,6 +77,20 @@ def parse(payload: str) -> ConfigEvent | None:
     if account_id is None or (name in _ONE_CONFIG and not _is_config_key(key)):
         return None
     return ConfigEvent(account_id, name, key)
+
+
+def _revoked_keys(message: dict[str, object]) -> ConfigEvent | None:
+    """Keys revoked in one transaction: {"account", "event", "keys": [ids]}."""
+    account_id = _account_id(message.get("account"))
+    keys = message.get("keys")
+    if set(message) != {"account", "event", "keys"} or account_id is None:
+        return None
+    if not isinstance(keys, list) or not 0 < len(keys) <= _KEYS_PER_NOTIFICATION:
+        return None
+    ids = [_account_id(key) for key in keys]  # a key's id is written as an account's
+    if any(key_id is None for key_id in ids):
+        return None
+    return ConfigEvent(account_id, KEYS_REVOKED, None, frozenset(filter(None, ids)))
 
 
 def _account_id(value: object) -> uuid.UUID | None:
@@ -101,3 +125,14 @@ async def announce(
     if key is not None:
         payload["id"] = key
     await _NOTIFY.execute(connection, json.dumps(payload))
+
+
+async def announce_revoked_keys(
+    connection: AsyncConnection, account_id: uuid.UUID, key_ids: Sequence[uuid.UUID]
+) -> None:
+    """End the keys' streams once this transaction commits: NOTIFY delivers in
+    commit order, so no event committed after the revocation reaches them."""
+    for start in range(0, len(key_ids), _KEYS_PER_NOTIFICATION):
+        chunk = key_ids[start : start + _KEYS_PER_NOTIFICATION]
+        payload = {"account": str(account_id), "event": KEYS_REVOKED, "keys": list(map(str, chunk))}
+        await _NOTIFY.execute(connection, json.dumps(payload))

@@ -56,6 +56,7 @@ from service.api.limits import (
     ConfigOverrides,
 )
 from service.api.queries import conflict_from, one_in_account
+from service.api.quotas import Kind, Quotas
 from service.api.schemas import (
     Described,
     StoredObject,
@@ -389,7 +390,10 @@ async def _chain(
     summary="Create a config (MEMBER)",
 )
 async def create_config(
-    body: Annotated[Document[ConfigCreate], JsonApiBody], caller: Member, connection: Database
+    body: Annotated[Document[ConfigCreate], JsonApiBody],
+    caller: Member,
+    connection: Database,
+    quotas: Quotas,
 ) -> JsonApiResponse:
     expect_type(body, TYPE)
     values = body.data.attributes
@@ -420,6 +424,7 @@ async def create_config(
         )
     except IntegrityError as error:
         raise conflict_from(error, CONFLICTS) from None
+    await quotas.hold(connection, caller.account_id, Kind.CONFIGS)
     await announce(connection, caller.account_id, CHANGED, row["key"])
     return respond(single(config_resource(row)), 201, {"Location": f"/v1/configs/{row['id']}"})
 

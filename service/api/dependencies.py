@@ -24,6 +24,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from starlette.routing import BaseRoute
 
 from service.api import keys
+from service.api.account_shares import SCOPE_ACCOUNT
 from service.api.errors import (
     ApiError,
     BadRequest,
@@ -135,9 +136,19 @@ async def database(request: Request) -> AsyncIterator[AsyncConnection]:
     """One transaction per request: committed when the handler succeeds, rolled
     back otherwise. Its scope is the endpoint function (not the request), so
     the commit happens before the answer is sent and a commit that fails is
-    answered as the error it is: a 2xx always means committed."""
-    async with state_of(request)["engine"].begin() as connection:
-        yield connection
+    answered as the error it is: a 2xx always means committed.
+
+    A handler may commit early and go on in a new transaction (discovery
+    commits each bounded batch): whatever is open at the end is committed or
+    rolled back the same way."""
+    async with state_of(request)["engine"].connect() as connection:
+        await connection.begin()
+        try:
+            yield connection
+        except BaseException:
+            await connection.rollback()
+            raise
+        await connection.commit()
 
 
 Database = Annotated[AsyncConnection, Depends(database, scope="function")]
@@ -247,6 +258,8 @@ def role_at_least(minimum: Role) -> Callable[..., Coroutine[Any, Any, Caller]]:
                 f"this needs the role {minimum} or higher; the key acts as {caller.role}"
             )
         checked_request(request)
+        # For the account's share of the worker (service/api/account_shares.py).
+        request.scope[SCOPE_ACCOUNT] = caller.account_id
         return caller
 
     return check

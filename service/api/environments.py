@@ -29,6 +29,7 @@ from service.api.jsonapi import (
 )
 from service.api.limits import MAX_POSITION, NO_NUL
 from service.api.queries import conflict_from, one_in_account, paged, rows
+from service.api.quotas import Kind, Quotas
 from service.api.schemas import (
     Described,
     attribute_names,
@@ -159,7 +160,10 @@ async def get_environment(
     summary="Create an environment (ADMIN)",
 )
 async def create_environment(
-    body: Annotated[Document[EnvironmentCreate], JsonApiBody], caller: Admin, connection: Database
+    body: Annotated[Document[EnvironmentCreate], JsonApiBody],
+    caller: Admin,
+    connection: Database,
+    quotas: Quotas,
 ) -> JsonApiResponse:
     expect_type(body, TYPE)
     statement = (
@@ -171,6 +175,7 @@ async def create_environment(
         row = (await connection.execute(statement)).mappings().one()
     except IntegrityError as error:
         raise conflict_from(error, CONFLICTS) from None
+    await quotas.hold(connection, caller.account_id, Kind.ENVIRONMENTS)
     location = {"Location": f"/v1/environments/{row['id']}"}
     return respond(single(environment_resource(row)), 201, location)
 

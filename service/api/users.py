@@ -13,6 +13,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from service.api.api_keys import keep_an_owner_key
+from service.api.config_events import announce_revoked_keys
 from service.api.dependencies import Admin, Caller, Database, Viewer
 from service.api.errors import Conflict, Forbidden, JsonApiResponse, UnprocessableContent
 from service.api.json_body import JsonApiRoute
@@ -30,6 +31,7 @@ from service.api.jsonapi import (
 )
 from service.api.limits import NO_NUL, UserAttributes
 from service.api.queries import conflict_from, lock_account, one_in_account, paged, rows
+from service.api.quotas import Kind, Quotas
 from service.api.schemas import (
     Described,
     StoredObject,
@@ -38,10 +40,11 @@ from service.api.schemas import (
     resource_object,
     single_document,
 )
-from service.models import Role, User, table
+from service.models import ApiKey, Role, User, table
 
 router = APIRouter(prefix="/users", tags=["users"], route_class=JsonApiRoute)
 users = table(User)
+api_keys = table(ApiKey)
 TYPE = "users"
 CONFLICTS = {
     "users_account_id_lower_email_key": (
@@ -162,12 +165,16 @@ async def get_user(user_id: uuid.UUID, caller: Viewer, connection: Database) -> 
     summary="Create a user (ADMIN)",
 )
 async def create_user(
-    body: Annotated[Document[UserCreate], JsonApiBody], caller: Admin, connection: Database
+    body: Annotated[Document[UserCreate], JsonApiBody],
+    caller: Admin,
+    connection: Database,
+    quotas: Quotas,
 ) -> JsonApiResponse:
     expect_type(body, TYPE)
     values = body.data.attributes
     _may_grant(caller, values.role)
     row = await insert_user(connection, caller.account_id, values, "/data/attributes")
+    await quotas.hold(connection, caller.account_id, Kind.USERS)
     return respond(single(user_resource(row)), 201, {"Location": f"/v1/users/{row['id']}"})
 
 
@@ -239,9 +246,13 @@ async def delete_user(user_id: uuid.UUID, caller: Admin, connection: Database) -
     _may_manage(caller, current["role"])
     if current["role"] == Role.OWNER:
         await _keep_an_owner(connection, caller.account_id)
+    live_keys = await connection.scalars(
+        select(api_keys.c.id).where(api_keys.c.user_id == user_id, api_keys.c.revoked_at.is_(None))
+    )
     await connection.execute(delete(users).where(users.c.id == user_id))
     if current["role"] == Role.OWNER:
         await keep_an_owner_key(connection, caller.account_id)
+    await announce_revoked_keys(connection, caller.account_id, list(live_keys))
     return Response(status_code=204)
 
 

@@ -5,6 +5,7 @@ and raw sockets, as a hostile client would connect."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
 import select
@@ -17,7 +18,7 @@ import pytest
 from sqlalchemy.engine import URL
 
 from tests.support.api import JSONAPI, new_tenant
-from tests.support.processes import ServiceProcess
+from tests.support.processes import ServiceProcess, wait_for
 from tests.support.servers import ready_server
 
 # Every test here starts a real process or server.
@@ -56,6 +57,10 @@ def read_answer(connection: socket.socket) -> tuple[int, dict[str, str], bytes]:
     data = b""
     while chunk := connection.recv(65536):
         data += chunk
+    return parse_answer(data)
+
+
+def parse_answer(data: bytes) -> tuple[int, dict[str, str], bytes]:
     head, _, body = data.partition(b"\r\n\r\n")
     status_line, *lines = head.decode("latin-1").split("\r\n")
     headers = {name.lower(): value.strip() for name, _, value in (x.partition(":") for x in lines)}
@@ -206,12 +211,16 @@ async def _tenant_with_large_configs(server: ServiceProcess) -> str:
 
 def test_connections_beyond_the_limit_get_503(server: ServiceProcess) -> None:
     """Two workers, at most MAX_CONNECTIONS each: of 2 * MAX_CONNECTIONS + 1
-    open connections, some worker holds one too many."""
-    connections = [connect(server) for _ in range(2 * MAX_CONNECTIONS + 1)]
+    open connections, some worker holds one too many. Each has begun its
+    request, so none is idle (idle ones would be closed to make room)."""
+    connections = []
+    for _ in range(2 * MAX_CONNECTIONS + 1):
+        connections.append(connect(server))
+        connections[-1].sendall(b"GET /livez HTTP/1.1\r\n")
     try:
         time.sleep(0.3)  # every connection accepted by a worker
         for connection in connections:
-            connection.sendall(b"GET /livez HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            connection.sendall(b"Host: x\r\nConnection: close\r\n\r\n")
         answers = [read_answer(connection) for connection in connections]
     finally:
         for connection in connections:
@@ -250,3 +259,97 @@ def test_the_head_limit_holds_for_pipelined_requests(server: ServiceProcess, ove
         received = read_until_closed(connection)
     assert statuses_of(received) == [200, 200, 431]
     assert_error(received.rpartition(b"\r\n\r\n")[2], 431)
+
+
+def _flood(address: str, port: int, count: int) -> list[socket.socket]:
+    """`count` connections from `address` that send nothing."""
+    sockets = []
+    for _ in range(count):
+        connection = socket.socket()
+        connection.bind((address, 0))
+        connection.settimeout(10)
+        connection.connect(("127.0.0.1", port))
+        sockets.append(connection)
+    return sockets
+
+
+def _ended(connections: list[socket.socket], ended: dict[int, bytes]) -> dict[int, bytes]:
+    """`ended` with what the server sent to each connection it ended since
+    (an answer, or nothing), by the connection's index."""
+    for index, connection in enumerate(connections):
+        if index not in ended and select.select([connection], [], [], 0)[0]:
+            data = b""
+            with contextlib.suppress(ConnectionResetError):
+                while chunk := connection.recv(65536):
+                    data += chunk
+            ended[index] = data
+    return ended
+
+
+def _served_from_another_address(port: int, times: int) -> list[int]:
+    """Statuses of `times` requests, each on a new connection from 127.0.0.1."""
+    return [
+        httpx.get(f"http://127.0.0.1:{port}/livez", headers={"Connection": "close"}).status_code
+        for _ in range(times)
+    ]
+
+
+@pytest.mark.processes
+def test_one_address_at_its_cap_leaves_the_worker_to_others(module_database: URL) -> None:
+    """120 silent connections from 127.0.0.6 against two workers of 40
+    connections each: beyond 10 per worker they are answered 429 at once, the
+    flood is logged as a count, not a line per socket, and another client is
+    served every time."""
+    with ready_server(
+        module_database,
+        shipped=True,
+        HTTP_MAX_CONNECTIONS="40",
+        HTTP_MAX_CONNECTIONS_PER_ADDRESS="10",
+    ) as capped:
+        assert capped.port is not None
+        flood = _flood("127.0.0.6", capped.port, 120)
+        try:
+            assert _served_from_another_address(capped.port, 20) == [200] * 20
+            ended: dict[int, bytes] = {}
+            wait_for(lambda: len(_ended(flood, ended)) >= 100 or None, 30, "the flood's refusals")
+            refused = [data for data in ended.values() if data]
+            summary = wait_for(
+                lambda: re.search(
+                    r"(\d+) more in the last 10s: refused connections over "
+                    r"HTTP_MAX_CONNECTIONS_PER_ADDRESS \(10\) \(127\.0\.0\.6: \1\)",
+                    capped.logs(),
+                ),
+                60,
+                "the flood's count in the log",
+            )
+            lines = [line for line in capped.logs().splitlines() if "PER_ADDRESS" in line]
+        finally:
+            for connection in flood:
+                connection.close()
+    assert int(summary.group(1)) > 0
+    status, headers, body = parse_answer(refused[0])
+    assert (status, headers["retry-after"]) == (429, "1")
+    assert "already has 10 connections open" in assert_error(body, 429)
+    assert len(lines) <= 4, lines  # per worker: the first refusal, one count
+
+
+@pytest.mark.processes
+def test_idle_connections_make_room_near_the_cap(module_database: URL) -> None:
+    """Two addresses each within their own cap hold more than a worker's
+    connections: the idle ones are closed and another client is served."""
+    with ready_server(
+        module_database,
+        shipped=True,
+        HTTP_MAX_CONNECTIONS="20",
+        HTTP_MAX_CONNECTIONS_PER_ADDRESS="15",
+    ) as crowded:
+        assert crowded.port is not None
+        flood = _flood("127.0.0.6", crowded.port, 30) + _flood("127.0.0.7", crowded.port, 30)
+        try:
+            assert _served_from_another_address(crowded.port, 20) == [200] * 20
+            closed = [data for data in _ended(flood, {}).values() if not data]
+            wait_for(lambda: "closed idle connections" in crowded.logs(), 30, "the closing logged")
+        finally:
+            for connection in flood:
+                connection.close()
+    assert closed

@@ -117,7 +117,8 @@ def _next_cursor(tenant: Tenant, path: str, resource_type: str) -> str:
     page = httpx.get(
         f"{tenant.client.base_url}{path}", params={"page[size]": "1"}, headers=tenant.headers()
     )
-    return parse_qs(urlsplit(page.json()["links"]["next"]).query)["page[after]"][0]
+    cursor: str = parse_qs(urlsplit(page.json()["links"]["next"]).query)["page[after]"][0]
+    return cursor
 
 
 def documented_operations(server: ServiceProcess) -> set[str]:

@@ -158,3 +158,21 @@ def account_with_key(client: httpx.Client, name: str = "Acme") -> tuple[str, lis
     included: list[dict[str, Any]] = created.json()["included"]
     key = next(item for item in included if item["type"] == "api-keys")
     return str(key["attributes"]["secret"]), included
+
+
+# About 5 MiB a page of /api/v1/configs: more than loopback's kernel buffers
+# take of an unread answer (about 2.8 MiB here), so most of it stays in the worker.
+LARGE_PAGE_CONFIGS = 160
+
+
+def account_with_a_large_page(port: int) -> str:
+    """A new account on a real server whose page of configs is about 5 MiB; its key."""
+    key = create_account_over_http(port, "Large")
+    headers = {"Authorization": f"Bearer {key}", "Content-Type": JSONAPI}
+    for number in range(LARGE_PAGE_CONFIGS):
+        items = {f"k{n}": {"value": "v" * 290, "type": "STRING"} for n in range(100)}
+        attributes = {"name": "L", "items": items}
+        body = {"data": {"type": "config", "id": f"large-{number}", "attributes": attributes}}
+        created = httpx.post(f"http://127.0.0.1:{port}/api/v1/configs", json=body, headers=headers)
+        assert created.status_code == 201, created.text
+    return key

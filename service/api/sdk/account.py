@@ -23,6 +23,7 @@ from service.api.limits import (
     JsonObject,
     bounded_json,
 )
+from service.api.quotas import Kind, Quotas
 from service.api.sdk import schemas
 from service.models import Account, Context, table
 
@@ -116,7 +117,10 @@ class ContextReport(Strict):
     summary="Record the contexts an SDK reports in use (MEMBER)",
 )
 async def record_contexts(
-    body: Annotated[ContextReport, JsonApiBody], caller: Member, connection: Database
+    body: Annotated[ContextReport, JsonApiBody],
+    caller: Member,
+    connection: Database,
+    quotas: Quotas,
 ) -> JsonApiResponse:
     latest: dict[tuple[str, str], dict[str, Any] | None] = {}
     for position, context in enumerate(body.contexts):
@@ -128,6 +132,7 @@ async def record_contexts(
                     f"the attributes {error}", pointer=f"/contexts/{position}/attributes"
                 ) from None
         latest[(context.type, context.key)] = context.attributes
+    added = False
     for (context_type, key), attributes in sorted(latest.items()):
         statement = insert(contexts).values(
             account_id=caller.account_id, type=context_type, key=key, attributes=attributes or {}
@@ -135,9 +140,14 @@ async def record_contexts(
         changes: dict[str, Any] = {"last_seen_at": func.now()}
         if attributes is not None:
             changes["attributes"] = statement.excluded.attributes
-        await connection.execute(
-            statement.on_conflict_do_update(
-                constraint="contexts_account_id_type_key_key", set_=changes
+        # A row made by this transaction has its creation time: now().
+        added |= bool(
+            await connection.scalar(
+                statement.on_conflict_do_update(
+                    constraint="contexts_account_id_type_key_key", set_=changes
+                ).returning(contexts.c.created_at == func.now())
             )
         )
+    if added:
+        await quotas.hold(connection, caller.account_id, Kind.CONTEXTS)
     return respond({"registered": len(latest)})

@@ -12,13 +12,14 @@ import uuid
 from collections.abc import Mapping, Sequence
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Query, Response
+from fastapi import APIRouter, Query, Request, Response
 from pydantic import Field, StrictBool, StringConstraints, WithJsonSchema
 from sqlalchemy import RowMapping, Select, delete, func, insert, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 from starlette.convertors import StringConvertor, register_url_convertor
 
+from service.api.answer_budget import list_answer
 from service.api.config_chains import check_chain_types, types_along
 from service.api.config_events import CHANGED, DELETED, announce
 from service.api.configs import (
@@ -56,8 +57,10 @@ from service.api.limits import (
     encoded_size,
 )
 from service.api.queries import conflict_from
+from service.api.quotas import Kind, Quotas
 from service.api.sdk import schemas
 from service.models import Config, table
+from service.state import state_of
 
 router = APIRouter(prefix="/configs", tags=["configs (smplkit SDK)"], route_class=JsonApiRoute)
 configs = table(Config)
@@ -258,6 +261,7 @@ _SORTS = {
     summary="List configs, pages numbered from 1",
 )
 async def list_configs(
+    request: Request,
     caller: Viewer,
     connection: Database,
     sort: Annotated[Sort, Query()] = "key",
@@ -269,7 +273,7 @@ async def list_configs(
         str | None, Query(alias="filter[search]", max_length=200, pattern=NO_NUL)
     ] = None,
     managed: Annotated[QueryBool | None, Query(alias="filter[managed]")] = None,
-) -> JsonApiResponse:
+) -> Response:
     query = with_parent_key(caller.account_id)
     if parent is not None:
         query = query.where(parents.c.key == parent)
@@ -286,15 +290,11 @@ async def list_configs(
     column = _SORTS[sort.removeprefix("-")]
     # The key (unique in an account) breaks ties: a total, stable order for offsets.
     order = (column.desc(), _SORTS["key"]) if sort.startswith("-") else (column, _SORTS["key"])
+    answers = state_of(request)["answers"]
+    answers.refuse_when_spent()
     found = await page_of(connection, query.order_by(*order), page_number, page_size)
-    return respond(
-        {
-            "data": [sdk_resource(row) for row in found],
-            "meta": {
-                "pagination": await pagination(connection, query, page_number, page_size, total)
-            },
-        }
-    )
+    meta = {"pagination": await pagination(connection, query, page_number, page_size, total)}
+    return list_answer(answers, [sdk_resource(row) for row in found], meta)
 
 
 @router.get(
@@ -369,7 +369,10 @@ def _refuse_too_deep(chain: Sequence[Any], subtree_height: int) -> None:
     summary="Create a config (MEMBER)",
 )
 async def create_config(
-    body: Annotated[NewConfigBody, JsonApiBody], caller: Member, connection: Database
+    body: Annotated[NewConfigBody, JsonApiBody],
+    caller: Member,
+    connection: Database,
+    quotas: Quotas,
 ) -> JsonApiResponse:
     key = key_of(TYPE, body.data.type, body.data.id, None)
     attributes = body.data.attributes
@@ -401,6 +404,7 @@ async def create_config(
         row = (await connection.execute(statement)).mappings().one()
     except IntegrityError as error:
         raise conflict_from(error, SDK_CONFLICTS) from None
+    await quotas.hold(connection, caller.account_id, Kind.CONFIGS)
     await announce(connection, caller.account_id, CHANGED, key)
     return respond(
         {"data": sdk_resource({**row, "parent_key": attributes.parent})},

@@ -10,6 +10,15 @@ an ancestor declares with another type takes the ancestor's type when the
 default fits it, and is left out otherwise; a parent that is neither stored
 nor declared in the batch, or too deep, is left out. Parents declared in the
 same batch are created first.
+
+A request is registered in batches of DISCOVERY_BATCH configs, each its own
+transaction under the account's tree lock: a request of 1,000 chained configs
+holds the lock for one batch at a time, and concurrent discoveries of the
+account take turns by batch instead of waiting for (or timing out behind) a
+whole request. Each batch that created configs is announced as it commits;
+a batch over QUOTA_CONFIGS is refused (409) and rolled back, the batches
+before it stay registered (discovery only ever adds what is missing, so the
+SDK's next attempt finishes it).
 """
 
 from __future__ import annotations
@@ -47,6 +56,7 @@ from service.api.limits import (
     NAMES_WITHOUT_NUL,
     NO_NUL,
 )
+from service.api.quotas import Kind, Quotas
 from service.api.sdk.configs import ItemDefinition, oversized_items
 from service.api.sdk.schemas import DiscoveryResult
 from service.models import Config, table
@@ -56,6 +66,9 @@ router = APIRouter(prefix="/configs", tags=["configs (smplkit SDK)"], route_clas
 configs = table(Config)
 # The SDK sends batches of 50 (more only from an explicit flush of a long backlog).
 MAX_DISCOVERED = 1000
+# Configs registered per transaction: the account's tree lock is held for one
+# batch (about 100 round trips), never for a whole request of MAX_DISCOVERED.
+DISCOVERY_BATCH = 50
 Context = Annotated[str, StringConstraints(min_length=1, max_length=200, pattern=NO_NUL)]
 
 
@@ -138,30 +151,73 @@ def display_name(key: str) -> str:
     summary="Register configs an SDK discovered: creates the missing ones, unmanaged (MEMBER)",
 )
 async def discover(
-    body: Annotated[Discovery, JsonApiBody], caller: Member, connection: Database
+    body: Annotated[Discovery, JsonApiBody],
+    caller: Member,
+    connection: Database,
+    quotas: Quotas,
 ) -> JsonApiResponse:
     declared: dict[str, tuple[int, DiscoveredConfig]] = {}
     for position, entry in enumerate(body.configs):
         declared.setdefault(entry.id, (position, entry))
-    await lock_tree(connection, caller.account_id)
-    ids = await _stored_ids(connection, caller.account_id, _named_keys(declared.values()))
-    pending = [declared[key] for key in declared if key not in ids]
+    ordered = _parents_first(declared)
+    # The request's transaction only authenticated the caller: each batch is
+    # a transaction of its own, so the account's tree lock is held for one
+    # batch at a time and a concurrent discovery waits for a batch, not for
+    # this whole request.
+    await connection.commit()
     created = 0
-    while pending:
-        waiting = {entry.id for _, entry in pending}
-        ready = [item for item in pending if item[1].parent not in waiting] or pending
-        for position, entry in ready:
-            parent_id = ids.get(entry.parent) if entry.parent else None
-            new_id = await _create(connection, caller.account_id, position, entry, parent_id)
-            created += new_id is not None
-            ids.update(await _stored_ids(connection, caller.account_id, {entry.id}))
-        pending = [item for item in pending if item[1].id not in ids]
-    if created:
-        # One refetch per client rather than a GET per new config.
-        await announce(connection, caller.account_id, MANY_CHANGED)
+    for start in range(0, len(ordered), DISCOVERY_BATCH):
+        batch = ordered[start : start + DISCOVERY_BATCH]
+        created_now = await _register(connection, caller.account_id, batch)
+        if created_now:
+            await quotas.hold(connection, caller.account_id, Kind.CONFIGS)
+            # One refetch per client and batch rather than a GET per new config.
+            await announce(connection, caller.account_id, MANY_CHANGED)
+        await connection.commit()
+        created += created_now
     for skipped in body.skipped:
         logger.info("discovery left out entry %d: %s", skipped.index, skipped.detail)
     return respond({"registered": created, "skipped": [vars(skipped) for skipped in body.skipped]})
+
+
+def _parents_first(
+    declared: dict[str, tuple[int, DiscoveredConfig]],
+) -> list[tuple[int, DiscoveredConfig]]:
+    """The entries, each after the parent it names when that is declared too
+    (by depth within the batch; a cycle is cut where it is found)."""
+    depths: dict[str, int] = {}
+    for key in declared:
+        path: list[str] = []
+        while key in declared and key not in depths and key not in path:
+            path.append(key)
+            key = declared[key][1].parent or ""
+        depth = depths.get(key, -1)
+        for step in reversed(path):
+            depth += 1
+            depths[step] = depth
+    return sorted(declared.values(), key=lambda item: (depths[item[1].id], item[0]))
+
+
+async def _register(
+    connection: AsyncConnection, account_id: uuid.UUID, batch: list[tuple[int, DiscoveredConfig]]
+) -> int:
+    """Create the batch's missing configs under the account's tree lock; how
+    many were created. Parents are read again in each batch: one stored by
+    an earlier batch may have been deleted since."""
+    await lock_tree(connection, account_id)
+    ids = await _stored_ids(connection, account_id, _named_keys(batch))
+    created = 0
+    for position, entry in batch:
+        if entry.id in ids:
+            continue
+        parent_id = ids.get(entry.parent) if entry.parent else None
+        new_id = await _create(connection, account_id, position, entry, parent_id)
+        if new_id is None:
+            ids.update(await _stored_ids(connection, account_id, {entry.id}))
+        else:
+            ids[entry.id] = new_id
+            created += 1
+    return created
 
 
 def _named_keys(entries: Iterable[tuple[int, DiscoveredConfig]]) -> set[str]:

@@ -28,6 +28,7 @@ from service.api.json_body import JsonApiRoute
 from service.api.jsonapi import JsonApiBody, QueryBool, Strict, respond, timestamp
 from service.api.limits import NO_NUL, Text
 from service.api.queries import conflict_from
+from service.api.quotas import Kind, Quotas
 from service.api.sdk import schemas
 from service.api.sdk.configs import MAX_PAGE_NUMBER, MAX_PAGE_SIZE, key_of, page_of, pagination
 from service.models import Config, Environment, table
@@ -197,7 +198,10 @@ async def get_environment(key: Key, caller: Viewer, connection: Database) -> Jso
     summary="Create an environment (ADMIN)",
 )
 async def create_environment(
-    body: Annotated[NewEnvironmentBody, JsonApiBody], caller: Admin, connection: Database
+    body: Annotated[NewEnvironmentBody, JsonApiBody],
+    caller: Admin,
+    connection: Database,
+    quotas: Quotas,
 ) -> JsonApiResponse:
     key = key_of(TYPE, body.data.type, body.data.id, None)
     statement = (
@@ -209,6 +213,7 @@ async def create_environment(
         row = (await connection.execute(statement)).mappings().one()
     except IntegrityError as error:
         raise conflict_from(error, SDK_CONFLICTS) from None
+    await quotas.hold(connection, caller.account_id, Kind.ENVIRONMENTS)
     return respond({"data": sdk_environment(row)}, 201, {"Location": f"/api/v1/environments/{key}"})
 
 

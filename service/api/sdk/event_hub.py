@@ -34,7 +34,7 @@ from typing import Any
 import asyncpg
 from sqlalchemy.engine import URL
 
-from service.api.config_events import CHANNEL, MANY_CHANGED, parse
+from service.api.config_events import CHANNEL, KEYS_REVOKED, MANY_CHANGED, parse
 from service.db.engines import application_name
 from service.db.tls import tls_options
 from service.migrations.errors import describe_error, is_unreachable
@@ -166,6 +166,9 @@ class EventHub:
             if not self._is_probe(payload):
                 logger.warning("ignored a config event notification the service did not send")
             return
+        if event.name == KEYS_REVOKED:
+            self._end_streams_of(event.account_id, event.revoked_keys)
+            return
         data = {} if event.key is None else {"id": event.key}
         for stream in self.streams.get(event.account_id, ()):
             stream.put(Event(event.name, data))
@@ -179,6 +182,13 @@ class EventHub:
             return False
         self._answer_probe(str(message["probe"]))
         return True
+
+    def _end_streams_of(self, account_id: uuid.UUID, key_ids: frozenset[uuid.UUID]) -> None:
+        """End the streams of revoked keys and free their slots now."""
+        for stream in list(self.streams.get(account_id, ())):
+            if stream.key_id in key_ids:
+                stream.end()
+                self.forget(stream)
 
     def _answer_probe(self, probe: str) -> None:
         waiting = self._probes.get(probe)

@@ -4,9 +4,13 @@
 `event: config_changed` / `config_deleted` with `data: {"id": <key>}`, and
 `configs_changed` with `data: {}` (many configs at once, or events that may
 have been missed). The stream starts with `retry:` (the client's reconnect
-delay) and a comment, sends a comment at least every KEEPALIVE_SECONDS, and
-ends when the key is revoked (checked at that interval), when the worker shuts
-down, or when the client leaves. The stream is registered before its headers
+delay) and a comment, sends a comment at least every EVENTS_KEEPALIVE_SECONDS,
+and ends when the key is revoked or its user deleted (announced like a config
+write, so at once and before any later event; also checked at each keepalive,
+for a revocation missed while the worker was not listening), when the worker
+shuts down, or when the client leaves (Starlette's StreamingResponse watches
+the ASGI receive channel for the disconnect, and the stream's slot is freed
+as it is cancelled). The stream is registered before its headers
 are sent, so a client that saw the headers sees every later write. It holds
 no database connection: the key is authenticated in the request's transaction,
 which ends before the stream starts.
@@ -31,7 +35,6 @@ from service.api.sdk.event_hub import CLOSED, EventHub, NotListening, Stream, To
 from service.state import state_of
 
 router = APIRouter(tags=["events (smplkit SDK)"])
-KEEPALIVE_SECONDS = 15.0
 RETRY_MILLISECONDS = 2000
 _KEY_VALID = text("SELECT 1 FROM api_keys WHERE id = :id AND revoked_at IS NULL")
 
@@ -69,24 +72,26 @@ async def events(request: Request, caller: Viewer) -> StreamingResponse:
             headers={"Retry-After": "5"},
         ) from None
     return StreamingResponse(
-        _frames(hub, stream, state["engine"]),
+        _frames(hub, stream, state["engine"], state["settings"].events_keepalive_seconds),
         media_type="text/event-stream",
         headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
     )
 
 
-async def _frames(hub: EventHub, stream: Stream, engine: AsyncEngine) -> AsyncIterator[bytes]:
+async def _frames(
+    hub: EventHub, stream: Stream, engine: AsyncEngine, keepalive: float
+) -> AsyncIterator[bytes]:
     try:
         yield f"retry: {RETRY_MILLISECONDS}\n: connected\n\n".encode()
         checked = time.monotonic()
         while True:
             try:
-                event = await asyncio.wait_for(stream.queue.get(), KEEPALIVE_SECONDS)
+                event = await asyncio.wait_for(stream.queue.get(), keepalive)
             except TimeoutError:
                 event = None
             if event is CLOSED:
                 return
-            if time.monotonic() - checked >= KEEPALIVE_SECONDS:
+            if time.monotonic() - checked >= keepalive:
                 if not await _key_valid(engine, stream.key_id):
                     return
                 checked = time.monotonic()
