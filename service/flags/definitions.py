@@ -67,9 +67,9 @@ class FlagDefinition:
 
     def check(self, at: str) -> None:
         """Refuse (Invalid) what breaks a rule above; `at` points at the attributes."""
-        self._check_value(self.default, f"{at}/default")
         if self.allowed_values is not None:
             self._check_allowed(at)
+        self._check_value(self.default, f"{at}/default")
         for key, environment in self.environments.items():
             where = f"{at}/environments/{_escape(key)}"
             if environment.get("default") is not None:

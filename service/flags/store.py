@@ -8,7 +8,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from sqlalchemy import RowMapping, Select, delete, func, insert, or_, select, update
+from sqlalchemy import RowMapping, Select, delete, func, insert, or_, select, tuple_, update
 from sqlalchemy.dialects.postgresql import insert as upsert
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -165,13 +165,15 @@ async def create(
 async def replace(
     connection: AsyncConnection, account_id: uuid.UUID, key: str, write: FlagWrite
 ) -> RowMapping:
-    await _checked(connection, account_id, write)
     current = await get(connection, account_id, key, lock=True)
+    # Checked first: the values of another type would be refused as well, but
+    # the conflict is the type.
     if current["type"] != write.definition.type.value:
         raise Conflicting(
             f"the flag is {current['type']}; a flag's type never changes once set",
             f"{ATTRIBUTES}/type",
         )
+    await _checked(connection, account_id, write)
     changes = _stored(write)
     if write.managed is not None:
         changes["managed"] = write.managed
@@ -286,3 +288,39 @@ def sources_of(account_id: uuid.UUID, key: str | None, sort: SourceSort) -> Sele
         sources.c.service.collate("C"),
         sources.c.environment.collate("C"),
     )
+
+
+async def key_of(connection: AsyncConnection, account_id: uuid.UUID, flag_id: uuid.UUID) -> str:
+    """The key of the account's flag with this id (the /v1 API names flags by id)."""
+    key: str | None = await connection.scalar(
+        select(flags.c.key).where(flags.c.account_id == account_id, flags.c.id == flag_id)
+    )
+    if key is None:
+        raise Missing(f"no flag with id {flag_id}")
+    return key
+
+
+async def keyset_page(
+    connection: AsyncConnection,
+    account_id: uuid.UUID,
+    size: int,
+    after: tuple[Any, ...] | None,
+    descending: bool,
+) -> Sequence[RowMapping]:
+    """A page in (created_at, id) order after a cursor: stable while flags are added."""
+    keyset = tuple_(flags.c.created_at, flags.c.id)
+    query = select(flags).where(flags.c.account_id == account_id)
+    if after is not None:
+        query = query.where(keyset < tuple_(*after) if descending else keyset > tuple_(*after))
+    order = (
+        (flags.c.created_at.desc(), flags.c.id.desc())
+        if descending
+        else (
+            flags.c.created_at,
+            flags.c.id,
+        )
+    )
+    found: Sequence[RowMapping] = (
+        (await connection.execute(query.order_by(*order).limit(size))).mappings().all()
+    )
+    return found
