@@ -25,8 +25,11 @@ from dataclasses import dataclass
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from service.db.driver import DriverStatement
-from service.flags.events import CHANNEL, FLAG_CHANGED, FLAG_DELETED, FLAGS_CHANGED
+from service.flags import events as flag_events
+from service.flags.events import FLAG_CHANGED, FLAG_DELETED, FLAGS_CHANGED
 
+# One channel for every SDK event, configs' and flags'.
+CHANNEL = flag_events.CHANNEL
 CHANGED = "config_changed"
 DELETED = "config_deleted"
 # Many configs at once (discovery): clients refetch the whole list, once.
