@@ -115,6 +115,17 @@ def test_the_flags_quick_start_and_management_through_the_sdk(
     assert report["listed"] == ["checkout-v2", "discovered-limit", "theme"]
     assert report["discovered"] == ["NUMERIC", 10]
     assert_stayed_on_loopback(report)
+    # The SDK's telemetry (on, as it ships) was flushed at close and counted.
+    usage = httpx.get(
+        f"http://127.0.0.1:{server.port}/v1/usage",
+        params={"filter[metric]": "flags.evaluations"},
+        headers={"Authorization": f"Bearer {api_key}"},
+        timeout=10,
+    )
+    counted = {
+        row["attributes"]["subject"]: row["attributes"]["total"] for row in usage.json()["data"]
+    }
+    assert counted == {"checkout-v2": 2, "theme": 2}
 
 
 def test_the_async_client_evaluates_flags(server: ServiceProcess, api_key: str) -> None:
