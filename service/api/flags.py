@@ -10,7 +10,8 @@ authorises, calls it and shapes the documents.
 from __future__ import annotations
 
 import uuid
-from typing import Annotated, Any
+from datetime import datetime
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Request, Response
 from pydantic import Field, StringConstraints
@@ -31,7 +32,7 @@ from service.api.jsonapi import (
     single,
 )
 from service.api.limits import MAX_USER_ATTRIBUTES_BYTES, NO_NUL, JsonObject, bounded_json
-from service.api.schemas import Described
+from service.api.schemas import Described, list_document, resource_object, single_document
 from service.flags import store
 from service.flags.evaluation import EvaluationContext, evaluate, evaluation_data
 from service.flags.wire import (
@@ -74,7 +75,7 @@ class FlagUpdate(Strict):
 class EvaluatedContext(Strict):
     type: ContextType
     key: ContextKey
-    attributes: JsonObject = Field(default_factory=dict)
+    attributes: JsonObject | None = None
 
 
 class EvaluationRequest(Strict):
@@ -95,43 +96,30 @@ class FlagView(Described):
     key: str
     name: str
     description: str | None
-    type: str
+    type: Literal["BOOLEAN", "STRING", "NUMERIC", "JSON"]
     default: Any
-    values: list[dict[str, Any]] | None
-    environments: dict[str, Any]
+    values: list[dict[str, Any]] | None = Field(description="null: unconstrained")
+    environments: dict[str, Any] = Field(
+        description="By environment key: {enabled, default, rules: [{logic, value, description}]}"
+    )
     managed: bool
-    created_at: str
-    updated_at: str
-
-
-class FlagResource(Described):
-    type: str
-    id: uuid.UUID
-    attributes: FlagView
-
-
-class FlagDocument(Described):
-    data: FlagResource
-
-
-class FlagList(Described):
-    data: list[FlagResource]
+    created_at: datetime
+    updated_at: datetime
 
 
 class EvaluationView(Described):
     value: Any = Field(description="What the SDK computes for this environment and contexts")
-    reason: str = Field(description="RULE_MATCH, ENVIRONMENT_DEFAULT, DISABLED or FLAG_DEFAULT")
+    reason: Literal["RULE_MATCH", "ENVIRONMENT_DEFAULT", "DISABLED", "FLAG_DEFAULT"]
     rule: int | None = Field(description="The matching rule's position in the environment's rules")
 
 
-class EvaluationResource(Described):
-    type: str
-    id: uuid.UUID = Field(description="The flag's id")
-    attributes: EvaluationView
-
-
-class EvaluationDocument(Described):
-    data: EvaluationResource
+FlagResource = resource_object("Flag", TYPE, FlagView)
+FlagDocument = single_document(FlagResource)
+FlagList = list_document(FlagResource)
+# Its id is the flag's.
+EvaluationDocument = single_document(
+    resource_object("FlagEvaluation", EVALUATION, EvaluationView, links=False)
+)
 
 
 @router.get("", response_class=JsonApiResponse, response_model=FlagList, summary="List flags")
@@ -220,7 +208,7 @@ async def evaluate_flag(
     asked = body.data.attributes
     for position, context in enumerate(asked.contexts):
         try:
-            bounded_json(MAX_USER_ATTRIBUTES_BYTES)(context.attributes)
+            bounded_json(MAX_USER_ATTRIBUTES_BYTES)(context.attributes or {})
         except ValueError as error:
             raise UnprocessableContent(
                 f"the attributes {error}",
@@ -228,9 +216,9 @@ async def evaluate_flag(
             ) from None
     key = await store.key_of(connection, caller.account_id, flag_id)
     row = await store.get(connection, caller.account_id, key)
-    contexts = [EvaluationContext(c.type, c.key, c.attributes) for c in asked.contexts]
+    contexts = [EvaluationContext(c.type, c.key, c.attributes or {}) for c in asked.contexts]
     result = evaluate(
         row["default"], row["environments"], asked.environment, evaluation_data(contexts)
     )
     attributes = {"value": result.value, "reason": result.reason.value, "rule": result.rule}
-    return respond({"data": {"type": EVALUATION, "id": str(flag_id), "attributes": attributes}})
+    return respond(single({"type": EVALUATION, "id": str(flag_id), "attributes": attributes}))

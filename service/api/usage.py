@@ -5,15 +5,17 @@ metric and subject (the flag, config or logger it names), from
 from __future__ import annotations
 
 from datetime import date
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
+from urllib.parse import urlencode
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Query, Request
 from pydantic import Field
 
 from service.api.dependencies import Database, Viewer
 from service.api.errors import JsonApiResponse
+from service.api.jsonapi import respond
 from service.api.limits import NO_NUL
-from service.api.schemas import Described
+from service.api.schemas import Described, JsonApiVersion, PageLinks, PageMeta
 from service.usage import counts
 
 router = APIRouter(prefix="/usage", tags=["usage"])
@@ -29,13 +31,16 @@ class UsageView(Described):
 
 
 class UsageResource(Described):
-    type: str
-    id: str
+    type: Literal["usage"]
+    id: str = Field(description="day/metric/subject")
     attributes: UsageView
 
 
 class UsageList(Described):
     data: list[UsageResource]
+    links: PageLinks
+    meta: PageMeta
+    jsonapi: JsonApiVersion
 
 
 def usage_resource(row: Any) -> dict[str, Any]:
@@ -59,6 +64,7 @@ def usage_resource(row: Any) -> dict[str, Any]:
     summary="Usage reported by the account's SDKs, per day (newest first), metric and subject",
 )
 async def list_usage(
+    request: Request,
     caller: Viewer,
     connection: Database,
     since: Annotated[date | None, Query(alias="filter[since]")] = None,
@@ -80,10 +86,16 @@ async def list_usage(
         page_size,
         (page_number - 1) * page_size,
     )
-    return JsonApiResponse(
+    self_link = str(request.url.path) + (f"?{request.url.query}" if request.url.query else "")
+    next_link = None
+    if len(found) == page_size:
+        query = {**request.query_params, "page[number]": str(page_number + 1)}
+        next_link = f"{request.url.path}?{urlencode(query)}"
+    return respond(
         {
             "data": [usage_resource(row) for row in found],
-            "meta": {"page": {"number": page_number, "size": page_size}},
+            "links": {"self": self_link, "next": next_link},
+            "meta": {"page": {"size": page_size}},
             "jsonapi": {"version": "1.1"},
         }
     )
