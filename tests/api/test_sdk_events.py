@@ -374,7 +374,7 @@ def test_forged_notifications_never_reach_a_stream(
     forged = [
         {"account": account, "event": 'config_deleted\ndata: {"id": "forged"}\n\nevent: x'},
         {"account": account, "event": "config_deleted\r\ndata: {}", "id": "forged"},
-        {"account": account, "event": "flag_deleted", "id": "forged"},
+        {"account": account, "event": "job_deleted", "id": "forged"},
         {"account": account, "event": "config_deleted", "id": "forged\n\nevent: config_deleted"},
         {"account": account, "event": "config_changed"},
         {"account": account.upper(), "event": "config_deleted", "id": "forged"},
