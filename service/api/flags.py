@@ -50,6 +50,9 @@ router = APIRouter(prefix="/flags", tags=["flags"], route_class=JsonApiRoute)
 TYPE = "flags"
 EVALUATION = "flag-evaluations"
 MAX_CONTEXTS = 20
+# A rule's array operations walk a context's arrays: kept short, an
+# evaluation stays a bounded amount of work (service/flags/logic.py).
+MAX_CONTEXT_ARRAY = 100
 ATTRIBUTES = ("key", "name", "description", "type", "default", "values", "environments")
 ContextType = Annotated[str, StringConstraints(min_length=1, max_length=64, pattern=NO_NUL)]
 ContextKey = Annotated[str, StringConstraints(min_length=1, max_length=256, pattern=NO_NUL)]
@@ -120,6 +123,19 @@ FlagList = list_document(FlagResource)
 EvaluationDocument = single_document(
     resource_object("FlagEvaluation", EVALUATION, EvaluationView, links=False)
 )
+
+
+def _longest_array(value: Any) -> int:
+    longest = 0
+    pending = [value]
+    while pending:
+        current = pending.pop()
+        if isinstance(current, list):
+            longest = max(longest, len(current))
+            pending.extend(current)
+        elif isinstance(current, dict):
+            pending.extend(current.values())
+    return longest
 
 
 @router.get("", response_class=JsonApiResponse, response_model=FlagList, summary="List flags")
@@ -207,13 +223,15 @@ async def evaluate_flag(
     expect_type(body, EVALUATION)
     asked = body.data.attributes
     for position, context in enumerate(asked.contexts):
+        where = f"/data/attributes/contexts/{position}/attributes"
         try:
             bounded_json(MAX_USER_ATTRIBUTES_BYTES)(context.attributes or {})
         except ValueError as error:
+            raise UnprocessableContent(f"the attributes {error}", pointer=where) from None
+        if _longest_array(context.attributes or {}) > MAX_CONTEXT_ARRAY:
             raise UnprocessableContent(
-                f"the attributes {error}",
-                pointer=f"/data/attributes/contexts/{position}/attributes",
-            ) from None
+                f"a context's arrays hold at most {MAX_CONTEXT_ARRAY} items", pointer=where
+            )
     key = await store.key_of(connection, caller.account_id, flag_id)
     row = await store.get(connection, caller.account_id, key)
     contexts = [EvaluationContext(c.type, c.key, c.attributes or {}) for c in asked.contexts]

@@ -22,6 +22,8 @@ from service.models import Environment, table
 environments = table(Environment)
 MAX_VALUES = 100
 MAX_RULES = 100
+# The parts of all the rules of one environment: what one evaluation may walk.
+MAX_ENVIRONMENT_LOGIC = 2000
 MAX_VALUE_BYTES = 32 * 1024
 
 
@@ -77,9 +79,16 @@ class FlagDefinition:
             rules = environment.get("rules") or []
             if len(rules) > MAX_RULES:
                 raise Invalid(f"at most {MAX_RULES} rules in an environment", f"{where}/rules")
+            parts = 0
             for position, rule in enumerate(rules):
-                check_logic(rule.get("logic"), f"{where}/rules/{position}/logic")
+                parts += check_logic(rule.get("logic"), f"{where}/rules/{position}/logic")
                 self._check_value(rule.get("value"), f"{where}/rules/{position}/value")
+            if parts > MAX_ENVIRONMENT_LOGIC:
+                raise Invalid(
+                    f"the rules of an environment have {parts} parts of JSON Logic; at most "
+                    f"{MAX_ENVIRONMENT_LOGIC}",
+                    f"{where}/rules",
+                )
 
     def _check_allowed(self, at: str) -> None:
         allowed = self.allowed_values or []

@@ -26,25 +26,30 @@ OPERATORS = frozenset(
         "map", "filter", "reduce", "all", "none", "some",
     }
 )  # fmt: skip
+# The operators that run logic once per element of an array: nested, their
+# costs multiply (three levels over literal arrays of 600 would be 2*10^8
+# steps), so one may not hold another.
+SCOPED = frozenset({"map", "filter", "reduce", "all", "none", "some"})
 MAX_DEPTH = 16
 MAX_NODES = 500
 MAX_BYTES = 16 * 1024
 
 
-def check_logic(logic: Any, pointer: str) -> None:
+def check_logic(logic: Any, pointer: str) -> int:
     """Refuse (Invalid, at `pointer`) logic that is not a bounded JSON Logic
-    rule of known operators. `{}` is a rule that never matches (the SDK skips it)."""
+    rule of known operators; its number of parts otherwise. `{}` is a rule
+    that never matches (the SDK skips it)."""
     if not isinstance(logic, dict):
         raise Invalid("a rule's logic is a JSON Logic object", pointer)
     if not logic:
-        return
+        return 0
     size = len(json.dumps(logic, ensure_ascii=False, separators=(",", ":")).encode())
     if size > MAX_BYTES:
         raise Invalid(f"a rule's logic is {size} bytes of JSON; at most {MAX_BYTES}", pointer)
     nodes = 0
-    pending: list[tuple[Any, int]] = [(logic, 1)]
+    pending: list[tuple[Any, int, bool]] = [(logic, 1, False)]
     while pending:
-        node, depth = pending.pop()
+        node, depth, scoped = pending.pop()
         nodes += 1
         if depth > MAX_DEPTH:
             raise Invalid(f"a rule's logic nests deeper than {MAX_DEPTH} levels", pointer)
@@ -58,6 +63,13 @@ def check_logic(logic: Any, pointer: str) -> None:
                 raise Invalid(
                     f"{operator!r} is not an operator the SDK's evaluator understands", pointer
                 )
-            pending.append((operands, depth + 1))
+            if operator in SCOPED and scoped:
+                raise Invalid(
+                    f"{operator!r} inside another array operation (map, filter, reduce, all, "
+                    "none, some): their costs multiply",
+                    pointer,
+                )
+            pending.append((operands, depth + 1, scoped or operator in SCOPED))
         elif isinstance(node, list):
-            pending.extend((operand, depth + 1) for operand in node)
+            pending.extend((operand, depth + 1, scoped) for operand in node)
+    return nodes

@@ -124,6 +124,8 @@ def _nested(depth: int) -> dict[str, Any]:
         _nested(40),
         {"in": ["x", ["a" * 100] * 300]},
         {"or": [{"==": [{"var": "user.plan"}, n]} for n in range(400)]},
+        {"some": [{"var": "user.tags"}, {"all": [[1, 2], {"==": [{"var": ""}, 1]}]}]},
+        {"map": [[1, 2], {"+": [{"reduce": [[1], {"var": "current"}, 0]}, 1]}]},
     ],
 )
 async def test_rule_logic_is_bounded_json_logic_the_sdk_understands(
@@ -136,6 +138,19 @@ async def test_rule_logic_is_bounded_json_logic_the_sdk_understands(
     assert answer.json()["errors"][0]["source"]["pointer"].startswith(
         "/data/attributes/environments/production/rules/0/logic"
     )
+
+
+async def test_an_environments_rules_are_bounded_together(tenant: Tenant) -> None:
+    """Each rule within its own bound, five of them over the environment's."""
+    logic = {"or": [{"==": [{"var": "user.plan"}, n]} for n in range(80)]}
+    rules = [{"logic": logic, "value": True, "description": None}] * 5
+    body = sdk_flag("heavy", environments=environments(rules=rules))
+    answer = await tenant.call("POST", "/api/v1/flags", body=body)
+    assert answer.status_code == 422, answer.text
+    pointer = answer.json()["errors"][0]["source"]["pointer"]
+    assert pointer == "/data/attributes/environments/production/rules"
+    body = sdk_flag("heavy", environments=environments(rules=rules[:4]))
+    assert (await tenant.call("POST", "/api/v1/flags", body=body)).status_code == 201
 
 
 async def test_environments_must_exist_and_types_never_change(tenant: Tenant) -> None:
@@ -292,6 +307,8 @@ async def test_v1_resource_and_evaluation(tenant: Tenant) -> None:
         {"contexts": [{"type": "user", "key": str(n)} for n in range(21)]},
         {"environment": 7},
         {"contexts": [{"type": "user", "key": "k", "attributes": {"n": "\ud800"}}]},
+        {"contexts": [{"type": "user", "key": "k", "attributes": {"tags": list(range(101))}}]},
+        {"contexts": [{"type": "u", "key": "k", "attributes": {"a": {"b": [[0] * 101]}}}]},
     ],
 )
 async def test_evaluation_refuses_bad_contexts(tenant: Tenant, attributes: dict[str, Any]) -> None:
