@@ -18,6 +18,16 @@ from pydantic import Field, StringConstraints
 
 from service.api.dependencies import Database, Member, Viewer
 from service.api.errors import JsonApiResponse, UnprocessableContent
+from service.api.flag_bodies import (
+    AllowedValue,
+    Description,
+    EnvironmentKey,
+    EnvironmentSettings,
+    FlagAttributes,
+    Key,
+    Name,
+    TypeName,
+)
 from service.api.json_body import JsonApiRoute
 from service.api.jsonapi import (
     Document,
@@ -31,20 +41,16 @@ from service.api.jsonapi import (
     respond,
     single,
 )
-from service.api.limits import MAX_USER_ATTRIBUTES_BYTES, NO_NUL, JsonObject, bounded_json
+from service.api.limits import (
+    MAX_USER_ATTRIBUTES_BYTES,
+    NO_NUL,
+    JsonObject,
+    JsonValue,
+    bounded_json,
+)
 from service.api.schemas import Described, list_document, resource_object, single_document
 from service.flags import store
 from service.flags.evaluation import EvaluationContext, evaluate, evaluation_data
-from service.flags.wire import (
-    AllowedValue,
-    Description,
-    EnvironmentKey,
-    EnvironmentSettings,
-    FlagAttributes,
-    Key,
-    Name,
-    TypeName,
-)
 
 router = APIRouter(prefix="/flags", tags=["flags"], route_class=JsonApiRoute)
 TYPE = "flags"
@@ -65,7 +71,7 @@ class FlagCreate(FlagAttributes):
 class FlagUpdate(Strict):
     name: Name | None = None
     description: Description | None = None
-    default: Any = None
+    default: JsonValue = None
     values: Annotated[list[AllowedValue], Field(max_length=100)] | None = None
     environments: (
         Annotated[dict[EnvironmentKey, EnvironmentSettings], Field(max_length=100)] | None

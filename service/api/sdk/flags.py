@@ -14,23 +14,37 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Response
 from pydantic import Field, StringConstraints, TypeAdapter, ValidationError, WithJsonSchema
+from starlette.convertors import StringConvertor, register_url_convertor
 
 from service.api.dependencies import Database, Member, Viewer
 from service.api.errors import Conflict, JsonApiResponse
+from service.api.flag_bodies import RESERVED_KEY, FlagAttributes, Key, TypeName
 from service.api.json_body import JsonApiRoute
 from service.api.jsonapi import JsonApiBody, QueryBool, Strict, respond, timestamp
-from service.api.limits import NO_NUL, Text
+from service.api.limits import NO_NUL, JsonValue, Text
 from service.api.sdk import schemas
 from service.flags import store
 from service.flags.definitions import FlagType
-from service.flags.wire import FlagAttributes, Key, TypeName
 
 router = APIRouter(tags=["flags (smplkit SDK)"], route_class=JsonApiRoute)
+
+
+class _FlagKeyConvertor(StringConvertor):
+    """A path segment that is not the reserved "bulk": /flags/bulk is the
+    discovery endpoint alone, for every method (its Allow header says POST)."""
+
+    regex = f"(?!{RESERVED_KEY}$)[^/]+"
+
+
+register_url_convertor("flag_key", _FlagKeyConvertor())
+KEY_PATH = "/flags/{key:flag_key}"
 TYPE = "flag"
 MAX_PAGE_SIZE = 1000
 MAX_PAGE_NUMBER = 1_000_000
 # The SDK sends batches of 50 (more only from an explicit flush of a long backlog).
 MAX_DISCOVERED = 1000
+# (allOf: pydantic resolves a bare $ref it did not make and fails.)
+JSON_OBJECT = "#/components/schemas/JsonObject"
 Origin = Annotated[str, StringConstraints(min_length=1, max_length=200, pattern=NO_NUL)]
 PageNumber = Annotated[int, Query(alias="page[number]", ge=1, le=MAX_PAGE_NUMBER)]
 PageSize = Annotated[int, Query(alias="page[size]", ge=1, le=MAX_PAGE_SIZE)]
@@ -126,13 +140,16 @@ async def create_flag(
 class DeclaredFlag(Strict):
     id: Key
     type: TypeName
-    default: Any
+    default: JsonValue
     service: Origin | None = None
     environment: Origin | None = None
 
 
 class FlagDeclarations(Strict):
-    flags: Annotated[list[dict[str, Any]], Field(max_length=MAX_DISCOVERED)]
+    flags: Annotated[
+        list[Annotated[dict[str, Any], WithJsonSchema({"allOf": [{"$ref": JSON_OBJECT}]})]],
+        Field(max_length=MAX_DISCOVERED),
+    ]
 
 
 _DECLARED = TypeAdapter(DeclaredFlag)
@@ -177,7 +194,7 @@ def _first_problem(error: ValidationError) -> str:
 
 
 @router.get(
-    "/flags/{key}",
+    KEY_PATH,
     response_class=JsonApiResponse,
     response_model=schemas.SdkFlagDocument,
     summary="Get a flag by its key",
@@ -187,7 +204,7 @@ async def get_flag(key: Key, caller: Viewer, connection: Database) -> JsonApiRes
 
 
 @router.put(
-    "/flags/{key}",
+    KEY_PATH,
     response_class=JsonApiResponse,
     response_model=schemas.SdkFlagDocument,
     summary="Replace a flag: every writable field as sent; its type never changes (MEMBER)",
@@ -200,7 +217,7 @@ async def replace_flag(
     return respond({"data": sdk_resource(row)})
 
 
-@router.delete("/flags/{key}", status_code=204, summary="Delete a flag (MEMBER)")
+@router.delete(KEY_PATH, status_code=204, summary="Delete a flag (MEMBER)")
 async def delete_flag(key: Key, caller: Member, connection: Database) -> Response:
     await store.remove(connection, caller.account_id, key)
     return Response(status_code=204)
@@ -236,7 +253,7 @@ SourceSort = Annotated[store.SourceSort, Query()]
 
 
 @router.get(
-    "/flags/{key}/sources",
+    KEY_PATH + "/sources",
     response_class=JsonApiResponse,
     response_model=schemas.SdkFlagSourceList,
     summary="The services and environments whose SDKs declared a flag",

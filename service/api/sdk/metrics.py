@@ -26,7 +26,10 @@ Short = Annotated[str, StringConstraints(max_length=64, pattern=NO_NUL)]
 
 class MetricAttributes(Strict):
     name: MetricName
-    value: Annotated[StrictInt | StrictFloat, Field(ge=0, le=10**12, allow_inf_nan=False)]
+    value: (
+        Annotated[StrictInt, Field(ge=0, le=10**12)]
+        | Annotated[StrictFloat, Field(ge=0, le=1e12, allow_inf_nan=False)]
+    )
     unit: Short | None = None
     period_seconds: Annotated[int, Field(ge=0, le=86_400)] | None = None
     dimensions: Annotated[dict[DimensionName, DimensionValue], Field(max_length=16)] = Field(

@@ -1,6 +1,7 @@
-"""A flag's body as both doors take it (the SDK's generated `Flag` model),
-checked for shape here; the rules across fields are the core's
-(service/flags/definitions.py)."""
+"""A flag's body as both doors (/v1/flags, /api/v1/flags) take it: the
+SDK's generated `Flag` model, checked for shape here; the rules across
+fields are the core's (service/flags/definitions.py). Not a router: the two
+routers share it."""
 
 from __future__ import annotations
 
@@ -14,12 +15,13 @@ from pydantic import (
     Field,
     StrictBool,
     StringConstraints,
+    WithJsonSchema,
 )
 
+from service.api.limits import NO_NUL, JsonValue
 from service.flags.definitions import MAX_RULES, MAX_VALUES, FlagDefinition, FlagType
 from service.flags.store import FlagWrite
 
-NO_NUL = "^[^\\u0000]*$"
 # As a config's key; "bulk" is the discovery endpoint's path (/flags/bulk).
 KEY_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$"
 RESERVED_KEY = "bulk"
@@ -52,26 +54,39 @@ class _Strict(BaseModel):
 
 class AllowedValue(_Strict):
     name: Name
-    value: Any
+    value: JsonValue
+
+
+# (allOf: pydantic resolves a bare $ref it did not make and fails.)
+Logic = Annotated[
+    dict[str, Any],
+    WithJsonSchema(
+        {
+            "allOf": [{"$ref": "#/components/schemas/JsonObject"}],
+            "description": "JSON Logic of the operators the SDK's evaluator understands "
+            "(docs/sdk.md); {} never matches",
+        }
+    ),
+]
 
 
 class Rule(_Strict):
-    logic: dict[str, Any]
-    value: Any
+    logic: Logic
+    value: JsonValue
     description: Description | None = None
 
 
 class EnvironmentSettings(_Strict):
     enabled: StrictBool = True
     # null: the flag's default.
-    default: Any = None
+    default: JsonValue = None
     rules: Annotated[list[Rule], Field(max_length=MAX_RULES)] = []
 
 
 class FlagAttributes(_Strict):
     name: Name
     type: TypeName
-    default: Any
+    default: JsonValue
     description: Description | None = None
     # null: unconstrained, any value of the type.
     values: Annotated[list[AllowedValue], Field(max_length=MAX_VALUES)] | None = None
