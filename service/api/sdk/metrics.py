@@ -32,8 +32,10 @@ class MetricAttributes(Strict):
     )
     unit: Short | None = None
     period_seconds: Annotated[int, Field(ge=0, le=86_400)] | None = None
-    dimensions: Annotated[dict[DimensionName, DimensionValue], Field(max_length=16)] = Field(
-        default_factory=dict
+    dimensions: dict[DimensionName, DimensionValue] = Field(
+        default_factory=dict,
+        max_length=16,
+        json_schema_extra={"propertyNames": {"pattern": NO_NUL, "minLength": 1, "maxLength": 64}},
     )
     recorded_at: Short | None = None
 
