@@ -7,13 +7,14 @@ keeps models and revisions from drifting apart.
 from __future__ import annotations
 
 import uuid
-from datetime import datetime
+from datetime import date, datetime
 from enum import StrEnum
 from typing import Any, cast
 
 from sqlalchemy import (
     BigInteger,
     CheckConstraint,
+    Date,
     DateTime,
     ForeignKey,
     Identity,
@@ -237,6 +238,68 @@ class Context(Base):
     last_seen_at: Mapped[datetime] = mapped_column(
         DateTime(timezone=True), server_default=func.now(), nullable=False
     )
+
+
+class Flag(TimestampedRecord):
+    """A feature flag (service/flags/): its type, default, allowed values and,
+    per environment, `{enabled, default, rules}` as the smplkit SDK reads them."""
+
+    __tablename__ = "flags"
+    __table_args__ = (
+        UniqueConstraint("account_id", "key"),
+        CheckConstraint("type IN ('BOOLEAN', 'STRING', 'NUMERIC', 'JSON')", name="type"),
+    )
+
+    account_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("accounts.id", ondelete="CASCADE"))
+    key: Mapped[str] = mapped_column(String(128))
+    name: Mapped[str] = mapped_column(String(200))
+    description: Mapped[str | None] = mapped_column(Text)
+    type: Mapped[str] = mapped_column(String(16))
+    # JSON null is a value like any other: the column holds the JSON document.
+    default: Mapped[Any] = mapped_column(JSONB(none_as_null=False))
+    # [{name, value}] for a constrained flag; NULL for an unconstrained one.
+    allowed_values: Mapped[list[Any] | None] = mapped_column(JSONB)
+    environments: Mapped[dict[str, Any]] = mapped_column(JSONB, server_default=text("'{}'::jsonb"))
+    # False for a flag only discovered by an SDK (POST /api/v1/flags/bulk).
+    managed: Mapped[bool] = mapped_column(server_default=text("true"))
+
+
+class FlagSource(Base):
+    """A service and environment whose SDK declared a flag (discovery), with
+    what it declared, first and last seen."""
+
+    __tablename__ = "flag_sources"
+    __table_args__ = (UniqueConstraint("flag_id", "service", "environment"),)
+
+    id: Mapped[uuid.UUID] = mapped_column(
+        UUID(as_uuid=True), primary_key=True, server_default=text("gen_random_uuid()")
+    )
+    flag_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("flags.id", ondelete="CASCADE"))
+    service: Mapped[str] = mapped_column(String(200))
+    environment: Mapped[str] = mapped_column(String(200))
+    declared_type: Mapped[str] = mapped_column(String(16))
+    declared_default: Mapped[Any] = mapped_column(JSONB(none_as_null=False))
+    first_observed: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), server_default=func.now(), nullable=False
+    )
+    last_seen: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), server_default=func.now(), nullable=False
+    )
+
+
+class UsageCount(Base):
+    """SDK telemetry (POST /api/v1/metrics/bulk) summed per account, day,
+    metric name and subject (the flag or config it names, or "")."""
+
+    __tablename__ = "usage_counts"
+
+    account_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("accounts.id", ondelete="CASCADE"), primary_key=True
+    )
+    day: Mapped[date] = mapped_column(Date, primary_key=True)
+    metric: Mapped[str] = mapped_column(String(128), primary_key=True)
+    subject: Mapped[str] = mapped_column(String(128), primary_key=True)
+    total: Mapped[int] = mapped_column(BigInteger, server_default=text("0"))
 
 
 # The migration bootstrap's audit trail (service/migrations/audit.py): part of

@@ -2,7 +2,7 @@
 
 from fastapi import APIRouter, Depends
 
-from service.api import accounts, api_keys, configs, environments, meta, users
+from service.api import accounts, api_keys, configs, environments, flags, meta, usage, users
 from service.api.dependencies import require_ready
 from service.api.errors import ERROR_RESPONSES, JsonApiResponse
 
@@ -15,5 +15,5 @@ router = APIRouter(
 # A request is matched against the routes in this order: the configs, which
 # the SDKs and most clients read, come first (matching cost a tenth of a
 # point read's CPU when they came last: docs/benchmarks/api.notes.md).
-for module in (configs, meta, accounts, users, environments, api_keys):
+for module in (configs, flags, meta, accounts, users, environments, api_keys, usage):
     router.include_router(module.router)

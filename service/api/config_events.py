@@ -1,5 +1,8 @@
 """Announcing config writes to the SDK's event streams (`GET /api/v1/events`).
 
+Flag writes travel the same channel (service/flags/events.py); `parse`
+takes their events too.
+
 Every write of a config, through either dialect, sends a PostgreSQL NOTIFY
 inside its own transaction: PostgreSQL delivers it at commit, to every
 listening worker of every replica, and a rolled-back write sends nothing.
@@ -23,8 +26,11 @@ from dataclasses import dataclass
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from service.db.driver import DriverStatement
+from service.flags import events as flag_events
+from service.flags.events import FLAG_CHANGED, FLAG_DELETED, FLAGS_CHANGED
 
-CHANNEL = "config_events"
+# One channel for every SDK event, configs' and flags'.
+CHANNEL = flag_events.CHANNEL
 CHANGED = "config_changed"
 DELETED = "config_deleted"
 # Many configs at once (discovery): clients refetch the whole list, once.
@@ -36,10 +42,13 @@ KEYS_REVOKED = "keys_revoked"
 _KEYS_PER_NOTIFICATION = 100
 
 
-# The events of one config carry its key; MANY_CHANGED carries nothing.
-_ONE_CONFIG = frozenset({CHANGED, DELETED})
-_NAMES = {name: name for name in (CHANGED, DELETED, MANY_CHANGED)}
-# A config key's column (service/models.py) holds at most 128 characters.
+# The events of one config or flag carry its key; the "many changed" ones nothing.
+_ONE_CONFIG = frozenset({CHANGED, DELETED, FLAG_CHANGED, FLAG_DELETED})
+_NAMES = {
+    name: name
+    for name in (CHANGED, DELETED, MANY_CHANGED, FLAG_CHANGED, FLAG_DELETED, FLAGS_CHANGED)
+}
+# A config's and a flag's key column (service/models.py) hold at most 128 characters.
 _MAX_KEY_LENGTH = 128
 
 

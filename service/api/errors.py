@@ -22,6 +22,7 @@ from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Match
 
+from service.flags.errors import Conflicting, FlagProblem, Invalid, Missing
 from service.observability.logs import safe_traceback
 
 JSONAPI_MEDIA_TYPE = "application/vnd.api+json"
@@ -294,10 +295,21 @@ def unexpected_error_response(method: str, path: str, error: BaseException) -> J
     return error_response(500, [error_object(500, "an unexpected error occurred")])
 
 
+_FLAG_PROBLEM_STATUS = {Invalid: 422, Missing: 404, Conflicting: 409}
+
+
+async def _flag_problem(_: Request, error: Exception) -> JsonApiResponse:
+    """What the flags core refuses (service/flags/errors.py), in the one envelope."""
+    assert isinstance(error, FlagProblem)
+    status = _FLAG_PROBLEM_STATUS[type(error)]
+    return error_response(status, [error_object(status, error.detail, pointer=error.pointer)])
+
+
 def install_error_handlers(app: FastAPI) -> None:
     """Answers for the errors handlers raise. Anything else is answered 500 by
     the request middleware (service/observability/middleware.py), which logs it once."""
     app.add_exception_handler(ApiError, _api_error)
+    app.add_exception_handler(FlagProblem, _flag_problem)
     app.add_exception_handler(StarletteHTTPException, _http_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(DBAPIError, _database_error)

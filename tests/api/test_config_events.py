@@ -29,6 +29,18 @@ ACCOUNT = uuid.UUID("7b0e1c52-5a43-4f57-9a55-2c1d1b6f0e11")
             {"account": str(ACCOUNT), "event": MANY_CHANGED},
             ConfigEvent(ACCOUNT, MANY_CHANGED, None),
         ),
+        (
+            {"account": str(ACCOUNT), "event": "flag_changed", "id": "dark-mode"},
+            ConfigEvent(ACCOUNT, "flag_changed", "dark-mode"),
+        ),
+        (
+            {"account": str(ACCOUNT), "event": "flag_deleted", "id": "dark-mode"},
+            ConfigEvent(ACCOUNT, "flag_deleted", "dark-mode"),
+        ),
+        (
+            {"account": str(ACCOUNT), "event": "flags_changed"},
+            ConfigEvent(ACCOUNT, "flags_changed", None),
+        ),
     ],
 )
 def test_what_announce_sends_is_taken(message: dict[str, str], expected: ConfigEvent) -> None:
@@ -41,7 +53,9 @@ FORGED = {
         "event": 'config_deleted\ndata: {"id": "forged"}\n\nevent: config_deleted',
         "id": "x",
     },
-    "an unknown name": {"account": str(ACCOUNT), "event": "flag_deleted", "id": "x"},
+    "an unknown name": {"account": str(ACCOUNT), "event": "job_deleted", "id": "x"},
+    "no id for one flag": {"account": str(ACCOUNT), "event": "flag_changed"},
+    "an id for many flags": {"account": str(ACCOUNT), "event": "flags_changed", "id": "x"},
     "a known name in another case": {"account": str(ACCOUNT), "event": "CONFIG_CHANGED", "id": "x"},
     "a name that is not a string": {
         "account": str(ACCOUNT),

@@ -126,6 +126,18 @@ TEMPLATES: dict[str, tuple[str, dict[str, Any], tuple[str, ...]]] = {
     "PATCH /v1/configs/{config_id}": (
         "configs", {"items": {"a": 1}, "environments": {"production": {"b": [1]}}}, ("parent",),
     ),
+    "POST /v1/flags": (
+        "flags",
+        {"key": "f", "name": "F", "type": "NUMERIC", "default": 1,
+         "environments": {"production": {"rules": [{"logic": {">": [{"var": "u.n"}, 1]}, "value": 2}]}}},
+        (),
+    ),
+    "PATCH /v1/flags/{flag_id}": ("flags", {"default": 2, "values": [{"name": "a", "value": 2}]}, ()),
+    "POST /v1/flags/{flag_id}/evaluate": (
+        "flag-evaluations",
+        {"environment": "production", "contexts": [{"type": "u", "key": "k", "attributes": {"n": 2}}]},
+        (),
+    ),
 }  # fmt: skip
 
 
@@ -189,6 +201,9 @@ def tenant(client: httpx.Client) -> Tenant:
             "user_id": make("users", {"email": "v@f.test", "role": "VIEWER"}),
             "environment_id": make("environments", {"key": "fuzz", "name": "Fuzz"}),
             "config_id": make("configs", {"key": "fuzz", "name": "Fuzz", "items": {"a": 1}}),
+            "flag_id": make(
+                "flags", {"key": "fuzz", "name": "Fuzz", "type": "NUMERIC", "default": 1}
+            ),
             "key_id": key["id"],
         },
     )

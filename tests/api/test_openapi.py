@@ -77,13 +77,14 @@ def test_every_success_with_a_body_has_a_schema(openapi: dict[str, Any]) -> None
                     assert media_type == JSONAPI
                     assert {"data", "jsonapi"} <= set(schema["required"]), (path, method)
                     described += 1
-    assert described == 20
+    # 20, and flags (list, get, create, update, evaluate) and usage.
+    assert described == 26
 
 
 def test_no_content_answers_declare_no_body(openapi: dict[str, Any]) -> None:
     deletes = [op for path, method, op in operations(openapi) if method == "delete"]
-    # /v1: users, environments, api-keys, configs; /api/v1: configs, environments.
-    assert len(deletes) == 6
+    # /v1: users, environments, api-keys, configs, flags; /api/v1: configs, environments, flags.
+    assert len(deletes) == 8
     for operation in deletes:
         assert "content" not in operation["responses"]["204"]
 
@@ -99,7 +100,24 @@ def test_every_list_declares_its_pagination_and_filters(openapi: dict[str, Any])
         )
         == "array"
     }
-    assert set(lists) == {"/v1/users", "/v1/environments", "/v1/api-keys", "/v1/configs"}
+    assert set(lists) == {
+        "/v1/users",
+        "/v1/environments",
+        "/v1/api-keys",
+        "/v1/configs",
+        "/v1/flags",
+        "/v1/usage",
+    }
+    # Usage rows (day, metric, subject) have no creation time to hold a cursor:
+    # their pages are numbered.
+    usage = {p["name"] for p in lists.pop("/v1/usage")["parameters"]}
+    assert usage == {
+        "page[size]",
+        "page[number]",
+        "filter[since]",
+        "filter[metric]",
+        "filter[subject]",
+    }
     for path, operation in lists.items():
         parameters = {p["name"]: p for p in operation["parameters"]}
         assert set(parameters) == LIST_PARAMETERS | FILTERS.get(path, set()), path
@@ -118,13 +136,15 @@ def test_request_bodies_are_documented_as_json_api(openapi: dict[str, Any]) -> N
         for path, method, operation in operations(openapi)
         if "requestBody" in operation
     ]
-    # /v1: 9; /api/v1: POST and PUT of configs and environments, discovery, contexts,
-    # the account's settings.
-    assert len(bodies) == 16
+    # /v1: 9, and flags' create, update and evaluate; /api/v1: POST and PUT of
+    # configs, environments and flags, both discoveries, contexts, metrics, the
+    # account's settings.
+    assert len(bodies) == 23
     # The SDK's own bodies that are not JSON:API documents.
     not_documents = {
         "/api/v1/configs/bulk": (JSONAPI, ["configs"]),
         "/api/v1/contexts/bulk": (JSONAPI, ["contexts"]),
+        "/api/v1/flags/bulk": (JSONAPI, ["flags"]),
         "/api/v1/accounts/current/settings": ("application/json", None),
     }
     for path, method, body in bodies:
@@ -227,7 +247,22 @@ async def _every_kind_of_answer(tenant: Tenant, openapi: dict[str, Any]) -> None
         "/v1/configs/{config_id}/resolved",
     )
     assert resolved_answer["data"]["attributes"]["items"] == {"a": 2}
-    for path in ("/v1/users", "/v1/environments", "/v1/api-keys", "/v1/configs"):
+    flag = (
+        await check(
+            "post",
+            "/v1/flags",
+            "/v1/flags",
+            document("flags", {"key": "v1-flag", "name": "F", "type": "STRING", "default": "a"}),
+        )
+    )["data"]
+    flag_path = f"/v1/flags/{flag['id']}"
+    await check("get", flag_path, "/v1/flags/{flag_id}")
+    patch = document("flags", {"default": "b"}, flag["id"])
+    await check("patch", flag_path, "/v1/flags/{flag_id}", patch)
+    asked = {"data": {"type": "flag-evaluations", "attributes": {"environment": "staging"}}}
+    await check("post", f"{flag_path}/evaluate", "/v1/flags/{flag_id}/evaluate", asked)
+    await _sdk_flag_answers(check)
+    for path in ("/v1/users", "/v1/environments", "/v1/api-keys", "/v1/configs", "/v1/flags"):
         first = await check("get", f"{path}?page[size]=1", path)
         assert first["links"]["next"], path
         await check("get", first["links"]["next"], path)
@@ -237,6 +272,7 @@ async def _every_kind_of_answer(tenant: Tenant, openapi: dict[str, Any]) -> None
         "key_id": key["data"]["id"],
         "config_id": child["id"],
         "environment_id": tenant.environments["staging"],
+        "flag_id": flag["id"],
     }
     await _declared_parameters_are_the_accepted_ones(tenant, openapi, ids)
 
@@ -260,6 +296,25 @@ async def _sdk_dialect_answers(check: Any) -> None:
     await check("post", "/api/v1/configs/bulk", "/api/v1/configs/bulk", bulk)
 
 
+async def _sdk_flag_answers(check: Any) -> None:
+    """Every /api/v1 flags answer with a body, as the SDK gets it, and the usage it reports."""
+    attributes = {"name": "F", "type": "BOOLEAN", "default": False}
+    body = {"data": {"type": "flag", "id": "sdk-flag", "attributes": attributes}}
+    await check("post", "/api/v1/flags", "/api/v1/flags", body)
+    await check("get", "/api/v1/flags/sdk-flag", "/api/v1/flags/{key}")
+    await check("put", "/api/v1/flags/sdk-flag", "/api/v1/flags/{key}", body)
+    await check("get", "/api/v1/flags?meta[total]=true", "/api/v1/flags")
+    declared = {"flags": [{"id": "found-flag", "type": "STRING", "default": "x"}]}
+    await check("post", "/api/v1/flags/bulk", "/api/v1/flags/bulk", declared)
+    await check("get", "/api/v1/flags/found-flag/sources", "/api/v1/flags/{key}/sources")
+    await check("get", "/api/v1/flag_sources", "/api/v1/flag_sources")
+    metric = {"name": "flags.evaluations", "value": 2, "dimensions": {"flag": "sdk-flag"}}
+    report = {"data": [{"type": "metric", "attributes": metric}]}
+    await check("post", "/api/v1/metrics/bulk", "/api/v1/metrics/bulk", report)
+    usage = await check("get", "/v1/usage?page[size]=1", "/v1/usage")
+    assert usage["data"][0]["attributes"]["total"] == 2
+
+
 async def _declared_parameters_are_the_accepted_ones(
     tenant: Tenant, openapi: dict[str, Any], ids: dict[str, str]
 ) -> None:
@@ -277,7 +332,7 @@ async def _declared_parameters_are_the_accepted_ones(
         accepted = set() if listed == "none" else set(listed.split(", "))
         assert accepted == declared, (path, detail)
         checked += 1
-    assert checked == 11
+    assert checked == 14
 
 
 def test_roles_are_ordered_by_power_not_by_name() -> None:

@@ -39,6 +39,11 @@ async def _config(t: Tenant) -> str:
     )
 
 
+async def _flag(t: Tenant) -> str:
+    attributes = {"key": unique("flag"), "name": "F", "type": "BOOLEAN", "default": False}
+    return str((await t.create("flags", attributes))["id"])
+
+
 async def _key(t: Tenant) -> str:
     """A key of a VIEWER: an ADMIN may act on it (not on the OWNER's keys)."""
     return str((await t.create("api-keys", {"name": "k"}, user=await _user(t)))["id"])
@@ -138,6 +143,33 @@ ROUTES: dict[str, tuple[RouteFactory, str]] = {
         "MEMBER",
     ),
     "DELETE /v1/configs/{id}": (route("DELETE", "/v1/configs/{id}", _config), "MEMBER"),
+    "GET /v1/flags": (route("GET", "/v1/flags"), "VIEWER"),
+    "POST /v1/flags": (
+        route(
+            "POST",
+            "/v1/flags",
+            body=lambda _: document(
+                "flags", {"key": unique("f"), "name": "F", "type": "STRING", "default": "a"}
+            ),
+        ),
+        "MEMBER",
+    ),
+    "GET /v1/flags/{id}": (route("GET", "/v1/flags/{id}", _flag), "VIEWER"),
+    "PATCH /v1/flags/{id}": (
+        route("PATCH", "/v1/flags/{id}", _flag, lambda i: document("flags", {"name": "N"}, i)),
+        "MEMBER",
+    ),
+    "DELETE /v1/flags/{id}": (route("DELETE", "/v1/flags/{id}", _flag), "MEMBER"),
+    "POST /v1/flags/{id}/evaluate": (
+        route(
+            "POST",
+            "/v1/flags/{id}/evaluate",
+            _flag,
+            lambda _: {"data": {"type": "flag-evaluations", "attributes": {}}},
+        ),
+        "VIEWER",
+    ),
+    "GET /v1/usage": (route("GET", "/v1/usage"), "VIEWER"),
 }
 RANK = {"VIEWER": 0, "MEMBER": 1, "ADMIN": 2, "OWNER": 3}
 
@@ -161,6 +193,7 @@ def test_the_route_table_covers_every_api_route() -> None:
         "{environment_id}": "{id}",
         "{key_id}": "{id}",
         "{config_id}": "{id}",
+        "{flag_id}": "{id}",
     }
     served = set()
     for path, operations in app.openapi()["paths"].items():

@@ -103,3 +103,59 @@ def test_environments_and_account_settings_through_the_sdk(
     assert report["listed"] == ["development", "production", "qa", "staging"]
     assert report["order"] == ["production", "staging", "development"]
     assert_stayed_on_loopback(report)
+
+
+def test_the_flags_quick_start_and_management_through_the_sdk(
+    server: ServiceProcess, api_key: str
+) -> None:
+    assert server.port is not None
+    report = run_sdk("flags", server.port, api_key)
+    assert report["pro"] == [True, "dark"]
+    assert report["free"] == [False, "light"]
+    assert report["listed"] == ["checkout-v2", "discovered-limit", "theme"]
+    assert report["discovered"] == ["NUMERIC", 10]
+    assert_stayed_on_loopback(report)
+    # The SDK's telemetry (on, as it ships) was flushed at close and counted.
+    usage = httpx.get(
+        f"http://127.0.0.1:{server.port}/v1/usage",
+        params={"filter[metric]": "flags.evaluations"},
+        headers={"Authorization": f"Bearer {api_key}"},
+        timeout=10,
+    )
+    counted = {
+        row["attributes"]["subject"]: row["attributes"]["total"] for row in usage.json()["data"]
+    }
+    assert counted == {"checkout-v2": 2, "theme": 2}
+
+
+def test_the_async_client_evaluates_flags(server: ServiceProcess, api_key: str) -> None:
+    assert server.port is not None
+    report = run_sdk("flags_async", server.port, api_key)
+    assert (report["staff"], report["guest"]) == (True, False)
+    assert report["listed"] == ["async-flag"]
+    assert_stayed_on_loopback(report)
+
+
+def test_a_flag_written_through_v1_on_another_replica_reaches_on_change(
+    server: ServiceProcess, api_key: str, module_database: URL
+) -> None:
+    assert server.port is not None
+    with ready_server(module_database, workers=1) as replica:
+        assert replica.port is not None
+        replica_port = replica.port
+
+        def write_elsewhere() -> None:
+            base = f"http://127.0.0.1:{replica_port}/v1/flags"
+            headers = {"Authorization": f"Bearer {api_key}", "Content-Type": JSONAPI}
+            found = httpx.get(base, headers=headers, timeout=10).json()["data"]
+            flag_id = next(flag["id"] for flag in found if flag["attributes"]["key"] == "live-flag")
+            rule = {"logic": {"==": [{"var": "user.plan"}, "pro"]}, "value": True}
+            environments = {"production": {"enabled": True, "rules": [rule]}}
+            body = document("flags", {"environments": environments}, flag_id)
+            patched = httpx.patch(f"{base}/{flag_id}", json=body, headers=headers, timeout=10)
+            assert patched.status_code == 200, patched.text
+
+        report = run_sdk("flags_live", server.port, api_key, when_ready=write_elsewhere)
+    assert (report["before"], report["after"]) == (False, True)
+    assert report["source"] == "push"
+    assert_stayed_on_loopback(report)

@@ -142,6 +142,40 @@ def test_writes_through_either_dialect_reach_the_stream(server: ServiceProcess) 
     assert next_event(lines) == ("configs_changed", {})
 
 
+def test_flag_writes_through_either_dialect_reach_the_stream(server: ServiceProcess) -> None:
+    assert server.port is not None
+    key = create_account_over_http(server.port, "Flag events")
+    lines, _ = open_stream(server.port, key)
+    assert lines.get(timeout=WAIT) == "status 200 text/event-stream; charset=utf-8"
+    assert lines.get(timeout=WAIT) == "retry: 2000"
+    base = f"http://127.0.0.1:{server.port}"
+    flag = {"name": "F", "type": "BOOLEAN", "default": False}
+    body = {"data": {"type": "flag", "id": "streamed", "attributes": flag}}
+    created = httpx.post(f"{base}/api/v1/flags", json=body, headers=headers(key))
+    assert created.status_code == 201, created.text
+    assert next_event(lines) == ("flag_changed", {"id": "streamed"})
+    flag_id = httpx.get(f"{base}/v1/flags", headers=headers(key)).json()["data"][0]["id"]
+    patched = httpx.patch(
+        f"{base}/v1/flags/{flag_id}",
+        json=document("flags", {"default": True}, flag_id),
+        headers=headers(key),
+    )
+    assert patched.status_code == 200, patched.text
+    assert next_event(lines) == ("flag_changed", {"id": "streamed"})
+    refused = httpx.put(
+        f"{base}/api/v1/flags/streamed",
+        json={"data": {"type": "flag", "attributes": {**flag, "default": "no"}}},
+        headers=headers(key),
+    )
+    assert refused.status_code == 422
+    assert httpx.delete(f"{base}/api/v1/flags/streamed", headers=headers(key)).status_code == 204
+    assert next_event(lines) == ("flag_deleted", {"id": "streamed"})
+    declared = {"flags": [{"id": "found", "type": "BOOLEAN", "default": True}]}
+    discovered = httpx.post(f"{base}/api/v1/flags/bulk", json=declared, headers=headers(key))
+    assert discovered.json() == {"registered": 1, "skipped": []}
+    assert next_event(lines) == ("flags_changed", {})
+
+
 def test_another_accounts_writes_are_not_streamed(server: ServiceProcess) -> None:
     assert server.port is not None
     watcher, writer = (create_account_over_http(server.port, name) for name in ("W", "X"))
@@ -428,7 +462,7 @@ def test_forged_notifications_never_reach_a_stream(
     forged = [
         {"account": account, "event": 'config_deleted\ndata: {"id": "forged"}\n\nevent: x'},
         {"account": account, "event": "config_deleted\r\ndata: {}", "id": "forged"},
-        {"account": account, "event": "flag_deleted", "id": "forged"},
+        {"account": account, "event": "job_deleted", "id": "forged"},
         {"account": account, "event": "config_deleted", "id": "forged\n\nevent: config_deleted"},
         {"account": account, "event": "config_changed"},
         {"account": account.upper(), "event": "config_deleted", "id": "forged"},

@@ -258,12 +258,124 @@ def platform() -> dict[str, Any]:
         return {"color": str(color.hex if color else None), "listed": listed, "order": order}
 
 
+def _flag_settings() -> dict[str, Any]:
+    # Telemetry on, as the SDK ships: its metrics go to POST /api/v1/metrics/bulk.
+    return {**client_settings(), "telemetry": True}
+
+
+def flags() -> dict[str, Any]:
+    """The SDK's flags quick start and management: flags made with rules,
+    wait_until_ready(), values under set_context, a constrained flag refusing
+    a value outside its set, discovery of a declared flag, list and delete."""
+    from smplkit import Context, FlagValue, Rule, SmplClient
+    from smplkit.errors import ConflictError, NotFoundError, ValidationError
+
+    with SmplClient(os.environ["SDK_API_KEY"], **_flag_settings()) as client:
+        checkout = client.flags.new_boolean_flag("checkout-v2", default=False)
+        checkout.add_rule(
+            Rule("Pro plans", environment="production").when("user.plan", "==", "pro").serve(True)
+        )
+        checkout.save()
+        colours = [FlagValue(name="Light", value="light"), FlagValue(name="Dark", value="dark")]
+        theme = client.flags.new_string_flag("theme", default="light", values=colours)
+        theme.add_rule(
+            Rule("Beta users", environment="production")
+            .when("user.beta", "==", True)
+            .when("account.region", "in", ["eu", "us"])
+            .serve("dark")
+        )
+        theme.save()
+        outside = client.flags.new_string_flag("outside", default="light", values=colours)
+        outside.add_rule(Rule("No", environment="production").when({"!": [False]}).serve("blue"))
+        try:
+            outside.save()
+            raise AssertionError("a value outside the flag's values was saved")
+        except ValidationError:
+            pass
+        try:
+            client.flags.new_boolean_flag("checkout-v2", default=True).save()
+            raise AssertionError("a duplicate flag was created")
+        except ConflictError:
+            pass
+        client.wait_until_ready()
+        # Declared in code: discovery registers it (buffered; flushed here at once).
+        client.flags.number_flag("discovered-limit", default=10)
+        client.flags.flush()
+        new_checkout = client.flags.boolean_flag("checkout-v2", default=False)
+        dark_mode = client.flags.string_flag("theme", default="light")
+        pro = [
+            Context("user", "u1", {"plan": "pro", "beta": True}),
+            Context("account", "a1", {"region": "eu"}),
+        ]
+        free = [
+            Context("user", "u2", {"plan": "free", "beta": True}),
+            Context("account", "a2", {"region": "apac"}),
+        ]
+        with client.set_context(pro):
+            for_pro = (new_checkout.get(), dark_mode.get())
+        with client.set_context(free):
+            for_free = (new_checkout.get(), dark_mode.get())
+        discovered = client.flags.get("discovered-limit")
+        listed = sorted(str(flag.id) for flag in client.flags.list())
+        client.flags.delete("theme")
+        try:
+            client.flags.get("theme")
+            raise AssertionError("a deleted flag was found")
+        except NotFoundError:
+            pass
+        return {
+            "pro": list(for_pro),
+            "free": list(for_free),
+            "listed": listed,
+            "discovered": [discovered.type, discovered.default],
+        }
+
+
+async def flags_async() -> dict[str, Any]:
+    """The same quick start with AsyncSmplClient."""
+    from smplkit import AsyncSmplClient, Context, Rule
+
+    async with AsyncSmplClient(os.environ["SDK_API_KEY"], **_flag_settings()) as client:
+        flag = client.flags.new_boolean_flag("async-flag", default=False)
+        flag.add_rule(
+            Rule("Staff", environment="production").when("user.staff", "==", True).serve(True)
+        )
+        await flag.save()
+        await client.wait_until_ready()
+        handle = client.flags.boolean_flag("async-flag", default=False)
+        staff = handle.get(context=[Context("user", "s1", {"staff": True})])
+        guest = handle.get(context=[Context("user", "g1", {"staff": False})])
+        listed = [str(found.id) for found in await client.flags.list()]
+        await client.flags.delete("async-flag")
+        return {"staff": staff, "guest": guest, "listed": listed}
+
+
+def flags_live() -> dict[str, Any]:
+    """on_change fires for a flag written elsewhere, and the new rules serve."""
+    from smplkit import Context, SmplClient
+
+    with SmplClient(os.environ["SDK_API_KEY"], **_flag_settings()) as client:
+        client.flags.new_boolean_flag("live-flag", default=False).save()
+        changes: list[Any] = []
+        client.flags.on_change("live-flag")(changes.append)
+        client.wait_until_ready()
+        handle = client.flags.boolean_flag("live-flag", default=False)
+        before = handle.get(context=[Context("user", "u1", {"plan": "pro"})])
+        print("READY", flush=True)
+        eventually(lambda: changes)
+        after = handle.get(context=[Context("user", "u1", {"plan": "pro"})])
+        return {"before": before, "after": after, "source": changes[0].source}
+
+
 SCENARIOS: dict[str, Callable[[], dict[str, Any]]] = {
     "crud": crud,
     "many": many,
     "crud_async": lambda: asyncio.run(crud_async()),
     "live": live,
     "platform": platform,
+    "flags": flags,
+    "flags_async": lambda: asyncio.run(flags_async()),
+    "flags_live": flags_live,
 }
 
 

@@ -5,7 +5,7 @@ from fastapi import APIRouter, Depends
 
 from service.api.dependencies import require_ready
 from service.api.errors import ERROR_RESPONSES, JsonApiResponse
-from service.api.sdk import account, configs, discovery, environments, events
+from service.api.sdk import account, configs, discovery, environments, events, flags, metrics
 
 router = APIRouter(
     prefix="/api/v1",
@@ -19,3 +19,5 @@ router.include_router(configs.router)
 router.include_router(events.router)
 router.include_router(environments.router)
 router.include_router(account.router)
+router.include_router(flags.router)
+router.include_router(metrics.router)

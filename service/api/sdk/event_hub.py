@@ -13,7 +13,7 @@ lost, the worker refuses new streams (503) instead of serving silent ones.
 
 The SDK cannot resume a stream (it ignores `id:` and sends no
 Last-Event-ID): when the listening connection was lost, notifications may
-have been missed, so every stream is told `configs_changed` once listening
+have been missed, so every stream is told `configs_changed` and `flags_changed` once listening
 again, and its client refetches the whole list.
 """
 
@@ -34,15 +34,16 @@ from typing import Any
 import asyncpg
 from sqlalchemy.engine import URL
 
-from service.api.config_events import CHANNEL, KEYS_REVOKED, MANY_CHANGED, parse
+from service.api.config_events import KEYS_REVOKED, MANY_CHANGED, parse
 from service.db.engines import application_name
 from service.db.tls import tls_options
+from service.flags.events import CHANNEL, FLAGS_CHANGED
 from service.migrations.errors import describe_error, is_unreachable
 
 logger = logging.getLogger("service.api.events")
 
 # Events one stream may have waiting; a client that reads slower than that
-# gets one `configs_changed` in their place.
+# gets one `configs_changed` and one `flags_changed` in their place.
 QUEUE_SIZE = 100
 # Streams one API key, and one account, may hold open on one worker process.
 MAX_STREAMS_PER_KEY = 10
@@ -61,6 +62,8 @@ class Event:
     data: dict[str, Any]
 
 
+# What a stream is told when it may have missed events: refetch configs and flags.
+EVERYTHING_CHANGED = (Event(MANY_CHANGED, {}), Event(FLAGS_CHANGED, {}))
 # Put in a stream's queue when the worker shuts down: the stream ends.
 CLOSED = Event("", {})
 
@@ -76,7 +79,8 @@ class Stream:
             self.queue.put_nowait(event)
         except asyncio.QueueFull:
             _drain(self.queue)
-            self.queue.put_nowait(Event(MANY_CHANGED, {}))
+            for missed in EVERYTHING_CHANGED:
+                self.queue.put_nowait(missed)
 
     def end(self) -> None:
         _drain(self.queue)
@@ -212,7 +216,8 @@ class EventHub:
                 attempt, self.not_listening = 0, None
                 self._listening.set()
                 if listened_before:
-                    self._broadcast(Event(MANY_CHANGED, {}))
+                    for missed in EVERYTHING_CHANGED:
+                        self._broadcast(missed)
                 listened_before = True
                 await self._watch(connection)
             except (*_CONNECTION_ERRORS, _ProbeLost) as error:

@@ -111,3 +111,74 @@ class SdkAccountResource(Described):
 
 class SdkAccountDocument(Described):
     data: SdkAccountResource
+
+
+class SdkFlagRule(Described):
+    logic: dict[str, Any] = Field(description="JSON Logic over the contexts; {} never matches")
+    value: Any = Field(description="Served when the logic is truthy")
+    description: str | None
+
+
+class SdkFlagEnvironment(Described):
+    enabled: bool
+    default: Any = Field(description="null: the flag's default")
+    rules: list[SdkFlagRule] = Field(description="The first whose logic is truthy serves")
+
+
+class SdkFlagValue(Described):
+    name: str
+    value: Any
+
+
+class SdkFlagView(Described):
+    name: str
+    description: str | None
+    type: Literal["BOOLEAN", "STRING", "NUMERIC", "JSON"]
+    default: Any
+    values: list[SdkFlagValue] | None = Field(description="null: unconstrained")
+    environments: dict[str, SdkFlagEnvironment]
+    managed: bool = Field(description="False for a flag only discovered by an SDK")
+    created_at: datetime
+    updated_at: datetime
+
+
+class SdkFlagResource(Described):
+    type: Literal["flag"]
+    id: str = Field(description="The flag's key")
+    attributes: SdkFlagView
+
+
+class SdkFlagDocument(Described):
+    data: SdkFlagResource
+
+
+class SdkFlagList(Described):
+    data: list[SdkFlagResource]
+    meta: ListMeta
+
+
+class SdkFlagSourceView(Described):
+    flag: str = Field(description="The flag's key")
+    service: str
+    environment: str
+    declared_type: str
+    declared_default: Any
+    first_observed: datetime
+    last_seen: datetime
+    created_at: datetime
+    updated_at: datetime
+
+
+class SdkFlagSourceResource(Described):
+    type: Literal["flag_source"]
+    id: str
+    attributes: SdkFlagSourceView
+
+
+class SdkFlagSourceList(Described):
+    data: list[SdkFlagSourceResource]
+    meta: ListMeta
+
+
+class MetricsAccepted(Described):
+    accepted: int = Field(description="The metrics counted")

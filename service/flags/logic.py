@@ -1,0 +1,75 @@
+"""JSON Logic as a flag's rule may hold it: well formed, made only of the
+operators the SDK's evaluator (`json-logic-qubit`) understands, and bounded.
+
+Left out on purpose: `method` (it calls any method of a value the context
+holds), `log` (it prints) and `count` (outside core JsonLogic: the library
+warns on each use). A node is an object of exactly one operator (an object of
+any other size would be a literal to the library, always truthy); arrays hold
+operands.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from service.flags.errors import Invalid
+
+OPERATORS = frozenset(
+    {
+        # logic and comparison
+        "==", "===", "!=", "!==", ">", ">=", "<", "<=", "!", "!!", "and", "or", "if", "?:",
+        # data
+        "var", "missing", "missing_some",
+        # numbers, strings and arrays
+        "+", "-", "*", "/", "%", "min", "max", "cat", "substr", "in", "merge",
+        "map", "filter", "reduce", "all", "none", "some",
+    }
+)  # fmt: skip
+# The operators that run logic once per element of an array: nested, their
+# costs multiply (three levels over literal arrays of 600 would be 2*10^8
+# steps), so one may not hold another.
+SCOPED = frozenset({"map", "filter", "reduce", "all", "none", "some"})
+MAX_DEPTH = 16
+MAX_NODES = 500
+MAX_BYTES = 16 * 1024
+
+
+def check_logic(logic: Any, pointer: str) -> int:
+    """Refuse (Invalid, at `pointer`) logic that is not a bounded JSON Logic
+    rule of known operators; its number of parts otherwise. `{}` is a rule
+    that never matches (the SDK skips it)."""
+    if not isinstance(logic, dict):
+        raise Invalid("a rule's logic is a JSON Logic object", pointer)
+    if not logic:
+        return 0
+    size = len(json.dumps(logic, ensure_ascii=False, separators=(",", ":")).encode())
+    if size > MAX_BYTES:
+        raise Invalid(f"a rule's logic is {size} bytes of JSON; at most {MAX_BYTES}", pointer)
+    nodes = 0
+    pending: list[tuple[Any, int, bool]] = [(logic, 1, False)]
+    while pending:
+        node, depth, scoped = pending.pop()
+        nodes += 1
+        if depth > MAX_DEPTH:
+            raise Invalid(f"a rule's logic nests deeper than {MAX_DEPTH} levels", pointer)
+        if nodes > MAX_NODES:
+            raise Invalid(f"a rule's logic has more than {MAX_NODES} parts", pointer)
+        if isinstance(node, dict):
+            if len(node) != 1:
+                raise Invalid("a JSON Logic operation is an object of one operator", pointer)
+            ((operator, operands),) = node.items()
+            if operator not in OPERATORS:
+                raise Invalid(
+                    f"{operator!r} is not an operator the SDK's evaluator understands", pointer
+                )
+            if operator in SCOPED and scoped:
+                raise Invalid(
+                    f"{operator!r} inside another array operation (map, filter, reduce, all, "
+                    "none, some): their costs multiply",
+                    pointer,
+                )
+            pending.append((operands, depth + 1, scoped or operator in SCOPED))
+        elif isinstance(node, list):
+            pending.extend((operand, depth + 1, scoped) for operand in node)
+    return nodes

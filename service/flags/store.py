@@ -1,0 +1,326 @@
+"""Flags in the database: one account's flags by key, their writes (each
+announced in its transaction) and discovery's declarations and sources."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from sqlalchemy import RowMapping, Select, delete, func, insert, or_, select, tuple_, update
+from sqlalchemy.dialects.postgresql import insert as upsert
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from service.flags.definitions import FlagDefinition, FlagType, check_environments_exist, matches
+from service.flags.errors import Conflicting, Missing
+from service.flags.events import FLAG_CHANGED, FLAG_DELETED, FLAGS_CHANGED, announce
+from service.models import Flag, FlagSource, table
+
+flags = table(Flag)
+sources = table(FlagSource)
+ATTRIBUTES = "/data/attributes"
+Sort = Literal[
+    "key", "-key", "name", "-name", "type", "-type",
+    "created_at", "-created_at", "updated_at", "-updated_at",
+]  # fmt: skip
+SourceSort = Literal[
+    "service", "-service", "environment", "-environment",
+    "created_at", "-created_at", "last_seen", "-last_seen",
+]  # fmt: skip
+# Keys and names in byte order ("C"), whatever the database's collation.
+_SORTS = {
+    "key": flags.c.key.collate("C"),
+    "name": flags.c.name.collate("C"),
+    "type": flags.c.type,
+    "created_at": flags.c.created_at,
+    "updated_at": flags.c.updated_at,
+}
+
+
+@dataclass
+class FlagWrite:
+    """A create or a replace: every writable field of a flag."""
+
+    name: str
+    description: str | None
+    definition: FlagDefinition
+    # None leaves it as it is (true on a create).
+    managed: bool | None = None
+
+
+@dataclass(frozen=True)
+class Filters:
+    flag_type: FlagType | None = None
+    managed: bool | None = None
+    search: str | None = None
+
+
+def attributes(row: Mapping[Any, Any]) -> dict[str, Any]:
+    """A stored flag's fields, named as the SDK's `Flag` model names them."""
+    return {
+        "name": row["name"],
+        "description": row["description"],
+        "type": row["type"],
+        "default": row["default"],
+        "values": row["allowed_values"],
+        "environments": row["environments"],
+        "managed": row["managed"],
+        "created_at": row["created_at"],
+        "updated_at": row["updated_at"],
+    }
+
+
+async def get(
+    connection: AsyncConnection, account_id: uuid.UUID, key: str, *, lock: bool = False
+) -> RowMapping:
+    query = select(flags).where(flags.c.account_id == account_id, flags.c.key == key)
+    if lock:
+        query = query.with_for_update()
+    row: RowMapping | None = (await connection.execute(query)).mappings().first()
+    if row is None:
+        raise Missing(f"no flag with key {key!r}")
+    return row
+
+
+def listed(account_id: uuid.UUID, filters: Filters) -> Select[Any]:
+    query = select(flags).where(flags.c.account_id == account_id)
+    if filters.flag_type is not None:
+        query = query.where(flags.c.type == filters.flag_type.value)
+    if filters.managed is not None:
+        query = query.where(flags.c.managed == filters.managed)
+    if filters.search is not None:
+        wanted = filters.search.lower()
+        query = query.where(
+            or_(
+                func.strpos(func.lower(flags.c.key), wanted) > 0,
+                func.strpos(func.lower(flags.c.name), wanted) > 0,
+            )
+        )
+    return query
+
+
+def ordered(query: Select[Any], sort: Sort) -> Select[Any]:
+    """A total order: the key (unique in an account) breaks ties."""
+    column = _SORTS[sort.removeprefix("-")]
+    first = column.desc() if sort.startswith("-") else column
+    return query.order_by(first, _SORTS["key"])
+
+
+async def page(
+    connection: AsyncConnection, query: Select[Any], number: int, size: int
+) -> Sequence[RowMapping]:
+    found: Sequence[RowMapping] = (
+        (await connection.execute(query.limit(size).offset((number - 1) * size))).mappings().all()
+    )
+    return found
+
+
+async def count(connection: AsyncConnection, query: Select[Any]) -> int:
+    return await connection.scalar(select(func.count()).select_from(query.subquery())) or 0
+
+
+async def _checked(connection: AsyncConnection, account_id: uuid.UUID, write: FlagWrite) -> None:
+    write.definition.check(ATTRIBUTES)
+    await check_environments_exist(
+        connection, account_id, write.definition.environments, ATTRIBUTES
+    )
+
+
+def _stored(write: FlagWrite) -> dict[str, Any]:
+    definition = write.definition
+    return {
+        "name": write.name,
+        "description": write.description,
+        "type": definition.type.value,
+        "default": definition.default,
+        "allowed_values": definition.allowed_values,
+        "environments": definition.environments,
+    }
+
+
+async def create(
+    connection: AsyncConnection, account_id: uuid.UUID, key: str, write: FlagWrite
+) -> RowMapping:
+    await _checked(connection, account_id, write)
+    statement = (
+        insert(flags)
+        .values(
+            account_id=account_id,
+            key=key,
+            managed=True if write.managed is None else write.managed,
+            **_stored(write),
+        )
+        .returning(flags)
+    )
+    try:
+        row: RowMapping = (await connection.execute(statement)).mappings().one()
+    except IntegrityError:
+        raise Conflicting("a flag with this key already exists", "/data/id") from None
+    await announce(connection, account_id, FLAG_CHANGED, key)
+    return row
+
+
+async def replace(
+    connection: AsyncConnection, account_id: uuid.UUID, key: str, write: FlagWrite
+) -> RowMapping:
+    current = await get(connection, account_id, key, lock=True)
+    # Checked first: the values of another type would be refused as well, but
+    # the conflict is the type.
+    if current["type"] != write.definition.type.value:
+        raise Conflicting(
+            f"the flag is {current['type']}; a flag's type never changes once set",
+            f"{ATTRIBUTES}/type",
+        )
+    await _checked(connection, account_id, write)
+    changes = _stored(write)
+    if write.managed is not None:
+        changes["managed"] = write.managed
+    statement = (
+        update(flags)
+        .where(flags.c.id == current["id"])
+        .values(**changes, updated_at=func.now())
+        .returning(flags)
+    )
+    row: RowMapping = (await connection.execute(statement)).mappings().one()
+    await announce(connection, account_id, FLAG_CHANGED, key)
+    return row
+
+
+async def remove(connection: AsyncConnection, account_id: uuid.UUID, key: str) -> None:
+    deleted = await connection.scalar(
+        delete(flags)
+        .where(flags.c.account_id == account_id, flags.c.key == key)
+        .returning(flags.c.id)
+    )
+    if deleted is None:
+        raise Missing(f"no flag with key {key!r}")
+    await announce(connection, account_id, FLAG_DELETED, key)
+
+
+@dataclass(frozen=True)
+class Declaration:
+    """A flag an SDK's code declares (discovery), from one service and environment."""
+
+    key: str
+    type: FlagType
+    default: Any
+    service: str
+    environment: str
+
+    def problem(self) -> str | None:
+        if not matches(self.type, self.default):
+            return f"the default is not a value of a {self.type} flag"
+        return None
+
+
+async def discover(
+    connection: AsyncConnection, account_id: uuid.UUID, declared: Sequence[Declaration]
+) -> int:
+    """Create each declared flag that does not exist (unmanaged, as declared),
+    never change one that does, and record (or refresh) each declaration's
+    source. Returns how many declarations were recorded."""
+    created = 0
+    # In key order: concurrent batches lock the same rows in the same order.
+    for declaration in sorted(declared, key=lambda entry: entry.key):
+        flag_id = await connection.scalar(
+            upsert(flags)
+            .values(
+                account_id=account_id,
+                key=declaration.key,
+                name=declaration.key,
+                type=declaration.type.value,
+                default=declaration.default,
+                environments={},
+                managed=False,
+            )
+            .on_conflict_do_nothing(constraint="flags_account_id_key_key")
+            .returning(flags.c.id)
+        )
+        if flag_id is None:
+            flag_id = (await get(connection, account_id, declaration.key))["id"]
+        else:
+            created += 1
+        statement = upsert(sources).values(
+            flag_id=flag_id,
+            service=declaration.service,
+            environment=declaration.environment,
+            declared_type=declaration.type.value,
+            declared_default=declaration.default,
+        )
+        await connection.execute(
+            statement.on_conflict_do_update(
+                constraint="flag_sources_flag_id_service_environment_key",
+                set_={
+                    "declared_type": statement.excluded.declared_type,
+                    "declared_default": statement.excluded.declared_default,
+                    "last_seen": func.now(),
+                },
+            )
+        )
+    if created:
+        await announce(connection, account_id, FLAGS_CHANGED)
+    return len(declared)
+
+
+_SOURCE_SORTS = {
+    "service": sources.c.service.collate("C"),
+    "environment": sources.c.environment.collate("C"),
+    "created_at": sources.c.first_observed,
+    "last_seen": sources.c.last_seen,
+}
+
+
+def sources_of(account_id: uuid.UUID, key: str | None, sort: SourceSort) -> Select[Any]:
+    """The sources of one flag, or of all the account's flags, in a total order."""
+    query = (
+        select(sources, flags.c.key.label("flag_key"))
+        .join(flags, flags.c.id == sources.c.flag_id)
+        .where(flags.c.account_id == account_id)
+    )
+    if key is not None:
+        query = query.where(flags.c.key == key)
+    column = _SOURCE_SORTS[sort.removeprefix("-")]
+    return query.order_by(
+        column.desc() if sort.startswith("-") else column,
+        flags.c.key.collate("C"),
+        sources.c.service.collate("C"),
+        sources.c.environment.collate("C"),
+    )
+
+
+async def key_of(connection: AsyncConnection, account_id: uuid.UUID, flag_id: uuid.UUID) -> str:
+    """The key of the account's flag with this id (the /v1 API names flags by id)."""
+    key: str | None = await connection.scalar(
+        select(flags.c.key).where(flags.c.account_id == account_id, flags.c.id == flag_id)
+    )
+    if key is None:
+        raise Missing(f"no flag with id {flag_id}")
+    return key
+
+
+async def keyset_page(
+    connection: AsyncConnection,
+    account_id: uuid.UUID,
+    size: int,
+    after: tuple[Any, ...] | None,
+    descending: bool,
+) -> Sequence[RowMapping]:
+    """A page in (created_at, id) order after a cursor: stable while flags are added."""
+    keyset = tuple_(flags.c.created_at, flags.c.id)
+    query = select(flags).where(flags.c.account_id == account_id)
+    if after is not None:
+        query = query.where(keyset < tuple_(*after) if descending else keyset > tuple_(*after))
+    order = (
+        (flags.c.created_at.desc(), flags.c.id.desc())
+        if descending
+        else (
+            flags.c.created_at,
+            flags.c.id,
+        )
+    )
+    found: Sequence[RowMapping] = (
+        (await connection.execute(query.order_by(*order).limit(size))).mappings().all()
+    )
+    return found
