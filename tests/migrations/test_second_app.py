@@ -13,9 +13,9 @@ from pathlib import Path
 
 import asyncpg
 import pytest
+from alembic_lockstep.lock import lock_key
 from sqlalchemy.engine import URL
 
-from service.migrations.lock import lock_key
 from tests.support.fleet import DDL_AUDIT
 from tests.support.postgres import connect, service_url
 from tests.support.processes import (
@@ -36,7 +36,7 @@ REVISIONS = ["notes_0001", "notes_0002"]
 PROCESSES = 3
 WORKERS = 2
 # What the second app may import of the service: the package's public surface.
-PUBLIC = {"service.migrations", "service.migrations.environment"}
+PUBLIC = {"alembic_lockstep", "alembic_lockstep.environment"}
 
 
 def service_imports(path: Path) -> set[str]:
@@ -55,7 +55,7 @@ def test_the_package_imports_nothing_else_of_the_service() -> None:
         f"{path.relative_to(PROJECT_ROOT)}: {name}"
         for path in MIGRATIONS.rglob("*.py")
         for name in service_imports(path)
-        if not name.startswith("service.migrations")
+        if not name.startswith("alembic_lockstep")
     }
     assert outside == set()
 
@@ -80,8 +80,8 @@ def test_the_second_app_uses_the_public_surface_alone() -> None:
     PROCESS_OUTPUTS.append(result.stdout + result.stderr)
     assert result.returncode == 0, result.stderr
     loaded = result.stdout.split()
-    assert "service.migrations" in loaded
-    assert [name for name in loaded if not name.startswith(("service.migrations",))] == ["service"]
+    assert "alembic_lockstep" in loaded
+    assert [name for name in loaded if not name.startswith(("alembic_lockstep",))] == ["service"]
 
 
 def second_app_environment(url: str) -> dict[str, str]:

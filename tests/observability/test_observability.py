@@ -10,9 +10,9 @@ from pathlib import Path
 
 import httpx
 import pytest
+from alembic_lockstep import lock
 from sqlalchemy.engine import URL
 
-from service.migrations import lock
 from tests.support.api import api_client, new_tenant
 from tests.support.configs import settings_for
 from tests.support.postgres import connect, service_url
