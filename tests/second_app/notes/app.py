@@ -15,6 +15,7 @@ from pathlib import Path
 from alembic_lockstep import (
     Bootstrap,
     BootstrapState,
+    LogFormat,
     MigrationConfig,
     readiness_router,
     run_in_background,
@@ -41,6 +42,8 @@ def migration_config() -> MigrationConfig:
         application_name="notes-app",
         poll_interval=0.2,
         retry_max_interval=0.5,
+        # The progress lines' format (the app sets up no logging of its own).
+        log_format=LogFormat(os.environ.get("NOTES_LOG_FORMAT", "text")),
     )
 
 
