@@ -58,6 +58,9 @@ def main(arguments: Sequence[str] | None = None) -> int:
     options = parser.parse_args(arguments)
     if options.command == "serve":
         return _serve(options)
+    if options.db_command is not None:
+        # status, history, ...: the `db` commands of cli.py, flat here.
+        options.command = "db"
     try:
         if not cli.needs_database(options):
             return cli.run_offline(
@@ -95,7 +98,7 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--settings",
         metavar="MODULE:NAME",
-        default=os.environ.get(SETTINGS_VARIABLE),
+        default=os.environ.get(SETTINGS_VARIABLE) or None,
         help=f"the application's MigrationConfig, or a callable returning it "
         f"(default: {SETTINGS_VARIABLE}, else the {ENVIRONMENT}* variables)",
     )
@@ -163,7 +166,7 @@ def _configuration(settings: str | None) -> Any:
 
     if settings is not None:
         found = _loaded(settings)
-        config = found if isinstance(found, MigrationConfig) else found()
+        config = found() if callable(found) and not isinstance(found, type) else found
         if not isinstance(config, MigrationConfig):
             raise ConfigurationError(
                 f"{settings!r} gave {type(config).__name__}, not a MigrationConfig"
