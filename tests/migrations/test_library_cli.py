@@ -21,7 +21,7 @@ SETTINGS = "notes.app:migration_config"
 
 
 def lockstep(*arguments: str, **variables: str) -> subprocess.CompletedProcess[str]:
-    return run_second_app_python("-m", "alembic_lockstep", *arguments, **variables)
+    return run_second_app_python("-m", "alembic_lockstep", *arguments, variables=variables)
 
 
 def test_help_documents_every_command() -> None:

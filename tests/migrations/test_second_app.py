@@ -19,6 +19,7 @@ import shutil
 import subprocess
 import sys
 from collections import Counter
+from collections.abc import Mapping
 from pathlib import Path
 
 import alembic_lockstep
@@ -122,13 +123,13 @@ def test_the_second_app_runs_without_the_service() -> None:
 
 
 def run_second_app_python(
-    *arguments: str, cwd: Path = SECOND_APP, **variables: str
+    *arguments: str, variables: Mapping[str, str] | None = None, cwd: Path = SECOND_APP
 ) -> subprocess.CompletedProcess[str]:
     environment = second_app_environment("postgresql+asyncpg://notes@127.0.0.1/notes", cwd)
     result = subprocess.run(
         [PYTHON, *arguments],
         cwd=cwd,
-        env={**environment, **variables},
+        env={**environment, **(variables or {})},
         capture_output=True,
         text=True,
         timeout=120,
