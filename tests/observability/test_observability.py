@@ -167,6 +167,6 @@ def test_text_logs_for_people(empty_database: URL, tmp_path: Path) -> None:
     finally:
         process.stop()
     assert re.search(
-        r"INFO service\.migrations\.bootstrap \[pid \d+\] applied revision", process.logs()
+        r"INFO alembic_lockstep\.bootstrap \[pid \d+\] applied revision", process.logs()
     )
     assert not any(line.startswith("{") for line in process.logs().splitlines())
