@@ -11,8 +11,8 @@ import subprocess
 import pytest
 from sqlalchemy.engine import URL
 
-from tests.migrations.test_second_app import REVISIONS, SECOND_APP, run_second_app_python
 from tests.support.postgres import service_url
+from tests.support.second_app import REVISIONS, SECOND_APP, run_second_app_python
 
 pytestmark = pytest.mark.processes
 

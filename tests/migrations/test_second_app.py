@@ -14,12 +14,8 @@ it is this environment's (the library installed from its folder)."""
 from __future__ import annotations
 
 import ast
-import os
 import shutil
-import subprocess
-import sys
 from collections import Counter
-from collections.abc import Mapping
 from pathlib import Path
 
 import alembic_lockstep
@@ -31,25 +27,26 @@ from sqlalchemy.engine import URL
 from tests.support.fleet import DDL_AUDIT
 from tests.support.postgres import connect, service_url
 from tests.support.processes import (
-    PROCESS_OUTPUTS,
     PROJECT_ROOT,
     ServiceProcess,
     free_port,
-    service_environment,
     wait_for,
+)
+from tests.support.second_app import (
+    PYTHON,
+    REVISIONS,
+    SECOND_APP,
+    run_second_app_python,
+    second_app_environment,
 )
 
 # Every test here starts a real process or server.
 pytestmark = pytest.mark.processes
 
-SECOND_APP = PROJECT_ROOT / "tests" / "second_app"
 LIBRARY = Path(alembic_lockstep.__file__).parent
 LOCK_NAME = "notes-app:schema-migrations"
-REVISIONS = ["notes_0001", "notes_0002"]
 PROCESSES = 3
 WORKERS = 2
-# The interpreter of the second app's processes (module docstring).
-PYTHON = os.environ.get("SECOND_APP_PYTHON") or sys.executable
 # Code of the project that adopts the library: it may import only the names
 # the library declares public.
 ADOPTER_CODE = [
@@ -120,31 +117,6 @@ def test_the_second_app_runs_without_the_service() -> None:
     loaded = set(result.stdout.split())
     assert "alembic_lockstep" in loaded
     assert loaded.isdisjoint({"service", "settings", "tests"})
-
-
-def run_second_app_python(
-    *arguments: str, variables: Mapping[str, str] | None = None, cwd: Path = SECOND_APP
-) -> subprocess.CompletedProcess[str]:
-    environment = second_app_environment("postgresql+asyncpg://notes@127.0.0.1/notes", cwd)
-    result = subprocess.run(
-        [PYTHON, *arguments],
-        cwd=cwd,
-        env={**environment, **(variables or {})},
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
-    PROCESS_OUTPUTS.append(result.stdout + result.stderr)
-    return result
-
-
-def second_app_environment(url: str, folder: Path = SECOND_APP) -> dict[str, str]:
-    # The notes app alone on the path: `notes` is its package; the project is not.
-    environment = service_environment(NOTES_DATABASE_URL=url, PYTHONPATH=str(folder))
-    for name in ("VIRTUAL_ENV", "PYTHONHOME"):
-        environment.pop(name, None)
-    return environment
 
 
 def start(environment: dict[str, str], log: Path, folder: Path = SECOND_APP) -> ServiceProcess:
