@@ -12,6 +12,11 @@ COPY requirements.txt /tmp/requirements.txt
 RUN python3 -m venv /opt/venv \
  && /opt/venv/bin/pip install --require-hashes -r /tmp/requirements.txt \
  && rm -f /opt/venv/lib/python3*/site-packages/swagger_ui/static/swagger-editor*
+# The migration bootstrap, a distribution of its own: pip cannot check a hash of
+# a local folder, so it comes after the hash-locked packages, which hold all its
+# dependencies (--no-deps installs nothing else).
+COPY packages/alembic-lockstep /tmp/alembic-lockstep
+RUN /opt/venv/bin/pip install --no-deps /tmp/alembic-lockstep
 COPY alembic.ini settings.py /app/
 COPY alembic /app/alembic
 COPY service /app/service

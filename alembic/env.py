@@ -2,18 +2,17 @@
 
 The bootstrap passes its locked connection; the `alembic` command line connects
 to MIGRATION_DATABASE_URL (or DATABASE_URL) and takes the same advisory lock;
-offline mode renders SQL (`db lint`). See service/migrations/environment.py.
+offline mode renders SQL (`db lint`). See alembic_lockstep/environment.py.
 """
 
 from __future__ import annotations
 
 import os
 
+from alembic_lockstep import MigrationConfig, number_drafts, run_migrations
+
 from alembic import context
 from service import __version__
-from service.migrations import MigrationConfig
-from service.migrations.environment import run_migrations
-from service.migrations.numbering import number_drafts
 from service.models import Base
 
 

@@ -79,7 +79,7 @@ VARIANTS = ("service", "fixed 5 s lock_timeout (before)")
 
 def _scenario(folder: Path) -> Path:
     """alembic.ini with the service's revisions and the benchmark's one."""
-    from service.migrations.scripts import load_revisions
+    from alembic_lockstep import load_revisions
 
     (head,) = load_revisions(ROOT / "alembic.ini").heads
     versions = folder / "versions"

@@ -124,7 +124,7 @@ def write_history(folder: Path, length: int) -> tuple[Path, Path]:
     (plain / "alembic.ini").write_text(
         f"[alembic]\nscript_location = {plain}\nversion_locations = {versions}\npath_separator = space\n"
     )
-    from service.migrations.heads import write_manifest
+    from alembic_lockstep import write_manifest
 
     write_manifest(service / "alembic.ini", (_revision_id(length),))
     return service / "alembic.ini", plain / "alembic.ini"

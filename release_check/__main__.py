@@ -18,12 +18,11 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from alembic_lockstep import AcceptanceFileError, EditRecordError
 from sqlalchemy.engine import URL
 
 from release_check.check import run
 from release_check.release import ReleaseError
-from service.migrations.acceptances import AcceptanceFileError
-from service.migrations.edits import EditRecordError
 from settings import parse_database_url
 
 REPOSITORY = Path(__file__).resolve().parent.parent

@@ -32,14 +32,13 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+from alembic_lockstep import default_path, load_acceptances, load_revisions
 from sqlalchemy.engine import URL
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from release_check import release as releases
 from release_check.edits import unrecorded_edits
 from release_check.walk import Call, walk
-from service.migrations.acceptances import default_path, load_acceptances
-from service.migrations.scripts import load_revisions
 
 READY_TIMEOUT = 120.0
 MIGRATE_TIMEOUT = 1800

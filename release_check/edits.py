@@ -2,7 +2,7 @@
 
 A revision the previous release shipped has run in deployed databases, whose
 audit trails hold its checksum: its file may change only with an entry in
-alembic/edited.toml (service/migrations/edits.py) that leads from the
+alembic/edited.toml (alembic_lockstep/edits.py) that leads from the
 release's checksum to the file's. Anything else fails the release check.
 """
 
@@ -10,9 +10,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from service.migrations.audit import checksum_of_file
-from service.migrations.edits import RecordedEdits, load_edits
-from service.migrations.scripts import load_revisions
+from alembic_lockstep import RecordedEdits, checksum_of_file, load_edits, load_revisions
 
 
 def unrecorded_edits(

@@ -27,10 +27,10 @@ import sys
 from collections.abc import Callable, Coroutine, Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
+from alembic_lockstep import add_commands as add_migration_commands
+from alembic_lockstep import is_migration_command, needs_database, run_offline
 from sqlalchemy.exc import DBAPIError
 
-from service.migrations.cli import add_commands as add_migration_commands
-from service.migrations.cli import is_migration_command, needs_database, run_offline
 from service.operator import add_accounts_commands
 from settings import Settings, SettingsError, load_settings, masked
 
@@ -128,9 +128,10 @@ def _has_accounts(settings: Settings) -> bool:
 
 async def _migration_command(settings: Settings, options: argparse.Namespace) -> int:
     """`migrate` and `db status|history|verify`, the migrations package's commands."""
+    from alembic_lockstep import run
+
     from service.bootstrap import migration_config
     from service.db.engines import create_app_engine
-    from service.migrations.cli import run
 
     return await run(options, migration_config(settings), lambda: create_app_engine(settings))
 
@@ -288,9 +289,9 @@ def _serve(settings: Settings, options: argparse.Namespace) -> int:
     """Serve; the exit status: 0 after SIGTERM or SIGINT, 4 when the migration
     failed, 3 when a worker failed to start for another reason."""
     import uvicorn
+    from alembic_lockstep import supervise
 
     from service.http_protocol import PROTOCOL
-    from service.workers import supervise
 
     # uvicorn re-raises the SIGTERM it handled once its graceful shutdown is done;
     # end with a normal exit instead, so the embedded database is stopped too.

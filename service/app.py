@@ -7,6 +7,7 @@ import gc
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 
+from alembic_lockstep import MigrationStatus, die_with_supervisor, run_in_background
 from fastapi import FastAPI
 from pydantic import SecretStr
 
@@ -24,12 +25,10 @@ from service.api.sdk import router as sdk_router
 from service.api.sdk.event_hub import running_hub
 from service.bootstrap import create_bootstrap
 from service.db.engines import create_app_engine
-from service.migrations import MigrationStatus, run_in_background
 from service.observability.logs import configure_logging
 from service.observability.metrics import Metrics
 from service.observability.middleware import RequestObservability
 from service.state import State
-from service.workers import die_with_supervisor
 from settings import Settings, load_settings
 
 # How often a worker looks whether its schema is at head, to start listening for

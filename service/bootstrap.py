@@ -4,12 +4,12 @@ server's connections)."""
 
 from __future__ import annotations
 
+from alembic_lockstep import Bootstrap, MigrationConfig, MigrationStatus, Verify
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from service.db.connection_budget import warn_if_over_budget
 from service.db.engines import APPLICATION
 from service.db.tls import tls_options
-from service.migrations import Bootstrap, MigrationConfig, MigrationStatus, Verify
 from settings import Settings
 
 # How the operators of this service know the bootstrap's settings.

@@ -1,5 +1,5 @@
 """Probes and metrics. Liveness never touches the database; readiness is the
-migration bootstrap's route (service/migrations/serving.py): it reports the
+migration bootstrap's route (alembic_lockstep/serving.py): it reports the
 migration, and once the schema is at head, whether the database answers and
 is still at this code's head.
 
@@ -10,13 +10,13 @@ operator: served with the operator token (Authorization: Bearer OPERATOR_TOKEN).
 
 from __future__ import annotations
 
+from alembic_lockstep import readiness_router
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import Response
 
 from service.api.dependencies import is_operator, require_operator
 from service.api.errors import ERROR_RESPONSES
 from service.api.openapi import OPERATOR_ONLY
-from service.migrations import readiness_router
 from service.observability.metrics import CONTENT_TYPE
 from service.state import state_of
 

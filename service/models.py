@@ -11,6 +11,7 @@ from datetime import date, datetime
 from enum import StrEnum
 from typing import Any, cast
 
+from alembic_lockstep import define_audit_table, define_holds_table
 from sqlalchemy import (
     BigInteger,
     CheckConstraint,
@@ -30,9 +31,6 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects.postgresql import JSONB, UUID
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
-
-from service.migrations.audit import define_audit_table
-from service.migrations.holds import define_holds_table
 
 # The names PostgreSQL itself would choose, so that constraints created by hand,
 # by autogenerate and by the server agree.
@@ -302,10 +300,10 @@ class UsageCount(Base):
     total: Mapped[int] = mapped_column(BigInteger, server_default=text("0"))
 
 
-# The migration bootstrap's audit trail (service/migrations/audit.py): part of
+# The migration bootstrap's audit trail (alembic_lockstep/audit.py): part of
 # the schema like every table, so that migrations and `alembic check` know it.
 migration_audit = define_audit_table(Base.metadata)
-# The holds on cancelled revisions (service/migrations/holds.py).
+# The holds on cancelled revisions (alembic_lockstep/holds.py).
 migration_holds = define_holds_table(Base.metadata)
 
 

@@ -11,10 +11,10 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, cast
 
+from alembic_lockstep import BootstrapState
 from sqlalchemy.ext.asyncio import AsyncEngine
 from starlette.requests import HTTPConnection
 
-from service.migrations import BootstrapState
 from service.observability.metrics import Metrics
 from settings import Settings
 

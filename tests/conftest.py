@@ -146,8 +146,9 @@ async def empty_database(admin_url: URL) -> AsyncIterator[URL]:
 @pytest.fixture(scope="session")
 async def migrated_template(admin_url: URL) -> AsyncIterator[str]:
     """A database at head, built once by the real bootstrap, to clone."""
+    from alembic_lockstep.commands import migrate
+
     from service.bootstrap import migration_config
-    from service.migrations.commands import migrate
 
     url = await create_database(admin_url)
     assert await migrate(migration_config(settings_for(url)), None) == 0

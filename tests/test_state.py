@@ -7,11 +7,11 @@ from __future__ import annotations
 import ast
 
 import httpx
+from alembic_lockstep import Bootstrap
 from asgi_lifespan import LifespanManager
 from sqlalchemy.engine import URL
 
 from service.app import create_app
-from service.migrations import Bootstrap
 from service.state import State
 from tests.support.configs import settings_for
 from tests.support.processes import OPERATOR, OPERATOR_TOKEN, PROJECT_ROOT

@@ -260,8 +260,9 @@ _RETRY_LATER = {
 
 async def _database_error(request: Request, error: Exception) -> JsonApiResponse:
     """A database that is restarting or unreachable is a 503 to retry, not a 500."""
+    from alembic_lockstep import describe_error, sqlstate
+
     from service.db.errors import is_transient
-    from service.migrations.errors import describe_error, sqlstate
 
     detail = _RETRY_LATER.get(sqlstate(error) or "")
     if detail is None and not is_transient(error):

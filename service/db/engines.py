@@ -2,18 +2,18 @@
 
 It runs on DATABASE_URL, which may point at a pooler. The migrator's own
 connections (a dedicated, unpooled session on the direct MIGRATION_DATABASE_URL)
-belong to the bootstrap: service/migrations/connections.py.
+belong to the bootstrap: alembic_lockstep/connections.py.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+from alembic_lockstep import NO_PREPARED_STATEMENT_CACHE, session_name
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from service.db.statement_timeout import timed_connection_class
 from service.db.tls import tls_options
-from service.migrations.connections import NO_PREPARED_STATEMENT_CACHE, session_name
 from settings import Settings
 
 # How this service's sessions name themselves in pg_stat_activity ("<this> app

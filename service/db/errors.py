@@ -1,6 +1,6 @@
 """Database errors on the request path: which ones a client should retry.
 
-The migrator's own classification (service/migrations/errors.py) asks whether
+The migrator's own classification (alembic_lockstep/errors.py) asks whether
 to wait for an unreachable database; a request asks something broader: may a
 request that failed this way succeed if retried shortly (the API's 503 with
 Retry-After, not a 500)? Answered by SQLSTATE class, since every code of these
@@ -10,9 +10,8 @@ classes is a condition of the server or the connection, never of the request.
 from __future__ import annotations
 
 import asyncpg
+from alembic_lockstep import sqlstate
 from sqlalchemy.exc import DBAPIError, InterfaceError
-
-from service.migrations.errors import sqlstate
 
 # A statement cancelled by a timeout, a full server, an authentication failure
 # (a rotated secret) or a missing database (being created) answer 503.
@@ -42,7 +41,7 @@ def command_line_problem(error: BaseException) -> str:
     """One line for an operator command that failed on the database: what kind
     of failure, the server's words (never a statement or its parameters), and
     what to do when that is known."""
-    from service.migrations.errors import describe_error, failure_kind
+    from alembic_lockstep import describe_error, failure_kind
 
     kind = "unreachable" if isinstance(error, OSError) else failure_kind(error)
     line = f"the command failed on the database ({kind}): {describe_error(error)}"

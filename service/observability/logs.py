@@ -22,7 +22,7 @@ request_id: ContextVar[str | None] = ContextVar("request_id", default=None)
 
 _TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s [pid %(process)d] %(message)s"
 _EXTRA_FIELDS = ("request_id", "revision", "method", "path", "route", "status", "duration_ms")
-_OWN_LOGGERS = ("service", "uvicorn", "uvicorn.error", "alembic")
+_OWN_LOGGERS = ("service", "alembic_lockstep", "uvicorn", "uvicorn.error", "alembic")
 
 
 # asyncpg names the value it could not encode: "invalid input for query
@@ -120,6 +120,7 @@ def configure_logging(level: str, log_format: str = "text") -> None:
         logger.handlers = [handler]
         logger.propagate = False
     logging.getLogger("service").setLevel(level)
+    logging.getLogger("alembic_lockstep").setLevel(level)
     access = logging.getLogger("uvicorn.access")
     access.handlers = []
     access.propagate = False

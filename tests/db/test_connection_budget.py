@@ -6,11 +6,11 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from alembic_lockstep.lock import lock_key
 from sqlalchemy.engine import URL
 
 from service.db.connection_budget import EVENT_CONNECTIONS, MIGRATION_CONNECTIONS
 from service.db.embedded import EmbeddedPostgres
-from service.migrations.lock import lock_key
 from tests.support.configs import shared_folder
 from tests.support.fleet import start_fleet, wait_until_ready
 from tests.support.postgres import connect, service_url

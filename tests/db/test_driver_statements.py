@@ -8,6 +8,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 
 import pytest
+from alembic_lockstep.errors import sqlstate
 from sqlalchemy import text
 from sqlalchemy.engine import URL
 from sqlalchemy.exc import DBAPIError
@@ -15,7 +16,6 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from service.db.driver import DriverStatement
 from service.db.engines import create_app_engine
-from service.migrations.errors import sqlstate
 from tests.support.configs import settings_for
 from tests.support.postgres import connect
 

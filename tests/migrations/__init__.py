@@ -1,1 +1,1 @@
-"""Tests of service/migrations: the bootstrap, its lock, commands and failures."""
+"""Tests of the migration bootstrap (alembic_lockstep): the bootstrap, its lock, commands and failures."""

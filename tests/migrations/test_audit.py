@@ -10,10 +10,10 @@ import subprocess
 from pathlib import Path
 
 import pytest
+from alembic_lockstep.audit import checksum_of_file, checksum_of_text
 from sqlalchemy.engine import URL
 
 from service import __version__
-from service.migrations.audit import checksum_of_file, checksum_of_text
 from tests.support.configs import scenario_config, settings_for
 from tests.support.postgres import connect
 from tests.support.processes import PROJECT_ROOT, run_python

@@ -12,10 +12,10 @@ import pytest
 import sqlalchemy as sa
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
+from alembic_lockstep import lock
 from sqlalchemy.engine import URL
 from sqlalchemy.ext.asyncio import create_async_engine
 
-from service.migrations import lock
 from service.models import Base
 from tests.support.configs import eventually, scenario_config
 from tests.support.postgres import connect, service_url

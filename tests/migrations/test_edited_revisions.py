@@ -11,11 +11,11 @@ import sys
 from pathlib import Path
 
 import pytest
+from alembic_lockstep.edits import EditRecordError, RecordedEdits, load_edits
 from sqlalchemy.engine import URL
 
 from release_check.edits import unrecorded_edits
 from release_check.release import export, previous_release, resolve
-from service.migrations.edits import EditRecordError, RecordedEdits, load_edits
 from tests.support.postgres import fetch_value, service_url
 from tests.support.processes import (
     PROCESS_OUTPUTS,

@@ -9,9 +9,9 @@ from __future__ import annotations
 import uuid
 
 import pytest
+from alembic_lockstep.bootstrap import CONNECTION_LOSSES_WHILE_MIGRATING
 from sqlalchemy.engine import URL
 
-from service.migrations.bootstrap import CONNECTION_LOSSES_WHILE_MIGRATING
 from tests.support.configs import eventually, scenario_config, settings_for
 from tests.support.postgres import (
     SLEEPING_MIGRATOR,

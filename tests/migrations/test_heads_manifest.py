@@ -1,4 +1,4 @@
-"""The heads manifest (service/migrations/heads.py): up to date with the scripts, ignored
+"""The heads manifest (alembic_lockstep/heads.py): up to date with the scripts, ignored
 when the files differ from it, and a stale one is caught after startup."""
 
 from __future__ import annotations
@@ -8,10 +8,10 @@ import shutil
 from pathlib import Path
 
 import pytest
+from alembic_lockstep.heads import files_digest, read_heads, write_manifest
+from alembic_lockstep.scripts import load_revisions
 from sqlalchemy.engine import URL
 
-from service.migrations.heads import files_digest, read_heads, write_manifest
-from service.migrations.scripts import load_revisions
 from tests.support.configs import scenario_config, settings_for
 from tests.support.processes import PROJECT_ROOT, run_python
 from tests.support.readiness import running_app, wait_for_phase

@@ -13,9 +13,9 @@ from pathlib import Path
 
 import asyncpg
 import pytest
+from alembic_lockstep.retry import FIRST_LOCK_TIMEOUT
 from sqlalchemy.engine import URL
 
-from service.migrations.retry import FIRST_LOCK_TIMEOUT
 from tests.support.configs import scenario_config
 from tests.support.postgres import connect, plain, service_url
 from tests.support.processes import ServiceProcess, service_environment, wait_for

@@ -12,13 +12,13 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 
 import pytest
+from alembic_lockstep import lock
+from alembic_lockstep.connections import create_migration_engine
 from sqlalchemy import text
 from sqlalchemy.engine import URL
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from service.bootstrap import migration_config
-from service.migrations import lock
-from service.migrations.connections import create_migration_engine
 from tests.support.configs import eventually, scenario_config, settings_for, shared_folder
 from tests.support.pgbouncer import MIGRATION_SESSION_PARAMETERS, pgbouncer
 from tests.support.postgres import SLEEPING_MIGRATOR, advisory_locks, fetch_value, service_url

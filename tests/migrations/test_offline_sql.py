@@ -12,9 +12,9 @@ import re
 from pathlib import Path
 
 import pytest
+from alembic_lockstep.audit import RUNNER_OFFLINE, checksum_of_file
 from sqlalchemy.engine import URL
 
-from service.migrations.audit import RUNNER_OFFLINE, checksum_of_file
 from tests.support.configs import TEST_SCENARIOS, scenario_config
 from tests.support.postgres import connect, service_url
 from tests.support.processes import ServiceProcess, run_python, service_environment, wait_for

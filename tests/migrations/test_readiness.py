@@ -7,9 +7,9 @@ from urllib.parse import quote, quote_plus
 
 import httpx
 import pytest
+from alembic_lockstep import lock
 from sqlalchemy.engine import URL
 
-from service.migrations import lock
 from tests.support.configs import eventually, scenario_config, settings_for
 from tests.support.postgres import connect, reading_configs
 from tests.support.processes import OPERATOR, OPERATOR_TOKEN
@@ -118,8 +118,9 @@ async def test_lock_name_setting_changes_the_key(empty_database: URL) -> None:
 
 
 async def test_without_migrate_on_startup_waits_for_another_process(empty_database: URL) -> None:
+    from alembic_lockstep.commands import migrate
+
     from service.bootstrap import migration_config
-    from service.migrations.commands import migrate
 
     async with running_app(settings_for(empty_database, migrate_on_startup=False)) as client:
         body = await wait_for_phase(client, "waiting_for_schema")
@@ -169,7 +170,7 @@ async def test_migrating_inside_the_app_leaves_its_loggers_enabled(empty_databas
     async with running_app(settings_for(empty_database)) as client:
         await wait_for_phase(client, "ready")
     assert existing.disabled is False
-    assert logging.getLogger("service.migrations.bootstrap").disabled is False
+    assert logging.getLogger("alembic_lockstep.bootstrap").disabled is False
 
 
 @pytest.mark.parametrize(

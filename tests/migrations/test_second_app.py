@@ -1,98 +1,134 @@
-"""A second FastAPI app on the bootstrap package alone (tests/second_app: its
-own models, Alembic directory and configuration), run as a fleet of real
-uvicorn processes with two workers each: each revision runs exactly once, and
-every process is unready (503) until the schema is at head, then ready (200)."""
+"""A second FastAPI app on the bootstrap library alone, alembic-lockstep
+(tests/second_app: its own models, Alembic directory and configuration), run
+as a fleet of real uvicorn processes with two workers each: each revision runs
+exactly once, and every process is unready (503) until the schema is at head,
+then ready (200); under the library's runner, a broken revision ends the
+runner with status 4.
+
+The processes run in the second app's folder with only that folder on their
+path, so nothing of the service is importable to them. SECOND_APP_PYTHON names
+the interpreter to run them with: CI (.ci/run) points it at a clean virtual
+environment holding the library's wheel and nothing of the service; by default
+it is this environment's (the library installed from its folder)."""
 
 from __future__ import annotations
 
 import ast
-import subprocess
-import sys
+import shutil
 from collections import Counter
 from pathlib import Path
 
+import alembic_lockstep
 import asyncpg
 import pytest
+from alembic_lockstep.lock import lock_key
 from sqlalchemy.engine import URL
 
-from service.migrations.lock import lock_key
 from tests.support.fleet import DDL_AUDIT
 from tests.support.postgres import connect, service_url
 from tests.support.processes import (
-    PROCESS_OUTPUTS,
     PROJECT_ROOT,
     ServiceProcess,
-    service_environment,
+    free_port,
     wait_for,
+)
+from tests.support.second_app import (
+    PYTHON,
+    REVISIONS,
+    SECOND_APP,
+    run_second_app_python,
+    second_app_environment,
 )
 
 # Every test here starts a real process or server.
 pytestmark = pytest.mark.processes
 
-SECOND_APP = PROJECT_ROOT / "tests" / "second_app"
-MIGRATIONS = PROJECT_ROOT / "service" / "migrations"
+LIBRARY = Path(alembic_lockstep.__file__).parent
 LOCK_NAME = "notes-app:schema-migrations"
-REVISIONS = ["notes_0001", "notes_0002"]
 PROCESSES = 3
 WORKERS = 2
-# What the second app may import of the service: the package's public surface.
-PUBLIC = {"service.migrations", "service.migrations.environment"}
+# Code of the project that adopts the library: it may import only the names
+# the library declares public.
+ADOPTER_CODE = [
+    PROJECT_ROOT / "service",
+    PROJECT_ROOT / "alembic",
+    PROJECT_ROOT / "release_check",
+    PROJECT_ROOT / "bench",
+    PROJECT_ROOT / "settings.py",
+    SECOND_APP,
+]
 
 
-def service_imports(path: Path) -> set[str]:
-    """The modules of `service` that a file imports."""
-    found = set()
+def imports_of(path: Path) -> list[tuple[str, list[str]]]:
+    """(module, names) of each import in a file; names is empty for `import module`."""
+    found = []
     for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
-        if isinstance(node, ast.ImportFrom) and node.module:
-            found.add(node.module)
+        if isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            found.append((node.module, [alias.name for alias in node.names]))
         elif isinstance(node, ast.Import):
-            found |= {alias.name for alias in node.names}
-    return {name for name in found if name == "service" or name.startswith("service.")}
+            found += [(alias.name, []) for alias in node.names]
+    return found
 
 
-def test_the_package_imports_nothing_else_of_the_service() -> None:
+def python_files(*places: Path) -> list[Path]:
+    return [
+        file for place in places for file in (place.rglob("*.py") if place.is_dir() else [place])
+    ]
+
+
+def test_the_library_imports_nothing_of_the_service() -> None:
+    assert LIBRARY.name == "alembic_lockstep"
     outside = {
-        f"{path.relative_to(PROJECT_ROOT)}: {name}"
-        for path in MIGRATIONS.rglob("*.py")
-        for name in service_imports(path)
-        if not name.startswith("service.migrations")
+        f"{path.relative_to(LIBRARY)}: {module}"
+        for path in python_files(LIBRARY)
+        for module, _ in imports_of(path)
+        if module.split(".")[0] in {"service", "settings", "tests", "notes", "release_check"}
     }
     assert outside == set()
 
 
-def test_the_second_app_uses_the_public_surface_alone() -> None:
-    used = {name for path in SECOND_APP.rglob("*.py") for name in service_imports(path)}
-    assert used == PUBLIC
-    # Built for real, it loads no module of the service outside the package.
+def test_the_service_imports_only_what_the_library_declares_public() -> None:
+    public = set(alembic_lockstep.__all__)
+    private = sorted(
+        f"{path.relative_to(PROJECT_ROOT)}: {module} {names}"
+        for path in python_files(*ADOPTER_CODE)
+        for module, names in imports_of(path)
+        if module.split(".")[0] == "alembic_lockstep"
+        and (module != "alembic_lockstep" or not set(names) <= public)
+    )
+    assert private == []
+
+
+def test_every_public_name_is_there() -> None:
+    missing = [name for name in alembic_lockstep.__all__ if not hasattr(alembic_lockstep, name)]
+    assert missing == []
+
+
+def test_the_second_app_runs_without_the_service() -> None:
+    # Built for real, with nothing of the service importable, it loads no
+    # module of the service.
     script = (
-        "import sys; from notes.app import create_app; create_app(); "
-        "print(' '.join(sorted(m for m in sys.modules if m.split('.')[0] == 'service')))"
+        "import sys, importlib.util; from notes.app import create_app; create_app(); "
+        "assert importlib.util.find_spec('service') is None, 'the service is importable'; "
+        "print(' '.join(sorted({m.split('.')[0] for m in sys.modules})))"
     )
-    result = subprocess.run(
-        [sys.executable, "-c", script],
-        cwd=SECOND_APP,
-        env=second_app_environment("postgresql+asyncpg://notes@127.0.0.1/notes"),
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
-    PROCESS_OUTPUTS.append(result.stdout + result.stderr)
+    result = run_second_app_python("-c", script)
     assert result.returncode == 0, result.stderr
-    loaded = result.stdout.split()
-    assert "service.migrations" in loaded
-    assert [name for name in loaded if not name.startswith(("service.migrations",))] == ["service"]
+    loaded = set(result.stdout.split())
+    assert "alembic_lockstep" in loaded
+    assert loaded.isdisjoint({"service", "settings", "tests"})
 
 
-def second_app_environment(url: str) -> dict[str, str]:
-    # The notes app on the path before the project: `notes` is its package.
-    return service_environment(NOTES_DATABASE_URL=url, PYTHONPATH=f"{SECOND_APP}:{PROJECT_ROOT}")
-
-
-def start(environment: dict[str, str], log: Path) -> ServiceProcess:
+def start(environment: dict[str, str], log: Path, folder: Path = SECOND_APP) -> ServiceProcess:
     """uvicorn serving the notes app with several workers, on a port of its own."""
     return ServiceProcess.uvicorn(
-        environment, log, workers=WORKERS, factory="notes.app:create_app", http=None
+        environment,
+        log,
+        workers=WORKERS,
+        factory="notes.app:create_app",
+        http=None,
+        interpreter=(PYTHON,),
+        cwd=folder,
     )
 
 
@@ -149,8 +185,98 @@ async def test_a_fleet_of_the_second_app_migrates_once_and_is_ready_only_at_head
             process.stop()
     for process in fleet:
         assert "Traceback" not in process.logs(), process.logs()
+    assert_progress_visible([process.logs() for process in fleet])
     await assert_notes_migrated_once(connection)
     await connection.close()
+
+
+def assert_progress_visible(logs: list[str]) -> None:
+    """The app sets up no logging, yet each process said it waited for the
+    lock and who held it, and that it was ready; the one migrator, each
+    revision it applied."""
+    for log in logs:
+        assert "waiting for the migration lock, held by" in log, log
+        assert "schema at head notes_0002" in log, log
+    for revision in REVISIONS:
+        applied = [log for log in logs if f"applied revision {revision} " in log]
+        assert len(applied) == 1, logs
+
+
+BROKEN_REVISION = '''"""A revision that fails: division by zero.
+
+Revision ID: notes_0003
+Revises: notes_0002
+"""
+
+from alembic import op
+
+revision = "notes_0003"
+down_revision = "notes_0002"
+branch_labels = None
+depends_on = None
+
+
+def upgrade() -> None:
+    op.execute("CREATE TABLE half_done (id integer)")
+    op.execute("SELECT 1 / 0")
+
+
+def downgrade() -> None:
+    pass
+'''
+
+
+async def test_the_runner_exits_non_zero_when_a_revision_is_broken(
+    empty_database: URL, tmp_path: Path
+) -> None:
+    """`python -m alembic_lockstep serve --workers 2` on the notes app with a
+    broken third revision: each worker fails it (rolled back whole), and the
+    runner ends with 4 where plain `uvicorn --workers 2` ends with 0; the
+    progress, in JSON, names the revisions applied and the failure's cause."""
+    app = tmp_path / "second_app"
+    shutil.copytree(SECOND_APP, app, ignore=shutil.ignore_patterns("__pycache__"))
+    (app / "alembic" / "versions" / "notes_0003_broken.py").write_text(BROKEN_REVISION)
+    url = service_url(empty_database.set(drivername="postgresql+asyncpg"))
+    environment = {**second_app_environment(url, app), "NOTES_LOG_FORMAT": "json"}
+    port = free_port()
+    runner = ServiceProcess(
+        [
+            "-m",
+            "alembic_lockstep",
+            "serve",
+            "notes.app:create_app",
+            "--factory",
+            "--port",
+            str(port),
+            "--workers",
+            str(WORKERS),
+        ],
+        environment,
+        tmp_path / "runner.log",
+        (PYTHON,),
+        app,
+    )
+    runner.port = port
+    try:
+        status = runner.exit_status(timeout=120)
+    finally:
+        runner.stop()
+    logs = runner.logs()
+    assert status == alembic_lockstep.EXIT_MIGRATION_FAILED, logs
+    events = runner.events()
+    applied = [
+        event.get("revision") for event in events if "applied revision" in str(event["message"])
+    ]
+    assert applied == REVISIONS, logs
+    failures = [event for event in events if event["level"] == "error"]
+    assert any("division by zero" in str(event["message"]) for event in failures), logs
+    assert "exiting with status 4: the migration failed" in logs
+    connection = await connect(empty_database)
+    try:
+        assert await connection.fetchval("SELECT version_num FROM alembic_version") == "notes_0002"
+        assert await connection.fetchval("SELECT to_regclass('half_done')") is None
+    finally:
+        await connection.close()
 
 
 async def assert_notes_migrated_once(connection: asyncpg.Connection) -> None:

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import os
 
+from alembic_lockstep.connections import create_migration_engine
 from sqlalchemy import text
 from sqlalchemy.engine import URL
 from sqlalchemy.pool import NullPool
 
 from service.bootstrap import migration_config
 from service.db.engines import create_app_engine
-from service.migrations.connections import create_migration_engine
 from tests.support.configs import settings_for
 
 

@@ -12,19 +12,19 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
-from sqlalchemy.engine import URL
-from sqlalchemy.ext.asyncio import create_async_engine
-
-from service.migrations import Bootstrap, MigrationConfig, MigrationFailed, Phase
-from service.migrations.commands import migrate
-from service.migrations.holds import Hold
-from service.migrations.lock import lock_key
-from service.migrations.status import (
+from alembic_lockstep import Bootstrap, MigrationConfig, MigrationFailed, Phase
+from alembic_lockstep.commands import migrate
+from alembic_lockstep.holds import Hold
+from alembic_lockstep.lock import lock_key
+from alembic_lockstep.status import (
     TRANSITIONS,
     IllegalTransition,
     MigrationStatus,
     Transition,
 )
+from sqlalchemy.engine import URL
+from sqlalchemy.ext.asyncio import create_async_engine
+
 from tests.support.configs import scenario_config
 from tests.support.postgres import connect, create_database, drop_database, reading_configs
 from tests.support.processes import PROJECT_ROOT
@@ -136,10 +136,10 @@ def rendered_table() -> str:
 
 
 def test_the_module_docstring_and_the_documentation_show_the_table() -> None:
-    import service.migrations.status
+    import alembic_lockstep.status
 
     table = rendered_table()
-    assert textwrap.indent(table, "    ") in (service.migrations.status.__doc__ or "")
+    assert textwrap.indent(table, "    ") in (alembic_lockstep.status.__doc__ or "")
     page = PROJECT_ROOT / "docs" / "operations" / "bootstrap.md"
     assert f"```\n{table}\n```" in page.read_text()
 

@@ -10,9 +10,9 @@ from pathlib import Path
 
 import httpx
 import pytest
+from alembic_lockstep import lock
 from sqlalchemy.engine import URL
 
-from service.migrations import lock
 from tests.support.api import api_client, new_tenant
 from tests.support.configs import settings_for
 from tests.support.postgres import connect, service_url
@@ -167,6 +167,6 @@ def test_text_logs_for_people(empty_database: URL, tmp_path: Path) -> None:
     finally:
         process.stop()
     assert re.search(
-        r"INFO service\.migrations\.bootstrap \[pid \d+\] applied revision", process.logs()
+        r"INFO alembic_lockstep\.bootstrap \[pid \d+\] applied revision", process.logs()
     )
     assert not any(line.startswith("{") for line in process.logs().splitlines())

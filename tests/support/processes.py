@@ -126,15 +126,17 @@ class ServiceProcess:
         environment: Mapping[str, str],
         log_path: Path,
         interpreter: Sequence[str] = (sys.executable,),
+        cwd: Path = PROJECT_ROOT,
     ):
-        """`interpreter`: the command that runs Python (through `runuser`, say)."""
+        """`interpreter`: the command that runs Python (through `runuser`, say);
+        `cwd`: where it runs (outside the project, the service is not importable)."""
         self.log_path = log_path
         PROCESS_LOGS.append(log_path)
         self.port: int | None = None
         with log_path.open("wb") as log:
             self.process = subprocess.Popen(
                 [*interpreter, *arguments],
-                cwd=PROJECT_ROOT,
+                cwd=cwd,
                 env=dict(environment),
                 stdout=log,
                 stderr=subprocess.STDOUT,
@@ -151,13 +153,15 @@ class ServiceProcess:
         # The bounded protocol `python -m service` uses (docs/security.md, "Limits");
         # None: uvicorn's own.
         http: str | None = "service.http_protocol:LimitedHttpToolsProtocol",
+        interpreter: Sequence[str] = (sys.executable,),
+        cwd: Path = PROJECT_ROOT,
     ) -> ServiceProcess:
         port = free_port()
         arguments = ["-m", "uvicorn", "--factory", factory]
         arguments += ["--host", "127.0.0.1", "--port", str(port), "--workers", str(workers)]
         if http is not None:
             arguments += ["--http", http]
-        started = cls(arguments, environment, log_path)
+        started = cls(arguments, environment, log_path, interpreter, cwd)
         started.port = port
         return started
 

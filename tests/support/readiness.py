@@ -7,11 +7,11 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 import httpx
+from alembic_lockstep import lock
 from asgi_lifespan import LifespanManager
 from sqlalchemy.engine import URL
 
 from service.app import create_app
-from service.migrations import lock
 from settings import Settings
 from tests.support.configs import eventually
 from tests.support.postgres import connect

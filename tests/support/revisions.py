@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from service.migrations.scripts import load_revisions
+from alembic_lockstep.scripts import load_revisions
+
 from tests.support.processes import PROJECT_ROOT
 
 _SCRIPTS = load_revisions(PROJECT_ROOT / "alembic.ini")

@@ -32,13 +32,13 @@ from types import FrameType
 from typing import Any
 
 import asyncpg
+from alembic_lockstep import describe_error, is_unreachable
 from sqlalchemy.engine import URL
 
 from service.api.config_events import KEYS_REVOKED, MANY_CHANGED, parse
 from service.db.engines import application_name
 from service.db.tls import tls_options
 from service.flags.events import CHANNEL, FLAGS_CHANGED
-from service.migrations.errors import describe_error, is_unreachable
 
 logger = logging.getLogger("service.api.events")
 

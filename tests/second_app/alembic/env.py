@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
+from alembic_lockstep import run_migrations
 from notes.app import migration_config
 from notes.models import metadata
 
 from alembic import context
-from service.migrations.environment import run_migrations
 
 run_migrations(
     context,

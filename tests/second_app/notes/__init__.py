@@ -1,4 +1,5 @@
-"""A second, minimal FastAPI app on the migration bootstrap package alone: its
-own models, its own Alembic directory, its own configuration. It imports
-nothing of the service but `service.migrations` (tests/migrations/test_second_app.py
-checks that, and runs a fleet of it)."""
+"""A second, minimal FastAPI app on the migration bootstrap library alone
+(alembic-lockstep): its own models, its own Alembic directory, its own
+configuration. It imports nothing of the service, and of the library only the
+names it declares public (tests/migrations/test_second_app.py checks that, and
+runs a fleet of it, also from the library's wheel in a clean environment)."""

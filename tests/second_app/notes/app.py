@@ -12,19 +12,20 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 
+from alembic_lockstep import (
+    Bootstrap,
+    BootstrapState,
+    LogFormat,
+    MigrationConfig,
+    readiness_router,
+    run_in_background,
+)
 from fastapi import FastAPI, HTTPException, Request
 from sqlalchemy import func, select
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from notes.models import notes
-from service.migrations import (
-    Bootstrap,
-    BootstrapState,
-    MigrationConfig,
-    readiness_router,
-    run_in_background,
-)
 
 ALEMBIC_INI = Path(__file__).resolve().parent.parent / "alembic.ini"
 
@@ -41,6 +42,8 @@ def migration_config() -> MigrationConfig:
         application_name="notes-app",
         poll_interval=0.2,
         retry_max_interval=0.5,
+        # The progress lines' format (the app sets up no logging of its own).
+        log_format=LogFormat(os.environ.get("NOTES_LOG_FORMAT", "text")),
     )
 
 
@@ -56,9 +59,15 @@ async def lifespan(_: FastAPI) -> AsyncIterator[State]:
         await engine.dispose()
 
 
+def from_this_machine(request: Request) -> bool:
+    return request.client is not None and request.client.host in {"127.0.0.1", "::1"}
+
+
 def create_app() -> FastAPI:
     app = FastAPI(title="Notes", lifespan=lifespan)
-    app.include_router(readiness_router())
+    # The details (revisions, the lock holder's address, errors) for callers on
+    # this machine only: the library shows them to nobody unless told.
+    app.include_router(readiness_router(show_details=from_this_machine))
 
     @app.get("/notes")
     async def list_notes(request: Request) -> dict[str, object]:

@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
+from alembic_lockstep import define_audit_table
 from sqlalchemy import BigInteger, Column, Identity, MetaData, Table, Text
-
-from service.migrations import define_audit_table
 
 metadata = MetaData()
 

@@ -32,28 +32,29 @@ from typing import TYPE_CHECKING, TypeVar
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from service.migrations import holds, lock
-from service.migrations.config import MigrationConfig, Verify
-from service.migrations.connections import create_migration_engine, milliseconds
-from service.migrations.edits import EditRecordError
-from service.migrations.errors import (
+from alembic_lockstep import holds, lock
+from alembic_lockstep.config import MigrationConfig, Verify
+from alembic_lockstep.connections import create_migration_engine, milliseconds
+from alembic_lockstep.edits import EditRecordError
+from alembic_lockstep.errors import (
     describe_error,
     failure_kind,
     is_lock_timeout,
     is_unreachable,
     one_traceback,
 )
-from service.migrations.heads import read_heads
-from service.migrations.retry import backoff, lock_retry_pause, lock_timeout
-from service.migrations.scripts import (
+from alembic_lockstep.heads import read_heads
+from alembic_lockstep.logs import make_visible
+from alembic_lockstep.retry import backoff, lock_retry_pause, lock_timeout
+from alembic_lockstep.scripts import (
     Revisions,
     current_revisions,
     load_revisions,
     upgrade_to_heads,
 )
-from service.migrations.status import MigrationStatus, Phase
-from service.migrations.verify import Lineage, lineage_of_unknown, verify_checksums
-from service.migrations.watch import SchemaWatch
+from alembic_lockstep.status import MigrationStatus, Phase
+from alembic_lockstep.verify import Lineage, lineage_of_unknown, verify_checksums
+from alembic_lockstep.watch import SchemaWatch
 
 if TYPE_CHECKING:
     from alembic.runtime.migration import MigrationInfo
@@ -152,6 +153,7 @@ class Bootstrap:
     async def run(self) -> None:
         """Serve: reach head by one of the two paths (or raise MigrationFailed),
         then keep readiness true to the database."""
+        make_visible(self.config.log_format)
         self._started = time.monotonic()
         try:
             if await self._at_head_by_manifest():
@@ -216,6 +218,7 @@ class Bootstrap:
         """Bring the schema to head once and check it (a one-off migrator: a Job);
         raise MigrationFailed, or TimeoutError when waiting and migrating took
         longer than `give_up_after` seconds (the checks are not bounded)."""
+        make_visible(self.config.log_format)
         self._started = time.monotonic()
         by_manifest = await asyncio.wait_for(self._reach_head(), give_up_after)
         async with self._final_errors():

@@ -1,9 +1,10 @@
 """The bootstrap's own configuration: typed, validated, built by the application.
 
-The package reads no environment and no application settings: the application
-builds a `MigrationConfig` (this service from its Settings, service/bootstrap.py)
-and hands it to `Bootstrap`, the migrate and db commands, and the `alembic`
-command line's locked connection.
+The bootstrap reads no environment and no application settings: the
+application builds a `MigrationConfig` (from its own settings object) and
+hands it to `Bootstrap`, the commands, and the `alembic` command line's locked
+connection. Only `python -m alembic_lockstep` builds one from the environment
+when it is given no settings (__main__.py).
 """
 
 from __future__ import annotations
@@ -26,6 +27,17 @@ class Verify(StrEnum):
     WARN = "warn"
     # Refuse readiness: the process fails (`edited_revision`).
     STRICT = "strict"
+
+
+class LogFormat(StrEnum):
+    """How the bootstrap's progress lines look when the application has set up
+    no logging of its own for them (logs.py); an application that did keeps
+    its format."""
+
+    TEXT = "text"
+    JSON = "json"
+    # Leave the loggers alone: only warnings and errors reach stderr, unformatted.
+    OFF = "off"
 
 
 @dataclass(frozen=True)
@@ -57,6 +69,9 @@ class MigrationConfig:
     # 4 otherwise) after a failed migration, or keep serving, unready.
     exit_on_failure: bool = True
     verify: Verify = Verify.WARN
+    # The progress lines (waiting for the lock, each revision, ready, failed)
+    # on stderr when the application configured no logging for them.
+    log_format: LogFormat = LogFormat.TEXT
     # Serve a database ahead of this code on the same line (a rolled-back deploy).
     allow_schema_ahead: bool = True
     # Seconds of silence before the server probes the migration connection.
@@ -118,6 +133,8 @@ def _problems(config: MigrationConfig) -> list[str]:
         found.append("keepalive_idle must be 1 or above")
     if not isinstance(config.verify, Verify):
         found.append(f"verify must be one of {', '.join(Verify)}")
+    if not isinstance(config.log_format, LogFormat):
+        found.append(f"log_format must be one of {', '.join(LogFormat)}")
     unknown = set(config.setting_names) - {field.name for field in fields(MigrationConfig)}
     if unknown:
         found.append(f"setting_names names no field: {', '.join(sorted(unknown))}")

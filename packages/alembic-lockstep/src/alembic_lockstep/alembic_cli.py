@@ -12,9 +12,9 @@ from collections.abc import Callable
 
 from sqlalchemy.engine import Connection
 
-from service.migrations import lock
-from service.migrations.config import MigrationConfig
-from service.migrations.connections import create_migration_engine
+from alembic_lockstep import lock
+from alembic_lockstep.config import MigrationConfig
+from alembic_lockstep.connections import create_migration_engine
 
 logger = logging.getLogger("alembic.env")
 

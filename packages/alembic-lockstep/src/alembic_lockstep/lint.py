@@ -15,7 +15,7 @@ in alembic/accepted.toml, or the render failure is itself a finding. A new data
 migration can render whole by emitting its statement once when
 `context.is_offline_mode()` is true.
 
-Findings are accepted only in alembic/accepted.toml (service/migrations/acceptances.py):
+Findings are accepted only in alembic/accepted.toml (alembic_lockstep/acceptances.py):
 squawk's own `-- squawk-ignore` comments in a revision's SQL are refused, so
 that every acceptance is in the one reviewed place.
 """
@@ -37,13 +37,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from service.migrations.acceptances import (
+from alembic_lockstep.acceptances import (
     AcceptanceFileError,
     Acceptances,
     default_path,
     load_acceptances,
 )
-from service.migrations.scripts import VERSION_TABLE, alembic_config
+from alembic_lockstep.scripts import VERSION_TABLE, alembic_config
 
 if TYPE_CHECKING:
     from alembic.config import Config

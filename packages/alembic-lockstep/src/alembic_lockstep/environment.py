@@ -1,7 +1,7 @@
 """What an application's alembic/env.py runs, for every way Alembic is run:
 
     from alembic import context
-    from service.migrations.environment import run_migrations
+    from alembic_lockstep.environment import run_migrations
 
     run_migrations(context, target_metadata=Base.metadata, app_version="1.2.0",
                    command_line_config=lambda: MigrationConfig(...))
@@ -30,10 +30,10 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import MetaData
 from sqlalchemy.engine import Connection
 
-from service.migrations import lock
-from service.migrations.alembic_cli import run_locked
-from service.migrations.audit import RUNNER_COMMAND_LINE, AuditWriter, offline_row_sql
-from service.migrations.config import MigrationConfig
+from alembic_lockstep import lock
+from alembic_lockstep.alembic_cli import run_locked
+from alembic_lockstep.audit import RUNNER_COMMAND_LINE, AuditWriter, offline_row_sql
+from alembic_lockstep.config import MigrationConfig
 
 if TYPE_CHECKING:
     from alembic.runtime.migration import MigrationInfo

@@ -1,17 +1,25 @@
-"""`python -m service --workers N`: uvicorn's supervisor, and the exit status it
-ends with.
+"""The runner: uvicorn's multi-worker supervisor, with an exit status that says
+when a worker's migration failed.
+
+    python -m alembic_lockstep serve APP [--factory] [--host H] [--port P] [--workers N]
 
 A worker whose migration failed ends so that no supervisor restarts it
-(service/migrations/exits.py) and writes why to the failure report;
-`python -m service` reads it and exits 4 itself; `uvicorn --workers N` exits 0
-(uvicorn's choice for a supervisor that stopped), gunicorn 4.
+(exits.py) and appends why to the failure report; the runner reads it and exits
+4 itself. Plain `uvicorn --workers N` exits 0 then (uvicorn's choice for a
+supervisor that stopped), gunicorn with uvicorn workers 4, a single uvicorn
+process 4.
 
 uvicorn's workers also die with their supervisor (PR_SET_PDEATHSIG, Linux): a
-supervisor killed with SIGKILL leaves no worker holding its port.
+supervisor killed with SIGKILL leaves no worker holding its port; an app calls
+`die_with_supervisor()` when it starts (the runner cannot reach into a worker
+before the app is imported).
+
+Needs uvicorn: the `runner` extra.
 """
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import logging
 import multiprocessing
@@ -22,12 +30,17 @@ import tempfile
 from pathlib import Path
 
 import uvicorn
-from uvicorn.config import STARTUP_FAILURE
 from uvicorn.supervisors.multiprocess import Multiprocess
 
-from service.migrations.exits import EXIT_MIGRATION_FAILED, FAILURE_REPORT_VARIABLE
+from alembic_lockstep.exits import (
+    EXIT_MIGRATION_FAILED,
+    FAILURE_REPORT_VARIABLE,
+    STARTUP_FAILURE,
+)
 
-logger = logging.getLogger("service.workers")
+__all__ = ["die_with_supervisor", "serve", "supervise"]
+
+logger = logging.getLogger(__name__)
 
 _PR_SET_PDEATHSIG = 1
 
@@ -49,7 +62,7 @@ def supervise(config: uvicorn.Config) -> int:
     """Run `config.workers` workers under uvicorn's supervisor; the exit status:
     4 when a worker's migration failed, 3 when a worker failed to start for
     another reason, 0 after SIGTERM or SIGINT."""
-    with tempfile.TemporaryDirectory(prefix="platform-service-") as folder:
+    with tempfile.TemporaryDirectory(prefix="alembic-lockstep-") as folder:
         report = Path(folder) / "failure-report"
         os.environ[FAILURE_REPORT_VARIABLE] = str(report)
         supervisor = Multiprocess(config, sockets=[config.bind_socket()])
@@ -64,3 +77,15 @@ def supervise(config: uvicorn.Config) -> int:
     if any(process.exitcode == STARTUP_FAILURE for process in supervisor.processes):
         return STARTUP_FAILURE
     return 0
+
+
+def serve(config: uvicorn.Config) -> int:
+    """Serve `config.app`: under the supervisor with more than one worker,
+    else in this process; the exit status as `supervise` gives it (a single
+    process whose migration failed exits 4 from inside, exits.py)."""
+    if config.workers > 1:
+        return supervise(config)
+    server = uvicorn.Server(config)
+    with contextlib.suppress(KeyboardInterrupt):
+        server.run()
+    return 0 if server.started else STARTUP_FAILURE

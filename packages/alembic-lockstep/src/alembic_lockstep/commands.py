@@ -12,14 +12,14 @@ from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from service.migrations import holds, lock
-from service.migrations.audit import history_query
-from service.migrations.bootstrap import Bootstrap, MigrationFailed
-from service.migrations.config import MigrationConfig
-from service.migrations.connections import create_reads_engine
-from service.migrations.heads import manifest_path, read_heads, write_manifest
-from service.migrations.scripts import current_revisions, load_revisions
-from service.migrations.verify import audit_trail_exists, verify_checksums
+from alembic_lockstep import holds, lock
+from alembic_lockstep.audit import history_query
+from alembic_lockstep.bootstrap import Bootstrap, MigrationFailed
+from alembic_lockstep.config import MigrationConfig
+from alembic_lockstep.connections import create_reads_engine
+from alembic_lockstep.heads import manifest_path, read_heads, write_manifest
+from alembic_lockstep.scripts import current_revisions, load_revisions
+from alembic_lockstep.verify import audit_trail_exists, verify_checksums
 
 
 async def migrate(

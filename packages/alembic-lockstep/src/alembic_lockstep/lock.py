@@ -29,8 +29,8 @@ from sqlalchemy import text
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from service.migrations.config import MigrationConfig
-from service.migrations.retry import backoff
+from alembic_lockstep.config import MigrationConfig
+from alembic_lockstep.retry import backoff
 
 POLL_FIRST = 0.05
 POLL_MAX = 0.5

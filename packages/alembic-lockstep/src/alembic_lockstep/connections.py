@@ -15,8 +15,8 @@ from typing import Any
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from sqlalchemy.pool import NullPool
 
-from service.migrations.config import MigrationConfig
-from service.migrations.retry import lock_timeout
+from alembic_lockstep.config import MigrationConfig
+from alembic_lockstep.retry import lock_timeout
 
 # PostgreSQL truncates application_name to 63 bytes.
 _APPLICATION_NAME_LENGTH = 63

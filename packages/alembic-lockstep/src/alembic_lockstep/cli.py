@@ -26,14 +26,38 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from sqlalchemy.ext.asyncio import AsyncEngine
 
-    from service.migrations.config import MigrationConfig
+    from alembic_lockstep.config import MigrationConfig
 
 _OFFLINE = {"heads", "lint"}
 
 
 def add_commands(commands: Any) -> None:
     """Add `migrate` and `db ...` to the subcommands (`add_subparsers()`) of a parser."""
-    migrate = commands.add_parser("migrate", help="bring the schema to head once and exit")
+    add_migrate_arguments(commands.add_parser("migrate", help=HELP["migrate"]))
+    database = commands.add_parser("db", help="database commands")
+    database_commands = database.add_subparsers(dest="db_command", required=True)
+    for name in ("status", "history", "verify", "heads", "lint"):
+        parser = database_commands.add_parser(
+            name, help=HELP[name], description=DESCRIPTIONS.get(name)
+        )
+        ARGUMENTS[name](parser)
+
+
+HELP = {
+    "migrate": "bring the schema to head once and exit (exit 1 on failure)",
+    "status": "revision, heads, pending, lock holder",
+    "history": "the audit trail of applied steps",
+    "verify": "compare applied revisions with their recorded checksums (exit 1 if edited)",
+    "heads": "check the heads manifest against the revision scripts (exit 1 if stale)",
+    "lint": "lint each revision's SQL with squawk (exit 1 on a finding not accepted)",
+}
+DESCRIPTIONS = {
+    "lint": "Render each revision's upgrade offline and lint it with squawk; "
+    "findings are accepted, with a reason, only in accepted.toml beside the revisions.",
+}
+
+
+def add_migrate_arguments(migrate: argparse.ArgumentParser) -> None:
     migrate.add_argument(
         "--timeout", type=_seconds, default=None, help="give up (exit 1) after this many seconds"
     )
@@ -50,38 +74,29 @@ def add_commands(commands: Any) -> None:
         type=_text_of(MAX_OPERATOR_LENGTH),
         help="who lifts it (with --resume; default: the OS user at this host)",
     )
-    database = commands.add_parser("db", help="database commands")
-    database_commands = database.add_subparsers(dest="db_command", required=True)
-    status = database_commands.add_parser("status", help="revision, heads, pending, lock holder")
-    status.add_argument("--json", action="store_true", help="print JSON")
-    history = database_commands.add_parser("history", help="the audit trail of applied steps")
-    history.add_argument("--json", action="store_true", help="print JSON")
+
+
+def _add_json(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--json", action="store_true", help="print JSON")
+
+
+def _add_history_arguments(history: argparse.ArgumentParser) -> None:
+    _add_json(history)
     history.add_argument(
         "--limit", type=_positive, default=50, help="how many steps (newest first)"
     )
-    verify = database_commands.add_parser(
-        "verify", help="compare applied revisions with their recorded checksums (exit 1 if edited)"
-    )
-    verify.add_argument("--json", action="store_true", help="print JSON")
-    heads = database_commands.add_parser(
-        "heads", help="check the heads manifest against the revision scripts (exit 1 if stale)"
-    )
+
+
+def _add_heads_arguments(heads: argparse.ArgumentParser) -> None:
     heads.add_argument("--write", action="store_true", help="rewrite the manifest")
     heads.add_argument(
         "--after", metavar="FILE", help="the revision file just written (Alembic's post-write hook)"
     )
-    _add_lint_parser(database_commands)
 
 
-def _add_lint_parser(database_commands: Any) -> None:
-    lint = database_commands.add_parser(
-        "lint",
-        help="lint each revision's SQL with squawk (exit 1 on a finding not accepted)",
-        description="Render each revision's upgrade offline and lint it with squawk; "
-        "findings are accepted, with a reason, only in accepted.toml beside the revisions.",
-    )
+def _add_lint_arguments(lint: argparse.ArgumentParser) -> None:
     lint.add_argument("revisions", nargs="*", metavar="REVISION", help="revisions (default: all)")
-    lint.add_argument("--json", action="store_true", help="print JSON")
+    _add_json(lint)
     lint.add_argument(
         "--accepted",
         type=Path,
@@ -94,6 +109,16 @@ def _add_lint_parser(database_commands: Any) -> None:
         metavar="FILE",
         help="lint the revision in FILE, report only, exit 0 (Alembic's post-write hook)",
     )
+
+
+# The arguments of each command but migrate, by name.
+ARGUMENTS: dict[str, Callable[[argparse.ArgumentParser], None]] = {
+    "status": _add_json,
+    "history": _add_history_arguments,
+    "verify": _add_json,
+    "heads": _add_heads_arguments,
+    "lint": _add_lint_arguments,
+}
 
 
 def _positive(text: str) -> int:
@@ -151,10 +176,10 @@ def needs_database(options: argparse.Namespace) -> bool:
 def run_offline(options: argparse.Namespace, alembic_config: Path, write_command: str) -> int:
     """`db heads` and `db lint`: the revision scripts only, no database."""
     if options.db_command == "heads":
-        from service.migrations.commands import heads_manifest
+        from alembic_lockstep.commands import heads_manifest
 
         return heads_manifest(alembic_config, write=options.write, write_command=write_command)
-    from service.migrations.lint import lint_command
+    from alembic_lockstep.lint import lint_command
 
     return lint_command(
         alembic_config,
@@ -172,7 +197,7 @@ async def run(
 ) -> int:
     """`migrate` (on the migration URL) and `db status|history|verify` (on an
     engine of the application's, made by `application_engine`, disposed after)."""
-    from service.migrations import commands
+    from alembic_lockstep import commands
 
     if options.command == "migrate":
         if options.resume != (options.reason is not None) or (

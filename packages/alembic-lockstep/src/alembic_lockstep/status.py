@@ -62,8 +62,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import StrEnum
 
-from service.migrations.holds import Hold
-from service.migrations.lock import LockHolder
+from alembic_lockstep.holds import Hold
+from alembic_lockstep.lock import LockHolder
 
 logger = logging.getLogger(__name__)
 

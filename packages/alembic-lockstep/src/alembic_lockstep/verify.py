@@ -21,9 +21,9 @@ from sqlalchemy import select, text
 from sqlalchemy.dialects.postgresql import distinct_on
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from service.migrations.audit import audit_table, checksum_of_file, recorded_checksums_query
-from service.migrations.edits import load_edits
-from service.migrations.scripts import Revisions
+from alembic_lockstep.audit import audit_table, checksum_of_file, recorded_checksums_query
+from alembic_lockstep.edits import load_edits
+from alembic_lockstep.scripts import Revisions
 
 
 @dataclass(frozen=True)

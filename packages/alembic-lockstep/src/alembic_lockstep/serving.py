@@ -25,10 +25,10 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict
 
-from service.migrations.bootstrap import Bootstrap, MigrationFailed
-from service.migrations.errors import describe_error
-from service.migrations.exits import exit_after_failed_migration
-from service.migrations.scripts import current_revisions
+from alembic_lockstep.bootstrap import Bootstrap, MigrationFailed
+from alembic_lockstep.errors import describe_error
+from alembic_lockstep.exits import exit_after_failed_migration
+from alembic_lockstep.scripts import current_revisions
 
 logger = logging.getLogger(__name__)
 
@@ -152,11 +152,17 @@ class ReadinessAnswer(BaseModel):
     database: Literal["unreachable"] | None = None
 
 
+def _nobody(_: Request) -> bool:
+    return False
+
+
 def readiness_router(
-    *, path: str = "/readyz", show_details: Callable[[Request], bool] = lambda _: True
+    *, path: str = "/readyz", show_details: Callable[[Request], bool] = _nobody
 ) -> APIRouter:
     """A router with the readiness route; its answer says what the migration is
-    doing to those `show_details` admits (the operator), only "status" to others."""
+    doing (revisions, the lock holder's address, errors) only to those
+    `show_details` admits (the operator), "status" alone to others. By default
+    nobody sees the details: pass a check of the operator's credentials."""
     router = APIRouter()
 
     @router.get(

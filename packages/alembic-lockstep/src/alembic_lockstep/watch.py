@@ -22,9 +22,9 @@ from collections.abc import Awaitable, Callable
 
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from service.migrations.errors import describe_error, is_unreachable
-from service.migrations.scripts import current_revisions
-from service.migrations.status import MigrationStatus, Phase
+from alembic_lockstep.errors import describe_error, is_unreachable
+from alembic_lockstep.scripts import current_revisions
+from alembic_lockstep.status import MigrationStatus, Phase
 
 logger = logging.getLogger(__name__)
 

@@ -4,7 +4,7 @@ Everything here that touches Alembic's Python API is synchronous: the bootstrap
 runs it through `AsyncConnection.run_sync` (database work) or a worker thread
 (reading the revision scripts), so the event loop keeps serving probes.
 Alembic is imported only when it is needed: a process whose database is at
-head (service/migrations/heads.py) never imports it before it is ready.
+head (alembic_lockstep/heads.py) never imports it before it is ready.
 """
 
 from __future__ import annotations
@@ -19,8 +19,8 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from service.migrations.audit import RUNNER_BOOTSTRAP
-from service.migrations.errors import sqlstate
+from alembic_lockstep.audit import RUNNER_BOOTSTRAP
+from alembic_lockstep.errors import sqlstate
 
 if TYPE_CHECKING:
     from alembic.config import Config

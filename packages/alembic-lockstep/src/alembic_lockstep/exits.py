@@ -21,14 +21,16 @@ import logging
 import multiprocessing
 import os
 
-from uvicorn.config import STARTUP_FAILURE
-
 logger = logging.getLogger(__name__)
 
 # Exit status of a process whose migration failed (uvicorn itself uses 1 and 3).
 EXIT_MIGRATION_FAILED = 4
+# uvicorn's STARTUP_FAILURE (uvicorn.config), the one status its supervisor
+# does not answer with a new worker; written here so that the bootstrap does
+# not need uvicorn (only the runner does).
+STARTUP_FAILURE = 3
 # Where a worker writes why its migration failed, for the supervisor.
-FAILURE_REPORT_VARIABLE = "PLATFORM_SERVICE_FAILURE_REPORT"
+FAILURE_REPORT_VARIABLE = "ALEMBIC_LOCKSTEP_FAILURE_REPORT"
 
 
 def supervised_by_uvicorn() -> bool:
