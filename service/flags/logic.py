@@ -2,8 +2,14 @@
 operators the SDK's evaluator (`json-logic-qubit`) understands, and bounded.
 
 Left out on purpose: `method` (it calls any method of a value the context
-holds), `log` (it prints) and `count` (outside core JsonLogic: the library
-warns on each use). A node is an object of exactly one operator (an object of
+holds), `log` (it prints), `count` (outside core JsonLogic: the library
+warns on each use) and `reduce`: its accumulator feeds each step's result into
+the next, so a reducer that squares a number, or doubles a string or a list,
+grows its work and memory exponentially with the array (fifteen elements
+blocked a worker's event loop until its supervisor killed it; about thirty
+would need more memory than the host has), in the service and in every SDK
+client that evaluates the flag. Every other operator's work is bounded by the
+rule's size and the context's. A node is an object of exactly one operator (an object of
 any other size would be a literal to the library, always truthy); arrays hold
 operands.
 """
@@ -23,13 +29,13 @@ OPERATORS = frozenset(
         "var", "missing", "missing_some",
         # numbers, strings and arrays
         "+", "-", "*", "/", "%", "min", "max", "cat", "substr", "in", "merge",
-        "map", "filter", "reduce", "all", "none", "some",
+        "map", "filter", "all", "none", "some",
     }
 )  # fmt: skip
 # The operators that run logic once per element of an array: nested, their
 # costs multiply (three levels over literal arrays of 600 would be 2*10^8
 # steps), so one may not hold another.
-SCOPED = frozenset({"map", "filter", "reduce", "all", "none", "some"})
+SCOPED = frozenset({"map", "filter", "all", "none", "some"})
 MAX_DEPTH = 16
 MAX_NODES = 500
 MAX_BYTES = 16 * 1024
@@ -65,8 +71,8 @@ def check_logic(logic: Any, pointer: str) -> int:
                 )
             if operator in SCOPED and scoped:
                 raise Invalid(
-                    f"{operator!r} inside another array operation (map, filter, reduce, all, "
-                    "none, some): their costs multiply",
+                    f"{operator!r} inside another array operation (map, filter, all, none, "
+                    "some): their costs multiply",
                     pointer,
                 )
             pending.append((operands, depth + 1, scoped or operator in SCOPED))

@@ -126,6 +126,22 @@ def _nested(depth: int) -> dict[str, Any]:
         {"or": [{"==": [{"var": "user.plan"}, n]} for n in range(400)]},
         {"some": [{"var": "user.tags"}, {"all": [[1, 2], {"==": [{"var": ""}, 1]}]}]},
         {"map": [[1, 2], {"+": [{"reduce": [[1], {"var": "current"}, 0]}, 1]}]},
+        # A reducer that squares its accumulator (or doubles a string) grows
+        # exponentially with the array: 15 elements blocked a worker until
+        # its supervisor killed it.
+        {
+            "==": [
+                {
+                    "reduce": [
+                        [0] * 15,
+                        {"*": [{"var": "accumulator"}, {"var": "accumulator"}]},
+                        1e308,
+                    ]
+                },
+                1,
+            ]
+        },
+        {"reduce": [[0] * 28, {"cat": [{"var": "accumulator"}, {"var": "accumulator"}]}, "x"]},
     ],
 )
 async def test_rule_logic_is_bounded_json_logic_the_sdk_understands(
