@@ -107,6 +107,7 @@ async def _driver(connection: AsyncConnection) -> asyncpg.Connection | None:
 # specific first (the same mapping SQLAlchemy's asyncpg adapter applies).
 _DBAPI_CLASSES: tuple[tuple[type[BaseException], str], ...] = (
     (asyncpg.exceptions.IntegrityConstraintViolationError, "IntegrityError"),
+    (asyncpg.exceptions.InvalidCachedStatementError, "NotSupportedError"),
     (asyncpg.exceptions.SyntaxOrAccessError, "ProgrammingError"),
     (asyncpg.exceptions.InternalServerError, "InternalError"),
     (asyncpg.exceptions.InternalClientError, "InternalError"),
