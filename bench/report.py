@@ -85,6 +85,25 @@ def _plot(name: str, outcome: dict[str, Any], folder: Path) -> str | None:
     return path.name
 
 
+def _peers_table(rows: list[dict[str, Any]]) -> str:
+    """Each server and request: requests/s, p50, p99 and CPU per request
+    (medians), each with its ratio to the baseline's with as many workers."""
+    metrics = (
+        ("rps", "requests/s"),
+        ("p50_ms", "p50 ms"),
+        ("p99_ms", "p99 ms"),
+        ("cpu_ms", "CPU ms/request"),
+    )
+    head = " | ".join(f"{title} (x baseline)" for _, title in metrics)
+    lines = [f"| server | request | {head} |", "|---|---|" + "---|" * len(metrics)]
+    for row in rows:
+        cells = " | ".join(
+            f"{row[metric]} ({row[f'{metric} / baseline']}x)" for metric, _ in metrics
+        )
+        lines.append(f"| {row['server']} | {row['request']} | {cells} |")
+    return "\n".join(lines) + "\n"
+
+
 def write_report(results: dict[str, Any], out: Path) -> Path:
     folder = out / "benchmarks"
     folder.mkdir(parents=True, exist_ok=True)
@@ -106,7 +125,16 @@ def write_report(results: dict[str, Any], out: Path) -> Path:
             f"the benchmark took {outcome['seconds']} s.\n"
         )
         section.append(_results_table(outcome))
-        extras = ("ratios", "growth_1000_over_10", "peak_rss_mib", "error_events", "unlocked")
+        if "peers" in outcome:
+            section.append(_peers_table(outcome["peers"]))
+        extras = (
+            "ratios",
+            "load_average",
+            "growth_1000_over_10",
+            "peak_rss_mib",
+            "error_events",
+            "unlocked",
+        )
         for extra in (*extras, "failed_reads"):
             if extra in outcome:
                 section.append(f"`{extra}`:\n\n```json\n{_json(outcome[extra])}\n```\n")
