@@ -69,8 +69,13 @@ def python_for(release: Path) -> str:
     """This environment's Python when it was installed from the release's own
     requirements-dev.txt, else a virtual environment built once from the
     release's requirements.txt (cached by its digest)."""
+    libraries = _local_libraries(release)
     installed = _installed_digest()
-    if installed is not None and _digest(release / "requirements-dev.txt") == installed:
+    if (
+        not libraries
+        and installed is not None
+        and _digest(release / "requirements-dev.txt") == installed
+    ):
         return sys.executable
     requirements = release / "requirements.txt"
     digest = _digest(requirements)
@@ -80,7 +85,27 @@ def python_for(release: Path) -> str:
     python = environment / "bin" / "python"
     if not (environment / ".complete").exists():
         _build(environment, requirements)
+    for library in libraries:
+        # The release's own copy, every time: two releases with the same
+        # requirements may hold different versions of it.
+        _run([
+            str(python), "-m", "pip", "install", "--quiet", "--disable-pip-version-check",
+            "--no-deps", "--force-reinstall", str(library),
+        ])  # fmt: skip
     return str(python)
+
+
+def _local_libraries(release: Path) -> list[Path]:
+    """The distributions the release carries in its own folders (packages/*),
+    installed as its requirements' hashes cannot say (the migration
+    bootstrap, alembic-lockstep): never this environment's copy of them."""
+    return sorted(path.parent for path in release.glob("packages/*/pyproject.toml"))
+
+
+def _run(step: list[str]) -> None:
+    result = subprocess.run(step, capture_output=True, text=True, check=False)
+    if result.returncode != 0:
+        raise ReleaseError(f"{' '.join(step[:3])}: {result.stderr.strip()[-2000:]}")
 
 
 def _build(environment: Path, requirements: Path) -> None:
@@ -93,9 +118,7 @@ def _build(environment: Path, requirements: Path) -> None:
         ],
     ]  # fmt: skip
     for step in steps:
-        result = subprocess.run(step, capture_output=True, text=True, check=False)
-        if result.returncode != 0:
-            raise ReleaseError(f"{' '.join(step[:3])}: {result.stderr.strip()[-2000:]}")
+        _run(step)
     (environment / ".complete").write_text("")
 
 

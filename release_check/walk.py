@@ -29,11 +29,23 @@ import httpx
 JSONAPI = "application/vnd.api+json"
 ACCOUNTS = "/v1/accounts"
 # What no schema says: the first user of an account is its OWNER; an SDK
-# config's parent is the key of a config that exists (None: left out).
+# config's parent is the key of a config that exists (None: left out); a
+# flag's default is any JSON value its type allows (the walk's flags are
+# BOOLEAN, the type's first value).
 KNOWN_VALUES: dict[tuple[str, str], Any] = {
     (ACCOUNTS, "/owner/role"): "OWNER",
     ("/api/v1/configs", "/parent"): None,
+    ("/v1/flags", "/default"): False,
+    ("/api/v1/flags", "/default"): False,
+    # Every account has a production environment; a flag is evaluated in one.
+    ("/v1/flags/{flag_id}/evaluate", "/environment"): "production",
+    # A flag without declared values takes any value of its type.
+    ("/v1/flags", "/values"): None,
+    ("/api/v1/flags", "/values"): None,
 }
+# Resource types of bodies no schema names, by path: an action's body is not
+# its collection's resource.
+KNOWN_TYPES = {"/v1/flags/{flag_id}/evaluate": "flag-evaluations"}
 _PARAMETER = re.compile(r"\{([^}]+)\}")
 _KEY_PREFIX = "psk_"
 # How long a walk waits for a create it was answered to become readable.
@@ -111,6 +123,9 @@ class Walk:
         if data_schema is None:
             # Not a JSON:API document ({"configs": [...]}, say): its own members.
             body = self._object(self._body_schema(operation), {}, path, "")
+        elif data_schema.get("type") == "array":
+            # A batch of resources (the SDK's telemetry): an empty one.
+            body = {"data": []}
         else:
             resource = {"type": self._type(data_schema, path), "attributes": attributes}
             if "id" in data_schema.get("required", []):
@@ -156,7 +171,11 @@ class Walk:
             )
             return
         body: Any = None
-        if "requestBody" in operation and self._data_schema(operation) is None:
+        if path in KNOWN_TYPES:
+            # An action on the object (evaluate): a body of its own type, no id.
+            attributes = self._attributes(operation, path, {})
+            body = {"data": {"type": KNOWN_TYPES[path], "attributes": attributes}}
+        elif "requestBody" in operation and self._data_schema(operation) is None:
             body = self._object(self._body_schema(operation), {}, path, "")
         elif "requestBody" in operation:
             previous = self.read.get(url.split("?")[0], {})
@@ -219,9 +238,12 @@ class Walk:
         return None if data is None else self._resolve(data)
 
     def _type(self, data_schema: dict[str, Any], path: str) -> str:
-        """The type the document names, else the collection's name (/v1/users: users)."""
+        """The type the document names, else one known for the path, else the
+        collection's name (/v1/users: users)."""
         named = self._resolve(data_schema.get("properties", {}).get("type", {})).get("enum")
-        return str(named[0]) if named else path.rsplit("/", 1)[-1]
+        if named:
+            return str(named[0])
+        return KNOWN_TYPES.get(path, path.rsplit("/", 1)[-1])
 
     def _object(self, schema: dict[str, Any], sent: dict[str, Any], path: str, pointer: str) -> Any:
         result = {}
