@@ -179,8 +179,12 @@ async def kill_at(
             while await backfilled(url) < wanted:  # noqa: ASYNC110 (polls the database)
                 await asyncio.sleep(0.005)
         else:
-            while "CREATE UNIQUE INDEX CONCURRENTLY" not in await migrator_query(url):  # noqa: ASYNC110 (polls the database)
+            # Killed on the poll that saw the build: a second look before the
+            # kill let a busy machine finish the build in between ('' seen).
+            while "CREATE UNIQUE INDEX CONCURRENTLY" not in (running := await migrator_query(url)):  # noqa: ASYNC110 (polls the database)
                 await asyncio.sleep(0.002)
+            migrator.signal(signal.SIGKILL)
+            return running
         running = await migrator_query(url)
         migrator.signal(signal.SIGKILL)
     return running

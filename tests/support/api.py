@@ -20,6 +20,11 @@ from tests.support.processes import OPERATOR_TOKEN
 JSONAPI = "application/vnd.api+json"
 
 
+# A bound, not a claim about speed: the lifespan starts the migration as a task
+# and yields at once, but a loaded machine took over 10 s to get there.
+STARTUP_WAIT = 60
+
+
 @asynccontextmanager
 async def api_client(url: URL, **overrides: object) -> AsyncIterator[httpx.AsyncClient]:
     """A ready app on `url`, through its real lifespan."""
@@ -31,7 +36,7 @@ async def api_client(url: URL, **overrides: object) -> AsyncIterator[httpx.Async
 async def api_app(url: URL, **overrides: object) -> AsyncIterator[ASGIApp]:
     """A ready app on `url` (its real lifespan running), for clients of it."""
     app = create_app(settings_for(url, **overrides))
-    async with LifespanManager(app, startup_timeout=10, shutdown_timeout=30) as manager:
+    async with LifespanManager(app, startup_timeout=STARTUP_WAIT, shutdown_timeout=30) as manager:
         async with client_of(manager.app) as client:
 
             async def ready() -> bool:

@@ -13,6 +13,7 @@ from sqlalchemy.engine import URL
 
 from service.app import create_app
 from settings import Settings
+from tests.support.api import STARTUP_WAIT
 from tests.support.configs import eventually
 from tests.support.postgres import connect
 from tests.support.processes import OPERATOR
@@ -23,7 +24,7 @@ LOCK_NAME = "platform-service:schema-migrations"
 @asynccontextmanager
 async def running_app(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
     app = create_app(settings)
-    async with LifespanManager(app, startup_timeout=10, shutdown_timeout=30) as manager:
+    async with LifespanManager(app, startup_timeout=STARTUP_WAIT, shutdown_timeout=30) as manager:
         transport = httpx.ASGITransport(app=manager.app)
         async with httpx.AsyncClient(transport=transport, base_url="http://service") as client:
             yield client
