@@ -37,6 +37,7 @@ from service.api.schemas import (
     resource_object,
     single_document,
 )
+from service.flags import store as flag_store
 from service.models import Config, Environment, table
 
 router = APIRouter(prefix="/environments", tags=["environments"], route_class=JsonApiRoute)
@@ -211,7 +212,7 @@ async def update_environment(
 @router.delete(
     "/{environment_id}",
     status_code=204,
-    summary="Delete an environment no config overrides (ADMIN)",
+    summary="Delete an environment no config overrides and no flag targets (ADMIN)",
 )
 async def delete_environment(
     environment_id: uuid.UUID, caller: Admin, connection: Database
@@ -228,6 +229,10 @@ async def delete_environment(
     if in_use:
         raise Conflict(
             f"{in_use} config(s) have overrides for the environment {current['key']!r}; remove them first",
+        )
+    if targeted := await flag_store.targeting(connection, caller.account_id, current["key"]):
+        raise Conflict(
+            f"{targeted} flag(s) have settings for the environment {current['key']!r}; remove them first",
         )
     await connection.execute(delete(environments).where(environments.c.id == environment_id))
     return Response(status_code=204)

@@ -138,9 +138,11 @@ async def check_environments_exist(
     found = set(
         (
             await connection.scalars(
-                select(environments.c.key).where(
-                    environments.c.account_id == account_id, environments.c.key.in_(wanted)
-                )
+                select(environments.c.key)
+                .where(environments.c.account_id == account_id, environments.c.key.in_(wanted))
+                # Held until the write commits: a concurrent delete of one of
+                # them (FOR UPDATE) waits, then sees this flag target it.
+                .with_for_update(key_share=True)
             )
         ).all()
     )

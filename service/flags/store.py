@@ -199,6 +199,33 @@ async def remove(connection: AsyncConnection, account_id: uuid.UUID, key: str) -
     await announce(connection, account_id, FLAG_DELETED, key)
 
 
+async def targeting(connection: AsyncConnection, account_id: uuid.UUID, environment: str) -> int:
+    """How many of the account's flags hold settings (enabled, default, rules)
+    for an environment: a deleted environment must not leave them behind, to
+    fail the flag's next write and come back to life with a new environment
+    of the same key."""
+    found = await connection.scalar(
+        select(func.count()).where(
+            flags.c.account_id == account_id, flags.c.environments.has_key(environment)
+        )
+    )
+    return int(found or 0)
+
+
+async def forget_environment(
+    connection: AsyncConnection, account_id: uuid.UUID, environment: str
+) -> None:
+    """Remove an environment's settings from every flag of the account (the
+    environment is being deleted with cascade)."""
+    changed = await connection.execute(
+        update(flags)
+        .where(flags.c.account_id == account_id, flags.c.environments.has_key(environment))
+        .values(environments=flags.c.environments.op("-")(environment), updated_at=func.now())
+    )
+    if changed.rowcount:
+        await announce(connection, account_id, FLAGS_CHANGED)
+
+
 @dataclass(frozen=True)
 class Declaration:
     """A flag an SDK's code declares (discovery), from one service and environment."""

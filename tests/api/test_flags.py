@@ -344,3 +344,39 @@ async def test_a_viewer_reads_and_evaluates_but_does_not_write(tenant: Tenant) -
     refused = await tenant.call("POST", "/api/v1/flags", viewer, sdk_flag("v"))
     assert refused.status_code == 403
     assert (await tenant.call("GET", "/api/v1/flags", viewer)).status_code == 200
+
+
+def _sdk_environment(key: str) -> dict[str, Any]:
+    return {"data": {"type": "environment", "id": key, "attributes": {"name": key.title()}}}
+
+
+async def test_an_environment_a_flag_targets_is_not_deleted_from_under_it(
+    tenant: Tenant,
+) -> None:
+    """Deleted, it would leave the flag's settings behind: its next write
+    refused (404), and a new environment of the same key reviving them."""
+    made = await tenant.call("POST", "/api/v1/environments", body=_sdk_environment("canary"))
+    assert made.status_code == 201, made.text
+    body = sdk_flag("gated", environments={"canary": {"enabled": True, "rules": [RULE]}})
+    assert (await tenant.call("POST", "/api/v1/flags", body=body)).status_code == 201
+    listed = await tenant.call("GET", "/v1/environments?page[size]=100")
+    canary = next(e["id"] for e in listed.json()["data"] if e["attributes"]["key"] == "canary")
+
+    for method, path in (
+        ("DELETE", f"/v1/environments/{canary}"),
+        ("DELETE", "/api/v1/environments/canary?cascade=false"),
+        ("DELETE", "/api/v1/environments/canary"),
+    ):
+        refused = await tenant.call(method, path)
+        assert refused.status_code == 409, refused.text
+        assert "1 flag(s) have settings for the environment 'canary'" in refused.text
+    # A query boolean is true or false, nothing else.
+    guessed = await tenant.call("DELETE", "/api/v1/environments/canary?cascade=yes")
+    assert guessed.status_code == 400, guessed.text
+
+    gone = await tenant.call("DELETE", "/api/v1/environments/canary?cascade=true")
+    assert gone.status_code == 204, gone.text
+    flag = await tenant.call("GET", "/api/v1/flags/gated")
+    assert flag.json()["data"]["attributes"]["environments"] == {}
+    renamed = await tenant.call("PUT", "/api/v1/flags/gated", body=sdk_flag("gated", name="G"))
+    assert renamed.status_code == 200, renamed.text

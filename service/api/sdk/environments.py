@@ -31,6 +31,7 @@ from service.api.queries import conflict_from
 from service.api.quotas import Kind, Quotas
 from service.api.sdk import schemas
 from service.api.sdk.configs import MAX_PAGE_NUMBER, MAX_PAGE_SIZE, key_of, page_of, pagination
+from service.flags import store as flag_store
 from service.models import Config, Environment, table
 
 router = APIRouter(
@@ -245,10 +246,10 @@ async def replace_environment(
 @router.delete(
     "/{key}",
     status_code=204,
-    summary="Delete an environment; cascade=true also removes configs' overrides for it (ADMIN)",
+    summary="Delete an environment; cascade=true also removes configs' overrides and flags' settings for it (ADMIN)",
 )
 async def delete_environment(
-    key: Key, caller: Admin, connection: Database, cascade: bool = False
+    key: Key, caller: Admin, connection: Database, cascade: QueryBool = False
 ) -> Response:
     current = await by_key(connection, caller.account_id, key, lock=True)
     overriding = (
@@ -263,9 +264,15 @@ async def delete_environment(
         )
         if changed.rowcount:
             await announce(connection, caller.account_id, MANY_CHANGED)
+        await flag_store.forget_environment(connection, caller.account_id, key)
     elif in_use := await connection.scalar(select(func.count()).where(*overriding)):
         raise Conflict(
             f"{in_use} config(s) have overrides for the environment {key!r}; remove them first, "
+            "or delete with cascade=true"
+        )
+    elif targeted := await flag_store.targeting(connection, caller.account_id, key):
+        raise Conflict(
+            f"{targeted} flag(s) have settings for the environment {key!r}; remove them first, "
             "or delete with cascade=true"
         )
     await connection.execute(delete(environments).where(environments.c.id == current["id"]))
