@@ -139,6 +139,12 @@ def documented_operations(server: ServiceProcess) -> set[str]:
 # as a failure. Their refusals are tested in tests/api/test_flags.py, and no
 # input answered 5xx in tests/api/test_no_server_errors.py (the /v1 ones).
 FLAG_WRITES = (
+    # Discovery's body (an array of declarations of at least one): for some
+    # seeds schemathesis cannot generate it at all ("Schema Error: Cannot
+    # generate an array with 1 demanded elements", seed 737556631), which
+    # fails the run with no request sent. Its answers, bad entries skipped:
+    # tests/api/test_flags.py.
+    "POST /api/v1/flags/bulk",
     "POST /api/v1/flags",
     "PUT /api/v1/flags/{key}",
     "POST /v1/flags",

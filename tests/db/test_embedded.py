@@ -10,6 +10,7 @@ import sys
 from collections.abc import Iterator
 from pathlib import Path
 
+import alembic_lockstep
 import pytest
 
 from service.db.embedded import SYSTEM_USER
@@ -125,8 +126,11 @@ def _interpreter_for_others() -> list[str] | None:
         return [sys.executable]
     system = Path(f"/usr/bin/python{sys.version_info.major}.{sys.version_info.minor}")
     packages = next(p for p in map(Path, sys.path) if p.name == "site-packages")
+    # The migration bootstrap is installed editable: a .pth file names its
+    # folder, and a PYTHONPATH entry's .pth files are not read.
+    library = Path(alembic_lockstep.__file__).resolve().parents[1]
     if system.exists() and _readable_by_everyone(packages):
-        return ["env", f"PYTHONPATH={packages}", str(system)]
+        return ["env", f"PYTHONPATH={packages}:{library}", str(system)]
     return None
 
 

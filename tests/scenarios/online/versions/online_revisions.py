@@ -35,9 +35,17 @@ BACKFILL_BATCH = sa.text(
 
 
 def upgrade() -> None:
-    op.add_column("users", sa.Column("email_domain", sa.String(255), nullable=True))
+    # Runs again over its own work, as the service's revisions do (0007, 0012):
+    # the autocommit block commits the column, and a batch that then waits
+    # past lock_timeout behind the clients' row locks sends the bootstrap to
+    # retry the whole revision (a CI run failed on "column already exists").
+    op.add_column(
+        "users", sa.Column("email_domain", sa.String(255), nullable=True), if_not_exists=True
+    )
     connection = op.get_bind()
     with op.get_context().autocommit_block():
+        # A build cut short leaves an invalid index that IF NOT EXISTS would keep.
+        op.execute(sa.text("DROP INDEX CONCURRENTLY IF EXISTS users_email_domain_id_key"))
         after = "00000000-0000-0000-0000-000000000000"
         while (
             last_id := connection.execute(
