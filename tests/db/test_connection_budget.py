@@ -68,16 +68,19 @@ async def test_pools_larger_than_the_server_allows_are_warned_about(
     assert f"the server accepts {allowed}" in process.logs()
 
 
-# A server allowing 9 connections, 3 of them kept for superusers (PostgreSQL's
-# default): 6 for the service's role, far fewer than its pools could take.
-SMALL_SERVER = {"max_connections": "9", "superuser_reserved_connections": "3"}
+# A server allowing 13 connections, 3 of them kept for superusers (PostgreSQL's
+# default): 10 for the service's role, far fewer than its pools could take (52),
+# but what four serving workers need, each with its listening connection and
+# one pooled (with 6, the workers that reached head first kept theirs and the
+# last could not finish its check: a CI run waited for it in vain).
+SMALL_SERVER = {"max_connections": "13", "superuser_reserved_connections": "3"}
 REPLICAS = 2
 
 
 @pytest.mark.processes
 @pytest.mark.one_server  # its own small server, whatever the server under test
 async def test_an_over_budget_fleet_counts_its_workers_and_still_migrates(tmp_path: Path) -> None:
-    """Two `uvicorn --workers 2` replicas on a server with 6 slots for their role
+    """Two `uvicorn --workers 2` replicas on a server with 10 slots for their role
     (their pools could take 26 each): each worker names its 2 workers in one
     warning; while the schema is behind head and another migrator holds the
     lock, a worker keeps no connection but its migration session (no idle pooled
@@ -118,6 +121,7 @@ async def test_an_over_budget_fleet_counts_its_workers_and_still_migrates(tmp_pa
                     assert len(sessions) == REPLICAS * WORKERS, sessions
                     assert all(" migrator " in row["application_name"] for row in sessions)
                     await holder.execute("SELECT pg_advisory_unlock($1)", lock_key(LOCK_NAME))
+                    await holder.close()  # its slot is the fleet's now
                     wait_until_ready(fleet, REPLICAS * WORKERS)
                     applied = [
                         event
@@ -137,7 +141,7 @@ async def test_an_over_budget_fleet_counts_its_workers_and_still_migrates(tmp_pa
             f"this process may open {needed} connections ({WORKERS} workers x"
         )
         assert len(warnings) == WORKERS, process.logs()
-        assert "the server accepts 6 (max_connections 9 - 3 reserved)" in process.logs()
+        assert "the server accepts 10 (max_connections 13 - 3 reserved)" in process.logs()
 
 
 def _lock_waiters(fleet: list[ServiceProcess]) -> int:
