@@ -157,6 +157,12 @@ async def test_no_request_fails_while_a_million_rows_are_migrated_online(
         # Eight clients share one key in closed loops: the per-key rate limit
         # (tested in test_response_rules.py) is not what this test is about.
         RATE_LIMIT_PER_KEY="1000000",
+        # The suite runs on two processes: beside another test, one request
+        # once ran past the default 10 s of database time (not traced to a
+        # lock in that run). What this test guards, that no request queues
+        # behind the migration's locks, is bounded by the migration's
+        # lock_timeout (0.5 s) and shows in the latencies it reports.
+        REQUEST_STATEMENT_TIMEOUT="30",
     )
     replicas = [ServiceProcess.uvicorn(environment, tmp_path / f"replica{n}.log") for n in range(2)]
     migrator = None

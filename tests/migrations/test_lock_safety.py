@@ -125,7 +125,10 @@ async def _locked_through_pgbouncer(
             async with engine.connect() as migrator, engine.connect() as other_client:
                 assert await lock._try_lock(migrator, migration_lock)
                 yield migrator, other_client, migration_lock
+                # Either may be on the server session the test ended (PgBouncer
+                # chooses): neither is rolled back on a closed connection.
                 await other_client.invalidate()
+                await migrator.invalidate()
         finally:
             await engine.dispose()
 
