@@ -25,9 +25,11 @@ from dataclasses import dataclass
 
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from service.db.driver import DriverStatement
 from service.flags import events as flag_events
 from service.flags.events import FLAG_CHANGED, FLAG_DELETED, FLAGS_CHANGED
+
+# One announce for every SDK event, configs' and flags' (the same channel).
+from service.flags.events import announce as announce
 
 # One channel for every SDK event, configs' and flags'.
 CHANNEL = flag_events.CHANNEL
@@ -122,20 +124,6 @@ def _is_config_key(value: object) -> bool:
     )
 
 
-# Every config write sends it: straight on the driver (service/db/driver.py).
-_NOTIFY = DriverStatement(f"SELECT pg_notify('{CHANNEL}', $1)")
-
-
-async def announce(
-    connection: AsyncConnection, account_id: uuid.UUID, event: str, key: str | None = None
-) -> None:
-    """Tell the account's streams, once this transaction commits."""
-    payload = {"account": str(account_id), "event": event}
-    if key is not None:
-        payload["id"] = key
-    await _NOTIFY.execute(connection, json.dumps(payload))
-
-
 async def announce_revoked_keys(
     connection: AsyncConnection, account_id: uuid.UUID, key_ids: Sequence[uuid.UUID]
 ) -> None:
@@ -144,4 +132,4 @@ async def announce_revoked_keys(
     for start in range(0, len(key_ids), _KEYS_PER_NOTIFICATION):
         chunk = key_ids[start : start + _KEYS_PER_NOTIFICATION]
         payload = {"account": str(account_id), "event": KEYS_REVOKED, "keys": list(map(str, chunk))}
-        await _NOTIFY.execute(connection, json.dumps(payload))
+        await flag_events.send(connection, payload)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import uuid
+from collections.abc import Mapping
 
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -26,8 +27,14 @@ _NOTIFY = DriverStatement(f"SELECT pg_notify('{CHANNEL}', $1)")
 async def announce(
     connection: AsyncConnection, account_id: uuid.UUID, event: str, key: str | None = None
 ) -> None:
-    """Tell the account's streams, once this transaction commits."""
-    payload = {"account": str(account_id), "event": event}
+    """Tell the account's streams, once this transaction commits (configs'
+    and flags' events alike)."""
+    payload: dict[str, object] = {"account": str(account_id), "event": event}
     if key is not None:
         payload["id"] = key
+    await send(connection, payload)
+
+
+async def send(connection: AsyncConnection, payload: Mapping[str, object]) -> None:
+    """NOTIFY the channel with `payload`, delivered at this transaction's commit."""
     await _NOTIFY.execute(connection, json.dumps(payload))
