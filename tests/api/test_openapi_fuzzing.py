@@ -47,12 +47,15 @@ def schemathesis(
     return subprocess.run(
         [
             str(SCHEMATHESIS), *configured, "run", f"http://127.0.0.1:{port}/openapi.json",
-            "--checks", "all",
+            # Every check runs: schemathesis turns them all on by default.
+            # (Naming them with "--checks all" would overrule the
+            # per-operation settings of a config file, which it reads as
+            # lower in rank than a check the command line names.)
             # Its "invalid" values for optional query parameters (null, or an
             # object holding one inside filter[items], JSON in a query string)
             # reach the wire as valid strings ("true", "{...}"), so "negative
             # data rejected" reported valid requests (seen in CI on GET
-            # /v1/configs; a per-operation setting did not take). Bad query
+            # /v1/configs). Bad query
             # parameters are tested in test_bad_input.py and test_rules.py.
             "--exclude-checks", "negative_data_rejection",
             "--header", f"Authorization: Bearer {token}",
@@ -99,9 +102,25 @@ def cursor_config(tenant: Tenant, folder: Path) -> Path:
     config.write_text(
         f'[parameters]\n"query.page[after]" = "{users}"\n\n'
         '[[operations]]\ninclude-name = "GET /v1/environments"\n'
-        f'parameters = {{ "query.page[after]" = "{environments}" }}\n'
+        f'parameters = {{ "query.page[after]" = "{environments}" }}\n\n'
+        f"{RELATED_RESOURCE_WRITES}"
     )
     return config
+
+
+# A config's write may name other resources in its body (a parent, the
+# environments it overrides): one that does not exist is a 404 with a pointer
+# into the body, as JSON:API asks of a request naming a missing related
+# resource. schemathesis's "created resource not found" check (ST302) takes any
+# 404 after a create for the created resource missing (seen in CI: a PUT of a
+# just-created config naming an invented parent). Only that check is off, only
+# for these writes; the 404 and its pointer are tested in
+# tests/api/test_sdk_configs.py and tests/api/test_configs.py.
+RELATED_RESOURCE_WRITES = (
+    "[[operations]]\n"
+    'include-name = ["PUT /api/v1/configs/{key}", "PATCH /v1/configs/{config_id}"]\n'
+    "checks = { ensure_resource_availability = { enabled = false } }\n"
+)
 
 
 def _next_cursor(tenant: Tenant, path: str, resource_type: str) -> str:
