@@ -22,8 +22,8 @@ from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Match
 
-from service.flags.errors import Conflicting, FlagProblem, Invalid, Missing
 from service.observability.logs import safe_traceback
+from service.problems import Conflicting, Invalid, Missing, Problem
 
 JSONAPI_MEDIA_TYPE = "application/vnd.api+json"
 logger = logging.getLogger("service.api.errors")
@@ -296,21 +296,28 @@ def unexpected_error_response(method: str, path: str, error: BaseException) -> J
     return error_response(500, [error_object(500, "an unexpected error occurred")])
 
 
-_FLAG_PROBLEM_STATUS = {Invalid: 422, Missing: 404, Conflicting: 409}
+_PROBLEM_STATUS: tuple[tuple[type[Problem], int], ...] = (
+    (Invalid, 422),
+    (Missing, 404),
+    (Conflicting, 409),
+)
 
 
-async def _flag_problem(_: Request, error: Exception) -> JsonApiResponse:
-    """What the flags core refuses (service/flags/errors.py), in the one envelope."""
-    assert isinstance(error, FlagProblem)
-    status = _FLAG_PROBLEM_STATUS[type(error)]
-    return error_response(status, [error_object(status, error.detail, pointer=error.pointer)])
+async def _problem(_: Request, error: Exception) -> JsonApiResponse:
+    """What a domain core refuses (service/problems.py), in the one envelope."""
+    assert isinstance(error, Problem)
+    status = next((code for kind, code in _PROBLEM_STATUS if isinstance(error, kind)), 422)
+    return error_response(
+        status,
+        [error_object(status, error.detail, pointer=error.pointer, parameter=error.parameter)],
+    )
 
 
 def install_error_handlers(app: FastAPI) -> None:
     """Answers for the errors handlers raise. Anything else is answered 500 by
     the request middleware (service/observability/middleware.py), which logs it once."""
     app.add_exception_handler(ApiError, _api_error)
-    app.add_exception_handler(FlagProblem, _flag_problem)
+    app.add_exception_handler(Problem, _problem)
     app.add_exception_handler(StarletteHTTPException, _http_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(DBAPIError, _database_error)

@@ -15,9 +15,9 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from service.flags.errors import Invalid, Missing
 from service.flags.logic import check_logic
 from service.models import Environment, table
+from service.problems import Invalid, Missing
 
 environments = table(Environment)
 MAX_VALUES = 100

@@ -19,7 +19,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from service.flags.errors import Invalid
+from service.problems import Invalid
 
 OPERATORS = frozenset(
     {

@@ -14,9 +14,9 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from service.flags.definitions import FlagDefinition, FlagType, check_environments_exist, matches
-from service.flags.errors import Conflicting, Missing
 from service.flags.events import FLAG_CHANGED, FLAG_DELETED, FLAGS_CHANGED, announce
 from service.models import Flag, FlagSource, table
+from service.problems import Conflicting, Missing
 
 flags = table(Flag)
 sources = table(FlagSource)

@@ -33,7 +33,7 @@ from service.api.configs import (
     refuse_cycle,
 )
 from service.api.dependencies import Database, Member, Viewer
-from service.api.errors import Conflict, JsonApiResponse, NotFound, UnprocessableContent
+from service.api.errors import JsonApiResponse, NotFound, UnprocessableContent
 from service.api.item_types import (
     ItemType,
     definitions_of,
@@ -59,6 +59,7 @@ from service.api.limits import (
 from service.api.queries import conflict_from
 from service.api.quotas import Kind, Quotas
 from service.api.sdk import schemas
+from service.api.sdk.pages import MAX_PAGE_NUMBER, MAX_PAGE_SIZE, key_of, page_of, pagination
 from service.models import Config, table
 from service.state import state_of
 
@@ -66,9 +67,6 @@ router = APIRouter(prefix="/configs", tags=["configs (smplkit SDK)"], route_clas
 configs = table(Config)
 parents = configs.alias("parent")
 TYPE = "config"
-MAX_PAGE_SIZE = 1000
-# Beyond this a page number is no list a client pages through.
-MAX_PAGE_NUMBER = 1_000_000
 SDK_CONFLICTS = {
     **CONFLICTS,
     "configs_account_id_key_key": ("a config with this key already exists", "/data/id"),
@@ -223,27 +221,6 @@ async def by_key(
     return row
 
 
-async def page_of(
-    connection: AsyncConnection, ordered: Select[Any], number: int, size: int
-) -> Sequence[RowMapping]:
-    """Page `number` (from 1) of `size` rows of a query in a total order."""
-    page = ordered.limit(size).offset((number - 1) * size)
-    found: Sequence[RowMapping] = (await connection.execute(page)).mappings().all()
-    return found
-
-
-async def pagination(
-    connection: AsyncConnection, query: Select[Any], number: int, size: int, total: bool
-) -> dict[str, int]:
-    """`meta.pagination` as the SDK parses it; the totals only when asked (a count)."""
-    described = {"page": number, "size": size}
-    if total:
-        count = await connection.scalar(select(func.count()).select_from(query.subquery())) or 0
-        described["total"] = count
-        described["total_pages"] = -(-count // size)
-    return described
-
-
 # Keys and names in byte order ("C"), whatever the database's collation: the
 # same order on every server, and the order clients sort strings in.
 _SORTS = {
@@ -326,16 +303,6 @@ class _Written:
         """The overrides name items of the config or its ancestors, with values of their types."""
         chain_types = {**types_along(chain), **self.types}
         refuse_nonconforming_overrides(self.overrides, chain_types, OVERRIDES_AT)
-
-
-def key_of(expected_type: str, sent_type: str, sent_id: str | None, url_key: str | None) -> str:
-    """A resource's key in the SDK's dialect: the body's id on a create, the
-    URL's on a replace (where the body's id, when sent, must be the same)."""
-    if sent_type != expected_type:
-        raise Conflict(f"expected type {expected_type!r}", pointer="/data/type")
-    if url_key is not None and sent_id is not None and sent_id != url_key:
-        raise Conflict("the id in the body differs from the key in the URL", pointer="/data/id")
-    return url_key or str(sent_id)
 
 
 async def _parent_id(

@@ -30,7 +30,7 @@ from service.api.limits import NO_NUL, Text
 from service.api.queries import conflict_from
 from service.api.quotas import Kind, Quotas
 from service.api.sdk import schemas
-from service.api.sdk.configs import MAX_PAGE_NUMBER, MAX_PAGE_SIZE, key_of, page_of, pagination
+from service.api.sdk.pages import MAX_PAGE_NUMBER, MAX_PAGE_SIZE, key_of, page_of, pagination
 from service.flags import store as flag_store
 from service.models import Config, Environment, table
 
