@@ -36,8 +36,8 @@ from service.api.jsonapi import (
     single,
 )
 from service.api.limits import NO_NUL
-from service.api.queries import lock_account, one_in_account, paged, rows
-from service.api.quotas import Kind, Quotas
+from service.api.queries import paged
+from service.api.quotas import Quotas
 from service.api.schemas import (
     Described,
     attribute_names,
@@ -47,6 +47,8 @@ from service.api.schemas import (
     to_one,
 )
 from service.models import ApiKey, Role, User, table
+from service.quotas import Kind
+from service.storage import lock_account, one_in_account, rows
 
 router = APIRouter(prefix="/api-keys", tags=["api-keys"], route_class=JsonApiRoute)
 api_keys = table(ApiKey)

@@ -55,8 +55,7 @@ from service.api.limits import (
     ConfigItems,
     ConfigOverrides,
 )
-from service.api.queries import conflict_from, one_in_account
-from service.api.quotas import Kind, Quotas
+from service.api.quotas import Quotas
 from service.api.schemas import (
     Described,
     StoredObject,
@@ -68,6 +67,8 @@ from service.api.schemas import (
 )
 from service.db.driver import DriverStatement
 from service.models import Config, Environment, table
+from service.quotas import Kind
+from service.storage import conflict_from, one_in_account
 
 router = APIRouter(prefix="/configs", tags=["configs"], route_class=JsonApiRoute)
 configs = table(Config)

@@ -28,8 +28,8 @@ from service.api.jsonapi import (
     single,
 )
 from service.api.limits import MAX_POSITION, NO_NUL
-from service.api.queries import conflict_from, one_in_account, paged, rows
-from service.api.quotas import Kind, Quotas
+from service.api.queries import paged
+from service.api.quotas import Quotas
 from service.api.schemas import (
     Described,
     attribute_names,
@@ -39,6 +39,8 @@ from service.api.schemas import (
 )
 from service.flags import store as flag_store
 from service.models import Config, Environment, table
+from service.quotas import Kind
+from service.storage import conflict_from, one_in_account, rows
 
 router = APIRouter(prefix="/environments", tags=["environments"], route_class=JsonApiRoute)
 environments = table(Environment)

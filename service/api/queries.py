@@ -1,70 +1,12 @@
-"""Pieces shared by the resource modules: lookups scoped to the caller's account,
-list queries with cursors, and database errors turned into API errors."""
+"""List queries with cursors: keyset pagination of the /v1 dialect."""
 
 from __future__ import annotations
 
-import uuid
-from collections.abc import Mapping, Sequence
 from typing import Any
 
-from sqlalchemy import RowMapping, Select, Table, bindparam, select, tuple_
-from sqlalchemy.exc import IntegrityError
-from sqlalchemy.ext.asyncio import AsyncConnection
+from sqlalchemy import Select, Table, tuple_
 
-from service.api.errors import Conflict, NotFound
 from service.api.jsonapi import Page
-from service.models import Account, table
-
-accounts = table(Account)
-
-
-async def one_in_account(
-    connection: AsyncConnection,
-    table: Table,
-    account_id: uuid.UUID,
-    row_id: uuid.UUID,
-    columns: Sequence[Any] | None = None,
-    *,
-    lock: bool = False,
-) -> Mapping[Any, Any]:
-    """The row of this account with this id (its `columns`, or all); 404 for any
-    other account's row as for none."""
-    query = _one_by_id(table, tuple(columns or ()), lock)
-    parameters = {"row_id": row_id, "account_id": account_id}
-    row: Mapping[Any, Any] | None = (await connection.execute(query, parameters)).mappings().first()
-    if row is None:
-        raise NotFound(f"no {table.name[:-1].replace('_', ' ')} with id {row_id}")
-    return row
-
-
-_ONE_BY_ID: dict[tuple[str, tuple[str, ...], bool], Select[Any]] = {}
-
-
-def _one_by_id(table: Table, columns: tuple[Any, ...], lock: bool) -> Select[Any]:
-    """The statement of `one_in_account`, built once per table, columns and lock.
-
-    A statement built for each request costs SQLAlchemy its construction and
-    its cache key on every execution; a prebuilt one with bound parameters
-    keeps its key (about a third of a point read's database-side CPU here:
-    docs/benchmarks/api.notes.md)."""
-    shape = (table.name, tuple(column.key for column in columns), lock)
-    query = _ONE_BY_ID.get(shape)
-    if query is None:
-        query = select(*(columns or [table])).where(
-            table.c.id == bindparam("row_id"), table.c.account_id == bindparam("account_id")
-        )
-        if lock:
-            query = query.with_for_update()
-        _ONE_BY_ID[shape] = query
-    return query
-
-
-async def lock_account(connection: AsyncConnection, account_id: uuid.UUID) -> None:
-    """Serialise changes to who may act as OWNER within an account, so two
-    concurrent requests cannot both pass a last-owner check."""
-    await connection.execute(
-        select(accounts.c.id).where(accounts.c.id == account_id).with_for_update()
-    )
 
 
 def paged(query: Select[Any], table: Table, page: Page) -> Select[Any]:
@@ -79,18 +21,3 @@ def paged(query: Select[Any], table: Table, page: Page) -> Select[Any]:
         )
     order = [column.desc() for column in columns] if page.descending else columns
     return query.order_by(*order).limit(page.size)
-
-
-async def rows(connection: AsyncConnection, query: Select[Any]) -> Sequence[RowMapping]:
-    result = await connection.execute(query)
-    found: Sequence[RowMapping] = result.mappings().all()
-    return found
-
-
-def conflict_from(error: IntegrityError, meanings: Mapping[str, tuple[str, str]]) -> Conflict:
-    """A 409 naming what already exists, from the violated constraint's name."""
-    constraint = getattr(getattr(error.orig, "__cause__", None), "constraint_name", None)
-    detail, pointer = meanings.get(
-        constraint or "", ("the request conflicts with existing data", "/data")
-    )
-    return Conflict(detail, pointer=pointer)

@@ -30,8 +30,8 @@ from service.api.jsonapi import (
     single,
 )
 from service.api.limits import NO_NUL, UserAttributes
-from service.api.queries import conflict_from, lock_account, one_in_account, paged, rows
-from service.api.quotas import Kind, Quotas
+from service.api.queries import paged
+from service.api.quotas import Quotas
 from service.api.schemas import (
     Described,
     StoredObject,
@@ -41,6 +41,8 @@ from service.api.schemas import (
     single_document,
 )
 from service.models import ApiKey, Role, User, table
+from service.quotas import Kind
+from service.storage import conflict_from, lock_account, one_in_account, rows
 
 router = APIRouter(prefix="/users", tags=["users"], route_class=JsonApiRoute)
 users = table(User)

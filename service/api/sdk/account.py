@@ -23,9 +23,10 @@ from service.api.limits import (
     JsonObject,
     bounded_json,
 )
-from service.api.quotas import Kind, Quotas
+from service.api.quotas import Quotas
 from service.api.sdk import schemas
 from service.models import Account, Context, table
+from service.quotas import Kind
 
 router = APIRouter(tags=["account (smplkit SDK)"], route_class=JsonApiRoute)
 accounts = table(Account)

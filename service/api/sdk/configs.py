@@ -56,12 +56,13 @@ from service.api.limits import (
     bounded_json,
     encoded_size,
 )
-from service.api.queries import conflict_from
-from service.api.quotas import Kind, Quotas
+from service.api.quotas import Quotas
 from service.api.sdk import schemas
 from service.api.sdk.pages import MAX_PAGE_NUMBER, MAX_PAGE_SIZE, key_of, page_of, pagination
 from service.models import Config, table
+from service.quotas import Kind
 from service.state import state_of
+from service.storage import conflict_from
 
 router = APIRouter(prefix="/configs", tags=["configs (smplkit SDK)"], route_class=JsonApiRoute)
 configs = table(Config)

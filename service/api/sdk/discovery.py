@@ -56,10 +56,11 @@ from service.api.limits import (
     NAMES_WITHOUT_NUL,
     NO_NUL,
 )
-from service.api.quotas import Kind, Quotas
+from service.api.quotas import Quotas
 from service.api.sdk.configs import ItemDefinition, oversized_items
 from service.api.sdk.schemas import DiscoveryResult
 from service.models import Config, table
+from service.quotas import Kind
 
 logger = logging.getLogger("service.api.sdk.discovery")
 router = APIRouter(prefix="/configs", tags=["configs (smplkit SDK)"], route_class=JsonApiRoute)

@@ -27,12 +27,13 @@ from service.api.errors import Conflict, JsonApiResponse, NotFound
 from service.api.json_body import JsonApiRoute
 from service.api.jsonapi import JsonApiBody, QueryBool, Strict, respond, timestamp
 from service.api.limits import NO_NUL, Text
-from service.api.queries import conflict_from
-from service.api.quotas import Kind, Quotas
+from service.api.quotas import Quotas
 from service.api.sdk import schemas
 from service.api.sdk.pages import MAX_PAGE_NUMBER, MAX_PAGE_SIZE, key_of, page_of, pagination
 from service.flags import store as flag_store
 from service.models import Config, Environment, table
+from service.quotas import Kind
+from service.storage import conflict_from
 
 router = APIRouter(
     prefix="/environments", tags=["environments (smplkit SDK)"], route_class=JsonApiRoute
