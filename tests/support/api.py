@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
+import io
+import sys
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -23,6 +26,9 @@ JSONAPI = "application/vnd.api+json"
 # A bound, not a claim about speed: the lifespan starts the migration as a task
 # and yields at once, but a loaded machine took over 10 s to get there.
 STARTUP_WAIT = 60
+# The same kind of bound for the shutdown. Should it pass, every task's stack
+# is printed first (_report_stuck_shutdown): a failure says where it waited.
+SHUTDOWN_WAIT = 30
 
 
 @asynccontextmanager
@@ -36,14 +42,36 @@ async def api_client(url: URL, **overrides: object) -> AsyncIterator[httpx.Async
 async def api_app(url: URL, **overrides: object) -> AsyncIterator[ASGIApp]:
     """A ready app on `url` (its real lifespan running), for clients of it."""
     app = create_app(settings_for(url, **overrides))
-    async with LifespanManager(app, startup_timeout=STARTUP_WAIT, shutdown_timeout=30) as manager:
-        async with client_of(manager.app) as client:
+    watchdog: asyncio.Task[None] | None = None
+    try:
+        async with LifespanManager(
+            app, startup_timeout=STARTUP_WAIT, shutdown_timeout=SHUTDOWN_WAIT
+        ) as manager:
+            async with client_of(manager.app) as client:
 
-            async def ready() -> bool:
-                return (await client.get("/readyz")).status_code == 200
+                async def ready() -> bool:
+                    return (await client.get("/readyz")).status_code == 200
 
-            await eventually(ready)
-        yield manager.app
+                await eventually(ready)
+            try:
+                yield manager.app
+            finally:
+                watchdog = asyncio.create_task(_report_stuck_shutdown(SHUTDOWN_WAIT - 2))
+    finally:
+        if watchdog is not None:
+            watchdog.cancel()
+
+
+async def _report_stuck_shutdown(after: float) -> None:
+    """Print where every task of the loop waits, once a shutdown has taken `after` seconds."""
+    await asyncio.sleep(after)
+    report = io.StringIO()
+    for task in asyncio.all_tasks():
+        if task is not asyncio.current_task():
+            task.print_stack(file=report)
+    print(
+        f"the app's shutdown is still running after {after}s:\n{report.getvalue()}", file=sys.stderr
+    )
 
 
 def client_of(app: ASGIApp, peer: tuple[str, int] = ("127.0.0.1", 123)) -> httpx.AsyncClient:
