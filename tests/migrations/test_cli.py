@@ -175,6 +175,54 @@ async def test_alembic_command_line_waits_for_the_lock(empty_database: URL) -> N
         assert f"-> {revision}" in output
 
 
+async def test_alembic_command_line_retries_a_revision_blocked_by_a_table_lock(
+    migrated_database: URL,
+) -> None:
+    """A hand-run upgrade meets a lock (here a reader's; after a large backfill,
+    autovacuum's, which yields only after deadlock_timeout): its revision is
+    rolled back and retried with a longer lock_timeout, as the bootstrap does,
+    and goes through once the lock is gone."""
+    blocker = await connect(migrated_database)
+    transaction = blocker.transaction()
+    await transaction.start()
+    await blocker.execute("LOCK TABLE configs IN ACCESS SHARE MODE")
+    upgrade = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "alembic", "upgrade", "head",
+        cwd=PROJECT_ROOT,
+        env=service_environment(
+            DATABASE_URL=service_url(migrated_database),
+            ALEMBIC_CONFIG=str(scenario_config("locking")),
+        ),
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+    )  # fmt: skip
+    assert upgrade.stdout is not None
+    output: list[str] = []
+    try:
+        async with asyncio.timeout(120):
+            while not any("could not get its locks" in line for line in output):
+                line = (await upgrade.stdout.readline()).decode()
+                assert line, "alembic upgrade ended before a retry:\n" + "".join(output)
+                output.append(line)
+    except TimeoutError:
+        upgrade.kill()
+        raise AssertionError("no retry within 120 s:\n" + "".join(output)) from None
+    finally:
+        await transaction.rollback()
+        await blocker.close()
+    rest, _ = await asyncio.wait_for(upgrade.communicate(), 120)
+    text = "".join(output) + rest.decode()
+    assert upgrade.returncode == 0, text
+    assert "retry 1 of 20" in text
+    connection = await connect(migrated_database)
+    try:
+        assert await connection.fetchval("SELECT version_num FROM alembic_version") == (
+            "test_locking"
+        )
+    finally:
+        await connection.close()
+
+
 async def _migrator_connected(connection: asyncpg.Connection) -> bool:
     return bool(
         await connection.fetchval(
