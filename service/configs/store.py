@@ -12,7 +12,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from sqlalchemy import RowMapping, Select, Text, bindparam, func, literal, or_, select
+from sqlalchemy import RowMapping, Select, Text, bindparam, func, literal, select
 from sqlalchemy import update as update_statement
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -37,7 +37,7 @@ from service.limits import MAX_CHAIN_DEPTH
 from service.models import Config, Environment, table
 from service.problems import Conflicting, Invalid, Missing, json_pointer
 from service.quotas import AccountQuotas, Kind
-from service.storage import conflict_from
+from service.storage import conflict_from, in_order, one_in_account, searched
 
 configs = table(Config)
 parents = configs.alias("parent")
@@ -299,23 +299,14 @@ def listed(account_id: uuid.UUID, filters: Filters) -> Select[Any]:
     if filters.parent is not None:
         query = query.where(parents.c.key == filters.parent)
     if filters.search is not None:
-        wanted = filters.search.lower()
-        query = query.where(
-            or_(
-                func.strpos(func.lower(configs.c.key), wanted) > 0,
-                func.strpos(func.lower(configs.c.name), wanted) > 0,
-            )
-        )
+        query = searched(query, configs, filters.search)
     if filters.managed is not None:
         query = query.where(configs.c.managed == filters.managed)
     return query
 
 
 def ordered(query: Select[Any], sort: Sort) -> Select[Any]:
-    """A total, stable order for offsets: the key (unique in an account) breaks ties."""
-    column = _SORTS[sort.removeprefix("-")]
-    first = column.desc() if sort.startswith("-") else column
-    return query.order_by(first, _SORTS["key"])
+    return in_order(query, _SORTS, sort)
 
 
 # Writes
@@ -423,7 +414,7 @@ async def update(
     touches_chain = moved or "items" in changes or "environments" in changes
     if touches_chain:
         await lock_tree(connection, account_id)
-    current = await _locked_by_id(connection, account_id, config_id)
+    current = await one_in_account(connection, configs, account_id, config_id, lock=True)
     if "items" in changes:
         changes["item_definitions"] = inferred_definitions(
             changes["items"], current["items"], current["item_definitions"]
@@ -499,25 +490,6 @@ async def remove(
     except IntegrityError as error:
         raise conflict_from(error, dialect.conflicts) from None
     await announce(connection, account_id, DELETED, current["key"])
-
-
-_BY_ID_LOCKED = (
-    select(configs)
-    .where(configs.c.id == bindparam("config_id"), configs.c.account_id == bindparam("account_id"))
-    .with_for_update()
-)
-
-
-async def _locked_by_id(
-    connection: AsyncConnection, account_id: uuid.UUID, config_id: uuid.UUID
-) -> RowMapping:
-    found = await connection.execute(
-        _BY_ID_LOCKED, {"config_id": config_id, "account_id": account_id}
-    )
-    row: RowMapping | None = found.mappings().first()
-    if row is None:
-        raise Missing(f"no config with id {config_id}")
-    return row
 
 
 async def _parent_id(
