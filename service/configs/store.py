@@ -61,6 +61,9 @@ class Dialect:
     parent_at: str
     # The SDK's overrides name items declared on the chain; /v1's may name any.
     declared_overrides_only: bool
+    # The SDK's creates take the account's tree lock even at the root, so they
+    # queue with discovery's batches; /v1's take it only under a parent.
+    creates_lock_tree: bool = False
     conflicts: dict[str, tuple[str, str]] = field(init=False)
 
     def __post_init__(self) -> None:
@@ -380,10 +383,9 @@ async def create(
     await check_environments(connection, account_id, write.overrides)
     definitions = write.definitions(None)
     own = types_of(definitions)
-    parent_id = None
-    if parent is not None:
+    if parent is not None or dialect.creates_lock_tree:
         await lock_tree(connection, account_id)
-        parent_id = await _parent_id(connection, account_id, parent, dialect)
+    parent_id = await _parent_id(connection, account_id, parent, dialect)
     await _placed(connection, account_id, None, parent_id, own, write.overrides, dialect)
     try:
         row = await insert(connection, account_id, key, parent_id, write, definitions)

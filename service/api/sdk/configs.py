@@ -33,7 +33,12 @@ from service.state import state_of
 router = APIRouter(prefix="/configs", tags=["configs (smplkit SDK)"], route_class=JsonApiRoute)
 TYPE = "config"
 # Where the SDK's documents hold what the configs core refuses.
-SDK = Dialect(key_at="/data/id", parent_at="/data/attributes/parent", declared_overrides_only=True)
+SDK = Dialect(
+    key_at="/data/id",
+    parent_at="/data/attributes/parent",
+    declared_overrides_only=True,
+    creates_lock_tree=True,
+)
 
 
 class _ConfigKeyConvertor(StringConvertor):
