@@ -11,12 +11,11 @@ default fits it, and is left out otherwise; a parent that is neither stored
 nor declared in the batch, or too deep, is left out. Parents declared in the
 same batch are created first.
 
-A request is registered in batches of DISCOVERY_BATCH configs
-(service/configs/discovery.py), each its own
-transaction under the account's tree lock: a request of 1,000 chained configs
-holds the lock for one batch at a time, and concurrent discoveries of the
-account take turns by batch instead of waiting for (or timing out behind) a
-whole request. Each batch that created configs is announced as it commits;
+The configs core registers a request (service/configs/discovery.py) in
+batches of DISCOVERY_BATCH configs, each its own transaction under the
+account's tree lock: a request of 1,000 chained configs holds the lock for
+one batch at a time, and concurrent discoveries of the account take turns by
+batch instead of waiting for (or timing out behind) a whole request. Each batch that created configs is announced as it commits;
 a batch over QUOTA_CONFIGS is refused (409) and rolled back, the batches
 before it stay registered (discovery only ever adds what is missing, so the
 SDK's next attempt finishes it).
