@@ -206,7 +206,7 @@ class Config(TimestampedRecord):
     items: Mapped[dict[str, Any]] = mapped_column(JSONB, server_default=text("'{}'::jsonb"))
     environments: Mapped[dict[str, Any]] = mapped_column(JSONB, server_default=text("'{}'::jsonb"))
     # {item_key: {"type": STRING|NUMBER|BOOLEAN|JSON, "description": ...}} beside
-    # the raw values of `items` (service/api/item_types.py). NULL, or a key
+    # the raw values of `items` (service/configs/items.py). NULL, or a key
     # missing, for configs the release before revision 0012 wrote: the type is
     # then inferred from the value.
     item_definitions: Mapped[dict[str, Any] | None] = mapped_column(JSONB)

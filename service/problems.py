@@ -8,6 +8,8 @@ envelope maps Invalid to 422, Missing to 404 and Conflicting to 409
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 
 class Problem(Exception):
     """A request a core refuses: `detail` for people; `pointer` (RFC 6901,
@@ -31,3 +33,8 @@ class Missing(Problem):
 
 class Conflicting(Problem):
     """Against the stored state: a key taken, a type changed, still in use (409)."""
+
+
+def json_pointer(path: Iterable[str | int]) -> str:
+    """RFC 6901: "/data/attributes/a~1b" for the member "a/b"; "" for the whole document."""
+    return "".join("/" + str(part).replace("~", "~0").replace("/", "~1") for part in path)

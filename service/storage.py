@@ -9,7 +9,7 @@ import uuid
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from sqlalchemy import RowMapping, Select, Table, bindparam, select
+from sqlalchemy import ColumnElement, RowMapping, Select, Table, bindparam, func, or_, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -81,3 +81,22 @@ def conflict_from(error: IntegrityError, meanings: Mapping[str, tuple[str, str]]
         constraint or "", ("the request conflicts with existing data", "/data")
     )
     return Conflicting(detail, pointer)
+
+
+def searched(query: Select[Any], table: Table, search: str) -> Select[Any]:
+    """Rows whose key or name holds `search`, whatever its case (strpos: no
+    LIKE pattern to escape)."""
+    wanted = search.lower()
+    return query.where(
+        or_(
+            func.strpos(func.lower(table.c.key), wanted) > 0,
+            func.strpos(func.lower(table.c.name), wanted) > 0,
+        )
+    )
+
+
+def in_order(query: Select[Any], sorts: Mapping[str, ColumnElement[Any]], sort: str) -> Select[Any]:
+    """A total order for pages by offset: `sorts[sort]` (descending when `sort`
+    starts with "-"), the key (unique in an account) breaking ties."""
+    column = sorts[sort.removeprefix("-")]
+    return query.order_by(column.desc() if sort.startswith("-") else column, sorts["key"])

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from http import HTTPStatus
 from typing import Any, ClassVar, Self
 
@@ -23,7 +23,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Match
 
 from service.observability.logs import safe_traceback
-from service.problems import Conflicting, Invalid, Missing, Problem
+from service.problems import Conflicting, Invalid, Missing, Problem, json_pointer
 
 JSONAPI_MEDIA_TYPE = "application/vnd.api+json"
 logger = logging.getLogger("service.api.errors")
@@ -86,11 +86,6 @@ def printable(text: str) -> str:
     """Text that encodes as UTF-8: a client's lone surrogates (from JSON
     escapes) become U+FFFD, so an error about them can still be answered."""
     return text if text.isascii() else _SURROGATE.sub("\ufffd", text)
-
-
-def json_pointer(path: Iterable[str | int]) -> str:
-    """RFC 6901: "/data/attributes/a~1b" for the member "a/b"; "" for the whole document."""
-    return "".join("/" + str(part).replace("~", "~0").replace("/", "~1") for part in path)
 
 
 def error_object(

@@ -22,7 +22,8 @@ from fastapi import Request, Response
 from fastapi.routing import APIRoute
 from starlette.types import Scope
 
-from service.api.errors import ApiError, BadRequest, UnprocessableContent, json_pointer
+from service.api.errors import ApiError, BadRequest, UnprocessableContent
+from service.problems import json_pointer
 
 # Deeper bodies are refused before anything walks them further; the JSON
 # values a resource stores have their own, smaller limit (service/api/limits.py).

@@ -1,7 +1,7 @@
 """Flag writes announced on the SDK's event stream (`GET /api/v1/events`).
 
 The same channel and the same guarantees as configs
-(service/api/config_events.py, which parses what arrives): a NOTIFY inside
+(service/configs/events.py, which parses what arrives): a NOTIFY inside
 the write's transaction, delivered at commit to every listening worker."""
 
 from __future__ import annotations

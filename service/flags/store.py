@@ -8,7 +8,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from sqlalchemy import RowMapping, Select, delete, func, insert, or_, select, tuple_, update
+from sqlalchemy import RowMapping, Select, delete, func, insert, select, tuple_, update
 from sqlalchemy.dialects.postgresql import insert as upsert
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -17,6 +17,7 @@ from service.flags.definitions import FlagDefinition, FlagType, check_environmen
 from service.flags.events import FLAG_CHANGED, FLAG_DELETED, FLAGS_CHANGED, announce
 from service.models import Flag, FlagSource, table
 from service.problems import Conflicting, Missing
+from service.storage import in_order, searched
 
 flags = table(Flag)
 sources = table(FlagSource)
@@ -91,21 +92,12 @@ def listed(account_id: uuid.UUID, filters: Filters) -> Select[Any]:
     if filters.managed is not None:
         query = query.where(flags.c.managed == filters.managed)
     if filters.search is not None:
-        wanted = filters.search.lower()
-        query = query.where(
-            or_(
-                func.strpos(func.lower(flags.c.key), wanted) > 0,
-                func.strpos(func.lower(flags.c.name), wanted) > 0,
-            )
-        )
+        query = searched(query, flags, filters.search)
     return query
 
 
 def ordered(query: Select[Any], sort: Sort) -> Select[Any]:
-    """A total order: the key (unique in an account) breaks ties."""
-    column = _SORTS[sort.removeprefix("-")]
-    first = column.desc() if sort.startswith("-") else column
-    return query.order_by(first, _SORTS["key"])
+    return in_order(query, _SORTS, sort)
 
 
 async def page(

@@ -9,7 +9,7 @@ import uuid
 
 import pytest
 
-from service.api.config_events import CHANGED, DELETED, MANY_CHANGED, ConfigEvent, parse
+from service.configs.events import CHANGED, DELETED, MANY_CHANGED, ConfigEvent, parse
 
 ACCOUNT = uuid.UUID("7b0e1c52-5a43-4f57-9a55-2c1d1b6f0e11")
 

@@ -12,7 +12,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from smplkit._resolver import resolve as sdk_resolve
 
-from service.api.config_resolution import resolve
+from service.configs.resolution import resolve
 from tests.support.api import Tenant, new_tenant
 
 # Few keys, so that levels collide on them; values nest objects, as JSON items do.

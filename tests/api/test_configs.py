@@ -11,7 +11,7 @@ import httpx
 import pytest
 from sqlalchemy.engine import URL
 
-from service.api.configs import page_statement
+from service.configs.store import page_statement
 from tests.support.api import Tenant, document, new_tenant
 from tests.support.postgres import connect
 

@@ -16,7 +16,7 @@ from smplkit._generated.config.models.config_response import ConfigResponse
 from sqlalchemy.engine import URL
 from sqlalchemy.ext.asyncio import create_async_engine
 
-from service.api.configs import check_environments
+from service.configs.store import check_environments
 from tests.support.api import Tenant, new_tenant
 from tests.support.postgres import connect, service_url
 

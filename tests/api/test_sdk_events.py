@@ -20,7 +20,7 @@ import pytest
 from sqlalchemy.engine import URL
 from sqlalchemy.ext.asyncio import create_async_engine
 
-from service.api.config_events import CHANGED, CHANNEL, announce
+from service.configs.events import CHANGED, CHANNEL, announce
 from tests.support.api import JSONAPI, create_account_over_http, document
 from tests.support.configs import shared_folder
 from tests.support.pgbouncer import pgbouncer

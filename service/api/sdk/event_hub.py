@@ -3,7 +3,7 @@
 Each worker process holds one direct connection (EVENTS_DATABASE_URL, by
 default MIGRATION_DATABASE_URL: a transaction-pooling PgBouncer cannot carry
 LISTEN) listening on the channel every config write notifies
-(service/api/config_events.py), and hands each notification to the open
+(service/configs/events.py), and hands each notification to the open
 streams of its account. No stream holds a database connection.
 
 The listening connection proves it receives notifications when it opens (a
@@ -35,7 +35,7 @@ import asyncpg
 from alembic_lockstep import describe_error, is_unreachable
 from sqlalchemy.engine import URL
 
-from service.api.config_events import KEYS_REVOKED, MANY_CHANGED, parse
+from service.configs.events import KEYS_REVOKED, MANY_CHANGED, parse
 from service.db.engines import application_name
 from service.db.tls import tls_options
 from service.flags.events import CHANNEL, FLAGS_CHANGED

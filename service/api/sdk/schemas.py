@@ -9,8 +9,8 @@ from typing import Any, Literal
 
 from pydantic import Field
 
-from service.api.item_types import ItemType
 from service.api.schemas import Described, StoredObject
+from service.configs.items import ItemType
 
 
 class TypedItem(Described):

@@ -1,5 +1,5 @@
 """The configs above and below one config, and the rule that an item key has
-one type on every config of a parent chain (service/api/item_types.py), kept
+one type on every config of a parent chain (service/configs/items.py), kept
 by writes through either dialect under the account's tree lock."""
 
 from __future__ import annotations
@@ -10,15 +10,15 @@ from collections.abc import Iterable, Mapping
 from sqlalchemy import RowMapping, text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from service.api.errors import Conflict
-from service.api.item_types import (
+from service.configs.items import (
     ItemType,
     inferred_type,
     matches,
     refuse_chain_disagreements,
     stored_types,
 )
-from service.api.limits import MAX_CHAIN_DEPTH
+from service.limits import MAX_CHAIN_DEPTH
+from service.problems import Conflicting
 
 # The config and its ancestors, the root first, at most :limit of them.
 _ANCESTORS = text(
@@ -67,28 +67,38 @@ async def descendants(connection: AsyncConnection, config_id: uuid.UUID) -> list
     return list(found.mappings())
 
 
-async def check_chain_types(
+async def relatives(
     connection: AsyncConnection,
     account_id: uuid.UUID,
     config_id: uuid.UUID | None,
     parent_id: uuid.UUID | None,
-    own: Mapping[str, ItemType],
-    at: str,
 ) -> tuple[list[RowMapping], list[RowMapping]]:
-    """409 unless the config's items (`own`) agree in type with its ancestors
-    under `parent_id` and with every config below it, and the configs below
-    agree with those ancestors (a new parent brings new ones), and their
-    overrides still conform (refuse_stranded_overrides). Answers the ancestors
-    (the root first) and the configs below."""
+    """The ancestors a config would have under `parent_id` (the root first)
+    and the configs below it."""
     chain = await ancestors(connection, account_id, parent_id) if parent_id else []
     subtree = await descendants(connection, config_id) if config_id else []
+    return chain, subtree
+
+
+async def check_chain_types(
+    connection: AsyncConnection,
+    account_id: uuid.UUID,
+    config_id: uuid.UUID | None,
+    own: Mapping[str, ItemType],
+    chain: list[RowMapping],
+    subtree: list[RowMapping],
+    at: str,
+) -> None:
+    """409 unless the config's items (`own`) agree in type with its ancestors
+    (`chain`) and with every config below it (`subtree`), and the configs below
+    agree with those ancestors (a new parent brings new ones), and their
+    overrides still conform (refuse_stranded_overrides)."""
     refuse_chain_disagreements(own, [*chain, *subtree], at)
     above = types_along(chain)
     refuse_chain_disagreements(above, subtree, at)
     if config_id and subtree:
         before = types_along(await ancestors(connection, account_id, config_id))
         refuse_stranded_overrides(config_id, before, {**above, **own}, subtree, at)
-    return chain, subtree
 
 
 def types_along(chain: Iterable[RowMapping]) -> dict[str, ItemType]:
@@ -122,14 +132,14 @@ def refuse_stranded_overrides(
             for key, value in values.items():
                 where = f"config {row['key']!r} overrides item {key!r} in {environment!r}"
                 if key in declared and not matches(declared[key], value):
-                    raise Conflict(
+                    raise Conflicting(
                         f"{where} with a {inferred_type(value)}; the item would be a "
                         f"{declared[key]}: change that override first",
-                        pointer=at,
+                        at,
                     )
                 if key not in declared and key in declared_before:
-                    raise Conflict(
+                    raise Conflicting(
                         f"{where}, which would no longer be declared on its chain: remove "
                         "that override first",
-                        pointer=at,
+                        at,
                     )

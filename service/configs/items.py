@@ -16,7 +16,8 @@ from collections.abc import Iterable, Mapping
 from enum import StrEnum
 from typing import Any
 
-from service.api.errors import Conflict, UnprocessableContent, json_pointer
+from service.limits import MAX_CONFIG_JSON_BYTES, bounded_json, encoded_size
+from service.problems import Conflicting, Invalid, json_pointer
 
 
 class ItemType(StrEnum):
@@ -108,10 +109,10 @@ def inferred_definitions(
     types: dict[str, ItemType] = {}
     for key, value in items.items():
         if key in before and not matches(before[key], value):
-            raise Conflict(
+            raise Conflicting(
                 f"item {key!r} is a {before[key]}; a type never changes once set, so its value "
                 f"must be a {before[key]} (or null)",
-                pointer=json_pointer(("data", "attributes", "items", key)),
+                json_pointer(("data", "attributes", "items", key)),
             )
         types[key] = before.get(key) or inferred_type(value)
     return definitions_of(types, {key: _description(known.get(key)) for key in types})
@@ -121,10 +122,10 @@ def refuse_mismatches(types: Mapping[str, ItemType], items: Mapping[str, Any], a
     """422 for the first value that does not match its declared type."""
     for key, item_type in types.items():
         if not matches(item_type, items.get(key)):
-            raise UnprocessableContent(
+            raise Invalid(
                 f"item {key!r} is declared {item_type}, but its value is a "
                 f"{inferred_type(items[key])}",
-                pointer=at + json_pointer((key, "value")),
+                at + json_pointer((key, "value")),
             )
 
 
@@ -132,9 +133,9 @@ def refuse_type_changes(new: Mapping[str, ItemType], old: Mapping[str, ItemType]
     """409 for an item whose type differs from the one it already has."""
     for key, item_type in new.items():
         if key in old and old[key] is not item_type:
-            raise Conflict(
+            raise Conflicting(
                 f"item {key!r} is a {old[key]}; a type never changes once set",
-                pointer=at + json_pointer((key, "type")),
+                at + json_pointer((key, "type")),
             )
 
 
@@ -147,10 +148,10 @@ def refuse_chain_disagreements(
         theirs = stored_types(relative["items"], relative["item_definitions"])
         for key, item_type in new.items():
             if key in theirs and theirs[key] is not item_type:
-                raise Conflict(
+                raise Conflicting(
                     f"item {key!r} is a {theirs[key]} on config {relative['key']!r} of the same "
                     f"parent chain; a key has one type on every config of a chain",
-                    pointer=at + json_pointer((key, "type")),
+                    at + json_pointer((key, "type")),
                 )
 
 
@@ -162,9 +163,9 @@ def refuse_nonconforming_overrides(
     for environment, values in overrides.items():
         for key in values:
             if key not in chain_types:
-                raise UnprocessableContent(
+                raise Invalid(
                     f"no item {key!r} is declared on the config or its ancestors",
-                    pointer=at + json_pointer((environment, key)),
+                    at + json_pointer((environment, key)),
                 )
     refuse_mistyped_overrides(overrides, chain_types, at)
 
@@ -177,8 +178,27 @@ def refuse_mistyped_overrides(
     for environment, values in overrides.items():
         for key, value in values.items():
             if key in chain_types and not matches(chain_types[key], value):
-                raise UnprocessableContent(
+                raise Invalid(
                     f"item {key!r} is a {chain_types[key]}; the override is a "
                     f"{inferred_type(value)}",
-                    pointer=at + json_pointer((environment, key)),
+                    at + json_pointer((environment, key)),
                 )
+
+
+def oversized_items(
+    values: Mapping[str, Any], descriptions: Mapping[str, str | None]
+) -> str | None:
+    """What is over the limits in typed items, if anything: their values (as
+    /v1's items) and, apart, their descriptions, each at most
+    MAX_CONFIG_JSON_BYTES of JSON."""
+    try:
+        bounded_json(MAX_CONFIG_JSON_BYTES)(dict(values))
+    except ValueError as error:
+        return f"the items' values {error}"
+    described = {key: description for key, description in descriptions.items() if description}
+    if (size := encoded_size(described)) > MAX_CONFIG_JSON_BYTES:
+        return (
+            f"the items' descriptions are {size} bytes of JSON; at most "
+            f"{MAX_CONFIG_JSON_BYTES} are stored"
+        )
+    return None
