@@ -96,7 +96,7 @@ class OperatorError(Exception):
 async def recover(settings: Settings, options: argparse.Namespace) -> int:
     from sqlalchemy import select
 
-    from service.api.api_keys import issue_key
+    from service.accounts import keys
     from service.models import Account, Role, table
 
     engine = _operator_engine(settings)
@@ -108,7 +108,7 @@ async def recover(settings: Settings, options: argparse.Namespace) -> int:
             if found is None:
                 raise OperatorError(f"no account with id {options.account_id}")
             owner = await _owner(connection, options.account_id, options.email)
-            key = await issue_key(
+            key = await keys.issue(
                 connection,
                 options.account_id,
                 owner["id"],
@@ -122,18 +122,18 @@ async def recover(settings: Settings, options: argparse.Namespace) -> int:
                 "accounts recover",
                 account_id=options.account_id,
                 user_id=owner["id"],
-                api_key_id=uuid.UUID(key["id"]),
+                api_key_id=key.row["id"],
             )
     except OperatorError as error:
         print(f"error: {error}", file=sys.stderr)
         return EXIT_FAILED
     finally:
         await engine.dispose()
-    secret = key["attributes"]["secret"]
+    secret = key.secret
     summary = {
         "account_id": str(options.account_id),
         "user_id": str(owner["id"]),
-        "key_id": key["id"],
+        "key_id": str(key.row["id"]),
     }
     if options.json:
         print(
@@ -141,7 +141,7 @@ async def recover(settings: Settings, options: argparse.Namespace) -> int:
         )
     else:
         print(
-            f"a new OWNER key {key['id']} for {owner['email']} of account {options.account_id} "
+            f"a new OWNER key {key.row['id']} for {owner['email']} of account {options.account_id} "
             f"(audit entry {audit_id}); its secret, shown once, follows on standard output",
             file=sys.stderr,
         )
@@ -152,8 +152,9 @@ async def recover(settings: Settings, options: argparse.Namespace) -> int:
 async def create(settings: Settings, options: argparse.Namespace) -> int:
     from pydantic import ValidationError
 
-    from service.api.accounts import AccountCreate, insert_account
-    from service.api.errors import ApiError
+    from service.accounts import accounts
+    from service.api.account_shapes import AccountCreate
+    from service.problems import Problem
 
     try:
         values = AccountCreate.model_validate(
@@ -167,28 +168,28 @@ async def create(settings: Settings, options: argparse.Namespace) -> int:
         async with engine.begin() as connection:
             if not options.allow_duplicate:
                 await _refuse_duplicate(connection, values.name, values.owner.email)
-            created = await insert_account(connection, values)
+            created = await accounts.create(connection, values.name, values.owner.new_user())
             account_id = created.account["id"]
             audit_id = await _audit(
                 connection,
                 options,
                 "accounts create",
                 account_id=account_id,
-                user_id=uuid.UUID(created.owner["id"]),
-                api_key_id=uuid.UUID(created.key["id"]),
+                user_id=created.owner["id"],
+                api_key_id=created.key.row["id"],
             )
-    except (ApiError, OperatorError) as error:
+    except (Problem, OperatorError) as error:
         print(f"error: {error}", file=sys.stderr)
         return EXIT_FAILED
     finally:
         await engine.dispose()
-    secret = created.key["attributes"]["secret"]
+    secret = created.key.secret
     if options.json:
         summary = {
             "account_id": str(account_id),
-            "user_id": created.owner["id"],
-            "email": created.owner["attributes"]["email"],
-            "key_id": created.key["id"],
+            "user_id": str(created.owner["id"]),
+            "email": created.owner["email"],
+            "key_id": str(created.key.row["id"]),
             "audit_id": audit_id,
             "secret": secret,
         }
@@ -196,8 +197,8 @@ async def create(settings: Settings, options: argparse.Namespace) -> int:
     else:
         print(
             f"account {account_id} ({values.name}) with its OWNER {values.owner.email}, the "
-            f"environments {', '.join(item['attributes']['key'] for item in created.environments)} "
-            f"and a first OWNER key {created.key['id']} (audit entry {audit_id}); its secret, "
+            f"environments {', '.join(item['key'] for item in created.environments)} "
+            f"and a first OWNER key {created.key.row['id']} (audit entry {audit_id}); its secret, "
             "shown once, follows on standard output. Use it as: "
             f"curl -H 'Authorization: Bearer <secret>' http://127.0.0.1:{options.port}/v1/account",
             file=sys.stderr,
