@@ -101,9 +101,7 @@ def test_the_cores_exist(core: str) -> None:
     assert core in MODULES, f"no package {core}"
 
 
-@pytest.mark.parametrize(
-    "module", sorted(m for m in MODULES if _within(m, CORES + SHARED))
-)
+@pytest.mark.parametrize("module", sorted(m for m in MODULES if _within(m, CORES + SHARED)))
 def test_a_core_imports_nothing_of_http(module: str) -> None:
     reached = {module, *_reach(module)}
     offending = sorted(
