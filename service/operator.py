@@ -94,18 +94,13 @@ class OperatorError(Exception):
 
 
 async def recover(settings: Settings, options: argparse.Namespace) -> int:
-    from sqlalchemy import select
-
-    from service.accounts import keys
-    from service.models import Account, Role, table
+    from service.accounts import accounts, keys
+    from service.models import Role
 
     engine = _operator_engine(settings)
     try:
         async with engine.begin() as connection:
-            found = await connection.scalar(
-                select(table(Account).c.id).where(table(Account).c.id == options.account_id)
-            )
-            if found is None:
+            if not await accounts.exists(connection, options.account_id):
                 raise OperatorError(f"no account with id {options.account_id}")
             owner = await _owner(connection, options.account_id, options.email)
             key = await keys.issue(
@@ -298,15 +293,12 @@ async def _audit(
 
 
 async def _owner(connection: Any, account_id: uuid.UUID, email: str | None) -> Any:
-    from sqlalchemy import func, select
+    from service.accounts import users
+    from service.models import Role
+    from service.storage import rows
 
-    from service.models import Role, User, table
-
-    users = table(User)
-    query = select(users).where(users.c.account_id == account_id, users.c.role == Role.OWNER)
-    if email is not None:
-        query = query.where(func.lower(users.c.email) == email.lower())
-    owners = (await connection.execute(query.order_by(users.c.created_at))).mappings().all()
+    query = users.of_account(account_id, email, Role.OWNER)
+    owners = await rows(connection, query.order_by(users.users.c.created_at))
     if not owners:
         raise OperatorError(
             "the account has no OWNER" + (f" with the email {email}" if email else "")

@@ -48,6 +48,11 @@ async def create(connection: AsyncConnection, name: str, owner: NewUser) -> NewA
     return NewAccount(account, owner_row, created_environments, key)
 
 
+async def exists(connection: AsyncConnection, account_id: uuid.UUID) -> bool:
+    found = await connection.scalar(select(accounts.c.id).where(accounts.c.id == account_id))
+    return found is not None
+
+
 async def get(connection: AsyncConnection, account_id: uuid.UUID) -> Mapping[Any, Any]:
     """The caller's account (it exists: the caller's key was found in it)."""
     query = select(accounts).where(accounts.c.id == account_id)
