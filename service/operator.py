@@ -94,21 +94,16 @@ class OperatorError(Exception):
 
 
 async def recover(settings: Settings, options: argparse.Namespace) -> int:
-    from sqlalchemy import select
-
-    from service.api.api_keys import issue_key
-    from service.models import Account, Role, table
+    from service.accounts import accounts, keys
+    from service.models import Role
 
     engine = _operator_engine(settings)
     try:
         async with engine.begin() as connection:
-            found = await connection.scalar(
-                select(table(Account).c.id).where(table(Account).c.id == options.account_id)
-            )
-            if found is None:
+            if not await accounts.exists(connection, options.account_id):
                 raise OperatorError(f"no account with id {options.account_id}")
             owner = await _owner(connection, options.account_id, options.email)
-            key = await issue_key(
+            key = await keys.issue(
                 connection,
                 options.account_id,
                 owner["id"],
@@ -122,18 +117,18 @@ async def recover(settings: Settings, options: argparse.Namespace) -> int:
                 "accounts recover",
                 account_id=options.account_id,
                 user_id=owner["id"],
-                api_key_id=uuid.UUID(key["id"]),
+                api_key_id=key.row["id"],
             )
     except OperatorError as error:
         print(f"error: {error}", file=sys.stderr)
         return EXIT_FAILED
     finally:
         await engine.dispose()
-    secret = key["attributes"]["secret"]
+    secret = key.secret
     summary = {
         "account_id": str(options.account_id),
         "user_id": str(owner["id"]),
-        "key_id": key["id"],
+        "key_id": str(key.row["id"]),
     }
     if options.json:
         print(
@@ -141,7 +136,7 @@ async def recover(settings: Settings, options: argparse.Namespace) -> int:
         )
     else:
         print(
-            f"a new OWNER key {key['id']} for {owner['email']} of account {options.account_id} "
+            f"a new OWNER key {key.row['id']} for {owner['email']} of account {options.account_id} "
             f"(audit entry {audit_id}); its secret, shown once, follows on standard output",
             file=sys.stderr,
         )
@@ -152,8 +147,9 @@ async def recover(settings: Settings, options: argparse.Namespace) -> int:
 async def create(settings: Settings, options: argparse.Namespace) -> int:
     from pydantic import ValidationError
 
-    from service.api.accounts import AccountCreate, insert_account
-    from service.api.errors import ApiError
+    from service.accounts import accounts
+    from service.api.account_shapes import AccountCreate
+    from service.problems import Problem
 
     try:
         values = AccountCreate.model_validate(
@@ -167,28 +163,28 @@ async def create(settings: Settings, options: argparse.Namespace) -> int:
         async with engine.begin() as connection:
             if not options.allow_duplicate:
                 await _refuse_duplicate(connection, values.name, values.owner.email)
-            created = await insert_account(connection, values)
+            created = await accounts.create(connection, values.name, values.owner.new_user())
             account_id = created.account["id"]
             audit_id = await _audit(
                 connection,
                 options,
                 "accounts create",
                 account_id=account_id,
-                user_id=uuid.UUID(created.owner["id"]),
-                api_key_id=uuid.UUID(created.key["id"]),
+                user_id=created.owner["id"],
+                api_key_id=created.key.row["id"],
             )
-    except (ApiError, OperatorError) as error:
+    except (Problem, OperatorError) as error:
         print(f"error: {error}", file=sys.stderr)
         return EXIT_FAILED
     finally:
         await engine.dispose()
-    secret = created.key["attributes"]["secret"]
+    secret = created.key.secret
     if options.json:
         summary = {
             "account_id": str(account_id),
-            "user_id": created.owner["id"],
-            "email": created.owner["attributes"]["email"],
-            "key_id": created.key["id"],
+            "user_id": str(created.owner["id"]),
+            "email": created.owner["email"],
+            "key_id": str(created.key.row["id"]),
             "audit_id": audit_id,
             "secret": secret,
         }
@@ -196,8 +192,8 @@ async def create(settings: Settings, options: argparse.Namespace) -> int:
     else:
         print(
             f"account {account_id} ({values.name}) with its OWNER {values.owner.email}, the "
-            f"environments {', '.join(item['attributes']['key'] for item in created.environments)} "
-            f"and a first OWNER key {created.key['id']} (audit entry {audit_id}); its secret, "
+            f"environments {', '.join(item['key'] for item in created.environments)} "
+            f"and a first OWNER key {created.key.row['id']} (audit entry {audit_id}); its secret, "
             "shown once, follows on standard output. Use it as: "
             f"curl -H 'Authorization: Bearer <secret>' http://127.0.0.1:{options.port}/v1/account",
             file=sys.stderr,
@@ -297,15 +293,12 @@ async def _audit(
 
 
 async def _owner(connection: Any, account_id: uuid.UUID, email: str | None) -> Any:
-    from sqlalchemy import func, select
+    from service.accounts import users
+    from service.models import Role
+    from service.storage import rows
 
-    from service.models import Role, User, table
-
-    users = table(User)
-    query = select(users).where(users.c.account_id == account_id, users.c.role == Role.OWNER)
-    if email is not None:
-        query = query.where(func.lower(users.c.email) == email.lower())
-    owners = (await connection.execute(query.order_by(users.c.created_at))).mappings().all()
+    query = users.of_account(account_id, email, Role.OWNER)
+    owners = await rows(connection, query.order_by(users.users.c.created_at))
     if not owners:
         raise OperatorError(
             "the account has no OWNER" + (f" with the email {email}" if email else "")

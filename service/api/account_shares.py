@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from service.api import keys
+from service.accounts import key_secrets as keys
 from service.api.errors import ServiceUnavailable, api_error_response
 
 # Where the authenticating dependency leaves the caller's account.

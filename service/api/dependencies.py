@@ -23,7 +23,8 @@ from fastapi.dependencies.models import Dependant
 from sqlalchemy.ext.asyncio import AsyncConnection
 from starlette.routing import BaseRoute
 
-from service.api import keys
+from service.accounts import key_secrets as keys
+from service.accounts.keys import capped_role
 from service.api.account_shares import SCOPE_ACCOUNT
 from service.api.errors import (
     ApiError,
@@ -167,11 +168,6 @@ class Caller:
     account_id: uuid.UUID
     user_id: uuid.UUID
     role: Role
-
-
-def capped_role(user_role: str, max_role: str | None) -> Role:
-    """A key's power, from its row: its user's role, capped at the key's `max_role`."""
-    return Role(user_role).capped_at(None if max_role is None else Role(max_role))
 
 
 def _unauthorized(detail: str, realm: str = "platform") -> Unauthorized:

@@ -1,19 +1,25 @@
-"""Environments of the caller's account (development, staging, production, ...)."""
+"""Environments of the caller's account (development, staging, production, ...).
+The rules and the storage are the accounts core's (service/accounts/environments.py)."""
 
 from __future__ import annotations
 
 import uuid
-from datetime import datetime
-from typing import Annotated, Any
+from typing import Annotated
 
 from fastapi import APIRouter, Request, Response
-from pydantic import Field, StringConstraints
-from sqlalchemy import delete, func, insert, select, update
-from sqlalchemy.exc import IntegrityError
-from sqlalchemy.ext.asyncio import AsyncConnection
+from pydantic import Field
 
+from service.accounts import environments
+from service.api.account_shapes import (
+    ENVIRONMENTS,
+    Color,
+    EnvironmentKey,
+    EnvironmentResource,
+    Name,
+    environment_resource,
+)
 from service.api.dependencies import Admin, Database, Viewer
-from service.api.errors import Conflict, JsonApiResponse
+from service.api.errors import JsonApiResponse
 from service.api.json_body import JsonApiRoute
 from service.api.jsonapi import (
     Document,
@@ -23,53 +29,28 @@ from service.api.jsonapi import (
     changed_attributes,
     expect_type,
     listing,
-    resource,
     respond,
     single,
 )
-from service.api.limits import MAX_POSITION, NO_NUL
+from service.api.limits import MAX_POSITION
 from service.api.queries import paged
 from service.api.quotas import Quotas
-from service.api.schemas import (
-    Described,
-    attribute_names,
-    list_document,
-    resource_object,
-    single_document,
-)
-from service.flags import store as flag_store
-from service.models import Config, Environment, table
-from service.quotas import Kind
-from service.storage import conflict_from, one_in_account, rows
+from service.api.schemas import list_document, single_document
+from service.storage import rows
 
 router = APIRouter(prefix="/environments", tags=["environments"], route_class=JsonApiRoute)
-environments = table(Environment)
-configs = table(Config)
-TYPE = "environments"
+TYPE = ENVIRONMENTS
 CONFLICTS = {
     "environments_account_id_key_key": (
         "an environment with this key already exists",
         "/data/attributes/key",
     )
 }
-DEFAULTS = (
-    ("development", "Development", "#2e7d32"),
-    ("staging", "Staging", "#f9a825"),
-    ("production", "Production", "#c62828"),
-)
-
-Key = Annotated[str, StringConstraints(pattern=r"^[a-z0-9][a-z0-9-]{0,63}$")]
-Name = Annotated[str, StringConstraints(min_length=1, max_length=200, pattern=NO_NUL)]
-# #rgb, #rrggbb or #rrggbbaa: the SDK's dialect sends all three, and what one
-# dialect stored the other must take back.
-Color = Annotated[
-    str, StringConstraints(pattern=r"^#([0-9a-fA-F]{3}|[0-9a-fA-F]{6}|[0-9a-fA-F]{8})$")
-]
 Position = Annotated[int, Field(ge=0, le=MAX_POSITION)]
 
 
 class EnvironmentCreate(Strict):
-    key: Key
+    key: EnvironmentKey
     name: Name
     color: Color | None = None
     position: Position = 0
@@ -81,43 +62,8 @@ class EnvironmentUpdate(Strict):
     position: Position | None = None
 
 
-class EnvironmentView(Described):
-    key: str
-    name: str
-    color: str | None
-    position: int
-    created_at: datetime
-    updated_at: datetime
-
-
-ATTRIBUTES = attribute_names(EnvironmentView)
-EnvironmentResource = resource_object("Environment", TYPE, EnvironmentView)
 EnvironmentDocument = single_document(EnvironmentResource)
 EnvironmentList = list_document(EnvironmentResource)
-
-
-def environment_resource(row: Any) -> dict[str, Any]:
-    return resource(TYPE, row, ATTRIBUTES)
-
-
-async def create_defaults(connection: AsyncConnection, account_id: uuid.UUID) -> list[Any]:
-    statement = (
-        insert(environments)
-        .values(
-            [
-                {
-                    "account_id": account_id,
-                    "key": key,
-                    "name": name,
-                    "color": color,
-                    "position": position,
-                }
-                for position, (key, name, color) in enumerate(DEFAULTS)
-            ]
-        )
-        .returning(environments)
-    )
-    return list((await connection.execute(statement)).mappings().all())
 
 
 @router.get(
@@ -129,8 +75,8 @@ async def list_environments(
     found = await rows(
         connection,
         paged(
-            select(environments).where(environments.c.account_id == caller.account_id),
-            environments,
+            environments.of_account(caller.account_id),
+            environments.environments,
             page,
         ),
     )
@@ -149,7 +95,7 @@ async def get_environment(
     return respond(
         single(
             environment_resource(
-                await one_in_account(connection, environments, caller.account_id, environment_id)
+                await environments.get(connection, caller.account_id, environment_id)
             )
         )
     )
@@ -169,16 +115,9 @@ async def create_environment(
     quotas: Quotas,
 ) -> JsonApiResponse:
     expect_type(body, TYPE)
-    statement = (
-        insert(environments)
-        .values(account_id=caller.account_id, **body.data.attributes.model_dump())
-        .returning(environments)
+    row = await environments.create(
+        connection, quotas, caller.account_id, body.data.attributes.model_dump(), CONFLICTS
     )
-    try:
-        row = (await connection.execute(statement)).mappings().one()
-    except IntegrityError as error:
-        raise conflict_from(error, CONFLICTS) from None
-    await quotas.hold(connection, caller.account_id, Kind.ENVIRONMENTS)
     location = {"Location": f"/v1/environments/{row['id']}"}
     return respond(single(environment_resource(row)), 201, location)
 
@@ -197,17 +136,11 @@ async def update_environment(
 ) -> JsonApiResponse:
     expect_type(body, TYPE, environment_id)
     changes = changed_attributes(body, not_null=("name", "position"))
-    current = await one_in_account(connection, environments, caller.account_id, environment_id)
+    current = await environments.get(connection, caller.account_id, environment_id)
     if not changes:
         return respond(single(environment_resource(current)))
-    statement = (
-        update(environments)
-        .where(environments.c.id == environment_id)
-        .values(**changes, updated_at=func.now())
-        .returning(environments)
-    )
     return respond(
-        single(environment_resource((await connection.execute(statement)).mappings().one()))
+        single(environment_resource(await environments.change(connection, current["id"], changes)))
     )
 
 
@@ -219,22 +152,6 @@ async def update_environment(
 async def delete_environment(
     environment_id: uuid.UUID, caller: Admin, connection: Database
 ) -> Response:
-    current = await one_in_account(
-        connection, environments, caller.account_id, environment_id, lock=True
-    )
-    in_use = await connection.scalar(
-        select(func.count()).where(
-            configs.c.account_id == caller.account_id,
-            configs.c.environments.has_key(current["key"]),
-        )
-    )
-    if in_use:
-        raise Conflict(
-            f"{in_use} config(s) have overrides for the environment {current['key']!r}; remove them first",
-        )
-    if targeted := await flag_store.targeting(connection, caller.account_id, current["key"]):
-        raise Conflict(
-            f"{targeted} flag(s) have settings for the environment {current['key']!r}; remove them first",
-        )
-    await connection.execute(delete(environments).where(environments.c.id == environment_id))
+    current = await environments.get(connection, caller.account_id, environment_id, lock=True)
+    await environments.delete_unused(connection, caller.account_id, current)
     return Response(status_code=204)

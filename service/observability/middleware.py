@@ -89,7 +89,7 @@ class RequestObservability:
             request_id.reset(token)
 
 
-# What an API key looks like (service/api/keys.py: "psk_" and URL-safe base64).
+# What an API key looks like (service/accounts/key_secrets.py: "psk_" and URL-safe base64).
 _API_KEY_IN_PATH = re.compile(r"psk_[A-Za-z0-9_-]{8,}")
 
 

@@ -15,8 +15,8 @@ from fastapi import FastAPI
 from jsonschema import Draft202012Validator
 from sqlalchemy.engine import URL
 
+from service.accounts.keys import capped_role
 from service.api import errors
-from service.api.dependencies import capped_role
 from service.app import create_app
 from service.models import Role
 from tests.support.api import JSONAPI, Tenant, api_client, document, new_tenant

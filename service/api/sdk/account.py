@@ -9,9 +9,10 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Body
 from fastapi.responses import JSONResponse
 from pydantic import Field, StringConstraints
-from sqlalchemy import func, select, update
+from sqlalchemy import func
 from sqlalchemy.dialects.postgresql import insert
 
+from service.accounts import accounts
 from service.api.dependencies import Admin, Database, Member, Viewer
 from service.api.errors import JsonApiResponse, UnprocessableContent
 from service.api.json_body import JsonApiRoute
@@ -25,11 +26,10 @@ from service.api.limits import (
 )
 from service.api.quotas import Quotas
 from service.api.sdk import schemas
-from service.models import Account, Context, table
+from service.models import Context, table
 from service.quotas import Kind
 
 router = APIRouter(tags=["account (smplkit SDK)"], route_class=JsonApiRoute)
-accounts = table(Account)
 contexts = table(Context)
 MAX_CONTEXTS = 1000
 ContextType = Annotated[str, StringConstraints(min_length=1, max_length=64, pattern=NO_NUL)]
@@ -43,11 +43,7 @@ ContextKey = Annotated[str, StringConstraints(min_length=1, max_length=256, patt
     summary="The key's account",
 )
 async def current_account(caller: Viewer, connection: Database) -> JsonApiResponse:
-    row = (
-        (await connection.execute(select(accounts).where(accounts.c.id == caller.account_id)))
-        .mappings()
-        .one()
-    )
+    row = await accounts.get(connection, caller.account_id)
     attributes = {
         "name": row["name"],
         "created_at": timestamp(row["created_at"]),
@@ -63,10 +59,7 @@ async def current_account(caller: Viewer, connection: Database) -> JsonApiRespon
     summary="The account's settings, a plain JSON object",
 )
 async def get_settings(caller: Viewer, connection: Database) -> JSONResponse:
-    settings = await connection.scalar(
-        select(accounts.c.settings).where(accounts.c.id == caller.account_id)
-    )
-    return JSONResponse(settings)
+    return JSONResponse(await accounts.settings(connection, caller.account_id))
 
 
 @router.put(
@@ -82,22 +75,7 @@ async def replace_settings(
         bounded_json(MAX_USER_ATTRIBUTES_BYTES)(settings)
     except ValueError as error:
         raise UnprocessableContent(f"the settings {error}", pointer="") from None
-    order = settings.get("environment_order", [])
-    if not isinstance(order, list) or not all(isinstance(key, str) for key in order):
-        raise UnprocessableContent(
-            "environment_order must be a list of environment keys", pointer="/environment_order"
-        )
-    # Keys of environments deleted since stay allowed: the SDK writes back what it read.
-    if duplicate := next((key for n, key in enumerate(order) if key in order[:n]), None):
-        raise UnprocessableContent(
-            f"environment_order names {duplicate!r} twice", pointer="/environment_order"
-        )
-    stored = await connection.scalar(
-        update(accounts)
-        .where(accounts.c.id == caller.account_id)
-        .values(settings=settings, updated_at=func.now())
-        .returning(accounts.c.settings)
-    )
+    stored = await accounts.replace_settings(connection, caller.account_id, settings)
     return JSONResponse(stored)
 
 

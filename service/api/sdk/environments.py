@@ -9,37 +9,28 @@ service treats unmanaged environments differently.
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Mapping
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Query, Response
 from pydantic import BeforeValidator, StrictBool, WithJsonSchema
-from sqlalchemy import RowMapping, delete, func, insert, or_, select, update
-from sqlalchemy.dialects.postgresql import JSONB
-from sqlalchemy.exc import IntegrityError
-from sqlalchemy.ext.asyncio import AsyncConnection
 
+from service.accounts import environments
+from service.api.account_shapes import Color, Name
+from service.api.account_shapes import EnvironmentKey as Key
 from service.api.config_events import MANY_CHANGED, announce
 from service.api.dependencies import Admin, Database, Viewer
-from service.api.environments import Color, Key, Name
-from service.api.errors import Conflict, JsonApiResponse, NotFound
+from service.api.errors import JsonApiResponse
 from service.api.json_body import JsonApiRoute
 from service.api.jsonapi import JsonApiBody, QueryBool, Strict, respond, timestamp
 from service.api.limits import NO_NUL, Text
 from service.api.quotas import Quotas
 from service.api.sdk import schemas
 from service.api.sdk.pages import MAX_PAGE_NUMBER, MAX_PAGE_SIZE, key_of, page_of, pagination
-from service.flags import store as flag_store
-from service.models import Config, Environment, table
-from service.quotas import Kind
-from service.storage import conflict_from
 
 router = APIRouter(
     prefix="/environments", tags=["environments (smplkit SDK)"], route_class=JsonApiRoute
 )
-environments = table(Environment)
-configs = table(Config)
 TYPE = "environment"
 SDK_CONFLICTS = {
     "environments_account_id_key_key": ("an environment with this key already exists", "/data/id")
@@ -97,20 +88,6 @@ def sdk_environment(row: Mapping[Any, Any]) -> dict[str, Any]:
     }
 
 
-async def by_key(
-    connection: AsyncConnection, account_id: uuid.UUID, key: str, *, lock: bool = False
-) -> RowMapping:
-    query = select(environments).where(
-        environments.c.account_id == account_id, environments.c.key == key
-    )
-    if lock:
-        query = query.with_for_update()
-    row: RowMapping | None = (await connection.execute(query)).mappings().first()
-    if row is None:
-        raise NotFound(f"no environment with key {key!r}")
-    return row
-
-
 def _written(attributes: EnvironmentBodyAttributes) -> dict[str, Any]:
     values: dict[str, Any] = {
         "name": attributes.name,
@@ -122,18 +99,14 @@ def _written(attributes: EnvironmentBodyAttributes) -> dict[str, Any]:
     return values
 
 
-def _without(document: Any, key: str) -> Any:
-    """jsonb `-`: the object without that key (SQLAlchemy's JSONB has no operator for it)."""
-    return document.op("-", return_type=JSONB)(key)
-
-
 # Keys and names in byte order ("C"), whatever the database's collation: the
 # same order on every server, and the order clients sort strings in.
+_COLUMNS = environments.environments.c
 _SORTS = {
-    "key": environments.c.key.collate("C"),
-    "name": environments.c.name.collate("C"),
-    "created_at": environments.c.created_at,
-    "updated_at": environments.c.updated_at,
+    "key": _COLUMNS.key.collate("C"),
+    "name": _COLUMNS.name.collate("C"),
+    "created_at": _COLUMNS.created_at,
+    "updated_at": _COLUMNS.updated_at,
 }
 
 
@@ -156,19 +129,9 @@ async def list_environments(
     classification: Annotated[Classification | None, Query(alias="filter[classification]")] = None,
     managed: Annotated[QueryBool | None, Query(alias="filter[managed]")] = None,
 ) -> JsonApiResponse:
-    query = select(environments).where(environments.c.account_id == caller.account_id)
-    if search is not None:
-        wanted = search.lower()
-        query = query.where(
-            or_(
-                func.strpos(func.lower(environments.c.key), wanted) > 0,
-                func.strpos(func.lower(environments.c.name), wanted) > 0,
-            )
-        )
-    if classification is not None:
-        query = query.where(environments.c.classification == classification)
-    if managed is not None:
-        query = query.where(environments.c.managed == managed)
+    query = environments.of_account(
+        caller.account_id, search=search, classification=classification, managed=managed
+    )
     column = _SORTS[sort.removeprefix("-")]
     order = (column.desc(), _SORTS["key"]) if sort.startswith("-") else (column, _SORTS["key"])
     found = await page_of(connection, query.order_by(*order), page_number, page_size)
@@ -189,7 +152,9 @@ async def list_environments(
     summary="Get an environment by its key",
 )
 async def get_environment(key: Key, caller: Viewer, connection: Database) -> JsonApiResponse:
-    return respond({"data": sdk_environment(await by_key(connection, caller.account_id, key))})
+    return respond(
+        {"data": sdk_environment(await environments.by_key(connection, caller.account_id, key))}
+    )
 
 
 @router.post(
@@ -206,16 +171,8 @@ async def create_environment(
     quotas: Quotas,
 ) -> JsonApiResponse:
     key = key_of(TYPE, body.data.type, body.data.id, None)
-    statement = (
-        insert(environments)
-        .values(account_id=caller.account_id, key=key, **_written(body.data.attributes))
-        .returning(environments)
-    )
-    try:
-        row = (await connection.execute(statement)).mappings().one()
-    except IntegrityError as error:
-        raise conflict_from(error, SDK_CONFLICTS) from None
-    await quotas.hold(connection, caller.account_id, Kind.ENVIRONMENTS)
+    values = {"key": key, **_written(body.data.attributes)}
+    row = await environments.create(connection, quotas, caller.account_id, values, SDK_CONFLICTS)
     return respond({"data": sdk_environment(row)}, 201, {"Location": f"/api/v1/environments/{key}"})
 
 
@@ -232,16 +189,9 @@ async def replace_environment(
     connection: Database,
 ) -> JsonApiResponse:
     key_of(TYPE, body.data.type, body.data.id, key)
-    current = await by_key(connection, caller.account_id, key, lock=True)
-    statement = (
-        update(environments)
-        .where(environments.c.id == current["id"])
-        .values(**_written(body.data.attributes), updated_at=func.now())
-        .returning(environments)
-    )
-    return respond(
-        {"data": sdk_environment((await connection.execute(statement)).mappings().one())}
-    )
+    current = await environments.by_key(connection, caller.account_id, key, lock=True)
+    row = await environments.change(connection, current["id"], _written(body.data.attributes))
+    return respond({"data": sdk_environment(row)})
 
 
 @router.delete(
@@ -252,29 +202,15 @@ async def replace_environment(
 async def delete_environment(
     key: Key, caller: Admin, connection: Database, cascade: QueryBool = False
 ) -> Response:
-    current = await by_key(connection, caller.account_id, key, lock=True)
-    overriding = (
-        configs.c.account_id == caller.account_id,
-        configs.c.environments.has_key(key),
-    )
+    current = await environments.by_key(connection, caller.account_id, key, lock=True)
     if cascade:
-        changed = await connection.execute(
-            update(configs)
-            .where(*overriding)
-            .values(environments=_without(configs.c.environments, key), updated_at=func.now())
-        )
-        if changed.rowcount:
+
+        async def configs_changed() -> None:
             await announce(connection, caller.account_id, MANY_CHANGED)
-        await flag_store.forget_environment(connection, caller.account_id, key)
-    elif in_use := await connection.scalar(select(func.count()).where(*overriding)):
-        raise Conflict(
-            f"{in_use} config(s) have overrides for the environment {key!r}; remove them first, "
-            "or delete with cascade=true"
+
+        await environments.delete_cascading(connection, caller.account_id, current, configs_changed)
+    else:
+        await environments.delete_unused(
+            connection, caller.account_id, current, ", or delete with cascade=true"
         )
-    elif targeted := await flag_store.targeting(connection, caller.account_id, key):
-        raise Conflict(
-            f"{targeted} flag(s) have settings for the environment {key!r}; remove them first, "
-            "or delete with cascade=true"
-        )
-    await connection.execute(delete(environments).where(environments.c.id == current["id"]))
     return Response(status_code=204)

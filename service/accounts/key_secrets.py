@@ -1,4 +1,5 @@
-"""API keys: generation and hashing.
+"""API keys' secrets: generation and hashing (no HTTP: the request path's
+authentication and the account-share middleware use it as they are).
 
 A key is `psk_` followed by 43 URL-safe characters (256 random bits). Only its
 SHA-256 digest is stored: a key has full entropy, so a fast hash is enough and a
