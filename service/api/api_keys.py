@@ -24,7 +24,6 @@ from service.api.account_shapes import (
     key_resource,
     new_key_resource,
 )
-from service.api.config_events import announce_revoked_keys
 from service.api.dependencies import Admin, Caller, Database
 from service.api.errors import Forbidden, JsonApiResponse, UnprocessableContent
 from service.api.json_body import JsonApiRoute
@@ -43,6 +42,7 @@ from service.api.limits import NO_NUL
 from service.api.queries import paged
 from service.api.quotas import Quotas
 from service.api.schemas import list_document, single_document
+from service.configs.events import announce_revoked_keys
 from service.models import Role
 from service.quotas import Kind
 from service.storage import rows

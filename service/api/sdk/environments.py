@@ -18,7 +18,6 @@ from pydantic import BeforeValidator, StrictBool, WithJsonSchema
 from service.accounts import environments
 from service.api.account_shapes import Color, Name
 from service.api.account_shapes import EnvironmentKey as Key
-from service.api.config_events import MANY_CHANGED, announce
 from service.api.dependencies import Admin, Database, Viewer
 from service.api.errors import JsonApiResponse
 from service.api.json_body import JsonApiRoute
@@ -27,6 +26,7 @@ from service.api.limits import NO_NUL, Text
 from service.api.quotas import Quotas
 from service.api.sdk import schemas
 from service.api.sdk.pages import MAX_PAGE_NUMBER, MAX_PAGE_SIZE, key_of, page_of, pagination
+from service.configs.events import MANY_CHANGED, announce
 
 router = APIRouter(
     prefix="/environments", tags=["environments (smplkit SDK)"], route_class=JsonApiRoute

@@ -163,7 +163,7 @@ class EventHub:
 
     def _deliver(self, _connection: Any, _pid: int, _channel: str, payload: str) -> None:
         """Hand a notification to the streams of its account: only an event
-        `announce` would send (config_events.parse), or a listener's probe.
+        `announce` would send (service.configs.events.parse), or a listener's probe.
         An account with a stream here exists: its key was checked to open it."""
         event = parse(payload)
         if event is None:
