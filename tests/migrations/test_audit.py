@@ -14,10 +14,10 @@ from alembic_lockstep.audit import checksum_of_file, checksum_of_text
 from sqlalchemy.engine import URL
 
 from service import __version__
-from tests.support.configs import scenario_config, settings_for
+from tests.support.configs import eventually, scenario_config, settings_for
 from tests.support.postgres import connect
 from tests.support.processes import PROJECT_ROOT, run_python
-from tests.support.readiness import running_app, wait_for_phase
+from tests.support.readiness import readiness, running_app, wait_for_phase
 from tests.support.revisions import HEAD, REVISIONS
 
 VERSIONS = PROJECT_ROOT / "alembic" / "versions"
@@ -41,6 +41,37 @@ async def audit_rows(url: URL) -> list[dict[str, object]]:
         ]
     finally:
         await connection.close()
+
+
+async def test_a_run_that_retries_records_its_earlier_attempts_as_its_own(
+    empty_database: URL,
+) -> None:
+    """0007 builds an index CONCURRENTLY, which waits for every older snapshot
+    in the database: behind one held open it hits lock_timeout and the run
+    retries, after 0001-0006 committed and before the audit table (0009)
+    existed. The steps of the first attempt are still the bootstrap's own
+    (a fleet under load did this: its other workers' polls were the snapshots)."""
+    blocker = await connect(empty_database)
+    snapshot = blocker.transaction(isolation="repeatable_read")
+    await snapshot.start()
+    await blocker.fetchval("SELECT 1")
+    try:
+        async with running_app(settings_for(empty_database)) as client:
+
+            async def retried() -> bool:
+                _, body = await readiness(client)
+                migration = body.get("migration") or {}
+                return bool(migration.get("lock_timeout_retries"))
+
+            await eventually(retried, within=120)
+            await snapshot.rollback()
+            await wait_for_phase(client, "ready")
+    finally:
+        await blocker.close()
+    rows = await audit_rows(empty_database)
+    assert [row["revision"] for row in rows] == REVISIONS
+    assert {row["runner"] for row in rows} == {"bootstrap"}
+    assert all(row["checksum"] for row in rows)
 
 
 def file_of(revision: str) -> Path:

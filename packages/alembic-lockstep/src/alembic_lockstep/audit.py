@@ -110,7 +110,10 @@ class AuditWriter:
 
     Steps applied before the audit table exists (on a new database) are kept
     and written in the transaction that creates it, so the trail is complete
-    from the first revision on. When an earlier run applied the first revisions
+    from the first revision on. A run that retries (a revision that hit
+    lock_timeout is rolled back and the command runs again from the revisions
+    already committed) gives every attempt the same `waiting` list, so the
+    steps of its earlier attempts are written as its own. When an earlier run applied the first revisions
     and died before the table existed (even right before the revision that
     creates it), those revisions are written too, marked
     as unrecorded (runner RUNNER_UNRECORDED, no checksum): the trail then still
@@ -149,7 +152,8 @@ class AuditWriter:
             rows = self._applied_by_earlier_runs(ctx.script, rows[0]["down_revisions"]) + rows
         connection.execute(insert(audit_table).values(database_user=func.current_user()), rows)
         self.written_before = True
-        self.waiting = []
+        # Emptied in place: a retry's writer holds the same list.
+        self.waiting.clear()
 
     @staticmethod
     def _trail_is_empty(connection: Connection) -> bool:

@@ -27,7 +27,7 @@ import contextlib
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import TYPE_CHECKING, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
@@ -669,6 +669,9 @@ class Bootstrap:
         a revision that cannot get its locks in time is rolled back and retried
         with a longer lock_timeout (retry.py)."""
         retries = self.config.lock_retries
+        # The audit rows of revisions applied before the audit table exists,
+        # kept for the attempt that creates it (audit.py).
+        audit_pending: list[dict[str, Any]] = []
         for attempt in range(retries + 1):
             self.status.check()
             if await self._read_current(connection):
@@ -679,7 +682,7 @@ class Bootstrap:
                 connection, lock_timeout(attempt, self.config.lock_timeout)
             )
             try:
-                await self._upgrade(connection)
+                await self._upgrade(connection, audit_pending)
                 return True
             except Exception as error:
                 if not is_lock_timeout(error):
@@ -718,7 +721,9 @@ class Bootstrap:
         )
         await asyncio.sleep(delay)
 
-    async def _upgrade(self, connection: AsyncConnection) -> None:
+    async def _upgrade(
+        self, connection: AsyncConnection, audit_pending: list[dict[str, Any]]
+    ) -> None:
         self.status.migrate()
         logger.info(
             "migrating %s -> %s: %d revisions",
@@ -727,7 +732,9 @@ class Bootstrap:
             len(self.status.pending),
         )
         self._step_started = time.monotonic()
-        await connection.run_sync(upgrade_to_heads, self.config.alembic_config, self._on_step)
+        await connection.run_sync(
+            upgrade_to_heads, self.config.alembic_config, self._on_step, audit_pending
+        )
         self.status.check()
 
     def _on_step(self, step: MigrationInfo) -> None:

@@ -58,7 +58,9 @@ def run_migrations(
         _run_offline(context, target_metadata, app_version)
         return
     audit = AuditWriter(
-        runner=config.attributes.get("runner", RUNNER_COMMAND_LINE), app_version=app_version
+        runner=config.attributes.get("runner", RUNNER_COMMAND_LINE),
+        app_version=app_version,
+        waiting=config.attributes.get("audit_pending", []),
     )
 
     def on_version_apply(**arguments: Any) -> None:

@@ -109,7 +109,10 @@ async def current_revisions(connection: AsyncConnection) -> tuple[str, ...]:
 
 
 def upgrade_to_heads(
-    connection: Connection, config_path: Path, on_step: StepCallback | None = None
+    connection: Connection,
+    config_path: Path,
+    on_step: StepCallback | None = None,
+    audit_pending: list[dict[str, Any]] | None = None,
 ) -> None:
     """Upgrade on the given connection; env.py uses it instead of connecting.
 
@@ -123,4 +126,8 @@ def upgrade_to_heads(
     config = alembic_config(
         config_path, connection=connection, on_version_apply=on_step, runner=RUNNER_BOOTSTRAP
     )
+    if audit_pending is not None:
+        # The audit rows of revisions this run applied before the audit table
+        # existed, kept across its retries (audit.py, AuditWriter).
+        config.attributes["audit_pending"] = audit_pending
     command.upgrade(config, "heads")
