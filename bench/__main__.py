@@ -24,6 +24,7 @@ BENCHMARKS = {
     "history": "bench.history",
     "api": "bench.api",
     "layers": "bench.layers",
+    "encoding": "bench.encoding",
     "backfill": "bench.backfill",
     "blocked": "bench.blocked",
     "protocol": "bench.protocol",

@@ -22,6 +22,7 @@ from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Match
 
+from service.api.encoding import encode
 from service.observability.logs import safe_traceback
 from service.problems import Conflicting, Invalid, Missing, Problem, json_pointer
 
@@ -31,6 +32,9 @@ logger = logging.getLogger("service.api.errors")
 
 class JsonApiResponse(JSONResponse):
     media_type = JSONAPI_MEDIA_TYPE
+
+    def render(self, content: Any) -> bytes:
+        return encode(content)
 
 
 class ErrorSource(BaseModel):

@@ -14,6 +14,7 @@ from urllib.parse import urlencode
 from fastapi import Body, Depends, Query, Request, Response
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 
+from service.api.encoding import encode as encode
 from service.api.errors import (
     JSONAPI_MEDIA_TYPE,
     BadRequest,
@@ -153,13 +154,6 @@ def resource(
             for name, (related_type, related) in relationships.items()
         }
     return document
-
-
-def encode(document: Any) -> bytes:
-    """JSON exactly as JsonApiResponse renders it."""
-    return json.dumps(
-        document, ensure_ascii=False, allow_nan=False, indent=None, separators=(",", ":")
-    ).encode("utf-8")
 
 
 def respond(
