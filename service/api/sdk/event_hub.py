@@ -51,6 +51,8 @@ MAX_STREAMS_PER_ACCOUNT = 100
 # How often the listening connection is checked with a round trip, in seconds.
 LISTENER_CHECK_INTERVAL = 15.0
 LISTENER_RETRY_MAX = 10.0
+# How long the worker's shutdown waits for the cancelled listener to end.
+LISTENER_STOP_WAIT = 5.0
 EXIT_SIGNALS = (signal.SIGTERM, signal.SIGINT)
 # What losing or failing to open the listening connection raises.
 _CONNECTION_ERRORS = (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError)
@@ -256,8 +258,14 @@ class EventHub:
                 await sender.execute(
                     "SELECT pg_notify($1, $2)", CHANNEL, json.dumps({"probe": probe})
                 )
-            finally:
-                await sender.close()
+            except BaseException:
+                # Cancelled (the worker stopping) or failed mid-statement: a
+                # graceful close would wait for the server to confirm asyncpg's
+                # cancel request, without bound (a shutdown held past 30 s in
+                # a loaded test run). Nothing is left to say to this session.
+                sender.terminate()
+                raise
+            await sender.close(timeout=self.connect_timeout)
             try:
                 await asyncio.wait_for(arrived, self.connect_timeout)
             except TimeoutError:
@@ -316,8 +324,17 @@ async def running_hub(
         restore()
         hub.close()
         listener.cancel()
-        with suppress(asyncio.CancelledError):
-            await listener
+        # Bounded: the worker's shutdown (and the migration lock's release
+        # after it) never waits on a listener stuck in its driver.
+        done, _ = await asyncio.wait({listener}, timeout=LISTENER_STOP_WAIT)
+        if not done:
+            logger.warning(
+                "config events: the listener did not stop within %.0fs of the shutdown; "
+                "left behind",
+                LISTENER_STOP_WAIT,
+            )
+        elif not listener.cancelled() and (error := listener.exception()) is not None:
+            logger.warning("config events: the listener ended with %s", describe_error(error))
 
 
 def _close_on_exit_signals(hub: EventHub, loop: asyncio.AbstractEventLoop) -> Callable[[], None]:
