@@ -25,6 +25,7 @@ from service.api.sdk import router as sdk_router
 from service.api.sdk.event_hub import running_hub
 from service.bootstrap import create_bootstrap
 from service.db.engines import create_app_engine
+from service.db.statement_timeout import ReadBound
 from service.observability.logs import configure_logging
 from service.observability.metrics import Metrics
 from service.observability.middleware import RequestObservability
@@ -92,6 +93,9 @@ def _lifespan(
                     bootstrap=bootstrap,
                     settings=settings,
                     engine=engine,
+                    read_bound=ReadBound(
+                        settings.request_statement_timeout, settings.database_pooler
+                    ),
                     operator_token=_operator_token(settings),
                     metrics=metrics,
                     key_usage=KeyUsage(settings.api_key_usage_interval),

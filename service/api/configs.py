@@ -10,7 +10,7 @@ from fastapi import APIRouter, Query, Request, Response
 from pydantic import Field, WithJsonSchema
 
 from service.api.config_bodies import Description, Key, Name
-from service.api.dependencies import Database, Member, Viewer
+from service.api.dependencies import Database, Member, Reader
 from service.api.errors import JSONAPI_MEDIA_TYPE, BadRequest, Conflict, JsonApiResponse
 from service.api.json_body import JsonApiRoute, parse_json, problems
 from service.api.jsonapi import (
@@ -142,8 +142,7 @@ def items_filter(raw: str) -> dict[str, Any]:
 async def list_configs(
     request: Request,
     page: PageQuery,
-    caller: Viewer,
-    connection: Database,
+    reader: Reader,
     key: Annotated[str | None, Query(alias="filter[key]", pattern=NO_NUL)] = None,
     items: Annotated[
         str | None,
@@ -153,8 +152,8 @@ async def list_configs(
     ] = None,
 ) -> Response:
     found = await store.keyset_page(
-        connection,
-        caller.account_id,
+        reader.connection,
+        reader,
         page.size,
         page.after,
         page.descending,
@@ -170,8 +169,8 @@ async def list_configs(
     response_model=ConfigDocument,
     summary="Get a config",
 )
-async def get_config(config_id: uuid.UUID, caller: Viewer, connection: Database) -> JsonApiResponse:
-    row = await store.by_id(connection, caller.account_id, config_id)
+async def get_config(config_id: uuid.UUID, reader: Reader) -> JsonApiResponse:
+    row = await store.by_id(reader.connection, reader, config_id)
     return respond(single(config_resource(row)))
 
 
@@ -183,11 +182,10 @@ async def get_config(config_id: uuid.UUID, caller: Viewer, connection: Database)
 )
 async def resolved_config(
     config_id: uuid.UUID,
-    caller: Viewer,
-    connection: Database,
+    reader: Reader,
     environment: Annotated[str, Query(min_length=1, max_length=64, pattern=NO_NUL)],
 ) -> Response:
-    found = await store.resolved(connection, caller.account_id, config_id, environment)
+    found = await store.resolved(reader.connection, reader, config_id, environment)
     body = encode(
         single(
             {

@@ -24,9 +24,11 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from starlette.routing import BaseRoute
 
 from service.accounts import key_secrets as keys
+from service.accounts.callers import CALLER
 from service.accounts.keys import capped_role
 from service.api.account_shares import SCOPE_ACCOUNT
 from service.api.errors import (
+    PENDING_ADMISSION,
     ApiError,
     BadRequest,
     Forbidden,
@@ -36,20 +38,15 @@ from service.api.errors import (
 )
 from service.api.json_body import raise_body_problem, text_problem
 from service.api.rate_limits import retry_after
-from service.db.driver import DriverStatement
+from service.db.driver import Connection, DriverStatement, Row, autocommit
 from service.models import Role
 from service.state import state_of
 
 RETRY_AFTER_SECONDS = "5"
 
-# Every request runs the first, straight on the driver (service/db/driver.py).
-_CALLER = DriverStatement(
-    """
-    SELECT k.id AS key_id, k.account_id, k.user_id, k.secret_hash, k.max_role, u.role
-      FROM api_keys AS k JOIN users AS u ON u.id = k.user_id
-     WHERE k.secret_hash = $1 AND k.revoked_at IS NULL
-    """
-)
+# Every write runs the first, straight on the driver (service/db/driver.py);
+# a read asks for its caller in its own statement (service/accounts/callers.py).
+_CALLER = DriverStatement(CALLER.format(digest="$1"))
 _TOUCH_KEY = DriverStatement("UPDATE api_keys SET last_used_at = now() WHERE id = $1")
 # The operator's requests share one bucket of the per-key limit.
 _OPERATOR = "operator"
@@ -155,6 +152,27 @@ async def database(request: Request) -> AsyncIterator[AsyncConnection]:
 Database = Annotated[AsyncConnection, Depends(database, scope="function")]
 
 
+async def reading(request: Request) -> AsyncIterator[Connection]:
+    """A connection for a read that is one statement: outside any transaction
+    (no BEGIN, no COMMIT: a statement is atomic and sees one snapshot), where
+    the session's statement_timeout bounds it (service/db/statement_timeout.py).
+    Where it would not (a pooler whose sessions have no timeout), the read
+    runs in a transaction as a write does."""
+    state = state_of(request)
+    async with state["engine"].connect() as connection:
+        reads = await autocommit(connection)
+        if await state["read_bound"].holds(reads.driver):
+            yield reads
+            return
+        await connection.begin()
+        try:
+            yield connection
+        except BaseException:
+            await connection.rollback()
+            raise
+        await connection.commit()
+
+
 @dataclass(frozen=True)
 class Caller:
     """Who is calling: an API key, acting as its user, in its account.
@@ -235,32 +253,88 @@ async def authenticated(
     indexed lookup by digest. A client's failures can then never lock out
     another client's right key behind the same address (a proxy, a NAT)."""
     row = await _CALLER.fetchrow(connection, digest)
+    return await _admitted(request, digest, connection, row)
+
+
+async def _admitted(
+    request: Request, digest: bytes, connection: Connection, row: Row | None
+) -> Caller:
+    """The caller of a key's row (its `caller_*` columns), or the refusal."""
     # The lookup is by digest; compare in constant time all the same.
-    if row is None or not hmac.compare_digest(bytes(row["secret_hash"]), digest):
+    if row is None or not hmac.compare_digest(bytes(row["caller_secret_hash"]), digest):
         raise await _failed(request, _unauthorized("the API key is not valid or was revoked"))
     if wait := await state_of(request)["rate_limits"].take_key(digest.hex()):
         raise _too_many("too many requests with this API key; retry later", wait)
-    if state_of(request)["key_usage"].due(row["key_id"]):
-        await _TOUCH_KEY.execute(connection, row["key_id"])
+    key_id = row["caller_key_id"]
+    if state_of(request)["key_usage"].due(key_id):
+        await _TOUCH_KEY.execute(connection, key_id)
     return Caller(
-        row["key_id"], row["account_id"], row["user_id"], capped_role(row["role"], row["max_role"])
+        key_id,
+        row["caller_account_id"],
+        row["caller_user_id"],
+        capped_role(row["caller_role"], row["caller_max_role"]),
     )
+
+
+def _allowed(request: Request, caller: Caller, minimum: Role) -> None:
+    """403 below `minimum`; then the request's own checks (service/api: an
+    anonymous or refused caller learns nothing of the API from them)."""
+    if not caller.role.at_least(minimum):
+        raise Forbidden(f"this needs the role {minimum} or higher; the key acts as {caller.role}")
+    checked_request(request)
+    # For the account's share of the worker (service/api/account_shares.py).
+    request.scope[SCOPE_ACCOUNT] = caller.account_id
 
 
 def role_at_least(minimum: Role) -> Callable[..., Coroutine[Any, Any, Caller]]:
     async def check(request: Request, caller: Annotated[Caller, Depends(authenticated)]) -> Caller:
-        if not caller.role.at_least(minimum):
-            raise Forbidden(
-                f"this needs the role {minimum} or higher; the key acts as {caller.role}"
-            )
-        checked_request(request)
-        # For the account's share of the worker (service/api/account_shares.py).
-        request.scope[SCOPE_ACCOUNT] = caller.account_id
+        _allowed(request, caller, minimum)
         return caller
 
     return check
 
 
+class KeyRead:
+    """A read by a presented key, not yet admitted: the core reads with the
+    key's check in the same statement and admits the caller through `admit`
+    before it looks at what it read (service/accounts/callers.py). Any key
+    that is valid may read (VIEWER is every role's floor)."""
+
+    __slots__ = ("caller", "connection", "digest", "request")
+
+    def __init__(self, request: Request, digest: bytes, connection: Connection) -> None:
+        self.request = request
+        self.digest = digest
+        self.connection = connection
+        self.caller: Caller | None = None
+        request.scope[PENDING_ADMISSION] = self._admit_alone
+
+    async def admit(self, row: Row | None) -> uuid.UUID:
+        self.request.scope.pop(PENDING_ADMISSION, None)
+        self.caller = await _admitted(self.request, self.digest, self.connection, row)
+        _allowed(self.request, self.caller, Role.VIEWER)
+        return self.caller.account_id
+
+    async def _admit_alone(self) -> None:
+        """The caller checked by a lookup of its own, for a request whose
+        parameters FastAPI refused before its read could run (the read's
+        connection is gone by then): refusals of the caller come first."""
+        async with state_of(self.request)["engine"].connect() as connection:
+            self.connection = connection
+            await self.admit(await _CALLER.fetchrow(connection, self.digest))
+            await connection.commit()
+
+
+async def key_read(
+    request: Request,
+    digest: Annotated[bytes, Depends(presented_key)],
+    connection: Annotated[Connection, Depends(reading, scope="function")],
+) -> KeyRead:
+    return KeyRead(request, digest, connection)
+
+
+# A read in one statement, the caller's check included.
+Reader = Annotated[KeyRead, Depends(key_read)]
 Viewer = Annotated[Caller, Depends(role_at_least(Role.VIEWER))]
 Member = Annotated[Caller, Depends(role_at_least(Role.MEMBER))]
 Admin = Annotated[Caller, Depends(role_at_least(Role.ADMIN))]

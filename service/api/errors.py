@@ -223,9 +223,26 @@ def _allowed_methods(request: Request) -> list[str]:
     ]
 
 
+# A read whose caller is checked in its own statement (service/api/dependencies.py
+# `KeyRead`) leaves here how to check the caller alone, for a request refused
+# before the read ran.
+PENDING_ADMISSION = "service.pending_admission"
+
+
 async def _validation_error(request: Request, error: Exception) -> JsonApiResponse:
     assert isinstance(error, RequestValidationError)
     from service.api.json_body import body_problem
+
+    # FastAPI validates the route's parameters before its handler runs, so a
+    # read refused here never checked its caller: check it first, so that a
+    # caller who may not read learns nothing of the API from the refusal.
+    if (admit := request.scope.get(PENDING_ADMISSION)) is not None:
+        try:
+            await admit()
+        except ApiError as refusal:
+            return api_error_response(refusal)
+        except (DBAPIError, OSError) as failure:
+            return await _database_error(request, failure)
 
     # A body that failed to parse reaches validation as None: answer why.
     if (problem := body_problem(request.scope)) is not None:

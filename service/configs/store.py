@@ -17,6 +17,7 @@ from sqlalchemy import update as update_statement
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from service.accounts.callers import ACCOUNT, Account, AccountRead
 from service.configs.chains import check_chain_types, relatives, types_along
 from service.configs.events import CHANGED, DELETED, announce
 from service.configs.items import (
@@ -32,7 +33,7 @@ from service.configs.items import (
     types_of,
 )
 from service.configs.resolution import resolve
-from service.db.driver import DriverStatement, Row
+from service.db.driver import Connection, DriverStatement, Row
 from service.limits import MAX_CHAIN_DEPTH
 from service.models import Config, Environment, table
 from service.problems import Conflicting, Invalid, Missing, json_pointer
@@ -113,25 +114,32 @@ class ConfigWrite:
 
 
 _COLUMNS = ", ".join(column.name for column in configs.c)
-# The hot statements run straight on the driver (service/db/driver.py).
-_CONFIG_BY_ID = DriverStatement(f"SELECT {_COLUMNS} FROM configs WHERE id = $1 AND account_id = $2")
-# The config and its ancestors, the root first, at most $3 of them: $1 the
-# config's id, $2 its account (a resolve's chain).
-_RESOLVED_CHAIN = DriverStatement(
+# The hot statements run straight on the driver (service/db/driver.py); the
+# reads, as one statement with the caller's key check when a key is presented
+# (service/accounts/callers.py).
+_CONFIG_BY_ID = AccountRead(
+    f"SELECT {_COLUMNS} FROM configs WHERE id = $1 AND account_id = {{account}}", account=2
+)
+# The config and its ancestors, the root first, at most $3 of them ($1 the
+# config's id, $2 its account: a resolve's chain), each row telling whether
+# the account has the environment $4.
+_RESOLVED_CHAIN = AccountRead(
     """
     WITH RECURSIVE chain AS (
         SELECT id, parent_id, items, environments, 1 AS level FROM configs
-         WHERE id = $1 AND account_id = $2
+         WHERE id = $1 AND account_id = {account}
         UNION ALL
         SELECT c.id, c.parent_id, c.items, c.environments, chain.level + 1
           FROM configs AS c JOIN chain ON c.id = chain.parent_id
          WHERE chain.level < $3
     )
-    SELECT id, parent_id, items, environments, level FROM chain ORDER BY level DESC
-    """
-)
-_KNOWN_ENVIRONMENT = DriverStatement(
-    "SELECT count(*) FROM environments WHERE account_id = $1 AND key = $2"
+    SELECT id, parent_id, items, environments, level,
+           EXISTS (SELECT FROM environments WHERE account_id = {account} AND key = $4)
+               AS environment_known
+      FROM chain ORDER BY level DESC
+    """,
+    account=2,
+    order="level DESC",
 )
 # Every create (both dialects' and discovery's), the JSON values as JSON text;
 # a key taken answers no row.
@@ -178,8 +186,9 @@ def json_text(value: Any) -> str:
 # Reads
 
 
-async def by_id(connection: AsyncConnection, account_id: uuid.UUID, config_id: uuid.UUID) -> Row:
-    row = await _CONFIG_BY_ID.fetchrow(connection, config_id, account_id)
+async def by_id(connection: Connection, account: Account, config_id: uuid.UUID) -> Row:
+    """The config with this id in the account (or the presented key's account)."""
+    row = await _CONFIG_BY_ID.row(connection, account, config_id, ACCOUNT)
     if row is None:
         raise Missing(f"no config with id {config_id}")
     return row
@@ -204,12 +213,15 @@ class Resolved:
 
 
 async def resolved(
-    connection: AsyncConnection, account_id: uuid.UUID, config_id: uuid.UUID, environment: str
+    connection: Connection, account: Account, config_id: uuid.UUID, environment: str
 ) -> Resolved:
-    """The config's items for an environment, merged along its chain from the root."""
+    """The config's items for an environment, merged along its chain from the
+    root: one statement."""
     # One level more than allowed, so a chain built before the limit shows
     # (its root then still has a parent).
-    chain = await _RESOLVED_CHAIN.fetch(connection, config_id, account_id, MAX_CHAIN_DEPTH + 1)
+    chain = await _RESOLVED_CHAIN.rows(
+        connection, account, config_id, ACCOUNT, MAX_CHAIN_DEPTH + 1, environment
+    )
     if not chain:
         raise Missing(f"no config with id {config_id}")
     if chain[0]["parent_id"] is not None:
@@ -217,19 +229,17 @@ async def resolved(
             f"the config's parent chain is longer than {MAX_CHAIN_DEPTH} levels (it was built "
             "before that limit); re-parent one of its ancestors",
         )
-    if not await _KNOWN_ENVIRONMENT.fetchval(connection, account_id, environment):
+    if not chain[0]["environment_known"]:
         # The view asked for does not exist (as for an unknown config): 404, not
         # 400, since the parameter itself is well formed.
         raise Missing(f"no environment with key {environment!r}", parameter="environment")
     return Resolved(chain, resolve(chain, environment))
 
 
-_PAGE_STATEMENTS: dict[tuple[bool, ...], DriverStatement] = {}
+_PAGE_STATEMENTS: dict[tuple[bool, ...], AccountRead] = {}
 
 
-def page_statement(
-    *, by_key: bool, by_items: bool, after: bool, descending: bool
-) -> DriverStatement:
+def page_statement(*, by_key: bool, by_items: bool, after: bool, descending: bool) -> AccountRead:
     """The statement of a keyset page of configs, one per shape of the request,
     run on the driver (a page of 50 is the heaviest read): $1 the account, then
     the key, the items (JSON text, `@>`: answered by the GIN index
@@ -237,7 +247,7 @@ def page_statement(
     shape = (by_key, by_items, after, descending)
     statement = _PAGE_STATEMENTS.get(shape)
     if statement is None:
-        conditions, number = ["account_id = $1"], 1
+        conditions, number = ["account_id = {account}"], 1
         if by_key:
             number += 1
             conditions.append(f"key = ${number}")
@@ -250,16 +260,19 @@ def page_statement(
             conditions.append(
                 f"(created_at, id) {'<' if descending else '>'} (${number - 1}, ${number})"
             )
-        statement = _PAGE_STATEMENTS[shape] = DriverStatement(
+        ordering = f"created_at{order}, id{order}"
+        statement = _PAGE_STATEMENTS[shape] = AccountRead(
             f"SELECT {_COLUMNS} FROM configs WHERE {' AND '.join(conditions)}"
-            f" ORDER BY created_at{order}, id{order} LIMIT ${number + 1}"
+            f" ORDER BY {ordering} LIMIT ${number + 1}",
+            account=1,
+            order=ordering,
         )
     return statement
 
 
 async def keyset_page(
-    connection: AsyncConnection,
-    account_id: uuid.UUID,
+    connection: Connection,
+    account: Account,
     size: int,
     after: Sequence[Any] | None,
     descending: bool,
@@ -275,14 +288,14 @@ async def keyset_page(
         after=after is not None,
         descending=descending,
     )
-    arguments: list[Any] = [account_id]
+    arguments: list[Any] = [ACCOUNT]
     if key is not None:
         arguments.append(key)
     if items is not None:
         arguments.append(json_text(items))
     if after is not None:
         arguments += after
-    return await statement.fetch(connection, *arguments, size)
+    return await statement.rows(connection, account, *arguments, size)
 
 
 @dataclass(frozen=True)

@@ -19,7 +19,10 @@ they keep:
   runs through `exec_driver_sql` (the same $n text, SQLAlchemy's paramstyle
   for asyncpg), so SQLAlchemy sends that BEGIN and will commit or roll back
   what follows; once it is in one, the statement runs on asyncpg directly,
-  inside it;
+  inside it. A read that is one statement needs no transaction: on an
+  `Autocommit` connection (never begun) every statement runs on asyncpg
+  directly and commits on its own, bounded by the session's statement_timeout
+  (service/db/engines.py);
 - errors: wrapped as SQLAlchemy wraps its own: the DB-API class of the
   dialect's module (IntegrityError for a violated constraint, answered 409),
   `DBAPIError` with the SQLSTATE, parameters hidden as the engine hides them,
@@ -33,7 +36,7 @@ they keep:
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, NoReturn
 
 import asyncpg
@@ -41,6 +44,29 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 Row = Mapping[Any, Any]
+
+
+class Autocommit:
+    """A pooled connection used outside any transaction: each statement on it
+    commits on its own. A read that is one statement needs no more (it is
+    atomic and sees one snapshot), and saves the BEGIN and the COMMIT. Made by
+    `autocommit()`; SQLAlchemy never begins on it, so it returns to the pool
+    with nothing to roll back."""
+
+    __slots__ = ("connection", "driver")
+
+    def __init__(self, connection: AsyncConnection, driver: asyncpg.Connection) -> None:
+        self.connection = connection
+        self.driver = driver
+
+
+async def autocommit(connection: AsyncConnection) -> Autocommit:
+    """`connection`, not yet begun, for statements that commit on their own."""
+    raw = await connection.get_raw_connection()
+    return Autocommit(connection, raw.driver_connection)
+
+
+Connection = AsyncConnection | Autocommit
 
 
 class DriverStatement:
@@ -52,52 +78,59 @@ class DriverStatement:
     def __init__(self, sql: str) -> None:
         self.sql = sql
 
-    async def fetch(self, connection: AsyncConnection, *arguments: Any) -> list[Row]:
+    async def fetch(self, connection: Connection, *arguments: Any) -> list[Row]:
         driver = await _driver(connection)
         if driver is None:
+            assert isinstance(connection, AsyncConnection)
             result = await connection.exec_driver_sql(self.sql, arguments)
             return list(result.mappings().all())
-        try:
-            rows: list[Row] = await driver.fetch(self.sql, *arguments)
-        except Exception as error:
-            await _raise_as_sqlalchemy_would(connection, driver, self.sql, arguments, error)
+        rows: list[Row] = await self._on(connection, driver, driver.fetch, arguments)
         return rows
 
-    async def fetchrow(self, connection: AsyncConnection, *arguments: Any) -> Row | None:
+    async def fetchrow(self, connection: Connection, *arguments: Any) -> Row | None:
         driver = await _driver(connection)
         if driver is None:
+            assert isinstance(connection, AsyncConnection)
             result = await connection.exec_driver_sql(self.sql, arguments)
             return result.mappings().first()
-        try:
-            row: Row | None = await driver.fetchrow(self.sql, *arguments)
-        except Exception as error:
-            await _raise_as_sqlalchemy_would(connection, driver, self.sql, arguments, error)
+        row: Row | None = await self._on(connection, driver, driver.fetchrow, arguments)
         return row
 
-    async def fetchval(self, connection: AsyncConnection, *arguments: Any) -> Any:
+    async def fetchval(self, connection: Connection, *arguments: Any) -> Any:
         driver = await _driver(connection)
         if driver is None:
+            assert isinstance(connection, AsyncConnection)
             result = await connection.exec_driver_sql(self.sql, arguments)
             return result.scalar()
-        try:
-            return await driver.fetchval(self.sql, *arguments)
-        except Exception as error:
-            await _raise_as_sqlalchemy_would(connection, driver, self.sql, arguments, error)
+        return await self._on(connection, driver, driver.fetchval, arguments)
 
-    async def execute(self, connection: AsyncConnection, *arguments: Any) -> None:
+    async def execute(self, connection: Connection, *arguments: Any) -> None:
         driver = await _driver(connection)
         if driver is None:
+            assert isinstance(connection, AsyncConnection)
             await connection.exec_driver_sql(self.sql, arguments)
             return
+        await self._on(connection, driver, driver.execute, arguments)
+
+    async def _on(
+        self,
+        connection: Connection,
+        driver: asyncpg.Connection,
+        method: Callable[..., Awaitable[Any]],
+        arguments: tuple[Any, ...],
+    ) -> Any:
         try:
-            await driver.execute(self.sql, *arguments)
+            return await method(self.sql, *arguments)
         except Exception as error:
-            await _raise_as_sqlalchemy_would(connection, driver, self.sql, arguments, error)
+            outer = connection.connection if isinstance(connection, Autocommit) else connection
+            await _raise_as_sqlalchemy_would(outer, driver, self.sql, arguments, error)
 
 
-async def _driver(connection: AsyncConnection) -> asyncpg.Connection | None:
-    """The asyncpg connection under `connection` when it is inside the
-    transaction SQLAlchemy began; None before that (and in autocommit)."""
+async def _driver(connection: Connection) -> asyncpg.Connection | None:
+    """The asyncpg connection under `connection` when it commits on its own or
+    is inside the transaction SQLAlchemy began; None before that."""
+    if isinstance(connection, Autocommit):
+        return connection.driver
     raw = await connection.get_raw_connection()
     driver: asyncpg.Connection = raw.driver_connection
     return driver if driver.is_in_transaction() else None

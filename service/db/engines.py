@@ -12,7 +12,7 @@ from typing import Any
 from alembic_lockstep import NO_PREPARED_STATEMENT_CACHE, session_name
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
-from service.db.statement_timeout import timed_connection_class
+from service.db.statement_timeout import milliseconds, timed_connection_class
 from service.db.tls import tls_options
 from settings import Settings
 
@@ -41,6 +41,12 @@ def create_app_engine(settings: Settings) -> AsyncEngine:
     if settings.database_pooler == "transaction":
         connect_args.update(NO_PREPARED_STATEMENT_CACHE)
     if settings.request_statement_timeout > 0:
+        if settings.database_pooler == "none":
+            # Every session's own, for the reads outside a transaction (a pooler
+            # passes no startup parameter on: service/db/statement_timeout.py).
+            connect_args["server_settings"]["statement_timeout"] = (
+                f"{milliseconds(settings.request_statement_timeout)}ms"
+            )
         connect_args["connection_class"] = timed_connection_class(
             settings.request_statement_timeout
         )

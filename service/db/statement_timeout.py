@@ -1,4 +1,16 @@
-"""The statement_timeout of API requests, sent with each transaction's BEGIN.
+"""The statement_timeout of API requests: on the session where it can be, and
+with each transaction's BEGIN.
+
+A read that is one statement runs outside any transaction (no BEGIN to ride
+on): the session's own statement_timeout must bound it. Directly, the service
+sets it as a startup parameter of every application session (no round trip;
+service/db/engines.py). Through a transaction-pooling PgBouncer it cannot:
+the operator sets it where the pooler's server sessions get it, on the role
+(`ALTER ROLE app_user SET statement_timeout = '10s'`) or in PgBouncer's
+`connect_query`. Each worker reads the setting of the pooler's sessions once
+(`ReadBound`): when it is missing or longer than REQUEST_STATEMENT_TIMEOUT,
+the worker warns once and runs its reads in a transaction whose BEGIN carries
+the timeout, as writes do: bounded still, at two round trips more a read.
 
 A startup parameter would cost no round trip, but a transaction-pooling
 PgBouncer does not pass it on (it refuses unknown startup parameters, or
@@ -12,15 +24,18 @@ or through the pooler.
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 import asyncpg
+
+logger = logging.getLogger(__name__)
 
 
 def timed_connection_class(seconds: float) -> type[asyncpg.Connection]:
     """An asyncpg connection whose every transaction runs under `seconds` of
     statement_timeout (connect with `connection_class=`)."""
-    set_local = f"SET LOCAL statement_timeout = '{round(seconds * 1000)}ms';"
+    set_local = f"SET LOCAL statement_timeout = '{milliseconds(seconds)}ms';"
 
     class TimedConnection(asyncpg.Connection):  # type: ignore[misc]
         __slots__ = ()
@@ -38,3 +53,39 @@ def timed_connection_class(seconds: float) -> type[asyncpg.Connection]:
             return result
 
     return TimedConnection
+
+
+def milliseconds(seconds: float) -> int:
+    return round(seconds * 1000)
+
+
+class ReadBound:
+    """Whether the sessions of the application's pool bound a statement that
+    runs outside a transaction by REQUEST_STATEMENT_TIMEOUT."""
+
+    __slots__ = ("_holds", "_limit")
+
+    def __init__(self, seconds: float, pooler: str) -> None:
+        self._limit = milliseconds(seconds)
+        # No timeout to keep, or set on every session at its start.
+        self._holds: bool | None = True if seconds == 0 or pooler == "none" else None
+
+    async def holds(self, driver: asyncpg.Connection) -> bool:
+        """Asked of every read; the pooler's sessions are read once (a role's
+        or a `connect_query`'s setting holds for every session it serves)."""
+        if self._holds is None:
+            setting = await driver.fetchval(
+                "SELECT setting::bigint FROM pg_settings WHERE name = 'statement_timeout'"
+            )
+            self._holds = 0 < setting <= self._limit
+            if not self._holds:
+                logger.warning(
+                    "the pooler's sessions have statement_timeout %s ms, not at most "
+                    "REQUEST_STATEMENT_TIMEOUT (%s ms): reads run in a transaction that sets it, "
+                    "two round trips more each; set it on the database role "
+                    "(ALTER ROLE ... SET statement_timeout) or in PgBouncer's connect_query "
+                    "(docs/operations/poolers.md)",
+                    setting,
+                    self._limit,
+                )
+        return self._holds

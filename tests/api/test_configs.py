@@ -11,6 +11,7 @@ import httpx
 import pytest
 from sqlalchemy.engine import URL
 
+from service.accounts.key_secrets import digest
 from service.configs.store import page_statement
 from tests.support.api import Tenant, document, new_tenant
 from tests.support.postgres import connect
@@ -205,7 +206,8 @@ async def test_items_filter_uses_containment(tenant: Tenant) -> None:
 async def test_items_filter_is_answered_by_the_gin_index(
     tenant: Tenant, module_database: URL
 ) -> None:
-    """The endpoint's own query, explained on a table large enough for the planner to choose."""
+    """The endpoint's own query (the page read with its caller's key check),
+    explained on a table large enough for the planner to choose."""
     connection = await connect(module_database)
     await connection.execute(
         """
@@ -218,7 +220,7 @@ async def test_items_filter_is_answered_by_the_gin_index(
     await connection.execute("ANALYZE configs")
     statement = page_statement(by_key=False, by_items=True, after=False, descending=False)
     explained = await connection.fetch(
-        f"EXPLAIN {statement.sql}", uuid.UUID(tenant.account_id), '{"tier": "tier-7"}', 100
+        f"EXPLAIN {statement.as_caller.sql}", digest(tenant.owner_key), '{"tier": "tier-7"}', 100
     )
     plan = "\n".join(row[0] for row in explained)
     await connection.close()

@@ -1,6 +1,9 @@
 """REQUEST_STATEMENT_TIMEOUT bounds the database time of every API request,
 directly and through a transaction-pooling PgBouncer (which passes on no
-startup parameter), and costs no extra statement: it rides on the BEGIN."""
+startup parameter), and costs no extra statement: a write's rides on its
+BEGIN; a read, one statement outside any transaction, is bounded by its
+session's setting (a startup parameter directly; through the pooler, the
+role's setting the operator makes, or else a transaction of its own)."""
 
 from __future__ import annotations
 
@@ -32,8 +35,15 @@ TIMEOUT = 0.5
 LOCK_HELD = 15.0
 
 
-@pytest.fixture(params=["direct", "pgbouncer"])
+# How the pooler's sessions get their timeout, the operator's way: on the role
+# (here only in the test's database).
+ROLE_TIMEOUT = "ALTER ROLE CURRENT_USER IN DATABASE {database} SET statement_timeout = '{ms}ms'"
+
+
+@pytest.fixture(params=["direct", "pgbouncer", "pgbouncer, role's timeout"])
 def server(request: pytest.FixtureRequest, migrated_database: URL) -> Iterator[ServiceProcess]:
+    if request.param == "pgbouncer, role's timeout":
+        asyncio.run(_set_role_timeout(migrated_database))
     with shared_folder() as folder:
         variables = {
             "OPERATOR_TOKEN": OPERATOR_TOKEN,
@@ -66,7 +76,17 @@ class _NoPooler:
 
 
 def _maybe_pooled(kind: str, url: URL, folder: Path) -> Any:
-    return pgbouncer(url, folder / "pgbouncer") if kind == "pgbouncer" else _NoPooler()
+    return pgbouncer(url, folder / "pgbouncer") if kind.startswith("pgbouncer") else _NoPooler()
+
+
+async def _set_role_timeout(url: URL) -> None:
+    connection = await connect(url)
+    try:
+        await connection.execute(
+            ROLE_TIMEOUT.format(database=url.database, ms=round(TIMEOUT * 1000))
+        )
+    finally:
+        await connection.close()
 
 
 async def test_a_request_waiting_past_the_timeout_is_answered_503(
@@ -108,12 +128,13 @@ async def test_a_request_waiting_past_the_timeout_is_answered_503(
 
 
 async def test_the_callers_key_lookup_is_bounded_too(
-    server: ServiceProcess, migrated_database: URL
+    server: ServiceProcess, migrated_database: URL, request: pytest.FixtureRequest
 ) -> None:
-    """The first statement of every request (the caller's key, which runs on
-    the driver connection: service/db/driver.py) is inside the request's
-    transaction and its timeout: cancelled by the server (57014), not left to
-    the client's later deadline."""
+    """A read (one statement with the caller's key check, outside any
+    transaction) is bounded by its session's timeout: cancelled by the server
+    (57014), not left to the client's later deadline. Through a pooler whose
+    sessions have no timeout, each worker says so once and reads in a
+    transaction that sets it."""
     key = create_account_over_http(server.port or 0, "Locked")
     holder = await connect(migrated_database)
     try:
@@ -131,6 +152,8 @@ async def test_the_callers_key_lookup_is_bounded_too(
     assert answer.status_code == 503, answer.text
     assert "took longer than its database time allows" in answer.json()["errors"][0]["detail"]
     assert waited < LOCK_HELD
+    warned = "reads run in a transaction that sets it" in server.logs()
+    assert warned == (request.node.callspec.params["server"] == "pgbouncer"), server.logs()
 
 
 @pytest.mark.parametrize("pooler", ["none", "transaction"])

@@ -1,0 +1,118 @@
+"""A config read is one statement: the caller's key check and the read
+together, outside any transaction (no BEGIN, no COMMIT). Every refusal of the
+caller still comes before anything the read or the parameters would tell."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from sqlalchemy import event
+from sqlalchemy.engine import URL
+from sqlalchemy.pool import Pool
+
+from service.accounts.key_secrets import new_key
+from tests.support.api import api_client, new_tenant
+
+
+@pytest.fixture
+def sent() -> Iterator[list[str]]:
+    """Every query the app's pooled connections send, from the next checkout on."""
+    queries: list[str] = []
+    logged: set[int] = set()
+
+    def checked_out(dbapi_connection: Any, *_: Any) -> None:
+        driver = dbapi_connection.driver_connection
+        if id(driver) not in logged:
+            logged.add(id(driver))
+            driver.add_query_logger(lambda record: queries.append(record.query))
+
+    event.listen(Pool, "checkout", checked_out)
+    try:
+        yield queries
+    finally:
+        event.remove(Pool, "checkout", checked_out)
+
+
+async def test_each_config_read_is_one_statement_with_its_callers_check(
+    migrated_database: URL, sent: list[str]
+) -> None:
+    async with api_client(migrated_database) as client:
+        tenant = await new_tenant(client, "Reads")
+        base = {"key": "base", "name": "Base", "items": {"a": 1}}
+        parent = (await tenant.create("configs", base))["id"]
+        child = {"key": "svc", "name": "Svc", "items": {"b": 2}}
+        child_id = (await tenant.create("configs", child, parent=parent))["id"]
+        reads = {
+            "get one": f"/v1/configs/{child_id}",
+            "resolve": f"/v1/configs/{child_id}/resolved?environment=production",
+            "a page": "/v1/configs?page[size]=50",
+            "a filtered page": '/v1/configs?filter[items]={"b":2}',
+            "a missing config": f"/v1/configs/{uuid.uuid4()}",
+        }
+        for name, path in reads.items():
+            sent.clear()
+            answer = await tenant.call("GET", path)
+            assert answer.status_code in (200, 404), (name, answer.text)
+            assert len(sent) == 1, (name, sent)
+            assert "api_keys" in sent[0], (name, sent)
+            assert "configs" in sent[0], (name, sent)
+        resolved = await tenant.call("GET", reads["resolve"])
+        assert resolved.json()["data"]["attributes"]["items"] == {"a": 1, "b": 2}
+        assert resolved.json()["meta"]["chain"] == [parent, child_id]
+        listed = await tenant.call("GET", reads["a page"])
+        assert [item["id"] for item in listed.json()["data"]] == [parent, child_id]
+        descending = await tenant.call("GET", "/v1/configs?sort=-created_at")
+        assert [item["id"] for item in descending.json()["data"]] == [child_id, parent]
+
+
+async def test_a_caller_who_may_not_read_learns_nothing_from_the_parameters(
+    migrated_database: URL,
+) -> None:
+    """FastAPI refuses a route's parameters before its handler (and its one
+    statement) runs: the caller is checked first all the same."""
+    async with api_client(migrated_database) as client:
+        tenant = await new_tenant(client, "Order")
+        config_id = (await tenant.create("configs", {"key": "svc", "name": "Svc"}))["id"]
+        unknown = new_key()
+        refused = {
+            "no environment": f"/v1/configs/{config_id}/resolved",
+            "an environment too long": f"/v1/configs/{config_id}/resolved?environment={'e' * 65}",
+            "a page too large": "/v1/configs?page[size]=100000",
+            "a page of NaN": "/v1/configs?page[size]=NaN",
+            "an id that is not one": "/v1/configs/not-an-id",
+            "an unknown parameter": f"/v1/configs/{config_id}?undeclared=1",
+        }
+        for name, path in refused.items():
+            anonymous = await tenant.call("GET", path, key=unknown)
+            assert anonymous.status_code == 401, (name, anonymous.text)
+            assert anonymous.headers["www-authenticate"].startswith("Bearer"), name
+            known = await tenant.call("GET", path)
+            assert known.status_code in (400, 404, 422), (name, known.text)
+        # A known caller is told of an unknown parameter before a missing one.
+        both = await tenant.call("GET", f"/v1/configs/{config_id}/resolved?undeclared=1")
+        assert both.status_code == 400
+        assert "unknown query parameter 'undeclared'" in both.json()["errors"][0]["detail"]
+        # A revoked key reads nothing, its own account's configs included.
+        made = await tenant.create("api-keys", {"name": "short-lived"}, user=tenant.owner_id)
+        secret = made["attributes"]["secret"]
+        assert (await tenant.call("GET", f"/v1/configs/{config_id}", key=secret)).status_code == 200
+        revoked = await tenant.call("DELETE", f"/v1/api-keys/{made['id']}")
+        assert revoked.status_code == 204, revoked.text
+        for path in (f"/v1/configs/{config_id}", "/v1/configs", refused["no environment"]):
+            assert (await tenant.call("GET", path, key=secret)).status_code == 401, path
+
+
+async def test_a_key_reads_nothing_of_another_account(migrated_database: URL) -> None:
+    async with api_client(migrated_database) as client:
+        owner = await new_tenant(client, "Owner")
+        other = await new_tenant(client, "Other")
+        config_id = (await owner.create("configs", {"key": "svc", "name": "Svc"}))["id"]
+        assert (await other.call("GET", f"/v1/configs/{config_id}")).status_code == 404
+        resolved = await other.call(
+            "GET", f"/v1/configs/{config_id}/resolved?environment=production"
+        )
+        assert resolved.status_code == 404
+        assert (await other.call("GET", "/v1/configs")).json()["data"] == []
