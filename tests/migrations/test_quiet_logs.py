@@ -4,31 +4,49 @@ a failing revision is one line with its cause and one traceback per worker."""
 
 from __future__ import annotations
 
+import asyncio
 import signal
+import time
 from pathlib import Path
 
+import asyncpg
 import pytest
 from sqlalchemy.engine import URL
 
 from tests.support.configs import scenario_config
 from tests.support.postgres import connect, fetch_value, service_url
-from tests.support.processes import ServiceProcess, run_python, service_environment, wait_for
+from tests.support.processes import ServiceProcess, run_python, service_environment
 from tests.support.seeds import BEFORE_IDENTITY, seed_users_sql
 
 pytestmark = pytest.mark.processes
 
 WORKERS = 2
-BACKFILL = "0006_auth_identity_backfill"
 USERS = 60_000
 
 
-def _migrating(process: ServiceProcess, revision: str) -> bool:
-    answer = process.readiness()
-    return bool(
-        answer
-        and answer[1]["phase"] == "migrating"
-        and answer[1]["migration"]["revision"] == revision
-    )
+async def _wait_until_backfilling(url: URL, within: float = 120) -> None:
+    """Until the backfill has committed some of its batches and not all: it is
+    under way. Read from the database, not from /readyz: either worker may
+    answer a probe, and the one migrating is the one whose event loop is
+    busiest (under load the other took nearly every probe), and between
+    attempts of a revision that met lock_timeout its phase is not `migrating`."""
+    connection = await connect(url)
+    try:
+        deadline = time.monotonic() + within
+        while time.monotonic() < deadline:
+            try:
+                done = await connection.fetchval(
+                    "SELECT count(*) FROM users WHERE auth_provider IS NOT NULL"
+                )
+            except asyncpg.UndefinedColumnError:  # 0005, which adds it, has not run yet
+                done = 0
+            if 0 < done < USERS:
+                return
+            assert done < USERS, "the backfill ended before the test could stop it"
+            await asyncio.sleep(0.02)
+    finally:
+        await connection.close()
+    raise AssertionError(f"the backfill did not start within {within} s")
 
 
 async def test_sigterm_during_a_batched_backfill_is_logged_as_a_stop(
@@ -46,7 +64,10 @@ async def test_sigterm_during_a_batched_backfill_is_logged_as_a_stop(
         environment, tmp_path / "rolling.log", "--workers", str(WORKERS)
     )
     try:
-        wait_for(lambda: _migrating(process, BACKFILL), 120, "the backfill to run", 0.02)
+        try:
+            await _wait_until_backfilling(empty_database)
+        except AssertionError as error:
+            raise AssertionError(f"{error}\n{process.logs()}") from None
         process.signal(signal.SIGTERM)
         assert process.wait(60) == 0, process.logs()
     finally:
