@@ -4,12 +4,15 @@ keys and users one account may hold (settings QUOTA_*, README "Limits").
 A write that adds rows checks its account's count after inserting them, in
 its own transaction: over the quota, the request is answered 409 naming the
 limit and the transaction rolls back, so nothing is added. The count is read
-under a transaction-scoped advisory lock of the account and kind, taken
-after the insert: a concurrent writer of the same kind waits for this
-transaction to end, and its count (a new statement, so a new snapshot) sees
-these rows. The lock is not the account's row lock, so quota checks never
-queue behind other work of the account, and it holds through a
-transaction-pooling PgBouncer.
+under a transaction-scoped advisory lock of the account and kind: a
+concurrent writer of the same kind waits for this transaction to end, and
+its count (a later statement, so a later snapshot) sees these rows. `hold`
+takes the lock after the insert and counts in a statement of its own; a
+write that would rather count in its insert's statement (a config's create:
+one round trip less) takes the lock first (`lock`), so that statement's
+snapshot comes after it, and hands the count to `check`. The lock is not the
+account's row lock, so quota checks never queue behind other work of the
+account, and it holds through a transaction-pooling PgBouncer.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ from enum import Enum
 from sqlalchemy import ColumnElement, Table, func, select, text, true
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from service.db.driver import DriverStatement
 from service.models import ApiKey, Config, Context, Environment, User, table
 from service.problems import Conflicting
 from settings import Settings
@@ -29,6 +33,7 @@ from settings import Settings
 # lock uses the one-number form, a separate space).
 _LOCK_SPACE = 0x51554F00
 _LOCK = text("SELECT pg_advisory_xact_lock(:space, hashtext(:account))")
+_LOCK_ON_DRIVER = DriverStatement("SELECT pg_advisory_xact_lock($1, hashtext($2))")
 
 
 class Kind(Enum):
@@ -60,7 +65,6 @@ class AccountQuotas:
     async def hold(self, connection: AsyncConnection, account_id: uuid.UUID, kind: Kind) -> None:
         """Call after inserting rows of `kind`: Conflicting (a 409, and so a
         rollback) when the account now holds more than its quota."""
-        limit = self.limits[kind]
         await connection.execute(
             _LOCK, {"space": _LOCK_SPACE + kind.number, "account": str(account_id)}
         )
@@ -68,7 +72,17 @@ class AccountQuotas:
         held = await connection.scalar(
             select(func.count()).select_from(rows).where(rows.c.account_id == account_id, condition)
         )
-        if (held or 0) > limit:
+        self.check(kind, held or 0)
+
+    async def lock(self, connection: AsyncConnection, account_id: uuid.UUID, kind: Kind) -> None:
+        """Before inserting rows of `kind` whose statement also counts them."""
+        await _LOCK_ON_DRIVER.execute(connection, _LOCK_SPACE + kind.number, str(account_id))
+
+    def check(self, kind: Kind, held: int) -> None:
+        """Conflicting (a 409, and so a rollback) when `held`, the account's
+        count of `kind` with the new rows, is over its quota."""
+        limit = self.limits[kind]
+        if held > limit:
             raise Conflicting(
                 f"the account has reached its quota of {limit} {kind.plural} ({kind.setting}); "
                 f"remove some first, or ask the operator to raise it"

@@ -19,7 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from service.accounts.callers import ACCOUNT, Account, AccountRead
 from service.configs.chains import check_chain_types, relatives, types_along
-from service.configs.events import CHANGED, DELETED, announce
+from service.configs.events import CHANGED, CHANNEL, DELETED, announce
 from service.configs.items import (
     ItemType,
     definitions_of,
@@ -34,6 +34,7 @@ from service.configs.items import (
 )
 from service.configs.resolution import resolve
 from service.db.driver import Connection, DriverStatement, Row
+from service.flags.events import notification
 from service.limits import MAX_CHAIN_DEPTH
 from service.models import Config, Environment, table
 from service.problems import Conflicting, Invalid, Missing, json_pointer
@@ -143,11 +144,23 @@ _RESOLVED_CHAIN = AccountRead(
 )
 # Every create (both dialects' and discovery's), the JSON values as JSON text;
 # a key taken answers no row.
-_INSERT = DriverStatement(
+_INSERT_SQL = (
     "INSERT INTO configs (account_id, parent_id, key, name, description, items, environments,"
     " item_definitions, managed) VALUES ($1, $2, $3, $4, $5, $6::jsonb, $7::jsonb, $8::jsonb, $9)"
     " ON CONFLICT ON CONSTRAINT configs_account_id_key_key DO NOTHING"
     f" RETURNING {_COLUMNS}"
+)
+_INSERT = DriverStatement(_INSERT_SQL)
+# An API's create in one statement: the insert, the account's count of
+# configs with it (its quota, under the lock the create took before: the
+# count's snapshot is the insert's, which does not see the new row, so + 1)
+# and the NOTIFY $10 of the change (only when a row was inserted).
+_CREATE = DriverStatement(
+    f"WITH inserted AS ({_INSERT_SQL}),"
+    f" announced AS (SELECT pg_notify('{CHANNEL}', $10) FROM inserted)"
+    " SELECT inserted.*, (SELECT count(*) FROM configs WHERE account_id = $1) + 1 AS held,"
+    " (SELECT count(*) FROM announced) AS announced"
+    " FROM inserted"
 )
 _DELETE = DriverStatement("DELETE FROM configs WHERE id = $1")
 _WITH_PARENT_KEY = (
@@ -368,7 +381,20 @@ async def insert(
 ) -> Row | None:
     """Store a new config; None when its key is taken."""
     found = await _INSERT.fetch(
-        connection,
+        connection, *_inserted(account_id, key, parent_id, write, definitions)
+    )
+    return found[0] if found else None
+
+
+def _inserted(
+    account_id: uuid.UUID,
+    key: str,
+    parent_id: uuid.UUID | None,
+    write: ConfigWrite,
+    definitions: Mapping[str, Any],
+) -> tuple[Any, ...]:
+    """The parameters of an insert."""
+    return (
         account_id,
         parent_id,
         key,
@@ -379,7 +405,6 @@ async def insert(
         json_text(definitions),
         True if write.managed is None else write.managed,
     )
-    return found[0] if found else None
 
 
 async def create(
@@ -400,14 +425,15 @@ async def create(
         await lock_tree(connection, account_id)
     parent_id = await _parent_id(connection, account_id, parent, dialect)
     await _placed(connection, account_id, None, parent_id, own, write.overrides, dialect)
+    await quotas.lock(connection, account_id, Kind.CONFIGS)
+    arguments = _inserted(account_id, key, parent_id, write, definitions)
     try:
-        row = await insert(connection, account_id, key, parent_id, write, definitions)
+        row = await _CREATE.fetchrow(connection, *arguments, notification(account_id, CHANGED, key))
     except IntegrityError as error:
         raise conflict_from(error, dialect.conflicts) from None
     if row is None:
         raise Conflicting(KEY_TAKEN, dialect.key_at)
-    await quotas.hold(connection, account_id, Kind.CONFIGS)
-    await announce(connection, account_id, CHANGED, key)
+    quotas.check(Kind.CONFIGS, row["held"])
     return row
 
 

@@ -29,10 +29,15 @@ async def announce(
 ) -> None:
     """Tell the account's streams, once this transaction commits (configs'
     and flags' events alike)."""
+    await _NOTIFY.execute(connection, notification(account_id, event, key))
+
+
+def notification(account_id: uuid.UUID, event: str, key: str | None = None) -> str:
+    """The payload `announce` sends (for a statement that NOTIFYs on its own)."""
     payload: dict[str, object] = {"account": str(account_id), "event": event}
     if key is not None:
         payload["id"] = key
-    await send(connection, payload)
+    return json.dumps(payload)
 
 
 async def send(connection: AsyncConnection, payload: Mapping[str, object]) -> None:

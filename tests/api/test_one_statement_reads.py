@@ -1,6 +1,8 @@
-"""A config read is one statement: the caller's key check and the read
-together, outside any transaction (no BEGIN, no COMMIT). Every refusal of the
-caller still comes before anything the read or the parameters would tell."""
+"""The round trips of the hot requests. A config read is one statement: the
+caller's key check and the read together, outside any transaction (no BEGIN,
+no COMMIT); every refusal of the caller still comes before anything the read
+or the parameters would tell. A create is one transaction of three
+statements."""
 
 from __future__ import annotations
 
@@ -10,7 +12,7 @@ from typing import Any
 
 import pytest
 from sqlalchemy import event
-from sqlalchemy.engine import URL
+from sqlalchemy.engine import URL, Engine
 from sqlalchemy.pool import Pool
 
 from service.accounts.key_secrets import new_key
@@ -19,7 +21,10 @@ from tests.support.api import api_client, new_tenant
 
 @pytest.fixture
 def sent() -> Iterator[list[str]]:
-    """Every query the app's pooled connections send, from the next checkout on."""
+    """Every statement the app's pooled connections send, from the next
+    checkout on: asyncpg's own (its query log: the driver statements, BEGIN
+    and COMMIT) and SQLAlchemy's (which asyncpg runs as prepared statements,
+    outside its query log)."""
     queries: list[str] = []
     logged: set[int] = set()
 
@@ -29,11 +34,16 @@ def sent() -> Iterator[list[str]]:
             logged.add(id(driver))
             driver.add_query_logger(lambda record: queries.append(record.query))
 
+    def executed(_connection: Any, _cursor: Any, statement: str, *_: Any) -> None:
+        queries.append(statement)
+
     event.listen(Pool, "checkout", checked_out)
+    event.listen(Engine, "before_cursor_execute", executed)
     try:
         yield queries
     finally:
         event.remove(Pool, "checkout", checked_out)
+        event.remove(Engine, "before_cursor_execute", executed)
 
 
 async def test_each_config_read_is_one_statement_with_its_callers_check(
@@ -116,3 +126,33 @@ async def test_a_key_reads_nothing_of_another_account(migrated_database: URL) ->
         )
         assert resolved.status_code == 404
         assert (await other.call("GET", "/v1/configs")).json()["data"] == []
+
+
+async def test_a_create_is_one_transaction_of_three_statements(
+    migrated_database: URL, sent: list[str]
+) -> None:
+    """The caller, the quota's lock, and one statement that inserts, counts
+    the account's configs for its quota and NOTIFYs the change; then COMMIT,
+    before the answer."""
+    async with api_client(migrated_database, quota_configs=2) as client:
+        tenant = await new_tenant(client, "Creates")
+        await tenant.create("configs", {"key": "first", "name": "First"})
+        sent.clear()
+        await tenant.create("configs", {"key": "second", "name": "Second", "items": {"x": 1}})
+        assert len(sent) == 5, sent
+        assert sent[1].startswith("BEGIN"), sent
+        assert "api_keys" in sent[0], sent
+        assert "pg_advisory_xact_lock" in sent[2], sent
+        assert "INSERT INTO configs" in sent[3], sent
+        assert "pg_notify" in sent[3], sent
+        assert sent[4].startswith("COMMIT"), sent
+        # The count in the insert's statement keeps the quota.
+        over = await tenant.call(
+            "POST",
+            "/v1/configs",
+            body={"data": {"type": "configs", "attributes": {"key": "third", "name": "Third"}}},
+        )
+        assert over.status_code == 409, over.text
+        assert "QUOTA_CONFIGS" in over.json()["errors"][0]["detail"]
+        listed = await tenant.call("GET", "/v1/configs")
+        assert [item["attributes"]["key"] for item in listed.json()["data"]] == ["first", "second"]
