@@ -18,6 +18,13 @@ statement. `peers` gives every server's medians and its ratios to the
 baseline's with the same workers; the load average of the machine is recorded
 before and after the runs.
 
+One more server, with one worker, measures what the driver's statement cache
+is worth: the service with DATABASE_POOLER=transaction (no prepared statement
+kept across transactions, as behind a transaction-pooling PgBouncer before
+1.21), straight on the database so that only the cache differs, its reads
+still one statement (the role's statement_timeout is set in the benchmark's
+database, as docs/operations/poolers.md asks of an operator).
+
 Besides requests/s and latency, each run records the server's CPU time
 (user and system, all its processes) per request answered: on a machine
 shared with other work that is the steadier measure of what a request costs.
@@ -45,6 +52,8 @@ from bench.harness import (
     create_database,
     drop_database,
     environment,
+    execute,
+    full,
     included_key,
     migrate,
     new_account,
@@ -62,6 +71,8 @@ REFERENCES = {
     "FastAPI, four round trips": "bench.reference_apps:four_round_trips",
     "FastAPI, one statement": "bench.reference_apps:one_statement",
 }
+# The service without the driver's statement cache (DATABASE_POOLER=transaction).
+NO_CACHE = "service, no statement cache"
 DURATION = int(os.environ.get("BENCH_WRK_SECONDS", "6"))
 OPERATOR = "bench-operator-token-" + uuid.uuid4().hex
 CREATE_SCRIPT = """
@@ -184,6 +195,11 @@ def benchmark(admin: URL, repeat: int) -> dict[str, Any]:
         finally:
             setup.stop()
         paths = _paths(environment_key, configs["deepest"])
+        execute(
+            admin.set(database=url.database),
+            f"ALTER ROLE CURRENT_USER IN DATABASE {url.database} SET statement_timeout = '10s'",
+        )
+        pooler_mode = {**env, "DATABASE_POOLER": "transaction", "MIGRATION_DATABASE_URL": full(url)}
         servers = {}
         try:
             for workers in (1, 2):
@@ -199,6 +215,9 @@ def benchmark(admin: URL, repeat: int) -> dict[str, Any]:
                             factory, env, folder / f"reference{n}-{workers}.log", workers
                         )
                     )
+            servers[f"{NO_CACHE}, 1 worker"] = Process.uvicorn(
+                APP, pooler_mode, folder / "nocache.log", 1, http=PROTOCOL
+            )
             for process in servers.values():
                 process.wait_ready()
             _same_json(
