@@ -7,8 +7,10 @@ app making the same queries and answering the same JSON (checked before the
 runs). Both use a pool of 10 connections per worker. The service runs with its
 defaults, request log included (LOG_LEVEL=info, JSON, to a file), and the HTTP
 protocol `python -m service` ships (service/http_protocol.py: head, time and
-connection limits); only its per-key rate limit is raised, so that wrk's one
-key is not throttled (the limiter still counts every request). The servers
+connection limits); only its per-key rate limit and its quota of configs are
+raised, so that wrk's one key is not throttled and its account can take every
+create of the runs (the limiter still counts every request, and every create
+still counts the account's configs for the quota). The servers
 take turns, run by run, so all meet the same machine load.
 
 Two peers share the run for get one (bench/reference_apps.py): plain FastAPI
@@ -187,7 +189,9 @@ def benchmark(admin: URL, repeat: int) -> dict[str, Any]:
         folder = Path(temporary)
         script = folder / "create.lua"
         script.write_text(CREATE_SCRIPT)
-        env = environment(url, OPERATOR_TOKEN=OPERATOR, RATE_LIMIT_PER_KEY="1000000")
+        env = environment(
+            url, OPERATOR_TOKEN=OPERATOR, RATE_LIMIT_PER_KEY="1000000", QUOTA_CONFIGS="100000000"
+        )
         setup = Process.uvicorn(APP, env, folder / "setup.log")
         try:
             setup.wait_ready()

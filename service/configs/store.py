@@ -121,6 +121,14 @@ _COLUMNS = ", ".join(column.name for column in configs.c)
 _CONFIG_BY_ID = AccountRead(
     f"SELECT {_COLUMNS} FROM configs WHERE id = $1 AND account_id = {{account}}", account=2
 )
+# A config by key with its parent's key (the SDK's get).
+_CONFIG_BY_KEY = AccountRead(
+    "SELECT "
+    + ", ".join(f"c.{column.name}" for column in configs.c)
+    + ", p.key AS parent_key FROM configs AS c LEFT JOIN configs AS p ON p.id = c.parent_id"
+    " WHERE c.account_id = {account} AND c.key = $1",
+    account=2,
+)
 # The config and its ancestors, the root first, at most $3 of them ($1 the
 # config's id, $2 its account: a resolve's chain), each row telling whether
 # the account has the environment $4.
@@ -214,6 +222,14 @@ async def by_key(
     query = _BY_KEY_LOCKED if lock else _BY_KEY
     found = await connection.execute(query, {"account_id": account_id, "key": key})
     row: RowMapping | None = found.mappings().first()
+    if row is None:
+        raise Missing(f"no config with key {key!r}")
+    return row
+
+
+async def read_by_key(connection: Connection, account: Account, key: str) -> Row:
+    """The config with its parent's key (`parent_key`), in one statement."""
+    row = await _CONFIG_BY_KEY.row(connection, account, key, ACCOUNT)
     if row is None:
         raise Missing(f"no config with key {key!r}")
     return row

@@ -61,6 +61,8 @@ async def test_each_config_read_is_one_statement_with_its_callers_check(
             "a page": "/v1/configs?page[size]=50",
             "a filtered page": '/v1/configs?filter[items]={"b":2}',
             "a missing config": f"/v1/configs/{uuid.uuid4()}",
+            "the SDK's get": "/api/v1/configs/svc",
+            "the SDK's get of a missing config": "/api/v1/configs/nothing-here",
         }
         for name, path in reads.items():
             sent.clear()
@@ -69,6 +71,8 @@ async def test_each_config_read_is_one_statement_with_its_callers_check(
             assert len(sent) == 1, (name, sent)
             assert "api_keys" in sent[0], (name, sent)
             assert "configs" in sent[0], (name, sent)
+        by_key = (await tenant.call("GET", reads["the SDK's get"])).json()["data"]
+        assert by_key["attributes"]["parent"] == "base"
         resolved = await tenant.call("GET", reads["resolve"])
         assert resolved.json()["data"]["attributes"]["items"] == {"a": 1, "b": 2}
         assert resolved.json()["meta"]["chain"] == [parent, child_id]
@@ -94,6 +98,7 @@ async def test_a_caller_who_may_not_read_learns_nothing_from_the_parameters(
             "a page of NaN": "/v1/configs?page[size]=NaN",
             "an id that is not one": "/v1/configs/not-an-id",
             "an unknown parameter": f"/v1/configs/{config_id}?undeclared=1",
+            "a key the SDK cannot have": "/api/v1/configs/" + "k" * 200,
         }
         for name, path in refused.items():
             anonymous = await tenant.call("GET", path, key=unknown)

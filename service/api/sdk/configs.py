@@ -17,7 +17,7 @@ from starlette.convertors import StringConvertor, register_url_convertor
 
 from service.api.answer_budget import list_answer
 from service.api.config_bodies import RESERVED_KEY, Description, Key, Name, TypedItemInput
-from service.api.dependencies import Database, Member, Viewer
+from service.api.dependencies import Database, Member, Reader, Viewer
 from service.api.errors import JsonApiResponse
 from service.api.json_body import JsonApiRoute
 from service.api.jsonapi import JsonApiBody, QueryBool, Strict, respond, timestamp
@@ -136,8 +136,8 @@ async def list_configs(
     response_model=schemas.SdkConfigDocument,
     summary="Get a config by its key",
 )
-async def get_config(key: Key, caller: Viewer, connection: Database) -> JsonApiResponse:
-    return respond({"data": sdk_resource(await store.by_key(connection, caller.account_id, key))})
+async def get_config(key: Key, reader: Reader) -> JsonApiResponse:
+    return respond({"data": sdk_resource(await store.read_by_key(reader.connection, reader, key))})
 
 
 def _write(attributes: ConfigBodyAttributes) -> ConfigWrite:
