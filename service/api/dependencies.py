@@ -5,6 +5,15 @@ Order matters and is the same on every route: the schema must be ready, the
 caller authenticated (and rate limited), its role checked; only then are the
 query parameters and the body looked at (`checked_request`), so an anonymous
 caller learns nothing about the API from its answers.
+
+Writes (and the reads not yet made one statement) take `Database`, one
+transaction, and a role (`Viewer` ... `Owner`), which looks the caller up
+first. The hot reads take `Reader`: no transaction, and the caller's check
+rides in the read's own statement (service/accounts/callers.py), admitted
+before the core looks at what it read. FastAPI validates a route's own
+parameters before its handler runs, so a read refused there is admitted by
+a lookup of its own first (`PENDING_ADMISSION`, service/api/errors.py): the
+order above holds for both.
 """
 
 from __future__ import annotations
