@@ -11,7 +11,13 @@ from pydantic import Field, WithJsonSchema
 
 from service.api.config_bodies import Description, Key, Name
 from service.api.dependencies import Database, Member, Reader
-from service.api.errors import JSONAPI_MEDIA_TYPE, BadRequest, Conflict, JsonApiResponse
+from service.api.errors import (
+    JSONAPI_MEDIA_TYPE,
+    BadRequest,
+    Conflict,
+    JsonApiResponse,
+    defer_problem,
+)
 from service.api.json_body import JsonApiRoute, parse_json, problems
 from service.api.jsonapi import (
     Document,
@@ -132,6 +138,18 @@ def items_filter(raw: str) -> dict[str, Any]:
     return wanted
 
 
+def _items_filter(request: Request, raw: str | None) -> dict[str, Any] | None:
+    """filter[items], parsed before the read's one statement checks the
+    caller: a problem of it is told only once the caller is admitted."""
+    if raw is None:
+        return None
+    try:
+        return items_filter(raw)
+    except BadRequest as problem:
+        defer_problem(request.scope, problem)
+        return None
+
+
 @router.get(
     "",
     response_class=JsonApiResponse,
@@ -158,7 +176,7 @@ async def list_configs(
         page.after,
         page.descending,
         key=key,
-        items=items_filter(items) if items is not None else None,
+        items=_items_filter(request, items),
     )
     return listing(request, page, found, config_resource)
 

@@ -38,6 +38,7 @@ from service.accounts.callers import CALLER
 from service.accounts.keys import capped_role
 from service.api.account_shares import SCOPE_ACCOUNT
 from service.api.errors import (
+    DEFERRED_PROBLEM,
     PENDING_ADMISSION,
     ApiError,
     BadRequest,
@@ -80,8 +81,11 @@ async def require_ready(request: Request) -> None:
 
 
 def checked_request(request: Request) -> None:
-    """Once the caller is known: its query parameters, then its body's problem."""
+    """Once the caller is known: its query parameters, a parameter's problem
+    found before the caller was known, then its body's problem."""
     known_query_parameters(request)
+    if (problem := request.scope.pop(DEFERRED_PROBLEM, None)) is not None:
+        raise problem
     raise_body_problem(request)
 
 

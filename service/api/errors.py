@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Sequence
+from collections.abc import MutableMapping, Sequence
 from http import HTTPStatus
 from typing import Any, ClassVar, Self
 
@@ -221,6 +221,18 @@ def _allowed_methods(request: Request) -> list[str]:
             route.matches({**request.scope, "method": method})[0] is Match.FULL for route in routes
         )
     ]
+
+
+# A parameter's problem found before the caller was checked (a dependency that
+# FastAPI solves before the caller's, a filter a read parses before its one
+# statement): told only once the caller is admitted (dependencies.checked_request),
+# so a caller who may not read learns nothing of the API from it.
+DEFERRED_PROBLEM = "service.deferred_problem"
+
+
+def defer_problem(scope: MutableMapping[str, Any], problem: ApiError) -> None:
+    """Keep `problem` to raise once the caller is known (the first one kept wins)."""
+    scope.setdefault(DEFERRED_PROBLEM, problem)
 
 
 # A read whose caller is checked in its own statement (service/api/dependencies.py

@@ -22,6 +22,7 @@ from service.api.errors import (
     Forbidden,
     JsonApiResponse,
     UnprocessableContent,
+    defer_problem,
 )
 from service.api.limits import MAX_PAGE_BYTES, MAX_POSITION, NO_NUL, Text
 
@@ -210,6 +211,7 @@ class Page:
 
 
 async def page_parameters(
+    request: Request,
     size: Annotated[int, Query(alias="page[size]", ge=1, le=MAX_PAGE_SIZE)] = DEFAULT_PAGE_SIZE,
     after: Annotated[
         str | None,
@@ -221,13 +223,14 @@ async def page_parameters(
     ] = None,
     sort: Annotated[Literal["created_at", "-created_at"], Query()] = "created_at",
 ) -> Page:
-    return Page(size, decode_cursor(after), sort == "-created_at")
+    return Page(size, _cursor(request, after), sort == "-created_at")
 
 
 PageQuery = Annotated[Page, Depends(page_parameters)]
 
 
 async def positioned_page_parameters(
+    request: Request,
     size: Annotated[int, Query(alias="page[size]", ge=1, le=MAX_PAGE_SIZE)] = DEFAULT_PAGE_SIZE,
     after: Annotated[
         str | None,
@@ -243,7 +246,7 @@ async def positioned_page_parameters(
     ] = "position",
 ) -> Page:
     by_position = sort.lstrip("-") == "position"
-    keyset = decode_cursor(after, by_position=True)
+    keyset = _cursor(request, after, by_position=True)
     return Page(size, keyset, sort.startswith("-"), by_position, positioned=True)
 
 
@@ -284,6 +287,16 @@ def encode_cursor(created_at: datetime, row_id: uuid.UUID, position: int | None 
         values.insert(0, position)
     raw = json.dumps(values).encode()
     return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def _cursor(request: Request, raw: str | None, by_position: bool = False) -> tuple[Any, ...] | None:
+    """A page's cursor; one this API did not issue is refused once the caller
+    is known (page parameters are solved before the caller's dependency)."""
+    try:
+        return decode_cursor(raw, by_position)
+    except BadRequest as problem:
+        defer_problem(request.scope, problem)
+        return None
 
 
 def decode_cursor(raw: str | None, by_position: bool = False) -> tuple[Any, ...] | None:

@@ -24,6 +24,7 @@ or through the pooler.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from typing import Any
 
@@ -63,29 +64,36 @@ class ReadBound:
     """Whether the sessions of the application's pool bound a statement that
     runs outside a transaction by REQUEST_STATEMENT_TIMEOUT."""
 
-    __slots__ = ("_holds", "_limit")
+    __slots__ = ("_checking", "_holds", "_limit")
 
     def __init__(self, seconds: float, pooler: str) -> None:
         self._limit = milliseconds(seconds)
         # No timeout to keep, or set on every session at its start.
         self._holds: bool | None = True if seconds == 0 or pooler == "none" else None
+        # The first reads of a worker arrive together: one of them asks.
+        self._checking = asyncio.Lock()
 
     async def holds(self, driver: asyncpg.Connection) -> bool:
         """Asked of every read; the pooler's sessions are read once (a role's
         or a `connect_query`'s setting holds for every session it serves)."""
         if self._holds is None:
-            setting = await driver.fetchval(
-                "SELECT setting::bigint FROM pg_settings WHERE name = 'statement_timeout'"
+            async with self._checking:
+                if self._holds is None:
+                    await self._check(driver)
+        return bool(self._holds)
+
+    async def _check(self, driver: asyncpg.Connection) -> None:
+        setting = await driver.fetchval(
+            "SELECT setting::bigint FROM pg_settings WHERE name = 'statement_timeout'"
+        )
+        self._holds = 0 < setting <= self._limit
+        if not self._holds:
+            logger.warning(
+                "the pooler's sessions have statement_timeout %s ms, not at most "
+                "REQUEST_STATEMENT_TIMEOUT (%s ms): reads run in a transaction that sets it, "
+                "two round trips more each; set it on the database role "
+                "(ALTER ROLE ... SET statement_timeout) or in PgBouncer's connect_query "
+                "(docs/operations/poolers.md)",
+                setting,
+                self._limit,
             )
-            self._holds = 0 < setting <= self._limit
-            if not self._holds:
-                logger.warning(
-                    "the pooler's sessions have statement_timeout %s ms, not at most "
-                    "REQUEST_STATEMENT_TIMEOUT (%s ms): reads run in a transaction that sets it, "
-                    "two round trips more each; set it on the database role "
-                    "(ALTER ROLE ... SET statement_timeout) or in PgBouncer's connect_query "
-                    "(docs/operations/poolers.md)",
-                    setting,
-                    self._limit,
-                )
-        return self._holds

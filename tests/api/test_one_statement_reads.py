@@ -99,6 +99,14 @@ async def test_a_caller_who_may_not_read_learns_nothing_from_the_parameters(
             "an id that is not one": "/v1/configs/not-an-id",
             "an unknown parameter": f"/v1/configs/{config_id}?undeclared=1",
             "a key the SDK cannot have": "/api/v1/configs/" + "k" * 200,
+            "a cursor this API did not issue": "/v1/configs?page[after]=garbage",
+            "a filter that is not JSON": "/v1/configs?filter[items]={not",
+            "a filter with NaN": '/v1/configs?filter[items]={"a":NaN}',
+            "a filter with a NUL": '/v1/configs?filter[items]={"a":"\\u0000"}',
+            "a cursor, for users": "/v1/users?page[after]=garbage",
+            "a cursor, for environments": "/v1/environments?page[after]=garbage",
+            "a cursor, for API keys": "/v1/api-keys?page[after]=garbage",
+            "a cursor, for flags": "/v1/flags?page[after]=garbage",
         }
         for name, path in refused.items():
             anonymous = await tenant.call("GET", path, key=unknown)

@@ -136,6 +136,18 @@ async def test_the_callers_key_lookup_is_bounded_too(
     sessions have no timeout, each worker says so once and reads in a
     transaction that sets it."""
     key = create_account_over_http(server.port or 0, "Locked")
+    # A worker's first reads arrive together: it asks the pooler's setting once.
+    async with httpx.AsyncClient(timeout=LOCK_HELD * 2) as client:
+        first = await asyncio.gather(
+            *(
+                client.get(
+                    f"http://127.0.0.1:{server.port}/v1/configs/{uuid.uuid4()}",
+                    headers={"Authorization": f"Bearer {key}"},
+                )
+                for _ in range(40)
+            )
+        )
+    assert {answer.status_code for answer in first} == {404}
     holder = await connect(migrated_database)
     try:
         async with holder.transaction():
@@ -152,8 +164,11 @@ async def test_the_callers_key_lookup_is_bounded_too(
     assert answer.status_code == 503, answer.text
     assert "took longer than its database time allows" in answer.json()["errors"][0]["detail"]
     assert waited < LOCK_HELD
-    warned = "reads run in a transaction that sets it" in server.logs()
-    assert warned == (request.node.callspec.params["server"] == "pgbouncer"), server.logs()
+    warnings = server.logs().count("reads run in a transaction that sets it")
+    if request.node.callspec.params["server"] == "pgbouncer":
+        assert 1 <= warnings <= 2, server.logs()  # at most one a worker
+    else:
+        assert warnings == 0, server.logs()
 
 
 @pytest.mark.parametrize("pooler", ["none", "transaction"])
