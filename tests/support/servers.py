@@ -35,9 +35,14 @@ def ready_server(
 def wait_until_every_worker_is_ready(process: ServiceProcess, workers: int) -> None:
     """Ready, in every worker: a readiness answer comes from one worker, and a
     request may reach any (on a busy machine the other may still be checking)."""
-    process.wait_for_phase("ready")
-    wait_for(
-        lambda: len(process.pids_that_logged("schema at head")) >= workers,
-        60,
-        f"all {workers} workers at head",
-    )
+    try:
+        process.wait_for_phase("ready")
+        wait_for(
+            lambda: len(process.pids_that_logged("schema at head")) >= workers,
+            60,
+            f"all {workers} workers at head",
+        )
+    except AssertionError as error:
+        # What each worker did instead: a loaded run once timed out here with
+        # nothing to say why.
+        raise AssertionError(f"{error}\n{process.logs()[-20000:]}") from None
