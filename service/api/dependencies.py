@@ -153,14 +153,21 @@ async def database(request: Request) -> AsyncIterator[AsyncConnection]:
     A handler may commit early and go on in a new transaction (discovery
     commits each bounded batch): whatever is open at the end is committed or
     rolled back the same way."""
-    async with state_of(request)["engine"].connect() as connection:
-        await connection.begin()
-        try:
-            yield connection
-        except BaseException:
-            await connection.rollback()
-            raise
-        await connection.commit()
+    async with state_of(request)["engine"].connect() as connection, _committed(connection):
+        yield connection
+
+
+@asynccontextmanager
+async def _committed(connection: AsyncConnection) -> AsyncIterator[None]:
+    """`connection` in a transaction: committed when the block ends, rolled
+    back when it raises (whatever is open then, after early commits)."""
+    await connection.begin()
+    try:
+        yield
+    except BaseException:
+        await connection.rollback()
+        raise
+    await connection.commit()
 
 
 Database = Annotated[AsyncConnection, Depends(database, scope="function")]
@@ -178,13 +185,8 @@ async def reading(request: Request) -> AsyncIterator[Connection]:
         if await state["read_bound"].holds(reads.driver):
             yield reads
             return
-        await connection.begin()
-        try:
+        async with _committed(connection):
             yield connection
-        except BaseException:
-            await connection.rollback()
-            raise
-        await connection.commit()
 
 
 @dataclass(frozen=True)
