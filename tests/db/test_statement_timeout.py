@@ -25,7 +25,7 @@ from tests.support.api import JSONAPI, create_account_over_http, document
 from tests.support.configs import settings_for, shared_folder
 from tests.support.pgbouncer import pgbouncer
 from tests.support.postgres import connect, service_url
-from tests.support.processes import OPERATOR_TOKEN, ServiceProcess, service_environment
+from tests.support.processes import OPERATOR_TOKEN, ServiceProcess, service_environment, wait_for
 from tests.support.servers import wait_until_every_worker_is_ready
 
 # Every test here starts a real process or server.
@@ -247,3 +247,43 @@ async def _pooler_command(pooled: URL, command: str) -> None:
         await console.execute(command)
     finally:
         await console.close()
+
+
+async def test_a_bootstrap_read_cut_by_the_request_timeout_waits_instead_of_failing(
+    migrated_database: URL,
+) -> None:
+    """A worker's first read of the revision is no request: a busy server may
+    hold it past REQUEST_STATEMENT_TIMEOUT, and it must not fail the worker's
+    migration (and so stop the server) for that: it waits and retries, as
+    for an absent database. Here a lock holds it until it has been cut by the
+    request's timeout at least once."""
+    variables = service_environment(
+        OPERATOR_TOKEN=OPERATOR_TOKEN,
+        REQUEST_STATEMENT_TIMEOUT=str(TIMEOUT),
+        DATABASE_URL=service_url(migrated_database),
+    )
+    holder = await connect(migrated_database)
+    with shared_folder() as folder:
+        process: ServiceProcess | None = None
+        try:
+            async with holder.transaction():
+                await holder.execute("LOCK TABLE alembic_version IN ACCESS EXCLUSIVE MODE")
+                started = ServiceProcess.uvicorn(variables, folder / "busy.log", workers=2)
+                process = started
+                # A worker's read was cut by the request's timeout, and waits.
+                wait_for(
+                    lambda: (
+                        "statement timeout" in started.logs()
+                        or "migration failed" in started.logs()
+                    ),
+                    60,
+                    "a worker's first read to meet the lock",
+                )
+                await asyncio.sleep(TIMEOUT * 2)
+            wait_until_every_worker_is_ready(process, 2)
+            process.assert_running()
+            assert "migration failed" not in process.logs(), process.logs()
+        finally:
+            await holder.close()
+            if process is not None:
+                process.stop()

@@ -40,6 +40,7 @@ from alembic_lockstep.errors import (
     describe_error,
     failure_kind,
     is_lock_timeout,
+    is_statement_timeout,
     is_unreachable,
     one_traceback,
 )
@@ -461,7 +462,7 @@ class Bootstrap:
             try:
                 return await attempt()
             except Exception as error:
-                if not is_unreachable(error):
+                if not is_unreachable(error) and not self._read_timed_out(error):
                     raise
                 message = describe_error(error)
                 if self.status.phase is Phase.MIGRATING:
@@ -472,6 +473,14 @@ class Bootstrap:
                 self.status.lose_database(message)
                 await asyncio.sleep(backoff(failures, _RETRY_FIRST, self.config.retry_max_interval))
                 failures += 1
+
+    def _read_timed_out(self, error: BaseException) -> bool:
+        """A read cut by its statement timeout before migrating: the
+        application's pool may bound its statements by the requests' timeout,
+        which a busy server can pass. Waited out and retried as an absent
+        database is (readiness says why), never a final failure; a revision's
+        statement cut while migrating still is one."""
+        return self.status.phase is not Phase.MIGRATING and is_statement_timeout(error)
 
     def _give_up_after_losses(self, losses: int, message: str) -> None:
         revision = self.status.running_revision

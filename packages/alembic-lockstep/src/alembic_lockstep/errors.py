@@ -81,6 +81,11 @@ def is_lock_timeout(error: BaseException) -> bool:
     return sqlstate(error) == _LOCK_NOT_AVAILABLE
 
 
+def is_statement_timeout(error: BaseException) -> bool:
+    """A statement cut by its session's statement_timeout."""
+    return sqlstate(error) == _QUERY_CANCELED and "statement timeout" in str(error)
+
+
 def failure_kind(error: BaseException) -> str:
     """A word for what a final error is: statement_timeout, cancelled,
     lock_timeout, permission_denied, authentication_failed, missing_database,
