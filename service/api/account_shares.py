@@ -104,13 +104,22 @@ class AccountShares:
         turn = asyncio.get_running_loop().create_future()
         share.waiting.append(turn)
         try:
-            await asyncio.wait_for(asyncio.shield(turn), WAIT_SECONDS)
+            # The future itself, under a deadline. asyncio.wait_for around a
+            # shield cost a waiter, a shield and their callbacks on the path
+            # every waiting request takes, and on Python 3.11 it swallowed a
+            # cancellation that came as the turn was handed over: the
+            # request then ran after its task was cancelled.
+            async with asyncio.timeout(WAIT_SECONDS):
+                await turn
         except BaseException as error:
             if turn.done() and not turn.cancelled():
                 self._give_back(account)  # handed over just as the wait ended
             else:
+                # Cancelled with its request (or at the deadline); a slot
+                # given back meanwhile may have passed it over already.
                 turn.cancel()
-                share.waiting.remove(turn)
+                if turn in share.waiting:
+                    share.waiting.remove(turn)
                 self._forget_if_idle(account, share)
             if isinstance(error, TimeoutError):
                 raise _busy("this account's requests waited too long for their share") from None
