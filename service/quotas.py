@@ -21,7 +21,7 @@ import uuid
 from dataclasses import dataclass
 from enum import Enum
 
-from sqlalchemy import ColumnElement, Table, func, select, text, true
+from sqlalchemy import ColumnElement, Table, func, select, true
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from service.db.driver import DriverStatement
@@ -32,7 +32,6 @@ from settings import Settings
 # The first number of the two-number advisory locks of quotas (the migration
 # lock uses the one-number form, a separate space).
 _LOCK_SPACE = 0x51554F00
-_LOCK = text("SELECT pg_advisory_xact_lock(:space, hashtext(:account))")
 _LOCK_ON_DRIVER = DriverStatement("SELECT pg_advisory_xact_lock($1, hashtext($2))")
 
 
@@ -65,9 +64,7 @@ class AccountQuotas:
     async def hold(self, connection: AsyncConnection, account_id: uuid.UUID, kind: Kind) -> None:
         """Call after inserting rows of `kind`: Conflicting (a 409, and so a
         rollback) when the account now holds more than its quota."""
-        await connection.execute(
-            _LOCK, {"space": _LOCK_SPACE + kind.number, "account": str(account_id)}
-        )
+        await self.lock(connection, account_id, kind)
         rows, condition = _COUNTED[kind]
         held = await connection.scalar(
             select(func.count()).select_from(rows).where(rows.c.account_id == account_id, condition)

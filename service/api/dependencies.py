@@ -173,6 +173,7 @@ async def _committed(connection: AsyncConnection) -> AsyncIterator[None]:
 Database = Annotated[AsyncConnection, Depends(database, scope="function")]
 
 
+@asynccontextmanager
 async def reading(request: Request) -> AsyncIterator[Connection]:
     """A connection for a read that is one statement: outside any transaction
     (no BEGIN, no COMMIT: a statement is atomic and sees one snapshot), where
@@ -346,7 +347,7 @@ async def key_read(request: Request) -> AsyncIterator[KeyRead]:
     work) and the read's connection (`reading`). One dependency, not three:
     FastAPI's solving costs per dependency, on the hottest routes."""
     digest = await presented_key(request)
-    async with asynccontextmanager(reading)(request) as connection:
+    async with reading(request) as connection:
         yield KeyRead(request, digest, connection)
 
 
