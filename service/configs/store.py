@@ -12,7 +12,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from sqlalchemy import RowMapping, Select, Text, bindparam, func, literal, select
+from sqlalchemy import RowMapping, Text, bindparam, func, literal, select
 from sqlalchemy import update as update_statement
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -39,7 +39,7 @@ from service.limits import MAX_CHAIN_DEPTH
 from service.models import Config, Environment, table
 from service.problems import Conflicting, Invalid, Missing, json_pointer
 from service.quotas import AccountQuotas, Kind
-from service.storage import conflict_from, in_order, one_in_account, searched
+from service.storage import conflict_from, one_in_account
 
 configs = table(Config)
 parents = configs.alias("parent")
@@ -189,16 +189,10 @@ _TREE_LOCK = select(
         )
     )
 )
+
+
 # Keys and names in byte order ("C"), whatever the database's collation: the
 # same order on every server, and the order clients sort strings in.
-_SORTS = {
-    "key": configs.c.key.collate("C"),
-    "name": configs.c.name.collate("C"),
-    "created_at": configs.c.created_at,
-    "updated_at": configs.c.updated_at,
-}
-
-
 def json_text(value: Any) -> str:
     """A JSON value as the text a jsonb parameter is sent."""
     return json.dumps(value, ensure_ascii=False, allow_nan=False, separators=(",", ":"))
@@ -334,24 +328,89 @@ class Filters:
     managed: bool | None = None
 
 
-def listed(account_id: uuid.UUID, filters: Filters) -> Select[Any]:
-    """The account's configs, each with its parent's key (`parent_key`)."""
-    query = (
-        select(configs, parents.c.key.label("parent_key"))
-        .select_from(configs.outerjoin(parents, parents.c.id == configs.c.parent_id))
-        .where(configs.c.account_id == account_id)
-    )
+@dataclass(frozen=True)
+class Listed:
+    """A page of configs, and how many match in all when that was asked."""
+
+    rows: list[Row]
+    total: int | None
+
+
+# The SDK's list orders: the column, then the key (unique in an account).
+_LIST_ORDERS = {
+    "key": 'key COLLATE "C"',
+    "name": 'name COLLATE "C"',
+    "created_at": "created_at",
+    "updated_at": "updated_at",
+}
+_LISTED_COLUMNS = ", ".join(f"c.{column.name}" for column in configs.c) + ", p.key AS parent_key"
+_LIST_STATEMENTS: dict[tuple[Any, ...], AccountRead] = {}
+
+
+async def listed_page(
+    connection: Connection,
+    account: Account,
+    filters: Filters,
+    sort: Sort,
+    number: int,
+    size: int,
+    *,
+    total: bool,
+) -> Listed:
+    """Page `number` (from 1) of `size` of the account's configs that pass
+    `filters`, each with its parent's key (`parent_key`), in `sort`'s order:
+    one statement, the count of all that match included when `total`."""
+    conditions, arguments = ["c.account_id = {account}"], [ACCOUNT]
     if filters.parent is not None:
-        query = query.where(parents.c.key == filters.parent)
+        arguments.append(filters.parent)
+        conditions.append(f"p.key = ${len(arguments)}")
     if filters.search is not None:
-        query = searched(query, configs, filters.search)
+        # In the key or the name, whatever its case (strpos: no LIKE pattern).
+        arguments.append(filters.search.lower())
+        searched_for = f"${len(arguments)}"
+        conditions.append(
+            f"(strpos(lower(c.key), {searched_for}) > 0"
+            f" OR strpos(lower(c.name), {searched_for}) > 0)"
+        )
     if filters.managed is not None:
-        query = query.where(configs.c.managed == filters.managed)
-    return query
+        arguments.append(filters.managed)
+        conditions.append(f"c.managed = ${len(arguments)}")
+    shape = (filters.parent is not None, filters.search is not None, filters.managed is not None)
+    statement = _LIST_STATEMENTS.get((*shape, sort, total))
+    if statement is None:
+        statement = _list_statement(conditions, len(arguments), sort, total)
+        _LIST_STATEMENTS[(*shape, sort, total)] = statement
+    found = await statement.rows(
+        connection,
+        account,
+        *arguments,
+        size,
+        (number - 1) * size,
+        present="total" if total else "id",
+    )
+    if not total:
+        return Listed(found, None)
+    # A page past the end is one row holding the count alone.
+    return Listed([row for row in found if row["id"] is not None], found[0]["total"])
 
 
-def ordered(query: Select[Any], sort: Sort) -> Select[Any]:
-    return in_order(query, _SORTS, sort)
+def _list_statement(conditions: list[str], parameters: int, sort: Sort, total: bool) -> AccountRead:
+    column = _LIST_ORDERS[sort.removeprefix("-")]
+    direction = " DESC" if sort.startswith("-") else ""
+    order = f"{column}{direction}, {_LIST_ORDERS['key']}"
+    joined = "configs AS c LEFT JOIN configs AS p ON p.id = c.parent_id"
+    where = " AND ".join(conditions)
+    page = (
+        f"SELECT {_LISTED_COLUMNS} FROM {joined} WHERE {where}"
+        f" ORDER BY c.{column}{direction}, c.{_LIST_ORDERS['key']}"
+        f" LIMIT ${parameters + 1} OFFSET ${parameters + 2}"
+    )
+    if total:
+        page = (
+            f"SELECT page.*, counted.total FROM (SELECT count(*) AS total FROM {joined}"
+            f" WHERE {where}) AS counted LEFT JOIN LATERAL ({page}) AS page ON true"
+        )
+    return AccountRead(page, account=1, order=order)
 
 
 # Writes

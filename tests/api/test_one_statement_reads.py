@@ -63,6 +63,11 @@ async def test_each_config_read_is_one_statement_with_its_callers_check(
             "a missing config": f"/v1/configs/{uuid.uuid4()}",
             "the SDK's get": "/api/v1/configs/svc",
             "the SDK's get of a missing config": "/api/v1/configs/nothing-here",
+            "the SDK's list": "/api/v1/configs",
+            "the SDK's list, filtered and counted": "/api/v1/configs?filter[parent]=base"
+            "&filter[search]=SV&filter[managed]=true&meta[total]=true&sort=-name",
+            "the SDK's page past the end, counted": "/api/v1/configs?page[number]=5"
+            "&page[size]=1&meta[total]=true",
         }
         for name, path in reads.items():
             sent.clear()
@@ -76,6 +81,17 @@ async def test_each_config_read_is_one_statement_with_its_callers_check(
         resolved = await tenant.call("GET", reads["resolve"])
         assert resolved.json()["data"]["attributes"]["items"] == {"a": 1, "b": 2}
         assert resolved.json()["meta"]["chain"] == [parent, child_id]
+        sdk_list = (await tenant.call("GET", reads["the SDK's list"])).json()
+        assert [item["id"] for item in sdk_list["data"]] == ["base", "svc"]
+        assert sdk_list["meta"]["pagination"] == {"page": 1, "size": 1000}
+        filtered = (await tenant.call("GET", reads["the SDK's list, filtered and counted"])).json()
+        assert [item["id"] for item in filtered["data"]] == ["svc"]
+        assert filtered["meta"]["pagination"]["total"] == 1
+        past = (await tenant.call("GET", reads["the SDK's page past the end, counted"])).json()
+        assert past["data"] == []
+        assert past["meta"]["pagination"] == {"page": 5, "size": 1, "total": 2, "total_pages": 2}
+        by_name = await tenant.call("GET", "/api/v1/configs?sort=-name&page[size]=1&page[number]=2")
+        assert [item["id"] for item in by_name.json()["data"]] == ["base"]
         listed = await tenant.call("GET", reads["a page"])
         assert [item["id"] for item in listed.json()["data"]] == [parent, child_id]
         descending = await tenant.call("GET", "/v1/configs?sort=-created_at")
@@ -107,6 +123,9 @@ async def test_a_caller_who_may_not_read_learns_nothing_from_the_parameters(
             "a cursor, for environments": "/v1/environments?page[after]=garbage",
             "a cursor, for API keys": "/v1/api-keys?page[after]=garbage",
             "a cursor, for flags": "/v1/flags?page[after]=garbage",
+            "an SDK page of none": "/api/v1/configs?page[size]=0",
+            "an SDK order it does not know": "/api/v1/configs?sort=bogus",
+            "an SDK search too long": "/api/v1/configs?filter[search]=" + "s" * 201,
         }
         for name, path in refused.items():
             anonymous = await tenant.call("GET", path, key=unknown)
@@ -124,7 +143,12 @@ async def test_a_caller_who_may_not_read_learns_nothing_from_the_parameters(
         assert (await tenant.call("GET", f"/v1/configs/{config_id}", key=secret)).status_code == 200
         revoked = await tenant.call("DELETE", f"/v1/api-keys/{made['id']}")
         assert revoked.status_code == 204, revoked.text
-        for path in (f"/v1/configs/{config_id}", "/v1/configs", refused["no environment"]):
+        for path in (
+            f"/v1/configs/{config_id}",
+            "/v1/configs",
+            "/api/v1/configs",
+            refused["no environment"],
+        ):
             assert (await tenant.call("GET", path, key=secret)).status_code == 401, path
 
 

@@ -17,14 +17,14 @@ from starlette.convertors import StringConvertor, register_url_convertor
 
 from service.api.answer_budget import list_answer
 from service.api.config_bodies import RESERVED_KEY, Description, Key, Name, TypedItemInput
-from service.api.dependencies import Database, Member, Reader, Viewer
+from service.api.dependencies import Database, Member, Reader
 from service.api.errors import JsonApiResponse
 from service.api.json_body import JsonApiRoute
 from service.api.jsonapi import JsonApiBody, QueryBool, Strict, respond, timestamp
 from service.api.limits import NAMES_WITHOUT_NUL, NO_NUL, ConfigOverrides, Text
 from service.api.quotas import Quotas
 from service.api.sdk import schemas
-from service.api.sdk.pages import MAX_PAGE_NUMBER, MAX_PAGE_SIZE, key_of, page_of, pagination
+from service.api.sdk.pages import MAX_PAGE_NUMBER, MAX_PAGE_SIZE, key_of, numbered
 from service.configs import store
 from service.configs.items import typed_items
 from service.configs.store import ConfigWrite, Dialect, Filters, Sort
@@ -110,8 +110,7 @@ def sdk_resource(row: Mapping[Any, Any]) -> dict[str, Any]:
 )
 async def list_configs(
     request: Request,
-    caller: Viewer,
-    connection: Database,
+    reader: Reader,
     sort: Annotated[Sort, Query()] = "key",
     page_number: Annotated[int, Query(alias="page[number]", ge=1, le=MAX_PAGE_NUMBER)] = 1,
     page_size: Annotated[int, Query(alias="page[size]", ge=1, le=MAX_PAGE_SIZE)] = MAX_PAGE_SIZE,
@@ -122,12 +121,20 @@ async def list_configs(
     ] = None,
     managed: Annotated[QueryBool | None, Query(alias="filter[managed]")] = None,
 ) -> Response:
-    query = store.listed(caller.account_id, Filters(parent, search, managed))
+    found = await store.listed_page(
+        reader.connection,
+        reader,
+        Filters(parent, search, managed),
+        sort,
+        page_number,
+        page_size,
+        total=total,
+    )
     answers = state_of(request)["answers"]
+    # The caller is admitted by the read itself: the budget is looked at after.
     answers.refuse_when_spent()
-    found = await page_of(connection, store.ordered(query, sort), page_number, page_size)
-    meta = {"pagination": await pagination(connection, query, page_number, page_size, total)}
-    return list_answer(answers, [sdk_resource(row) for row in found], meta)
+    meta = {"pagination": numbered(page_number, page_size, found.total)}
+    return list_answer(answers, [sdk_resource(row) for row in found.rows], meta)
 
 
 @router.get(

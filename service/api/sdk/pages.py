@@ -31,11 +31,18 @@ async def pagination(
     connection: AsyncConnection, query: Select[Any], number: int, size: int, total: bool
 ) -> dict[str, int]:
     """`meta.pagination` as the SDK parses it; the totals only when asked (a count)."""
-    described = {"page": number, "size": size}
+    count = None
     if total:
         count = await connection.scalar(select(func.count()).select_from(query.subquery())) or 0
-        described["total"] = count
-        described["total_pages"] = -(-count // size)
+    return numbered(number, size, count)
+
+
+def numbered(number: int, size: int, total: int | None) -> dict[str, int]:
+    """`meta.pagination` of page `number` of `size`, with the totals when known."""
+    described = {"page": number, "size": size}
+    if total is not None:
+        described["total"] = total
+        described["total_pages"] = -(-total // size)
     return described
 
 
