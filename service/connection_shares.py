@@ -50,12 +50,14 @@ class FloodLog:
     loop: asyncio.AbstractEventLoop
     counts: dict[str, Counter[str]] = field(default_factory=dict)
     timer: asyncio.TimerHandle | None = None
+    log: logging.Logger = logger
 
     def note(self, what: str, address: str) -> None:
-        """`what` happened to a connection from `address` ("refused ... over X")."""
+        """`what` happened to a connection from `address` ("refused ... over X"),
+        or to a request for a route."""
         if what not in self.counts:
             self.counts[what] = Counter()
-            logger.warning("%s (%s); a count follows every %gs", what, address, LOG_INTERVAL)
+            self.log.warning("%s (%s); a count follows every %gs", what, address, LOG_INTERVAL)
         else:
             self.counts[what][address] += 1
         if self.timer is None:
@@ -70,7 +72,7 @@ class FloodLog:
             named = ", ".join(
                 f"{address}: {count}" for address, count in by_address.most_common(ADDRESSES_NAMED)
             )
-            logger.warning(
+            self.log.warning(
                 "%d more in the last %gs: %s (%s)", by_address.total(), LOG_INTERVAL, what, named
             )
         if counts:

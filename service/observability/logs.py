@@ -54,6 +54,15 @@ def _safe_message(error: BaseException) -> str:
     return message.strip().splitlines()[0] if message.strip() else ""
 
 
+# What an API key looks like (service/accounts/key_secrets.py: "psk_" and URL-safe base64).
+_API_KEY_IN_PATH = re.compile(r"psk_[A-Za-z0-9_-]{8,}")
+
+
+def masked_path(path: str) -> str:
+    """The path as logged: anything shaped like an API key is masked."""
+    return _API_KEY_IN_PATH.sub("psk_(masked)", path) if "psk_" in path else path
+
+
 def escape_controls(text: str) -> str:
     """ "\n" as the two characters backslash and n, and so on: one event, one line."""
     return _CONTROL.sub(lambda found: repr(found.group())[1:-1], text)

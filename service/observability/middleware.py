@@ -12,7 +12,7 @@ from starlette.datastructures import MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from service.api.errors import unexpected_error_response
-from service.observability.logs import request_id
+from service.observability.logs import masked_path, request_id
 from service.observability.metrics import Metrics
 
 logger = logging.getLogger("service.requests")
@@ -87,15 +87,6 @@ class RequestObservability:
                 },
             )
             request_id.reset(token)
-
-
-# What an API key looks like (service/accounts/key_secrets.py: "psk_" and URL-safe base64).
-_API_KEY_IN_PATH = re.compile(r"psk_[A-Za-z0-9_-]{8,}")
-
-
-def masked_path(path: str) -> str:
-    """The path as logged: anything shaped like an API key is masked."""
-    return _API_KEY_IN_PATH.sub("psk_(masked)", path) if "psk_" in path else path
 
 
 def _add_headers(message: Message, current_request_id: str) -> None:

@@ -177,6 +177,9 @@ async def test_database_down_at_start_then_up(tmp_path: Path) -> None:
             server.stop()
 
 
+OUTAGE_REQUESTS = 20
+
+
 @pytest.mark.parametrize("pre_ping", ["false", "true"])
 async def test_database_restart_while_serving(tmp_path: Path, pre_ping: str) -> None:
     """Requests get clean 503s while the database is down, readiness goes down
@@ -201,6 +204,16 @@ async def test_database_restart_while_serving(tmp_path: Path, pre_ping: str) -> 
             server.stop()
             refused = _get_users(process, key)
             assert refused.status_code == 503, refused.text
+            # An outage is logged as its first 503 and then a count, not a
+            # line a request.
+            assert all(_get_users(process, key).status_code == 503 for _ in range(OUTAGE_REQUESTS))
+            first_lines = [
+                line
+                for line in process.logs().splitlines()
+                if "database error answered 503" in line and "more in the last" not in line
+            ]
+            # One a kind of error: a pooled connection found closed, a new one refused.
+            assert 1 <= len(first_lines) <= 3, first_lines
             assert refused.headers["content-type"] == "application/vnd.api+json"
             assert refused.headers["retry-after"]
             assert refused.json()["errors"][0]["status"] == "503"
