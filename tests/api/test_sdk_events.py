@@ -387,6 +387,45 @@ def test_no_stream_is_served_while_nothing_listens(
             wait_for(lambda: expected in server.logs(), WAIT, "the reason in the log")
 
 
+def test_a_lost_listener_is_logged_and_so_is_its_return(module_database: URL) -> None:
+    """Each worker's listening session is ended by the server: each logs that
+    live updates are off, listens again, logs that they are back, and a
+    stream opened afterwards receives a write."""
+    with ready_server(module_database, workers=2) as server:
+        assert server.port is not None
+        key = create_account_over_http(server.port, "Relistened")
+        ended = asyncio.run(_end_the_listeners(module_database))
+        assert ended == 2, ended
+        wait_for(
+            lambda: server.logs().count("live updates are back") == 2,
+            WAIT,
+            "both workers listening again",
+        )
+        logs = server.logs()
+        assert logs.count("the listening connection was lost") == 2, logs
+        lines, _ = open_stream(server.port, key)
+        assert lines.get(timeout=WAIT) == "status 200 text/event-stream; charset=utf-8"
+        created = httpx.post(
+            f"http://127.0.0.1:{server.port}/api/v1/configs",
+            json=sdk_config("after-the-loss", 1),
+            headers=headers(key),
+        )
+        assert created.status_code == 201, created.text
+        assert next_event(lines) == ("config_changed", {"id": "after-the-loss"})
+
+
+async def _end_the_listeners(database: URL) -> int:
+    connection = await connect(database)
+    try:
+        ended: int = await connection.fetchval(
+            "SELECT count(*) FROM pg_stat_activity"
+            " WHERE application_name LIKE '% events %' AND pg_terminate_backend(pid)"
+        )
+        return ended
+    finally:
+        await connection.close()
+
+
 def test_streams_per_account_and_per_worker_are_capped(module_database: URL) -> None:
     """A worker keeps half its connections (HTTP_MAX_CONNECTIONS) for requests."""
     with ready_server(module_database, workers=1, HTTP_MAX_CONNECTIONS="8") as single:

@@ -218,6 +218,8 @@ class EventHub:
                 attempt, self.not_listening = 0, None
                 self._listening.set()
                 if listened_before:
+                    # Its loss was logged: so is its return.
+                    logger.warning("config events: listening again; live updates are back")
                     for missed in EVERYTHING_CHANGED:
                         self._broadcast(missed)
                 listened_before = True
