@@ -241,13 +241,26 @@ async def _failed(request: Request, error: ApiError) -> ApiError:
 
 
 def _bearer(request: Request) -> str | None:
-    scheme, _, credential = request.headers.get("authorization", "").partition(" ")
+    """The bearer credential; None for none, or for more than one
+    Authorization header (which one was meant is not known)."""
+    given = request.headers.getlist("authorization")
+    if len(given) != 1:
+        return None
+    scheme, _, credential = given[0].partition(" ")
     return credential.strip() if scheme.lower() == "bearer" and credential.strip() else None
+
+
+def _one_authorization(request: Request) -> None:
+    """400 for a request with more than one Authorization header: neither is
+    taken (the first used to be, whatever the second said)."""
+    if len(request.headers.getlist("authorization")) > 1:
+        raise BadRequest("the Authorization header is given more than once; send one")
 
 
 async def presented_key(request: Request) -> bytes:
     """The digest of the key in `Authorization: Bearer <key>`; a missing or
     malformed key is a failed authentication (no database work)."""
+    _one_authorization(request)
     key = _bearer(request)
     if key is None:
         raise await _failed(
@@ -394,6 +407,7 @@ async def require_operator(request: Request) -> None:
     that failed too often), or 429 over the operator's own limit. The right
     token is served whatever its address did before."""
     operator_token(request)
+    _one_authorization(request)
     if not is_operator(request):
         raise await _failed(
             request, _unauthorized("the operator token is required", realm="operator")

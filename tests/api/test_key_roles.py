@@ -15,9 +15,15 @@ import httpx
 import pytest
 from sqlalchemy.engine import URL
 
-from tests.support.api import Tenant, api_client, document, new_tenant
+from tests.support.api import JSONAPI, Tenant, api_client, document, new_tenant
 from tests.support.postgres import connect
-from tests.support.processes import PROCESS_OUTPUTS, PROJECT_ROOT, run_python, service_environment
+from tests.support.processes import (
+    OPERATOR_TOKEN,
+    PROCESS_OUTPUTS,
+    PROJECT_ROOT,
+    run_python,
+    service_environment,
+)
 from tests.support.revisions import HEAD
 from tests.support.secrets import API_KEY
 
@@ -308,3 +314,47 @@ async def test_the_key_cap_backfill_runs_again_after_failing_past_its_autocommit
         "SELECT indisvalid FROM pg_index WHERE indexrelid = 'api_keys_created_by_user_id_idx'::regclass"
     )
     await connection.close()
+
+
+async def test_two_authorization_headers_are_refused_whichever_comes_first(
+    tenant: Tenant,
+) -> None:
+    """Which of two credentials was meant is not known: neither is taken,
+    whatever the other one is (a viewer's key with an owner's, the operator
+    token with a key); a probe is answered as if none were sent."""
+    _, viewer = await tenant.user_with_key("VIEWER")
+    pairs = {
+        "a viewer's key, then the owner's": (viewer, tenant.owner_key),
+        "the owner's key, then a viewer's": (tenant.owner_key, viewer),
+        "the owner's key, then an unknown one": (tenant.owner_key, "psk_" + "u" * 43),
+        "the operator token, then a key": (OPERATOR_TOKEN, tenant.owner_key),
+    }
+    paths = {
+        "a one-statement read": ("GET", "/v1/configs"),
+        "a role-checked write": ("POST", "/v1/users"),
+        "the SDK's list": ("GET", "/api/v1/configs"),
+        "an operator route": ("POST", "/v1/accounts"),
+    }
+    before = (await tenant.call("GET", "/v1/users")).json()["data"]
+    for pair_name, (first, second) in pairs.items():
+        for path_name, (method, path) in paths.items():
+            answer = await tenant.client.request(
+                method,
+                path,
+                headers=[
+                    ("Authorization", f"Bearer {first}"),
+                    ("Authorization", f"Bearer {second}"),
+                    ("Content-Type", JSONAPI),
+                ],
+                json=document("users", {"email": "twice@example.test", "role": "VIEWER"}),
+            )
+            assert answer.status_code == 400, (pair_name, path_name, answer.text)
+            detail = answer.json()["errors"][0]["detail"]
+            assert "Authorization header is given more than once" in detail
+    assert (await tenant.call("GET", "/v1/users")).json()["data"] == before
+    probe = await tenant.client.get(
+        "/readyz",
+        headers=[("Authorization", f"Bearer {OPERATOR_TOKEN}"), ("Authorization", "Bearer x")],
+    )
+    assert probe.status_code == 200
+    assert probe.json() == (await tenant.client.get("/readyz")).json()
