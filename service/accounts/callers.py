@@ -113,3 +113,100 @@ class _Account:
 
 
 ACCOUNT: Any = _Account()
+
+
+class Listed:
+    """A page of rows, and how many match in all when that was asked."""
+
+    __slots__ = ("rows", "total")
+
+    def __init__(self, rows: list[Row], total: int | None) -> None:
+        self.rows = rows
+        self.total = total
+
+
+# The orders of a list of keyed rows (a key unique in its account, a name),
+# the key first: it breaks ties. Keys and names in byte order ("C"), whatever
+# the database's collation.
+KEYED_ORDERS = {
+    "key": 'key COLLATE "C"',
+    "name": 'name COLLATE "C"',
+    "created_at": "created_at",
+    "updated_at": "updated_at",
+}
+
+
+class NumberedPages:
+    """Pages numbered from 1 of an account's rows, each one statement (an
+    `AccountRead`, one for each shape of request), with the count of all that
+    match when asked: the count is then the statement's outer row, so a page
+    past the end still carries it.
+
+    `source` names the account's column `{alias}.account_id`; `orders` maps a
+    sort's name to its column (unqualified, a collation allowed); the first
+    order is the total order that breaks ties."""
+
+    __slots__ = ("alias", "columns", "orders", "source", "statements")
+
+    def __init__(self, columns: str, source: str, alias: str, orders: dict[str, str]) -> None:
+        self.columns, self.source, self.alias, self.orders = columns, source, alias, orders
+        self.statements: dict[tuple[Any, ...], AccountRead] = {}
+
+    async def page(
+        self,
+        connection: Connection,
+        account: Account,
+        where: Sequence[tuple[str, Any]],
+        sort: str,
+        number: int,
+        size: int,
+        *,
+        total: bool,
+    ) -> Listed:
+        """Page `number` of `size` in `sort`'s order ("-" first: descending),
+        of the rows that pass each of `where`: a condition whose parameter is
+        `{0}`, and its value."""
+        shape = (*(condition for condition, _ in where), sort, total)
+        statement = self.statements.get(shape)
+        if statement is None:
+            statement = self.statements[shape] = self._statement(where, sort, total)
+        found = await statement.rows(
+            connection,
+            account,
+            ACCOUNT,
+            *(value for _, value in where),
+            size,
+            (number - 1) * size,
+            present="total" if total else "id",
+        )
+        if not total:
+            return Listed(found, None)
+        return Listed([row for row in found if row["id"] is not None], found[0]["total"])
+
+    def _statement(self, where: Sequence[tuple[str, Any]], sort: str, total: bool) -> AccountRead:
+        conditions = [f"{self.alias}.account_id = {{account}}"]
+        conditions += [
+            condition.format(f"${number}") for number, (condition, _) in enumerate(where, 2)
+        ]
+        tie = next(iter(self.orders.values()))
+        column = self.orders[sort.removeprefix("-")]
+        direction = " DESC" if sort.startswith("-") else ""
+        after = len(where) + 1
+        filtered = f"FROM {self.source} WHERE {' AND '.join(conditions)}"
+        page = (
+            f"SELECT {self.columns} {filtered}"
+            f" ORDER BY {self.alias}.{column}{direction}, {self.alias}.{tie}"
+            f" LIMIT ${after + 1} OFFSET ${after + 2}"
+        )
+        if total:
+            page = (
+                f"SELECT page.*, counted.total FROM (SELECT count(*) AS total {filtered})"
+                f" AS counted LEFT JOIN LATERAL ({page}) AS page ON true"
+            )
+        return AccountRead(page, account=1, order=f"{column}{direction}, {tie}")
+
+
+def searched_for(alias: str) -> str:
+    """A condition of `NumberedPages`: the key or the name holds the value
+    (given in lower case), whatever its case (strpos: no LIKE pattern)."""
+    return f"(strpos(lower({alias}.key), {{0}}) > 0 OR strpos(lower({alias}.name), {{0}}) > 0)"

@@ -17,7 +17,14 @@ from sqlalchemy import update as update_statement
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from service.accounts.callers import ACCOUNT, Account, AccountRead
+from service.accounts.callers import (
+    ACCOUNT,
+    KEYED_ORDERS,
+    Account,
+    AccountRead,
+    NumberedPages,
+    searched_for,
+)
 from service.configs.chains import check_chain_types, relatives, types_along
 from service.configs.events import CHANGED, CHANNEL, DELETED, announce
 from service.configs.items import (
@@ -328,89 +335,25 @@ class Filters:
     managed: bool | None = None
 
 
-@dataclass(frozen=True)
-class Listed:
-    """A page of configs, and how many match in all when that was asked."""
-
-    rows: list[Row]
-    total: int | None
-
-
-# The SDK's list orders: the column, then the key (unique in an account).
-_LIST_ORDERS = {
-    "key": 'key COLLATE "C"',
-    "name": 'name COLLATE "C"',
-    "created_at": "created_at",
-    "updated_at": "updated_at",
-}
-_LISTED_COLUMNS = ", ".join(f"c.{column.name}" for column in configs.c) + ", p.key AS parent_key"
-_LIST_STATEMENTS: dict[tuple[Any, ...], AccountRead] = {}
+# The SDK's list, a page of it one statement (`conditions` its filters).
+LISTS = NumberedPages(
+    ", ".join(f"c.{column.name}" for column in configs.c) + ", p.key AS parent_key",
+    "configs AS c LEFT JOIN configs AS p ON p.id = c.parent_id",
+    "c",
+    KEYED_ORDERS,
+)
 
 
-async def listed_page(
-    connection: Connection,
-    account: Account,
-    filters: Filters,
-    sort: Sort,
-    number: int,
-    size: int,
-    *,
-    total: bool,
-) -> Listed:
-    """Page `number` (from 1) of `size` of the account's configs that pass
-    `filters`, each with its parent's key (`parent_key`), in `sort`'s order:
-    one statement, the count of all that match included when `total`."""
-    conditions, arguments = ["c.account_id = {account}"], [ACCOUNT]
+def conditions(filters: Filters) -> list[tuple[str, Any]]:
+    """The SDK list's filters as `LISTS` takes them."""
+    where: list[tuple[str, Any]] = []
     if filters.parent is not None:
-        arguments.append(filters.parent)
-        conditions.append(f"p.key = ${len(arguments)}")
+        where.append(("p.key = {0}", filters.parent))
     if filters.search is not None:
-        # In the key or the name, whatever its case (strpos: no LIKE pattern).
-        arguments.append(filters.search.lower())
-        searched_for = f"${len(arguments)}"
-        conditions.append(
-            f"(strpos(lower(c.key), {searched_for}) > 0"
-            f" OR strpos(lower(c.name), {searched_for}) > 0)"
-        )
+        where.append((searched_for("c"), filters.search.lower()))
     if filters.managed is not None:
-        arguments.append(filters.managed)
-        conditions.append(f"c.managed = ${len(arguments)}")
-    shape = (filters.parent is not None, filters.search is not None, filters.managed is not None)
-    statement = _LIST_STATEMENTS.get((*shape, sort, total))
-    if statement is None:
-        statement = _list_statement(conditions, len(arguments), sort, total)
-        _LIST_STATEMENTS[(*shape, sort, total)] = statement
-    found = await statement.rows(
-        connection,
-        account,
-        *arguments,
-        size,
-        (number - 1) * size,
-        present="total" if total else "id",
-    )
-    if not total:
-        return Listed(found, None)
-    # A page past the end is one row holding the count alone.
-    return Listed([row for row in found if row["id"] is not None], found[0]["total"])
-
-
-def _list_statement(conditions: list[str], parameters: int, sort: Sort, total: bool) -> AccountRead:
-    column = _LIST_ORDERS[sort.removeprefix("-")]
-    direction = " DESC" if sort.startswith("-") else ""
-    order = f"{column}{direction}, {_LIST_ORDERS['key']}"
-    joined = "configs AS c LEFT JOIN configs AS p ON p.id = c.parent_id"
-    where = " AND ".join(conditions)
-    page = (
-        f"SELECT {_LISTED_COLUMNS} FROM {joined} WHERE {where}"
-        f" ORDER BY c.{column}{direction}, c.{_LIST_ORDERS['key']}"
-        f" LIMIT ${parameters + 1} OFFSET ${parameters + 2}"
-    )
-    if total:
-        page = (
-            f"SELECT page.*, counted.total FROM (SELECT count(*) AS total FROM {joined}"
-            f" WHERE {where}) AS counted LEFT JOIN LATERAL ({page}) AS page ON true"
-        )
-    return AccountRead(page, account=1, order=order)
+        where.append(("c.managed = {0}", filters.managed))
+    return where
 
 
 # Writes

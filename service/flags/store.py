@@ -13,11 +13,11 @@ from sqlalchemy.dialects.postgresql import insert as upsert
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from service.accounts.callers import KEYED_ORDERS, NumberedPages, searched_for
 from service.flags.definitions import FlagDefinition, FlagType, check_environments_exist, matches
 from service.flags.events import FLAG_CHANGED, FLAG_DELETED, FLAGS_CHANGED, announce
 from service.models import Flag, FlagSource, table
 from service.problems import Conflicting, Missing
-from service.storage import in_order, searched
 
 flags = table(Flag)
 sources = table(FlagSource)
@@ -30,14 +30,6 @@ SourceSort = Literal[
     "service", "-service", "environment", "-environment",
     "created_at", "-created_at", "last_seen", "-last_seen",
 ]  # fmt: skip
-# Keys and names in byte order ("C"), whatever the database's collation.
-_SORTS = {
-    "key": flags.c.key.collate("C"),
-    "name": flags.c.name.collate("C"),
-    "type": flags.c.type,
-    "created_at": flags.c.created_at,
-    "updated_at": flags.c.updated_at,
-}
 
 
 @dataclass
@@ -85,32 +77,20 @@ async def get(
     return row
 
 
-def listed(account_id: uuid.UUID, filters: Filters) -> Select[Any]:
-    query = select(flags).where(flags.c.account_id == account_id)
+# The SDK's list, a page of it one statement (`conditions` its filters).
+LISTS = NumberedPages("f.*", "flags AS f", "f", {**KEYED_ORDERS, "type": "type"})
+
+
+def conditions(filters: Filters) -> list[tuple[str, Any]]:
+    """The SDK list's filters as `LISTS` takes them."""
+    where: list[tuple[str, Any]] = []
     if filters.flag_type is not None:
-        query = query.where(flags.c.type == filters.flag_type.value)
+        where.append(("f.type = {0}", filters.flag_type.value))
     if filters.managed is not None:
-        query = query.where(flags.c.managed == filters.managed)
+        where.append(("f.managed = {0}", filters.managed))
     if filters.search is not None:
-        query = searched(query, flags, filters.search)
-    return query
-
-
-def ordered(query: Select[Any], sort: Sort) -> Select[Any]:
-    return in_order(query, _SORTS, sort)
-
-
-async def page(
-    connection: AsyncConnection, query: Select[Any], number: int, size: int
-) -> Sequence[RowMapping]:
-    found: Sequence[RowMapping] = (
-        (await connection.execute(query.limit(size).offset((number - 1) * size))).mappings().all()
-    )
-    return found
-
-
-async def count(connection: AsyncConnection, query: Select[Any]) -> int:
-    return await connection.scalar(select(func.count()).select_from(query.subquery())) or 0
+        where.append((searched_for("f"), filters.search.lower()))
+    return where
 
 
 async def _checked(connection: AsyncConnection, account_id: uuid.UUID, write: FlagWrite) -> None:

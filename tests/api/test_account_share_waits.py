@@ -97,7 +97,24 @@ def _whole(shares: AccountShares, app: HeldApp) -> None:
     assert shares.shares == {}, "an idle account's share was left behind"
 
 
-def test_a_waiting_request_whose_client_leaves_passes_its_turn_on() -> None:
+def _leaves_while_waiting(app: HeldApp, waiting: asyncio.Future[None]) -> None:
+    waiting.cancel()
+
+
+def _leaves_as_its_turn_comes(app: HeldApp, waiting: asyncio.Future[None]) -> None:
+    # In one step: the first's answer starts, handing the slot to the
+    # waiting request, and its client leaves before it runs again.
+    app.after_answer = waiting.cancel
+
+
+@pytest.mark.parametrize("leave", [_leaves_while_waiting, _leaves_as_its_turn_comes])
+def test_a_waiting_request_whose_client_leaves_passes_its_turn_on(
+    leave: Callable[[HeldApp, asyncio.Future[None]], None],
+) -> None:
+    """The second of three requests on one slot leaves, before its turn or
+    just as it comes (both before it runs again): the slot goes on to the
+    third, not lost, and the second never runs."""
+
     async def body(shares: AccountShares, app: HeldApp, statuses: dict[int, int]) -> None:
         first = asyncio.ensure_future(_request(shares, 1, statuses))
         await _settle()
@@ -105,35 +122,8 @@ def test_a_waiting_request_whose_client_leaves_passes_its_turn_on() -> None:
         third = asyncio.ensure_future(_request(shares, 3, statuses))
         await _settle()
         assert app.started == [0, 1]
-        second.cancel()
+        leave(app, second)
         await _settle()
-        app.release(1)
-        await first
-        await _settle()
-        assert app.started == [0, 1, 3]
-        app.release(3)
-        await third
-        with pytest.raises(asyncio.CancelledError):
-            await second
-
-    shares, app, statuses = asyncio.run(_one_slot(body))
-    assert statuses == {0: 200, 1: 200, 3: 200}
-    _whole(shares, app)
-
-
-def test_a_turn_given_as_the_wait_is_cancelled_is_passed_on() -> None:
-    """The slot comes to a waiting request just as its client leaves (both
-    before it runs again): the slot goes on to the next, not lost."""
-
-    async def body(shares: AccountShares, app: HeldApp, statuses: dict[int, int]) -> None:
-        first = asyncio.ensure_future(_request(shares, 1, statuses))
-        await _settle()
-        second = asyncio.ensure_future(_request(shares, 2, statuses))
-        third = asyncio.ensure_future(_request(shares, 3, statuses))
-        await _settle()
-        # In one step: the first's answer starts, handing the slot to the
-        # second, and the second's client leaves before it runs again.
-        app.after_answer = second.cancel
         app.release(1)
         await first
         await _settle()

@@ -76,6 +76,30 @@ async def test_each_config_read_is_one_statement_with_its_callers_check(
             assert len(sent) == 1, (name, sent)
             assert "api_keys" in sent[0], (name, sent)
             assert "configs" in sent[0], (name, sent)
+        flag = {"type": "BOOLEAN", "default": False, "values": None}
+        for key in ("dark-mode", "beta"):
+            body = {"data": {"type": "flag", "id": key, "attributes": {**flag, "name": key}}}
+            made = await tenant.call("POST", "/api/v1/flags", body=body)
+            assert made.status_code == 201, made.text
+        flag_reads = {
+            "the SDK's list of flags": "/api/v1/flags",
+            "the SDK's list of flags, filtered and counted": "/api/v1/flags?filter[type]=BOOLEAN"
+            "&filter[managed]=true&filter[search]=DARK&meta[total]=true&sort=-type",
+        }
+        for name, path in flag_reads.items():
+            sent.clear()
+            answer = await tenant.call("GET", path)
+            assert answer.status_code == 200, (name, answer.text)
+            assert len(sent) == 1, (name, sent)
+            assert "api_keys" in sent[0], (name, sent)
+            assert "flags" in sent[0], (name, sent)
+        flags = (await tenant.call("GET", flag_reads["the SDK's list of flags"])).json()
+        assert [item["id"] for item in flags["data"]] == ["beta", "dark-mode"]
+        found = await tenant.call(
+            "GET", flag_reads["the SDK's list of flags, filtered and counted"]
+        )
+        assert [item["id"] for item in found.json()["data"]] == ["dark-mode"]
+        assert found.json()["meta"]["pagination"]["total"] == 1
         by_key = (await tenant.call("GET", reads["the SDK's get"])).json()["data"]
         assert by_key["attributes"]["parent"] == "base"
         resolved = await tenant.call("GET", reads["resolve"])
@@ -126,6 +150,8 @@ async def test_a_caller_who_may_not_read_learns_nothing_from_the_parameters(
             "an SDK page of none": "/api/v1/configs?page[size]=0",
             "an SDK order it does not know": "/api/v1/configs?sort=bogus",
             "an SDK search too long": "/api/v1/configs?filter[search]=" + "s" * 201,
+            "a flag type it does not know": "/api/v1/flags?filter[type]=NOPE",
+            "a flag page of none": "/api/v1/flags?page[size]=0",
         }
         for name, path in refused.items():
             anonymous = await tenant.call("GET", path, key=unknown)
@@ -147,6 +173,7 @@ async def test_a_caller_who_may_not_read_learns_nothing_from_the_parameters(
             f"/v1/configs/{config_id}",
             "/v1/configs",
             "/api/v1/configs",
+            "/api/v1/flags",
             refused["no environment"],
         ):
             assert (await tenant.call("GET", path, key=secret)).status_code == 401, path

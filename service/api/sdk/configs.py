@@ -121,14 +121,9 @@ async def list_configs(
     ] = None,
     managed: Annotated[QueryBool | None, Query(alias="filter[managed]")] = None,
 ) -> Response:
-    found = await store.listed_page(
-        reader.connection,
-        reader,
-        Filters(parent, search, managed),
-        sort,
-        page_number,
-        page_size,
-        total=total,
+    where = store.conditions(Filters(parent, search, managed))
+    found = await store.LISTS.page(
+        reader.connection, reader, where, sort, page_number, page_size, total=total
     )
     answers = state_of(request)["answers"]
     # The caller is admitted by the read itself: the budget is looked at after.

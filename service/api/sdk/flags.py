@@ -16,13 +16,21 @@ from fastapi import APIRouter, Query, Response
 from pydantic import Field, StringConstraints, TypeAdapter, ValidationError, WithJsonSchema
 from starlette.convertors import StringConvertor, register_url_convertor
 
-from service.api.dependencies import Database, Member, Viewer
-from service.api.errors import Conflict, JsonApiResponse
+from service.api.dependencies import Database, Member, Reader, Viewer
+from service.api.errors import JsonApiResponse
 from service.api.flag_bodies import RESERVED_KEY, FlagAttributes, Key, TypeName
 from service.api.json_body import JsonApiRoute
 from service.api.jsonapi import JsonApiBody, QueryBool, Strict, respond, timestamp
 from service.api.limits import NO_NUL, JsonValue, Text
 from service.api.sdk import schemas
+from service.api.sdk.pages import (
+    MAX_PAGE_NUMBER,
+    MAX_PAGE_SIZE,
+    key_of,
+    numbered,
+    page_of,
+    pagination,
+)
 from service.flags import store
 from service.flags.definitions import FlagType
 
@@ -39,8 +47,6 @@ class _FlagKeyConvertor(StringConvertor):
 register_url_convertor("flag_key", _FlagKeyConvertor())
 KEY_PATH = "/flags/{key:flag_key}"
 TYPE = "flag"
-MAX_PAGE_SIZE = 1000
-MAX_PAGE_NUMBER = 1_000_000
 # The SDK sends batches of 50 (more only from an explicit flush of a long backlog).
 MAX_DISCOVERED = 1000
 # (allOf: pydantic resolves a bare $ref it did not make and fails.)
@@ -78,25 +84,6 @@ def sdk_resource(row: Mapping[Any, Any]) -> dict[str, Any]:
     return {"type": TYPE, "id": row["key"], "attributes": attributes}
 
 
-def _key_of(sent_type: str, sent_id: str | None, url_key: str | None) -> str:
-    if sent_type != TYPE:
-        raise Conflict(f"expected type {TYPE!r}", pointer="/data/type")
-    if url_key is not None and sent_id is not None and sent_id != url_key:
-        raise Conflict("the id in the body differs from the key in the URL", pointer="/data/id")
-    return url_key or str(sent_id)
-
-
-async def _pagination(
-    connection: Database, query: Any, number: int, size: int, total: bool
-) -> dict[str, int]:
-    described = {"page": number, "size": size}
-    if total:
-        count = await store.count(connection, query)
-        described["total"] = count
-        described["total_pages"] = -(-count // size)
-    return described
-
-
 @router.get(
     "/flags",
     response_class=JsonApiResponse,
@@ -104,8 +91,7 @@ async def _pagination(
     summary="List flags, pages numbered from 1",
 )
 async def list_flags(
-    caller: Viewer,
-    connection: Database,
+    reader: Reader,
     sort: Annotated[store.Sort, Query()] = "key",
     page_number: PageNumber = 1,
     page_size: PageSize = MAX_PAGE_SIZE,
@@ -116,10 +102,12 @@ async def list_flags(
         str | None, Query(alias="filter[search]", max_length=200, pattern=NO_NUL)
     ] = None,
 ) -> JsonApiResponse:
-    query = store.listed(caller.account_id, store.Filters(flag_type, managed, search))
-    found = await store.page(connection, store.ordered(query, sort), page_number, page_size)
-    meta = {"pagination": await _pagination(connection, query, page_number, page_size, total)}
-    return respond({"data": [sdk_resource(row) for row in found], "meta": meta})
+    where = store.conditions(store.Filters(flag_type, managed, search))
+    found = await store.LISTS.page(
+        reader.connection, reader, where, sort, page_number, page_size, total=total
+    )
+    meta = {"pagination": numbered(page_number, page_size, found.total)}
+    return respond({"data": [sdk_resource(row) for row in found.rows], "meta": meta})
 
 
 @router.post(
@@ -132,7 +120,7 @@ async def list_flags(
 async def create_flag(
     body: Annotated[NewFlagBody, JsonApiBody], caller: Member, connection: Database
 ) -> JsonApiResponse:
-    key = _key_of(body.data.type, body.data.id, None)
+    key = key_of(TYPE, body.data.type, body.data.id, None)
     row = await store.create(connection, caller.account_id, key, body.data.attributes.write())
     return respond({"data": sdk_resource(row)}, 201, {"Location": f"/api/v1/flags/{key}"})
 
@@ -212,7 +200,7 @@ async def get_flag(key: Key, caller: Viewer, connection: Database) -> JsonApiRes
 async def replace_flag(
     key: Key, body: Annotated[FlagBody, JsonApiBody], caller: Member, connection: Database
 ) -> JsonApiResponse:
-    _key_of(body.data.type, body.data.id, key)
+    key_of(TYPE, body.data.type, body.data.id, key)
     row = await store.replace(connection, caller.account_id, key, body.data.attributes.write())
     return respond({"data": sdk_resource(row)})
 
@@ -244,8 +232,8 @@ def source_resource(row: Mapping[Any, Any]) -> dict[str, Any]:
 async def _sources(
     connection: Database, query: Any, number: int, size: int, total: bool
 ) -> JsonApiResponse:
-    found = await store.page(connection, query, number, size)
-    meta = {"pagination": await _pagination(connection, query, number, size, total)}
+    found = await page_of(connection, query, number, size)
+    meta = {"pagination": await pagination(connection, query, number, size, total)}
     return respond({"data": [source_resource(row) for row in found], "meta": meta})
 
 
