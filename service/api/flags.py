@@ -16,7 +16,7 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, Request, Response
 from pydantic import Field, StringConstraints
 
-from service.api.dependencies import Database, Member, Viewer
+from service.api.dependencies import Database, Member, Reader, Viewer
 from service.api.errors import JsonApiResponse, UnprocessableContent
 from service.api.flag_bodies import (
     AllowedValue,
@@ -157,9 +157,9 @@ async def list_flags(
 @router.get(
     "/{flag_id}", response_class=JsonApiResponse, response_model=FlagDocument, summary="Get a flag"
 )
-async def get_flag(flag_id: uuid.UUID, caller: Viewer, connection: Database) -> JsonApiResponse:
-    key = await store.key_of(connection, caller.account_id, flag_id)
-    return respond(single(flag_resource(await store.get(connection, caller.account_id, key))))
+async def get_flag(flag_id: uuid.UUID, reader: Reader) -> JsonApiResponse:
+    row = await store.read_by_id(reader.connection, reader, flag_id)
+    return respond(single(flag_resource(row)))
 
 
 @router.post(

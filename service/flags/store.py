@@ -13,7 +13,15 @@ from sqlalchemy.dialects.postgresql import insert as upsert
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from service.accounts.callers import KEYED_ORDERS, NumberedPages, searched_for
+from service.accounts.callers import (
+    ACCOUNT,
+    KEYED_ORDERS,
+    Account,
+    AccountRead,
+    NumberedPages,
+    searched_for,
+)
+from service.db.driver import Connection, Row
 from service.flags.definitions import FlagDefinition, FlagType, check_environments_exist, matches
 from service.flags.events import FLAG_CHANGED, FLAG_DELETED, FLAGS_CHANGED, announce
 from service.models import Flag, FlagSource, table
@@ -74,6 +82,26 @@ async def get(
     row: RowMapping | None = (await connection.execute(query)).mappings().first()
     if row is None:
         raise Missing(f"no flag with key {key!r}")
+    return row
+
+
+# A flag by key (the SDK's get) and by id (/v1's), each one statement with
+# the caller's check when a key is presented (service/accounts/callers.py).
+_BY_KEY = AccountRead("SELECT * FROM flags WHERE account_id = {account} AND key = $1", account=2)
+_BY_ID = AccountRead("SELECT * FROM flags WHERE account_id = {account} AND id = $1", account=2)
+
+
+async def read_by_key(connection: Connection, account: Account, key: str) -> Row:
+    row = await _BY_KEY.row(connection, account, key, ACCOUNT)
+    if row is None:
+        raise Missing(f"no flag with key {key!r}")
+    return row
+
+
+async def read_by_id(connection: Connection, account: Account, flag_id: uuid.UUID) -> Row:
+    row = await _BY_ID.row(connection, account, flag_id, ACCOUNT)
+    if row is None:
+        raise Missing(f"no flag with id {flag_id}")
     return row
 
 

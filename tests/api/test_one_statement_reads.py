@@ -81,7 +81,12 @@ async def test_each_config_read_is_one_statement_with_its_callers_check(
             body = {"data": {"type": "flag", "id": key, "attributes": {**flag, "name": key}}}
             made = await tenant.call("POST", "/api/v1/flags", body=body)
             assert made.status_code == 201, made.text
+        flag_id = (await tenant.call("GET", "/v1/flags?sort=-created_at")).json()["data"][1]["id"]
         flag_reads = {
+            "the SDK's get of a flag": "/api/v1/flags/dark-mode",
+            "the SDK's get of a missing flag": "/api/v1/flags/nothing-here",
+            "a flag by id": f"/v1/flags/{flag_id}",
+            "a missing flag by id": f"/v1/flags/{uuid.uuid4()}",
             "the SDK's list of flags": "/api/v1/flags",
             "the SDK's list of flags, filtered and counted": "/api/v1/flags?filter[type]=BOOLEAN"
             "&filter[managed]=true&filter[search]=DARK&meta[total]=true&sort=-type",
@@ -89,10 +94,15 @@ async def test_each_config_read_is_one_statement_with_its_callers_check(
         for name, path in flag_reads.items():
             sent.clear()
             answer = await tenant.call("GET", path)
-            assert answer.status_code == 200, (name, answer.text)
+            assert answer.status_code == (404 if "missing" in name else 200), (name, answer.text)
             assert len(sent) == 1, (name, sent)
             assert "api_keys" in sent[0], (name, sent)
             assert "flags" in sent[0], (name, sent)
+        by_id = (await tenant.call("GET", flag_reads["a flag by id"])).json()["data"]
+        assert by_id["attributes"]["key"] == "dark-mode"
+        sdk_flag = (await tenant.call("GET", flag_reads["the SDK's get of a flag"])).json()["data"]
+        assert sdk_flag["id"] == "dark-mode"
+        assert sdk_flag["attributes"]["name"] == "dark-mode"
         flags = (await tenant.call("GET", flag_reads["the SDK's list of flags"])).json()
         assert [item["id"] for item in flags["data"]] == ["beta", "dark-mode"]
         found = await tenant.call(
@@ -152,6 +162,7 @@ async def test_a_caller_who_may_not_read_learns_nothing_from_the_parameters(
             "an SDK search too long": "/api/v1/configs?filter[search]=" + "s" * 201,
             "a flag type it does not know": "/api/v1/flags?filter[type]=NOPE",
             "a flag page of none": "/api/v1/flags?page[size]=0",
+            "a flag id that is not one": "/v1/flags/not-an-id",
         }
         for name, path in refused.items():
             anonymous = await tenant.call("GET", path, key=unknown)

@@ -187,8 +187,8 @@ def _first_problem(error: ValidationError) -> str:
     response_model=schemas.SdkFlagDocument,
     summary="Get a flag by its key",
 )
-async def get_flag(key: Key, caller: Viewer, connection: Database) -> JsonApiResponse:
-    return respond({"data": sdk_resource(await store.get(connection, caller.account_id, key))})
+async def get_flag(key: Key, reader: Reader) -> JsonApiResponse:
+    return respond({"data": sdk_resource(await store.read_by_key(reader.connection, reader, key))})
 
 
 @router.put(
