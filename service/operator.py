@@ -221,7 +221,7 @@ async def _refuse_duplicate(connection: Any, name: str, email: str) -> None:
         .where(
             accounts.c.name == name,
             users.c.role == Role.OWNER,
-            func.lower(users.c.email) == email.lower(),
+            func.lower(users.c.email) == func.lower(email),
         )
         .order_by(accounts.c.created_at)
         .limit(1)

@@ -85,8 +85,10 @@ def conflict_from(error: IntegrityError, meanings: Mapping[str, tuple[str, str]]
 
 def searched(query: Select[Any], table: Table, search: str) -> Select[Any]:
     """Rows whose key or name holds `search`, whatever its case (strpos: no
-    LIKE pattern to escape)."""
-    wanted = search.lower()
+    LIKE pattern to escape). Both sides are lower-cased by PostgreSQL: its
+    lower() and Python's disagree ("İ", a final sigma), and a stored name
+    searched for must be found."""
+    wanted = func.lower(search)
     return query.where(
         or_(
             func.strpos(func.lower(table.c.key), wanted) > 0,

@@ -207,6 +207,10 @@ class NumberedPages:
 
 
 def searched_for(alias: str) -> str:
-    """A condition of `NumberedPages`: the key or the name holds the value
-    (given in lower case), whatever its case (strpos: no LIKE pattern)."""
-    return f"(strpos(lower({alias}.key), {{0}}) > 0 OR strpos(lower({alias}.name), {{0}}) > 0)"
+    """A condition of `NumberedPages`: the key or the name holds the value,
+    whatever its case (strpos: no LIKE pattern), both sides lower-cased by
+    PostgreSQL as service/storage.py's `searched`."""
+    return (
+        f"(strpos(lower({alias}.key), lower({{0}})) > 0"
+        f" OR strpos(lower({alias}.name), lower({{0}})) > 0)"
+    )

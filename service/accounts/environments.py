@@ -11,7 +11,7 @@ import uuid
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
-from sqlalchemy import RowMapping, Select, delete, func, insert, or_, select, update
+from sqlalchemy import RowMapping, Select, delete, func, insert, select, update
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -20,7 +20,7 @@ from service.flags import store as flag_store
 from service.models import Config, Environment, table
 from service.problems import Conflicting, Missing
 from service.quotas import AccountQuotas, Kind
-from service.storage import conflict_from, one_in_account
+from service.storage import conflict_from, one_in_account, searched
 
 environments = table(Environment)
 configs = table(Config)
@@ -87,13 +87,7 @@ def of_account(
     holds it (any case), and of that classification and managed when given."""
     query = select(environments).where(environments.c.account_id == account_id)
     if search is not None:
-        wanted = search.lower()
-        query = query.where(
-            or_(
-                func.strpos(func.lower(environments.c.key), wanted) > 0,
-                func.strpos(func.lower(environments.c.name), wanted) > 0,
-            )
-        )
+        query = searched(query, environments, search)
     if classification is not None:
         query = query.where(environments.c.classification == classification)
     if managed is not None:

@@ -91,7 +91,7 @@ def of_account(
     """The account's users, of that email (any case) and role when given."""
     query = select(users).where(users.c.account_id == account_id)
     if email is not None:
-        query = query.where(func.lower(users.c.email) == email.lower())
+        query = query.where(func.lower(users.c.email) == func.lower(email))
     if role is not None:
         query = query.where(users.c.role == role)
     return query

@@ -350,7 +350,7 @@ def conditions(filters: Filters) -> list[tuple[str, Any]]:
     if filters.parent is not None:
         where.append(("p.key = {0}", filters.parent))
     if filters.search is not None:
-        where.append((searched_for("c"), filters.search.lower()))
+        where.append((searched_for("c"), filters.search))
     if filters.managed is not None:
         where.append(("c.managed = {0}", filters.managed))
     return where

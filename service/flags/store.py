@@ -117,7 +117,7 @@ def conditions(filters: Filters) -> list[tuple[str, Any]]:
     if filters.managed is not None:
         where.append(("f.managed = {0}", filters.managed))
     if filters.search is not None:
-        where.append((searched_for("f"), filters.search.lower()))
+        where.append((searched_for("f"), filters.search))
     return where
 
 
