@@ -258,8 +258,9 @@ def _one_authorization(request: Request) -> None:
 
 
 async def presented_key(request: Request) -> bytes:
-    """The digest of the key in `Authorization: Bearer <key>`; a missing or
-    malformed key is a failed authentication (no database work)."""
+    """The digest of the key in `Authorization: Bearer <key>`, within the
+    key's rate (429); a missing or malformed key is a failed authentication
+    (no database work)."""
     _one_authorization(request)
     key = _bearer(request)
     if key is None:
@@ -268,7 +269,14 @@ async def presented_key(request: Request) -> bytes:
         )
     if not keys.looks_like_key(key):
         raise await _failed(request, _unauthorized("the API key is not valid"))
-    return keys.digest(key)
+    digest = keys.digest(key)
+    # The key's own rate, before any database work: a key over it costs no
+    # read (a one-statement read would otherwise run before its caller is
+    # admitted, and be thrown away). Counted for every well-formed key, valid
+    # or not: a 429 tells nothing of that.
+    if wait := await state_of(request)["rate_limits"].take_key(digest.hex()):
+        raise _too_many("too many requests with this API key; retry later", wait)
+    return digest
 
 
 async def authenticated(
@@ -277,7 +285,7 @@ async def authenticated(
     connection: Database,
 ) -> Caller:
     """The caller behind the presented key, or 401 (429 for an address that
-    failed too often), or 429 when the key is over its own limit.
+    failed too often); a key over its own limit was refused before (429).
 
     Every well-formed key is looked up, whatever its address did before: one
     indexed lookup by digest. A client's failures can then never lock out
@@ -293,8 +301,6 @@ async def _admitted(
     # The lookup is by digest; compare in constant time all the same.
     if row is None or not hmac.compare_digest(bytes(row["caller_secret_hash"]), digest):
         raise await _failed(request, _unauthorized("the API key is not valid or was revoked"))
-    if wait := await state_of(request)["rate_limits"].take_key(digest.hex()):
-        raise _too_many("too many requests with this API key; retry later", wait)
     key_id = row["caller_key_id"]
     if state_of(request)["key_usage"].due(key_id):
         await _TOUCH_KEY.execute(connection, key_id)

@@ -231,3 +231,28 @@ async def test_a_create_is_one_transaction_of_three_statements(
         assert "QUOTA_CONFIGS" in over.json()["errors"][0]["detail"]
         listed = await tenant.call("GET", "/v1/configs")
         assert [item["attributes"]["key"] for item in listed.json()["data"]] == ["first", "second"]
+
+
+async def test_a_key_over_its_rate_costs_no_database_work(
+    migrated_database: URL, sent: list[str]
+) -> None:
+    """The key's rate is counted before anything is read: a refused page of a
+    thousand sends no statement at all."""
+    async with api_client(migrated_database, rate_limit_per_key=1) as client:
+        tenant = await new_tenant(client, "Rated")
+        for _ in range(5):
+            if (await tenant.call("GET", "/v1/account")).status_code == 429:
+                break
+        else:
+            pytest.fail("the key was never refused")
+        for path in (
+            "/api/v1/configs?page[size]=1000&meta[total]=true",
+            f"/v1/configs/{uuid.uuid4()}",
+            "/api/v1/flags",
+            "/v1/users",
+        ):
+            sent.clear()
+            answer = await tenant.call("GET", path)
+            assert answer.status_code == 429, (path, answer.text)
+            assert answer.headers["retry-after"]
+            assert sent == [], (path, sent)

@@ -66,8 +66,13 @@ def test_two_replicas_share_one_keys_limit_and_one_addresses_failures(
         assert sorted(statuses) == [200] + [429] * 9, statuses
         assert all(int(a.headers["retry-after"]) > 1 for a in answers if a.status_code == 429)
 
-        wrong = "psk_" + "w" * 43
-        failures = [get(server, wrong, "127.0.0.6").status_code for server in (first, second) * 3]
+        # A different wrong key each time: one key's own limit (counted for
+        # every well-formed key) would refuse a second try of the same one.
+        wrong = [f"psk_{number}" + "w" * 42 for number in range(6)]
+        failures = [
+            get(server, key, "127.0.0.6").status_code
+            for server, key in zip((first, second) * 3, wrong, strict=True)
+        ]
         assert failures == [401, 401] + [429] * 4
         assert "does not answer" not in first.logs() + second.logs()
 
