@@ -16,7 +16,8 @@ A request is known to be an account's by its API key: the middleware keeps,
 per worker, which account each key that authenticated belongs to (the
 dependency that authenticates a caller leaves it in the request's scope).
 A key's first request on a worker is let through unshared; keys of unknown
-accounts cost nothing. The event stream holds no connection and is left out.
+accounts cost nothing. A key refused (401: revoked, its user gone) is
+forgotten, so its requests no longer wait in its old account's queue. The event stream holds no connection and is left out.
 """
 
 from __future__ import annotations
@@ -39,6 +40,7 @@ RETRY_AFTER_SECONDS = 1
 # Keys whose account a worker remembers (least recently used ones forgotten).
 REMEMBERED_KEYS = 100_000
 UNSHARED_PATHS = frozenset({"/api/v1/events"})
+UNAUTHORIZED = 401
 
 
 @dataclass
@@ -67,16 +69,24 @@ class AccountShares:
             except ServiceUnavailable as error:
                 await api_error_response(error)(scope, receive, send)
                 return
-            await self._shared(account, scope, receive, send)
+            status = await self._shared(account, scope, receive, send)
+            if status == UNAUTHORIZED and digest is not None:
+                # Revoked (or its user gone): its requests are no longer the
+                # account's, to wait in its queue and take its slots.
+                self.accounts_of_keys.pop(digest, None)
         if digest is not None:
             self._remember(digest, scope.get(SCOPE_ACCOUNT))
 
-    async def _shared(self, account: uuid.UUID, scope: Scope, receive: Receive, send: Send) -> None:
+    async def _shared(
+        self, account: uuid.UUID, scope: Scope, receive: Receive, send: Send
+    ) -> int | None:
         """Run the request on one of the account's slots, given back when its
         answer starts: the request's transaction has ended and its connection
         is back in the pool by then (service/api/dependencies.py), and a page
-        or a stream that a client reads slowly must not hold the share."""
+        or a stream that a client reads slowly must not hold the share.
+        Returns the answer's status (None if none began)."""
         held = True
+        status: int | None = None
 
         def give_back() -> None:
             nonlocal held
@@ -85,7 +95,9 @@ class AccountShares:
                 self._give_back(account)
 
         async def send_and_give_back(message: Message) -> None:
+            nonlocal status
             if message["type"] == "http.response.start":
+                status = message["status"]
                 give_back()
             await send(message)
 
@@ -93,6 +105,7 @@ class AccountShares:
             await self.app(scope, receive, send_and_give_back)
         finally:
             give_back()
+        return status
 
     async def _take(self, account: uuid.UUID) -> None:
         share = self.shares.setdefault(account, _Share())

@@ -34,9 +34,16 @@ class HeldApp:
         # slot is given back), in the same step.
         self.before_answer: Callable[[], object] = lambda: None
         self.after_answer: Callable[[], object] = lambda: None
+        # Requests whose key is refused: 401 at once, no caller admitted.
+        self.refused: set[int] = set()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         number = scope["number"]
+        if number in self.refused:
+            # Not the account's: outside its count.
+            await send({"type": "http.response.start", "status": 401, "headers": []})
+            await send({"type": "http.response.body", "body": b""})
+            return
         self.in_flight += 1
         self.most = max(self.most, self.in_flight)
         self.started.append(number)
@@ -54,11 +61,13 @@ class HeldApp:
         self.releases.setdefault(number, asyncio.Event()).set()
 
 
-def _request(shares: AccountShares, number: int, statuses: dict[int, int]) -> Awaitable[None]:
+def _request(
+    shares: AccountShares, number: int, statuses: dict[int, int], key: str = KEY
+) -> Awaitable[None]:
     scope = {
         "type": "http",
         "path": "/v1/configs",
-        "headers": [(b"authorization", f"Bearer {KEY}".encode())],
+        "headers": [(b"authorization", f"Bearer {key}".encode())],
         "number": number,
     }
 
@@ -175,4 +184,30 @@ def test_a_wait_past_its_deadline_is_answered_503(monkeypatch: pytest.MonkeyPatc
 
     shares, app, statuses = asyncio.run(_one_slot(body))
     assert statuses == {0: 200, 1: 200, 2: 503}
+    _whole(shares, app)
+
+
+def test_a_key_refused_once_no_longer_waits_in_its_old_accounts_share() -> None:
+    """A key revoked after use is answered 401: its next requests are no
+    longer the account's, to wait in its queue and take its slots."""
+    revoked = keys.new_key()
+
+    async def body(shares: AccountShares, app: HeldApp, statuses: dict[int, int]) -> None:
+        app.release(1)
+        await _request(shares, 1, statuses, revoked)  # its account learned
+        app.refused |= {2, 4}
+        await _request(shares, 2, statuses, revoked)  # now refused
+        holding = asyncio.ensure_future(_request(shares, 3, statuses))
+        await _settle()
+        refused = asyncio.ensure_future(_request(shares, 4, statuses, revoked))
+        await _settle()
+        # Answered at once, while the account's one slot is still held.
+        assert statuses.get(4) == 401
+        assert not holding.done()
+        app.release(3)
+        await holding
+        await refused
+
+    shares, app, statuses = asyncio.run(_one_slot(body))
+    assert statuses == {0: 200, 1: 200, 2: 401, 3: 200, 4: 401}
     _whole(shares, app)
