@@ -15,9 +15,13 @@ while a client reads a long answer.
 A request is known to be an account's by its API key: the middleware keeps,
 per worker, which account each key that authenticated belongs to (the
 dependency that authenticates a caller leaves it in the request's scope).
-A key's first request on a worker is let through unshared; keys of unknown
-accounts cost nothing. A key refused (401: revoked, its user gone) is
-forgotten, so its requests no longer wait in its old account's queue. The event stream holds no connection and is left out.
+Keys not yet known on a worker (a new key, every key after a restart) share
+one account's share between them until their first request is answered: a
+client making key after key cannot take the pool from the accounts already
+served. A key refused (401: revoked, its user gone) is forgotten, so its
+requests no longer wait in its old account's queue. Requests without a
+well-formed key do no database work before they are refused, and are not
+shared. The event stream holds no connection and is left out.
 """
 
 from __future__ import annotations
@@ -40,6 +44,8 @@ RETRY_AFTER_SECONDS = 1
 # Keys whose account a worker remembers (least recently used ones forgotten).
 REMEMBERED_KEYS = 100_000
 UNSHARED_PATHS = frozenset({"/api/v1/events"})
+# The share of the keys not yet known on this worker (no account has this id).
+UNKNOWN_KEYS = uuid.UUID(int=0)
 UNAUTHORIZED = 401
 
 
@@ -60,7 +66,7 @@ class AccountShares:
             await self.app(scope, receive, send)
             return
         digest = _key_digest(scope)
-        account = self.accounts_of_keys.get(digest) if digest else None
+        account = self.accounts_of_keys.get(digest, UNKNOWN_KEYS) if digest else None
         if account is None:
             await self.app(scope, receive, send)
         else:

@@ -100,8 +100,9 @@ async def _one_slot(
     return shares, app, statuses
 
 
-def _whole(shares: AccountShares, app: HeldApp) -> None:
-    assert app.most <= 1
+def _whole(shares: AccountShares, app: HeldApp, shares_in_use: int = 1) -> None:
+    """At most one request in flight for each share in use (one slot each)."""
+    assert app.most <= shares_in_use
     assert app.in_flight == 0
     assert shares.shares == {}, "an idle account's share was left behind"
 
@@ -211,3 +212,30 @@ def test_a_key_refused_once_no_longer_waits_in_its_old_accounts_share() -> None:
     shares, app, statuses = asyncio.run(_one_slot(body))
     assert statuses == {0: 200, 1: 200, 2: 401, 3: 200, 4: 401}
     _whole(shares, app)
+
+
+def test_keys_not_yet_known_share_one_share_and_leave_known_accounts_served() -> None:
+    """Key after new key (a client making keys, or every key after a
+    restart) cannot take more than one account's share of the worker: the
+    new keys' requests queue behind each other, while a known key's are
+    served at once."""
+    new_keys = [keys.new_key() for _ in range(3)]
+
+    async def body(shares: AccountShares, app: HeldApp, statuses: dict[int, int]) -> None:
+        waiting = [
+            asyncio.ensure_future(_request(shares, number, statuses, key))
+            for number, key in enumerate(new_keys, 1)
+        ]
+        await _settle()
+        assert app.started == [0, 1]
+        app.release(4)
+        await _request(shares, 4, statuses)  # the known key: its own share
+        assert app.started == [0, 1, 4]
+        for number in (1, 2, 3):
+            app.release(number)
+        await asyncio.gather(*waiting)
+        assert app.started == [0, 1, 4, 2, 3]
+
+    shares, app, statuses = asyncio.run(_one_slot(body))
+    assert statuses == {0: 200, 1: 200, 2: 200, 3: 200, 4: 200}
+    _whole(shares, app, shares_in_use=2)
