@@ -8,15 +8,19 @@ from __future__ import annotations
 
 import uuid
 
+import asyncpg
 import pytest
 from alembic_lockstep.bootstrap import CONNECTION_LOSSES_WHILE_MIGRATING
+from alembic_lockstep.errors import failure_kind
 from sqlalchemy.engine import URL
+from sqlalchemy.exc import DBAPIError
 
 from tests.support.configs import eventually, scenario_config, settings_for
 from tests.support.postgres import (
     SLEEPING_MIGRATOR,
     advisory_locks,
     attempts,
+    connect,
     count_attempts,
     fetch_value,
 )
@@ -115,3 +119,30 @@ async def test_tls_required_of_a_server_without_tls_is_final(migrated_database: 
     assert failed.returncode == 1, failed.stderr
     assert "migration failed (tls)" in failed.stderr
     assert "rejected SSL upgrade" in failed.stderr
+
+
+@pytest.mark.parametrize(
+    "statements",
+    [
+        ("PREPARE shared AS SELECT 1", "PREPARE shared AS SELECT 1"),
+        ("EXECUTE never_prepared",),
+    ],
+    ids=["already there (42P05)", "gone (26000)"],
+)
+async def test_a_prepared_statement_shared_or_lost_is_a_pooler(
+    migrated_database: URL, statements: tuple[str, ...]
+) -> None:
+    """What a transaction-pooling pooler in front of a session that caches
+    prepared statements shows first, on a busy machine before the
+    migration session's own check: the real server errors, named a pooler."""
+    connection = await connect(migrated_database)
+    try:
+        *before, failing = statements
+        for statement in before:
+            await connection.execute(statement)
+        with pytest.raises(asyncpg.PostgresError) as raised:
+            await connection.execute(failing)
+    finally:
+        await connection.close()
+    assert failure_kind(raised.value) == "pooler"
+    assert failure_kind(DBAPIError.instance("", None, raised.value, Exception)) == "pooler"

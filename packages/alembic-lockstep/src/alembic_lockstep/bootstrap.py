@@ -97,7 +97,8 @@ def _meanings(config: MigrationConfig) -> dict[str, str]:
         "authentication_failed": "the database refused the credentials of the URL",
         "missing_database": "the database of the URL does not exist",
         "tls": "the TLS connection failed (sslmode, sslrootcert)",
-        "pooler": "a pooler refused the migration session's settings; "
+        "pooler": "a pooler refused the migration session's settings, or shared its "
+        "prepared statements between sessions; "
         + lock.pooler_advice(config.named("migration_url")),
     }
 

@@ -32,6 +32,8 @@ _LOCK_NOT_AVAILABLE = "55P03"
 _QUERY_CANCELED = "57014"
 
 # What a final error is, by SQLSTATE, for /readyz and the log.
+# A prepared statement that does not exist (26000) or already exists (42P05).
+_PREPARED_STATEMENT_LOST_OR_SHARED = frozenset({"26000", "42P05"})
 _KINDS = {
     _LOCK_NOT_AVAILABLE: "lock_timeout",
     "42501": "permission_denied",
@@ -92,6 +94,10 @@ def failure_kind(error: BaseException) -> str:
     tls, pooler, or error."""
     code = sqlstate(error)
     if code == _PROTOCOL_VIOLATION and "startup parameter" in str(error):
+        return "pooler"
+    if code in _PREPARED_STATEMENT_LOST_OR_SHARED and "prepared statement" in str(error):
+        # A session's prepared statement gone, or another's already there: a
+        # transaction-pooling pooler hands one server session to many clients.
         return "pooler"
     if code == _QUERY_CANCELED:
         return "statement_timeout" if "statement timeout" in str(error) else "cancelled"
