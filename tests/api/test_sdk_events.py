@@ -394,7 +394,9 @@ def test_a_lost_listener_is_logged_and_so_is_its_return(module_database: URL) ->
     with ready_server(module_database, workers=2) as server:
         assert server.port is not None
         key = create_account_over_http(server.port, "Relistened")
-        ended = asyncio.run(_end_the_listeners(module_database))
+        workers = server.pids_that_logged("schema at head")
+        assert len(workers) == 2, server.logs()
+        ended = asyncio.run(_end_the_listeners(module_database, workers))
         assert ended == 2, ended
         wait_for(
             lambda: server.logs().count("live updates are back") == 2,
@@ -414,12 +416,16 @@ def test_a_lost_listener_is_logged_and_so_is_its_return(module_database: URL) ->
         assert next_event(lines) == ("config_changed", {"id": "after-the-loss"})
 
 
-async def _end_the_listeners(database: URL) -> int:
+async def _end_the_listeners(database: URL, workers: set[int]) -> int:
+    """End the listening sessions of these worker processes (another server
+    of the module may listen on the same database)."""
     connection = await connect(database)
     try:
         ended: int = await connection.fetchval(
-            "SELECT count(*) FROM pg_stat_activity"
-            " WHERE application_name LIKE '% events %' AND pg_terminate_backend(pid)"
+            "SELECT count(*) FROM pg_stat_activity WHERE application_name LIKE '% events %'"
+            " AND split_part(application_name, 'pid=', 2) = ANY($1::text[])"
+            " AND pg_terminate_backend(pid)",
+            [str(worker) for worker in workers],
         )
         return ended
     finally:
