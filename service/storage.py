@@ -13,6 +13,9 @@ from sqlalchemy import ColumnElement, RowMapping, Select, Table, bindparam, func
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from service.accounts import callers
+from service.accounts.callers import ACCOUNT, AccountRead
+from service.db.driver import Connection, Row
 from service.models import Account, table
 from service.problems import Conflicting, Missing
 
@@ -38,6 +41,23 @@ async def one_in_account(
     return row
 
 
+async def read_in_account(
+    connection: Connection, account: callers.Account, table: Table, row_id: uuid.UUID
+) -> Row:
+    """As `one_in_account`, in one statement with the caller's check when a
+    key is presented (service/accounts/callers.py)."""
+    read = _READS_BY_ID.get(table.name)
+    if read is None:
+        read = _READS_BY_ID[table.name] = AccountRead(
+            f"SELECT * FROM {table.name} WHERE id = $1 AND account_id = {{account}}", account=2
+        )
+    row = await read.row(connection, account, row_id, ACCOUNT)
+    if row is None:
+        raise Missing(f"no {table.name[:-1].replace('_', ' ')} with id {row_id}")
+    return row
+
+
+_READS_BY_ID: dict[str, AccountRead] = {}
 _ONE_BY_ID: dict[tuple[str, tuple[str, ...], bool], Select[Any]] = {}
 
 

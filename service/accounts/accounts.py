@@ -12,10 +12,12 @@ from typing import Any
 from sqlalchemy import RowMapping, func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from service.accounts import environments, keys
+from service.accounts import callers, environments, keys
+from service.accounts.callers import ACCOUNT, AccountRead
 from service.accounts.users import NewUser, insert_user
+from service.db.driver import Connection, Row
 from service.models import Account, Role, table
-from service.problems import Invalid
+from service.problems import Invalid, Missing
 
 accounts = table(Account)
 
@@ -51,6 +53,19 @@ async def create(connection: AsyncConnection, name: str, owner: NewUser) -> NewA
 async def exists(connection: AsyncConnection, account_id: uuid.UUID) -> bool:
     found = await connection.scalar(select(accounts.c.id).where(accounts.c.id == account_id))
     return found is not None
+
+
+# The caller's account, in one statement with the caller's check when a key is
+# presented (service/accounts/callers.py).
+_ACCOUNT = AccountRead("SELECT * FROM accounts WHERE id = {account}", account=1)
+
+
+async def read(connection: Connection, account: callers.Account) -> Row:
+    """The account (it exists: the caller's key was found in it)."""
+    row = await _ACCOUNT.row(connection, account, ACCOUNT)
+    if row is None:
+        raise Missing("no account")  # a known account's row is never missing
+    return row
 
 
 async def get(connection: AsyncConnection, account_id: uuid.UUID) -> Mapping[Any, Any]:

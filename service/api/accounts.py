@@ -20,7 +20,7 @@ from service.api.account_shapes import (
     new_key_resource,
     user_resource,
 )
-from service.api.dependencies import Database, Operator, Owner, Viewer
+from service.api.dependencies import Database, Operator, Owner, Reader
 from service.api.errors import JsonApiResponse
 from service.api.json_body import JsonApiRoute
 from service.api.jsonapi import (
@@ -126,8 +126,8 @@ async def create_account(
     response_model=AccountDocument,
     summary="The caller's account",
 )
-async def get_account(caller: Viewer, connection: Database) -> JsonApiResponse:
-    return respond(single(account_resource(await accounts.get(connection, caller.account_id))))
+async def get_account(reader: Reader) -> JsonApiResponse:
+    return respond(single(account_resource(await accounts.read(reader.connection, reader))))
 
 
 @router.patch(

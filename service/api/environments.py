@@ -18,7 +18,7 @@ from service.api.account_shapes import (
     Name,
     environment_resource,
 )
-from service.api.dependencies import Admin, Database, Viewer
+from service.api.dependencies import Admin, Database, Reader, Viewer
 from service.api.errors import JsonApiResponse
 from service.api.json_body import JsonApiRoute
 from service.api.jsonapi import (
@@ -36,7 +36,7 @@ from service.api.limits import MAX_POSITION
 from service.api.queries import paged
 from service.api.quotas import Quotas
 from service.api.schemas import list_document, single_document
-from service.storage import rows
+from service.storage import read_in_account, rows
 
 router = APIRouter(prefix="/environments", tags=["environments"], route_class=JsonApiRoute)
 TYPE = ENVIRONMENTS
@@ -89,16 +89,11 @@ async def list_environments(
     response_model=EnvironmentDocument,
     summary="Get an environment",
 )
-async def get_environment(
-    environment_id: uuid.UUID, caller: Viewer, connection: Database
-) -> JsonApiResponse:
-    return respond(
-        single(
-            environment_resource(
-                await environments.get(connection, caller.account_id, environment_id)
-            )
-        )
+async def get_environment(environment_id: uuid.UUID, reader: Reader) -> JsonApiResponse:
+    row = await read_in_account(
+        reader.connection, reader, environments.environments, environment_id
     )
+    return respond(single(environment_resource(row)))
 
 
 @router.post(

@@ -15,7 +15,7 @@ from service.api.account_shapes import (
     UserResource,
     user_resource,
 )
-from service.api.dependencies import Admin, Caller, Database, Viewer
+from service.api.dependencies import Admin, Caller, Database, Reader, Viewer
 from service.api.errors import Forbidden, JsonApiResponse
 from service.api.json_body import JsonApiRoute
 from service.api.jsonapi import (
@@ -36,7 +36,7 @@ from service.api.schemas import list_document, single_document
 from service.configs.events import announce_revoked_keys
 from service.models import Role
 from service.quotas import Kind
-from service.storage import rows
+from service.storage import read_in_account, rows
 
 router = APIRouter(prefix="/users", tags=["users"], route_class=JsonApiRoute)
 TYPE = USERS
@@ -77,8 +77,9 @@ async def list_users(
 @router.get(
     "/{user_id}", response_class=JsonApiResponse, response_model=UserDocument, summary="Get a user"
 )
-async def get_user(user_id: uuid.UUID, caller: Viewer, connection: Database) -> JsonApiResponse:
-    return respond(single(user_resource(await users.get(connection, caller.account_id, user_id))))
+async def get_user(user_id: uuid.UUID, reader: Reader) -> JsonApiResponse:
+    row = await read_in_account(reader.connection, reader, users.users, user_id)
+    return respond(single(user_resource(row)))
 
 
 @router.post(

@@ -6,6 +6,7 @@ statements."""
 
 from __future__ import annotations
 
+import json
 import uuid
 from collections.abc import Iterator
 from typing import Any
@@ -16,7 +17,7 @@ from sqlalchemy.engine import URL, Engine
 from sqlalchemy.pool import Pool
 
 from service.accounts.key_secrets import new_key
-from tests.support.api import api_client, new_tenant
+from tests.support.api import Tenant, api_client, new_tenant
 
 
 @pytest.fixture
@@ -69,13 +70,7 @@ async def test_each_config_read_is_one_statement_with_its_callers_check(
             "the SDK's page past the end, counted": "/api/v1/configs?page[number]=5"
             "&page[size]=1&meta[total]=true",
         }
-        for name, path in reads.items():
-            sent.clear()
-            answer = await tenant.call("GET", path)
-            assert answer.status_code in (200, 404), (name, answer.text)
-            assert len(sent) == 1, (name, sent)
-            assert "api_keys" in sent[0], (name, sent)
-            assert "configs" in sent[0], (name, sent)
+        await _each_one_statement(tenant, sent, reads, "configs")
         flag = {"type": "BOOLEAN", "default": False, "values": None}
         for key in ("dark-mode", "beta"):
             body = {"data": {"type": "flag", "id": key, "attributes": {**flag, "name": key}}}
@@ -91,13 +86,21 @@ async def test_each_config_read_is_one_statement_with_its_callers_check(
             "the SDK's list of flags, filtered and counted": "/api/v1/flags?filter[type]=BOOLEAN"
             "&filter[managed]=true&filter[search]=DARK&meta[total]=true&sort=-type",
         }
-        for name, path in flag_reads.items():
-            sent.clear()
-            answer = await tenant.call("GET", path)
-            assert answer.status_code == (404 if "missing" in name else 200), (name, answer.text)
-            assert len(sent) == 1, (name, sent)
-            assert "api_keys" in sent[0], (name, sent)
-            assert "flags" in sent[0], (name, sent)
+        await _each_one_statement(tenant, sent, flag_reads, "flags")
+        environment_id = (await tenant.call("GET", "/v1/environments")).json()["data"][0]["id"]
+        account_reads = {
+            "the caller's account": "/v1/account",
+            "a user": f"/v1/users/{tenant.owner_id}",
+            "a missing user": f"/v1/users/{uuid.uuid4()}",
+            "an environment": f"/v1/environments/{environment_id}",
+            "a missing environment": f"/v1/environments/{uuid.uuid4()}",
+        }
+        await _each_one_statement(tenant, sent, account_reads, "")
+        account = (await tenant.call("GET", "/v1/account")).json()["data"]
+        assert account["id"] == tenant.account_id
+        user = (await tenant.call("GET", account_reads["a user"])).json()["data"]
+        assert user["id"] == tenant.owner_id
+        assert "caller_role" not in json.dumps(user)
         by_id = (await tenant.call("GET", flag_reads["a flag by id"])).json()["data"]
         assert by_id["attributes"]["key"] == "dark-mode"
         sdk_flag = (await tenant.call("GET", flag_reads["the SDK's get of a flag"])).json()["data"]
@@ -132,6 +135,20 @@ async def test_each_config_read_is_one_statement_with_its_callers_check(
         assert [item["id"] for item in descending.json()["data"]] == [child_id, parent]
 
 
+async def _each_one_statement(
+    tenant: Tenant, sent: list[str], reads: dict[str, str], table: str
+) -> None:
+    """Each read answered (404 when its name says "missing"), in one
+    statement holding the caller's check and naming `table`."""
+    for name, path in reads.items():
+        sent.clear()
+        answer = await tenant.call("GET", path)
+        assert answer.status_code == (404 if "missing" in name else 200), (name, answer.text)
+        assert len(sent) == 1, (name, sent)
+        assert "api_keys" in sent[0], (name, sent)
+        assert table in sent[0], (name, sent)
+
+
 async def test_a_caller_who_may_not_read_learns_nothing_from_the_parameters(
     migrated_database: URL,
 ) -> None:
@@ -163,6 +180,8 @@ async def test_a_caller_who_may_not_read_learns_nothing_from_the_parameters(
             "a flag type it does not know": "/api/v1/flags?filter[type]=NOPE",
             "a flag page of none": "/api/v1/flags?page[size]=0",
             "a flag id that is not one": "/v1/flags/not-an-id",
+            "a user id that is not one": "/v1/users/not-an-id",
+            "an environment id that is not one": "/v1/environments/not-an-id",
         }
         for name, path in refused.items():
             anonymous = await tenant.call("GET", path, key=unknown)
@@ -201,6 +220,9 @@ async def test_a_key_reads_nothing_of_another_account(migrated_database: URL) ->
         )
         assert resolved.status_code == 404
         assert (await other.call("GET", "/v1/configs")).json()["data"] == []
+        for path in (f"/v1/users/{owner.owner_id}", f"/v1/flags/{uuid.uuid4()}"):
+            assert (await other.call("GET", path)).status_code == 404, path
+        assert (await other.call("GET", "/v1/account")).json()["data"]["id"] == other.account_id
 
 
 async def test_a_create_is_one_transaction_of_three_statements(
