@@ -9,7 +9,7 @@ import uuid
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from sqlalchemy import ColumnElement, RowMapping, Select, Table, bindparam, func, or_, select
+from sqlalchemy import RowMapping, Select, Table, bindparam, func, or_, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -115,10 +115,3 @@ def searched(query: Select[Any], table: Table, search: str) -> Select[Any]:
             func.strpos(func.lower(table.c.name), wanted) > 0,
         )
     )
-
-
-def in_order(query: Select[Any], sorts: Mapping[str, ColumnElement[Any]], sort: str) -> Select[Any]:
-    """A total order for pages by offset: `sorts[sort]` (descending when `sort`
-    starts with "-"), the key (unique in an account) breaking ties."""
-    column = sorts[sort.removeprefix("-")]
-    return query.order_by(column.desc() if sort.startswith("-") else column, sorts["key"])

@@ -68,12 +68,6 @@ async def read(connection: Connection, account: callers.Account) -> Row:
     return row
 
 
-async def get(connection: AsyncConnection, account_id: uuid.UUID) -> Mapping[Any, Any]:
-    """The caller's account (it exists: the caller's key was found in it)."""
-    query = select(accounts).where(accounts.c.id == account_id)
-    return (await connection.execute(query)).mappings().one()
-
-
 async def rename(
     connection: AsyncConnection, account_id: uuid.UUID, name: str
 ) -> Mapping[Any, Any]:

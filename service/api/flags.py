@@ -51,6 +51,7 @@ from service.api.limits import (
 from service.api.schemas import Described, list_document, resource_object, single_document
 from service.flags import store
 from service.flags.evaluation import EvaluationContext, evaluate, evaluation_data
+from service.storage import read_in_account
 
 router = APIRouter(prefix="/flags", tags=["flags"], route_class=JsonApiRoute)
 TYPE = "flags"
@@ -158,7 +159,7 @@ async def list_flags(
     "/{flag_id}", response_class=JsonApiResponse, response_model=FlagDocument, summary="Get a flag"
 )
 async def get_flag(flag_id: uuid.UUID, reader: Reader) -> JsonApiResponse:
-    row = await store.read_by_id(reader.connection, reader, flag_id)
+    row = await read_in_account(reader.connection, reader, store.flags, flag_id)
     return respond(single(flag_resource(row)))
 
 

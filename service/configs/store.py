@@ -198,8 +198,6 @@ _TREE_LOCK = select(
 )
 
 
-# Keys and names in byte order ("C"), whatever the database's collation: the
-# same order on every server, and the order clients sort strings in.
 def json_text(value: Any) -> str:
     """A JSON value as the text a jsonb parameter is sent."""
     return json.dumps(value, ensure_ascii=False, allow_nan=False, separators=(",", ":"))

@@ -85,23 +85,16 @@ async def get(
     return row
 
 
-# A flag by key (the SDK's get) and by id (/v1's), each one statement with
-# the caller's check when a key is presented (service/accounts/callers.py).
+# A flag by key (the SDK's get), in one statement with the caller's check when
+# a key is presented (service/accounts/callers.py); by id, /v1's, is
+# service/storage.py's `read_in_account`.
 _BY_KEY = AccountRead("SELECT * FROM flags WHERE account_id = {account} AND key = $1", account=2)
-_BY_ID = AccountRead("SELECT * FROM flags WHERE account_id = {account} AND id = $1", account=2)
 
 
 async def read_by_key(connection: Connection, account: Account, key: str) -> Row:
     row = await _BY_KEY.row(connection, account, key, ACCOUNT)
     if row is None:
         raise Missing(f"no flag with key {key!r}")
-    return row
-
-
-async def read_by_id(connection: Connection, account: Account, flag_id: uuid.UUID) -> Row:
-    row = await _BY_ID.row(connection, account, flag_id, ACCOUNT)
-    if row is None:
-        raise Missing(f"no flag with id {flag_id}")
     return row
 
 

@@ -90,6 +90,7 @@ async def test_each_config_read_is_one_statement_with_its_callers_check(
         environment_id = (await tenant.call("GET", "/v1/environments")).json()["data"][0]["id"]
         account_reads = {
             "the caller's account": "/v1/account",
+            "the SDK's account": "/api/v1/accounts/current",
             "a user": f"/v1/users/{tenant.owner_id}",
             "a missing user": f"/v1/users/{uuid.uuid4()}",
             "an environment": f"/v1/environments/{environment_id}",

@@ -13,7 +13,7 @@ from sqlalchemy import func
 from sqlalchemy.dialects.postgresql import insert
 
 from service.accounts import accounts
-from service.api.dependencies import Admin, Database, Member, Viewer
+from service.api.dependencies import Admin, Database, Member, Reader, Viewer
 from service.api.errors import JsonApiResponse, UnprocessableContent
 from service.api.json_body import JsonApiRoute
 from service.api.jsonapi import JsonApiBody, Strict, respond, timestamp
@@ -42,8 +42,8 @@ ContextKey = Annotated[str, StringConstraints(min_length=1, max_length=256, patt
     response_model=schemas.SdkAccountDocument,
     summary="The key's account",
 )
-async def current_account(caller: Viewer, connection: Database) -> JsonApiResponse:
-    row = await accounts.get(connection, caller.account_id)
+async def current_account(reader: Reader) -> JsonApiResponse:
+    row = await accounts.read(reader.connection, reader)
     attributes = {
         "name": row["name"],
         "created_at": timestamp(row["created_at"]),
