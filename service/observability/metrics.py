@@ -8,6 +8,7 @@ waited for the migration; request counts are per worker).
 from __future__ import annotations
 
 from collections.abc import Iterable
+from typing import Any
 
 from alembic_lockstep import MigrationStatus, Phase
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
@@ -68,10 +69,21 @@ class Metrics:
             buckets=_LATENCY_BUCKETS,
             registry=self.registry,
         )
+        # The children of each (method, route, status) seen: `labels()` checks
+        # and looks them up under a lock on every call. Bounded: the routes'
+        # templates (or "unmatched"), the methods the HTTP parser accepts, and
+        # the statuses the service answers.
+        self._children: dict[tuple[str, str, int], tuple[Any, Any]] = {}
 
     def observe(self, method: str, route: str, status: int, seconds: float) -> None:
-        self.requests.labels(method, route, str(status)).inc()
-        self.latency.labels(method, route).observe(seconds)
+        children = self._children.get((method, route, status))
+        if children is None:
+            children = self._children[method, route, status] = (
+                self.requests.labels(method, route, str(status)),
+                self.latency.labels(method, route),
+            )
+        children[0].inc()
+        children[1].observe(seconds)
 
     def exposition(self) -> bytes:
         return generate_latest(self.registry)
