@@ -1,11 +1,13 @@
 """Rate limits: requests per API key (and for the operator token), failed
-authentications per client address; counted by the `limits` package with its
-moving window.
+authentications per client address, each a moving window: a request is
+allowed while fewer than the limit's amount were allowed in the window's last
+seconds.
 
-By default each worker process counts in its own memory: with W workers in R
-replicas a key may then make W x R times its limit, and a restart forgets.
+By default each worker process counts in its own memory (`MovingWindow`): with
+W workers in R replicas a key may then make W x R times its limit, and a
+restart forgets.
 With RATE_LIMIT_STORAGE_URL (a Redis server) every process of the fleet counts
-in one place. When that Redis does not answer, each process counts on its own
+in one place, through the `limits` package's moving window. When that Redis does not answer, each process counts on its own
 again (one warning), and tries Redis again every RETRY_SHARED_SECONDS: a limit
 always holds, per process at worst, and no request fails for it.
 """
@@ -16,13 +18,13 @@ import asyncio
 import logging
 import math
 import time
+from collections import deque
+from collections.abc import Callable
 from typing import Any
 
 from limits import RateLimitItem, RateLimitItemPerSecond
 from limits.aio.strategies import MovingWindowRateLimiter as SharedLimiter
 from limits.errors import StorageError
-from limits.storage import MemoryStorage
-from limits.strategies import MovingWindowRateLimiter as LocalLimiter
 
 logger = logging.getLogger("service.rate_limits")
 
@@ -54,7 +56,9 @@ class RateLimits:
         # RATE_LIMIT_AUTH_FAILURES a minute, all at once at most.
         self.key_limit = moving_window(per_key, 2, "key")
         self.failure_limit = moving_window(failures_per_minute / 60, 60, "failures")
-        self._local = LocalLimiter(MemoryStorage())
+        # Counted in this process: alone, or while the shared Redis does not answer.
+        self._keys = _local(self.key_limit)
+        self._failures = _local(self.failure_limit)
         self._shared = None if storage_url is None else SharedLimiter(_redis(storage_url))
         self._alone_until = 0.0
         self._alone = False
@@ -62,15 +66,17 @@ class RateLimits:
     async def take_key(self, key: str) -> float:
         """Spend one request of an API key (its digest, hex) or of the operator:
         0 when allowed, else the seconds until it would be."""
-        return await self._take(self.key_limit, key)
+        return await self._take(self.key_limit, self._keys, key)
 
     async def take_failure(self, address: str) -> float:
         """Count a failed authentication of a client address: 0 while it is
         within its limit, else the seconds until it would be."""
-        return await self._take(self.failure_limit, address)
+        return await self._take(self.failure_limit, self._failures, address)
 
-    async def _take(self, limit: RateLimitItem | None, identifier: str) -> float:
-        if limit is None:
+    async def _take(
+        self, limit: RateLimitItem | None, local: MovingWindow | None, identifier: str
+    ) -> float:
+        if limit is None or local is None:
             return 0.0
         if self._shared is not None and time.monotonic() >= self._alone_until:
             try:
@@ -83,9 +89,7 @@ class RateLimits:
                     self._alone = False
                     logger.warning("rate limits: shared through RATE_LIMIT_STORAGE_URL again")
                 return wait
-        if self._local.hit(limit, identifier):
-            return 0.0
-        return _until(self._local.get_window_stats(limit, identifier).reset_time)
+        return local.take(identifier)
 
     @staticmethod
     async def _take_shared(shared: SharedLimiter, limit: RateLimitItem, identifier: str) -> float:
@@ -104,6 +108,66 @@ class RateLimits:
                 type(cause).__name__,
                 RETRY_SHARED_SECONDS,
             )
+
+
+class MovingWindow:
+    """One limit's moving windows in this process's memory: `take` allows a
+    request while fewer than `amount` were allowed in the last `seconds`, as
+    the `limits` package's moving window counts (exactly, not approximately:
+    a limit of one request in 100 s never lets a second through).
+
+    `limits`' own memory storage counts the same, but keeps its windows clean
+    with a thread it starts anew every 10 ms while requests come: a worker's
+    CPU time for a point read was 0.07 ms more with it
+    (docs/benchmarks/api.notes.md). Here a window drops its expired requests
+    when it is next counted, and every `seconds` the windows of clients that
+    sent nothing for that long are forgotten, so memory holds at most the
+    clients of one window, each at most `amount` times."""
+
+    __slots__ = ("_amount", "_clock", "_seconds", "_swept", "_windows")
+
+    def __init__(
+        self, amount: int, seconds: float, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        self._amount = amount
+        self._seconds = seconds
+        self._clock = clock
+        self._windows: dict[str, deque[float]] = {}
+        self._swept = clock()
+
+    def take(self, identifier: str) -> float:
+        """Count one request of `identifier`: 0 when allowed, else the seconds
+        until its oldest request in the window leaves it."""
+        now = self._clock()
+        if now - self._swept >= self._seconds:
+            self._sweep(now)
+        window = self._windows.get(identifier)
+        if window is None:
+            window = self._windows[identifier] = deque()
+        start = now - self._seconds
+        while window and window[0] <= start:
+            window.popleft()
+        if len(window) < self._amount:
+            window.append(now)
+            return 0.0
+        return window[0] - start
+
+    def __len__(self) -> int:
+        """How many clients' windows are kept."""
+        return len(self._windows)
+
+    def _sweep(self, now: float) -> None:
+        start = now - self._seconds
+        self._windows = {
+            identifier: window
+            for identifier, window in self._windows.items()
+            if window and window[-1] > start
+        }
+        self._swept = now
+
+
+def _local(limit: RateLimitItem | None) -> MovingWindow | None:
+    return None if limit is None else MovingWindow(limit.amount, limit.get_expiry())
 
 
 def _redis(url: str) -> Any:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from service.api.rate_limits import RateLimits, moving_window
+from service.api.rate_limits import MovingWindow, RateLimits, moving_window
 
 
 @pytest.mark.parametrize(
@@ -40,3 +40,58 @@ async def test_a_key_and_an_address_are_counted_apart() -> None:
     assert 0 < await limits.take_failure("k") <= 60
     unlimited = RateLimits(per_key=0, failures_per_minute=0)
     assert {await unlimited.take_key("k") for _ in range(1000)} == {0}
+
+
+class Clock:
+    """The seconds a window sees, moved by the test."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_a_window_counts_exactly_and_says_when_its_oldest_request_leaves() -> None:
+    clock = Clock()
+    window = MovingWindow(3, 10, clock)
+    for at in (0.0, 1.0, 2.0):
+        clock.now = 1000 + at
+        assert window.take("k") == 0
+    clock.now = 1005
+    # Three in the last 10 s: refused until the first (at 1000) is 10 s old.
+    assert window.take("k") == pytest.approx(5)
+    assert window.take("other") == 0
+    clock.now = 1009.999
+    assert window.take("k") == pytest.approx(0.001)
+    clock.now = 1010
+    assert window.take("k") == 0  # the first left; the refused ones were not counted
+    assert window.take("k") == pytest.approx(1)  # 1001, 1002, 1010 are in the window
+
+
+def test_one_request_in_a_long_window_never_lets_a_second_through_at_its_edge() -> None:
+    clock = Clock()
+    window = MovingWindow(1, 100, clock)
+    assert window.take("k") == 0
+    for at in (1.0, 50.0, 99.0, 99.999):
+        clock.now = 1000 + at
+        assert window.take("k") > 0
+    clock.now = 1100
+    assert window.take("k") == 0
+
+
+def test_clients_idle_for_a_window_are_forgotten() -> None:
+    clock = Clock()
+    window = MovingWindow(5, 60, clock)
+    for n in range(1000):
+        window.take(f"address {n}")
+    assert len(window) == 1000
+    clock.now += 30
+    window.take("busy")
+    assert len(window) == 1001  # nobody idle for a whole window yet
+    clock.now += 31
+    window.take("busy")
+    # Swept: the thousand sent nothing for 61 s; "busy" sent 31 s ago.
+    assert len(window) == 1
+    clock.now += 59
+    assert window.take("busy") == 0
