@@ -47,7 +47,7 @@ from service.api.errors import (
     TooManyRequests,
     Unauthorized,
 )
-from service.api.json_body import raise_body_problem, text_problem
+from service.api.json_body import close_when_handled, raise_body_problem, text_problem
 from service.api.rate_limits import retry_after
 from service.db.driver import Connection, DriverStatement, Row, autocommit
 from service.models import Role
@@ -173,21 +173,38 @@ async def _committed(connection: AsyncConnection) -> AsyncIterator[None]:
 Database = Annotated[AsyncConnection, Depends(database, scope="function")]
 
 
-@asynccontextmanager
-async def reading(request: Request) -> AsyncIterator[Connection]:
-    """A connection for a read that is one statement: outside any transaction
-    (no BEGIN, no COMMIT: a statement is atomic and sees one snapshot), where
-    the session's statement_timeout bounds it (service/db/statement_timeout.py).
-    Where it would not (a pooler whose sessions have no timeout), the read
-    runs in a transaction as a write does."""
+async def reading(request: Request) -> Connection:
+    """A connection for a read that is one statement, closed by the request's
+    route when its handler is done (`close_when_handled`): outside any
+    transaction (no BEGIN, no COMMIT: a statement is atomic and sees one
+    snapshot), where the session's statement_timeout bounds it
+    (service/db/statement_timeout.py). Where it would not (a pooler whose
+    sessions have no timeout), the read runs in a transaction as a write
+    does: committed when the handler returns, rolled back when it raises."""
     state = state_of(request)
-    async with state["engine"].connect() as connection:
+    connection = await state["engine"].connect()
+    try:
         reads = await autocommit(connection)
         if await state["read_bound"].holds(reads.driver):
-            yield reads
-            return
-        async with _committed(connection):
-            yield connection
+            close_when_handled(request.scope, lambda _: connection.close())
+            return reads
+        await connection.begin()
+        close_when_handled(request.scope, lambda error: _end(connection, error))
+    except BaseException:
+        await connection.close()
+        raise
+    return connection
+
+
+async def _end(connection: AsyncConnection, error: BaseException | None) -> None:
+    """Commit the read's transaction (roll it back after `error`) and close."""
+    try:
+        if error is None:
+            await connection.commit()
+        else:
+            await connection.rollback()
+    finally:
+        await connection.close()
 
 
 @dataclass(frozen=True)
@@ -361,18 +378,17 @@ class KeyRead:
             await connection.commit()
 
 
-async def key_read(request: Request) -> AsyncIterator[KeyRead]:
+async def key_read(request: Request) -> KeyRead:
     """The presented key (401 without a well-formed one, before any database
     work) and the read's connection (`reading`). One dependency, not three:
     FastAPI's solving costs per dependency, on the hottest routes."""
     digest = await presented_key(request)
-    async with reading(request) as connection:
-        yield KeyRead(request, digest, connection)
+    return KeyRead(request, digest, await reading(request))
 
 
 # A read in one statement, the caller's check included; its connection
 # returns to the pool before the answer is sent, as `Database`'s.
-Reader = Annotated[KeyRead, Depends(key_read, scope="function")]
+Reader = Annotated[KeyRead, Depends(key_read)]
 Viewer = Annotated[Caller, Depends(role_at_least(Role.VIEWER))]
 Member = Annotated[Caller, Depends(role_at_least(Role.MEMBER))]
 Admin = Annotated[Caller, Depends(role_at_least(Role.ADMIN))]

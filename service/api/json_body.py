@@ -15,9 +15,10 @@ import json
 import math
 import re
 import sys
-from collections.abc import Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any
 
+import anyio
 from fastapi import Request, Response
 from fastapi.routing import APIRoute
 from starlette.types import Scope
@@ -181,13 +182,45 @@ def raise_body_problem(request: Request) -> None:
         raise problem
 
 
+# What a request's dependencies opened for its handler (service/api/dependencies.py:
+# a read's connection), closed by its route once the handler is done.
+_CLOSERS = "service.closers"
+Closer = Callable[[BaseException | None], Awaitable[None]]
+
+
+def close_when_handled(scope: Scope, close: Closer) -> None:
+    """Have `close` called once the route's handler has returned (with None)
+    or raised (with the error), before the answer is sent: a `JsonApiRoute`
+    does it. A dependency with `yield` would do the same at a cost per request
+    that shows on a point read (FastAPI's exit stack, a shielded exit:
+    docs/benchmarks/api.notes.md)."""
+    closers: list[Closer] | None = scope.get(_CLOSERS)
+    if closers is None:
+        raise RuntimeError("close_when_handled needs a JsonApiRoute: nothing else would close")
+    closers.append(close)
+
+
 class JsonApiRoute(APIRoute):
-    """Routes whose JSON bodies go through `StrictJsonRequest`."""
+    """Routes whose JSON bodies go through `StrictJsonRequest`, and which close
+    what their dependencies opened (`close_when_handled`)."""
 
     def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
         handler = super().get_route_handler()
 
         async def strict(request: Request) -> Response:
-            return await handler(StrictJsonRequest(request.scope, request.receive))
+            closers: list[Closer] = []
+            request.scope[_CLOSERS] = closers
+            try:
+                response = await handler(StrictJsonRequest(request.scope, request.receive))
+            except BaseException as error:
+                # Closed whatever the error, a cancellation included.
+                with anyio.CancelScope(shield=True):
+                    for close in reversed(closers):
+                        await close(error)
+                raise
+            # A close that fails (a commit) is the answer instead.
+            for close in reversed(closers):
+                await close(None)
+            return response
 
         return strict
