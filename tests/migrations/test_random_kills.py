@@ -178,6 +178,12 @@ async def kill_at(
             wanted = int(USERS * chance.uniform(0.1, 0.9))
             while await backfilled(url) < wanted:  # noqa: ASYNC110 (polls the database)
                 await asyncio.sleep(0.005)
+            # Killed in a batch: between two, the session runs nothing for a
+            # moment ('' seen), and at least a tenth of the rows are still to come.
+            while "WITH batch AS" not in (running := await migrator_query(url)):  # noqa: ASYNC110 (polls the database)
+                await asyncio.sleep(0.002)
+            migrator.signal(signal.SIGKILL)
+            return running
         else:
             # Killed on the poll that saw the build: a second look before the
             # kill let a busy machine finish the build in between ('' seen).
