@@ -22,8 +22,7 @@ import hashlib
 import hmac
 import ipaddress
 import uuid
-from collections.abc import AsyncIterator, Callable, Coroutine
-from contextlib import asynccontextmanager
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from typing import Annotated, Any
 from urllib.parse import unquote_plus, unquote_to_bytes
@@ -144,50 +143,22 @@ def _query_names(dependant: Dependant) -> set[str]:
     return names
 
 
-async def database(request: Request) -> AsyncIterator[AsyncConnection]:
+async def database(request: Request) -> AsyncConnection:
     """One transaction per request: committed when the handler succeeds, rolled
-    back otherwise. Its scope is the endpoint function (not the request), so
-    the commit happens before the answer is sent and a commit that fails is
-    answered as the error it is: a 2xx always means committed.
+    back otherwise, by the request's route once its handler is done
+    (`close_when_handled`), so the commit happens before the answer is sent
+    and a commit that fails is answered as the error it is: a 2xx always
+    means committed.
 
     A handler may commit early and go on in a new transaction (discovery
     commits each bounded batch): whatever is open at the end is committed or
     rolled back the same way."""
-    async with state_of(request)["engine"].connect() as connection, _committed(connection):
-        yield connection
+    return await _begun(request, await state_of(request)["engine"].connect())
 
 
-@asynccontextmanager
-async def _committed(connection: AsyncConnection) -> AsyncIterator[None]:
-    """`connection` in a transaction: committed when the block ends, rolled
-    back when it raises (whatever is open then, after early commits)."""
-    await connection.begin()
+async def _begun(request: Request, connection: AsyncConnection) -> AsyncConnection:
+    """`connection` in a transaction its route ends (`_end`)."""
     try:
-        yield
-    except BaseException:
-        await connection.rollback()
-        raise
-    await connection.commit()
-
-
-Database = Annotated[AsyncConnection, Depends(database, scope="function")]
-
-
-async def reading(request: Request) -> Connection:
-    """A connection for a read that is one statement, closed by the request's
-    route when its handler is done (`close_when_handled`): outside any
-    transaction (no BEGIN, no COMMIT: a statement is atomic and sees one
-    snapshot), where the session's statement_timeout bounds it
-    (service/db/statement_timeout.py). Where it would not (a pooler whose
-    sessions have no timeout), the read runs in a transaction as a write
-    does: committed when the handler returns, rolled back when it raises."""
-    state = state_of(request)
-    connection = await state["engine"].connect()
-    try:
-        reads = await autocommit(connection)
-        if await state["read_bound"].holds(reads.driver):
-            close_when_handled(request.scope, lambda _: connection.close())
-            return reads
         await connection.begin()
         close_when_handled(request.scope, lambda error: _end(connection, error))
     except BaseException:
@@ -197,7 +168,8 @@ async def reading(request: Request) -> Connection:
 
 
 async def _end(connection: AsyncConnection, error: BaseException | None) -> None:
-    """Commit the read's transaction (roll it back after `error`) and close."""
+    """Commit the request's transaction (roll it back after `error`; whatever
+    is open then, after early commits) and close its connection."""
     try:
         if error is None:
             await connection.commit()
@@ -205,6 +177,30 @@ async def _end(connection: AsyncConnection, error: BaseException | None) -> None
             await connection.rollback()
     finally:
         await connection.close()
+
+
+Database = Annotated[AsyncConnection, Depends(database)]
+
+
+async def reading(request: Request) -> Connection:
+    """A connection for a read that is one statement, closed by the request's
+    route when its handler is done (`close_when_handled`): outside any
+    transaction (no BEGIN, no COMMIT: a statement is atomic and sees one
+    snapshot), where the session's statement_timeout bounds it
+    (service/db/statement_timeout.py). Where it would not (a pooler whose
+    sessions have no timeout), the read runs in a transaction as a write
+    does."""
+    state = state_of(request)
+    connection = await state["engine"].connect()
+    try:
+        reads = await autocommit(connection)
+        if not await state["read_bound"].holds(reads.driver):
+            return await _begun(request, connection)
+        close_when_handled(request.scope, lambda _: connection.close())
+    except BaseException:
+        await connection.close()
+        raise
+    return reads
 
 
 @dataclass(frozen=True)

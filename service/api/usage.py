@@ -13,12 +13,13 @@ from pydantic import Field
 
 from service.api.dependencies import Database, Viewer
 from service.api.errors import JsonApiResponse
+from service.api.json_body import JsonApiRoute
 from service.api.jsonapi import respond
 from service.api.limits import NO_NUL
 from service.api.schemas import Described, JsonApiVersion, PageLinks, PageMeta
 from service.usage import counts
 
-router = APIRouter(prefix="/usage", tags=["usage"])
+router = APIRouter(prefix="/usage", tags=["usage"], route_class=JsonApiRoute)
 TYPE = "usage"
 MAX_PAGE_SIZE = 1000
 

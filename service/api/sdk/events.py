@@ -31,10 +31,11 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from service.api.dependencies import Viewer
 from service.api.errors import ServiceUnavailable, TooManyRequests
+from service.api.json_body import JsonApiRoute
 from service.api.sdk.event_hub import CLOSED, EventHub, NotListening, Stream, TooManyStreams
 from service.state import state_of
 
-router = APIRouter(tags=["events (smplkit SDK)"])
+router = APIRouter(tags=["events (smplkit SDK)"], route_class=JsonApiRoute)
 RETRY_MILLISECONDS = 2000
 _KEY_VALID = text("SELECT 1 FROM api_keys WHERE id = :id AND revoked_at IS NULL")
 
