@@ -136,6 +136,64 @@ KEYED_ORDERS = {
 }
 
 
+class KeysetPages:
+    """Keyset pages of an account's rows in (created_at, id) order after a
+    cursor (stable while rows are added), each one statement (an
+    `AccountRead`, one for each shape of request): $1 the account, then each
+    condition's value, the cursor's created_at and id, and last the size.
+    `table` has the columns account_id, created_at and id."""
+
+    __slots__ = ("columns", "statements", "table")
+
+    def __init__(self, table: str, columns: str = "*") -> None:
+        self.table, self.columns = table, columns
+        self.statements: dict[tuple[Any, ...], AccountRead] = {}
+
+    async def page(
+        self,
+        connection: Connection,
+        account: Account,
+        where: Sequence[tuple[str, Any]],
+        size: int,
+        after: Sequence[Any] | None,
+        descending: bool,
+    ) -> list[Row]:
+        """A page of `size` after the cursor `after` (its created_at and id),
+        of the rows that pass each of `where`: a condition whose parameter is
+        `{0}`, and its value."""
+        statement = self.statement(
+            [condition for condition, _ in where], after is not None, descending
+        )
+        arguments = [ACCOUNT, *(value for _, value in where), *(after or ())]
+        return await statement.rows(connection, account, *arguments, size)
+
+    def statement(self, conditions: Sequence[str], after: bool, descending: bool) -> AccountRead:
+        """The statement of a page of this shape."""
+        shape = (*conditions, after, descending)
+        statement = self.statements.get(shape)
+        if statement is None:
+            statement = self.statements[shape] = self._statement(conditions, after, descending)
+        return statement
+
+    def _statement(self, conditions: Sequence[str], after: bool, descending: bool) -> AccountRead:
+        where = ["account_id = {account}"]
+        where += [condition.format(f"${number}") for number, condition in enumerate(conditions, 2)]
+        number = len(conditions) + 1
+        order = " DESC" if descending else ""
+        if after:
+            number += 2
+            where.append(
+                f"(created_at, id) {'<' if descending else '>'} (${number - 1}, ${number})"
+            )
+        ordering = f"created_at{order}, id{order}"
+        return AccountRead(
+            f"SELECT {self.columns} FROM {self.table} WHERE {' AND '.join(where)}"
+            f" ORDER BY {ordering} LIMIT ${number + 1}",
+            account=1,
+            order=ordering,
+        )
+
+
 class NumberedPages:
     """Pages numbered from 1 of an account's rows, each one statement (an
     `AccountRead`, one for each shape of request), with the count of all that

@@ -18,7 +18,9 @@ from sqlalchemy import RowMapping, Select, delete, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from service.accounts.callers import Account, KeysetPages
 from service.accounts.keys import api_keys, keep_an_owner_key
+from service.db.driver import Connection, Row
 from service.models import Role, User, table
 from service.problems import Conflicting, Invalid
 from service.storage import conflict_from, lock_account, one_in_account
@@ -95,6 +97,33 @@ def of_account(
     if role is not None:
         query = query.where(users.c.role == role)
     return query
+
+
+# The /v1 list of users, a page one statement with the caller's check. Emails
+# compared lower-cased by PostgreSQL on both sides, as `of_account` compares them.
+PAGES = KeysetPages("users")
+_PAGE_BY_EMAIL = "lower(email) = lower({0})"
+_PAGE_BY_ROLE = "role = {0}"
+
+
+async def page(
+    connection: Connection,
+    account: Account,
+    size: int,
+    after: Sequence[Any] | None,
+    descending: bool,
+    *,
+    email: str | None = None,
+    role: Role | None = None,
+) -> list[Row]:
+    """The account's users in (created_at, id) order after a cursor, of that
+    email (any case) and role when given."""
+    where: list[tuple[str, Any]] = []
+    if email is not None:
+        where.append((_PAGE_BY_EMAIL, email))
+    if role is not None:
+        where.append((_PAGE_BY_ROLE, role.value))
+    return await PAGES.page(connection, account, where, size, after, descending)
 
 
 async def get(

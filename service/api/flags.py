@@ -146,11 +146,9 @@ def _longest_array(value: Any) -> int:
 
 
 @router.get("", response_class=JsonApiResponse, response_model=FlagList, summary="List flags")
-async def list_flags(
-    request: Request, page: PageQuery, caller: Viewer, connection: Database
-) -> Response:
+async def list_flags(request: Request, page: PageQuery, reader: Reader) -> Response:
     found = await store.keyset_page(
-        connection, caller.account_id, page.size, page.after, page.descending
+        reader.connection, reader, page.size, page.after, page.descending
     )
     return listing(request, page, found, flag_resource)
 

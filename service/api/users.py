@@ -15,7 +15,7 @@ from service.api.account_shapes import (
     UserResource,
     user_resource,
 )
-from service.api.dependencies import Admin, Caller, Database, Reader, Viewer
+from service.api.dependencies import Admin, Caller, Database, Reader
 from service.api.errors import Forbidden, JsonApiResponse
 from service.api.json_body import JsonApiRoute
 from service.api.jsonapi import (
@@ -30,13 +30,12 @@ from service.api.jsonapi import (
     single,
 )
 from service.api.limits import NO_NUL, UserAttributes
-from service.api.queries import paged
 from service.api.quotas import Quotas
 from service.api.schemas import list_document, single_document
 from service.configs.events import announce_revoked_keys
 from service.models import Role
 from service.quotas import Kind
-from service.storage import read_in_account, rows
+from service.storage import read_in_account
 
 router = APIRouter(prefix="/users", tags=["users"], route_class=JsonApiRoute)
 TYPE = USERS
@@ -61,16 +60,16 @@ UserList = list_document(UserResource)
 async def list_users(
     request: Request,
     page: PageQuery,
-    caller: Viewer,
-    connection: Database,
+    reader: Reader,
     email: Annotated[
         str | None,
         Query(alias="filter[email]", description="case-insensitive", pattern=NO_NUL),
     ] = None,
     role: Annotated[Role | None, Query(alias="filter[role]")] = None,
 ) -> Response:
-    query = users.of_account(caller.account_id, email, role)
-    found = await rows(connection, paged(query, users.users, page))
+    found = await users.page(
+        reader.connection, reader, page.size, page.after, page.descending, email=email, role=role
+    )
     return listing(request, page, found, user_resource)
 
 

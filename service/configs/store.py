@@ -22,6 +22,7 @@ from service.accounts.callers import (
     KEYED_ORDERS,
     Account,
     AccountRead,
+    KeysetPages,
     NumberedPages,
     searched_for,
 )
@@ -264,38 +265,17 @@ async def resolved(
     return Resolved(chain, resolve(chain, environment))
 
 
-_PAGE_STATEMENTS: dict[tuple[bool, ...], AccountRead] = {}
+# A keyset page of configs (a page of 50 is the heaviest read): by key, and by
+# items (JSON text, `@>`: answered by the GIN index configs_items_idx).
+PAGES = KeysetPages("configs", _COLUMNS)
+_PAGE_BY_KEY = "key = {0}"
+_PAGE_BY_ITEMS = "items @> {0}::jsonb"
 
 
 def page_statement(*, by_key: bool, by_items: bool, after: bool, descending: bool) -> AccountRead:
-    """The statement of a keyset page of configs, one per shape of the request,
-    run on the driver (a page of 50 is the heaviest read): $1 the account, then
-    the key, the items (JSON text, `@>`: answered by the GIN index
-    configs_items_idx), the cursor's created_at and id, and last the size."""
-    shape = (by_key, by_items, after, descending)
-    statement = _PAGE_STATEMENTS.get(shape)
-    if statement is None:
-        conditions, number = ["account_id = {account}"], 1
-        if by_key:
-            number += 1
-            conditions.append(f"key = ${number}")
-        if by_items:
-            number += 1
-            conditions.append(f"items @> ${number}::jsonb")
-        order = " DESC" if descending else ""
-        if after:
-            number += 2
-            conditions.append(
-                f"(created_at, id) {'<' if descending else '>'} (${number - 1}, ${number})"
-            )
-        ordering = f"created_at{order}, id{order}"
-        statement = _PAGE_STATEMENTS[shape] = AccountRead(
-            f"SELECT {_COLUMNS} FROM configs WHERE {' AND '.join(conditions)}"
-            f" ORDER BY {ordering} LIMIT ${number + 1}",
-            account=1,
-            order=ordering,
-        )
-    return statement
+    """The statement of a keyset page of configs of this shape."""
+    conditions = [_PAGE_BY_KEY] * by_key + [_PAGE_BY_ITEMS] * by_items
+    return PAGES.statement(conditions, after, descending)
 
 
 async def keyset_page(
@@ -310,20 +290,12 @@ async def keyset_page(
 ) -> list[Row]:
     """Configs in (created_at, id) order after a cursor, with this key, or
     whose items contain `items`."""
-    statement = page_statement(
-        by_key=key is not None,
-        by_items=items is not None,
-        after=after is not None,
-        descending=descending,
-    )
-    arguments: list[Any] = [ACCOUNT]
+    where: list[tuple[str, Any]] = []
     if key is not None:
-        arguments.append(key)
+        where.append((_PAGE_BY_KEY, key))
     if items is not None:
-        arguments.append(json_text(items))
-    if after is not None:
-        arguments += after
-    return await statement.rows(connection, account, *arguments, size)
+        where.append((_PAGE_BY_ITEMS, json_text(items)))
+    return await PAGES.page(connection, account, where, size, after, descending)
 
 
 @dataclass(frozen=True)

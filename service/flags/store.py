@@ -8,7 +8,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from sqlalchemy import RowMapping, Select, delete, func, insert, select, tuple_, update
+from sqlalchemy import RowMapping, Select, delete, func, insert, select, update
 from sqlalchemy.dialects.postgresql import insert as upsert
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -18,6 +18,7 @@ from service.accounts.callers import (
     KEYED_ORDERS,
     Account,
     AccountRead,
+    KeysetPages,
     NumberedPages,
     searched_for,
 )
@@ -320,27 +321,16 @@ async def key_of(connection: AsyncConnection, account_id: uuid.UUID, flag_id: uu
     return key
 
 
+# The /v1 list of flags, a page one statement with the caller's check.
+PAGES = KeysetPages("flags")
+
+
 async def keyset_page(
-    connection: AsyncConnection,
-    account_id: uuid.UUID,
+    connection: Connection,
+    account: Account,
     size: int,
-    after: tuple[Any, ...] | None,
+    after: Sequence[Any] | None,
     descending: bool,
-) -> Sequence[RowMapping]:
+) -> list[Row]:
     """A page in (created_at, id) order after a cursor: stable while flags are added."""
-    keyset = tuple_(flags.c.created_at, flags.c.id)
-    query = select(flags).where(flags.c.account_id == account_id)
-    if after is not None:
-        query = query.where(keyset < tuple_(*after) if descending else keyset > tuple_(*after))
-    order = (
-        (flags.c.created_at.desc(), flags.c.id.desc())
-        if descending
-        else (
-            flags.c.created_at,
-            flags.c.id,
-        )
-    )
-    found: Sequence[RowMapping] = (
-        (await connection.execute(query.order_by(*order).limit(size))).mappings().all()
-    )
-    return found
+    return await PAGES.page(connection, account, (), size, after, descending)

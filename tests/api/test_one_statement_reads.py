@@ -92,11 +92,15 @@ async def test_each_config_read_is_one_statement_with_its_callers_check(
             "a flag by id": f"/v1/flags/{flag_id}",
             "a missing flag by id": f"/v1/flags/{uuid.uuid4()}",
             "the SDK's list of flags": "/api/v1/flags",
+            "the /v1 list of flags": "/v1/flags?page[size]=1&sort=-created_at",
             "the SDK's list of flags, filtered and counted": "/api/v1/flags?filter[type]=BOOLEAN"
             "&filter[managed]=true&filter[search]=DARK&meta[total]=true&sort=-type",
         }
         await _each_one_statement(tenant, sent, flag_reads, "flags")
         environment_id = (await tenant.call("GET", "/v1/environments")).json()["data"][0]["id"]
+        owner = await tenant.call("GET", f"/v1/users/{tenant.owner_id}")
+        owner_email = owner.json()["data"]["attributes"]["email"]
+        viewer = await tenant.create("users", {"email": "Viewer@Example.test", "role": "VIEWER"})
         account_reads = {
             "the caller's account": "/v1/account",
             "the SDK's account": "/api/v1/accounts/current",
@@ -104,8 +108,24 @@ async def test_each_config_read_is_one_statement_with_its_callers_check(
             "a missing user": f"/v1/users/{uuid.uuid4()}",
             "an environment": f"/v1/environments/{environment_id}",
             "a missing environment": f"/v1/environments/{uuid.uuid4()}",
+            "the list of users": "/v1/users",
+            "the list of users, filtered": f"/v1/users?filter[email]={owner_email.upper()}"
+            "&filter[role]=OWNER",
         }
         await _each_one_statement(tenant, sent, account_reads, "")
+        listed_users = (await tenant.call("GET", account_reads["the list of users"])).json()
+        assert [item["id"] for item in listed_users["data"]] == [tenant.owner_id, viewer["id"]]
+        owners = (await tenant.call("GET", account_reads["the list of users, filtered"])).json()
+        assert [item["id"] for item in owners["data"]] == [tenant.owner_id]
+        viewers = await tenant.call("GET", "/v1/users?filter[email]=viewer@example.TEST")
+        assert [item["id"] for item in viewers.json()["data"]] == [viewer["id"]]
+        newest = (await tenant.call("GET", flag_reads["the /v1 list of flags"])).json()
+        assert [item["attributes"]["key"] for item in newest["data"]] == ["beta"]
+        (await settled(sent)).clear()
+        older = await tenant.call("GET", newest["links"]["next"])
+        assert [item["attributes"]["key"] for item in older.json()["data"]] == ["dark-mode"]
+        # After a cursor: another shape of the statement, still one.
+        assert len(await settled(sent)) == 1, sent
         account = (await tenant.call("GET", "/v1/account")).json()["data"]
         assert account["id"] == tenant.account_id
         user = (await tenant.call("GET", account_reads["a user"])).json()["data"]
@@ -163,8 +183,9 @@ async def test_a_caller_who_may_not_read_learns_nothing_from_the_parameters(
     migrated_database: URL,
 ) -> None:
     """FastAPI refuses a route's parameters before its handler (and its one
-    statement) runs: the caller is checked first all the same."""
-    async with api_client(migrated_database) as client:
+    statement) runs: the caller is checked first all the same. (From one
+    address, a thirty-first wrong key in a minute is answered 429, not 401.)"""
+    async with api_client(migrated_database, rate_limit_auth_failures=1000) as client:
         tenant = await new_tenant(client, "Order")
         config_id = (await tenant.create("configs", {"key": "svc", "name": "Svc"}))["id"]
         unknown = new_key()
@@ -192,6 +213,9 @@ async def test_a_caller_who_may_not_read_learns_nothing_from_the_parameters(
             "a flag id that is not one": "/v1/flags/not-an-id",
             "a user id that is not one": "/v1/users/not-an-id",
             "an environment id that is not one": "/v1/environments/not-an-id",
+            "a role that is not one": "/v1/users?filter[role]=NOPE",
+            "an email with a NUL": "/v1/users?filter[email]=a%00b",
+            "a flags page too large": "/v1/flags?page[size]=100000",
         }
         for name, path in refused.items():
             anonymous = await tenant.call("GET", path, key=unknown)
@@ -232,6 +256,13 @@ async def test_a_key_reads_nothing_of_another_account(migrated_database: URL) ->
         assert (await other.call("GET", "/v1/configs")).json()["data"] == []
         for path in (f"/v1/users/{owner.owner_id}", f"/v1/flags/{uuid.uuid4()}"):
             assert (await other.call("GET", path)).status_code == 404, path
+        flag = {"type": "BOOLEAN", "default": False, "values": None, "name": "Owned"}
+        body = {"data": {"type": "flag", "id": "owned", "attributes": flag}}
+        made = await owner.call("POST", "/api/v1/flags", body=body)
+        assert made.status_code == 201, made.text
+        assert (await other.call("GET", "/v1/flags")).json()["data"] == []
+        users = (await other.call("GET", "/v1/users")).json()["data"]
+        assert [user["id"] for user in users] == [other.owner_id]
         assert (await other.call("GET", "/v1/account")).json()["data"]["id"] == other.account_id
 
 
