@@ -53,9 +53,7 @@ def test_every_route_that_opens_a_connection_closes_it() -> None:
         "service.api.sdk.configs",
     }
     assert [
-        f"{module} {route.path}"
-        for module, route in opening
-        if not isinstance(route, JsonApiRoute)
+        f"{module} {route.path}" for module, route in opening if not isinstance(route, JsonApiRoute)
     ] == []
 
 
