@@ -21,12 +21,14 @@ from __future__ import annotations
 import hashlib
 import hmac
 import ipaddress
+import logging
 import uuid
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from typing import Annotated, Any
 from urllib.parse import unquote_plus, unquote_to_bytes
 
+from alembic_lockstep import describe_error, sqlstate
 from fastapi import Depends, Request
 from fastapi.dependencies.models import Dependant
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -49,8 +51,11 @@ from service.api.errors import (
 from service.api.json_body import close_when_handled, raise_body_problem, text_problem
 from service.api.rate_limits import retry_after
 from service.db.driver import Connection, DriverStatement, Row, autocommit
+from service.db.errors import is_transient
 from service.models import Role
 from service.state import state_of
+
+logger = logging.getLogger(__name__)
 
 RETRY_AFTER_SECONDS = "5"
 
@@ -172,11 +177,44 @@ async def _end(connection: AsyncConnection, error: BaseException | None) -> None
     is open then, after early commits) and close its connection."""
     try:
         if error is None:
-            await connection.commit()
+            await _commit(connection)
         else:
             await connection.rollback()
     finally:
         await connection.close()
+
+
+# SQLSTATE classes after which a COMMIT's outcome is not known: the session
+# was ended from the server (57P: a terminated backend, a shutdown) or the
+# connection failed (08).
+_COMMIT_UNKNOWN_CLASSES = ("57P", "08")
+
+
+async def _commit(connection: AsyncConnection) -> None:
+    """Commit; a COMMIT the database never answered is answered as what it is.
+
+    An error the server reports for the COMMIT itself (a deferred
+    constraint, a serialization failure) means nothing was written, and is
+    answered as that error. But a COMMIT whose answer never came (the
+    connection lost, the wait cut by the request's timeout, as when a
+    synchronous standby is gone and PostgreSQL keeps the commit locally) may
+    have been made: "the database is unavailable; retry shortly" would have
+    the client write it twice."""
+    try:
+        await connection.commit()
+    except Exception as error:
+        state = sqlstate(error)
+        answered = state is not None and not state.startswith(_COMMIT_UNKNOWN_CLASSES)
+        if answered or not is_transient(error):
+            raise
+        logger.warning(
+            "the database did not confirm a commit (%s): answered 503, outcome unknown",
+            describe_error(error),
+        )
+        raise ServiceUnavailable(
+            "the database did not confirm the commit: the change may have been made; "
+            "read it before trying again"
+        ) from error
 
 
 Database = Annotated[AsyncConnection, Depends(database)]
