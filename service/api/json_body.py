@@ -11,11 +11,12 @@ anonymous caller learns nothing about the API's schema from its bodies.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import math
 import re
 import sys
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Callable, Coroutine
 from typing import Any
 
 import anyio
@@ -185,7 +186,7 @@ def raise_body_problem(request: Request) -> None:
 # What a request's dependencies opened for its handler (service/api/dependencies.py:
 # a read's connection), closed by its route once the handler is done.
 _CLOSERS = "service.closers"
-Closer = Callable[[BaseException | None], Awaitable[None]]
+Closer = Callable[[BaseException | None], Coroutine[Any, Any, None]]
 
 
 def close_when_handled(scope: Scope, close: Closer) -> None:
@@ -200,6 +201,16 @@ def close_when_handled(scope: Scope, close: Closer) -> None:
     closers.append(close)
 
 
+# Closes running after their request was cancelled, kept until they end.
+_CLOSING: set[asyncio.Task[None]] = set()
+
+
+def _in_background(close: Coroutine[Any, Any, None]) -> None:
+    task = asyncio.ensure_future(close)
+    _CLOSING.add(task)
+    task.add_done_callback(_CLOSING.discard)
+
+
 class JsonApiRoute(APIRoute):
     """Routes whose JSON bodies go through `StrictJsonRequest`, and which close
     what their dependencies opened (`close_when_handled`)."""
@@ -212,8 +223,16 @@ class JsonApiRoute(APIRoute):
             request.scope[_CLOSERS] = closers
             try:
                 response = await handler(StrictJsonRequest(request.scope, request.receive))
+            except asyncio.CancelledError as error:
+                # The server is stopping: uvicorn cancels what outlives its
+                # graceful shutdown and exits soon after, maybe before a
+                # rollback's round trip. The request is answered at once
+                # (service/observability/middleware.py) and closed meanwhile;
+                # a transaction whose session ends is rolled back all the same.
+                for close in reversed(closers):
+                    _in_background(close(error))
+                raise
             except BaseException as error:
-                # Closed whatever the error, a cancellation included.
                 with anyio.CancelScope(shield=True):
                     for close in reversed(closers):
                         await close(error)

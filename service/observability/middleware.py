@@ -3,6 +3,7 @@ the one answer (500, logged once) for an error nothing else handled."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import re
 import time
@@ -11,7 +12,7 @@ import uuid
 from starlette.datastructures import MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from service.api.errors import unexpected_error_response
+from service.api.errors import ServiceUnavailable, api_error_response, unexpected_error_response
 from service.observability.logs import masked_path, request_id
 from service.observability.metrics import Metrics
 
@@ -26,6 +27,14 @@ CLIENT_CLOSED = 499
 _ALWAYS = ((b"x-content-type-options", b"nosniff"),)
 _UNLESS_SET = ((b"cache-control", b"no-store"),)
 
+
+# The answer to a request still running when a graceful shutdown ends.
+_STOPPING = api_error_response(
+    ServiceUnavailable(
+        "the service stopped before this request was done; retry",
+        headers={"Retry-After": "1"},
+    )
+)
 
 # An event stream lasts as long as its client stays: not a request whose
 # duration the request metrics should count.
@@ -60,6 +69,13 @@ class RequestObservability:
         path = masked_path(scope["path"])
         try:
             await self.app(scope, receive, send_with_id)
+        except asyncio.CancelledError:
+            if status != CLIENT_CLOSED:
+                raise
+            # The server is stopping and its graceful shutdown is over: uvicorn
+            # cancels what still runs, and would answer its own plain-text 500.
+            # Cancelled here, the request's transaction was rolled back.
+            await _STOPPING(scope, receive, send_with_id)
         except Exception as error:
             if status != CLIENT_CLOSED:
                 # The answer has begun: all that is left is to end the connection.
