@@ -150,6 +150,12 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         self.crowd = crowd_of(server_state, self.loop)
         self.address = ""
         self.idle_since = self.loop.time()
+        # Every request of the connection not yet answered in full: uvicorn
+        # keeps only the newest (`self.cycle`), and on a lost connection tells
+        # only that one, so a request answered while later ones were pipelined
+        # behind it (an event stream above all) never learned its client had
+        # gone: its writes failed with tracebacks, and a stream kept its slot.
+        self._unanswered: list[Any] = []
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
@@ -184,6 +190,11 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         self._cancel_deadline()
         self._cancel_send_deadline()
         self.crowd.left(self.address)
+        for cycle in self._unanswered:
+            if not cycle.response_complete:
+                cycle.disconnected = True
+            cycle.message_event.set()
+        self._unanswered.clear()
         super().connection_lost(exc)
 
     def idle(self) -> bool:
@@ -258,8 +269,10 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         self._heads_completed += 1
         self._reading_head = False
         self._cancel_deadline()
+        self._unanswered = [cycle for cycle in self._unanswered if not cycle.response_complete]
         if self._parsed_head_bytes <= self.limits.max_head_bytes:
             super().on_headers_complete()
+            self._track(self.cycle)
             return
         # Parsed but not kept (its target and headers cut short): answered 431
         # in its turn, after the requests before it, then the connection closes.
@@ -275,8 +288,15 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         )
         try:
             super().on_headers_complete()
+            self._track(self.cycle)
         finally:
             self.app = serving
+
+    def _track(self, cycle: Any) -> None:
+        """Keep `cycle` (the request just parsed; None or the same one when
+        uvicorn made none, as for an upgrade) among those not yet answered."""
+        if cycle is not None and (not self._unanswered or self._unanswered[-1] is not cycle):
+            self._unanswered.append(cycle)
 
     def on_message_complete(self) -> None:
         self._cancel_deadline()
