@@ -44,23 +44,21 @@ async def test_a_commit_never_confirmed_is_answered_as_unknown_not_as_retry(
             process.wait_for_phase("ready")
             key = create_account_over_http(process.port or 0, "Unconfirmed")
             headers = {"Authorization": f"Bearer {key}", "Content-Type": JSONAPI}
-            base = f"http://127.0.0.1:{process.port}"
-            confirmed = httpx.post(
-                f"{base}/v1/configs",
-                headers=headers,
-                json=document("configs", {"key": "confirmed", "name": "Confirmed"}),
-                timeout=30,
-            )
+
+            def create(config_key: str, name: str) -> httpx.Response:
+                return httpx.post(
+                    f"http://127.0.0.1:{process.port}/v1/configs",
+                    headers=headers,
+                    json=document("configs", {"key": config_key, "name": name}),
+                    timeout=30,
+                )
+
+            confirmed = create("confirmed", "Confirmed")
             assert confirmed.status_code == 201, confirmed.text
             admin = await connect(url)
             await admin.execute("ALTER SYSTEM SET synchronous_standby_names = 'gone_standby'")
             await admin.execute("SELECT pg_reload_conf()")
-            answer = httpx.post(
-                f"{base}/v1/configs",
-                headers=headers,
-                json=document("configs", {"key": "unconfirmed", "name": "Unconfirmed"}),
-                timeout=30,
-            )
+            answer = create("unconfirmed", "Unconfirmed")
             assert answer.status_code == 503, answer.text
             detail = answer.json()["errors"][0]["detail"]
             assert "may have been made" in detail, detail
@@ -73,12 +71,7 @@ async def test_a_commit_never_confirmed_is_answered_as_unknown_not_as_retry(
             # Once no standby is waited for, writes are answered as before.
             await admin.execute("ALTER SYSTEM RESET synchronous_standby_names")
             await admin.execute("SELECT pg_reload_conf()")
-            again = httpx.post(
-                f"{base}/v1/configs",
-                headers=headers,
-                json=document("configs", {"key": "confirmed", "name": "Twice"}),
-                timeout=30,
-            )
+            again = create("confirmed", "Twice")
             assert again.status_code == 409, again.text
         finally:
             if admin is not None:
