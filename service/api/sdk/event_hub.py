@@ -288,6 +288,11 @@ class EventHub:
             database=url.database,
             timeout=self.connect_timeout,
             server_settings={"application_name": application_name("events")},
+            # Unnamed statements only: through a transaction-pooling pooler
+            # (the misconfiguration the probe finds) a named one may meet
+            # another client's of the same name on a shared server session
+            # (42P05), which hid the probe's own finding behind that error.
+            statement_cache_size=0,
             **tls,
         )
 
