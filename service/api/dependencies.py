@@ -158,13 +158,16 @@ async def database(request: Request) -> AsyncConnection:
     A handler may commit early and go on in a new transaction (discovery
     commits each bounded batch): whatever is open at the end is committed or
     rolled back the same way."""
-    return await _begun(request, await state_of(request)["engine"].connect())
+    connection = await _connected(request)
+    await connection.begin()
+    return connection
 
 
-async def _begun(request: Request, connection: AsyncConnection) -> AsyncConnection:
-    """`connection` in a transaction its route ends (`_end`)."""
+async def _connected(request: Request) -> AsyncConnection:
+    """A pooled connection its route ends (`_end`) once the handler is done,
+    whatever happens from here on."""
+    connection = await state_of(request)["engine"].connect()
     try:
-        await connection.begin()
         close_when_handled(request.scope, lambda error: _end(connection, error))
     except BaseException:
         await connection.close()
@@ -173,13 +176,11 @@ async def _begun(request: Request, connection: AsyncConnection) -> AsyncConnecti
 
 
 async def _end(connection: AsyncConnection, error: BaseException | None) -> None:
-    """Commit the request's transaction (roll it back after `error`; whatever
-    is open then, after early commits) and close its connection."""
+    """Commit the transaction open on the connection, if any (roll it back
+    after `error`; whatever is open then, after early commits), and close it."""
     try:
-        if error is None:
-            await _commit(connection)
-        else:
-            await connection.rollback()
+        if connection.in_transaction():
+            await (_commit(connection) if error is None else connection.rollback())
     finally:
         await connection.close()
 
@@ -228,17 +229,12 @@ async def reading(request: Request) -> Connection:
     (service/db/statement_timeout.py). Where it would not (a pooler whose
     sessions have no timeout), the read runs in a transaction as a write
     does."""
-    state = state_of(request)
-    connection = await state["engine"].connect()
-    try:
-        reads = await autocommit(connection)
-        if not await state["read_bound"].holds(reads.driver):
-            return await _begun(request, connection)
-        close_when_handled(request.scope, lambda _: connection.close())
-    except BaseException:
-        await connection.close()
-        raise
-    return reads
+    connection = await _connected(request)
+    reads = await autocommit(connection)
+    if await state_of(request)["read_bound"].holds(reads.driver):
+        return reads
+    await connection.begin()
+    return connection
 
 
 @dataclass(frozen=True)

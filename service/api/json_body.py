@@ -211,6 +211,20 @@ def _in_background(close: Coroutine[Any, Any, None]) -> None:
     task.add_done_callback(_CLOSING.discard)
 
 
+async def _close_all(closers: list[Closer], error: BaseException | None) -> None:
+    """Every close, the last opened first, whatever one of them raises: after
+    a close that fails (a commit), the rest are told of that error (they roll
+    back), and it is raised once all have run."""
+    failed: BaseException | None = None
+    for close in reversed(closers):
+        try:
+            await close(error or failed)
+        except BaseException as raised:
+            failed = failed or raised
+    if failed is not None:
+        raise failed
+
+
 class JsonApiRoute(APIRoute):
     """Routes whose JSON bodies go through `StrictJsonRequest`, and which close
     what their dependencies opened (`close_when_handled`)."""
@@ -234,12 +248,10 @@ class JsonApiRoute(APIRoute):
                 raise
             except BaseException as error:
                 with anyio.CancelScope(shield=True):
-                    for close in reversed(closers):
-                        await close(error)
+                    await _close_all(closers, error)
                 raise
             # A close that fails (a commit) is the answer instead.
-            for close in reversed(closers):
-                await close(None)
+            await _close_all(closers, None)
             return response
 
         return strict

@@ -7,9 +7,10 @@ By default each worker process counts in its own memory (`MovingWindow`): with
 W workers in R replicas a key may then make W x R times its limit, and a
 restart forgets.
 With RATE_LIMIT_STORAGE_URL (a Redis server) every process of the fleet counts
-in one place, through the `limits` package's moving window. When that Redis does not answer, each process counts on its own
-again (one warning), and tries Redis again every RETRY_SHARED_SECONDS: a limit
-always holds, per process at worst, and no request fails for it.
+in one place, through the `limits` package's moving window. When that Redis
+does not answer, each process counts on its own again (one warning), and
+tries Redis again every RETRY_SHARED_SECONDS: a limit always holds, per
+process at worst, and no request fails for it.
 """
 
 from __future__ import annotations

@@ -74,7 +74,8 @@ class RequestObservability:
                 raise
             # The server is stopping and its graceful shutdown is over: uvicorn
             # cancels what still runs, and would answer its own plain-text 500.
-            # Cancelled here, the request's transaction was rolled back.
+            # The request's connection is closed (its transaction rolled back)
+            # in the background meanwhile (service/api/json_body.py).
             await _STOPPING(scope, receive, send_with_id)
         except Exception as error:
             if status != CLIENT_CLOSED:

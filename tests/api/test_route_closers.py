@@ -11,8 +11,9 @@ import pkgutil
 from collections.abc import Iterator
 from typing import Any
 
+import httpx
 import pytest
-from fastapi import APIRouter
+from fastapi import APIRouter, Depends, FastAPI, Request
 from fastapi.dependencies.models import Dependant
 from fastapi.routing import APIRoute
 
@@ -66,3 +67,43 @@ def test_outside_a_json_api_route_nothing_is_opened() -> None:
 
 async def _never(_: BaseException | None) -> None:  # pragma: no cover
     raise AssertionError
+
+
+async def test_every_close_runs_when_one_fails_and_its_error_is_the_answer() -> None:
+    """Two things opened for one handler: the one opened last is closed
+    first; when its close fails (a commit), the other is still closed, told
+    of that error (it rolls back), and the request fails with it."""
+    told: list[tuple[str, BaseException | None]] = []
+
+    class CommitFailed(Exception):
+        pass
+
+    def opener(name: str, fails: bool) -> Any:
+        async def open_(request: Request) -> None:
+            async def close(error: BaseException | None) -> None:
+                told.append((name, error))
+                if fails:
+                    raise CommitFailed(name)
+
+            close_when_handled(request.scope, close)
+
+        return open_
+
+    router = APIRouter(route_class=JsonApiRoute)
+
+    @router.get(
+        "/both",
+        dependencies=[Depends(opener("first", False)), Depends(opener("second", True))],
+    )
+    async def both() -> dict[str, str]:
+        return {"done": "yes"}
+
+    app = FastAPI()
+    app.include_router(router)
+    transport = httpx.ASGITransport(app=app, raise_app_exceptions=True)
+    async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+        with pytest.raises(CommitFailed):
+            await client.get("/both")
+    assert [name for name, _ in told] == ["second", "first"]
+    assert told[0][1] is None
+    assert isinstance(told[1][1], CommitFailed)
