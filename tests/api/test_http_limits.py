@@ -336,10 +336,14 @@ def test_one_address_at_its_cap_leaves_the_worker_to_others(module_database: URL
 @pytest.mark.processes
 def test_idle_connections_make_room_near_the_cap(module_database: URL) -> None:
     """Two addresses each within their own cap hold more than a worker's
-    connections: the idle ones are closed and another client is served."""
+    connections: the idle ones are closed and another client is served.
+    One worker: with two, the kernel may hand each address's flood to a
+    different worker, each then holding one address's 15, under its cap of
+    20, and nothing is closed (one CI rehearsal saw it)."""
     with ready_server(
         module_database,
         shipped=True,
+        workers=1,
         HTTP_MAX_CONNECTIONS="20",
         HTTP_MAX_CONNECTIONS_PER_ADDRESS="15",
     ) as crowded:
