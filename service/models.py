@@ -214,6 +214,22 @@ class Config(TimestampedRecord):
     managed: Mapped[bool] = mapped_column(server_default=text("true"))
 
 
+class ConfigCount(Base):
+    """How many configs an account holds, kept by the database itself: the
+    triggers revision 0016 puts on configs add every insert and subtract every
+    delete, whichever release wrote it. A create checks its account's quota
+    against this row, locked in the create's own statement
+    (service/configs/store.py), instead of counting the account's configs
+    under a lock held to its commit. No row: the account has no configs."""
+
+    __tablename__ = "config_counts"
+
+    account_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("accounts.id", ondelete="CASCADE"), primary_key=True
+    )
+    held: Mapped[int] = mapped_column(BigInteger, server_default=text("0"))
+
+
 class Context(Base):
     """A context an SDK reported in use (an environment, a service, ...):
     recorded by POST /api/v1/contexts/bulk, its last report's time kept."""
