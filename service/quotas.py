@@ -13,6 +13,12 @@ one round trip less) takes the lock first (`lock`), so that statement's
 snapshot comes after it, and hands the count to `check`. The lock is not the
 account's row lock, so quota checks never queue behind other work of the
 account, and it holds through a transaction-pooling PgBouncer.
+
+A config's create in one statement (service/configs/store.py `create_alone`)
+takes the same lock inside its statement, then locks its account's row of
+config_counts, which the database keeps (revision 0016): the row's latest
+count, whatever the statement's snapshot, and both locks held for that
+statement alone.
 """
 
 from __future__ import annotations
@@ -74,6 +80,12 @@ class AccountQuotas:
     async def lock(self, connection: AsyncConnection, account_id: uuid.UUID, kind: Kind) -> None:
         """Before inserting rows of `kind` whose statement also counts them."""
         await _LOCK_ON_DRIVER.execute(connection, _LOCK_SPACE + kind.number, str(account_id))
+
+    @staticmethod
+    def lock_space(kind: Kind) -> int:
+        """The first number of `kind`'s lock, for a statement that takes the
+        lock itself (the second: hashtext of the account id's text)."""
+        return _LOCK_SPACE + kind.number
 
     def check(self, kind: Kind, held: int) -> None:
         """Conflicting (a 409, and so a rollback) when `held`, the account's

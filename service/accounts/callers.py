@@ -58,6 +58,24 @@ class Presented(Protocol):
 Account = uuid.UUID | Presented
 
 
+class PresentedWriter(Presented, Protocol):
+    """A key presented with a write that is one statement: the statement
+    writes only for a key whose role (its user's, capped at the key's) is one
+    of `roles`, and `admit` then refuses the others as a lookup of its own
+    would, so a refused caller has written nothing."""
+
+    @property
+    def roles(self) -> list[str]: ...
+
+
+# The caller of a write in one statement: its row only when its role (and
+# the key's cap) is one of the roles given, $n a text[] of their names.
+WRITER = """
+SELECT caller_account_id AS account_id FROM caller
+ WHERE caller_role = ANY({roles}) AND (caller_max_role IS NULL OR caller_max_role = ANY({roles}))
+"""
+
+
 class AccountRead:
     """One read of an account's rows, run for a known account or for a
     presented key. `template` names the account `{account}`; `account` is the

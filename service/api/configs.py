@@ -10,7 +10,7 @@ from fastapi import APIRouter, Query, Request, Response
 from pydantic import Field, WithJsonSchema
 
 from service.api.config_bodies import Description, Key, Name
-from service.api.dependencies import Database, Member, Reader
+from service.api.dependencies import Database, Member, MemberWrite, Reader
 from service.api.errors import (
     JSONAPI_MEDIA_TYPE,
     BadRequest,
@@ -46,6 +46,7 @@ from service.api.schemas import (
 )
 from service.configs import store
 from service.configs.store import ConfigWrite, Dialect
+from service.db.driver import Row
 
 router = APIRouter(prefix="/configs", tags=["configs"], route_class=JsonApiRoute)
 TYPE = "configs"
@@ -232,22 +233,28 @@ async def resolved_config(
 )
 async def create_config(
     body: Annotated[Document[ConfigCreate], JsonApiBody],
-    caller: Member,
-    connection: Database,
+    key: MemberWrite,
     quotas: Quotas,
 ) -> JsonApiResponse:
-    expect_type(body, TYPE)
-    values = body.data.attributes
-    _, parent_id = related_id(body, "parent", TYPE)
-    write = ConfigWrite(
-        name=values.name,
-        description=values.description,
-        items=values.items,
-        overrides=values.environments,
-    )
-    row = await store.create(
-        connection, caller.account_id, values.key, write, parent_id, V1, quotas
-    )
+    async def create() -> Row:
+        expect_type(body, TYPE)
+        values = body.data.attributes
+        _, parent_id = related_id(body, "parent", TYPE)
+        write = ConfigWrite(
+            name=values.name,
+            description=values.description,
+            items=values.items,
+            overrides=values.environments,
+        )
+        # The usual create (at the root, no overrides) is one statement.
+        if store.creates_alone(parent_id, write, V1):
+            return await store.create_alone(key.connection, key, values.key, write, V1, quotas)
+        caller, connection = await key.transaction()
+        return await store.create(
+            connection, caller.account_id, values.key, write, parent_id, V1, quotas
+        )
+
+    row = await key.writes(create())
     return respond(single(config_resource(row)), 201, {"Location": f"/v1/configs/{row['id']}"})
 
 

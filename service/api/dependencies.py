@@ -23,9 +23,9 @@ import hmac
 import ipaddress
 import logging
 import uuid
-from collections.abc import Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
-from typing import Annotated, Any
+from typing import Annotated, Any, TypeVar
 from urllib.parse import unquote_plus, unquote_to_bytes
 
 from alembic_lockstep import describe_error, sqlstate
@@ -48,14 +48,21 @@ from service.api.errors import (
     TooManyRequests,
     Unauthorized,
 )
-from service.api.json_body import close_when_handled, raise_body_problem, text_problem
+from service.api.json_body import (
+    body_problem,
+    close_when_handled,
+    raise_body_problem,
+    text_problem,
+)
 from service.api.rate_limits import retry_after
-from service.db.driver import Connection, DriverStatement, Row, autocommit
+from service.db.driver import Autocommit, Connection, DriverStatement, Row, autocommit
 from service.db.errors import is_transient
 from service.models import Role
+from service.problems import Problem
 from service.state import state_of
 
 logger = logging.getLogger(__name__)
+T = TypeVar("T")
 
 RETRY_AFTER_SECONDS = "5"
 
@@ -192,30 +199,38 @@ _COMMIT_UNKNOWN_CLASSES = ("57P", "08")
 
 
 async def _commit(connection: AsyncConnection) -> None:
-    """Commit; a COMMIT the database never answered is answered as what it is.
+    """Commit; a COMMIT the database never answered is answered as what it is."""
+    try:
+        await connection.commit()
+    except Exception as error:
+        if (unknown := _unconfirmed(error)) is not None:
+            raise unknown from error
+        raise
 
-    An error the server reports for the COMMIT itself (a deferred
+
+def _unconfirmed(error: Exception) -> ServiceUnavailable | None:
+    """The answer to a commit (a COMMIT, or a statement that commits on its
+    own) that failed with `error` without the database's answer, if so.
+
+    An error the server reports for the commit itself (a deferred
     constraint, a serialization failure) means nothing was written, and is
-    answered as that error. But a COMMIT whose answer never came (the
+    answered as that error. But a commit whose answer never came (the
     connection lost, the wait cut by the request's timeout, as when a
     synchronous standby is gone and PostgreSQL keeps the commit locally) may
     have been made: "the database is unavailable; retry shortly" would have
     the client write it twice."""
-    try:
-        await connection.commit()
-    except Exception as error:
-        state = sqlstate(error)
-        answered = state is not None and not state.startswith(_COMMIT_UNKNOWN_CLASSES)
-        if answered or not is_transient(error):
-            raise
-        logger.warning(
-            "the database did not confirm a commit (%s): answered 503, outcome unknown",
-            describe_error(error),
-        )
-        raise ServiceUnavailable(
-            "the database did not confirm the commit: the change may have been made; "
-            "read it before trying again"
-        ) from error
+    state = sqlstate(error)
+    answered = state is not None and not state.startswith(_COMMIT_UNKNOWN_CLASSES)
+    if answered or not is_transient(error):
+        return None
+    logger.warning(
+        "the database did not confirm a commit (%s): answered 503, outcome unknown",
+        describe_error(error),
+    )
+    return ServiceUnavailable(
+        "the database did not confirm the commit: the change may have been made; "
+        "read it before trying again"
+    )
 
 
 Database = Annotated[AsyncConnection, Depends(database)]
@@ -384,6 +399,7 @@ class KeyRead:
     that is valid may read (VIEWER is every role's floor)."""
 
     __slots__ = ("caller", "connection", "digest", "request")
+    minimum = Role.VIEWER
 
     def __init__(self, request: Request, digest: bytes, connection: Connection) -> None:
         self.request = request
@@ -395,7 +411,7 @@ class KeyRead:
     async def admit(self, row: Row | None) -> uuid.UUID:
         self.request.scope.pop(PENDING_ADMISSION, None)
         self.caller = await _admitted(self.request, self.digest, self.connection, row)
-        _allowed(self.request, self.caller, Role.VIEWER)
+        _allowed(self.request, self.caller, self.minimum)
         return self.caller.account_id
 
     async def _admit_alone(self) -> None:
@@ -408,6 +424,69 @@ class KeyRead:
             await connection.commit()
 
 
+class KeyWrite(KeyRead):
+    """A write by a presented key, not yet admitted. A write that is one
+    statement checks the key in it (`roles`: the roles that may write) and
+    commits on its own, then admits the caller (service/accounts/callers.py);
+    any other begins its transaction and admits the caller by a lookup first
+    (`transaction`). The handler runs its write through `writes`, which keeps
+    the order of refusals of every route."""
+
+    __slots__ = ()
+    minimum = Role.MEMBER
+
+    @property
+    def roles(self) -> list[str]:
+        return [role.value for role in Role if role.at_least(self.minimum)]
+
+    def unrefused(self) -> bool:
+        """Whether nothing of the request itself is refused so far (its query
+        parameters, a parameter's problem, its body's): a write in one
+        statement runs before its caller is admitted, so only then (`key_write`
+        admits the caller of any other at once)."""
+        try:
+            known_query_parameters(self.request)
+        except ApiError:
+            return False
+        scope = self.request.scope
+        return DEFERRED_PROBLEM not in scope and body_problem(scope) is None
+
+    async def transaction(self) -> tuple[Caller, AsyncConnection]:
+        """Begin the write's transaction and admit the caller by a lookup in it."""
+        connection = self.connection
+        if self.caller is not None:
+            assert isinstance(connection, AsyncConnection)
+            return self.caller, connection
+        if isinstance(connection, Autocommit):
+            connection = self.connection = connection.connection
+        if not connection.in_transaction():
+            await connection.begin()
+        await self.admit(await _CALLER.fetchrow(connection, self.digest))
+        assert self.caller is not None
+        return self.caller, connection
+
+    async def writes(self, write: Awaitable[T]) -> T:
+        """Await the handler's write. A refusal of the request found before
+        the caller was admitted comes after the caller's own refusals (a
+        lookup of its own first), as on every route; a write in one statement
+        whose commit was never confirmed is answered as such (`_commit`)."""
+        try:
+            return await write
+        except (ApiError, Problem):
+            if PENDING_ADMISSION in self.request.scope:
+                await self._admit_alone()
+            raise
+        except Exception as error:
+            # Not yet admitted on a connection outside a transaction: the
+            # statement that failed was the write's own, and its commit.
+            alone = PENDING_ADMISSION in self.request.scope
+            if alone and isinstance(self.connection, Autocommit):
+                unknown = _unconfirmed(error)
+                if unknown is not None:
+                    raise unknown from error
+            raise
+
+
 async def key_read(request: Request) -> KeyRead:
     """The presented key (401 without a well-formed one, before any database
     work) and the read's connection (`reading`). One dependency, not three:
@@ -416,9 +495,23 @@ async def key_read(request: Request) -> KeyRead:
     return KeyRead(request, digest, await reading(request))
 
 
+async def key_write(request: Request) -> KeyWrite:
+    """The presented key (as `key_read`) and the write's connection, outside
+    any transaction until the write begins one (`KeyWrite.transaction`)."""
+    digest = await presented_key(request)
+    write = KeyWrite(request, digest, await reading(request))
+    if not write.unrefused():
+        # Refused by what is known now: the caller's refusals first (a lookup
+        # of its own), then the request's, before FastAPI validates the body.
+        await write.transaction()
+    return write
+
+
 # A read in one statement, the caller's check included; its connection
 # returns to the pool before the answer is sent, as `Database`'s.
 Reader = Annotated[KeyRead, Depends(key_read)]
+# A MEMBER's write, one statement when it can be (`KeyWrite`).
+MemberWrite = Annotated[KeyWrite, Depends(key_write)]
 Viewer = Annotated[Caller, Depends(role_at_least(Role.VIEWER))]
 Member = Annotated[Caller, Depends(role_at_least(Role.MEMBER))]
 Admin = Annotated[Caller, Depends(role_at_least(Role.ADMIN))]

@@ -19,11 +19,14 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from service.accounts.callers import (
     ACCOUNT,
+    CALLER,
     KEYED_ORDERS,
+    WRITER,
     Account,
     AccountRead,
     KeysetPages,
     NumberedPages,
+    PresentedWriter,
     searched_for,
 )
 from service.configs.chains import check_chain_types, relatives, types_along
@@ -177,6 +180,35 @@ _CREATE = DriverStatement(
     " SELECT inserted.*, (SELECT count(*) FROM configs WHERE account_id = $1) + 1 AS held,"
     " (SELECT count(*) FROM announced) AS announced"
     " FROM inserted"
+)
+# A create at the root without overrides, by a presented key, in one
+# statement that commits on its own: the caller's check ($1 the key's digest,
+# $2 the roles that may create), the quota's advisory lock (the previous
+# release's create takes it too), the account's count locked (an upsert
+# returns the row's latest committed count, whatever the statement's
+# snapshot: the count's triggers keep it, revision 0016), the insert only when
+# the caller may and the count is under the quota $12, and the NOTIFY of the
+# change. The locks are held for this statement alone, not to a COMMIT
+# round trip later. `held` is the count before the insert: at the quota, no
+# row is inserted; under it with no row inserted, the key is taken.
+_CREATE_ALONE = DriverStatement(
+    f"WITH caller AS ({CALLER.format(digest='$1')}),"
+    f" writer AS ({WRITER.format(roles='$2::text[]')}),"
+    " locked AS (SELECT pg_advisory_xact_lock($3, hashtext(account_id::text)) FROM writer),"
+    " counted AS (INSERT INTO config_counts AS counts (account_id)"
+    " SELECT account_id FROM writer, locked"
+    " ON CONFLICT (account_id) DO UPDATE SET held = counts.held RETURNING counts.held),"
+    " inserted AS (INSERT INTO configs (account_id, parent_id, key, name, description, items,"
+    " environments, item_definitions, managed)"
+    " SELECT writer.account_id, NULL, $4, $5, $6, $7::jsonb, $8::jsonb, $9::jsonb, $10"
+    " FROM writer, counted WHERE counted.held < $12"
+    " ON CONFLICT ON CONSTRAINT configs_account_id_key_key DO NOTHING"
+    f" RETURNING {_COLUMNS}),"
+    f" announced AS (SELECT pg_notify('{CHANNEL}', json_build_object("
+    "'account', account_id, 'event', $11::text, 'id', key)::text) FROM inserted)"
+    " SELECT caller.*, counted.held AS held_before, inserted.*,"
+    " (SELECT count(*) FROM announced) AS announced"
+    " FROM caller LEFT JOIN counted ON true LEFT JOIN inserted ON true"
 )
 _DELETE = DriverStatement("DELETE FROM configs WHERE id = $1")
 _WITH_PARENT_KEY = (
@@ -375,7 +407,7 @@ async def insert(
 
 
 def _inserted(
-    account_id: uuid.UUID,
+    account_id: uuid.UUID | None,
     key: str,
     parent_id: uuid.UUID | None,
     write: ConfigWrite,
@@ -422,6 +454,46 @@ async def create(
     if row is None:
         raise Conflicting(KEY_TAKEN, dialect.key_at)
     quotas.check(Kind.CONFIGS, row["held"])
+    return row
+
+
+def creates_alone(parent: uuid.UUID | str | None, write: ConfigWrite, dialect: Dialect) -> bool:
+    """Whether a create can be one statement (`create_alone`): at the root,
+    without overrides (no environment to check and lock), in a dialect that
+    does not lock the account's tree for it."""
+    return parent is None and not write.overrides and not dialect.creates_lock_tree
+
+
+async def create_alone(
+    connection: Connection,
+    presented: PresentedWriter,
+    key: str,
+    write: ConfigWrite,
+    dialect: Dialect,
+    quotas: AccountQuotas,
+) -> Row:
+    """A create `creates_alone` allows, by a presented key, in one statement;
+    it commits on its own on a connection outside any transaction."""
+    write.check()
+    definitions = write.definitions(None)
+    try:
+        row = await _CREATE_ALONE.fetchrow(
+            connection,
+            presented.digest,
+            presented.roles,
+            quotas.lock_space(Kind.CONFIGS),
+            key,
+            *_inserted(None, key, None, write, definitions)[3:],
+            CHANGED,
+            quotas.limits[Kind.CONFIGS],
+        )
+    except IntegrityError as error:
+        raise conflict_from(error, dialect.conflicts) from None
+    await presented.admit(row)
+    assert row is not None  # admitted: the caller's row was read
+    if row["id"] is None:
+        quotas.check(Kind.CONFIGS, row["held_before"] + 1)
+        raise Conflicting(KEY_TAKEN, dialect.key_at)
     return row
 
 

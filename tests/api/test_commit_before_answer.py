@@ -136,13 +136,14 @@ def test_a_revoked_key_or_demoted_user_is_refused_on_the_next_request(
 def test_a_commit_that_fails_is_never_answered_2xx(
     client: httpx.Client, server: ServiceProcess
 ) -> None:
+    """A create under a parent is a transaction: its COMMIT fails."""
     account = Account(client)
+    parent = account.create("configs", {"key": f"parent-{uuid.uuid4().hex[:8]}", "name": "P"})
     answers = []
     for _ in range(TRIES // 2):
         key = f"{FAIL_AT_COMMIT}-{uuid.uuid4().hex[:8]}"
-        refused = account.call(
-            "POST", "/v1/configs", document("configs", {"key": key, "name": "F"})
-        )
+        body = document("configs", {"key": key, "name": "F"}, parent=parent["id"])
+        refused = account.call("POST", "/v1/configs", body)
         answers.append(refused.status_code)
         assert refused.headers["content-type"] == JSONAPI
         assert refused.json()["errors"][0]["status"] == str(refused.status_code)
@@ -156,3 +157,22 @@ def test_a_commit_that_fails_is_never_answered_2xx(
     errors = [event for event in server.events() if event["level"] == "error"]
     assert len(errors) == len(answers), errors
     assert all("refused at commit by a test trigger" in str(e["exception"]) for e in errors)
+
+
+def test_a_create_in_one_statement_that_fails_at_its_end_is_never_answered_2xx(
+    client: httpx.Client,
+) -> None:
+    """A create at the root is one statement that commits on its own: the
+    deferred trigger fails the statement itself, which is answered as a
+    violation in an insert is (409), and nothing is written."""
+    account = Account(client)
+    for _ in range(TRIES // 2):
+        key = f"{FAIL_AT_COMMIT}-{uuid.uuid4().hex[:8]}"
+        refused = account.call(
+            "POST", "/v1/configs", document("configs", {"key": key, "name": "F"})
+        )
+        assert refused.status_code == 409, refused.text
+        assert refused.headers["content-type"] == JSONAPI
+        listed = account.call("GET", "/v1/configs", None).json()["data"]
+        assert key not in [item["attributes"]["key"] for item in listed]
+        assert account.call("GET", "/v1/account").status_code == 200

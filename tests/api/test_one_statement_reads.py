@@ -19,6 +19,7 @@ from sqlalchemy.pool import Pool
 
 from service.accounts.key_secrets import new_key
 from tests.support.api import Tenant, api_client, new_tenant
+from tests.support.postgres import connect
 
 
 @pytest.fixture
@@ -266,25 +267,27 @@ async def test_a_key_reads_nothing_of_another_account(migrated_database: URL) ->
         assert (await other.call("GET", "/v1/account")).json()["data"]["id"] == other.account_id
 
 
-async def test_a_create_is_one_transaction_of_three_statements(
+async def test_a_create_at_the_root_is_one_statement(
     migrated_database: URL, sent: list[str]
 ) -> None:
-    """The caller, the quota's lock, and one statement that inserts, counts
-    the account's configs for its quota and NOTIFYs the change; then COMMIT,
-    before the answer."""
-    async with api_client(migrated_database, quota_configs=2) as client:
+    """The caller's check, the quota (its lock and the account's count), the
+    insert and the NOTIFY of the change: one statement, which commits on its
+    own before the answer. A create under a parent stays a transaction."""
+    async with api_client(migrated_database, quota_configs=3) as client:
         tenant = await new_tenant(client, "Creates")
-        await tenant.create("configs", {"key": "first", "name": "First"})
+        first = await tenant.create("configs", {"key": "first", "name": "First"})
         (await settled(sent)).clear()
         await tenant.create("configs", {"key": "second", "name": "Second", "items": {"x": 1}})
-        assert len(await settled(sent)) == 5, sent
-        assert sent[1].startswith("BEGIN"), sent
-        assert "api_keys" in sent[0], sent
-        assert "pg_advisory_xact_lock" in sent[2], sent
-        assert "INSERT INTO configs" in sent[3], sent
-        assert "pg_notify" in sent[3], sent
-        assert sent[4].startswith("COMMIT"), sent
-        # The count in the insert's statement keeps the quota.
+        assert len(await settled(sent)) == 1, sent
+        for part in ("api_keys", "pg_advisory_xact_lock", "config_counts", "INSERT INTO configs"):
+            assert part in sent[0], (part, sent)
+        assert "pg_notify" in sent[0], sent
+        sent.clear()
+        await tenant.create("configs", {"key": "child", "name": "Child"}, parent=first["id"])
+        statements = await settled(sent)
+        assert statements[1].startswith("BEGIN"), sent
+        assert statements[-1].startswith("COMMIT"), sent
+        # The count in the statement keeps the quota.
         over = await tenant.call(
             "POST",
             "/v1/configs",
@@ -293,7 +296,62 @@ async def test_a_create_is_one_transaction_of_three_statements(
         assert over.status_code == 409, over.text
         assert "QUOTA_CONFIGS" in over.json()["errors"][0]["detail"]
         listed = await tenant.call("GET", "/v1/configs")
-        assert [item["attributes"]["key"] for item in listed.json()["data"]] == ["first", "second"]
+        keys = [item["attributes"]["key"] for item in listed.json()["data"]]
+        assert keys == ["first", "second", "child"]
+
+
+async def test_a_create_in_one_statement_writes_nothing_for_a_refused_caller(
+    migrated_database: URL,
+) -> None:
+    """A key below MEMBER (its user's role, or its own cap), a revoked key, an
+    unknown key, a key taken: refused as before, and nothing written or
+    counted."""
+    async with api_client(migrated_database) as client:
+        tenant = await new_tenant(client, "Refused")
+        _, viewer = await tenant.user_with_key("VIEWER")
+        capped_user, capped = await tenant.user_with_key("MEMBER")
+        revoked_user, revoked = await tenant.user_with_key("MEMBER")
+        database = await connect(migrated_database)
+        try:
+            # A key capped below its user's role (as one made by a VIEWER would
+            # be), and a key revoked.
+            await database.execute(
+                "UPDATE api_keys SET max_role = 'VIEWER' WHERE user_id = $1",
+                uuid.UUID(capped_user),
+            )
+            await database.execute(
+                "UPDATE api_keys SET revoked_at = now() WHERE user_id = $1",
+                uuid.UUID(revoked_user),
+            )
+        finally:
+            await database.close()
+        await tenant.create("configs", {"key": "taken", "name": "Taken"})
+
+        def body(key: str) -> dict[str, Any]:
+            return {"data": {"type": "configs", "attributes": {"key": key, "name": "N"}}}
+
+        refusals = [
+            (viewer, "by-viewer", 403, "acts as VIEWER"),
+            (capped, "by-capped", 403, "acts as VIEWER"),
+            (revoked, "by-revoked", 401, "not valid or was revoked"),
+            (new_key(), "by-unknown", 401, "not valid or was revoked"),
+            (None, "taken", 409, "already exists"),
+        ]
+        for key, config_key, status, detail in refusals:
+            answer = await tenant.call("POST", "/v1/configs", key, body(config_key))
+            assert answer.status_code == status, (config_key, answer.text)
+            assert detail in answer.json()["errors"][0]["detail"], answer.text
+        listed = await tenant.call("GET", "/v1/configs")
+        assert [item["attributes"]["key"] for item in listed.json()["data"]] == ["taken"]
+        database = await connect(migrated_database)
+        try:
+            held = await database.fetchval(
+                "SELECT held FROM config_counts WHERE account_id = $1",
+                uuid.UUID(tenant.account_id),
+            )
+        finally:
+            await database.close()
+        assert held == 1
 
 
 async def test_a_key_over_its_rate_costs_no_database_work(
