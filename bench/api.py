@@ -27,6 +27,12 @@ kept across transactions, as behind a transaction-pooling PgBouncer before
 still one statement (the role's statement_timeout is set in the benchmark's
 database, as docs/operations/poolers.md asks of an operator).
 
+The runs start once every worker of each service server has finished its
+startup checks (/readyz reports `verification`): a worker that starts at head
+reads its revision scripts in a thread CHECK_SCRIPTS_AFTER seconds after it
+starts (alembic_lockstep), once, and that would otherwise fall in the first
+run of the first request and weigh on its p99.
+
 Besides requests/s and latency, each run records the server's CPU time
 (user and system, all its processes) per request answered: on a machine
 shared with other work that is the steadier measure of what a request costs.
@@ -35,11 +41,14 @@ Peak resident memory (VmHWM) is read from every worker after the runs.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
 import subprocess
 import tempfile
+import time
+import urllib.request
 import uuid
 from pathlib import Path
 from typing import Any
@@ -224,6 +233,9 @@ def benchmark(admin: URL, repeat: int) -> dict[str, Any]:
             )
             for process in servers.values():
                 process.wait_ready()
+            for server, process in servers.items():
+                if server.startswith("service"):
+                    _wait_verified(process.port)
             _same_json(
                 servers["service, 1 worker"].port, servers["baseline, 1 worker"].port, key, paths
             )
@@ -342,6 +354,23 @@ def _targets(ratios: dict[str, Any], rss: dict[str, float | None]) -> list[dict[
         target("peak resident memory of one worker (MiB)", max(peaks), RSS_TARGET_MIB, "at most")
     )
     return rows
+
+
+def _wait_verified(port: int, timeout: float = 120.0) -> None:
+    """Until 20 answers of /readyz in a row (any of the server's workers)
+    report the startup checks done."""
+    deadline = time.monotonic() + timeout
+    in_a_row = 0
+    while in_a_row < 20:
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"the server on {port} did not finish its startup checks")
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=2) as answer:
+                verified = "verification" in json.loads(answer.read())
+        except (OSError, ValueError):
+            verified = False
+        in_a_row = in_a_row + 1 if verified else 0
+        time.sleep(0.05 if verified else 0.25)
 
 
 def _worker_peak_rss(pid: int) -> float | None:
