@@ -160,6 +160,37 @@ def test_concurrent_writers_on_two_workers_cannot_pass_the_quota_together(
     assert statuses == [201] * 3 + [409] * 7
 
 
+@pytest.mark.processes
+def test_discovery_and_creates_in_one_account_never_deadlock(module_database: URL) -> None:
+    """Discovery inserts its batch before it takes the account's quota lock;
+    a create at the root takes the lock, then the account's count. The
+    count's triggers take the lock first too, so neither waits for the
+    other in a cycle: every answer is a 2xx (nothing refused: the quota is
+    far), none a 503 for a deadlock."""
+    with ready_server(module_database, workers=2) as server:
+        assert server.port is not None
+        key = create_account_over_http(server.port, "Discovering")
+        headers = {"Authorization": f"Bearer {key}", "Content-Type": JSONAPI}
+        base = f"http://127.0.0.1:{server.port}"
+
+        def write(n: int) -> list[int]:
+            statuses = []
+            with httpx.Client(base_url=base, headers=headers, timeout=30) as client:
+                for round_ in range(15):
+                    if n % 2:
+                        found = [{"id": f"found-{n}-{round_}-{i}"} for i in range(3)]
+                        answer = client.post("/api/v1/configs/bulk", json={"configs": found})
+                    else:
+                        _, path, body = _config_v1()
+                        answer = client.post(path, json=body)
+                    statuses.append(answer.status_code)
+            return statuses
+
+        with ThreadPoolExecutor(12) as pool:
+            statuses = [status for run in pool.map(write, range(12)) for status in run]
+    assert set(statuses) <= {200, 201}, sorted(set(statuses))
+
+
 async def test_discovery_beyond_the_quota_keeps_its_earlier_batches(migrated_database: URL) -> None:
     """Discovery commits batch by batch: the batch that would pass the quota
     is refused and rolled back, the ones before it stay (the SDK retries)."""

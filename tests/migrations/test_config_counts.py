@@ -5,9 +5,11 @@ downgrade."""
 
 from __future__ import annotations
 
+import asyncpg
 import pytest
 from sqlalchemy.engine import URL
 
+from service.quotas import AccountQuotas, Kind
 from tests.support.postgres import connect
 from tests.support.processes import run_python
 
@@ -75,8 +77,34 @@ async def test_counts_start_from_the_stored_configs_and_follow_every_write(
         rows = await connection.fetch(COUNTS)
         assert all(row["held"] == row["stored"] for row in rows), rows
         assert [row["stored"] for row in rows] != [40, 80, 100]
+        # The triggers take the account's quota lock (the service's) before
+        # its count: an insert waits for a create that holds it.
+        account_id = await connection.fetchval("SELECT id FROM accounts WHERE name = 'Seed 1'")
+        holder = await connect(empty_database)
+        try:
+            async with holder.transaction():
+                await holder.execute(
+                    "SELECT pg_advisory_xact_lock($1, hashtext($2))",
+                    AccountQuotas.lock_space(Kind.CONFIGS),
+                    str(account_id),
+                )
+                await connection.execute("SET lock_timeout = '200ms'")
+                with pytest.raises(asyncpg.LockNotAvailableError):
+                    await connection.execute(
+                        "INSERT INTO configs (account_id, key, name) VALUES ($1, 'wait', 'W')",
+                        account_id,
+                    )
+                await connection.execute("RESET lock_timeout")
+        finally:
+            await holder.close()
+        # A TRUNCATE empties the counts.
+        await connection.execute("TRUNCATE configs")
+        assert await connection.fetchval("SELECT count(*) FROM config_counts") == 0
+        await connection.execute(SEED.replace("'Seed '", "'Again '"))
+        rows = await connection.fetch(COUNTS)
+        assert all(row["held"] == row["stored"] for row in rows), rows
         # An account deleted takes its configs and its count with it.
-        await connection.execute("DELETE FROM accounts WHERE name = 'Seed 2'")
+        await connection.execute("DELETE FROM accounts WHERE name = 'Again 2'")
         assert await connection.fetchval("SELECT count(*) FROM config_counts") == 2
     finally:
         await connection.close()
