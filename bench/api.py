@@ -359,13 +359,17 @@ def _targets(ratios: dict[str, Any], rss: dict[str, float | None]) -> list[dict[
 def _wait_verified(port: int, timeout: float = 120.0) -> None:
     """Until 20 answers of /readyz in a row (any of the server's workers)
     report the startup checks done."""
+    # Only the operator is shown the bootstrap's details.
+    request = urllib.request.Request(
+        f"http://127.0.0.1:{port}/readyz", headers={"Authorization": f"Bearer {OPERATOR}"}
+    )
     deadline = time.monotonic() + timeout
     in_a_row = 0
     while in_a_row < 20:
         if time.monotonic() > deadline:
             raise RuntimeError(f"the server on {port} did not finish its startup checks")
         try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=2) as answer:
+            with urllib.request.urlopen(request, timeout=2) as answer:
                 verified = "verification" in json.loads(answer.read())
         except (OSError, ValueError):
             verified = False
