@@ -357,15 +357,31 @@ async def authenticated(
 
 
 async def _admitted(
-    request: Request, digest: bytes, connection: Connection, row: Row | None
+    request: Request,
+    digest: bytes,
+    connection: Connection,
+    row: Row | None,
+    *,
+    after_commit: bool = False,
 ) -> Caller:
-    """The caller of a key's row (its `caller_*` columns), or the refusal."""
+    """The caller of a key's row (its `caller_*` columns), or the refusal.
+    `after_commit`: the request's write is committed already, so a failure to
+    record the key's use is logged, not answered (a retry would write twice)."""
     # The lookup is by digest; compare in constant time all the same.
     if row is None or not hmac.compare_digest(bytes(row["caller_secret_hash"]), digest):
         raise await _failed(request, _unauthorized("the API key is not valid or was revoked"))
     key_id = row["caller_key_id"]
     if state_of(request)["key_usage"].due(key_id):
-        await _TOUCH_KEY.execute(connection, key_id)
+        try:
+            await _TOUCH_KEY.execute(connection, key_id)
+        except Exception as error:
+            if not after_commit:
+                raise
+            logger.warning(
+                "could not record the use of key %s after its write committed (%s)",
+                key_id,
+                describe_error(error),
+            )
     return Caller(
         key_id,
         row["caller_account_id"],
@@ -400,6 +416,7 @@ class KeyRead:
 
     __slots__ = ("caller", "connection", "digest", "request")
     minimum = Role.VIEWER
+    writes_alone = False
 
     def __init__(self, request: Request, digest: bytes, connection: Connection) -> None:
         self.request = request
@@ -410,7 +427,12 @@ class KeyRead:
 
     async def admit(self, row: Row | None) -> uuid.UUID:
         self.request.scope.pop(PENDING_ADMISSION, None)
-        self.caller = await _admitted(self.request, self.digest, self.connection, row)
+        # A write in one statement on a connection outside a transaction has
+        # committed by now.
+        committed = self.writes_alone and isinstance(self.connection, Autocommit)
+        self.caller = await _admitted(
+            self.request, self.digest, self.connection, row, after_commit=committed
+        )
         _allowed(self.request, self.caller, self.minimum)
         return self.caller.account_id
 
@@ -434,6 +456,7 @@ class KeyWrite(KeyRead):
 
     __slots__ = ()
     minimum = Role.MEMBER
+    writes_alone = True
 
     @property
     def roles(self) -> list[str]:

@@ -354,6 +354,30 @@ async def test_a_create_in_one_statement_writes_nothing_for_a_refused_caller(
         assert held == 1
 
 
+async def test_a_create_in_one_statement_is_answered_201_though_its_keys_use_is_not_recorded(
+    migrated_database: URL,
+) -> None:
+    """A key's use is recorded after the write's statement has committed: when
+    that record fails (its row locked past the statement timeout), the create
+    is answered 201 and logged, never as an error a client would retry."""
+    async with api_client(migrated_database, request_statement_timeout=0.5) as client:
+        tenant = await new_tenant(client, "Touched")
+        user_id, key = await tenant.user_with_key("MEMBER")
+        locker = await connect(migrated_database)
+        try:
+            async with locker.transaction():
+                await locker.execute(
+                    "SELECT FROM api_keys WHERE user_id = $1 FOR UPDATE", uuid.UUID(user_id)
+                )
+                body = {"data": {"type": "configs", "attributes": {"key": "kept", "name": "K"}}}
+                created = await tenant.call("POST", "/v1/configs", key, body)
+        finally:
+            await locker.close()
+        assert created.status_code == 201, created.text
+        listed = await tenant.call("GET", "/v1/configs")
+        assert [item["attributes"]["key"] for item in listed.json()["data"]] == ["kept"]
+
+
 async def test_a_key_over_its_rate_costs_no_database_work(
     migrated_database: URL, sent: list[str]
 ) -> None:
