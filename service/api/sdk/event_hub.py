@@ -55,7 +55,16 @@ LISTENER_RETRY_MAX = 10.0
 LISTENER_STOP_WAIT = 5.0
 EXIT_SIGNALS = (signal.SIGTERM, signal.SIGINT)
 # What losing or failing to open the listening connection raises.
-_CONNECTION_ERRORS = (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError)
+# asyncpg's InternalClientError: a connection whose server session was
+# terminated mid-operation may say "cannot switch to state ...; another
+# operation is in progress" instead of InterfaceError.
+_CONNECTION_ERRORS = (
+    OSError,
+    TimeoutError,
+    asyncpg.PostgresError,
+    asyncpg.InterfaceError,
+    asyncpg.InternalClientError,
+)
 
 
 @dataclass(frozen=True)
@@ -224,10 +233,15 @@ class EventHub:
                         self._broadcast(missed)
                 listened_before = True
                 await self._watch(connection)
-            except (*_CONNECTION_ERRORS, _ProbeLost) as error:
+            except Exception as error:
+                # Whatever ended it (an error not named above included: the
+                # listener must never stop for good while the worker serves).
                 self._listening.clear()
                 self.not_listening = f"the listening connection was lost ({type(error).__name__})"
-                logger.warning("config events: %s", self.not_listening)
+                if isinstance(error, (*_CONNECTION_ERRORS, _ProbeLost)):
+                    logger.warning("config events: %s", self.not_listening)
+                else:
+                    logger.exception("config events: %s", self.not_listening)
                 attempt += 1
                 # Reconnect at once after losing a connection that listened;
                 # else wait (a probe that never arrives, or a server refusing
@@ -271,6 +285,9 @@ class EventHub:
             try:
                 await asyncio.wait_for(arrived, self.connect_timeout)
             except TimeoutError:
+                if listening.is_closed():
+                    # Lost while the probe was on its way: not a pooler.
+                    raise asyncpg.InterfaceError("the listening connection was closed") from None
                 raise _ProbeLost(
                     "the listening connection receives no notifications: EVENTS_DATABASE_URL "
                     "must reach PostgreSQL directly, not through a transaction-pooling pooler"
