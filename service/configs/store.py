@@ -210,7 +210,8 @@ _CREATE_ALONE = DriverStatement(
     " (SELECT count(*) FROM announced) AS announced"
     " FROM caller LEFT JOIN counted ON true LEFT JOIN inserted ON true"
 )
-_DELETE = DriverStatement("DELETE FROM configs WHERE id = $1")
+# The id deleted; none when a concurrent delete came first.
+_DELETE = DriverStatement("DELETE FROM configs WHERE id = $1 RETURNING id")
 _WITH_PARENT_KEY = (
     select(configs, parents.c.key.label("parent_key"))
     .select_from(configs.outerjoin(parents, parents.c.id == configs.c.parent_id))
@@ -587,9 +588,13 @@ async def remove(
 ) -> None:
     """Delete a config (read first, by id or key) that is no other config's parent."""
     try:
-        await _DELETE.execute(connection, current["id"])
+        deleted = await _DELETE.fetchval(connection, current["id"])
     except IntegrityError as error:
         raise conflict_from(error, dialect.conflicts) from None
+    if deleted is None:
+        # Deleted by another request since it was read: that one answered 204
+        # and announced it.
+        raise Missing(f"no config with key {current['key']!r}")
     await announce(connection, account_id, DELETED, current["key"])
 
 

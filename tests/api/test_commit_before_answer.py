@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import httpx
@@ -176,3 +177,24 @@ def test_a_create_in_one_statement_that_fails_at_its_end_is_never_answered_2xx(
         listed = account.call("GET", "/v1/configs", None).json()["data"]
         assert key not in [item["attributes"]["key"] for item in listed]
         assert account.call("GET", "/v1/account").status_code == 200
+
+
+def test_concurrent_deletes_of_one_config_answer_204_once(
+    client: httpx.Client, server: ServiceProcess
+) -> None:
+    """Eight deletes of one config at once, by id (/v1) and by key (the SDK's
+    dialect), each on its own connection: one is answered 204 (and announces
+    the delete), the others 404, as if each had come after it."""
+    account = Account(client)
+    headers = {"Authorization": f"Bearer {account.key}", "Content-Type": JSONAPI}
+    for _ in range(5):
+        config = account.create("configs", {"key": f"gone-{uuid.uuid4().hex[:8]}", "name": "G"})
+        paths = [f"/v1/configs/{config['id']}", f"/api/v1/configs/{config['attributes']['key']}"]
+
+        def delete(n: int, paths: list[str] = paths) -> int:
+            with httpx.Client(base_url=client.base_url, headers=headers, timeout=30) as own:
+                return own.delete(paths[n % 2]).status_code
+
+        with ThreadPoolExecutor(8) as pool:
+            statuses = sorted(pool.map(delete, range(8)))
+        assert statuses == [204] + [404] * 7, statuses
