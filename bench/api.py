@@ -10,7 +10,7 @@ protocol `python -m service` ships (service/http_protocol.py: head, time and
 connection limits); only its per-key rate limit and its quota of configs are
 raised, so that wrk's one key is not throttled and its account can take every
 create of the runs (the limiter still counts every request, and every create
-still counts the account's configs for the quota). The servers
+still checks the account's quota). The servers
 take turns, run by run, so all meet the same machine load.
 
 Two peers share the run for get one (bench/reference_apps.py): plain FastAPI
