@@ -216,7 +216,7 @@ class Config(TimestampedRecord):
 
 class ConfigCount(Base):
     """How many configs an account holds, kept by the database itself: the
-    triggers revision 0016 puts on configs add every insert and subtract every
+    triggers of revisions 0016 and 0017 on configs add every insert and subtract every
     delete, whichever release wrote it. A create checks its account's quota
     against this row, locked in the create's own statement
     (service/configs/store.py), instead of counting the account's configs

@@ -16,7 +16,7 @@ account, and it holds through a transaction-pooling PgBouncer.
 
 A config's create in one statement (service/configs/store.py `create_alone`)
 takes the same lock inside its statement, then locks its account's row of
-config_counts, which the database keeps (revision 0016): the row's latest
+config_counts, which the database keeps (revisions 0016, 0017): the row's latest
 count, whatever the statement's snapshot, and both locks held for that
 statement alone.
 """

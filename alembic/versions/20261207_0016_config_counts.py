@@ -14,16 +14,6 @@ A create checks its account's quota against the count, in its own statement
 (service/configs/store.py), instead of counting the account's configs under
 a lock held until its commit.
 
-Every writer takes the account's quota lock (the advisory lock of
-service/quotas.py: 0x51554F01 and the hash of the account id's text) before
-the account's row here: the triggers take it first themselves, so a write
-that inserts before it asks for the lock (discovery's batches, in this
-release and the previous one) cannot hold the row while waiting for the
-lock that a create holds while it waits for the row. A TRUNCATE of configs
-empties the counts. What bypasses triggers (session_replication_role =
-replica, as a logical replica applies changes) leaves the counts behind:
-docs/operations/settings.md says how to count again.
-
 Expand-only: a new table and triggers. The previous release never reads the
 table; its inserts and deletes of configs fire the triggers like this
 release's, so the counts stay right through a rolling deploy. Its quota
@@ -47,16 +37,11 @@ down_revision: str | Sequence[str] | None = "0015_flags"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
-# The quota's advisory lock of configs (service/quotas.py: _LOCK_SPACE + 1).
-QUOTA_LOCK = 0x51554F01
 # One statement's rows at a time (transition tables), accounts in order, so two
-# statements of several accounts each take the locks alike; each account's
-# quota lock before its row.
-_ADDED = f"""
+# statements of several accounts each take the counts' row locks alike.
+_ADDED = """
 CREATE FUNCTION config_counts_added() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
-    PERFORM pg_advisory_xact_lock({QUOTA_LOCK}, hashtext(account_id::text))
-       FROM (SELECT DISTINCT account_id FROM added ORDER BY account_id) AS accounts;
     INSERT INTO config_counts AS counts (account_id, held)
     SELECT account_id, count(*) FROM added GROUP BY account_id ORDER BY account_id
     ON CONFLICT (account_id) DO UPDATE SET held = counts.held + excluded.held;
@@ -64,11 +49,9 @@ BEGIN
 END
 $$
 """
-_REMOVED = f"""
+_REMOVED = """
 CREATE FUNCTION config_counts_removed() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
-    PERFORM pg_advisory_xact_lock({QUOTA_LOCK}, hashtext(account_id::text))
-       FROM (SELECT DISTINCT account_id FROM removed ORDER BY account_id) AS accounts;
     UPDATE config_counts AS counts SET held = counts.held - removed_counts.held
       FROM (SELECT account_id, count(*) AS held FROM removed GROUP BY account_id) AS removed_counts
      WHERE counts.account_id = removed_counts.account_id;
@@ -103,22 +86,12 @@ def upgrade() -> None:
         " FOR EACH STATEMENT EXECUTE FUNCTION config_counts_removed()"
     )
     op.execute(
-        "CREATE FUNCTION config_counts_truncated() RETURNS trigger LANGUAGE plpgsql AS $$"
-        " BEGIN DELETE FROM config_counts; RETURN NULL; END $$"
-    )
-    op.execute(
-        "CREATE TRIGGER configs_counted_truncates AFTER TRUNCATE ON configs"
-        " FOR EACH STATEMENT EXECUTE FUNCTION config_counts_truncated()"
-    )
-    op.execute(
         "INSERT INTO config_counts (account_id, held)"
         " SELECT account_id, count(*) FROM configs GROUP BY account_id"
     )
 
 
 def downgrade() -> None:
-    op.execute("DROP TRIGGER configs_counted_truncates ON configs")
-    op.execute("DROP FUNCTION config_counts_truncated()")
     op.execute("DROP TRIGGER configs_counted_deletes ON configs")
     op.execute("DROP TRIGGER configs_counted_inserts ON configs")
     op.execute("DROP FUNCTION config_counts_removed()")

@@ -186,7 +186,7 @@ _CREATE = DriverStatement(
 # $2 the roles that may create), the quota's advisory lock (the previous
 # release's create takes it too), the account's count locked (an upsert
 # returns the row's latest committed count, whatever the statement's
-# snapshot: the count's triggers keep it, revision 0016), the insert only when
+# snapshot: the count's triggers keep it, revisions 0016-0017), the insert only when
 # the caller may and the count is under the quota $12, and the NOTIFY of the
 # change. The locks are held for this statement alone, not to a COMMIT
 # round trip later. `held` is the count before the insert: at the quota, no

@@ -1,4 +1,4 @@
-"""Revision 0016: each account's count of configs starts from the configs
+"""Revisions 0016 and 0017: each account's count of configs starts from the configs
 stored before it, the database keeps it through inserts and deletes of
 several rows at once (whichever release writes them), and it goes on
 downgrade."""
