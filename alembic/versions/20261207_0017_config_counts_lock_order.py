@@ -87,12 +87,14 @@ $$
 def upgrade() -> None:
     op.execute(_ADDED)
     op.execute(_REMOVED)
+    # OR REPLACE: a database that ran 0016 as 77f68f9 had edited it (with this
+    # lock order and this trigger already, alembic/edited.toml) ends the same.
     op.execute(
-        "CREATE FUNCTION config_counts_truncated() RETURNS trigger LANGUAGE plpgsql AS $$"
-        " BEGIN DELETE FROM config_counts; RETURN NULL; END $$"
+        "CREATE OR REPLACE FUNCTION config_counts_truncated() RETURNS trigger"
+        " LANGUAGE plpgsql AS $$ BEGIN DELETE FROM config_counts; RETURN NULL; END $$"
     )
     op.execute(
-        "CREATE TRIGGER configs_counted_truncates AFTER TRUNCATE ON configs"
+        "CREATE OR REPLACE TRIGGER configs_counted_truncates AFTER TRUNCATE ON configs"
         " FOR EACH STATEMENT EXECUTE FUNCTION config_counts_truncated()"
     )
 
