@@ -158,14 +158,21 @@ def test_a_head_trickled_byte_by_byte_is_bounded_in_time(server: ServiceProcess)
     head = request_head(200)
     sent = 0
     with connect(server) as connection:
-        for byte in head:
-            if select.select([connection], [], [], 0.2)[0]:
-                break  # the server has answered
-            connection.sendall(bytes([byte]))
-            sent += 1
-        status, _, body = read_answer(connection)
-    assert status == 408
-    assert_error(body, 408)
+        try:
+            for byte in head:
+                if select.select([connection], [], [], 0.2)[0]:
+                    break  # the server has answered
+                connection.sendall(bytes([byte]))
+                sent += 1
+            status, _, body = read_answer(connection)
+        except ConnectionResetError:
+            # A byte sent just as the server answered and closed: the kernel
+            # resets the connection and drops the answer unread. The server
+            # ended it all the same, before the head was complete (below).
+            status, body = None, b""
+    if status is not None:
+        assert status == 408
+        assert_error(body, 408)
     # At most 5 bytes a second, the whole head would take 40 s; the server
     # answered before it was complete, however slow this machine is.
     assert sent < len(head)
