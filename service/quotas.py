@@ -79,7 +79,7 @@ class AccountQuotas:
 
     async def lock(self, connection: AsyncConnection, account_id: uuid.UUID, kind: Kind) -> None:
         """Before inserting rows of `kind` whose statement also counts them."""
-        await _LOCK_ON_DRIVER.execute(connection, _LOCK_SPACE + kind.number, str(account_id))
+        await _LOCK_ON_DRIVER.execute(connection, self.lock_space(kind), str(account_id))
 
     @staticmethod
     def lock_space(kind: Kind) -> int:

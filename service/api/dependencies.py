@@ -25,6 +25,7 @@ import logging
 import uuid
 from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
+from functools import cache
 from typing import Annotated, Any, TypeVar
 from urllib.parse import unquote_plus, unquote_to_bytes
 
@@ -48,12 +49,7 @@ from service.api.errors import (
     TooManyRequests,
     Unauthorized,
 )
-from service.api.json_body import (
-    body_problem,
-    close_when_handled,
-    raise_body_problem,
-    text_problem,
-)
+from service.api.json_body import body_problem, close_when_handled, text_problem
 from service.api.rate_limits import retry_after
 from service.db.driver import Autocommit, Connection, DriverStatement, Row, autocommit
 from service.db.errors import is_transient
@@ -94,10 +90,20 @@ async def require_ready(request: Request) -> None:
 def checked_request(request: Request) -> None:
     """Once the caller is known: its query parameters, a parameter's problem
     found before the caller was known, then its body's problem."""
-    known_query_parameters(request)
-    if (problem := request.scope.pop(DEFERRED_PROBLEM, None)) is not None:
+    if (problem := request_problem(request)) is not None:
+        request.scope.pop(DEFERRED_PROBLEM, None)
         raise problem
-    raise_body_problem(request)
+
+
+def request_problem(request: Request) -> ApiError | None:
+    """The first refusal of the request itself, in `checked_request`'s order,
+    if any, without raising it."""
+    try:
+        known_query_parameters(request)
+    except ApiError as problem:
+        return problem
+    deferred: ApiError | None = request.scope.get(DEFERRED_PROBLEM)
+    return deferred if deferred is not None else body_problem(request.scope)
 
 
 def known_query_parameters(request: Request) -> None:
@@ -446,6 +452,12 @@ class KeyRead:
             await connection.commit()
 
 
+@cache
+def _roles_at_least(minimum: Role) -> list[str]:
+    """The names of the roles with every power of `minimum` (a statement's text[])."""
+    return [role.value for role in Role if role.at_least(minimum)]
+
+
 class KeyWrite(KeyRead):
     """A write by a presented key, not yet admitted. A write that is one
     statement checks the key in it (`roles`: the roles that may write) and
@@ -460,19 +472,7 @@ class KeyWrite(KeyRead):
 
     @property
     def roles(self) -> list[str]:
-        return [role.value for role in Role if role.at_least(self.minimum)]
-
-    def unrefused(self) -> bool:
-        """Whether nothing of the request itself is refused so far (its query
-        parameters, a parameter's problem, its body's): a write in one
-        statement runs before its caller is admitted, so only then (`key_write`
-        admits the caller of any other at once)."""
-        try:
-            known_query_parameters(self.request)
-        except ApiError:
-            return False
-        scope = self.request.scope
-        return DEFERRED_PROBLEM not in scope and body_problem(scope) is None
+        return _roles_at_least(self.minimum)
 
     async def transaction(self) -> tuple[Caller, AsyncConnection]:
         """Begin the write's transaction and admit the caller by a lookup in it."""
@@ -523,9 +523,11 @@ async def key_write(request: Request) -> KeyWrite:
     any transaction until the write begins one (`KeyWrite.transaction`)."""
     digest = await presented_key(request)
     write = KeyWrite(request, digest, await reading(request))
-    if not write.unrefused():
-        # Refused by what is known now: the caller's refusals first (a lookup
-        # of its own), then the request's, before FastAPI validates the body.
+    if request_problem(request) is not None:
+        # A write in one statement runs before its caller is admitted, so only
+        # for a request refused by nothing known now. This one is: the
+        # caller's refusals first (a lookup of its own), then the request's,
+        # before FastAPI validates the body.
         await write.transaction()
     return write
 

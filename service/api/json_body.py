@@ -5,7 +5,8 @@ characters, lone surrogates (from "\\ud800" escapes), NaN and Infinity, and
 numbers beyond a double ("1e400" becomes infinity). Such a body would fail
 deep in a handler, at the database, as a 500. Here every body is parsed
 strictly and walked once; what is wrong is kept, with its JSON Pointer, and
-raised as a 400 or 422 after authentication (`raise_body_problem`), so an
+raised as a 400 or 422 after authentication (`body_problem`, read by
+service/api/dependencies.py's `checked_request`), so an
 anonymous caller learns nothing about the API's schema from its bodies.
 """
 
@@ -175,12 +176,6 @@ def body_problem(scope: Scope) -> ApiError | None:
     """The body's problem found while parsing it, if any."""
     problem: ApiError | None = scope.get(_SCOPE_KEY)
     return problem
-
-
-def raise_body_problem(request: Request) -> None:
-    """Raise the body's problem: called once the caller is authenticated."""
-    if (problem := body_problem(request.scope)) is not None:
-        raise problem
 
 
 # What a request's dependencies opened for its handler (service/api/dependencies.py:

@@ -594,7 +594,7 @@ async def remove(
     if deleted is None:
         # Deleted by another request since it was read: that one answered 204
         # and announced it.
-        raise Missing(f"no config with key {current['key']!r}")
+        raise Missing(f"no config with key {current['key']!r}: another request deleted it")
     await announce(connection, account_id, DELETED, current["key"])
 
 
