@@ -216,6 +216,13 @@ class Settings(BaseSettings):
         default=0,
         description="Extra short-lived connections under load (0: none, the fastest here).",
     )
+    database_statement_pool_share: Annotated[float, Field(ge=0, lt=1, allow_inf_nan=False)] = Field(
+        default=0.5,
+        description="Share of DATABASE_POOL_SIZE kept in the driver's own pool for "
+        "statements that commit on their own (reads, the usual create), which skip "
+        "SQLAlchemy's checkout; the rest, and DATABASE_MAX_OVERFLOW, serve transactions. "
+        "0, or a pool of one connection: every statement in SQLAlchemy's pool.",
+    )
     database_pool_pre_ping: bool = Field(
         default=False,
         description="Test each pooled connection with a round trip before use. Off: after a "
@@ -420,6 +427,21 @@ class Settings(BaseSettings):
         if self.migration_database_url is None:
             return self.app_url
         return make_url(self.migration_database_url.get_secret_value())
+
+    @property
+    def statement_pool_size(self) -> int:
+        """Connections of a worker's driver pool, for statements that commit
+        on their own (0: none, they run in SQLAlchemy's pool)."""
+        if self.database_pool_pre_ping:
+            return 0  # the driver's pool has no ping: SQLAlchemy's pings each
+        share = int(self.database_pool_size * self.database_statement_pool_share)
+        return min(share, self.database_pool_size - 1)
+
+    @property
+    def transaction_pool_size(self) -> int:
+        """Connections of a worker's SQLAlchemy pool, for transactions (and
+        DATABASE_MAX_OVERFLOW more under load)."""
+        return self.database_pool_size - self.statement_pool_size
 
     @property
     def account_slots(self) -> int:

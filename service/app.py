@@ -25,6 +25,7 @@ from service.api.sdk import router as sdk_router
 from service.api.sdk.event_hub import running_hub
 from service.bootstrap import create_bootstrap
 from service.db.engines import create_app_engine
+from service.db.statement_pool import open_statement_pool
 from service.db.statement_timeout import ReadBound
 from service.observability.logs import configure_logging
 from service.observability.metrics import Metrics
@@ -78,6 +79,7 @@ def _lifespan(
     async def lifespan(_: FastAPI) -> AsyncIterator[State]:
         engine = create_app_engine(settings)
         bootstrap = create_bootstrap(settings, engine, status)
+        statements = await open_statement_pool(settings, engine)
         try:
             async with (
                 run_in_background(bootstrap),
@@ -93,6 +95,7 @@ def _lifespan(
                     bootstrap=bootstrap,
                     settings=settings,
                     engine=engine,
+                    statements=statements,
                     read_bound=ReadBound(
                         settings.request_statement_timeout, settings.database_pooler
                     ),
@@ -108,6 +111,8 @@ def _lifespan(
                     answers=AnswerBudget(settings.answer_buffer_bytes),
                 )
         finally:
+            if statements is not None:
+                await statements.close()
             await engine.dispose()
 
     return lifespan

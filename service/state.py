@@ -15,6 +15,7 @@ from alembic_lockstep import BootstrapState
 from sqlalchemy.ext.asyncio import AsyncEngine
 from starlette.requests import HTTPConnection
 
+from service.db.statement_pool import StatementPool
 from service.db.statement_timeout import ReadBound
 from service.observability.metrics import Metrics
 from settings import Settings
@@ -35,6 +36,9 @@ class State(BootstrapState):
     # the protocol the lifespan state of the app).
     settings: Settings
     engine: AsyncEngine
+    # The driver's pool for statements that commit on their own, None when
+    # they share the engine's (service/db/statement_pool.py).
+    statements: StatementPool | None
     # Whether a read may run outside a transaction (service/db/statement_timeout.py).
     read_bound: ReadBound
     operator_token: str | None

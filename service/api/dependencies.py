@@ -53,6 +53,7 @@ from service.api.json_body import body_problem, close_when_handled, text_problem
 from service.api.rate_limits import retry_after
 from service.db.driver import Autocommit, Connection, DriverStatement, Row, autocommit
 from service.db.errors import is_transient
+from service.db.statement_pool import StatementPool
 from service.models import Role
 from service.problems import Problem
 from service.state import state_of
@@ -250,12 +251,31 @@ async def reading(request: Request) -> Connection:
     (service/db/statement_timeout.py). Where it would not (a pooler whose
     sessions have no timeout), the read runs in a transaction as a write
     does."""
+    state = state_of(request)
+    statements, bound = state["statements"], state["read_bound"]
+    if statements is not None and bound.known is not False:
+        lent = await _lent(request, statements)
+        if await bound.holds(lent.driver):
+            return lent
     connection = await _connected(request)
-    reads = await autocommit(connection)
-    if await state_of(request)["read_bound"].holds(reads.driver):
-        return reads
+    if statements is None:
+        reads = await autocommit(connection)
+        if await bound.holds(reads.driver):
+            return reads
     await connection.begin()
     return connection
+
+
+async def _lent(request: Request, statements: StatementPool) -> Autocommit:
+    """A connection of the statement pool, given back by the request's route
+    once its handler is done."""
+    lent = await statements.acquire()
+    try:
+        close_when_handled(request.scope, lambda _: statements.release(lent))
+    except BaseException:
+        await statements.release(lent)
+        raise
+    return lent
 
 
 @dataclass(frozen=True)
@@ -481,7 +501,10 @@ class KeyWrite(KeyRead):
             assert isinstance(connection, AsyncConnection)
             return self.caller, connection
         if isinstance(connection, Autocommit):
-            connection = self.connection = connection.connection
+            # A connection of the statement pool stays lent until the request
+            # ends: its statements are done, and a transaction takes its own.
+            connection = connection.connection or await _connected(self.request)
+            self.connection = connection
         if not connection.in_transaction():
             await connection.begin()
         await self.admit(await _CALLER.fetchrow(connection, self.digest))

@@ -41,29 +41,43 @@ from typing import Any, NoReturn
 
 import asyncpg
 from sqlalchemy.exc import DBAPIError
-from sqlalchemy.ext.asyncio import AsyncConnection
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 Row = Mapping[Any, Any]
 
 
 class Autocommit:
-    """A pooled connection used outside any transaction: each statement on it
+    """A connection used outside any transaction: each statement on it
     commits on its own. A read that is one statement needs no more (it is
-    atomic and sees one snapshot), and saves the BEGIN and the COMMIT. Made by
-    `autocommit()`; SQLAlchemy never begins on it, so it returns to the pool
-    with nothing to roll back."""
+    atomic and sees one snapshot), and saves the BEGIN and the COMMIT. It is
+    the driver's own pool's (service/db/statement_pool.py), or a pooled
+    SQLAlchemy connection SQLAlchemy never begins on (`autocommit()`), which
+    then returns to its pool with nothing to roll back.
 
-    __slots__ = ("connection", "driver")
+    `engine` names the errors as SQLAlchemy's would be named; `lost` is told
+    of a connection found lost (SQLAlchemy's is invalidated, the driver
+    pool's connections all replaced); `connection` is the SQLAlchemy
+    connection it is, None for the driver pool's."""
 
-    def __init__(self, connection: AsyncConnection, driver: asyncpg.Connection) -> None:
-        self.connection = connection
+    __slots__ = ("connection", "driver", "engine", "lost")
+
+    def __init__(
+        self,
+        driver: asyncpg.Connection,
+        engine: AsyncEngine,
+        lost: Callable[[BaseException], Awaitable[None]],
+        connection: AsyncConnection | None = None,
+    ) -> None:
         self.driver = driver
+        self.engine = engine
+        self.lost = lost
+        self.connection = connection
 
 
 async def autocommit(connection: AsyncConnection) -> Autocommit:
     """`connection`, not yet begun, for statements that commit on their own."""
     raw = await connection.get_raw_connection()
-    return Autocommit(connection, raw.driver_connection)
+    return Autocommit(raw.driver_connection, connection.engine, connection.invalidate, connection)
 
 
 Connection = AsyncConnection | Autocommit
@@ -122,8 +136,11 @@ class DriverStatement:
         try:
             return await method(self.sql, *arguments)
         except Exception as error:
-            outer = connection.connection if isinstance(connection, Autocommit) else connection
-            await _raise_as_sqlalchemy_would(outer, driver, self.sql, arguments, error)
+            if isinstance(connection, Autocommit):
+                engine, lost = connection.engine, connection.lost
+            else:
+                engine, lost = connection.engine, connection.invalidate
+            await _raise_as_sqlalchemy_would(engine, lost, driver, self.sql, arguments, error)
 
 
 async def _driver(connection: Connection) -> asyncpg.Connection | None:
@@ -150,13 +167,14 @@ _DBAPI_CLASSES: tuple[tuple[type[BaseException], str], ...] = (
 
 
 async def _raise_as_sqlalchemy_would(
-    connection: AsyncConnection,
+    engine: AsyncEngine,
+    lost_by: Callable[[BaseException], Awaitable[None]],
     driver: asyncpg.Connection,
     sql: str,
     arguments: tuple[Any, ...],
     error: Exception,
 ) -> NoReturn:
-    dbapi: Any = connection.dialect.loaded_dbapi
+    dbapi: Any = engine.dialect.loaded_dbapi
     name = next((n for kind, n in _DBAPI_CLASSES if isinstance(error, kind)), None)
     if name is None:
         if driver.is_closed():
@@ -167,13 +185,13 @@ async def _raise_as_sqlalchemy_would(
     translated.__cause__ = error
     lost = driver.is_closed()
     if lost:
-        await connection.invalidate(translated)
+        await lost_by(translated)
     raise DBAPIError.instance(
         sql,
         arguments,
         translated,
         dbapi.Error,
-        hide_parameters=connection.engine.sync_engine.hide_parameters,
+        hide_parameters=engine.sync_engine.hide_parameters,
         connection_invalidated=lost,
-        dialect=connection.dialect,
+        dialect=engine.dialect,
     ) from error

@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from alembic_lockstep import NO_PREPARED_STATEMENT_CACHE, session_name
+from sqlalchemy.engine import URL
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from service.db.statement_timeout import milliseconds, timed_connection_class
@@ -29,38 +30,47 @@ def application_name(role: str) -> str:
 
 
 def create_app_engine(settings: Settings) -> AsyncEngine:
-    """The pooled engine for requests and readiness checks."""
-    url, tls = tls_options(settings.app_url)
-    connect_args: dict[str, Any] = {
-        "timeout": settings.database_connect_timeout,
-        "server_settings": {"application_name": application_name("app")},
-        **tls,
-    }
+    """The pooled engine for requests' transactions and readiness checks (the
+    statements that commit on their own have a pool of their own when the
+    settings give it connections: service/db/statement_pool.py)."""
+    url, arguments = session_arguments(settings)
     # Behind a transaction-pooling pooler no prepared statement may outlive its
     # transaction (see NO_PREPARED_STATEMENT_CACHE).
     if settings.database_pooler == "transaction":
-        connect_args.update(NO_PREPARED_STATEMENT_CACHE)
-    if settings.request_statement_timeout > 0:
-        if settings.database_pooler == "none":
-            # Every session's own, for the reads outside a transaction (a pooler
-            # passes no startup parameter on: service/db/statement_timeout.py).
-            connect_args["server_settings"]["statement_timeout"] = (
-                f"{milliseconds(settings.request_statement_timeout)}ms"
-            )
-        connect_args["connection_class"] = timed_connection_class(
-            settings.request_statement_timeout
-        )
-        # The server's timeout cannot end a statement that never reaches it (a
-        # paused or stalled pooler, a network path that drops packets): the
-        # client gives up a little after it (TimeoutError, answered 503).
-        connect_args["command_timeout"] = settings.request_statement_timeout + CLIENT_GRACE
+        arguments.update(NO_PREPARED_STATEMENT_CACHE)
     # hide_parameters keeps statement parameters (which may be secrets) out of
     # exception messages.
     return create_async_engine(
         url,
         hide_parameters=True,
-        pool_size=settings.database_pool_size,
+        pool_size=settings.transaction_pool_size,
         max_overflow=settings.database_max_overflow,
         pool_pre_ping=settings.database_pool_pre_ping,
-        connect_args=connect_args,
+        connect_args=arguments,
     )
+
+
+def session_arguments(settings: Settings) -> tuple[URL, dict[str, Any]]:
+    """DATABASE_URL without its TLS parameters, and asyncpg's `connect()`
+    arguments for an application session: the same for both pools."""
+    url, tls = tls_options(settings.app_url)
+    arguments: dict[str, Any] = {
+        "timeout": settings.database_connect_timeout,
+        "server_settings": {"application_name": application_name("app")},
+        **tls,
+    }
+    if settings.database_pooler == "transaction":
+        arguments["statement_cache_size"] = 0
+    if settings.request_statement_timeout > 0:
+        if settings.database_pooler == "none":
+            # Every session's own, for the reads outside a transaction (a pooler
+            # passes no startup parameter on: service/db/statement_timeout.py).
+            arguments["server_settings"]["statement_timeout"] = (
+                f"{milliseconds(settings.request_statement_timeout)}ms"
+            )
+        arguments["connection_class"] = timed_connection_class(settings.request_statement_timeout)
+        # The server's timeout cannot end a statement that never reaches it (a
+        # paused or stalled pooler, a network path that drops packets): the
+        # client gives up a little after it (TimeoutError, answered 503).
+        arguments["command_timeout"] = settings.request_statement_timeout + CLIENT_GRACE
+    return url, arguments

@@ -73,6 +73,11 @@ class ReadBound:
         # The first reads of a worker arrive together: one of them asks.
         self._checking = asyncio.Lock()
 
+    @property
+    def known(self) -> bool | None:
+        """Whether it holds, None until the pooler's sessions were read."""
+        return self._holds
+
     async def holds(self, driver: asyncpg.Connection) -> bool:
         """Asked of every read; the pooler's sessions are read once (a role's
         or a `connect_query`'s setting holds for every session it serves)."""

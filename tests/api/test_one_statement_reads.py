@@ -18,24 +18,39 @@ from sqlalchemy.engine import URL, Engine
 from sqlalchemy.pool import Pool
 
 from service.accounts.key_secrets import new_key
+from service.db.driver import Autocommit
+from service.db.statement_pool import StatementPool
 from tests.support.api import Tenant, api_client, new_tenant
 from tests.support.postgres import connect
 
 
 @pytest.fixture
-def sent() -> Iterator[list[str]]:
+def sent(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[str]]:
     """Every statement the app's pooled connections send, from the next
-    checkout on: asyncpg's own (its query log: the driver statements, BEGIN
-    and COMMIT) and SQLAlchemy's (which asyncpg runs as prepared statements,
-    outside its query log)."""
+    checkout on, in either pool (service/db/statement_pool.py): asyncpg's own
+    (its query log: the driver statements, BEGIN and COMMIT) and SQLAlchemy's
+    (which asyncpg runs as prepared statements, outside its query log)."""
     queries: list[str] = []
     logged: set[int] = set()
 
-    def checked_out(dbapi_connection: Any, *_: Any) -> None:
-        driver = dbapi_connection.driver_connection
-        if id(driver) not in logged:
-            logged.add(id(driver))
+    def log(driver: Any) -> None:
+        # The server's process, not the object: the driver's pool lends each
+        # time a new proxy of the same connection.
+        if driver.get_server_pid() not in logged:
+            logged.add(driver.get_server_pid())
             driver.add_query_logger(lambda record: queries.append(record.query))
+
+    def checked_out(dbapi_connection: Any, *_: Any) -> None:
+        log(dbapi_connection.driver_connection)
+
+    lend = StatementPool.acquire
+
+    async def lent(pool: StatementPool) -> Autocommit:
+        connection = await lend(pool)
+        log(connection.driver)
+        return connection
+
+    monkeypatch.setattr(StatementPool, "acquire", lent)
 
     def executed(_connection: Any, _cursor: Any, statement: str, *_: Any) -> None:
         queries.append(statement)
