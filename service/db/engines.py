@@ -13,6 +13,7 @@ from alembic_lockstep import NO_PREPARED_STATEMENT_CACHE, session_name
 from sqlalchemy.engine import URL
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
+from service.db.json_values import loads
 from service.db.statement_timeout import milliseconds, timed_connection_class
 from service.db.tls import tls_options
 from settings import Settings
@@ -47,6 +48,7 @@ def create_app_engine(settings: Settings) -> AsyncEngine:
         max_overflow=settings.database_max_overflow,
         pool_pre_ping=settings.database_pool_pre_ping,
         connect_args=arguments,
+        json_deserializer=loads,
     )
 
 

@@ -10,7 +10,7 @@ asyncpg's pool, through its public API, with the same session arguments as the
 engine's (service/db/engines.py): the statement_timeout of the session, TLS,
 the statement cache (none behind a transaction-pooling pooler), and the JSON
 codecs SQLAlchemy's dialect sets (json and jsonb as Python values, decoded
-alike from either pool). SQLAlchemy's pool keeps the transactions.
+alike from either pool: service/db/json_values.py). SQLAlchemy's pool keeps the transactions.
 
 The two share a worker's DATABASE_POOL_SIZE (DATABASE_STATEMENT_POOL_SHARE),
 so a worker opens no more connections than before. Like SQLAlchemy's, the
@@ -21,7 +21,6 @@ them all at their next use, as SQLAlchemy invalidates its whole pool.
 
 from __future__ import annotations
 
-import json
 import logging
 from typing import Any
 
@@ -30,6 +29,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from service.db.driver import Autocommit
 from service.db.engines import session_arguments
+from service.db.json_values import loads
 from settings import Settings
 
 logger = logging.getLogger(__name__)
@@ -109,7 +109,7 @@ async def _json_codecs(connection: asyncpg.Connection) -> None:
 
 
 def _decode_json(value: bytes) -> Any:
-    return json.loads(value.decode())
+    return loads(value)
 
 
 def _encode_jsonb(value: str) -> bytes:
@@ -117,7 +117,7 @@ def _encode_jsonb(value: str) -> bytes:
 
 
 def _decode_jsonb(value: bytes) -> Any:
-    return json.loads(value[1:].decode())
+    return loads(value[1:])
 
 
 async def _reset(connection: asyncpg.Connection) -> None:
