@@ -92,3 +92,40 @@ async def test_a_revision_in_a_sub_folder_is_seen_with_recursive_version_locatio
     async with running_app(settings_for(migrated_database, alembic_config=config)) as client:
         body = await wait_for_phase(client, "ready")
     assert body["current_revision"] == "test_in_sub_folder"
+
+
+# A process serving at head: its bootstrap's checks while serving, printed
+# once the verification is reported, with whether Alembic was ever imported.
+_SERVING_AT_HEAD = """
+import asyncio, sys
+import alembic_lockstep.bootstrap as bootstrap
+bootstrap.CHECK_SCRIPTS_AFTER = 0.1
+from service.app import create_app
+
+async def main():
+    app = create_app()
+    async with app.router.lifespan_context(app) as state:
+        status = state["bootstrap"].status
+        for _ in range(1200):
+            if status.verification is not None:
+                break
+            await asyncio.sleep(0.05)
+        print(status.verification)
+        print("alembic" in sys.modules)
+
+asyncio.run(main())
+"""
+
+
+@pytest.mark.processes
+def test_a_process_serving_at_head_checks_its_scripts_without_importing_alembic(
+    migrated_database: URL,
+) -> None:
+    """The scripts are read by a short-lived process of their own: the
+    serving one keeps about 10 MiB less (docs/benchmarks/api.notes.md), and
+    the checks still run (the checksums of every revision)."""
+    result = run_python("-c", _SERVING_AT_HEAD, url=migrated_database, timeout=120)
+    assert result.returncode == 0, result.stderr[-3000:]
+    verification, imported = result.stdout.strip().splitlines()[-2:]
+    assert verification == f"{len(REVISIONS)} applied revisions match their files"
+    assert imported == "False", result.stdout

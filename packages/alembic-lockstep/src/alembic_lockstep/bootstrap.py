@@ -49,8 +49,10 @@ from alembic_lockstep.logs import make_visible
 from alembic_lockstep.retry import backoff, lock_retry_pause, lock_timeout
 from alembic_lockstep.scripts import (
     Revisions,
+    ScriptFiles,
     current_revisions,
     load_revisions,
+    read_script_files,
     upgrade_to_heads,
 )
 from alembic_lockstep.status import MigrationStatus, Phase
@@ -432,9 +434,12 @@ class Bootstrap:
             check, self._startup_check = self._startup_check, None
             await check(connection)
 
-    async def _check_scripts(self, from_manifest: bool) -> None:
+    async def _check_scripts(
+        self, from_manifest: bool, revisions: Revisions | ScriptFiles | None = None
+    ) -> None:
         """The manifest must name the scripts' heads; then verify checksums."""
-        revisions = await self._scripts()
+        if revisions is None:
+            revisions = await self._scripts()
         if from_manifest and revisions.heads != self._manifest_heads:
             raise MigrationFailed(
                 f"the heads manifest names {','.join(self._manifest_heads)} but the revision "
@@ -447,13 +452,22 @@ class Bootstrap:
     async def _check_scripts_while_serving(self) -> None:
         await asyncio.sleep(CHECK_SCRIPTS_AFTER)
         try:
-            await self._check_scripts(from_manifest=True)
+            await self._check_scripts(from_manifest=True, revisions=await self._script_files())
         except MigrationFailed as error:
             self._fail(error)
             raise
         except Exception as error:
             # Only the checks failed (the schema is at head): report, keep serving.
             logger.warning("could not check the revision scripts: %s", describe_error(error))
+
+    async def _script_files(self) -> ScriptFiles | Revisions:
+        """The scripts read by a process of their own, so this one serves
+        without Alembic; read here when no process can be started."""
+        try:
+            return await read_script_files(self.config.alembic_config)
+        except OSError as error:
+            logger.info("reading the revision scripts in this process: %s", error)
+            return await self._scripts()
 
     async def _retry_while_unreachable(self, attempt: Callable[[], Awaitable[T]]) -> T:
         """Run `attempt`, waiting and retrying while the database cannot be reached."""
@@ -560,7 +574,7 @@ class Bootstrap:
             logger.warning("serving a schema ahead of this code: %s", note or described)
         self.status.observe(current, [], ahead=True, unplaced=note)
 
-    async def _verify(self, revisions: Revisions) -> None:
+    async def _verify(self, revisions: Revisions | ScriptFiles) -> None:
         """Compare the applied revisions' files with the checksums recorded when they ran."""
         if self.config.verify is Verify.OFF:
             return

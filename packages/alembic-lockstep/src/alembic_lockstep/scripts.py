@@ -9,6 +9,11 @@ head (alembic_lockstep/heads.py) never imports it before it is ready.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import json
+import os
+import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -66,6 +71,10 @@ class Revisions:
         steps = self.script.revision_map.iterate_revisions(tuple(current), "base")
         return [revision.revision for revision in reversed(list(steps))]
 
+    @property
+    def directory(self) -> str:
+        return str(self.script.dir)
+
     def path(self, revision: str) -> str:
         script = self.script.get_revision(revision)
         if script is None:
@@ -77,6 +86,85 @@ class Revisions:
         lower: Any = tuple(current) if current else "base"
         steps = self.script.revision_map.iterate_revisions("heads", lower)
         return [revision.revision for revision in reversed(list(steps))]
+
+
+@dataclass(frozen=True)
+class ScriptFiles:
+    """What the checks of a process already serving at head need of the
+    revision scripts: their heads, the revisions a database at those heads
+    applied (oldest first), each one's file, and their folder. Read by a
+    short-lived process of its own (`read_script_files`), so a serving
+    process never imports Alembic and its revision map: about 10 MiB of each
+    worker's memory for the rest of its life."""
+
+    heads: tuple[str, ...]
+    in_order: tuple[str, ...]
+    paths: dict[str, str]
+    directory: str
+
+    def applied(self, current: Sequence[str]) -> list[str]:
+        if tuple(sorted(current)) != self.heads:
+            raise ValueError(f"only the revisions at the heads are known, not at {current}")
+        return list(self.in_order)
+
+    def path(self, revision: str) -> str:
+        return self.paths[revision]
+
+
+class ScriptsUnreadable(Exception):
+    """The process reading the revision scripts failed; its last words."""
+
+
+# How long the process reading the scripts may take, in seconds.
+READ_SCRIPTS_TIMEOUT = 120.0
+
+
+async def read_script_files(config_path: Path) -> ScriptFiles:
+    """The revision scripts, read by a process of their own (this module run
+    with the same interpreter and import path)."""
+    environment = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)}
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        __name__,
+        str(config_path),
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+        env=environment,
+    )
+    try:
+        out, err = await asyncio.wait_for(process.communicate(), READ_SCRIPTS_TIMEOUT)
+    except BaseException:
+        with contextlib.suppress(ProcessLookupError):
+            process.kill()
+        await process.wait()
+        raise
+    if process.returncode != 0:
+        last = err.decode(errors="replace").strip().splitlines()[-1:] or ["no message"]
+        raise ScriptsUnreadable(
+            f"reading the revision scripts failed (exit {process.returncode}): {last[0]}"
+        )
+    found = json.loads(out)
+    return ScriptFiles(
+        heads=tuple(found["heads"]),
+        in_order=tuple(found["in_order"]),
+        paths=found["paths"],
+        directory=found["directory"],
+    )
+
+
+def _print_script_files(config_path: Path) -> None:
+    revisions = load_revisions(config_path)
+    in_order = revisions.applied(revisions.heads)
+    json.dump(
+        {
+            "heads": list(revisions.heads),
+            "in_order": in_order,
+            "paths": {revision: revisions.path(revision) for revision in in_order},
+            "directory": revisions.directory,
+        },
+        sys.stdout,
+    )
 
 
 def load_revisions(config_path: Path) -> Revisions:
@@ -131,3 +219,7 @@ def upgrade_to_heads(
         # existed, kept across its retries (audit.py, AuditWriter).
         config.attributes["audit_pending"] = audit_pending
     command.upgrade(config, "heads")
+
+
+if __name__ == "__main__":
+    _print_script_files(Path(sys.argv[1]))

@@ -23,7 +23,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from alembic_lockstep.audit import audit_table, checksum_of_file, recorded_checksums_query
 from alembic_lockstep.edits import load_edits
-from alembic_lockstep.scripts import Revisions
+from alembic_lockstep.scripts import Revisions, ScriptFiles
 
 
 @dataclass(frozen=True)
@@ -85,7 +85,7 @@ async def audit_trail_exists(connection: AsyncConnection) -> bool:
 
 
 async def verify_checksums(
-    connection: AsyncConnection, revisions: Revisions, applied: Sequence[str]
+    connection: AsyncConnection, revisions: Revisions | ScriptFiles, applied: Sequence[str]
 ) -> Verification:
     result = Verification()
     if not await audit_trail_exists(connection):
@@ -98,7 +98,7 @@ async def verify_checksums(
     current = await asyncio.to_thread(
         lambda: {r: checksum_of_file(revisions.path(r)) for r in applied}
     )
-    edits = await asyncio.to_thread(load_edits, revisions.script.dir)
+    edits = await asyncio.to_thread(load_edits, revisions.directory)
     for revision in applied:
         if recorded.get(revision) is None:
             result.unrecorded.append(revision)
