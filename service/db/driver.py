@@ -20,16 +20,18 @@ they keep:
   for asyncpg), so SQLAlchemy sends that BEGIN and will commit or roll back
   what follows; once it is in one, the statement runs on asyncpg directly,
   inside it. A read that is one statement needs no transaction: on an
-  `Autocommit` connection (never begun) every statement runs on asyncpg
+  `Autocommit` connection (the driver's own pool's, service/db/statement_pool.py,
+  or one of SQLAlchemy's never begun) every statement runs on asyncpg
   directly and commits on its own, bounded by the session's statement_timeout
   (service/db/engines.py);
 - errors: wrapped as SQLAlchemy wraps its own: the DB-API class of the
   dialect's module (IntegrityError for a violated constraint, answered 409),
   `DBAPIError` with the SQLSTATE, parameters hidden as the engine hides them,
-  and a lost connection invalidated (the pool replaces it);
-- values: asyncpg decodes with the codecs SQLAlchemy set on the connection
-  (json and jsonb as Python values); rows are read by column name (asyncpg's
-  `Record` or SQLAlchemy's `RowMapping`, both mappings);
+  and a lost connection invalidated (its pool replaces it, and the others);
+- values: asyncpg decodes with the codecs SQLAlchemy sets on its connections,
+  and the statement pool on its own (json and jsonb as Python values); rows
+  are read by column name (asyncpg's `Record` or SQLAlchemy's `RowMapping`,
+  both mappings);
 - prepared statements: asyncpg's statement cache of the connection, sized by
   the engine's settings (off behind a transaction-pooling PgBouncer).
 """
