@@ -27,7 +27,8 @@ they keep:
 - errors: wrapped as SQLAlchemy wraps its own: the DB-API class of the
   dialect's module (IntegrityError for a violated constraint, answered 409),
   `DBAPIError` with the SQLSTATE, parameters hidden as the engine hides them,
-  and a lost connection invalidated (its pool replaces it, and the others);
+  and a lost connection invalidated (its pool replaces it; the statement
+  pool replaces all of its own, which a restart has likely lost too);
 - values: asyncpg decodes with the codecs SQLAlchemy sets on its connections,
   and the statement pool on its own (json and jsonb as Python values); rows
   are read by column name (asyncpg's `Record` or SQLAlchemy's `RowMapping`,
