@@ -127,6 +127,26 @@ def test_migration_url_is_separate_when_given() -> None:
             "0",
             "DATABASE_POOL_SIZE: Input should be greater than or equal to 1",
         ),
+        (
+            "DATABASE_STATEMENT_POOL_SHARE",
+            "1",
+            "DATABASE_STATEMENT_POOL_SHARE: Input should be less than 1",
+        ),
+        (
+            "DATABASE_STATEMENT_POOL_SHARE",
+            "-0.5",
+            "DATABASE_STATEMENT_POOL_SHARE: Input should be greater than or equal to 0",
+        ),
+        (
+            "DATABASE_STATEMENT_POOL_SHARE",
+            "NaN",
+            "DATABASE_STATEMENT_POOL_SHARE: Input should be a finite number",
+        ),
+        (
+            "DATABASE_STATEMENT_POOL_SHARE",
+            "٠.5",
+            "DATABASE_STATEMENT_POOL_SHARE: Input should be a valid number",
+        ),
         ("LOG_LEVEL", "chatty", "LOG_LEVEL: Input should be 'DEBUG', 'INFO', 'WARNING' or 'ERROR'"),
         (
             "ALEMBIC_CONFIG",

@@ -27,8 +27,7 @@ they keep:
 - errors: wrapped as SQLAlchemy wraps its own: the DB-API class of the
   dialect's module (IntegrityError for a violated constraint, answered 409),
   `DBAPIError` with the SQLSTATE, parameters hidden as the engine hides them,
-  and a lost connection invalidated (its pool replaces it; the statement
-  pool replaces all of its own, which a restart has likely lost too);
+  and a lost connection invalidated (its pool replaces it);
 - values: asyncpg decodes with the codecs SQLAlchemy sets on its connections,
   and the statement pool on its own (json and jsonb as Python values); rows
   are read by column name (asyncpg's `Record` or SQLAlchemy's `RowMapping`,
@@ -58,9 +57,9 @@ class Autocommit:
     then returns to its pool with nothing to roll back.
 
     `engine` names the errors as SQLAlchemy's would be named; `lost` is told
-    of a connection found lost (SQLAlchemy's is invalidated, the driver
-    pool's connections all replaced); `connection` is the SQLAlchemy
-    connection it is, None for the driver pool's."""
+    of a connection found lost (SQLAlchemy's is invalidated; asyncpg's pool
+    replaces its own); `connection` is the SQLAlchemy connection it is, None
+    for the driver pool's."""
 
     __slots__ = ("connection", "driver", "engine", "lost")
 
@@ -177,19 +176,34 @@ async def _raise_as_sqlalchemy_would(
     arguments: tuple[Any, ...],
     error: Exception,
 ) -> NoReturn:
-    dbapi: Any = engine.dialect.loaded_dbapi
+    lost = _closed(driver)
+    wrapped = as_sqlalchemy_error(engine, error, sql, arguments, lost=lost)
+    if wrapped is None:
+        raise error  # not a database error (a cancellation, a codec's ValueError)
+    if lost:
+        await lost_by(wrapped)
+    raise wrapped from error
+
+
+def as_sqlalchemy_error(
+    engine: AsyncEngine,
+    error: Exception,
+    sql: str | None = None,
+    arguments: tuple[Any, ...] | None = None,
+    *,
+    lost: bool = False,
+) -> DBAPIError | None:
+    """`error` of asyncpg as SQLAlchemy's execution would raise it (None for
+    an error that is not the database's); `lost`: the connection is gone."""
     name = next((n for kind, n in _DBAPI_CLASSES if isinstance(error, kind)), None)
     if name is None:
-        if driver.is_closed():
-            name = "InterfaceError"  # the connection was lost mid-statement
-        else:
-            raise error  # not a database error (a cancellation, a codec's ValueError)
+        if not lost:
+            return None
+        name = "InterfaceError"  # the connection was lost mid-statement
+    dbapi: Any = engine.dialect.loaded_dbapi
     translated = getattr(dbapi, name)(str(error), error)
     translated.__cause__ = error
-    lost = driver.is_closed()
-    if lost:
-        await lost_by(translated)
-    raise DBAPIError.instance(
+    wrapped: DBAPIError = DBAPIError.instance(
         sql,
         arguments,
         translated,
@@ -197,4 +211,16 @@ async def _raise_as_sqlalchemy_would(
         hide_parameters=engine.sync_engine.hide_parameters,
         connection_invalidated=lost,
         dialect=engine.dialect,
-    ) from error
+    )
+    return wrapped
+
+
+def _closed(driver: asyncpg.Connection) -> bool:
+    """Whether the connection is gone. A connection of asyncpg's pool that
+    the server closed is given back to its pool at once, and its proxy then
+    answers nothing but InterfaceError: gone too."""
+    try:
+        closed: bool = driver.is_closed()
+    except asyncpg.exceptions.InterfaceError:
+        return True
+    return closed

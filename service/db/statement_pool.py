@@ -15,8 +15,9 @@ alike from either pool: service/db/json_values.py). SQLAlchemy's pool keeps the 
 The two share a worker's DATABASE_POOL_SIZE (DATABASE_STATEMENT_POOL_SHARE),
 so a worker opens no more connections than before. Like SQLAlchemy's, the
 pool opens its connections when first asked (none while the schema is behind
-head: requests are refused until then), and a connection found lost replaces
-them all at their next use, as SQLAlchemy invalidates its whole pool.
+head: requests are refused until then), and replaces one found closed when it
+next lends it. A connection refused, or lost mid-statement, is raised as
+SQLAlchemy's error (answered 503 with Retry-After).
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from typing import Any
 import asyncpg
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from service.db.driver import Autocommit
+from service.db.driver import Autocommit, as_sqlalchemy_error
 from service.db.engines import session_arguments
 from service.db.json_values import loads
 from settings import Settings
@@ -46,7 +47,17 @@ class StatementPool:
         self._engine = engine
 
     async def acquire(self) -> Autocommit:
-        driver = await self._pool.acquire()
+        """A connection, made when none is free. A connection refused (the
+        server starting or stopping, full, a rotated secret) is raised as
+        SQLAlchemy's pool raises it, so the request is answered as any such
+        failure is (503 with Retry-After), not as an error of the service."""
+        try:
+            driver = await self._pool.acquire()
+        except Exception as error:
+            wrapped = as_sqlalchemy_error(self._engine, error)
+            if wrapped is None:
+                raise
+            raise wrapped from error
         return Autocommit(driver, self._engine, self._lost)
 
     async def release(self, lent: Autocommit) -> None:
@@ -62,9 +73,9 @@ class StatementPool:
         await self._pool.close()
 
     async def _lost(self, _: BaseException) -> None:
-        # The others may have been lost with it (a restart): each is replaced
-        # at its next use rather than failing a request of its own.
-        self._pool.expire_connections()
+        # asyncpg's pool replaces a closed connection when it next lends it
+        # (one the server closed while idle too): nothing to invalidate.
+        return
 
 
 async def open_statement_pool(settings: Settings, engine: AsyncEngine) -> StatementPool | None:
