@@ -144,7 +144,7 @@ def test_migration_url_is_separate_when_given() -> None:
         ),
         (
             "DATABASE_STATEMENT_POOL_SHARE",
-            "٠.5",
+            "\u0660.5",
             "DATABASE_STATEMENT_POOL_SHARE: Input should be a valid number",
         ),
         ("LOG_LEVEL", "chatty", "LOG_LEVEL: Input should be 'DEBUG', 'INFO', 'WARNING' or 'ERROR'"),
