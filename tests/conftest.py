@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import json
 from collections.abc import AsyncIterator, Generator, Iterator
+from pathlib import Path
 
+import alembic_lockstep.bootstrap
 import httpx
 import pytest
+from alembic_lockstep.scripts import ScriptFiles
 from sqlalchemy.engine import URL
 
 from tests.support import process_guard
@@ -65,6 +68,25 @@ def _clean_service_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     for name in SERVICE_VARIABLES:
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("TEST_SCENARIO_BASE", HEAD)
+
+
+@pytest.fixture(autouse=True)
+def _scripts_read_in_process_without_the_marker(
+    request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An app served in process reads its revision scripts for the checks
+    while serving in a process of its own (alembic_lockstep/scripts.py). A
+    test without the `processes` marker starts no process (the fast tier's
+    promise, which tests/support/process_guard.py keeps): while it runs, that
+    process cannot be started, and the app reads them itself, as it does
+    wherever no process can be started."""
+    if request.node.get_closest_marker(process_guard.MARKER) is not None:
+        return
+
+    async def refused(_: Path) -> ScriptFiles:
+        raise OSError("a test without the processes marker starts no process")
+
+    monkeypatch.setattr(alembic_lockstep.bootstrap, "read_script_files", refused)
 
 
 @pytest.fixture(scope="session")
