@@ -257,6 +257,7 @@ async def reading(request: Request) -> Connection:
         lent = await _lent(request, statements)
         if await bound.holds(lent.driver):
             return lent
+        await statements.release(lent)  # its later release does nothing
     connection = await _connected(request)
     if statements is None:
         reads = await autocommit(connection)
@@ -501,10 +502,16 @@ class KeyWrite(KeyRead):
             assert isinstance(connection, AsyncConnection)
             return self.caller, connection
         if isinstance(connection, Autocommit):
-            # A connection of the statement pool stays lent until the request
-            # ends: its statements are done, and a transaction takes its own.
-            connection = connection.connection or await _connected(self.request)
-            self.connection = connection
+            if connection.connection is None:
+                # The statement pool's: given back now (its later release
+                # does nothing), so a transaction holds one connection, not two.
+                statements = state_of(self.request)["statements"]
+                assert statements is not None
+                await statements.release(connection)
+                self.connection = await _connected(self.request)
+            else:
+                self.connection = connection.connection
+            connection = self.connection
         if not connection.in_transaction():
             await connection.begin()
         await self.admit(await _CALLER.fetchrow(connection, self.digest))

@@ -138,11 +138,10 @@ class DriverStatement:
         try:
             return await method(self.sql, *arguments)
         except Exception as error:
-            if isinstance(connection, Autocommit):
-                engine, lost = connection.engine, connection.lost
-            else:
-                engine, lost = connection.engine, connection.invalidate
-            await _raise_as_sqlalchemy_would(engine, lost, driver, self.sql, arguments, error)
+            lost = connection.lost if isinstance(connection, Autocommit) else connection.invalidate
+            await _raise_as_sqlalchemy_would(
+                connection.engine, lost, driver, self.sql, arguments, error
+            )
 
 
 async def _driver(connection: Connection) -> asyncpg.Connection | None:

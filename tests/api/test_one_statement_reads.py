@@ -20,6 +20,7 @@ from sqlalchemy.pool import Pool
 from service.accounts.key_secrets import new_key
 from service.db.driver import Autocommit
 from service.db.statement_pool import StatementPool
+from service.quotas import AccountQuotas, Kind
 from tests.support.api import Tenant, api_client, new_tenant
 from tests.support.postgres import connect
 
@@ -416,3 +417,43 @@ async def test_a_key_over_its_rate_costs_no_database_work(
             assert answer.status_code == 429, (path, answer.text)
             assert answer.headers["retry-after"]
             assert await settled(sent) == [], (path, sent)
+
+
+async def test_a_write_in_a_transaction_gives_its_statement_connection_back(
+    migrated_database: URL,
+) -> None:
+    """A create under a parent admits its caller in a transaction of
+    SQLAlchemy's pool: the statement pool's connection it was lent first
+    goes back at once. With one connection in each pool, a read goes on while
+    the create waits for its account's quota lock (held here by a session of
+    the test's); it would wait for the create if the write kept both. (The
+    account may hold both pools' connections at once: ACCOUNT_POOL_SHARE 1.)"""
+    async with api_client(
+        migrated_database, database_pool_size=2, account_pool_share=1.0
+    ) as client:
+        tenant = await new_tenant(client, "OneEach")
+        parent = (await tenant.create("configs", {"key": "base", "name": "Base"}))["id"]
+        holder = await connect(migrated_database)
+        try:
+            await holder.execute(
+                "SELECT pg_advisory_lock($1, hashtext($2))",
+                AccountQuotas.lock_space(Kind.CONFIGS),
+                tenant.account_id,
+            )
+            body = {"key": "child", "name": "Child"}
+            create = asyncio.ensure_future(tenant.create("configs", body, parent=parent))
+            for _ in range(400):
+                waiting = await holder.fetchval(
+                    "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted"
+                )
+                if waiting:
+                    break
+                await asyncio.sleep(0.025)
+            assert waiting, "the create never waited for the quota lock"
+            read = await asyncio.wait_for(tenant.call("GET", f"/v1/configs/{parent}"), 10)
+            assert read.status_code == 200, read.text
+            assert not create.done()
+        finally:
+            await holder.close()  # its lock with it
+        made = await asyncio.wait_for(create, 30)
+        assert made["attributes"]["key"] == "child"
