@@ -9,7 +9,7 @@ from pathlib import Path
 import alembic_lockstep.bootstrap
 import httpx
 import pytest
-from alembic_lockstep.scripts import ScriptFiles
+from alembic_lockstep.scripts import ScriptFiles, read_script_files
 from sqlalchemy.engine import URL
 
 from tests.support import process_guard
@@ -46,8 +46,24 @@ ONE_SERVER_MODULES = frozenset(
 )
 
 
+async def _script_files(config_path: Path) -> ScriptFiles:
+    """An app served in process reads its revision scripts for the checks
+    while serving in a process of its own (alembic_lockstep/scripts.py). A
+    test without the `processes` marker starts no process (the fast tier's
+    promise, which tests/support/process_guard.py keeps): from its setup to
+    its teardown, that process cannot be started, and the app reads them
+    itself, as it does wherever no process can be started. The check runs
+    seconds after an app starts, so an app a module's fixture started may
+    make it in any later test of the module, or between its phases."""
+    if process_guard.unmarked_test_running():
+        raise OSError("a test without the processes marker starts no process")
+    return await read_script_files(config_path)
+
+
 def pytest_configure(config: pytest.Config) -> None:
     process_guard.install()
+    # setattr: the bootstrap imports the name for itself, not to export it.
+    setattr(alembic_lockstep.bootstrap, "read_script_files", _script_files)  # noqa: B010
 
 
 @pytest.hookimpl(wrapper=True)
@@ -68,25 +84,6 @@ def _clean_service_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     for name in SERVICE_VARIABLES:
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("TEST_SCENARIO_BASE", HEAD)
-
-
-@pytest.fixture(autouse=True)
-def _scripts_read_in_process_without_the_marker(
-    request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """An app served in process reads its revision scripts for the checks
-    while serving in a process of its own (alembic_lockstep/scripts.py). A
-    test without the `processes` marker starts no process (the fast tier's
-    promise, which tests/support/process_guard.py keeps): while it runs, that
-    process cannot be started, and the app reads them itself, as it does
-    wherever no process can be started."""
-    if request.node.get_closest_marker(process_guard.MARKER) is not None:
-        return
-
-    async def refused(_: Path) -> ScriptFiles:
-        raise OSError("a test without the processes marker starts no process")
-
-    monkeypatch.setattr(alembic_lockstep.bootstrap, "read_script_files", refused)
 
 
 @pytest.fixture(scope="session")

@@ -43,8 +43,14 @@ def processes_allowed() -> Iterator[None]:
         _allowed[0] -= 1
 
 
+def unmarked_test_running() -> bool:
+    """A test without the marker is being set up, run or torn down, and no
+    process that belongs to the whole run is being started."""
+    return bool(_current) and not _allowed[0] and _current[-1].get_closest_marker(MARKER) is None
+
+
 def _guarded_init(self: subprocess.Popen[Any], *args: Any, **kwargs: Any) -> None:
-    if _current and not _allowed[0] and _current[-1].get_closest_marker(MARKER) is None:
+    if unmarked_test_running():
         command = args[0] if args else kwargs.get("args")
         message = (
             f"{_current[-1].nodeid} starts a process ({command!r}) without the"
