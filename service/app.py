@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import sys
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 
@@ -31,16 +32,21 @@ from service.observability.logs import configure_logging
 from service.observability.metrics import Metrics
 from service.observability.middleware import RequestObservability
 from service.state import State
-from settings import Settings, load_settings
+from settings import Settings, SettingsError, load_settings
 
 # How often a worker looks whether its schema is at head, to start listening for
 # config events (an in-memory flag: cheap).
 SCHEMA_READY_POLL = 0.1
+# The exit status a server's supervisor takes for "this worker will not start,
+# and no restart would change that": it stops the whole server rather than
+# start workers into the same error. uvicorn's STARTUP_FAILURE, gunicorn's
+# WORKER_BOOT_ERROR.
+WILL_NOT_START = 3
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
     """Build the app; settings come from the environment unless given."""
-    settings = settings or load_settings()
+    settings = settings or _settings_of_a_worker()
     die_with_supervisor()
     configure_logging(settings.log_level, settings.log_format)
     status = MigrationStatus()
@@ -70,6 +76,19 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     complete_openapi(app)
     install_docs(app)
     return app
+
+
+def _settings_of_a_worker() -> Settings:
+    """The settings of the environment; invalid ones end the process with one
+    line saying which (never a value) and `WILL_NOT_START`. A factory that
+    raised would end its worker with status 1, which uvicorn's and gunicorn's
+    supervisors restart into the same error for as long as they run.
+    (`python -m service` checks them before it starts a worker: status 2.)"""
+    try:
+        return load_settings()
+    except SettingsError as error:
+        print(f"error: {error}", file=sys.stderr, flush=True)
+        raise SystemExit(WILL_NOT_START) from None
 
 
 def _lifespan(

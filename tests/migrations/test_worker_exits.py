@@ -2,12 +2,13 @@
 with: `python -m service --workers N` (the image's entry point), `uvicorn
 --workers N`, gunicorn with uvicorn workers. One attempt per worker at most, no
 restart loop; with MIGRATION_EXIT_ON_FAILURE=false the workers stay up, unready.
-And workers die with their supervisor."""
+Invalid settings stop them too. And workers die with their supervisor."""
 
 from __future__ import annotations
 
 import os
 import signal
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -153,3 +154,36 @@ def _kill_survivors(pids: set[int]) -> None:
     for pid in pids:
         if process_alive(pid):
             os.kill(pid, signal.SIGKILL)
+
+
+@pytest.mark.parametrize(
+    ("supervisor", "status"),
+    [
+        pytest.param(lambda env, log: ServiceProcess.uvicorn(env, log, WORKERS), 0, id="uvicorn"),
+        pytest.param(lambda env, log: ServiceProcess.uvicorn(env, log, 1), 3, id="uvicorn, 1"),
+        pytest.param(lambda env, log: ServiceProcess.gunicorn(env, log, WORKERS), 3, id="gunicorn"),
+    ],
+)
+def test_invalid_settings_stop_the_server_instead_of_restarting_its_workers(
+    supervisor: Callable[[dict[str, str], Path], ServiceProcess], status: int, tmp_path: Path
+) -> None:
+    """Each worker says which setting is wrong in one line (not its value, not
+    a traceback) and the server stops: no worker is started into the same
+    error again. (uvicorn's supervisor itself ends with 0, its choice.)"""
+    password = "a-password-for-the-settings-test"
+    environment = service_environment(
+        DATABASE_URL=f"postgresql+asyncpg://app:{password}@127.0.0.1:1/app",
+        DATABASE_POOL_SIZE="\u0663",
+    )
+    process = supervisor(environment, tmp_path / "server.log")
+    try:
+        assert process.exit_status() == status, process.logs()
+    finally:
+        process.stop()
+    logs = process.logs()
+    refusals = logs.count("error: invalid settings: DATABASE_POOL_SIZE:")
+    assert 1 <= refusals <= WORKERS, logs
+    assert "Traceback" not in logs, logs
+    assert RESTARTED not in logs, logs
+    assert password not in logs
+    assert port_free(process.port or 0), "a worker still holds the port"
