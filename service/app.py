@@ -12,8 +12,8 @@ from alembic_lockstep import MigrationStatus, die_with_supervisor, run_in_backgr
 from fastapi import FastAPI
 from pydantic import SecretStr
 
-from service import __version__, health
-from service.api import router as api_router
+from service import __version__, api, health
+from service.api import sdk
 from service.api.account_shares import AccountShares
 from service.api.answer_budget import AnswerBudget
 from service.api.docs import install_docs
@@ -22,7 +22,6 @@ from service.api.key_usage import KeyUsage
 from service.api.negotiation import ContentNegotiation
 from service.api.openapi import complete_openapi
 from service.api.rate_limits import RateLimits
-from service.api.sdk import router as sdk_router
 from service.api.sdk.event_hub import running_hub
 from service.bootstrap import create_bootstrap
 from service.db.engines import create_app_engine
@@ -69,9 +68,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_middleware(AccountShares, slots=settings.account_slots)
     app.add_middleware(RequestObservability, metrics=metrics)
     install_error_handlers(app)
-    # The API first: its requests outnumber the probes' (routes are matched in order).
-    app.include_router(api_router)
-    app.include_router(sdk_router)
+    # The API first: its requests outnumber the probes' (routes are matched in
+    # order). Its routes are served as they are, not as included routers
+    # (service/api/routers.py).
+    for router in (*api.ROUTERS, *sdk.ROUTERS):
+        app.router.routes.extend(router.routes)
     app.include_router(health.router)
     complete_openapi(app)
     install_docs(app)

@@ -14,6 +14,7 @@ command line reach them.
 from __future__ import annotations
 
 import ast
+import re
 from functools import cache
 from pathlib import Path
 
@@ -58,7 +59,12 @@ def _imports(module: str) -> frozenset[str]:
 
 
 def _is_router(module: str) -> bool:
-    return module not in GATHERERS and "APIRouter(" in MODULES[module].read_text()
+    """A module that makes a router of its own (`router = ...`), with FastAPI's
+    APIRouter or a dialect's (service/api/routers.py)."""
+    return (
+        module not in GATHERERS
+        and re.search(r"^router = ", MODULES[module].read_text(), re.M) is not None
+    )
 
 
 ROUTERS = sorted(module for module in MODULES if _is_router(module))

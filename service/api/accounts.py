@@ -6,7 +6,6 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Any
 
-from fastapi import APIRouter
 from pydantic import Field
 
 from service.accounts import accounts
@@ -22,7 +21,6 @@ from service.api.account_shapes import (
 )
 from service.api.dependencies import Database, Operator, Owner, Reader
 from service.api.errors import JsonApiResponse
-from service.api.json_body import JsonApiRoute
 from service.api.jsonapi import (
     Document,
     JsonApiBody,
@@ -33,6 +31,7 @@ from service.api.jsonapi import (
     single,
 )
 from service.api.openapi import OPERATOR_ONLY
+from service.api.routers import V1_PATH, dialect_router
 from service.api.schemas import (
     Described,
     attribute_names,
@@ -43,7 +42,7 @@ from service.api.schemas import (
     to_one,
 )
 
-router = APIRouter(tags=["accounts"], route_class=JsonApiRoute)
+router = dialect_router(V1_PATH, tags=["accounts"])
 TYPE = "accounts"
 
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 import uuid
 from typing import Annotated
 
-from fastapi import APIRouter, Request, Response
+from fastapi import Request, Response
 from pydantic import StringConstraints
 
 from service.accounts import keys, users
@@ -26,7 +26,6 @@ from service.api.account_shapes import (
 )
 from service.api.dependencies import Admin, Caller, Database
 from service.api.errors import Forbidden, JsonApiResponse, UnprocessableContent
-from service.api.json_body import JsonApiRoute
 from service.api.jsonapi import (
     Document,
     JsonApiBody,
@@ -41,13 +40,14 @@ from service.api.jsonapi import (
 from service.api.limits import NO_NUL
 from service.api.queries import paged
 from service.api.quotas import Quotas
+from service.api.routers import V1_PATH, dialect_router
 from service.api.schemas import list_document, single_document
 from service.configs.events import announce_revoked_keys
 from service.models import Role
 from service.quotas import Kind
 from service.storage import rows
 
-router = APIRouter(prefix="/api-keys", tags=["api-keys"], route_class=JsonApiRoute)
+router = dialect_router(V1_PATH, "/api-keys", tags=["api-keys"])
 TYPE = API_KEYS
 
 

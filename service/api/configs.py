@@ -6,7 +6,7 @@ import uuid
 from datetime import datetime
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Query, Request, Response
+from fastapi import Query, Request, Response
 from pydantic import Field, WithJsonSchema
 
 from service.api.config_bodies import Description, Key, Name
@@ -18,7 +18,7 @@ from service.api.errors import (
     JsonApiResponse,
     defer_problem,
 )
-from service.api.json_body import JsonApiRoute, parse_json, problems
+from service.api.json_body import parse_json, problems
 from service.api.jsonapi import (
     Document,
     JsonApiBody,
@@ -35,6 +35,7 @@ from service.api.jsonapi import (
 )
 from service.api.limits import MAX_RESOLVED_BYTES, NO_NUL, ConfigItems, ConfigOverrides
 from service.api.quotas import Quotas
+from service.api.routers import V1_PATH, dialect_router
 from service.api.schemas import (
     Described,
     StoredObject,
@@ -48,7 +49,7 @@ from service.configs import store
 from service.configs.store import ConfigWrite, Dialect
 from service.db.driver import Row
 
-router = APIRouter(prefix="/configs", tags=["configs"], route_class=JsonApiRoute)
+router = dialect_router(V1_PATH, "/configs", tags=["configs"])
 TYPE = "configs"
 # Where /v1's documents hold what the configs core refuses.
 V1 = Dialect(

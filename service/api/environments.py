@@ -6,7 +6,7 @@ from __future__ import annotations
 import uuid
 from typing import Annotated
 
-from fastapi import APIRouter, Request, Response
+from fastapi import Request, Response
 from pydantic import Field
 
 from service.accounts import environments
@@ -20,7 +20,6 @@ from service.api.account_shapes import (
 )
 from service.api.dependencies import Admin, Database, Reader, Viewer
 from service.api.errors import JsonApiResponse
-from service.api.json_body import JsonApiRoute
 from service.api.jsonapi import (
     Document,
     JsonApiBody,
@@ -35,10 +34,11 @@ from service.api.jsonapi import (
 from service.api.limits import MAX_POSITION
 from service.api.queries import paged
 from service.api.quotas import Quotas
+from service.api.routers import V1_PATH, dialect_router
 from service.api.schemas import list_document, single_document
 from service.storage import read_in_account, rows
 
-router = APIRouter(prefix="/environments", tags=["environments"], route_class=JsonApiRoute)
+router = dialect_router(V1_PATH, "/environments", tags=["environments"])
 TYPE = ENVIRONMENTS
 CONFLICTS = {
     "environments_account_id_key_key": (

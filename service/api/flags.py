@@ -13,7 +13,7 @@ import uuid
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Request, Response
+from fastapi import Request, Response
 from pydantic import Field, StringConstraints
 
 from service.api.dependencies import Database, Member, Reader, Viewer
@@ -28,7 +28,6 @@ from service.api.flag_bodies import (
     Name,
     TypeName,
 )
-from service.api.json_body import JsonApiRoute
 from service.api.jsonapi import (
     Document,
     JsonApiBody,
@@ -48,12 +47,13 @@ from service.api.limits import (
     JsonValue,
     bounded_json,
 )
+from service.api.routers import V1_PATH, dialect_router
 from service.api.schemas import Described, list_document, resource_object, single_document
 from service.flags import store
 from service.flags.evaluation import EvaluationContext, evaluate, evaluation_data
 from service.storage import read_in_account
 
-router = APIRouter(prefix="/flags", tags=["flags"], route_class=JsonApiRoute)
+router = dialect_router(V1_PATH, "/flags", tags=["flags"])
 TYPE = "flags"
 EVALUATION = "flag-evaluations"
 MAX_CONTEXTS = 20

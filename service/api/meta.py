@@ -4,18 +4,17 @@ from __future__ import annotations
 
 from typing import Literal
 
-from fastapi import APIRouter
 from pydantic import Field
 from sqlalchemy import text
 
 from service import __version__
 from service.api.dependencies import Database, Viewer
 from service.api.errors import JsonApiResponse
-from service.api.json_body import JsonApiRoute
 from service.api.jsonapi import respond, single
+from service.api.routers import V1_PATH, dialect_router
 from service.api.schemas import Described, single_document
 
-router = APIRouter(tags=["service"], route_class=JsonApiRoute)
+router = dialect_router(V1_PATH, tags=["service"])
 SERVICE_ID = "platform-service"
 
 

@@ -8,18 +8,18 @@ from datetime import date
 from typing import Annotated, Any, Literal
 from urllib.parse import urlencode
 
-from fastapi import APIRouter, Query, Request
+from fastapi import Query, Request
 from pydantic import Field
 
 from service.api.dependencies import Database, Viewer
 from service.api.errors import JsonApiResponse
-from service.api.json_body import JsonApiRoute
 from service.api.jsonapi import respond
 from service.api.limits import NO_NUL
+from service.api.routers import V1_PATH, dialect_router
 from service.api.schemas import Described, JsonApiVersion, PageLinks, PageMeta
 from service.usage import counts
 
-router = APIRouter(prefix="/usage", tags=["usage"], route_class=JsonApiRoute)
+router = dialect_router(V1_PATH, "/usage", tags=["usage"])
 TYPE = "usage"
 MAX_PAGE_SIZE = 1000
 

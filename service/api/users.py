@@ -5,7 +5,7 @@ from __future__ import annotations
 import uuid
 from typing import Annotated
 
-from fastapi import APIRouter, Query, Request, Response
+from fastapi import Query, Request, Response
 
 from service.accounts import users
 from service.api.account_shapes import (
@@ -17,7 +17,6 @@ from service.api.account_shapes import (
 )
 from service.api.dependencies import Admin, Caller, Database, Reader
 from service.api.errors import Forbidden, JsonApiResponse
-from service.api.json_body import JsonApiRoute
 from service.api.jsonapi import (
     Document,
     JsonApiBody,
@@ -31,13 +30,14 @@ from service.api.jsonapi import (
 )
 from service.api.limits import NO_NUL, UserAttributes
 from service.api.quotas import Quotas
+from service.api.routers import V1_PATH, dialect_router
 from service.api.schemas import list_document, single_document
 from service.configs.events import announce_revoked_keys
 from service.models import Role
 from service.quotas import Kind
 from service.storage import read_in_account
 
-router = APIRouter(prefix="/users", tags=["users"], route_class=JsonApiRoute)
+router = dialect_router(V1_PATH, "/users", tags=["users"])
 TYPE = USERS
 
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Body
+from fastapi import Body
 from fastapi.responses import JSONResponse
 from pydantic import Field, StringConstraints
 from sqlalchemy import func
@@ -15,7 +15,6 @@ from sqlalchemy.dialects.postgresql import insert
 from service.accounts import accounts
 from service.api.dependencies import Admin, Database, Member, Reader, Viewer
 from service.api.errors import JsonApiResponse, UnprocessableContent
-from service.api.json_body import JsonApiRoute
 from service.api.jsonapi import JsonApiBody, Strict, respond, timestamp
 from service.api.limits import (
     MAX_CONFIG_JSON_BYTES,
@@ -25,11 +24,12 @@ from service.api.limits import (
     bounded_json,
 )
 from service.api.quotas import Quotas
+from service.api.routers import SDK_PATH, dialect_router
 from service.api.sdk import schemas
 from service.models import Context, table
 from service.quotas import Kind
 
-router = APIRouter(tags=["account (smplkit SDK)"], route_class=JsonApiRoute)
+router = dialect_router(SDK_PATH, tags=["account (smplkit SDK)"])
 contexts = table(Context)
 MAX_CONTEXTS = 1000
 ContextType = Annotated[str, StringConstraints(min_length=1, max_length=64, pattern=NO_NUL)]

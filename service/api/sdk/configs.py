@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Query, Request, Response
+from fastapi import Query, Request, Response
 from pydantic import Field, StrictBool, WithJsonSchema
 from starlette.convertors import StringConvertor, register_url_convertor
 
@@ -19,10 +19,10 @@ from service.api.answer_budget import list_answer
 from service.api.config_bodies import RESERVED_KEY, Description, Key, Name, TypedItemInput
 from service.api.dependencies import Database, Member, Reader
 from service.api.errors import JsonApiResponse
-from service.api.json_body import JsonApiRoute
 from service.api.jsonapi import JsonApiBody, QueryBool, Strict, respond, timestamp
 from service.api.limits import NAMES_WITHOUT_NUL, NO_NUL, ConfigOverrides, Text
 from service.api.quotas import Quotas
+from service.api.routers import SDK_PATH, dialect_router
 from service.api.sdk import schemas
 from service.api.sdk.pages import MAX_PAGE_NUMBER, MAX_PAGE_SIZE, key_of, numbered
 from service.configs import store
@@ -30,7 +30,7 @@ from service.configs.items import typed_items
 from service.configs.store import ConfigWrite, Dialect, Filters, Sort
 from service.state import state_of
 
-router = APIRouter(prefix="/configs", tags=["configs (smplkit SDK)"], route_class=JsonApiRoute)
+router = dialect_router(SDK_PATH, "/configs", tags=["configs (smplkit SDK)"])
 TYPE = "config"
 # Where the SDK's documents hold what the configs core refuses.
 SDK = Dialect(

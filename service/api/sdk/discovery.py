@@ -27,7 +27,6 @@ import logging
 from dataclasses import dataclass
 from typing import Annotated, Any
 
-from fastapi import APIRouter
 from pydantic import (
     Field,
     ModelWrapValidatorHandler,
@@ -41,16 +40,16 @@ from pydantic import (
 from service.api.config_bodies import Description, ItemDefinition, Key, Name
 from service.api.dependencies import Database, Member
 from service.api.errors import JsonApiResponse
-from service.api.json_body import JsonApiRoute
 from service.api.jsonapi import JsonApiBody, Strict, respond
 from service.api.limits import NAMES_WITHOUT_NUL, NO_NUL
 from service.api.quotas import Quotas
+from service.api.routers import SDK_PATH, dialect_router
 from service.api.sdk.schemas import DiscoveryResult
 from service.configs import discovery
 from service.configs.items import oversized_items
 
 logger = logging.getLogger("service.api.sdk.discovery")
-router = APIRouter(prefix="/configs", tags=["configs (smplkit SDK)"], route_class=JsonApiRoute)
+router = dialect_router(SDK_PATH, "/configs", tags=["configs (smplkit SDK)"])
 # The SDK sends batches of 50 (more only from an explicit flush of a long backlog).
 MAX_DISCOVERED = 1000
 Context = Annotated[str, StringConstraints(min_length=1, max_length=200, pattern=NO_NUL)]

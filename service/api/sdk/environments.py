@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Query, Response
+from fastapi import Query, Response
 from pydantic import BeforeValidator, StrictBool, WithJsonSchema
 
 from service.accounts import environments
@@ -20,17 +20,15 @@ from service.api.account_shapes import Color, Name
 from service.api.account_shapes import EnvironmentKey as Key
 from service.api.dependencies import Admin, Database, Viewer
 from service.api.errors import JsonApiResponse
-from service.api.json_body import JsonApiRoute
 from service.api.jsonapi import JsonApiBody, QueryBool, Strict, respond, timestamp
 from service.api.limits import NO_NUL, Text
 from service.api.quotas import Quotas
+from service.api.routers import SDK_PATH, dialect_router
 from service.api.sdk import schemas
 from service.api.sdk.pages import MAX_PAGE_NUMBER, MAX_PAGE_SIZE, key_of, page_of, pagination
 from service.configs.events import MANY_CHANGED, announce
 
-router = APIRouter(
-    prefix="/environments", tags=["environments (smplkit SDK)"], route_class=JsonApiRoute
-)
+router = dialect_router(SDK_PATH, "/environments", tags=["environments (smplkit SDK)"])
 TYPE = "environment"
 SDK_CONFLICTS = {
     "environments_account_id_key_key": ("an environment with this key already exists", "/data/id")

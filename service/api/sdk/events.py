@@ -24,18 +24,18 @@ import time
 import uuid
 from collections.abc import AsyncIterator
 
-from fastapi import APIRouter, Request
+from fastapi import Request
 from fastapi.responses import StreamingResponse
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from service.api.dependencies import Viewer
 from service.api.errors import ServiceUnavailable, TooManyRequests
-from service.api.json_body import JsonApiRoute
+from service.api.routers import SDK_PATH, dialect_router
 from service.api.sdk.event_hub import CLOSED, EventHub, NotListening, Stream, TooManyStreams
 from service.state import state_of
 
-router = APIRouter(tags=["events (smplkit SDK)"], route_class=JsonApiRoute)
+router = dialect_router(SDK_PATH, tags=["events (smplkit SDK)"])
 RETRY_MILLISECONDS = 2000
 _KEY_VALID = text("SELECT 1 FROM api_keys WHERE id = :id AND revoked_at IS NULL")
 

@@ -12,16 +12,16 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Query, Response
+from fastapi import Query, Response
 from pydantic import Field, StringConstraints, TypeAdapter, ValidationError, WithJsonSchema
 from starlette.convertors import StringConvertor, register_url_convertor
 
 from service.api.dependencies import Database, Member, Reader, Viewer
 from service.api.errors import JsonApiResponse
 from service.api.flag_bodies import RESERVED_KEY, FlagAttributes, Key, TypeName
-from service.api.json_body import JsonApiRoute
 from service.api.jsonapi import JsonApiBody, QueryBool, Strict, respond, timestamp
 from service.api.limits import NO_NUL, JsonValue, Text
+from service.api.routers import SDK_PATH, dialect_router
 from service.api.sdk import schemas
 from service.api.sdk.pages import (
     MAX_PAGE_NUMBER,
@@ -34,7 +34,7 @@ from service.api.sdk.pages import (
 from service.flags import store
 from service.flags.definitions import FlagType
 
-router = APIRouter(tags=["flags (smplkit SDK)"], route_class=JsonApiRoute)
+router = dialect_router(SDK_PATH, tags=["flags (smplkit SDK)"])
 
 
 class _FlagKeyConvertor(StringConvertor):

@@ -6,18 +6,17 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter
 from pydantic import Field, StrictFloat, StrictInt, StringConstraints
 
 from service.api.dependencies import Database, Viewer
 from service.api.errors import JsonApiResponse
-from service.api.json_body import JsonApiRoute
 from service.api.jsonapi import JsonApiBody, Strict, respond
 from service.api.limits import NO_NUL
+from service.api.routers import SDK_PATH, dialect_router
 from service.api.sdk.schemas import MetricsAccepted
 from service.usage import counts
 
-router = APIRouter(tags=["metrics (smplkit SDK)"], route_class=JsonApiRoute)
+router = dialect_router(SDK_PATH, tags=["metrics (smplkit SDK)"])
 MetricName = Annotated[str, StringConstraints(min_length=1, max_length=128, pattern=NO_NUL)]
 DimensionName = Annotated[str, StringConstraints(min_length=1, max_length=64, pattern=NO_NUL)]
 DimensionValue = Annotated[str, StringConstraints(max_length=128, pattern=NO_NUL)]
