@@ -54,6 +54,7 @@ def test_every_value_reads_as_the_standard_library_reads_it(value: Any) -> None:
         "-9223372036854775809",
         "18446744073709551616",
         '{"big": 1180591620717411303425, "list": [-1208925819614629174706176, 1]}',
+        '["\u00e9t\u00e9", "été", 18446744073709551616, 1844674407370955161]',
         "1e400",  # beyond a double: orjson refuses, json reads infinity
         "-1E+400",
         "1e-400",
