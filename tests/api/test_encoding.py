@@ -5,12 +5,16 @@ document it would have read before, big integers and all."""
 from __future__ import annotations
 
 import json
+from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
 import httpx
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from service.api.encoding import encode
+from service.api.jsonapi import timestamp
 from tests.support.api import Tenant, new_tenant
 
 BEYOND_64_BITS = 2**70 + 1
@@ -63,3 +67,16 @@ async def test_a_config_holding_an_integer_beyond_64_bits_reads_back_whole(
     page = await tenant.call("GET", "/v1/configs")
     assert page.status_code == 200, page.text
     assert [config["attributes"]["items"] for config in page.json()["data"]] == [items]
+
+
+@given(
+    st.datetimes(
+        min_value=datetime(2, 1, 1),
+        max_value=datetime(9998, 12, 31),
+        timezones=st.sampled_from(
+            [UTC, timezone(timedelta(hours=14)), timezone(-timedelta(hours=12, minutes=45))]
+        ),
+    )
+)
+def test_a_timestamp_is_rendered_as_isoformat_renders_it_in_utc(value: datetime) -> None:
+    assert timestamp(value) == value.astimezone(UTC).isoformat().replace("+00:00", "Z")
