@@ -412,6 +412,13 @@ def test_a_lost_listener_is_logged_and_so_is_its_return(module_database: URL) ->
         key = create_account_over_http(server.port, "Relistened")
         workers = server.pids_that_logged("schema at head")
         assert len(workers) == 2, server.logs()
+        # A worker listens once its schema is at head: on a busy machine, a
+        # moment after it says so.
+        wait_for(
+            lambda: asyncio.run(_the_listeners(module_database, workers)) == 2,
+            WAIT,
+            "both workers listening",
+        )
         ended = asyncio.run(_end_the_listeners(module_database, workers))
         assert ended == 2, ended
         wait_for(
@@ -435,15 +442,20 @@ def test_a_lost_listener_is_logged_and_so_is_its_return(module_database: URL) ->
 async def _end_the_listeners(database: URL, workers: set[int]) -> int:
     """End the listening sessions of these worker processes (another server
     of the module may listen on the same database)."""
+    return await _the_listeners(database, workers, " AND pg_terminate_backend(pid)")
+
+
+async def _the_listeners(database: URL, workers: set[int], also: str = "") -> int:
+    """How many of these worker processes have their listening session (each
+    meeting the condition `also`)."""
     connection = await connect(database)
     try:
-        ended: int = await connection.fetchval(
+        found: int = await connection.fetchval(
             "SELECT count(*) FROM pg_stat_activity WHERE application_name LIKE '% events %'"
-            " AND split_part(application_name, 'pid=', 2) = ANY($1::text[])"
-            " AND pg_terminate_backend(pid)",
+            " AND split_part(application_name, 'pid=', 2) = ANY($1::text[])" + also,
             [str(worker) for worker in workers],
         )
-        return ended
+        return found
     finally:
         await connection.close()
 
