@@ -307,6 +307,10 @@ def _serve(settings: Settings, options: argparse.Namespace) -> int:
         port=options.port,
         workers=options.workers,
         log_level=settings.log_level.lower(),
+        # The loggers are configured already (configure_logging): uvicorn's
+        # own configuration would leave its supervisor's lines (a worker
+        # that died and was restarted) without a handler.
+        log_config=None,
         # The service logs each request itself, with its request id.
         access_log=False,
         timeout_graceful_shutdown=round(settings.graceful_shutdown_timeout),
