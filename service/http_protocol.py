@@ -34,6 +34,7 @@ a head or a body is incomplete (docs/benchmarks.md, "Cost of the bounded HTTP pr
 from __future__ import annotations
 
 import asyncio
+import logging
 from dataclasses import dataclass
 from http import HTTPStatus
 from typing import Any
@@ -126,6 +127,20 @@ async def _too_many_connections(scope: Any, receive: Any, send: Any) -> None:
     await send({"type": "http.response.body", "body": body})
 
 
+class _CountedRefusals(logging.Filter):
+    """uvicorn's parser warns of each request it cannot parse ("Invalid HTTP
+    request received."), then asks for the 400 (`send_400_response`), which
+    the flood log counts (one line per address and 10 s). The warning would
+    let any client write a line per request: dropped where this protocol
+    counts the refusal."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.msg != "Invalid HTTP request received."
+
+
+_COUNTED_REFUSALS = _CountedRefusals()
+
+
 class LimitedHttpToolsProtocol(HttpToolsProtocol):
     """HttpToolsProtocol with head size, head, body and send time, and connection limits."""
 
@@ -137,6 +152,8 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         _loop: asyncio.AbstractEventLoop | None = None,
     ) -> None:
         super().__init__(config, server_state, app_state, _loop)
+        if _COUNTED_REFUSALS not in self.logger.filters:
+            self.logger.addFilter(_COUNTED_REFUSALS)
         self.limits = HttpLimits.of(app_state)
         self._reading_head = True
         self._head_bytes = 0

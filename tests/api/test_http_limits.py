@@ -116,6 +116,20 @@ def test_a_request_the_parser_refuses_gets_a_json_api_400(
     assert "not valid HTTP/1.1" in assert_error(body, 400)
 
 
+def test_requests_the_parser_refuses_are_counted_not_logged_one_by_one(
+    server: ServiceProcess,
+) -> None:
+    """A client sending nothing but bad requests writes no line per request:
+    the refusals are counted (one line per address and 10 s), and uvicorn's
+    own warning for each is not written."""
+    for _ in range(30):
+        with connect(server) as connection:
+            connection.sendall(b"FOO / HTTP/1.1\r\nHost: x\r\n\r\n")
+            assert read_answer(connection)[0] == 400
+    wait_for(lambda: "refused a request: 400" in server.logs(), 30, "the refusals counted")
+    assert "Invalid HTTP request received." not in server.logs()
+
+
 def test_an_endless_header_is_cut_off_without_being_buffered(server: ServiceProcess) -> None:
     """A 64 MiB header: the server answers 431 and closes long before it is sent."""
     sent = 0
