@@ -29,7 +29,7 @@ from functools import cache
 from typing import Annotated, Any, TypeVar
 from urllib.parse import unquote_plus, unquote_to_bytes
 
-from alembic_lockstep import describe_error, sqlstate
+from alembic_lockstep import Phase, describe_error, sqlstate
 from fastapi import Depends, Request
 from fastapi.dependencies.models import Dependant
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -83,9 +83,21 @@ async def require_ready(request: Request) -> None:
     # schema is at head, in this very request (bootstrap.recover_if_at_head).
     if not status.ready and not await bootstrap.recover_if_at_head():
         raise ServiceUnavailable(
-            f"the service is starting: database schema {status.phase.value}",
+            _NOT_SERVING.get(
+                status.phase, f"the service is starting: database schema {status.phase.value}"
+            ),
             headers={"Retry-After": RETRY_AFTER_SECONDS},
         )
+
+
+# Why a worker that is not starting does not serve (its /readyz says more).
+_NOT_SERVING = {
+    Phase.FAILED: "the service is not serving: its database migration failed; it serves "
+    "again once the schema is at head",
+    Phase.HELD: "the service is not serving: a revision it needs is held by an operator",
+    Phase.SCHEMA_CHANGED: "the service is not serving: its database schema is no longer "
+    "at head; it serves again once it is",
+}
 
 
 def checked_request(request: Request) -> None:

@@ -114,6 +114,11 @@ async def test_without_exit_on_failure_the_workers_stay_up_and_unready(
             assert answer[1]["phase"] == "failed"
             assert "no_such_table" in answer[1]["error"]
             assert process.get("/livez").status_code == 200  # type: ignore[union-attr]
+            refused = process.get("/v1/configs")
+            assert refused is not None
+            assert refused.status_code == 503
+            detail = refused.json()["errors"][0]["detail"]
+            assert detail.startswith("the service is not serving: its database migration failed")
         process.assert_running()
     finally:
         process.stop()
