@@ -157,6 +157,10 @@ async def test_no_request_fails_while_a_million_rows_are_migrated_online(
         # Eight clients share one key in closed loops: the per-key rate limit
         # (tested in test_response_rules.py) is not what this test is about.
         RATE_LIMIT_PER_KEY="1000000",
+        # A sixth of the requests create a config: over a slow migration, a
+        # fast enough service creates more than the default quota (10,000)
+        # of one account, which is not what this test is about either.
+        QUOTA_CONFIGS="1000000",
         # The suite runs on two processes: beside another test, one request
         # once ran past the default 10 s of database time (not traced to a
         # lock in that run). What this test guards, that no request queues
