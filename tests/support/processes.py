@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -43,7 +44,30 @@ PROCESS_LOGS: list[Path] = []
 PROCESS_OUTPUTS: list[str] = []
 
 
+# Ports the kernel hands out for outgoing connections and for bind(0).
+_EPHEMERAL = Path("/proc/sys/net/ipv4/ip_local_port_range")
+# Seeded by nothing a test sets (pytest-randomly seeds `random` alike in every
+# process of the run, which would pick alike).
+_CHANCE = random.SystemRandom()
+
+
 def free_port() -> int:
+    """A loopback port free now, for a server a test starts, below the range
+    of ephemeral ports. A port the kernel hands out (bind to 0) may be taken
+    by any outgoing connection (the suite's many, to PostgreSQL above all)
+    before the server binds it: a run once failed with "address already in
+    use". Below that range only another call of this function could pick
+    it, one chance in thousands."""
+    if _EPHEMERAL.exists():
+        low = int(_EPHEMERAL.read_text().split()[0])
+        for _ in range(100):
+            port = _CHANCE.randrange(max(1024, low - 8192), low)
+            with socket.socket() as probe:
+                try:
+                    probe.bind(("127.0.0.1", port))
+                except OSError:
+                    continue
+                return port
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         return int(probe.getsockname()[1])
