@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import re
 import time
-import uuid
 
 from starlette.datastructures import MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -53,7 +53,7 @@ class RequestObservability:
             await self.app(scope, receive, send)
             return
         incoming = _header(scope, b"x-request-id")
-        current = incoming if _VALID_REQUEST_ID.match(incoming) else uuid.uuid4().hex
+        current = incoming if _VALID_REQUEST_ID.match(incoming) else os.urandom(16).hex()
         token = request_id.set(current)
         status = CLIENT_CLOSED
         started = time.perf_counter()
