@@ -60,6 +60,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         # Served by install_docs, from an installed package rather than a CDN.
         docs_url=None,
         redoc_url=None,
+        # The service's metrics and request log are its own (service/observability).
+        # FastAPI's OpenTelemetry bridge does nothing without a provider, yet
+        # looked for one on every request: off.
+        telemetry={"tracing": False, "metrics": False, "logs": False, "operation_spans": False},
     )
     app.add_middleware(
         ContentNegotiation, max_bytes=settings.max_body_bytes, routes=app.router.routes
