@@ -6,6 +6,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Any
 
+from fastapi import Request
 from pydantic import Field
 
 from service.accounts import accounts
@@ -19,7 +20,7 @@ from service.api.account_shapes import (
     new_key_resource,
     user_resource,
 )
-from service.api.dependencies import Database, Operator, Owner, Reader
+from service.api.dependencies import Database, Operator, Owner, reader_of, reads_by_key
 from service.api.errors import JsonApiResponse
 from service.api.jsonapi import (
     Document,
@@ -125,7 +126,9 @@ async def create_account(
     response_model=AccountDocument,
     summary="The caller's account",
 )
-async def get_account(reader: Reader) -> JsonApiResponse:
+@reads_by_key
+async def get_account(request: Request) -> JsonApiResponse:
+    reader = reader_of(request)
     return respond(single(account_resource(await accounts.read(reader.connection, reader))))
 
 

@@ -10,7 +10,7 @@ from fastapi import Query, Request, Response
 from pydantic import Field, WithJsonSchema
 
 from service.api.config_bodies import Description, Key, Name
-from service.api.dependencies import Database, Member, MemberWrite, Reader
+from service.api.dependencies import Database, Member, MemberWrite, reader_of, reads_by_key
 from service.api.errors import (
     JSONAPI_MEDIA_TYPE,
     BadRequest,
@@ -159,10 +159,10 @@ def _items_filter(request: Request, raw: str | None) -> dict[str, Any] | None:
     openapi_extra={"parameters": [ITEMS_FILTER]},
     summary="List configs (filter[key], filter[items]=<JSON object>)",
 )
+@reads_by_key
 async def list_configs(
     request: Request,
     page: PageQuery,
-    reader: Reader,
     key: Annotated[str | None, Query(alias="filter[key]", pattern=NO_NUL)] = None,
     items: Annotated[
         str | None,
@@ -171,6 +171,7 @@ async def list_configs(
         Query(alias="filter[items]", include_in_schema=False),
     ] = None,
 ) -> Response:
+    reader = reader_of(request)
     found = await store.keyset_page(
         reader.connection,
         reader,
@@ -189,7 +190,9 @@ async def list_configs(
     response_model=ConfigDocument,
     summary="Get a config",
 )
-async def get_config(config_id: uuid.UUID, reader: Reader) -> JsonApiResponse:
+@reads_by_key
+async def get_config(config_id: uuid.UUID, request: Request) -> JsonApiResponse:
+    reader = reader_of(request)
     row = await store.by_id(reader.connection, reader, config_id)
     return respond(single(config_resource(row)))
 
@@ -200,11 +203,13 @@ async def get_config(config_id: uuid.UUID, reader: Reader) -> JsonApiResponse:
     response_model=ResolvedDocument,
     summary="The config's items for an environment, merged with its parents' (child wins)",
 )
+@reads_by_key
 async def resolved_config(
     config_id: uuid.UUID,
-    reader: Reader,
+    request: Request,
     environment: Annotated[str, Query(min_length=1, max_length=64, pattern=NO_NUL)],
 ) -> Response:
+    reader = reader_of(request)
     found = await store.resolved(reader.connection, reader, config_id, environment)
     body = encode(
         single(

@@ -8,9 +8,9 @@ caller learns nothing about the API from its answers.
 
 Writes (and the reads not yet made one statement) take `Database`, one
 transaction, and a role (`Viewer` ... `Owner`), which looks the caller up
-first. The hot reads take `Reader`: no transaction, and the caller's check
-rides in the read's own statement (service/accounts/callers.py), admitted
-before the core looks at what it read. FastAPI validates a route's own
+first. The hot reads are marked `reads_by_key`: no transaction, and the
+caller's check rides in the read's own statement (service/accounts/callers.py),
+admitted before the core looks at what it read. FastAPI validates a route's own
 parameters before its handler runs, so a read refused there is admitted by
 a lookup of its own first (`PENDING_ADMISSION`, service/api/errors.py): the
 order above holds for both.
@@ -574,9 +574,40 @@ async def key_write(request: Request) -> KeyWrite:
     return write
 
 
-# A read in one statement, the caller's check included; its connection
-# returns to the pool before the answer is sent, as `Database`'s.
-Reader = Annotated[KeyRead, Depends(key_read)]
+# The handlers whose route takes the presented key (`reads_by_key`).
+READS_BY_KEY: set[Callable[..., Any]] = set()
+_READER = "service.reader"
+E = TypeVar("E", bound=Callable[..., Any])
+
+
+def reads_by_key(endpoint: E) -> E:
+    """Mark `endpoint` a read in one statement, the caller's check included:
+    its route (service/api/routers.py) takes the presented key and the read's
+    connection (`key_read`) before FastAPI solves the handler's parameters,
+    and the handler has them from `reader_of(request)`. The connection
+    returns to the pool before the answer is sent, as `Database`'s.
+
+    Not a dependency: FastAPI's solving of one (its cache key, its kind, its
+    parameters of every source) cost more than the read's own work in Python,
+    about a tenth of a point read (docs/benchmarks/api.notes.md). The order
+    of refusals is a dependency's: the key's (401, 429) before the request's
+    parameters (`PENDING_ADMISSION`)."""
+    READS_BY_KEY.add(endpoint)
+    return endpoint
+
+
+async def take_reader(request: Request) -> None:
+    request.scope[_READER] = await key_read(request)
+
+
+def reader_of(request: Request) -> KeyRead:
+    """The read by the presented key of a handler marked `reads_by_key`."""
+    reader = request.scope.get(_READER)
+    if not isinstance(reader, KeyRead):
+        raise RuntimeError("reader_of needs a handler marked reads_by_key")
+    return reader
+
+
 # A MEMBER's write, one statement when it can be (`KeyWrite`).
 MemberWrite = Annotated[KeyWrite, Depends(key_write)]
 Viewer = Annotated[Caller, Depends(role_at_least(Role.VIEWER))]

@@ -18,7 +18,7 @@ from service.api.account_shapes import (
     Name,
     environment_resource,
 )
-from service.api.dependencies import Admin, Database, Reader, Viewer
+from service.api.dependencies import Admin, Database, Viewer, reader_of, reads_by_key
 from service.api.errors import JsonApiResponse
 from service.api.jsonapi import (
     Document,
@@ -89,7 +89,9 @@ async def list_environments(
     response_model=EnvironmentDocument,
     summary="Get an environment",
 )
-async def get_environment(environment_id: uuid.UUID, reader: Reader) -> JsonApiResponse:
+@reads_by_key
+async def get_environment(environment_id: uuid.UUID, request: Request) -> JsonApiResponse:
+    reader = reader_of(request)
     row = await read_in_account(
         reader.connection, reader, environments.environments, environment_id
     )

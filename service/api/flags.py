@@ -16,7 +16,7 @@ from typing import Annotated, Any, Literal
 from fastapi import Request, Response
 from pydantic import Field, StringConstraints
 
-from service.api.dependencies import Database, Member, Reader, Viewer
+from service.api.dependencies import Database, Member, Viewer, reader_of, reads_by_key
 from service.api.errors import JsonApiResponse, UnprocessableContent
 from service.api.flag_bodies import (
     AllowedValue,
@@ -146,7 +146,9 @@ def _longest_array(value: Any) -> int:
 
 
 @router.get("", response_class=JsonApiResponse, response_model=FlagList, summary="List flags")
-async def list_flags(request: Request, page: PageQuery, reader: Reader) -> Response:
+@reads_by_key
+async def list_flags(request: Request, page: PageQuery) -> Response:
+    reader = reader_of(request)
     found = await store.keyset_page(
         reader.connection, reader, page.size, page.after, page.descending
     )
@@ -156,7 +158,9 @@ async def list_flags(request: Request, page: PageQuery, reader: Reader) -> Respo
 @router.get(
     "/{flag_id}", response_class=JsonApiResponse, response_model=FlagDocument, summary="Get a flag"
 )
-async def get_flag(flag_id: uuid.UUID, reader: Reader) -> JsonApiResponse:
+@reads_by_key
+async def get_flag(flag_id: uuid.UUID, request: Request) -> JsonApiResponse:
+    reader = reader_of(request)
     row = await read_in_account(reader.connection, reader, store.flags, flag_id)
     return respond(single(flag_resource(row)))
 

@@ -224,6 +224,10 @@ class JsonApiRoute(APIRoute):
     """Routes whose JSON bodies go through `StrictJsonRequest`, and which close
     what their dependencies opened (`close_when_handled`)."""
 
+    async def prepare(self, request: Request) -> None:
+        """Run before FastAPI reads the request's body or solves its handler's
+        parameters; what it opens is closed as the dependencies' is."""
+
     def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
         handler = super().get_route_handler()
 
@@ -231,6 +235,7 @@ class JsonApiRoute(APIRoute):
             closers: list[Closer] = []
             request.scope[_CLOSERS] = closers
             try:
+                await self.prepare(request)
                 response = await handler(StrictJsonRequest(request.scope, request.receive))
             except asyncio.CancelledError as error:
                 # The server is stopping: uvicorn cancels what outlives its

@@ -15,7 +15,7 @@ from service.api.account_shapes import (
     UserResource,
     user_resource,
 )
-from service.api.dependencies import Admin, Caller, Database, Reader
+from service.api.dependencies import Admin, Caller, Database, reader_of, reads_by_key
 from service.api.errors import Forbidden, JsonApiResponse
 from service.api.jsonapi import (
     Document,
@@ -57,16 +57,17 @@ UserList = list_document(UserResource)
     response_model=UserList,
     summary="List users (filter[email], filter[role])",
 )
+@reads_by_key
 async def list_users(
     request: Request,
     page: PageQuery,
-    reader: Reader,
     email: Annotated[
         str | None,
         Query(alias="filter[email]", description="case-insensitive", pattern=NO_NUL),
     ] = None,
     role: Annotated[Role | None, Query(alias="filter[role]")] = None,
 ) -> Response:
+    reader = reader_of(request)
     found = await users.page(
         reader.connection, reader, page.size, page.after, page.descending, email=email, role=role
     )
@@ -76,7 +77,9 @@ async def list_users(
 @router.get(
     "/{user_id}", response_class=JsonApiResponse, response_model=UserDocument, summary="Get a user"
 )
-async def get_user(user_id: uuid.UUID, reader: Reader) -> JsonApiResponse:
+@reads_by_key
+async def get_user(user_id: uuid.UUID, request: Request) -> JsonApiResponse:
+    reader = reader_of(request)
     row = await read_in_account(reader.connection, reader, users.users, user_id)
     return respond(single(user_resource(row)))
 

@@ -6,6 +6,7 @@ out of the list or out of the gate."""
 from __future__ import annotations
 
 import importlib
+import inspect
 import pkgutil
 
 from fastapi import APIRouter
@@ -14,7 +15,8 @@ from sqlalchemy.engine import URL
 
 import service.api
 import service.api.sdk
-from service.api.dependencies import require_ready
+from service.api.dependencies import READS_BY_KEY
+from service.api.routers import GatedRoute
 from service.app import create_app
 from tests.support.configs import settings_for
 
@@ -52,8 +54,17 @@ def test_the_app_serves_each_api_route_itself_behind_the_readiness_gate() -> Non
     # The same route objects, in the order the routers are listed (configs first).
     assert [id(route) for route in served] == [id(route) for route in expected]
     assert len(served) > 50
-    assert [
-        route.path
-        for route in served
-        if require_ready not in {dependency.call for dependency in route.dependant.dependencies}
-    ] == []
+    assert [route.path for route in served if not isinstance(route, GatedRoute)] == []
+
+
+def test_the_reads_by_key_are_marked_so_and_only_they() -> None:
+    """A handler that asks for its read (`reader_of`) has its route take the
+    key (`reads_by_key`): unmarked, it could not answer; marked without asking,
+    its route would take a connection for nothing."""
+    app = create_app(settings_for(URL.create("postgresql+asyncpg", database="unused")))
+    endpoints = {route.endpoint for route in app.router.routes if isinstance(route, APIRoute)}
+    asking = {
+        endpoint for endpoint in endpoints if "reader_of(request)" in inspect.getsource(endpoint)
+    }
+    assert len(asking) >= 13
+    assert asking == READS_BY_KEY

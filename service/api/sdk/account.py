@@ -6,14 +6,14 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import Body
+from fastapi import Body, Request
 from fastapi.responses import JSONResponse
 from pydantic import Field, StringConstraints
 from sqlalchemy import func
 from sqlalchemy.dialects.postgresql import insert
 
 from service.accounts import accounts
-from service.api.dependencies import Admin, Database, Member, Reader, Viewer
+from service.api.dependencies import Admin, Database, Member, Viewer, reader_of, reads_by_key
 from service.api.errors import JsonApiResponse, UnprocessableContent
 from service.api.jsonapi import JsonApiBody, Strict, respond, timestamp
 from service.api.limits import (
@@ -42,7 +42,9 @@ ContextKey = Annotated[str, StringConstraints(min_length=1, max_length=256, patt
     response_model=schemas.SdkAccountDocument,
     summary="The key's account",
 )
-async def current_account(reader: Reader) -> JsonApiResponse:
+@reads_by_key
+async def current_account(request: Request) -> JsonApiResponse:
+    reader = reader_of(request)
     row = await accounts.read(reader.connection, reader)
     attributes = {
         "name": row["name"],

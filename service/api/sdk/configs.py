@@ -17,7 +17,7 @@ from starlette.convertors import StringConvertor, register_url_convertor
 
 from service.api.answer_budget import list_answer
 from service.api.config_bodies import RESERVED_KEY, Description, Key, Name, TypedItemInput
-from service.api.dependencies import Database, Member, Reader
+from service.api.dependencies import Database, Member, reader_of, reads_by_key
 from service.api.errors import JsonApiResponse
 from service.api.jsonapi import JsonApiBody, QueryBool, Strict, respond, timestamp
 from service.api.limits import NAMES_WITHOUT_NUL, NO_NUL, ConfigOverrides, Text
@@ -108,9 +108,9 @@ def sdk_resource(row: Mapping[Any, Any]) -> dict[str, Any]:
     response_model=schemas.SdkConfigList,
     summary="List configs, pages numbered from 1",
 )
+@reads_by_key
 async def list_configs(
     request: Request,
-    reader: Reader,
     sort: Annotated[Sort, Query()] = "key",
     page_number: Annotated[int, Query(alias="page[number]", ge=1, le=MAX_PAGE_NUMBER)] = 1,
     page_size: Annotated[int, Query(alias="page[size]", ge=1, le=MAX_PAGE_SIZE)] = MAX_PAGE_SIZE,
@@ -121,6 +121,7 @@ async def list_configs(
     ] = None,
     managed: Annotated[QueryBool | None, Query(alias="filter[managed]")] = None,
 ) -> Response:
+    reader = reader_of(request)
     where = store.conditions(Filters(parent, search, managed))
     found = await store.LISTS.page(
         reader.connection, reader, where, sort, page_number, page_size, total=total
@@ -138,7 +139,9 @@ async def list_configs(
     response_model=schemas.SdkConfigDocument,
     summary="Get a config by its key",
 )
-async def get_config(key: Key, reader: Reader) -> JsonApiResponse:
+@reads_by_key
+async def get_config(key: Key, request: Request) -> JsonApiResponse:
+    reader = reader_of(request)
     return respond({"data": sdk_resource(await store.read_by_key(reader.connection, reader, key))})
 
 

@@ -12,11 +12,11 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Annotated, Any
 
-from fastapi import Query, Response
+from fastapi import Query, Request, Response
 from pydantic import Field, StringConstraints, TypeAdapter, ValidationError, WithJsonSchema
 from starlette.convertors import StringConvertor, register_url_convertor
 
-from service.api.dependencies import Database, Member, Reader, Viewer
+from service.api.dependencies import Database, Member, Viewer, reader_of, reads_by_key
 from service.api.errors import JsonApiResponse
 from service.api.flag_bodies import RESERVED_KEY, FlagAttributes, Key, TypeName
 from service.api.jsonapi import JsonApiBody, QueryBool, Strict, respond, timestamp
@@ -90,8 +90,9 @@ def sdk_resource(row: Mapping[Any, Any]) -> dict[str, Any]:
     response_model=schemas.SdkFlagList,
     summary="List flags, pages numbered from 1",
 )
+@reads_by_key
 async def list_flags(
-    reader: Reader,
+    request: Request,
     sort: Annotated[store.Sort, Query()] = "key",
     page_number: PageNumber = 1,
     page_size: PageSize = MAX_PAGE_SIZE,
@@ -102,6 +103,7 @@ async def list_flags(
         str | None, Query(alias="filter[search]", max_length=200, pattern=NO_NUL)
     ] = None,
 ) -> JsonApiResponse:
+    reader = reader_of(request)
     where = store.conditions(store.Filters(flag_type, managed, search))
     found = await store.LISTS.page(
         reader.connection, reader, where, sort, page_number, page_size, total=total
@@ -187,7 +189,9 @@ def _first_problem(error: ValidationError) -> str:
     response_model=schemas.SdkFlagDocument,
     summary="Get a flag by its key",
 )
-async def get_flag(key: Key, reader: Reader) -> JsonApiResponse:
+@reads_by_key
+async def get_flag(key: Key, request: Request) -> JsonApiResponse:
+    reader = reader_of(request)
     return respond({"data": sdk_resource(await store.read_by_key(reader.connection, reader, key))})
 
 
