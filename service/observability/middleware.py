@@ -13,10 +13,10 @@ from starlette.datastructures import MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from service.api.errors import ServiceUnavailable, api_error_response, unexpected_error_response
-from service.observability.logs import masked_path, request_id
+from service.observability.logs import REQUEST_LOGGER, masked_path, request_id
 from service.observability.metrics import Metrics
 
-logger = logging.getLogger("service.requests")
+logger = logging.getLogger(REQUEST_LOGGER)
 _VALID_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 # Probes are polled constantly: logged at DEBUG only.
 _QUIET_PATHS = {"/livez", "/readyz", "/metrics"}

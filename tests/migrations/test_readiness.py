@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import uuid
 from urllib.parse import quote, quote_plus
 
 import httpx
@@ -54,6 +55,20 @@ async def test_api_is_gated_until_the_schema_is_at_head(empty_database: URL) -> 
         assert int(refused.headers["retry-after"]) > 0
         assert refused.json()["errors"][0]["status"] == "503"
         assert "waiting_for_lock" in refused.json()["errors"][0]["detail"]
+        # The gate comes before the key and before the body: a read whose
+        # route takes the key, and a write with a body that is not JSON.
+        unknown = {"Authorization": "Bearer psk_" + "A" * 43}
+        for gated in (
+            await client.get(f"/v1/configs/{uuid.uuid4()}"),
+            await client.get("/api/v1/configs/some-key", headers=unknown),
+            await client.post(
+                "/v1/configs",
+                content=b"{not json",
+                headers={**unknown, "Content-Type": "application/vnd.api+json"},
+            ),
+        ):
+            assert gated.status_code == 503, gated.text
+            assert "waiting_for_lock" in gated.json()["errors"][0]["detail"]
 
     # Leaving the first block released the lock: a new app on the same database migrates.
     async with running_app(settings_for(empty_database)) as client:
