@@ -35,8 +35,10 @@ async def test_the_listener_survives_its_sessions_terminated_at_any_point(
         while loop.time() < until:
             await asyncio.sleep(random.uniform(0, 0.05))
             await killer.execute(
+                # Only this test's database: other tests' workers listen too.
                 "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
-                " WHERE application_name LIKE '%events%' AND pid <> pg_backend_pid()"
+                " WHERE datname = current_database()"
+                " AND application_name LIKE '%events%' AND pid <> pg_backend_pid()"
                 " AND random() < 0.5"
             )
             assert not listener.done(), listener.exception()
@@ -47,7 +49,8 @@ async def test_the_listener_survives_its_sessions_terminated_at_any_point(
             await asyncio.sleep(0.1)
         # Listening for real: its session is there.
         sessions = await killer.fetchval(
-            "SELECT count(*) FROM pg_stat_activity WHERE application_name LIKE '%events%'"
+            "SELECT count(*) FROM pg_stat_activity"
+            " WHERE datname = current_database() AND application_name LIKE '%events%'"
         )
         assert sessions == 1
     finally:

@@ -46,7 +46,8 @@ async def test_writes_cut_by_the_end_of_a_graceful_shutdown_get_the_api_s_503(
                 answers = [pool.submit(write, n) for n in range(WRITES)]
                 waiting = (
                     "SELECT count(*) FROM pg_stat_activity"
-                    " WHERE wait_event_type = 'Lock' AND query LIKE '%INSERT INTO configs%'"
+                    " WHERE datname = current_database()"
+                    " AND wait_event_type = 'Lock' AND query LIKE '%INSERT INTO configs%'"
                 )
 
                 async def blocked() -> bool:

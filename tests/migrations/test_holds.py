@@ -19,7 +19,8 @@ pytestmark = pytest.mark.processes
 SLOW = "test_slow"
 CANCEL_MIGRATOR = """
 SELECT pg_cancel_backend(pid) FROM pg_stat_activity
- WHERE application_name LIKE 'platform-service migrator%' AND query LIKE '%pg_sleep%'
+ WHERE datname = current_database()
+   AND application_name LIKE 'platform-service migrator%' AND query LIKE '%pg_sleep%'
 """
 
 
