@@ -65,11 +65,16 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         # looked for one on every request: off.
         telemetry={"tracing": False, "metrics": False, "logs": False, "operation_spans": False},
     )
+    # Inside the body's checks: a request takes its account's share once its
+    # whole body has arrived. One that held it during a slow body kept its
+    # slot for up to HTTP_BODY_TIMEOUT with no work to do; under made-up keys
+    # of the right shape, that kept every key a worker did not know yet waiting.
+    app.add_middleware(AccountShares, slots=settings.account_slots)
     app.add_middleware(
         ContentNegotiation, max_bytes=settings.max_body_bytes, routes=app.router.routes
     )
-    # Inside the request log and metrics, so a request refused its share is counted.
-    app.add_middleware(AccountShares, slots=settings.account_slots)
+    # Outermost but for the request log and metrics, so a request refused
+    # its share or for its body is counted.
     app.add_middleware(RequestObservability, metrics=metrics)
     install_error_handlers(app)
     # The API first: its requests outnumber the probes' (routes are matched in

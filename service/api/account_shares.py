@@ -8,7 +8,9 @@ worth of requests in flight (DATABASE_POOL_SIZE + DATABASE_MAX_OVERFLOW, at
 least one); its further requests wait, in order, before they take a
 connection, while other accounts' requests go ahead. A request that waits
 longer than WAIT_SECONDS, or finds QUEUE_PER_SLOT times its account's share
-already waiting, is answered 503 with Retry-After. A request holds its slot
+already waiting, is answered 503 with Retry-After. A request takes its
+slot once its whole body has arrived (ContentNegotiation, outside this
+middleware, has read it), not while a client sends a slow body, and holds it
 until its answer starts (its connection is back in the pool by then), not
 while a client reads a long answer.
 

@@ -5,8 +5,10 @@ they may, another account is still served."""
 from __future__ import annotations
 
 import asyncio
+import secrets
 import socket
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 
 import httpx
@@ -19,6 +21,9 @@ from tests.support.servers import ready_server
 
 WAIT = 60.0
 NOISY_REQUESTS = 6
+# Connections holding a slow body under a made-up key: more than both
+# workers' share of the keys they do not know yet (5 each by default).
+SLOW_BODIES = 30
 
 
 def _headers(key: str) -> dict[str, str]:
@@ -130,3 +135,43 @@ def test_a_page_left_unread_does_not_hold_the_accounts_share(module_database: UR
             for client in unread:
                 client.close()
     assert statuses == [200] * 6
+
+
+@pytest.mark.processes
+def test_slow_bodies_under_made_up_keys_leave_new_keys_served(module_database: URL) -> None:
+    """Made-up keys of the right shape, each on a connection that sends a
+    write's head and one byte of its body, then nothing (until the body
+    timeout closes it): a new key's first requests, which share the keys not
+    yet known on a worker, are still answered. A request's share is taken
+    once its body has arrived, and the made-up keys are refused (401) then."""
+    with ready_server(module_database, workers=2) as server:
+        assert server.port is not None
+        key = create_account_over_http(server.port)  # never used: no worker knows it
+        slow = []
+        try:
+            for _ in range(SLOW_BODIES):
+                client = socket.create_connection(("127.0.0.1", server.port), timeout=WAIT)
+                made_up = "psk_" + secrets.token_urlsafe(32)
+                client.sendall(
+                    (
+                        "POST /v1/configs HTTP/1.1\r\nHost: x\r\n"
+                        f"Authorization: Bearer {made_up}\r\nContent-Type: {JSONAPI}\r\n"
+                        "Content-Length: 100\r\n\r\n{"
+                    ).encode()
+                )
+                slow.append(client)
+            # Time for each to reach its worker and, were shares taken before
+            # the body, to take the share of the keys not known yet.
+            time.sleep(1.0)
+            answers = [
+                httpx.get(
+                    f"http://127.0.0.1:{server.port}/v1/configs",
+                    headers=_headers(key),
+                    timeout=WAIT,
+                )
+                for _ in range(6)
+            ]
+        finally:
+            for client in slow:
+                client.close()
+    assert [answer.status_code for answer in answers] == [200] * 6, [a.text for a in answers]
