@@ -32,8 +32,10 @@ _OWN_LOGGERS = ("service", "alembic_lockstep", "uvicorn", "uvicorn.error", "alem
 # asyncpg names the value it could not encode: "invalid input for query
 # argument $2: 'the value' (reason)". The value may be anything a client sent.
 _ARGUMENT_VALUE = re.compile(r"(invalid input for query argument \$\d+): .*\((.*)\)", re.DOTALL)
-# Control characters (and DEL) in a text log line would let a request forge lines.
-_CONTROL = re.compile("[\x00-\x1f\x7f]")
+# Control characters in a text log line would let a request forge lines or
+# rewrite what a terminal shows: C0, DEL and C1 (NEL, CSI among them), the line
+# and paragraph separators, and the bidirectional overrides and isolates.
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069]")
 
 
 def safe_traceback(error: BaseException) -> str:
@@ -68,17 +70,21 @@ def masked_path(path: str) -> str:
 
 
 def escape_controls(text: str) -> str:
-    """ "\n" as the two characters backslash and n, and so on: one event, one line."""
+    """ "\n" as the two characters backslash and n, "\u202e" as its six, and so
+    on: one event, one line, shown as it is."""
     return _CONTROL.sub(lambda found: repr(found.group())[1:-1], text)
 
 
 class TextFormatter(logging.Formatter):
-    """For people: the message on one line (control characters escaped), and an
+    """For people: the message on one line (control characters escaped), the
+    id of the request it belongs to at its end (`request_id=...`), and an
     error's traceback, when there is one, on the lines after it."""
 
     def formatMessage(self, record: logging.LogRecord) -> str:
         record.message = escape_controls(record.message)
-        return super().formatMessage(record)
+        text = super().formatMessage(record)
+        current = getattr(record, "request_id", None)
+        return text if current is None else f"{text} request_id={escape_controls(str(current))}"
 
     def format(self, record: logging.LogRecord) -> str:
         text = super().format(record)

@@ -218,6 +218,38 @@ def test_text_logs_escape_control_characters() -> None:
     assert line == "INFO GET /a\\nINFO forged"
 
 
+@pytest.mark.parametrize(
+    ("character", "shown"),
+    [
+        ("\x85", "\\x85"),  # NEL: a new line to some readers
+        ("\x9b", "\\x9b"),  # CSI: a terminal's escape sequence
+        ("\u2028", "\\u2028"),  # line separator
+        ("\u2029", "\\u2029"),  # paragraph separator
+        ("\u202e", "\\u202e"),  # right-to-left override: the line shown reversed
+        ("\u2066", "\\u2066"),  # left-to-right isolate
+    ],
+)
+def test_text_logs_escape_every_character_that_could_forge_or_hide_a_line(
+    character: str, shown: str
+) -> None:
+    formatter = TextFormatter("%(levelname)s %(message)s")
+    record = logging.LogRecord(
+        "service.requests", logging.INFO, __file__, 1, "%s %s", ("GET", f"/a{character}b"), None
+    )
+    assert formatter.format(record) == f"INFO GET /a{shown}b"
+    assert formatter.format(record).isascii()
+
+
+def test_text_logs_end_with_the_request_id_when_there_is_one() -> None:
+    formatter = TextFormatter("%(levelname)s %(message)s")
+    record = logging.LogRecord(
+        "service.requests", logging.INFO, __file__, 1, "%s %s", ("GET", "/v1/configs"), None
+    )
+    assert formatter.format(record) == "INFO GET /v1/configs"
+    record.request_id = "trace-abc.123"
+    assert formatter.format(record) == "INFO GET /v1/configs request_id=trace-abc.123"
+
+
 async def test_tracebacks_hold_no_statement_arguments(module_database: URL) -> None:
     """asyncpg names the argument it could not encode, value included, even
     with hide_parameters; the logged traceback does not."""

@@ -164,9 +164,21 @@ def test_text_logs_for_people(empty_database: URL, tmp_path: Path) -> None:
     )
     try:
         process.wait_for_phase("ready")
+        answer = httpx.get(
+            f"http://127.0.0.1:{process.port}/v1/account",
+            headers={"X-Request-ID": "text-log-1"},
+            timeout=30,
+        )
     finally:
         process.stop()
+    assert answer.status_code == 401
     assert re.search(
         r"INFO alembic_lockstep\.bootstrap \[pid \d+\] applied revision", process.logs()
     )
+    # A request's line ends with its id, as a JSON event carries it.
+    assert re.search(
+        r"INFO service\.requests \[pid \d+\] GET /v1/account 401 [0-9.]+ms request_id=text-log-1$",
+        process.logs(),
+        re.MULTILINE,
+    ), process.logs()[-2000:]
     assert not any(line.startswith("{") for line in process.logs().splitlines())
