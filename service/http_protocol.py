@@ -13,7 +13,9 @@ protocol adds, per connection, from the settings (docs/security.md, "Limits"):
 - HTTP_HEAD_TIMEOUT: from the connection's start, or from the first chunk of
   a later request, to the end of the head; then 408 and close;
 - HTTP_BODY_TIMEOUT: from the end of the head to the end of the body; then
-  408 (or, once an answer has begun, just close);
+  408 and close (or, once an answer has begun, just close). The app answers
+  that 408 itself, woken where it waits for the body (BODY_TIMED_OUT), so it
+  carries the request's id and is logged; it has APP_ANSWER_SECONDS to;
 - HTTP_SEND_TIMEOUT: how long an answer may stay unread with the send buffer
   full; then the connection is dropped;
 - HTTP_MAX_CONNECTIONS: near it, idle connections are closed (the most
@@ -50,6 +52,10 @@ from service.connection_shares import crowd_of
 from settings import Settings
 
 PROTOCOL = "service.http_protocol:LimitedHttpToolsProtocol"
+# Set in a request's scope when its body stopped arriving (its value says
+# what to answer); seconds the app then has to answer 408 before the protocol does.
+BODY_TIMED_OUT = "service.body_timed_out"
+APP_ANSWER_SECONDS = 1.0
 TOO_MANY_CONNECTIONS_RETRY_AFTER = 1.0
 
 
@@ -339,12 +345,21 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
 
     def _body_too_slow(self) -> None:
         self._deadline = None
-        if self.cycle is not None and self.cycle.response_started:
+        cycle = self.cycle
+        if cycle is not None and cycle.response_started:
             self.transport.close()
             return
-        self._refuse(
-            408, f"the request body did not arrive within {self.limits.body_timeout:g} seconds"
-        )
+        detail = f"the request body did not arrive within {self.limits.body_timeout:g} seconds"
+        scope: dict[str, Any] | None = None if cycle is None else cycle.scope  # type: ignore[assignment]
+        if scope is not None and not cycle.disconnected and BODY_TIMED_OUT not in scope:
+            # The app, waiting for the body (service/api/negotiation.py), is
+            # woken to answer 408 itself: with the request's id, in the request
+            # log and metrics as 408. Should it not answer soon, this answers.
+            scope[BODY_TIMED_OUT] = detail
+            cycle.message_event.set()
+            self._start_deadline(APP_ANSWER_SECONDS, self._body_too_slow)
+            return
+        self._refuse(408, detail)
 
     def _answer_unread(self) -> None:
         self._send_deadline = None

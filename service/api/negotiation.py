@@ -14,6 +14,7 @@ from starlette.routing import BaseRoute, Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from service.api.errors import JSONAPI_MEDIA_TYPE, error_object, error_response
+from service.http_protocol import BODY_TIMED_OUT
 
 ACCEPTED_MEDIA_TYPES = {JSONAPI_MEDIA_TYPE, "application/json"}
 # The methods the API takes bodies with; others go on to routing (and its 405).
@@ -45,15 +46,24 @@ class ContentNegotiation:
         if problem is None and self._takes_body(scope):
             problem = self._header_problem(headers)
             if problem is None:
-                body, outcome = await self._read(receive)
+                body, outcome = await self._read(scope, receive)
                 if outcome == "gone":
                     return
                 if outcome == "too large":
                     problem = (413, f"the request body is larger than {self.max_bytes} bytes")
+                elif outcome == "too slow":
+                    problem = (408, str(scope[BODY_TIMED_OUT]))
                 else:
                     receive = _replay(body, receive)
         if problem is not None:
+            # Counted and logged under the route it was for, not "unmatched".
+            if (route := self._route_of(scope)) is not None:
+                scope["route"] = route
             response = error_response(problem[0], [error_object(problem[0], problem[1])])
+            if problem[0] == 408:
+                # The rest of the body may still come: nothing on this
+                # connection can be read as a request any more.
+                response.headers["Connection"] = "close"
             await response(scope, receive, send)
             return
         await self.app(scope, receive, send)
@@ -63,7 +73,11 @@ class ContentNegotiation:
         other request goes on to routing, which answers 404 or 405."""
         if scope["method"] not in _WITH_BODY:
             return False
-        return any(route.matches(scope)[0] is Match.FULL for route in self.routes)
+        return self._route_of(scope) is not None
+
+    def _route_of(self, scope: Scope) -> BaseRoute | None:
+        """The route that serves this method and path, if one does."""
+        return next((route for route in self.routes if route.matches(scope)[0] is Match.FULL), None)
 
     def _header_problem(self, headers: dict[str, str]) -> tuple[int, str] | None:
         media_type, parameters = _media_type(headers.get("content-type", ""))
@@ -81,15 +95,19 @@ class ContentNegotiation:
             return 413, f"the request body is larger than {self.max_bytes} bytes"
         return None
 
-    async def _read(self, receive: Receive) -> tuple[bytes, str]:
+    async def _read(self, scope: Scope, receive: Receive) -> tuple[bytes, str]:
         """The whole body, or "too large", or "gone" when the client left before
-        sending all of it (a partial body must never reach a handler)."""
+        sending all of it (a partial body must never reach a handler), or "too
+        slow" once the server's HTTP_BODY_TIMEOUT has passed (the protocol,
+        service/http_protocol.py, marks the scope and wakes this read)."""
         chunks: list[bytes] = []
         size = 0
         while True:
             message = await receive()
             if message["type"] == "http.disconnect":
                 return b"", "gone"
+            if BODY_TIMED_OUT in scope:
+                return b"", "too slow"
             chunk = message.get("body", b"")
             size += len(chunk)
             if size > self.max_bytes:

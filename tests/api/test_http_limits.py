@@ -167,6 +167,29 @@ def test_a_head_or_body_that_stops_arriving_gets_408(
     assert f"the request {what} did not arrive within" in assert_error(body, 408)
 
 
+def test_a_body_that_stops_arriving_is_answered_and_logged_as_408_with_its_id(
+    server: ServiceProcess,
+) -> None:
+    """The 408 for a slow body is the app's: it carries the request's id, and
+    the request log and metrics count it as 408 (not as a client that left)."""
+    with connect(server) as connection:
+        connection.sendall(
+            b"POST /v1/users HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            b'X-Request-ID: slow-body-1\r\nContent-Length: 100\r\n\r\n{"da'
+        )
+        status, headers, body = read_answer(connection)
+    assert status == 408
+    assert headers["x-request-id"] == "slow-body-1"
+    assert headers["connection"] == "close"
+    assert "the request body did not arrive within" in assert_error(body, 408)
+
+    def logged() -> list[dict[str, object]]:
+        return [e for e in server.events() if e.get("request_id") == "slow-body-1"]
+
+    wait_for(lambda: logged(), 30, "the slow body's request event")
+    assert [(e["status"], e["route"]) for e in logged()] == [(408, "/v1/users")]
+
+
 def test_a_head_trickled_byte_by_byte_is_bounded_in_time(server: ServiceProcess) -> None:
     """Every byte arrives well inside any per-read timeout; the head as a whole does not."""
     head = request_head(200)

@@ -13,7 +13,7 @@ import pytest
 from alembic_lockstep import lock
 from sqlalchemy.engine import URL
 
-from tests.support.api import api_client, new_tenant
+from tests.support.api import JSONAPI, api_client, new_tenant
 from tests.support.configs import settings_for
 from tests.support.postgres import connect, service_url
 from tests.support.processes import OPERATOR, ServiceProcess, service_environment
@@ -182,3 +182,26 @@ def test_text_logs_for_people(empty_database: URL, tmp_path: Path) -> None:
         re.MULTILINE,
     ), process.logs()[-2000:]
     assert not any(line.startswith("{") for line in process.logs().splitlines())
+
+
+async def test_requests_refused_before_routing_count_under_their_route(
+    migrated_database: URL,
+) -> None:
+    """406, 413 and 415 are answered before the router runs: still counted
+    under the route the request was for, not as "unmatched"."""
+    async with api_client(migrated_database) as client:
+        tenant = await new_tenant(client)
+        refused = [
+            ("POST", "/v1/configs", {"Content-Type": "text/plain"}, b"{}", "415"),
+            ("POST", "/v1/configs", {"Content-Type": JSONAPI}, b" " * (2 * 1024 * 1024), "413"),
+            ("GET", "/v1/users", {"Accept": f'{JSONAPI}; ext="x"'}, b"", "406"),
+        ]
+        for method, path, headers, body, status in refused:
+            answer = await client.request(
+                method, path, headers={**tenant.headers(), **headers}, content=body
+            )
+            assert answer.status_code == int(status), answer.text
+        text = (await client.get("/metrics", headers=OPERATOR)).text
+    for method, path, _, _, status in refused:
+        assert metric(text, "http_requests_total", method=method, route=path, status=status) == 1
+    assert 'route="unmatched"' not in text
