@@ -5,6 +5,7 @@ server in tests/api/test_sdk_contract.py."""
 
 from __future__ import annotations
 
+import logging
 import uuid
 from typing import Any
 
@@ -446,3 +447,25 @@ async def test_keys_and_names_sort_in_byte_order_whatever_the_collation(tenant: 
     by_name = await tenant.call("GET", "/api/v1/configs", params={"sort": "name"})
     names = [row["attributes"]["name"] for row in by_name.json()["data"]]
     assert names == sorted(names)
+
+
+async def test_a_discovery_with_many_bad_entries_logs_one_line(tenant: Tenant) -> None:
+    """An SDK's discovery may carry any number of entries the service leaves
+    out: one log line for the request, not one for each."""
+    bad = [{"id": f"bad id {n}\n"} for n in range(300)]
+    lines: list[logging.LogRecord] = []
+    handler = logging.Handler(logging.DEBUG)
+    handler.emit = lines.append  # type: ignore[method-assign]
+    logger = logging.getLogger("service.api.sdk.discovery")
+    logger.addHandler(handler)
+    level = logger.level
+    logger.setLevel(logging.INFO)
+    try:
+        answer = await tenant.call("POST", "/api/v1/configs/bulk", body={"configs": bad})
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(level)
+    assert answer.status_code == 200, answer.text
+    assert len(answer.json()["skipped"]) == 300
+    assert len(lines) == 1
+    assert lines[0].getMessage().startswith("discovery left out 300 entries")
