@@ -455,7 +455,7 @@ async def test_a_discovery_with_many_bad_entries_logs_one_line(tenant: Tenant) -
     bad = [{"id": f"bad id {n}\n"} for n in range(300)]
     lines: list[logging.LogRecord] = []
     handler = logging.Handler(logging.DEBUG)
-    handler.emit = lines.append  # type: ignore[method-assign]
+    handler.emit = lines.append  # type: ignore[method-assign,assignment]
     logger = logging.getLogger("service.api.sdk.discovery")
     logger.addHandler(handler)
     level = logger.level
