@@ -141,7 +141,20 @@ class _CountedRefusals(logging.Filter):
     counts the refusal."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        return record.msg != "Invalid HTTP request received."
+        return record.msg not in _DROPPED
+
+
+# uvicorn's lines a client could make it write once per request: a request it
+# cannot parse (counted instead, above), and a request to upgrade the
+# connection, which this protocol serves as the plain request it also is.
+_DROPPED = frozenset(
+    {
+        "Invalid HTTP request received.",
+        "Unsupported upgrade request.",
+        "No supported WebSocket library detected. Please use \"pip install 'uvicorn[standard]'\", "
+        "or install 'websockets' or 'wsproto' manually.",
+    }
+)
 
 
 _COUNTED_REFUSALS = _CountedRefusals()
@@ -158,6 +171,11 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         _loop: asyncio.AbstractEventLoop | None = None,
     ) -> None:
         super().__init__(config, server_state, app_state, _loop)
+        # No WebSocket: the service has no such route, and a connection handed
+        # to uvicorn's WebSocket protocol left this one without its close
+        # (connection_lost), so its address's count of connections never went
+        # down. A request to upgrade is served as the HTTP request it also is.
+        self.ws_protocol_class = None
         if _COUNTED_REFUSALS not in self.logger.filters:
             self.logger.addFilter(_COUNTED_REFUSALS)
         self.limits = HttpLimits.of(app_state)

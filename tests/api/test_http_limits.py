@@ -401,3 +401,62 @@ def test_idle_connections_make_room_near_the_cap(module_database: URL) -> None:
             for connection in flood:
                 connection.close()
     assert closed
+
+
+UPGRADE = (
+    "GET /api/v1/events/psk_{secret}?token=psk_{secret} HTTP/1.1\r\nHost: x\r\n"
+    "Upgrade: websocket\r\nConnection: Upgrade\r\n"
+    "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+)
+
+
+@pytest.mark.processes
+def test_websocket_upgrades_are_plain_requests_that_give_their_connection_back(
+    module_database: URL,
+) -> None:
+    """The service has no WebSocket route: a request to upgrade is served as
+    the HTTP request it also is, and its connection counts for its address
+    until it closes, like any other. (Upgraded connections used to leave the
+    count for good: an address that sent more than its cap was refused by
+    the worker until it restarted.) The upgrade logs no line of its own,
+    with the key in its path or not."""
+    secret = "k" * 43
+    with ready_server(
+        module_database,
+        shipped=True,
+        HTTP_MAX_CONNECTIONS_PER_ADDRESS="5",
+        HTTP_HEAD_TIMEOUT="2",
+    ) as capped:
+        assert capped.port is not None
+        statuses = []
+        for _ in range(30):
+            with socket.create_connection(
+                ("127.0.0.1", capped.port), timeout=10, source_address=("127.0.0.7", 0)
+            ) as connection:
+                connection.sendall(UPGRADE.format(secret=secret).encode())
+                statuses.append(int(connection.recv(65536).split(b" ", 2)[1]))
+        # Each closed: the address is as welcome as before.
+        after = []
+        for _ in range(12):
+            with socket.create_connection(
+                ("127.0.0.1", capped.port), timeout=10, source_address=("127.0.0.7", 0)
+            ) as connection:
+                connection.sendall(b"GET /livez HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+                after.append(read_answer(connection)[0])
+        # What follows an upgrade on its connection is never read as a request
+        # (the parser stops at an upgrade): the connection still ends, within
+        # the head's time.
+        with socket.create_connection(("127.0.0.1", capped.port), timeout=30) as connection:
+            connection.sendall(
+                UPGRADE.format(secret=secret).encode() + b"GET /livez HTTP/1.1\r\nHost: x\r\n\r\n"
+            )
+            trailing = b""
+            while chunk := connection.recv(65536):
+                trailing += chunk
+        logs = capped.logs()
+    assert trailing.startswith(b"HTTP/1.1 404 "), trailing[:200]
+    assert set(statuses) == {404}, statuses  # a plain GET of a path the API does not have
+    assert after == [200] * 12
+    assert secret not in logs
+    assert "WebSocket" not in logs
+    assert "upgrade" not in logs.lower()
