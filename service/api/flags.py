@@ -51,6 +51,7 @@ from service.api.routers import V1_PATH, dialect_router
 from service.api.schemas import Described, list_document, resource_object, single_document
 from service.flags import store
 from service.flags.evaluation import EvaluationContext, evaluate, evaluation_data
+from service.flags.logic import numeric_text_problem
 from service.storage import read_in_account
 
 router = dialect_router(V1_PATH, "/flags", tags=["flags"])
@@ -241,6 +242,8 @@ async def evaluate_flag(
             raise UnprocessableContent(
                 f"a context's arrays hold at most {MAX_CONTEXT_ARRAY} items", pointer=where
             )
+        if (problem := numeric_text_problem(context.attributes or {})) is not None:
+            raise UnprocessableContent(f"the attributes {problem}", pointer=where)
     key = await store.key_of(connection, caller.account_id, flag_id)
     row = await store.get(connection, caller.account_id, key)
     contexts = [EvaluationContext(c.type, c.key, c.attributes or {}) for c in asked.contexts]

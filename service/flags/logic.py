@@ -9,7 +9,15 @@ grows its work and memory exponentially with the array (fifteen elements
 blocked a worker's event loop until its supervisor killed it; about thirty
 would need more memory than the host has), in the service and in every SDK
 client that evaluates the flag. Every other operator's work is bounded by the
-rule's size and the context's. A node is an object of exactly one operator (an object of
+rule's size and the context's, but for one: the library computes with Python's
+integers of any size, and reads as one any string of digits (`"*"` turns
+`"999..."` into an integer), so a product grows with its factors: 240 factors
+of a context's 4,000-digit string held a worker's event loop for seven
+seconds. So a rule multiplies at most MAX_FACTORS operands in all, none inside
+an array operation (where it would run once per element), and a string that
+reads as an integer is at most MAX_NUMERIC_TEXT characters, in a rule as in a
+context (`numeric_text_problem`). JSON numbers are already those a double can
+hold (service/api/json_body.py). A node is an object of exactly one operator (an object of
 any other size would be a literal to the library, always truthy); arrays hold
 operands.
 """
@@ -17,6 +25,7 @@ operands.
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 
 from service.problems import Invalid
@@ -39,6 +48,31 @@ SCOPED = frozenset({"map", "filter", "all", "none", "some"})
 MAX_DEPTH = 16
 MAX_NODES = 500
 MAX_BYTES = 16 * 1024
+# The operands of every "*" of a rule, together.
+MAX_FACTORS = 8
+# The longest string that reads as an integer (int(): Unicode digits, a sign,
+# underscores between digits, whitespace around) that a rule or a context may hold.
+MAX_NUMERIC_TEXT = 64
+_INTEGER_TEXT = re.compile(r"\s*[+-]?\d+(?:_\d+)*\s*")
+
+
+def numeric_text_problem(value: Any) -> str | None:
+    """What is wrong with the strings in `value` (any JSON value), or None: a
+    string that JSON Logic would read as an integer, longer than MAX_NUMERIC_TEXT."""
+    pending = [value]
+    while pending:
+        item = pending.pop()
+        if isinstance(item, str):
+            if len(item) > MAX_NUMERIC_TEXT and _INTEGER_TEXT.fullmatch(item):
+                return (
+                    f"holds a string of {len(item)} characters that JSON Logic would read as a "
+                    f"number; at most {MAX_NUMERIC_TEXT}"
+                )
+        elif isinstance(item, dict):
+            pending.extend(item.values())
+        elif isinstance(item, list):
+            pending.extend(item)
+    return None
 
 
 def check_logic(logic: Any, pointer: str) -> int:
@@ -52,7 +86,9 @@ def check_logic(logic: Any, pointer: str) -> int:
     size = len(json.dumps(logic, ensure_ascii=False, separators=(",", ":")).encode())
     if size > MAX_BYTES:
         raise Invalid(f"a rule's logic is {size} bytes of JSON; at most {MAX_BYTES}", pointer)
-    nodes = 0
+    if (problem := numeric_text_problem(logic)) is not None:
+        raise Invalid(f"a rule's logic {problem}", pointer)
+    nodes = factors = 0
     pending: list[tuple[Any, int, bool]] = [(logic, 1, False)]
     while pending:
         node, depth, scoped = pending.pop()
@@ -75,6 +111,20 @@ def check_logic(logic: Any, pointer: str) -> int:
                     "some): their costs multiply",
                     pointer,
                 )
+            if operator == "*":
+                if scoped:
+                    raise Invalid(
+                        "'*' inside an array operation (map, filter, all, none, some): a "
+                        "product's cost grows with its factors, and would for every element",
+                        pointer,
+                    )
+                factors += len(operands) if isinstance(operands, list) else 1
+                if factors > MAX_FACTORS:
+                    raise Invalid(
+                        f"a rule's logic multiplies more than {MAX_FACTORS} operands in all "
+                        "(a product's cost grows with its factors)",
+                        pointer,
+                    )
             pending.append((operands, depth + 1, scoped or operator in SCOPED))
         elif isinstance(node, list):
             pending.extend((operand, depth + 1, scoped) for operand in node)

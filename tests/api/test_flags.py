@@ -142,6 +142,13 @@ def _nested(depth: int) -> dict[str, Any]:
             ]
         },
         {"reduce": [[0] * 28, {"cat": [{"var": "accumulator"}, {"var": "accumulator"}]}, "x"]},
+        # A product grows with its factors: 240 of a context's 4,000-digit
+        # string held a worker for seven seconds.
+        {"==": [{"*": [{"var": "user.a"}] * 9}, 1]},
+        {"==": [{"*": [{"var": "user.a"}, {"*": [{"var": "user.a"}] * 4}] * 2}, 1]},
+        {"some": [{"var": "user.tags"}, {"==": [{"*": [{"var": ""}, 2]}, 4]}]},
+        {"==": [{"var": "user.a"}, "9" * 65]},
+        {"==": [{"var": "user.a"}, " -" + "\u0661" * 70]},  # Arabic-Indic digits
     ],
 )
 async def test_rule_logic_is_bounded_json_logic_the_sdk_understands(
@@ -325,6 +332,9 @@ async def test_v1_resource_and_evaluation(tenant: Tenant) -> None:
         {"contexts": [{"type": "user", "key": "k", "attributes": {"n": "\ud800"}}]},
         {"contexts": [{"type": "user", "key": "k", "attributes": {"tags": list(range(101))}}]},
         {"contexts": [{"type": "u", "key": "k", "attributes": {"a": {"b": [[0] * 101]}}}]},
+        # A string JSON Logic would read as a number of more than 64 digits.
+        {"contexts": [{"type": "user", "key": "k", "attributes": {"a": "9" * 4000}}]},
+        {"contexts": [{"type": "user", "key": "k", "attributes": {"a": {"b": ["1_0" * 33]}}}]},
     ],
 )
 async def test_evaluation_refuses_bad_contexts(tenant: Tenant, attributes: dict[str, Any]) -> None:
@@ -380,3 +390,38 @@ async def test_an_environment_a_flag_targets_is_not_deleted_from_under_it(
     assert flag.json()["data"]["attributes"]["environments"] == {}
     renamed = await tenant.call("PUT", "/api/v1/flags/gated", body=sdk_flag("gated", name="G"))
     assert renamed.status_code == 200, renamed.text
+
+
+async def test_rules_and_contexts_within_the_numeric_bounds_are_evaluated(tenant: Tenant) -> None:
+    """Eight factors in all, strings of digits up to 64 characters, and any
+    other string of any length: stored and evaluated as the SDK would."""
+    logic = {
+        "and": [
+            {"==": [{"*": [{"var": "user.n"}] * 4 + [{"var": "user.big"}] * 4}, 1]},
+            {"==": [{"var": "user.id"}, "9" * 64]},
+            {"in": ["z", {"var": "user.text"}]},
+        ]
+    }
+    created = await tenant.create(
+        "flags",
+        {
+            "key": "bounded",
+            "name": "Bounded",
+            "type": "BOOLEAN",
+            "default": False,
+            "environments": environments(rules=[{"logic": logic, "value": True}]),
+        },
+    )
+    attributes = {"n": "1", "big": "1", "id": "9" * 64, "text": "x" * 10_000 + "z"}
+    body = {
+        "data": {
+            "type": "flag-evaluations",
+            "attributes": {
+                "environment": "production",
+                "contexts": [{"type": "user", "key": "u", "attributes": attributes}],
+            },
+        }
+    }
+    answer = await tenant.call("POST", f"/v1/flags/{created['id']}/evaluate", body=body)
+    assert answer.status_code == 200, answer.text
+    assert answer.json()["data"]["attributes"] == {"value": True, "reason": "RULE_MATCH", "rule": 0}
