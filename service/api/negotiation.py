@@ -48,6 +48,8 @@ class ContentNegotiation:
             if problem is None:
                 body, outcome = await self._read(scope, receive)
                 if outcome == "gone":
+                    # Counted as a client that left (499) under its route.
+                    scope["route"] = self._route_of(scope)
                     return
                 if outcome == "too large":
                     problem = (413, f"the request body is larger than {self.max_bytes} bytes")

@@ -190,6 +190,23 @@ def test_a_body_that_stops_arriving_is_answered_and_logged_as_408_with_its_id(
     assert [(e["status"], e["route"]) for e in logged()] == [(408, "/v1/users")]
 
 
+def test_a_client_that_leaves_before_its_body_ends_is_logged_as_499_under_its_route(
+    server: ServiceProcess,
+) -> None:
+    with connect(server) as connection:
+        connection.sendall(
+            b"POST /v1/users HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            b'X-Request-ID: left-early-1\r\nContent-Length: 100\r\n\r\n{"da'
+        )
+        time.sleep(0.2)  # the head has reached the app, which waits for the body
+
+    def logged() -> list[dict[str, object]]:
+        return [e for e in server.events() if e.get("request_id") == "left-early-1"]
+
+    wait_for(lambda: logged(), 30, "the request event of the client that left")
+    assert [(e["status"], e["route"]) for e in logged()] == [(499, "/v1/users")]
+
+
 def test_a_head_trickled_byte_by_byte_is_bounded_in_time(server: ServiceProcess) -> None:
     """Every byte arrives well inside any per-read timeout; the head as a whole does not."""
     head = request_head(200)
