@@ -176,6 +176,7 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         # (connection_lost), so its address's count of connections never went
         # down. A request to upgrade is served as the HTTP request it also is.
         self.ws_protocol_class = None
+        self._upgrade_asked = False
         if _COUNTED_REFUSALS not in self.logger.filters:
             self.logger.addFilter(_COUNTED_REFUSALS)
         self.limits = HttpLimits.of(app_state)
@@ -256,11 +257,31 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         super().on_response_complete()
 
     def data_received(self, data: bytes) -> None:
+        if self._upgrade_asked:
+            return  # nothing after a request to upgrade is read (below)
         if self._reading_head:
             self._receive_head(data)
         else:
             super().data_received(data)
+        if self.parser.should_upgrade():
+            self._after_upgrade_asked()
+            return
         self._arm_deadline()
+
+    def _after_upgrade_asked(self) -> None:
+        """The parser stops at a request to upgrade (`Upgrade` with `Connection:
+        upgrade`): it reads no body of that request, and would read the bytes
+        after it as a new request. A proxy that forwarded the body would see one
+        request where the service served two. So that request is served without
+        its body, and is the connection's last: nothing after it is read, and the
+        connection closes once it is answered."""
+        self._upgrade_asked = True
+        self._cancel_deadline()
+        cycle = self.cycle
+        if cycle is None or cycle.response_complete:
+            self.transport.close()
+        else:
+            cycle.keep_alive = False
 
     def _receive_head(self, data: bytes) -> None:
         allowance = self.limits.max_head_bytes - max(self._head_bytes, self._parsed_head_bytes)

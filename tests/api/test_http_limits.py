@@ -477,3 +477,36 @@ def test_websocket_upgrades_are_plain_requests_that_give_their_connection_back(
     assert secret not in logs
     assert "WebSocket" not in logs
     assert "upgrade" not in logs.lower()
+
+
+@pytest.mark.parametrize("later", [True, False], ids=["body later", "body with the head"])
+def test_nothing_after_a_request_to_upgrade_is_read_as_a_request(
+    server: ServiceProcess, later: bool
+) -> None:
+    """The parser stops at a request to upgrade: it reads no body of it, and
+    would take what follows for a new request (a proxy that forwards the body
+    would see one request where the service served two). That request is the
+    connection's last: answered (without its body), then closed."""
+    smuggled = b"GET /livez HTTP/1.1\r\nHost: x\r\nX-Request-ID: smuggled-1\r\nConnection: keep-alive\r\n\r\n"
+    head = (
+        b"POST /v1/users HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+        b"Upgrade: websocket\r\nConnection: Upgrade\r\nX-Request-ID: outer-1\r\n"
+        b"Content-Length: " + str(len(smuggled)).encode() + b"\r\n\r\n"
+    )
+    with connect(server) as connection:
+        if later:
+            connection.sendall(head)
+            time.sleep(0.3)
+            connection.sendall(smuggled)
+        else:
+            connection.sendall(head + smuggled)
+        data = b""
+        while chunk := connection.recv(65536):
+            data += chunk
+    assert data.count(b"HTTP/1.1 ") == 1, data
+    status, headers, _ = parse_answer(data)
+    assert headers["x-request-id"] == "outer-1"
+    assert headers["connection"] == "close"
+    assert status == 401  # the body's checks come after the key's
+    time.sleep(0.1)
+    assert not [e for e in server.events() if e.get("request_id") == "smuggled-1"]
