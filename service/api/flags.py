@@ -244,6 +244,10 @@ async def evaluate_flag(
             )
         if (problem := numeric_text_problem(context.attributes or {})) is not None:
             raise UnprocessableContent(f"the attributes {problem}", pointer=where)
+        if (problem := numeric_text_problem(context.key)) is not None:
+            raise UnprocessableContent(
+                f"the key {problem}", pointer=f"/data/attributes/contexts/{position}/key"
+            )
     key = await store.key_of(connection, caller.account_id, flag_id)
     row = await store.get(connection, caller.account_id, key)
     contexts = [EvaluationContext(c.type, c.key, c.attributes or {}) for c in asked.contexts]

@@ -17,7 +17,15 @@ seconds. So a rule multiplies at most MAX_FACTORS operands in all, none inside
 an array operation (where it would run once per element), and a string that
 reads as an integer is at most MAX_NUMERIC_TEXT characters, in a rule as in a
 context (`numeric_text_problem`). JSON numbers are already those a double can
-hold (service/api/json_body.py). A node is an object of exactly one operator (an object of
+hold (service/api/json_body.py). And the whole data (every context, up to 20
+of 16 KiB) can be copied: `{"var": ""}` is it, and `merge` of it feeding an
+array operation whose body `cat`s it again held a worker for 17 s (40 and 40
+copies). So `var` names a part of the data by a literal, but inside an array
+operation's body (where `""` is the element); an array operation goes over a
+`var` or a literal array of plain values; and `cat` and `merge` join at most
+MAX_JOINED operands in all. What is left is linear in a context's size: under
+these bounds an environment's 2,000 parts took at most about 0.25 s (a rule
+comparing or joining whole contexts of 16 KiB as text, docs/sdk.md). A node is an object of exactly one operator (an object of
 any other size would be a literal to the library, always truthy); arrays hold
 operands.
 """
@@ -50,6 +58,10 @@ MAX_NODES = 500
 MAX_BYTES = 16 * 1024
 # The operands of every "*" of a rule, together.
 MAX_FACTORS = 8
+# The operands of every "cat" and "merge" of a rule, together: each may be a
+# whole context (16 KiB of attributes), as text or as a list.
+JOINING = frozenset({"cat", "merge"})
+MAX_JOINED = 8
 # The longest string that reads as an integer (int(): Unicode digits, a sign,
 # underscores between digits, whitespace around) that a rule or a context may hold.
 MAX_NUMERIC_TEXT = 64
@@ -88,10 +100,12 @@ def check_logic(logic: Any, pointer: str) -> int:
         raise Invalid(f"a rule's logic is {size} bytes of JSON; at most {MAX_BYTES}", pointer)
     if (problem := numeric_text_problem(logic)) is not None:
         raise Invalid(f"a rule's logic {problem}", pointer)
-    nodes = factors = 0
-    pending: list[tuple[Any, int, bool]] = [(logic, 1, False)]
+    nodes = factors = joined = 0
+    # (node, depth, inside an array operation, inside its body: where `var`
+    # of the whole data is the element)
+    pending: list[tuple[Any, int, bool, bool]] = [(logic, 1, False, False)]
     while pending:
-        node, depth, scoped = pending.pop()
+        node, depth, scoped, in_body = pending.pop()
         nodes += 1
         if depth > MAX_DEPTH:
             raise Invalid(f"a rule's logic nests deeper than {MAX_DEPTH} levels", pointer)
@@ -111,6 +125,13 @@ def check_logic(logic: Any, pointer: str) -> int:
                     "some): their costs multiply",
                     pointer,
                 )
+            if operator == "var" and not in_body and not _names_a_part(operands):
+                raise Invalid(
+                    "'var' of the whole data, or of a computed name, only inside an array "
+                    "operation's body (where it is the element): the whole data is every "
+                    "context, and a rule that copies it many times costs as many copies",
+                    pointer,
+                )
             if operator == "*":
                 if scoped:
                     raise Invalid(
@@ -125,7 +146,53 @@ def check_logic(logic: Any, pointer: str) -> int:
                         "(a product's cost grows with its factors)",
                         pointer,
                     )
-            pending.append((operands, depth + 1, scoped or operator in SCOPED))
+            if operator in JOINING:
+                joined += len(operands) if isinstance(operands, list) else 1
+                if joined > MAX_JOINED:
+                    raise Invalid(
+                        f"a rule's logic joins (cat, merge) more than {MAX_JOINED} operands in "
+                        "all (each may be a whole context)",
+                        pointer,
+                    )
+            if operator in SCOPED and isinstance(operands, list) and operands:
+                source, *body = operands
+                if not _plain_array_source(source):
+                    raise Invalid(
+                        f'{operator!r} goes over a context\'s array ({{"var": "user.tags"}}) '
+                        "or a literal one: an array computed from the data could repeat a "
+                        "whole context for every element",
+                        pointer,
+                    )
+                pending.append((source, depth + 1, True, in_body))
+                pending.extend((part, depth + 1, True, True) for part in body)
+            else:
+                pending.append((operands, depth + 1, scoped or operator in SCOPED, in_body))
         elif isinstance(node, list):
-            pending.extend((operand, depth + 1, scoped) for operand in node)
+            pending.extend((operand, depth + 1, scoped, in_body) for operand in node)
     return nodes
+
+
+def _names_a_part(operands: Any) -> bool:
+    """Whether a `var`'s operands name a part of the data by a literal: not
+    the whole data ("", null, none) nor a name computed by an operation."""
+    name = operands[0] if isinstance(operands, list) and operands else operands
+    if isinstance(operands, list) and not operands:
+        return False
+    return isinstance(name, str | int | float) and not isinstance(name, bool) and name != ""
+
+
+def _plain_array_source(source: Any) -> bool:
+    """A `var` of a named part of the data, or a literal array of plain values."""
+    if isinstance(source, dict):
+        ((operator, operands),) = source.items() if len(source) == 1 else ((None, None),)
+        return operator == "var" and _names_a_part(operands)
+    if isinstance(source, list):
+        pending = list(source)
+        while pending:
+            item = pending.pop()
+            if isinstance(item, dict):
+                return False
+            if isinstance(item, list):
+                pending.extend(item)
+        return True
+    return False

@@ -149,6 +149,16 @@ def _nested(depth: int) -> dict[str, Any]:
         {"some": [{"var": "user.tags"}, {"==": [{"*": [{"var": ""}, 2]}, 4]}]},
         {"==": [{"var": "user.a"}, "9" * 65]},
         {"==": [{"var": "user.a"}, " -" + "\u0661" * 70]},  # Arabic-Indic digits
+        # The whole data copied: 40 copies fed to an array operation whose
+        # body joins 40 more held a worker for 17 s.
+        {"==": [{"cat": [{"var": ""}, "x"]}, "x"]},
+        {"==": [{"var": []}, 1]},
+        {"==": [{"var": [None, 1]}, 1]},
+        {"==": [{"var": {"cat": ["us", "er"]}}, 1]},
+        {"some": [{"merge": [{"var": "user.tags"}, {"var": "user.tags"}]}, {"var": ""}]},
+        {"some": [[{"var": "user"}], {"==": [{"var": ""}, 1]}]},
+        {"==": [{"cat": [{"var": "user.a"}] * 9}, "x"]},
+        {"in": ["x", {"merge": [{"var": "user.tags"}] * 5 + [{"cat": ["a"] * 4}]}]},
     ],
 )
 async def test_rule_logic_is_bounded_json_logic_the_sdk_understands(
@@ -335,6 +345,7 @@ async def test_v1_resource_and_evaluation(tenant: Tenant) -> None:
         # A string JSON Logic would read as a number of more than 64 digits.
         {"contexts": [{"type": "user", "key": "k", "attributes": {"a": "9" * 4000}}]},
         {"contexts": [{"type": "user", "key": "k", "attributes": {"a": {"b": ["1_0" * 33]}}}]},
+        {"contexts": [{"type": "user", "key": "9" * 256}]},
     ],
 )
 async def test_evaluation_refuses_bad_contexts(tenant: Tenant, attributes: dict[str, Any]) -> None:
@@ -400,6 +411,15 @@ async def test_rules_and_contexts_within_the_numeric_bounds_are_evaluated(tenant
             {"==": [{"*": [{"var": "user.n"}] * 4 + [{"var": "user.big"}] * 4}, 1]},
             {"==": [{"var": "user.id"}, "9" * 64]},
             {"in": ["z", {"var": "user.text"}]},
+            # The element of an array operation is `var` of "" in its body.
+            {"some": [{"var": "user.tags"}, {"==": [{"var": ""}, "beta"]}]},
+            {"all": [[1, 2, [3]], {"!=": [{"var": ""}, 0]}]},
+            {
+                "==": [
+                    {"cat": [{"var": "user.n"}, "-", {"var": ["user.id", "none"]}]},
+                    "1-" + "9" * 64,
+                ]
+            },
         ]
     }
     created = await tenant.create(
@@ -412,7 +432,13 @@ async def test_rules_and_contexts_within_the_numeric_bounds_are_evaluated(tenant
             "environments": environments(rules=[{"logic": logic, "value": True}]),
         },
     )
-    attributes = {"n": "1", "big": "1", "id": "9" * 64, "text": "x" * 10_000 + "z"}
+    attributes = {
+        "n": "1",
+        "big": "1",
+        "id": "9" * 64,
+        "text": "x" * 10_000 + "z",
+        "tags": ["alpha", "beta"],
+    }
     body = {
         "data": {
             "type": "flag-evaluations",
