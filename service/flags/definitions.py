@@ -24,6 +24,9 @@ MAX_VALUES = 100
 MAX_RULES = 100
 # The parts of all the rules of one environment: what one evaluation may walk.
 MAX_ENVIRONMENT_LOGIC = 2000
+# What one evaluation of an environment's rules may run (service/flags/logic.py,
+# LogicSize.work): about 2 us each, a tenth of a second in all.
+MAX_ENVIRONMENT_WORK = 50_000
 MAX_VALUE_BYTES = 32 * 1024
 
 
@@ -79,14 +82,22 @@ class FlagDefinition:
             rules = environment.get("rules") or []
             if len(rules) > MAX_RULES:
                 raise Invalid(f"at most {MAX_RULES} rules in an environment", f"{where}/rules")
-            parts = 0
+            parts = work = 0
             for position, rule in enumerate(rules):
-                parts += check_logic(rule.get("logic"), f"{where}/rules/{position}/logic")
+                size = check_logic(rule.get("logic"), f"{where}/rules/{position}/logic")
+                parts, work = parts + size.parts, work + size.work
                 self._check_value(rule.get("value"), f"{where}/rules/{position}/value")
             if parts > MAX_ENVIRONMENT_LOGIC:
                 raise Invalid(
                     f"the rules of an environment have {parts} parts of JSON Logic; at most "
                     f"{MAX_ENVIRONMENT_LOGIC}",
+                    f"{where}/rules",
+                )
+            if work > MAX_ENVIRONMENT_WORK:
+                raise Invalid(
+                    f"the rules of an environment may run {work} parts of JSON Logic in one "
+                    f"evaluation (a part in an array operation's body once per element, a "
+                    f"name once per dotted part); at most {MAX_ENVIRONMENT_WORK}",
                     f"{where}/rules",
                 )
 

@@ -22,8 +22,12 @@ of 16 KiB) can be copied: `{"var": ""}` is it, and `merge` of it feeding an
 array operation whose body `cat`s it again held a worker for 17 s (40 and 40
 copies). So `var` names a part of the data by a literal, but inside an array
 operation's body (where `""` is the element); an array operation goes over a
-`var` or a literal array of plain values; and `cat` and `merge` join at most
-MAX_JOINED operands in all. What is left is linear in a context's size: under
+`var` or a literal array of plain values; `cat` and `merge` join at most
+MAX_JOINED operands in all; and the names `var`, `missing` and
+`missing_some` look up are short literals (`_check_names`). Last, what one
+evaluation of an environment's rules may run is counted (`LogicSize.work`: a
+part in an array operation's body once per element, a name once per dotted
+part) and bounded (service/flags/definitions.py, MAX_ENVIRONMENT_WORK). What is left is linear in a context's size: under
 these bounds an environment's 2,000 parts took at most about 0.25 s (a rule
 comparing or joining whole contexts of 16 KiB as text, docs/sdk.md). A node is an object of exactly one operator (an object of
 any other size would be a literal to the library, always truthy); arrays hold
@@ -34,6 +38,7 @@ from __future__ import annotations
 
 import json
 import re
+from dataclasses import dataclass
 from typing import Any
 
 from service.problems import Invalid
@@ -62,6 +67,13 @@ MAX_FACTORS = 8
 # whole context (16 KiB of attributes), as text or as a list.
 JOINING = frozenset({"cat", "merge"})
 MAX_JOINED = 8
+# The elements an array operation's body may run for: a context's arrays hold
+# at most this many (service/api/flags.py), and a literal array's count as parts.
+BODY_RUNS = 100
+# What `var`, `missing` and `missing_some` may name (`_check_names`).
+NAMING = frozenset({"missing", "missing_some"})
+MAX_NAME = 256
+MAX_NAME_PARTS = 16
 # The longest string that reads as an integer (int(): Unicode digits, a sign,
 # underscores between digits, whitespace around) that a rule or a context may hold.
 MAX_NUMERIC_TEXT = 64
@@ -87,26 +99,40 @@ def numeric_text_problem(value: Any) -> str | None:
     return None
 
 
-def check_logic(logic: Any, pointer: str) -> int:
+@dataclass(frozen=True)
+class LogicSize:
+    """A rule's parts, and its work: the parts an evaluation may run, a part
+    inside an array operation's body counted once per element it may see
+    (BODY_RUNS) and a name once per dotted part it looks up."""
+
+    parts: int
+    work: int
+
+
+def check_logic(logic: Any, pointer: str) -> LogicSize:
     """Refuse (Invalid, at `pointer`) logic that is not a bounded JSON Logic
     rule of known operators; its number of parts otherwise. `{}` is a rule
     that never matches (the SDK skips it)."""
     if not isinstance(logic, dict):
         raise Invalid("a rule's logic is a JSON Logic object", pointer)
     if not logic:
-        return 0
+        return LogicSize(0, 0)
     size = len(json.dumps(logic, ensure_ascii=False, separators=(",", ":")).encode())
     if size > MAX_BYTES:
         raise Invalid(f"a rule's logic is {size} bytes of JSON; at most {MAX_BYTES}", pointer)
     if (problem := numeric_text_problem(logic)) is not None:
         raise Invalid(f"a rule's logic {problem}", pointer)
-    nodes = factors = joined = 0
+    nodes = factors = joined = work = 0
     # (node, depth, inside an array operation, inside its body: where `var`
     # of the whole data is the element)
     pending: list[tuple[Any, int, bool, bool]] = [(logic, 1, False, False)]
     while pending:
         node, depth, scoped, in_body = pending.pop()
         nodes += 1
+        runs = BODY_RUNS if in_body else 1
+        work += runs
+        if isinstance(node, str):
+            work += runs * node.count(".")  # a name's parts, if it is one
         if depth > MAX_DEPTH:
             raise Invalid(f"a rule's logic nests deeper than {MAX_DEPTH} levels", pointer)
         if nodes > MAX_NODES:
@@ -125,13 +151,24 @@ def check_logic(logic: Any, pointer: str) -> int:
                     "some): their costs multiply",
                     pointer,
                 )
-            if operator == "var" and not in_body and not _names_a_part(operands):
-                raise Invalid(
-                    "'var' of the whole data, or of a computed name, only inside an array "
-                    "operation's body (where it is the element): the whole data is every "
-                    "context, and a rule that copies it many times costs as many copies",
-                    pointer,
+            if operator == "var":
+                if _is_whole_data(operands):
+                    if not in_body:
+                        raise Invalid(
+                            "'var' of the whole data only inside an array operation's body "
+                            "(where it is the element): the whole data is every context, and "
+                            "a rule that copies it many times costs as many copies",
+                            pointer,
+                        )
+                else:
+                    _check_names(operator, [_first(operands)], pointer)
+            elif operator in NAMING:
+                names = (
+                    operands[1] if operator == "missing_some" and _is_pair(operands) else operands
                 )
+                if isinstance(names, list) and len(names) == 1 and isinstance(names[0], list):
+                    names = names[0]
+                _check_names(operator, names if isinstance(names, list) else [names], pointer)
             if operator == "*":
                 if scoped:
                     raise Invalid(
@@ -169,16 +206,51 @@ def check_logic(logic: Any, pointer: str) -> int:
                 pending.append((operands, depth + 1, scoped or operator in SCOPED, in_body))
         elif isinstance(node, list):
             pending.extend((operand, depth + 1, scoped, in_body) for operand in node)
-    return nodes
+    return LogicSize(nodes, work)
+
+
+def _first(operands: Any) -> Any:
+    return operands[0] if isinstance(operands, list) and operands else operands
+
+
+def _is_pair(operands: Any) -> bool:
+    return isinstance(operands, list) and len(operands) == 2
+
+
+def _is_whole_data(operands: Any) -> bool:
+    """Whether a `var` names the whole data: "", null, or no name at all."""
+    if isinstance(operands, list) and not operands:
+        return True
+    return _first(operands) in ("", None)
 
 
 def _names_a_part(operands: Any) -> bool:
-    """Whether a `var`'s operands name a part of the data by a literal: not
-    the whole data ("", null, none) nor a name computed by an operation."""
-    name = operands[0] if isinstance(operands, list) and operands else operands
-    if isinstance(operands, list) and not operands:
+    """Whether a `var`'s operands name a part of the data by a short literal."""
+    if _is_whole_data(operands):
         return False
-    return isinstance(name, str | int | float) and not isinstance(name, bool) and name != ""
+    try:
+        _check_names("var", [_first(operands)], "")
+    except Invalid:
+        return False
+    return True
+
+
+def _check_names(operator: str, names: list[Any], pointer: str) -> None:
+    """The names `var`, `missing` and `missing_some` look up: literals (a name
+    read from the data could be anything), each at most MAX_NAME characters
+    and MAX_NAME_PARTS dotted parts. The library looks a name up part by part,
+    raising and catching an error for each part it tries on a string: a name
+    of 8,000 parts cost 1.3 ms, for every element of an array operation."""
+    for name in names:
+        if isinstance(name, bool) or not isinstance(name, str | int | float):
+            raise Invalid(f"{operator!r} takes literal names (a string or a number)", pointer)
+        text = str(name)
+        if len(text) > MAX_NAME or text.count(".") >= MAX_NAME_PARTS:
+            raise Invalid(
+                f"{operator!r} names at most {MAX_NAME} characters in at most "
+                f"{MAX_NAME_PARTS} dotted parts",
+                pointer,
+            )
 
 
 def _plain_array_source(source: Any) -> bool:
