@@ -36,6 +36,8 @@ pytestmark = [pytest.mark.container, pytest.mark.processes]
 BASE_IMAGE = "localhost/debian-python:bookworm"
 IMAGE = "localhost/platform-service:check"
 REPLICAS = 3
+# The image's WEB_CONCURRENCY (Dockerfile).
+IMAGE_WORKERS = 2
 CONTAINERS_CONF = """
 [containers]
 default_ulimits = ["nofile=20000:20000", "nproc=32768:32768"]
@@ -193,6 +195,14 @@ async def test_three_replicas_migrate_once_serve_and_stop_cleanly(
             )
         for port in ports:
             wait_for(partial(_ready, port), 120, f"the container on port {port} to be ready")
+        # /readyz answers from one worker of a container; a request may reach
+        # the other, which may still be finding the schema at head.
+        for container in ids:
+            wait_for(
+                partial(_workers_at_head, podman_environment, container),
+                120,
+                f"both workers of container {container[:12]} at head",
+            )
 
         connection = await connect(empty_database)
         audited = await connection.fetch(
@@ -229,6 +239,30 @@ async def test_three_replicas_migrate_once_serve_and_stop_cleanly(
                 capture_output=True,
                 check=False,
             )
+
+
+def _workers_at_head(environment: dict[str, str], container: str) -> bool:
+    """Whether every worker of the image (WEB_CONCURRENCY, 2) logged the
+    schema at head: its JSON events, on the container's stderr."""
+    logs = subprocess.run(
+        ["podman", "logs", container],
+        env=environment,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    pids = set()
+    for line in (logs.stdout + logs.stderr).splitlines():
+        if not line.startswith("{"):
+            continue
+        try:
+            event = json.loads(line)
+        except ValueError:
+            continue
+        if str(event.get("message", "")).startswith("schema at head"):
+            pids.add(event.get("pid"))
+    return len(pids) >= IMAGE_WORKERS
 
 
 def _ready(port: int) -> bool:
