@@ -39,7 +39,7 @@ import asyncio
 import logging
 from dataclasses import dataclass
 from http import HTTPStatus
-from typing import Any
+from typing import Any, cast
 
 from uvicorn.config import Config
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
@@ -389,8 +389,8 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
             self.transport.close()
             return
         detail = f"the request body did not arrive within {self.limits.body_timeout:g} seconds"
-        scope: dict[str, Any] | None = None if cycle is None else cycle.scope  # type: ignore[assignment]
-        if scope is not None and not cycle.disconnected and BODY_TIMED_OUT not in scope:
+        scope = None if cycle is None or cycle.disconnected else cast(dict[str, Any], cycle.scope)
+        if scope is not None and BODY_TIMED_OUT not in scope:
             # The app, waiting for the body (service/api/negotiation.py), is
             # woken to answer 408 itself: with the request's id, in the request
             # log and metrics as 408. Should it not answer soon, this answers.

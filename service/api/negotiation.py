@@ -43,13 +43,15 @@ class ContentNegotiation:
             for name, value in scope["headers"]
         }
         problem = _accept_problem(headers.get("accept", ""))
-        if problem is None and self._takes_body(scope):
+        # Only a route that exists for this method has a body to check: any
+        # other request goes on to routing, which answers 404 or 405.
+        route = self._route_of(scope) if scope["method"] in _WITH_BODY else None
+        if problem is None and route is not None:
             problem = self._header_problem(headers)
             if problem is None:
                 body, outcome = await self._read(scope, receive)
                 if outcome == "gone":
-                    # Counted as a client that left (499) under its route.
-                    scope["route"] = self._route_of(scope)
+                    scope["route"] = route  # a client that left (499), under its route
                     return
                 if outcome == "too large":
                     problem = (413, f"the request body is larger than {self.max_bytes} bytes")
@@ -59,7 +61,7 @@ class ContentNegotiation:
                     receive = _replay(body, receive)
         if problem is not None:
             # Counted and logged under the route it was for, not "unmatched".
-            if (route := self._route_of(scope)) is not None:
+            if (route := route or self._route_of(scope)) is not None:
                 scope["route"] = route
             response = error_response(problem[0], [error_object(problem[0], problem[1])])
             if problem[0] == 408:
@@ -69,13 +71,6 @@ class ContentNegotiation:
             await response(scope, receive, send)
             return
         await self.app(scope, receive, send)
-
-    def _takes_body(self, scope: Scope) -> bool:
-        """Only a route that exists for this method has a body to check: any
-        other request goes on to routing, which answers 404 or 405."""
-        if scope["method"] not in _WITH_BODY:
-            return False
-        return self._route_of(scope) is not None
 
     def _route_of(self, scope: Scope) -> BaseRoute | None:
         """The route that serves this method and path, if one does."""

@@ -65,8 +65,14 @@ MAX_BYTES = 16 * 1024
 MAX_FACTORS = 8
 # The operands of every "cat" and "merge" of a rule, together: each may be a
 # whole context (16 KiB of attributes), as text or as a list.
-JOINING = frozenset({"cat", "merge"})
 MAX_JOINED = 8
+# The operators whose cost grows with their operands, by the bound their
+# operands share in a rule: (at most, what they do, why).
+_OPERAND_BOUNDS = {
+    "multiply": (MAX_FACTORS, "multiplies", "a product's cost grows with its factors"),
+    "join": (MAX_JOINED, "joins (cat, merge)", "each may be a whole context"),
+}
+_BOUNDED_BY = {"*": "multiply", "cat": "join", "merge": "join"}
 # The elements an array operation's body may run for: a context's arrays hold
 # at most this many (service/api/flags.py), and a literal array's count as parts.
 BODY_RUNS = 100
@@ -122,7 +128,8 @@ def check_logic(logic: Any, pointer: str) -> LogicSize:
         raise Invalid(f"a rule's logic is {size} bytes of JSON; at most {MAX_BYTES}", pointer)
     if (problem := numeric_text_problem(logic)) is not None:
         raise Invalid(f"a rule's logic {problem}", pointer)
-    nodes = factors = joined = work = 0
+    nodes = work = 0
+    operands_of: dict[str, int] = dict.fromkeys(_OPERAND_BOUNDS, 0)
     # (node, depth, inside an array operation, inside its body: where `var`
     # of the whole data is the element)
     pending: list[tuple[Any, int, bool, bool]] = [(logic, 1, False, False)]
@@ -169,26 +176,18 @@ def check_logic(logic: Any, pointer: str) -> LogicSize:
                 if isinstance(names, list) and len(names) == 1 and isinstance(names[0], list):
                     names = names[0]
                 _check_names(operator, names if isinstance(names, list) else [names], pointer)
-            if operator == "*":
-                if scoped:
+            if operator == "*" and scoped:
+                raise Invalid(
+                    "'*' inside an array operation (map, filter, all, none, some): a "
+                    "product's cost grows with its factors, and would for every element",
+                    pointer,
+                )
+            if (bounded := _BOUNDED_BY.get(operator)) is not None:
+                operands_of[bounded] += len(operands) if isinstance(operands, list) else 1
+                at_most, what, why = _OPERAND_BOUNDS[bounded]
+                if operands_of[bounded] > at_most:
                     raise Invalid(
-                        "'*' inside an array operation (map, filter, all, none, some): a "
-                        "product's cost grows with its factors, and would for every element",
-                        pointer,
-                    )
-                factors += len(operands) if isinstance(operands, list) else 1
-                if factors > MAX_FACTORS:
-                    raise Invalid(
-                        f"a rule's logic multiplies more than {MAX_FACTORS} operands in all "
-                        "(a product's cost grows with its factors)",
-                        pointer,
-                    )
-            if operator in JOINING:
-                joined += len(operands) if isinstance(operands, list) else 1
-                if joined > MAX_JOINED:
-                    raise Invalid(
-                        f"a rule's logic joins (cat, merge) more than {MAX_JOINED} operands in "
-                        "all (each may be a whole context)",
+                        f"a rule's logic {what} more than {at_most} operands in all ({why})",
                         pointer,
                     )
             if operator in SCOPED and isinstance(operands, list) and operands:
@@ -224,17 +223,6 @@ def _is_whole_data(operands: Any) -> bool:
     return _first(operands) in ("", None)
 
 
-def _names_a_part(operands: Any) -> bool:
-    """Whether a `var`'s operands name a part of the data by a short literal."""
-    if _is_whole_data(operands):
-        return False
-    try:
-        _check_names("var", [_first(operands)], "")
-    except Invalid:
-        return False
-    return True
-
-
 def _check_names(operator: str, names: list[Any], pointer: str) -> None:
     """The names `var`, `missing` and `missing_some` look up: literals (a name
     read from the data could be anything), each at most MAX_NAME characters
@@ -254,10 +242,10 @@ def _check_names(operator: str, names: list[Any], pointer: str) -> None:
 
 
 def _plain_array_source(source: Any) -> bool:
-    """A `var` of a named part of the data, or a literal array of plain values."""
+    """A `var` (its name is checked as every `var`'s is), or a literal array
+    of plain values."""
     if isinstance(source, dict):
-        ((operator, operands),) = source.items() if len(source) == 1 else ((None, None),)
-        return operator == "var" and _names_a_part(operands)
+        return list(source) == ["var"]
     if isinstance(source, list):
         pending = list(source)
         while pending:

@@ -157,6 +157,7 @@ def _nested(depth: int) -> dict[str, Any]:
         {"==": [{"var": {"cat": ["us", "er"]}}, 1]},
         {"some": [{"merge": [{"var": "user.tags"}, {"var": "user.tags"}]}, {"var": ""}]},
         {"some": [[{"var": "user"}], {"==": [{"var": ""}, 1]}]},
+        {"some": [{"var": ""}, {"==": [{"var": ""}, 1]}]},
         {"==": [{"cat": [{"var": "user.a"}] * 9}, "x"]},
         {"in": ["x", {"merge": [{"var": "user.tags"}] * 5 + [{"cat": ["a"] * 4}]}]},
         # A name is looked up part by part, an error raised and caught for
