@@ -60,11 +60,17 @@ class ErrorDocument(BaseModel):
 
 # Every answer the API's routes can give besides their success, documented once
 # for the OpenAPI document (and checked against it by tests/api/test_openapi_fuzzing.py).
+# They name ErrorDocument's schema, which service/api/openapi.py adds to the
+# document once: given as a `model`, FastAPI would build a validator and a
+# serializer of it for each status of each route (about 850 in a worker, 2.6
+# MiB of its memory: docs/benchmarks/api.notes.md), used by nothing but the
+# document.
 ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
     status: {
-        "model": ErrorDocument,
         "description": description,
-        "content": {JSONAPI_MEDIA_TYPE: {}},
+        "content": {
+            JSONAPI_MEDIA_TYPE: {"schema": {"$ref": "#/components/schemas/ErrorDocument"}}
+        },
     }
     for status, description in {
         400: "A query parameter or the body is malformed",

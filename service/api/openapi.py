@@ -8,6 +8,7 @@ from typing import Any
 
 from fastapi import FastAPI
 
+from service.api.errors import ErrorDocument
 from service.api.limits import JSON_SCHEMAS
 
 SECURITY_SCHEMES = {
@@ -37,7 +38,9 @@ def complete_openapi(app: FastAPI) -> None:
         if app.openapi_schema is None:
             document = generate()
             components = document.setdefault("components", {})
-            components.setdefault("schemas", {}).update(JSON_SCHEMAS)
+            schemas = components.setdefault("schemas", {})
+            schemas.update(JSON_SCHEMAS)
+            schemas.update(_error_schemas())
             components["securitySchemes"] = SECURITY_SCHEMES
             for path, operations in document.get("paths", {}).items():
                 if path.startswith(("/v1", "/api/v1")):
@@ -46,3 +49,13 @@ def complete_openapi(app: FastAPI) -> None:
         return app.openapi_schema or {}
 
     app.openapi = openapi  # type: ignore[method-assign]
+
+
+def _error_schemas() -> dict[str, Any]:
+    """ErrorDocument's schema and those it refers to, as FastAPI names a
+    response model's (the error responses name it: service/api/errors.py)."""
+    schema = ErrorDocument.model_json_schema(
+        ref_template="#/components/schemas/{model}", mode="serialization"
+    )
+    definitions: dict[str, Any] = schema.pop("$defs", {})
+    return {**definitions, "ErrorDocument": schema}
