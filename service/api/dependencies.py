@@ -475,6 +475,13 @@ class KeyRead:
         _allowed(self.request, self.caller, self.minimum)
         return self.caller.account_id
 
+    async def forget(self, _: BaseException | None) -> None:
+        """Leave the request's scope once its handler is done. The scope holds
+        the read and the read its request, which holds the scope: a cycle only
+        the garbage collector would free, each request's (about 70 objects),
+        piling up between its collections (docs/benchmarks/api.notes.md)."""
+        self.request.scope.pop(_READER, None)
+
     async def _admit_alone(self) -> None:
         """The caller checked by a lookup of its own, for a request whose
         parameters FastAPI refused before its read could run (the read's
@@ -597,7 +604,9 @@ def reads_by_key(endpoint: E) -> E:
 
 
 async def take_reader(request: Request) -> None:
-    request.scope[_READER] = await key_read(request)
+    reader = await key_read(request)
+    request.scope[_READER] = reader
+    close_when_handled(request.scope, reader.forget)
 
 
 def reader_of(request: Request) -> KeyRead:

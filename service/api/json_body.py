@@ -250,6 +250,9 @@ class JsonApiRoute(APIRoute):
                 with anyio.CancelScope(shield=True):
                     await _close_all(closers, error)
                 raise
+            finally:
+                # The closers may hold what holds the scope: not kept past here.
+                request.scope.pop(_CLOSERS, None)
             # A close that fails (a commit) is the answer instead.
             await _close_all(closers, None)
             return response
