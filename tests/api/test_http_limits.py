@@ -12,13 +12,16 @@ import select
 import socket
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import httpx
 import pytest
 from sqlalchemy.engine import URL
 
+from tests.support import deaf_app
 from tests.support.api import JSONAPI, new_tenant
-from tests.support.processes import ServiceProcess, wait_for
+from tests.support.postgres import service_url
+from tests.support.processes import ServiceProcess, port_free, service_environment, wait_for
 from tests.support.servers import ready_server
 
 # Every test here starts a real process or server.
@@ -510,3 +513,31 @@ def test_nothing_after_a_request_to_upgrade_is_read_as_a_request(
     assert status == 401  # the body's checks come after the key's
     time.sleep(0.1)
     assert not [e for e in server.events() if e.get("request_id") == "smuggled-1"]
+
+
+def test_a_slow_body_the_app_does_not_answer_is_refused_by_the_protocol(
+    module_database: URL, tmp_path: Path
+) -> None:
+    """The protocol wakes the app to answer a slow body's 408; an app that does
+    not (tests/support/deaf_app.py: it answers after a minute, never reading
+    the body) has APP_ANSWER_SECONDS, then the protocol answers 408 itself
+    and closes the connection."""
+    server = ServiceProcess.uvicorn(
+        service_environment(DATABASE_URL=service_url(module_database), HTTP_BODY_TIMEOUT="1"),
+        tmp_path / "deaf.log",
+        factory="tests.support.deaf_app:create_app",
+    )
+    try:
+        wait_for(lambda: not port_free(server.port or 0), 60, "the deaf app's port")
+        with connect(server) as connection:
+            connection.settimeout(deaf_app.ANSWER_AFTER / 2)
+            connection.sendall(
+                b"POST /anything HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                b'Content-Length: 100\r\n\r\n{"da'
+            )
+            status, headers, body = read_answer(connection)
+    finally:
+        server.stop()
+    assert status == 408
+    assert headers["connection"] == "close"
+    assert "the request body did not arrive within 1 seconds" in assert_error(body, 408)
