@@ -68,9 +68,7 @@ class ErrorDocument(BaseModel):
 ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
     status: {
         "description": description,
-        "content": {
-            JSONAPI_MEDIA_TYPE: {"schema": {"$ref": "#/components/schemas/ErrorDocument"}}
-        },
+        "content": {JSONAPI_MEDIA_TYPE: {"schema": {"$ref": "#/components/schemas/ErrorDocument"}}},
     }
     for status, description in {
         400: "A query parameter or the body is malformed",
