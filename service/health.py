@@ -23,7 +23,10 @@ from service.state import state_of
 router = APIRouter(tags=["health"])
 
 
+# GET and HEAD, as readiness (alembic_lockstep): some load balancers' health
+# checks send HEAD, which a GET route of FastAPI's answers with 405.
 @router.get("/livez", summary="Liveness: the process serves requests")
+@router.head("/livez", summary="Liveness: the process serves requests")
 async def livez() -> dict[str, str]:
     return {"status": "alive"}
 

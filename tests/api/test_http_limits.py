@@ -541,3 +541,28 @@ def test_a_slow_body_the_app_does_not_answer_is_refused_by_the_protocol(
     assert status == 408
     assert headers["connection"] == "close"
     assert "the request body did not arrive within 1 seconds" in assert_error(body, 408)
+
+
+@pytest.mark.parametrize("path", ["/livez", "/readyz"])
+def test_the_probes_answer_head_as_they_answer_get_without_a_body(
+    server: ServiceProcess, path: str
+) -> None:
+    """A load balancer may check health with HEAD: the probes answer it with
+    GET's status and headers, and no body (a GET route of FastAPI's alone
+    answers HEAD with 405)."""
+    answers = {}
+    for method in ("GET", "HEAD"):
+        with connect(server) as connection:
+            connection.sendall(
+                f"{method} {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".encode()
+            )
+            answers[method] = read_answer(connection)
+    (get_status, get_headers, get_body), (head_status, head_headers, head_body) = (
+        answers["GET"],
+        answers["HEAD"],
+    )
+    assert (get_status, head_status) == (200, 200)
+    assert json.loads(get_body)["status"] in {"alive", "ready"}
+    assert head_body == b""
+    assert head_headers["content-type"] == get_headers["content-type"]
+    assert head_headers["content-length"] == str(len(get_body))

@@ -165,18 +165,23 @@ def readiness_router(
     nobody sees the details: pass a check of the operator's credentials."""
     router = APIRouter()
 
-    @router.get(
-        path,
-        summary="Readiness: the schema is at head",
-        response_class=JSONResponse,
-        responses={
+    described: dict[str, Any] = {
+        "summary": "Readiness: the schema is at head",
+        "response_class": JSONResponse,
+        "responses": {
             200: {"model": ReadinessAnswer, "description": "Ready"},
             503: {
                 "model": ReadinessAnswer,
                 "description": "Not ready; the body says what the migration is doing",
             },
         },
-    )
+    }
+
+    # HEAD too, as a route of its own (one route of two methods would give
+    # both operations one id): some load balancers' health checks send HEAD,
+    # which a GET route of FastAPI's answers with 405.
+    @router.get(path, **described)
+    @router.head(path, **described)
     async def readyz(request: Request) -> JSONResponse:
         status_code, body = await readiness(bootstrap_of(request))
         shown = body if show_details(request) else {"status": body["status"]}
