@@ -18,6 +18,12 @@ protocol adds, per connection, from the settings (docs/security.md, "Limits"):
   carries the request's id and is logged; it has APP_ANSWER_SECONDS to;
 - HTTP_SEND_TIMEOUT: how long an answer may stay unread with the send buffer
   full; then the connection is dropped;
+- a connection closed after an answer given before its request's body had
+  all arrived (413 for a body over MAX_BODY_BYTES, 408) is half-closed, and
+  what the client still sends is read and dropped for at most LINGER_SECONDS
+  (LINGER_BYTES) before it closes: closed with data unread, the kernel
+  resets the connection, and the reset may reach the client before it has
+  read the answer;
 - HTTP_MAX_CONNECTIONS: near it, idle connections are closed (the most
   crowded address's first); requests on connections beyond it, in this
   worker process, are answered 503 and the connection closed;
@@ -56,6 +62,13 @@ PROTOCOL = "service.http_protocol:LimitedHttpToolsProtocol"
 # what to answer); seconds the app then has to answer 408 before the protocol does.
 BODY_TIMED_OUT = "service.body_timed_out"
 APP_ANSWER_SECONDS = 1.0
+# How long, and how much, a connection answered before its request's body
+# had all arrived goes on reading and dropping it before it closes.
+LINGER_SECONDS = 2.0
+LINGER_BYTES = 4 * 1024 * 1024
+# Methods whose requests have no body, in practice: their requests' cycles
+# see the transport itself (the others', a `_ClosesAfterTheBody`).
+_BODILESS = frozenset({"GET", "HEAD", "OPTIONS"})
 TOO_MANY_CONNECTIONS_RETRY_AFTER = 1.0
 
 
@@ -160,6 +173,25 @@ _DROPPED = frozenset(
 _COUNTED_REFUSALS = _CountedRefusals()
 
 
+class _ClosesAfterTheBody:
+    """The transport as the cycle of a request with a body sees it: its close,
+    while the request's body is still arriving, lingers (the protocol's
+    `_linger`) instead of closing at once. Writes go to the transport itself."""
+
+    __slots__ = ("_protocol", "is_closing", "write")
+
+    def __init__(self, protocol: LimitedHttpToolsProtocol) -> None:
+        self._protocol = protocol
+        self.write = protocol.transport.write
+        self.is_closing = protocol.transport.is_closing
+
+    def close(self) -> None:
+        self._protocol.close_after_the_body()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._protocol.transport, name)
+
+
 class LimitedHttpToolsProtocol(HttpToolsProtocol):
     """HttpToolsProtocol with head size, head, body and send time, and connection limits."""
 
@@ -198,6 +230,7 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         # behind it (an event stream above all) never learned its client had
         # gone: its writes failed with tracebacks, and a stream kept its slot.
         self._unanswered: list[Any] = []
+        self._lingered: int | None = None  # bytes dropped while lingering
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
@@ -257,6 +290,11 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         super().on_response_complete()
 
     def data_received(self, data: bytes) -> None:
+        if self._lingered is not None:
+            self._lingered += len(data)
+            if self._lingered > LINGER_BYTES:
+                self.transport.close()
+            return
         if self._upgrade_asked:
             return  # nothing after a request to upgrade is read (below)
         if self._reading_head:
@@ -267,6 +305,29 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
             self._after_upgrade_asked()
             return
         self._arm_deadline()
+
+    def close_after_the_body(self) -> None:
+        """Close the connection once its answer is sent. If the request's body
+        is still arriving, linger: send the answer and end the writing side
+        (the client reads the answer, then the end), and read and drop what
+        the client still sends until it ends its side, LINGER_SECONDS pass or
+        LINGER_BYTES arrive; then close. Closed with unread data, the kernel
+        would reset the connection, and a client still sending (a body over
+        MAX_BODY_BYTES, answered 413 before it is read) could get the reset
+        before the answer."""
+        transport = self.transport
+        if self._reading_head or self._lingered is not None or transport.is_closing():
+            transport.close()
+            return
+        try:
+            transport.write_eof()
+        except (NotImplementedError, RuntimeError, OSError):
+            transport.close()
+            return
+        self._lingered = 0
+        self.pipeline.clear()  # the connection ends: nothing after is served
+        self._start_deadline(LINGER_SECONDS, transport.close)
+        self.flow.resume_reading()
 
     def _after_upgrade_asked(self) -> None:
         """The parser stops at a request to upgrade (`Upgrade` with `Connection:
@@ -335,6 +396,9 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         if self._parsed_head_bytes <= self.limits.max_head_bytes:
             super().on_headers_complete()
             self._track(self.cycle)
+            cycle = self.cycle
+            if cycle is not None and cycle.scope["method"] not in _BODILESS:
+                cycle.transport = cast(asyncio.Transport, _ClosesAfterTheBody(self))
             return
         # Parsed but not kept (its target and headers cut short): answered 431
         # in its turn, after the requests before it, then the connection closes.

@@ -566,3 +566,32 @@ def test_the_probes_answer_head_as_they_answer_get_without_a_body(
     assert head_body == b""
     assert head_headers["content-type"] == get_headers["content-type"]
     assert head_headers["content-length"] == str(len(get_body))
+
+
+def test_a_body_over_the_limit_is_answered_413_before_the_connection_ends(
+    server: ServiceProcess,
+) -> None:
+    """The 413 is sent before the body is read; the client is still sending
+    it. Were the connection closed at once with the body unread, the kernel
+    would reset it, and the reset could reach the client before the answer.
+    The server ends its side, reads and drops the rest, then closes: a client
+    that sends its whole body, then reads, gets the 413 every time."""
+    body = b'{"data": "' + b"a" * (1024 * 1024 + 100_000) + b'"}'
+    head = (
+        b"POST /v1/configs HTTP/1.1\r\nHost: x\r\nConnection: close\r\n"
+        b"Content-Type: application/vnd.api+json\r\n"
+        b"Content-Length: %d\r\n\r\n" % len(body)
+    )
+    answers = []
+    for _ in range(10):
+        with connect(server) as connection:
+            try:
+                connection.sendall(head + body)
+                status, headers, answer = read_answer(connection)
+            except (ConnectionResetError, BrokenPipeError) as error:
+                answers.append(repr(error))
+                continue
+        answers.append(status)
+        assert headers["connection"] == "close"
+        assert "larger than" in assert_error(answer, 413)
+    assert answers == [413] * 10
