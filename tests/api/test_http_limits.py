@@ -582,7 +582,7 @@ def test_a_body_over_the_limit_is_answered_413_before_the_connection_ends(
         b"Content-Type: application/vnd.api+json\r\n"
         b"Content-Length: %d\r\n\r\n" % len(body)
     )
-    answers = []
+    answers: list[int | str] = []
     for _ in range(10):
         with connect(server) as connection:
             try:
