@@ -69,7 +69,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     # whole body has arrived. One that held it during a slow body kept its
     # slot for up to HTTP_BODY_TIMEOUT with no work to do; under made-up keys
     # of the right shape, that kept every key a worker did not know yet waiting.
-    app.add_middleware(AccountShares, slots=settings.account_slots)
+    app.add_middleware(AccountShares, slots=settings.account_slots, routes=app.router.routes)
     app.add_middleware(
         ContentNegotiation, max_bytes=settings.max_body_bytes, routes=app.router.routes
     )

@@ -8,7 +8,8 @@ worth of requests in flight (DATABASE_POOL_SIZE + DATABASE_MAX_OVERFLOW, at
 least one); its further requests wait, in order, before they take a
 connection, while other accounts' requests go ahead. A request that waits
 longer than WAIT_SECONDS, or finds QUEUE_PER_SLOT times its account's share
-already waiting, is answered 503 with Retry-After. A request takes its
+already waiting, is answered 503 with Retry-After (counted and logged under
+the route it was for, though routing has not run). A request takes its
 slot once its whole body has arrived (ContentNegotiation, outside this
 middleware, has read it), not while a client sends a slow body, and holds it
 until its answer starts (its connection is back in the pool by then), not
@@ -31,12 +32,14 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections import OrderedDict, deque
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+from starlette.routing import BaseRoute
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from service.accounts import key_secrets as keys
-from service.api.errors import ServiceUnavailable, api_error_response
+from service.api.errors import ServiceUnavailable, api_error_response, matched_route
 
 # Where the authenticating dependency leaves the caller's account.
 SCOPE_ACCOUNT = "service.account_id"
@@ -58,8 +61,9 @@ class _Share:
 
 
 class AccountShares:
-    def __init__(self, app: ASGIApp, slots: int) -> None:
-        self.app, self.slots = app, max(1, slots)
+    def __init__(self, app: ASGIApp, slots: int, routes: Sequence[BaseRoute] = ()) -> None:
+        """`routes`: the app's, to count and log a refusal under its route."""
+        self.app, self.slots, self.routes = app, max(1, slots), routes
         self.accounts_of_keys: OrderedDict[bytes, uuid.UUID] = OrderedDict()
         self.shares: dict[uuid.UUID, _Share] = {}
 
@@ -75,6 +79,8 @@ class AccountShares:
             try:
                 await self._take(account)
             except ServiceUnavailable as error:
+                if (route := matched_route(self.routes, scope)) is not None:
+                    scope["route"] = route
                 await api_error_response(error)(scope, receive, send)
                 return
             status = await self._shared(account, scope, receive, send)

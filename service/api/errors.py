@@ -22,7 +22,8 @@ from pydantic import BaseModel
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from starlette.exceptions import HTTPException as StarletteHTTPException
-from starlette.routing import Match
+from starlette.routing import BaseRoute, Match
+from starlette.types import Scope
 
 from service.api.encoding import encode
 from service.connection_shares import FloodLog
@@ -88,6 +89,13 @@ ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
         "too long; retry",
     }.items()
 }
+
+
+def matched_route(routes: Sequence[BaseRoute], scope: Scope) -> BaseRoute | None:
+    """The route that serves this method and path, if one does: for an answer
+    given before routing, to be counted and logged under the route it was for
+    (`scope["route"]`), not as "unmatched"."""
+    return next((route for route in routes if route.matches(scope)[0] is Match.FULL), None)
 
 
 _SURROGATE = re.compile("[\ud800-\udfff]")

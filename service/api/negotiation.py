@@ -10,10 +10,10 @@ checked before any handler runs, so a refused request writes nothing.
 
 from __future__ import annotations
 
-from starlette.routing import BaseRoute, Match
+from starlette.routing import BaseRoute
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from service.api.errors import JSONAPI_MEDIA_TYPE, error_object, error_response
+from service.api.errors import JSONAPI_MEDIA_TYPE, error_object, error_response, matched_route
 from service.http_protocol import BODY_TIMED_OUT
 
 ACCEPTED_MEDIA_TYPES = {JSONAPI_MEDIA_TYPE, "application/json"}
@@ -73,8 +73,7 @@ class ContentNegotiation:
         await self.app(scope, receive, send)
 
     def _route_of(self, scope: Scope) -> BaseRoute | None:
-        """The route that serves this method and path, if one does."""
-        return next((route for route in self.routes if route.matches(scope)[0] is Match.FULL), None)
+        return matched_route(self.routes, scope)
 
     def _header_problem(self, headers: dict[str, str]) -> tuple[int, str] | None:
         media_type, parameters = _media_type(headers.get("content-type", ""))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import re
 import time
@@ -13,6 +14,7 @@ import pytest
 from alembic_lockstep import lock
 from sqlalchemy.engine import URL
 
+from service.api import account_shares
 from tests.support.api import JSONAPI, api_client, new_tenant
 from tests.support.configs import settings_for
 from tests.support.postgres import connect, service_url
@@ -204,4 +206,40 @@ async def test_requests_refused_before_routing_count_under_their_route(
         text = (await client.get("/metrics", headers=OPERATOR)).text
     for method, path, _, _, status in refused:
         assert metric(text, "http_requests_total", method=method, route=path, status=status) == 1
+    assert 'route="unmatched"' not in text
+
+
+async def test_a_request_refused_its_accounts_share_counts_under_its_route(
+    migrated_database: URL, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A request that waited too long for its account's share (503, before
+    routing) is counted and logged under the route it was for: "unmatched"
+    said nothing of where an overloaded account was sending its requests."""
+    monkeypatch.setattr(account_shares, "WAIT_SECONDS", 0.5)
+    async with api_client(
+        migrated_database, database_pool_size=1, database_max_overflow=0, account_pool_share=1.0
+    ) as client:
+        tenant = await new_tenant(client)
+        # Its key known to the worker, its requests wait in its own share (one slot).
+        assert (await tenant.call("GET", "/v1/configs")).status_code == 200
+        lock = await connect(migrated_database)
+        try:
+            async with lock.transaction():
+                # The account's tree lock: the SDK's create of a config waits for it, in its slot.
+                await lock.execute(
+                    "SELECT pg_advisory_xact_lock(hashtextextended($1, 0))",
+                    f"configs-tree:{tenant.account_id}",
+                )
+                body = {"data": {"type": "config", "id": "held", "attributes": {"name": "H"}}}
+                held = asyncio.create_task(tenant.call("POST", "/api/v1/configs", body=body))
+                await asyncio.sleep(0.2)
+                refused = await tenant.call("GET", "/v1/environments")
+        finally:
+            await lock.close()
+        assert (await held).status_code == 201
+        text = (await client.get("/metrics", headers=OPERATOR)).text
+    assert refused.status_code == 503, refused.text
+    assert "ACCOUNT_POOL_SHARE" in refused.json()["errors"][0]["detail"]
+    labels = {"method": "GET", "route": "/v1/environments", "status": "503"}
+    assert metric(text, "http_requests_total", **labels) == 1
     assert 'route="unmatched"' not in text
