@@ -16,7 +16,7 @@ import pytest
 from sqlalchemy.engine import URL
 
 from tests.support.api import JSONAPI, account_with_a_large_page, create_account_over_http
-from tests.support.postgres import connect
+from tests.support.postgres import connect, take_tree_lock
 from tests.support.servers import ready_server
 
 WAIT = 60.0
@@ -56,10 +56,7 @@ def test_an_account_holding_its_share_leaves_connections_to_others(module_databa
                 connection = await connect(module_database)
                 try:
                     async with connection.transaction():
-                        await connection.execute(
-                            "SELECT pg_advisory_xact_lock(hashtextextended($1, 0))",
-                            f"configs-tree:{account}",
-                        )
+                        await take_tree_lock(connection, account)
                         holding.set()
                         await asyncio.get_running_loop().run_in_executor(None, release.wait, WAIT)
                 finally:

@@ -17,7 +17,7 @@ from sqlalchemy.engine import URL
 from service.api import account_shares
 from tests.support.api import JSONAPI, api_client, new_tenant
 from tests.support.configs import settings_for
-from tests.support.postgres import connect, service_url
+from tests.support.postgres import connect, service_url, take_tree_lock
 from tests.support.processes import OPERATOR, ServiceProcess, service_environment
 from tests.support.readiness import LOCK_NAME, running_app, wait_for_phase
 from tests.support.revisions import REVISIONS
@@ -225,11 +225,8 @@ async def test_a_request_refused_its_accounts_share_counts_under_its_route(
         lock = await connect(migrated_database)
         try:
             async with lock.transaction():
-                # The account's tree lock: the SDK's create of a config waits for it, in its slot.
-                await lock.execute(
-                    "SELECT pg_advisory_xact_lock(hashtextextended($1, 0))",
-                    f"configs-tree:{tenant.account_id}",
-                )
+                # The SDK's create of a config waits for it, in the account's slot.
+                await take_tree_lock(lock, tenant.account_id)
                 body = {"data": {"type": "config", "id": "held", "attributes": {"name": "H"}}}
                 held = asyncio.create_task(tenant.call("POST", "/api/v1/configs", body=body))
                 await asyncio.sleep(0.2)

@@ -74,6 +74,14 @@ async def connect(url: URL) -> asyncpg.Connection:
     return await asyncpg.connect(plain(url))
 
 
+async def take_tree_lock(connection: asyncpg.Connection, account_id: object) -> None:
+    """Take an account's tree lock (service/configs/store.py) in `connection`'s
+    transaction: a create that locks the tree (the SDK's) waits for it."""
+    await connection.execute(
+        "SELECT pg_advisory_xact_lock(hashtextextended($1, 0))", f"configs-tree:{account_id}"
+    )
+
+
 async def create_database(admin: URL, template: str | None = None) -> URL:
     """A new database, empty or a clone of `template`.
 
