@@ -19,7 +19,8 @@ protocol adds, per connection, from the settings (docs/security.md, "Limits"):
 - HTTP_SEND_TIMEOUT: how long an answer may stay unread with the send buffer
   full; then the connection is dropped;
 - a connection closed after an answer given before its request's body had
-  all arrived (413 for a body over MAX_BODY_BYTES, 408) is half-closed, and
+  all arrived (413 for a body over MAX_BODY_BYTES, 408, this protocol's own
+  refusals while a body is read) is half-closed, and
   what the client still sends is read and dropped for at most LINGER_SECONDS
   (LINGER_BYTES) before it closes: closed with data unread, the kernel
   resets the connection, and the reset may reach the client before it has
@@ -176,7 +177,8 @@ _COUNTED_REFUSALS = _CountedRefusals()
 class _ClosesAfterTheBody:
     """The transport as the cycle of a request with a body sees it: its close,
     while the request's body is still arriving, lingers (the protocol's
-    `_linger`) instead of closing at once. Writes go to the transport itself."""
+    `close_after_the_body`) instead of closing at once. Writes go to the
+    transport itself."""
 
     __slots__ = ("_protocol", "is_closing", "write")
 
@@ -487,7 +489,7 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
             return
         self.crowd.log.note(f"refused a request: {status} {detail}", self.address)
         self.transport.write(refusal(status, detail))
-        self.transport.close()
+        self.close_after_the_body()
 
     def _start_deadline(self, seconds: float, callback: Any) -> None:
         self._cancel_deadline()

@@ -45,7 +45,7 @@ class ContentNegotiation:
         problem = _accept_problem(headers.get("accept", ""))
         # Only a route that exists for this method has a body to check: any
         # other request goes on to routing, which answers 404 or 405.
-        route = self._route_of(scope) if scope["method"] in _WITH_BODY else None
+        route = matched_route(self.routes, scope) if scope["method"] in _WITH_BODY else None
         if problem is None and route is not None:
             problem = self._header_problem(headers)
             if problem is None:
@@ -61,7 +61,7 @@ class ContentNegotiation:
                     receive = _replay(body, receive)
         if problem is not None:
             # Counted and logged under the route it was for, not "unmatched".
-            if (route := route or self._route_of(scope)) is not None:
+            if (route := route or matched_route(self.routes, scope)) is not None:
                 scope["route"] = route
             response = error_response(problem[0], [error_object(problem[0], problem[1])])
             if problem[0] == 408:
@@ -71,9 +71,6 @@ class ContentNegotiation:
             await response(scope, receive, send)
             return
         await self.app(scope, receive, send)
-
-    def _route_of(self, scope: Scope) -> BaseRoute | None:
-        return matched_route(self.routes, scope)
 
     def _header_problem(self, headers: dict[str, str]) -> tuple[int, str] | None:
         media_type, parameters = _media_type(headers.get("content-type", ""))
