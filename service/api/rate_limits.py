@@ -10,7 +10,10 @@ With RATE_LIMIT_STORAGE_URL (a Redis server) every process of the fleet counts
 in one place, through the `limits` package's moving window. When that Redis
 does not answer, each process counts on its own again (one warning), and
 tries Redis again every RETRY_SHARED_SECONDS: a limit always holds, per
-process at worst, and no request fails for it.
+process at worst, and no request fails for it. That shared counting lives in
+service/api/shared_rate_limits.py, imported only when RATE_LIMIT_STORAGE_URL
+is set: `limits` and what it imports cost a worker 1.5 MiB of memory it has
+no use for otherwise (docs/benchmarks/api.notes.md).
 """
 
 from __future__ import annotations
@@ -21,11 +24,10 @@ import math
 import time
 from collections import deque
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, NamedTuple
 
-from limits import RateLimitItem, RateLimitItemPerSecond
-from limits.aio.strategies import MovingWindowRateLimiter as SharedLimiter
-from limits.errors import StorageError
+if TYPE_CHECKING:
+    from service.api.shared_rate_limits import SharedWindows
 
 logger = logging.getLogger("service.rate_limits")
 
@@ -33,18 +35,25 @@ logger = logging.getLogger("service.rate_limits")
 # and how long this process then counts alone before asking Redis again.
 SHARED_TIMEOUT_SECONDS = 0.5
 RETRY_SHARED_SECONDS = 5.0
-# The prefix of the service's keys in a Redis that others may share.
-REDIS_KEY_PREFIX = "platform-service"
 
 
-def moving_window(per_second: float, burst_seconds: int, namespace: str) -> RateLimitItem | None:
+class Limit(NamedTuple):
+    """A moving window's limit: `amount` requests in the last `seconds`, for
+    the identifiers of `namespace` (their keys' prefix in a shared Redis)."""
+
+    amount: int
+    seconds: int
+    namespace: str
+
+
+def moving_window(per_second: float, burst_seconds: int, namespace: str) -> Limit | None:
     """`per_second` on average, at most `per_second * burst_seconds` at once:
     a whole number of requests in a window of whole seconds (what the moving
     window counts), as near as those allow; None for no limit (0)."""
     if per_second <= 0:
         return None
     amount = max(1, round(per_second * burst_seconds))
-    return RateLimitItemPerSecond(amount, max(1, round(amount / per_second)), namespace)
+    return Limit(amount, max(1, round(amount / per_second)), namespace)
 
 
 class RateLimits:
@@ -60,7 +69,7 @@ class RateLimits:
         # Counted in this process: alone, or while the shared Redis does not answer.
         self._keys = _local(self.key_limit)
         self._failures = _local(self.failure_limit)
-        self._shared = None if storage_url is None else SharedLimiter(_redis(storage_url))
+        self._shared = None if storage_url is None else _shared(storage_url)
         self._alone_until = 0.0
         self._alone = False
 
@@ -75,16 +84,17 @@ class RateLimits:
         return await self._take(self.failure_limit, self._failures, address)
 
     async def _take(
-        self, limit: RateLimitItem | None, local: MovingWindow | None, identifier: str
+        self, limit: Limit | None, local: MovingWindow | None, identifier: str
     ) -> float:
         if limit is None or local is None:
             return 0.0
-        if self._shared is not None and time.monotonic() >= self._alone_until:
+        shared = self._shared
+        if shared is not None and time.monotonic() >= self._alone_until:
             try:
                 async with asyncio.timeout(SHARED_TIMEOUT_SECONDS):
-                    wait = await self._take_shared(self._shared, limit, identifier)
-            except (StorageError, OSError, TimeoutError) as error:
-                self._count_alone(error)
+                    wait = await shared.take(limit, identifier)
+            except shared.ERRORS as error:
+                self._count_alone(shared.cause(error))
             else:
                 if self._alone:
                     self._alone = False
@@ -92,17 +102,10 @@ class RateLimits:
                 return wait
         return local.take(identifier)
 
-    @staticmethod
-    async def _take_shared(shared: SharedLimiter, limit: RateLimitItem, identifier: str) -> float:
-        if await shared.hit(limit, identifier):
-            return 0.0
-        return _until((await shared.get_window_stats(limit, identifier)).reset_time)
-
-    def _count_alone(self, error: BaseException) -> None:
+    def _count_alone(self, cause: BaseException) -> None:
         self._alone_until = time.monotonic() + RETRY_SHARED_SECONDS
         if not self._alone:
             self._alone = True
-            cause = error.storage_error if isinstance(error, StorageError) else error
             logger.warning(
                 "rate limits: the Redis of RATE_LIMIT_STORAGE_URL does not answer (%s); this "
                 "process counts alone until it does (limits per process, asking again every %gs)",
@@ -167,32 +170,16 @@ class MovingWindow:
         self._swept = now
 
 
-def _local(limit: RateLimitItem | None) -> MovingWindow | None:
-    return None if limit is None else MovingWindow(limit.amount, limit.get_expiry())
+def _local(limit: Limit | None) -> MovingWindow | None:
+    return None if limit is None else MovingWindow(limit.amount, limit.seconds)
 
 
-def _redis(url: str) -> Any:
-    """The shared storage: no retries and short timeouts, since a request
-    waits for it; errors wrapped as StorageError. Imported here: a worker
-    without RATE_LIMIT_STORAGE_URL never loads the Redis client (memory, start
-    time, and its own dependencies on older Pythons)."""
-    from limits.aio.storage import RedisStorage
-    from redis.asyncio.retry import Retry
-    from redis.backoff import NoBackoff
+def _shared(storage_url: str) -> SharedWindows:
+    """The fleet's windows in the Redis at `storage_url`; imported here, so
+    a worker without RATE_LIMIT_STORAGE_URL never loads `limits` or Redis."""
+    from service.api.shared_rate_limits import SharedWindows
 
-    return RedisStorage(
-        "async+" + url,
-        wrap_exceptions=True,
-        implementation="redispy",
-        key_prefix=REDIS_KEY_PREFIX,
-        socket_connect_timeout=SHARED_TIMEOUT_SECONDS,
-        socket_timeout=SHARED_TIMEOUT_SECONDS,
-        retry=Retry(NoBackoff(), 0),  # type: ignore[arg-type]
-    )
-
-
-def _until(epoch_seconds: float) -> float:
-    return max(0.0, epoch_seconds - time.time())
+    return SharedWindows(storage_url)
 
 
 def retry_after(seconds: float) -> str:

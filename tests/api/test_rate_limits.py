@@ -1,7 +1,11 @@
-"""The settings' rates as the moving windows `limits` counts: whole requests
-in whole seconds, the average kept, bursts as the README says."""
+"""The settings' rates as moving windows (as the `limits` package counts
+them): whole requests in whole seconds, the average kept, bursts as the
+README says."""
 
 from __future__ import annotations
+
+import subprocess
+import sys
 
 import pytest
 
@@ -23,11 +27,35 @@ def test_a_rate_becomes_a_moving_window(
 ) -> None:
     window = moving_window(per_second, burst_seconds, "key")
     assert window is not None
-    assert (window.amount, window.get_expiry()) == (amount, seconds)
+    assert (window.amount, window.seconds) == (amount, seconds)
 
 
 def test_a_rate_of_zero_is_no_limit() -> None:
     assert moving_window(0, 2, "key") is None
+
+
+@pytest.mark.processes
+def test_a_worker_loads_no_package_it_has_no_use_for() -> None:
+    """What a worker imports that it never uses only costs it memory: `limits`
+    and Redis's client without RATE_LIMIT_STORAGE_URL (it counts in its own
+    memory then), and the parts of uvicorn's "standard" extra the service
+    leaves out, which uvicorn imports whenever they are installed: websockets
+    (no WebSocket route) and watchfiles (only for --reload). 3 MiB in all
+    (docs/benchmarks/api.notes.md)."""
+    script = (
+        "import sys\n"
+        "import uvicorn\n"
+        "from uvicorn.protocols.websockets.auto import AutoWebSocketsProtocol\n"
+        "from service.app import create_app\n"
+        "from service.api.rate_limits import RateLimits\n"
+        "RateLimits(100, 30, None)\n"
+        "unused = ('limits', 'redis', 'websockets', 'watchfiles', 'wsproto')\n"
+        "print(sorted(name for name in unused if name in sys.modules))\n"
+    )
+    loaded = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=60, check=True
+    )
+    assert loaded.stdout.strip() == "[]", loaded.stdout + loaded.stderr
 
 
 async def test_a_key_and_an_address_are_counted_apart() -> None:
