@@ -25,9 +25,14 @@ from pydantic import BaseModel, ConfigDict, Field, WithJsonSchema, create_model
 
 
 class Described(BaseModel):
-    """A documented shape: a member it does not name is drift."""
+    """A documented shape: a member it does not name is drift.
 
-    model_config = ConfigDict(extra="forbid")
+    Built only when first used (`defer_build`): a worker never validates an
+    answer against these, so their validators and serializers, and those of
+    the response fields FastAPI makes of them, wait for /openapi.json (0.3 MiB
+    of a worker's memory otherwise)."""
+
+    model_config = ConfigDict(extra="forbid", defer_build=True)
 
 
 # Any JSON object as stored (its limits are those of the request bodies).
