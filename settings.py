@@ -13,7 +13,7 @@ import re
 import ssl
 from pathlib import Path
 from typing import Annotated, Literal
-from urllib.parse import urlsplit
+from urllib.parse import SplitResult, parse_qsl, urlencode, urlsplit
 
 from pydantic import (
     AfterValidator,
@@ -59,6 +59,22 @@ PostgresSeconds = Annotated[
     Field(ge=0, le=_POSTGRES_MAX_SECONDS, allow_inf_nan=False),
     AfterValidator(_whole_milliseconds),
 ]
+# A rate limit's window is at most a day long: a rate below one request a
+# day (but above 0, no limit) makes a window no clock or Redis key can hold.
+_DAY_SECONDS = 86_400
+
+
+def _at_least_one_a_day(per: float) -> AfterValidator:
+    """A rate in requests per `per` seconds: 0, or at least one a day."""
+
+    def check(rate: float) -> float:
+        if 0 < rate < per / _DAY_SECONDS:
+            raise ValueError("must be 0 (no limit) or at least one request a day")
+        return rate
+
+    return AfterValidator(check)
+
+
 # Operator tokens that are examples or demos, never secrets (checked case-insensitively).
 _PLACEHOLDER_WORDS = ("change-me", "changeme", "change_me", "replace-me", "placeholder", "example")
 # Estimated bits of an operator token (length times the entropy of its own
@@ -240,17 +256,19 @@ class Settings(BaseSettings):
         default=10.0,
         description="statement_timeout of the SQL statements of API requests, in seconds (0: none).",
     )
-    rate_limit_per_key: Annotated[float, Field(ge=0, le=1_000_000, allow_inf_nan=False)] = Field(
+    rate_limit_per_key: Annotated[
+        float, Field(ge=0, le=1_000_000, allow_inf_nan=False), _at_least_one_a_day(1)
+    ] = Field(
         default=100.0,
         description="Requests per second one API key (or the operator token) may make to one "
         "worker process, with bursts of twice as many; 0 turns the limit off.",
     )
-    rate_limit_auth_failures: Annotated[float, Field(ge=0, le=1_000_000, allow_inf_nan=False)] = (
-        Field(
-            default=30.0,
-            description="Failed authentications per minute one client address may make to one "
-            "worker process before it is answered 429; 0 turns the limit off.",
-        )
+    rate_limit_auth_failures: Annotated[
+        float, Field(ge=0, le=1_000_000, allow_inf_nan=False), _at_least_one_a_day(60)
+    ] = Field(
+        default=30.0,
+        description="Failed authentications per minute one client address may make to one "
+        "worker process before it is answered 429; 0 turns the limit off.",
     )
     rate_limit_storage_url: SecretStr | None = Field(
         default=None,
@@ -473,6 +491,32 @@ def _redis_url_problem(url: str) -> str | None:
         return "names no host (expected redis://host:port)"
     if parts.path not in ("", "/") and not parts.path[1:].isdecimal():
         return "names a database that is not a number (expected redis://host:port/0)"
+    return _redis_client_problem(parts)
+
+
+def _redis_client_problem(parts: SplitResult) -> str | None:
+    """Why Redis's client would refuse to make a connection of the URL (a
+    query parameter it does not know, or a value it cannot read), or None;
+    nothing is connected. Only the parameters' names are told, never their
+    values. Imported here: only a fleet that shares its rate limits loads
+    the Redis client."""
+    from redis.asyncio import ConnectionPool
+    from redis.exceptions import RedisError
+
+    def refuses(query: str) -> bool:
+        try:
+            pool = ConnectionPool.from_url(parts._replace(query=query).geturl())
+            pool.make_connection()  # type: ignore[no-untyped-call]
+        except (TypeError, ValueError, RedisError):
+            return True
+        return False
+
+    parameters = parse_qsl(parts.query, keep_blank_values=True)
+    refused = sorted({name for name, value in parameters if refuses(urlencode({name: value}))})
+    if refused:
+        return f"has query parameters Redis's client refuses: {', '.join(refused)}"
+    if refuses(parts.query):
+        return "has query parameters Redis's client refuses together"
     return None
 
 

@@ -183,6 +183,31 @@ def test_migration_url_is_separate_when_given() -> None:
         ),
         ("RATE_LIMIT_PER_KEY", "Infinity", "RATE_LIMIT_PER_KEY: Input should be a finite number"),
         (
+            "RATE_LIMIT_PER_KEY",
+            "1e-310",
+            "RATE_LIMIT_PER_KEY: must be 0 (no limit) or at least one request a day",
+        ),
+        (
+            "RATE_LIMIT_AUTH_FAILURES",
+            "0.0005",
+            "RATE_LIMIT_AUTH_FAILURES: must be 0 (no limit) or at least one request a day",
+        ),
+        (
+            "RATE_LIMIT_STORAGE_URL",
+            f"redis://:{SECRET}@cache:6379/0?foo=bar&socket_timeout=1",
+            "RATE_LIMIT_STORAGE_URL: has query parameters Redis's client refuses: foo",
+        ),
+        (
+            "RATE_LIMIT_STORAGE_URL",
+            f"redis://:{SECRET}@cache:6379/0?socket_timeout=abc&db=x",
+            "RATE_LIMIT_STORAGE_URL: has query parameters Redis's client refuses: db, socket_timeout",
+        ),
+        (
+            "RATE_LIMIT_STORAGE_URL",
+            f"rediss://:{SECRET}@cache:6379/0?ssl_cert_reqs=bogus",
+            "RATE_LIMIT_STORAGE_URL: has query parameters Redis's client refuses: ssl_cert_reqs",
+        ),
+        (
             "RATE_LIMIT_AUTH_FAILURES",
             "-5",
             "RATE_LIMIT_AUTH_FAILURES: Input should be greater than or equal to 0",
@@ -259,7 +284,7 @@ def test_a_random_operator_token_is_accepted() -> None:
 
 
 def test_a_redis_url_is_taken_for_the_rate_limits() -> None:
-    url = f"rediss://:{SECRET}@cache.example.test:6380/2"
+    url = f"rediss://:{SECRET}@cache.example.test:6380/2?socket_timeout=2&ssl_cert_reqs=required"
     settings = load_settings(rate_limit_storage_url=f" {url} ")
     assert settings.rate_limit_storage_url is not None
     assert settings.rate_limit_storage_url.get_secret_value() == url
