@@ -8,7 +8,8 @@ W workers in R replicas a key may then make W x R times its limit, and a
 restart forgets.
 With RATE_LIMIT_STORAGE_URL (a Redis server) every process of the fleet counts
 in one place, through the `limits` package's moving window. When that Redis
-does not answer, each process counts on its own again (one warning), and
+does not answer, or fails in any other way, each process counts on its own
+again (one warning), and
 tries Redis again every RETRY_SHARED_SECONDS: a limit always holds, per
 process at worst, and no request fails for it. That shared counting lives in
 service/api/shared_rate_limits.py, imported only when RATE_LIMIT_STORAGE_URL
@@ -94,7 +95,7 @@ class RateLimits:
                 async with asyncio.timeout(SHARED_TIMEOUT_SECONDS):
                     wait = await shared.take(limit, identifier)
             except shared.ERRORS as error:
-                self._count_alone(shared.cause(error))
+                self._count_alone(shared.trouble(error))
             else:
                 if self._alone:
                     self._alone = False
@@ -102,14 +103,14 @@ class RateLimits:
                 return wait
         return local.take(identifier)
 
-    def _count_alone(self, cause: BaseException) -> None:
+    def _count_alone(self, trouble: str) -> None:
         self._alone_until = time.monotonic() + RETRY_SHARED_SECONDS
         if not self._alone:
             self._alone = True
             logger.warning(
-                "rate limits: the Redis of RATE_LIMIT_STORAGE_URL does not answer (%s); this "
-                "process counts alone until it does (limits per process, asking again every %gs)",
-                type(cause).__name__,
+                "rate limits: the Redis of RATE_LIMIT_STORAGE_URL %s; this process counts "
+                "alone until it serves again (limits per process, asking again every %gs)",
+                trouble,
                 RETRY_SHARED_SECONDS,
             )
 

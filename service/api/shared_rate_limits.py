@@ -11,6 +11,7 @@ from typing import Any, ClassVar
 from limits import RateLimitItem, RateLimitItemPerSecond
 from limits.aio.strategies import MovingWindowRateLimiter
 from limits.errors import StorageError
+from redis.exceptions import AuthenticationError, ResponseError
 
 from service.api.rate_limits import SHARED_TIMEOUT_SECONDS, Limit
 
@@ -21,9 +22,11 @@ REDIS_KEY_PREFIX = "platform-service"
 class SharedWindows:
     """One process's door to the fleet's windows."""
 
-    # What a take raises when the Redis does not answer: the caller then
-    # counts in its own process (`cause` gives the error to name).
-    ERRORS: ClassVar[tuple[type[BaseException], ...]] = (StorageError, OSError, TimeoutError)
+    # What a take may raise, on which the caller counts in its own process
+    # (`trouble` says why): any error, since no request fails for the shared
+    # store. What the settings can see (the URL and its query parameters) is
+    # refused at startup instead (settings.py).
+    ERRORS: ClassVar[tuple[type[BaseException], ...]] = (Exception,)
 
     def __init__(self, storage_url: str) -> None:
         self._limiter = MovingWindowRateLimiter(_redis(storage_url))
@@ -43,9 +46,14 @@ class SharedWindows:
         return max(0.0, reset - time.time())
 
     @staticmethod
-    def cause(error: BaseException) -> BaseException:
-        """The error behind one of ERRORS (a storage error wraps Redis's own)."""
-        return error.storage_error if isinstance(error, StorageError) else error
+    def trouble(error: BaseException) -> str:
+        """What went wrong, for the operator: Redis did not answer, or it
+        answered and refused (a wrong password or database), named by the
+        error behind it (a storage error wraps Redis's own)."""
+        cause = error.storage_error if isinstance(error, StorageError) else error
+        if isinstance(cause, (AuthenticationError, ResponseError)):
+            return f"refuses this service's commands ({type(cause).__name__})"
+        return f"does not answer ({type(cause).__name__})"
 
 
 def _redis(url: str) -> Any:

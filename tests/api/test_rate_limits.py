@@ -4,6 +4,7 @@ README says."""
 
 from __future__ import annotations
 
+import logging
 import subprocess
 import sys
 
@@ -56,6 +57,21 @@ def test_a_worker_loads_no_package_it_has_no_use_for() -> None:
         [sys.executable, "-c", script], capture_output=True, text=True, timeout=60, check=True
     )
     assert loaded.stdout.strip() == "[]", loaded.stdout + loaded.stderr
+
+
+async def test_an_error_of_the_shared_stores_client_fails_no_request(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Whatever the shared store's client raises, a request is counted in its
+    own process instead. Here Redis's client fails before connecting, on a
+    query parameter it does not know (a URL the settings refuse at startup:
+    tests/test_settings.py), as it would for every request."""
+    limits = RateLimits(0.01, 1, "redis://127.0.0.1:1/0?unknown=1")
+    with caplog.at_level(logging.WARNING, logger="service.rate_limits"):
+        assert await limits.take_key("k") == 0
+        assert await limits.take_key("k") > 0
+        assert await limits.take_failure("address") == 0
+    assert caplog.text.count("RATE_LIMIT_STORAGE_URL does not answer (TypeError)") == 1
 
 
 async def test_a_key_and_an_address_are_counted_apart() -> None:

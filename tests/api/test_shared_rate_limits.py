@@ -6,6 +6,7 @@ new connections for each request so that every worker takes part."""
 from __future__ import annotations
 
 import collections
+import logging
 from collections.abc import Iterator
 from contextlib import AbstractContextManager
 
@@ -13,6 +14,7 @@ import httpx
 import pytest
 from sqlalchemy.engine import URL
 
+from service.api.rate_limits import RateLimits
 from tests.support.api import create_account_over_http
 from tests.support.processes import ServiceProcess, wait_for
 from tests.support.redis import RedisServer, redis_server
@@ -107,3 +109,18 @@ def test_an_unreachable_redis_leaves_per_process_limits_and_one_warning(
             return bool(server.pids_that_logged(SHARED_AGAIN))
 
         wait_for(shared_again, 60, "a worker counting in Redis again")
+
+
+async def test_a_redis_that_refuses_the_service_is_named_so_and_counted_alone(
+    redis: RedisServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A wrong password (here: one sent to a Redis that has none) is no
+    outage: the warning says Redis refused, and the process counts alone."""
+    password = "not-its-password-7c1e"
+    limits = RateLimits(0.01, 1, f"redis://:{password}@127.0.0.1:{redis.port}/0")
+    with caplog.at_level(logging.WARNING, logger="service.rate_limits"):
+        assert await limits.take_key("k") == 0
+        assert await limits.take_key("k") > 0  # one request in 100 s, in this process
+    assert "refuses this service's commands (AuthenticationError)" in caplog.text
+    assert "does not answer" not in caplog.text
+    assert password not in caplog.text
