@@ -75,6 +75,10 @@ def _at_least_one_a_day(per: float) -> AfterValidator:
     return AfterValidator(check)
 
 
+_Rate = Annotated[float, Field(ge=0, le=1_000_000, allow_inf_nan=False)]
+RatePerSecond = Annotated[_Rate, _at_least_one_a_day(1)]
+RatePerMinute = Annotated[_Rate, _at_least_one_a_day(60)]
+
 # Operator tokens that are examples or demos, never secrets (checked case-insensitively).
 _PLACEHOLDER_WORDS = ("change-me", "changeme", "change_me", "replace-me", "placeholder", "example")
 # Estimated bits of an operator token (length times the entropy of its own
@@ -256,16 +260,12 @@ class Settings(BaseSettings):
         default=10.0,
         description="statement_timeout of the SQL statements of API requests, in seconds (0: none).",
     )
-    rate_limit_per_key: Annotated[
-        float, Field(ge=0, le=1_000_000, allow_inf_nan=False), _at_least_one_a_day(1)
-    ] = Field(
+    rate_limit_per_key: RatePerSecond = Field(
         default=100.0,
         description="Requests per second one API key (or the operator token) may make to one "
         "worker process, with bursts of twice as many; 0 turns the limit off.",
     )
-    rate_limit_auth_failures: Annotated[
-        float, Field(ge=0, le=1_000_000, allow_inf_nan=False), _at_least_one_a_day(60)
-    ] = Field(
+    rate_limit_auth_failures: RatePerMinute = Field(
         default=30.0,
         description="Failed authentications per minute one client address may make to one "
         "worker process before it is answered 429; 0 turns the limit off.",
