@@ -13,7 +13,7 @@ again (one warning), and
 tries Redis again every RETRY_SHARED_SECONDS: a limit always holds, per
 process at worst, and no request fails for it. That shared counting lives in
 service/api/shared_rate_limits.py, imported only when RATE_LIMIT_STORAGE_URL
-is set: `limits` and what it imports cost a worker 1.5 MiB of memory it has
+is set: `limits` and what it imports cost a worker 1.7 MiB of memory it has
 no use for otherwise (docs/benchmarks/api.notes.md).
 """
 
@@ -94,7 +94,10 @@ class RateLimits:
             try:
                 async with asyncio.timeout(SHARED_TIMEOUT_SECONDS):
                     wait = await shared.take(limit, identifier)
-            except shared.ERRORS as error:
+            except Exception as error:
+                # Any error, not only Redis's: no request fails for the shared
+                # store. What the settings can see of its URL is refused at
+                # startup instead (settings.py).
                 self._count_alone(shared.trouble(error))
             else:
                 if self._alone:

@@ -6,7 +6,7 @@ what happens when the Redis does not answer)."""
 from __future__ import annotations
 
 import time
-from typing import Any, ClassVar
+from typing import Any
 
 from limits import RateLimitItem, RateLimitItemPerSecond
 from limits.aio.strategies import MovingWindowRateLimiter
@@ -21,12 +21,6 @@ REDIS_KEY_PREFIX = "platform-service"
 
 class SharedWindows:
     """One process's door to the fleet's windows."""
-
-    # What a take may raise, on which the caller counts in its own process
-    # (`trouble` says why): any error, since no request fails for the shared
-    # store. What the settings can see (the URL and its query parameters) is
-    # refused at startup instead (settings.py).
-    ERRORS: ClassVar[tuple[type[BaseException], ...]] = (Exception,)
 
     def __init__(self, storage_url: str) -> None:
         self._limiter = MovingWindowRateLimiter(_redis(storage_url))
