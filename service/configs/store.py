@@ -142,7 +142,9 @@ _CONFIG_BY_KEY = AccountRead(
 )
 # The config and its ancestors, the root first, at most $3 of them ($1 the
 # config's id, $2 its account: a resolve's chain), each row telling whether
-# the account has the environment $4.
+# the account has the environment $4. Each step up is a lookup by primary
+# key (`LIMIT 1` keeps it a subquery of its own, service/configs/chains.py
+# says why).
 _RESOLVED_CHAIN = AccountRead(
     """
     WITH RECURSIVE chain AS (
@@ -150,7 +152,10 @@ _RESOLVED_CHAIN = AccountRead(
          WHERE id = $1 AND account_id = {account}
         UNION ALL
         SELECT c.id, c.parent_id, c.items, c.environments, chain.level + 1
-          FROM configs AS c JOIN chain ON c.id = chain.parent_id
+          FROM chain CROSS JOIN LATERAL (
+              SELECT id, parent_id, items, environments FROM configs
+               WHERE configs.id = chain.parent_id LIMIT 1
+          ) AS c
          WHERE chain.level < $3
     )
     SELECT id, parent_id, items, environments, level,
