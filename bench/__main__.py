@@ -30,6 +30,7 @@ BENCHMARKS = {
     "protocol": "bench.protocol",
     "shares": "bench.shares",
     "pages": "bench.pages",
+    "memory": "bench.memory",
 }
 
 
