@@ -124,6 +124,26 @@ def tenant_with_configs(port: int) -> tuple[str, str, dict[str, str]]:
     return key, environment_key, {"deepest": str(parents[7])}
 
 
+def service_environment(url: URL) -> dict[str, str]:
+    """The service's settings in the runs: its defaults, with wrk's one key
+    not throttled and its account able to take every create."""
+    return environment(
+        url, OPERATOR_TOKEN=OPERATOR, RATE_LIMIT_PER_KEY="1000000", QUOTA_CONFIGS="100000000"
+    )
+
+
+def measured_tenant(env: dict[str, str], folder: Path) -> tuple[str, dict[str, str]]:
+    """The account the runs read and write (tenant_with_configs, made through a
+    server of its own): its owner's key and each request's path."""
+    setup = Process.uvicorn(APP, env, folder / "setup.log")
+    try:
+        setup.wait_ready()
+        key, environment_key, configs = tenant_with_configs(setup.port)
+    finally:
+        setup.stop()
+    return key, _paths(environment_key, configs["deepest"])
+
+
 def _paths(environment_key: str, config_id: str) -> dict[str, str]:
     return {
         "get one": f"/v1/configs/{config_id}",
@@ -198,16 +218,8 @@ def benchmark(admin: URL, repeat: int) -> dict[str, Any]:
         folder = Path(temporary)
         script = folder / "create.lua"
         script.write_text(CREATE_SCRIPT)
-        env = environment(
-            url, OPERATOR_TOKEN=OPERATOR, RATE_LIMIT_PER_KEY="1000000", QUOTA_CONFIGS="100000000"
-        )
-        setup = Process.uvicorn(APP, env, folder / "setup.log")
-        try:
-            setup.wait_ready()
-            key, environment_key, configs = tenant_with_configs(setup.port)
-        finally:
-            setup.stop()
-        paths = _paths(environment_key, configs["deepest"])
+        env = service_environment(url)
+        key, paths = measured_tenant(env, folder)
         execute(
             admin.set(database=url.database),
             f"ALTER ROLE CURRENT_USER IN DATABASE {url.database} SET statement_timeout = '10s'",

@@ -35,14 +35,13 @@ from typing import Any
 
 from sqlalchemy.engine import URL
 
-from bench.api import OPERATOR, _paths, _wait_verified, tenant_with_configs, wrk
+from bench.api import _wait_verified, measured_tenant, service_environment, wrk
 from bench.harness import (
     PYTHON,
     ROOT,
     Process,
     create_database,
     drop_database,
-    environment,
     migrate,
     process_tree,
     summary,
@@ -141,20 +140,12 @@ def benchmark(admin: URL, repeat: int) -> dict[str, Any]:
     url = create_database(admin)
     migrate(url)
     try:
-        env = environment(
-            url, OPERATOR_TOKEN=OPERATOR, RATE_LIMIT_PER_KEY="1000000", QUOTA_CONFIGS="100000000"
-        )
+        env = service_environment(url)
         imports: dict[str, list[float]] = {label: [] for label in IMPORTS}
         serving: dict[str, dict[str, list[float]]] = {variant: {} for variant in VARIANTS}
         with tempfile.TemporaryDirectory() as temporary:
             folder = Path(temporary)
-            setup = Process.uvicorn(APP, env, folder / "setup.log")
-            try:
-                setup.wait_ready()
-                key, environment_key, configs = tenant_with_configs(setup.port)
-            finally:
-                setup.stop()
-            paths = _paths(environment_key, configs["deepest"])
+            key, paths = measured_tenant(env, folder)
             for run in range(repeat):
                 for label, size in _imports(env).items():
                     imports[label].append(size)
