@@ -515,8 +515,6 @@ def _redis_client_problem(parts: SplitResult) -> str | None:
     refused = sorted({name for name, value in parameters if refuses(urlencode({name: value}))})
     if refused:
         return f"has query parameters Redis's client refuses: {', '.join(refused)}"
-    if refuses(parts.query):
-        return "has query parameters Redis's client refuses together"
     return None
 
 

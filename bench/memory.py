@@ -149,8 +149,8 @@ def benchmark(admin: URL, repeat: int) -> dict[str, Any]:
             for run in range(repeat):
                 for label, size in _imports(env).items():
                     imports[label].append(size)
-                for variant, extra in VARIANTS.items():
-                    log = folder / f"worker-{run}-{len(serving[variant])}.log"
+                for number, (variant, extra) in enumerate(VARIANTS.items()):
+                    log = folder / f"worker-{run}-{number}.log"
                     measured = _serving({**env, **extra}, log, key, paths)
                     for step, value in measured.items():
                         serving[variant].setdefault(step, []).append(value)
