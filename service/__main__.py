@@ -25,6 +25,7 @@ import os
 import signal
 import sys
 from collections.abc import Callable, Coroutine, Iterator, Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from alembic_lockstep import add_commands as add_migration_commands
@@ -42,6 +43,9 @@ EXIT_USAGE = 2
 EXIT_STARTUP_FAILED = 3
 WRITE_HEADS = "python -m service db heads --write"
 DEFAULT_PORT = 8000
+# A worker's resident memory once it is ready, at the least: 84-85 MiB measured
+# (docs/benchmarks/memory.notes.md), less what varies by machine.
+WORKER_MEMORY = 80 << 20
 
 
 def first_account_hint(port: int) -> str:
@@ -151,8 +155,8 @@ def _parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--workers",
-        type=_positive,
-        default=_from_environment("WEB_CONCURRENCY", _positive, 1),
+        type=_workers,
+        default=_from_environment("WEB_CONCURRENCY", _workers, 1),
         help="worker processes (default: WEB_CONCURRENCY, else 1)",
     )
     commands = parser.add_subparsers(dest="command")
@@ -223,6 +227,57 @@ def _positive(text: str) -> int:
     if not (text.isascii() and text.isdigit()) or int(text) < 1:
         raise argparse.ArgumentTypeError(f"{text!r}: must be a whole number, 1 or more")
     return int(text)
+
+
+def _workers(text: str) -> int:
+    """A number of workers the machine's memory can hold: more would be spawned
+    all at once and end in the kernel's out-of-memory killer, taking other
+    processes of the machine with them."""
+    workers = _positive(text)
+    problem = too_many_workers(workers, usable_memory())
+    if problem:
+        raise argparse.ArgumentTypeError(f"{text!r}: {problem}")
+    return workers
+
+
+def too_many_workers(workers: int, memory: int | None) -> str | None:
+    """Why `workers` cannot fit in `memory` bytes, None when they can (or the
+    memory is unknown)."""
+    if memory is None or workers * WORKER_MEMORY <= memory:
+        return None
+    return (
+        f"{workers} workers need at least {_gibibytes(workers * WORKER_MEMORY)} of memory "
+        f"({WORKER_MEMORY >> 20} MiB each, once ready) and this machine gives the service "
+        f"{_gibibytes(memory)}: at most {memory // WORKER_MEMORY} fit"
+    )
+
+
+def usable_memory() -> int | None:
+    """The memory this process may use: the machine's, or its control group's
+    limit when lower (cgroup v2 memory.max, v1 memory.limit_in_bytes); None
+    when the system does not say."""
+    try:
+        limits = [os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")]
+    except (ValueError, OSError):
+        return None
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/self/cgroup").read_text().splitlines():
+            _, controllers, path = line.split(":", 2)
+            if controllers == "":
+                limit = Path(f"/sys/fs/cgroup{path}/memory.max")
+            elif "memory" in controllers.split(","):
+                limit = Path(f"/sys/fs/cgroup/memory{path}/memory.limit_in_bytes")
+            else:
+                continue
+            with contextlib.suppress(OSError):
+                value = limit.read_text().strip()
+                if value.isdigit():
+                    limits.append(int(value))
+    return min(limits)
+
+
+def _gibibytes(size: int) -> str:
+    return f"{size / 2**30:,.1f} GiB"
 
 
 @contextlib.contextmanager

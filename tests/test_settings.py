@@ -346,3 +346,27 @@ def test_the_service_refuses_a_weak_operator_token_at_startup() -> None:
     assert "OPERATOR_TOKEN: has about 118 bits of entropy" in result.stderr
     assert "openssl rand -hex 32" in result.stderr
     assert weak not in result.stdout + result.stderr
+
+
+def test_a_worker_count_the_memory_cannot_hold_is_explained() -> None:
+    from service.__main__ import WORKER_MEMORY, too_many_workers
+
+    gib = 2**30
+    fits = gib // WORKER_MEMORY
+    assert too_many_workers(fits, gib) is None
+    problem = too_many_workers(fits + 1, gib)
+    assert problem is not None
+    assert f"at most {fits} fit" in problem
+    assert "gives the service 1.0 GiB" in problem
+    assert too_many_workers(10**9, None) is None  # a system that does not say
+
+
+def test_the_usable_memory_is_at_most_the_machines() -> None:
+    import os
+
+    from service.__main__ import usable_memory
+
+    physical = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    memory = usable_memory()
+    assert memory is not None
+    assert 0 < memory <= physical

@@ -112,6 +112,20 @@ def test_invalid_arguments_are_refused() -> None:
     assert "must be a whole number, 1 or more" in refused.stderr
 
 
+def test_more_workers_than_the_memory_holds_are_refused_before_anything_starts() -> None:
+    """Spawned at once, they would end in the kernel's out-of-memory killer,
+    which kills other processes of the machine too."""
+    refused = service("--workers", "100000", url=None)
+    assert refused.returncode == 2, refused.stderr
+    assert "'100000': 100000 workers need at least 7,812.5 GiB of memory" in refused.stderr
+    assert "fit" in refused.stderr
+    assert "embedded PostgreSQL" not in refused.stderr  # no database started
+    assert "API:" not in refused.stderr  # nor a server
+    variable = service("db", "status", url=None, WEB_CONCURRENCY="100000")
+    assert variable.returncode == 2, variable.stderr
+    assert "WEB_CONCURRENCY: '100000': 100000 workers need at least" in variable.stderr
+
+
 def test_invalid_port_and_worker_variables_are_refused_by_name() -> None:
     port = service("db", "status", url=None, PORT="http")
     assert port.returncode == 2
