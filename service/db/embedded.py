@@ -23,7 +23,10 @@ Here:
 - while it runs, its URL (password included) is in the file `database-url` of
   the folder, readable by its owner alone: the commands run beside the service
   (`python -m service db status`, `alembic`, `python -m service psql`) find the
-  server through it (`running_server_url`); it is removed when the server stops.
+  server through it (`running_server_url`); it is removed when the server stops,
+  except after the service is killed with SIGKILL: the server then stops on its
+  own (PR_SET_PDEATHSIG) and the file stays until the next start replaces it,
+  unused, since `running_server_url` first checks that a server runs.
 """
 
 from __future__ import annotations

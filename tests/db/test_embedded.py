@@ -13,7 +13,7 @@ from pathlib import Path
 import alembic_lockstep
 import pytest
 
-from service.db.embedded import SYSTEM_USER
+from service.db.embedded import CONNECTION_FILE, SYSTEM_USER, running_server_url
 from tests.support.configs import shared_folder
 from tests.support.embedded import serve
 from tests.support.processes import (
@@ -53,6 +53,10 @@ def test_serves_on_embedded_postgres_and_survives_sigkill(folder: Path, tmp_path
         first.wait()
         # The server follows its parent down instead of lingering as an orphan.
         wait_for(lambda: not process_alive(server), 30, "the orphaned server to stop")
+        # No code of the service ran to remove the connection file: it stays,
+        # and the commands run beside a service see that no server is behind it.
+        assert (folder / "postgres" / CONNECTION_FILE).exists()
+        assert running_server_url(folder / "postgres") is None
     finally:
         first.stop()
 
