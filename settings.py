@@ -108,6 +108,10 @@ def parse_database_url(raw: str) -> URL:
         raise ValueError(
             "is not a valid database URL (expected postgresql+asyncpg://user:password@host:port/database)"
         ) from None
+    except ValueError:  # SQLAlchemy's int() of the port
+        raise ValueError(
+            "has a port that is not a whole number (an IPv6 address goes in brackets: [::1]:5432)"
+        ) from None
     if url.drivername not in _ACCEPTED_SCHEMES:
         raise ValueError(
             f"uses the scheme {url.drivername!r}; expected postgresql+asyncpg:// (or postgresql://)"

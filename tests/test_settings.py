@@ -88,6 +88,17 @@ def test_migration_url_is_separate_when_given() -> None:
         ),
         (
             "DATABASE_URL",
+            f"postgresql://u:{SECRET}@[::1:5432/app",
+            "DATABASE_URL: has a port that is not a whole number (an IPv6 address goes "
+            "in brackets: [::1]:5432)",
+        ),
+        (
+            "DATABASE_URL",
+            f"postgresql://u:{SECRET}@db:http/app",
+            "DATABASE_URL: has a port that is not a whole number",
+        ),
+        (
+            "DATABASE_URL",
             f"postgresql://u:{SECRET}@db:99999/app",
             "DATABASE_URL: has the port 99999, outside 1-65535",
         ),

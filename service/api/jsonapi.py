@@ -12,6 +12,7 @@ from typing import Annotated, Any, Generic, Literal, TypeVar
 from urllib.parse import urlencode
 
 import orjson
+from annotated_types import Ge, Le
 from fastapi import Body, Depends, Query, Request, Response
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 
@@ -44,6 +45,32 @@ def _true_or_false(value: object) -> object:
 # A boolean query parameter: `true` or `false`, nothing else (pydantic would
 # also take yes, on, 1, t, y and their opposites, guessing what was meant).
 QueryBool = Annotated[bool, BeforeValidator(_true_or_false)]
+
+
+def _decimal_digits(value: object) -> object:
+    if isinstance(value, str) and not (value.isascii() and value.isdigit()):
+        raise ValueError("must be a whole number written with the digits 0-9 alone")
+    return value
+
+
+# A whole-number query parameter's check: digits only (pydantic would also take
+# 1.0, +5, " 5" and 5_0, which it reads as 50). Its bounds go before it, as
+# annotated_types' Ge and Le (`Annotated[int, Ge(1), Le(100), DecimalDigits,
+# Query(...)]`): bounds given after it, in Query, would leave /openapi.json
+# without their minimum and maximum.
+DecimalDigits = BeforeValidator(_decimal_digits)
+
+
+def _a_json_number(value: object) -> object:
+    if isinstance(value, bool | str):
+        raise ValueError("must be a JSON number, not a string or a boolean")
+    return value
+
+
+# A whole number in a body: a JSON number (15, or 15.0 as JSON Schema's integer
+# allows), never true or "3", which pydantic would take as 1 and 3. After its
+# bounds, as DecimalDigits.
+JsonNumber = BeforeValidator(_a_json_number)
 
 
 class Strict(BaseModel):
@@ -215,7 +242,9 @@ class Page:
 
 async def page_parameters(
     request: Request,
-    size: Annotated[int, Query(alias="page[size]", ge=1, le=MAX_PAGE_SIZE)] = DEFAULT_PAGE_SIZE,
+    size: Annotated[
+        int, Ge(1), Le(MAX_PAGE_SIZE), DecimalDigits, Query(alias="page[size]")
+    ] = DEFAULT_PAGE_SIZE,
     after: Annotated[
         str | None,
         Query(
@@ -234,7 +263,9 @@ PageQuery = Annotated[Page, Depends(page_parameters)]
 
 async def positioned_page_parameters(
     request: Request,
-    size: Annotated[int, Query(alias="page[size]", ge=1, le=MAX_PAGE_SIZE)] = DEFAULT_PAGE_SIZE,
+    size: Annotated[
+        int, Ge(1), Le(MAX_PAGE_SIZE), DecimalDigits, Query(alias="page[size]")
+    ] = DEFAULT_PAGE_SIZE,
     after: Annotated[
         str | None,
         Query(

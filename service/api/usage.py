@@ -8,12 +8,13 @@ from datetime import date
 from typing import Annotated, Any, Literal
 from urllib.parse import urlencode
 
+from annotated_types import Ge, Le
 from fastapi import Query, Request
 from pydantic import Field
 
 from service.api.dependencies import Database, Viewer
 from service.api.errors import JsonApiResponse
-from service.api.jsonapi import respond
+from service.api.jsonapi import DecimalDigits, respond
 from service.api.limits import NO_NUL
 from service.api.routers import V1_PATH, dialect_router
 from service.api.schemas import Described, JsonApiVersion, PageLinks, PageMeta
@@ -75,8 +76,12 @@ async def list_usage(
     subject: Annotated[
         str | None, Query(alias="filter[subject]", max_length=128, pattern=NO_NUL)
     ] = None,
-    page_number: Annotated[int, Query(alias="page[number]", ge=1, le=1_000_000)] = 1,
-    page_size: Annotated[int, Query(alias="page[size]", ge=1, le=MAX_PAGE_SIZE)] = 100,
+    page_number: Annotated[
+        int, Ge(1), Le(1_000_000), DecimalDigits, Query(alias="page[number]")
+    ] = 1,
+    page_size: Annotated[
+        int, Ge(1), Le(MAX_PAGE_SIZE), DecimalDigits, Query(alias="page[size]")
+    ] = 100,
 ) -> JsonApiResponse:
     found = await counts.daily(
         connection,

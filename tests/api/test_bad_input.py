@@ -105,6 +105,16 @@ CASES: dict[str, tuple[str, str, bytes | None, dict[str, str], int, str]] = {
         "GET", "/v1/environments", None,
         {"page[after]": cursor([5, "00000000-0000-0000-0000-000000000000"])}, 400, "page[after]",
     ),
+    "true as a position": (
+        "POST", "/v1/environments",
+        body("environments", '{"key": "qa", "name": "QA", "position": true}'),
+        {}, 422, "/data/attributes/position",
+    ),
+    "a position written as a string": (
+        "POST", "/v1/environments",
+        body("environments", '{"key": "qa", "name": "QA", "position": "3"}'),
+        {}, 422, "/data/attributes/position",
+    ),
     "1e400 as a position": (
         "POST", "/v1/environments",
         body("environments", '{"key": "qa", "name": "QA", "position": 1e400}'),
@@ -378,6 +388,32 @@ async def test_json_pointers_escape_slashes_and_tildes(client: httpx.AsyncClient
     )
     assert response.status_code == 422
     assert response.json()["errors"][0]["source"]["pointer"] == "/data/attributes/items/a~1b~0c"
+
+
+@pytest.mark.parametrize(
+    ("path", "parameter"),
+    [
+        ("/v1/configs", "page[size]"),
+        ("/v1/environments", "page[size]"),
+        ("/v1/usage", "page[size]"),
+        ("/v1/usage", "page[number]"),
+        ("/api/v1/configs", "page[size]"),
+        ("/api/v1/configs", "page[number]"),
+        ("/api/v1/environments", "page[number]"),
+        ("/api/v1/flags", "page[size]"),
+    ],
+)
+async def test_query_numbers_are_written_in_digits_alone(
+    client: httpx.AsyncClient, path: str, parameter: str
+) -> None:
+    """Not a number pydantic would make of the text: 5_0 is not 50."""
+    tenant = await new_tenant(client)
+    assert (await tenant.call("GET", path, params={parameter: "5"})).status_code == 200
+    for value in ("1.0", "+5", " 5", "5 ", "5_0", "0x5", "5e0", "-1", "", "\u0665"):
+        refused = await tenant.call("GET", path, params={parameter: value})
+        assert refused.status_code == 400, (value, refused.text)
+        (error,) = refused.json()["errors"]
+        assert error["source"] == {"parameter": parameter}, (value, error)
 
 
 @pytest.mark.parametrize("path", ["/api/v1/configs", "/api/v1/environments"])

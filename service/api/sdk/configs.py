@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Annotated, Any
 
+from annotated_types import Ge, Le
 from fastapi import Query, Request, Response
 from pydantic import Field, StrictBool, WithJsonSchema
 from starlette.convertors import StringConvertor, register_url_convertor
@@ -19,7 +20,7 @@ from service.api.answer_budget import list_answer
 from service.api.config_bodies import RESERVED_KEY, Description, Key, Name, TypedItemInput
 from service.api.dependencies import Database, Member, reader_of, reads_by_key
 from service.api.errors import JsonApiResponse
-from service.api.jsonapi import JsonApiBody, QueryBool, Strict, respond, timestamp
+from service.api.jsonapi import DecimalDigits, JsonApiBody, QueryBool, Strict, respond, timestamp
 from service.api.limits import NAMES_WITHOUT_NUL, NO_NUL, ConfigOverrides, Text
 from service.api.quotas import Quotas
 from service.api.routers import SDK_PATH, dialect_router
@@ -112,8 +113,12 @@ def sdk_resource(row: Mapping[Any, Any]) -> dict[str, Any]:
 async def list_configs(
     request: Request,
     sort: Annotated[Sort, Query()] = "key",
-    page_number: Annotated[int, Query(alias="page[number]", ge=1, le=MAX_PAGE_NUMBER)] = 1,
-    page_size: Annotated[int, Query(alias="page[size]", ge=1, le=MAX_PAGE_SIZE)] = MAX_PAGE_SIZE,
+    page_number: Annotated[
+        int, Ge(1), Le(MAX_PAGE_NUMBER), DecimalDigits, Query(alias="page[number]")
+    ] = 1,
+    page_size: Annotated[
+        int, Ge(1), Le(MAX_PAGE_SIZE), DecimalDigits, Query(alias="page[size]")
+    ] = MAX_PAGE_SIZE,
     total: Annotated[QueryBool, Query(alias="meta[total]")] = False,
     parent: Annotated[Key | None, Query(alias="filter[parent]")] = None,
     search: Annotated[

@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Annotated, Any, Literal
 
+from annotated_types import Ge, Le
 from fastapi import Query, Response
 from pydantic import BeforeValidator, StrictBool, WithJsonSchema
 
@@ -20,7 +21,7 @@ from service.api.account_shapes import Color, Name
 from service.api.account_shapes import EnvironmentKey as Key
 from service.api.dependencies import Admin, Database, Viewer
 from service.api.errors import JsonApiResponse
-from service.api.jsonapi import JsonApiBody, QueryBool, Strict, respond, timestamp
+from service.api.jsonapi import DecimalDigits, JsonApiBody, QueryBool, Strict, respond, timestamp
 from service.api.limits import NO_NUL, Text
 from service.api.quotas import Quotas
 from service.api.routers import SDK_PATH, dialect_router
@@ -118,8 +119,12 @@ async def list_environments(
     caller: Viewer,
     connection: Database,
     sort: Annotated[Sort, Query()] = "name",
-    page_number: Annotated[int, Query(alias="page[number]", ge=1, le=MAX_PAGE_NUMBER)] = 1,
-    page_size: Annotated[int, Query(alias="page[size]", ge=1, le=MAX_PAGE_SIZE)] = MAX_PAGE_SIZE,
+    page_number: Annotated[
+        int, Ge(1), Le(MAX_PAGE_NUMBER), DecimalDigits, Query(alias="page[number]")
+    ] = 1,
+    page_size: Annotated[
+        int, Ge(1), Le(MAX_PAGE_SIZE), DecimalDigits, Query(alias="page[size]")
+    ] = MAX_PAGE_SIZE,
     total: Annotated[QueryBool, Query(alias="meta[total]")] = False,
     search: Annotated[
         str | None, Query(alias="filter[search]", max_length=200, pattern=NO_NUL)

@@ -6,11 +6,12 @@ from __future__ import annotations
 
 from typing import Annotated
 
+from annotated_types import Ge, Le
 from pydantic import Field, StrictFloat, StrictInt, StringConstraints
 
 from service.api.dependencies import Database, Viewer
 from service.api.errors import JsonApiResponse
-from service.api.jsonapi import JsonApiBody, Strict, respond
+from service.api.jsonapi import JsonApiBody, JsonNumber, Strict, respond
 from service.api.limits import NO_NUL
 from service.api.routers import SDK_PATH, dialect_router
 from service.api.sdk.schemas import MetricsAccepted
@@ -30,7 +31,7 @@ class MetricAttributes(Strict):
         | Annotated[StrictFloat, Field(ge=0, le=1e12, allow_inf_nan=False)]
     )
     unit: Short | None = None
-    period_seconds: Annotated[int, Field(ge=0, le=86_400)] | None = None
+    period_seconds: Annotated[int, Ge(0), Le(86_400), JsonNumber] | None = None
     dimensions: dict[DimensionName, DimensionValue] = Field(
         default_factory=dict,
         max_length=16,
