@@ -6,8 +6,8 @@ from __future__ import annotations
 import uuid
 from typing import Annotated
 
-from annotated_types import Ge, Le
 from fastapi import Request, Response
+from pydantic import Field
 
 from service.accounts import environments
 from service.api.account_shapes import (
@@ -47,7 +47,7 @@ CONFLICTS = {
         "/data/attributes/key",
     )
 }
-Position = Annotated[int, Ge(0), Le(MAX_POSITION), JsonNumber]
+Position = Annotated[int, Field(ge=0, le=MAX_POSITION), JsonNumber]
 
 
 class EnvironmentCreate(Strict):

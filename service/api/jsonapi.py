@@ -12,7 +12,6 @@ from typing import Annotated, Any, Generic, Literal, TypeVar
 from urllib.parse import urlencode
 
 import orjson
-from annotated_types import Ge, Le
 from fastapi import Body, Depends, Query, Request, Response
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 
@@ -54,10 +53,10 @@ def _decimal_digits(value: object) -> object:
 
 
 # A whole-number query parameter's check: digits only (pydantic would also take
-# 1.0, +5, " 5" and 5_0, which it reads as 50). Its bounds go before it, as
-# annotated_types' Ge and Le (`Annotated[int, Ge(1), Le(100), DecimalDigits,
-# Query(...)]`): bounds given after it, in Query, would leave /openapi.json
-# without their minimum and maximum.
+# 1.0, +5, " 5" and 5_0, which it reads as 50). Its bounds go before it, in a
+# Field (`Annotated[int, Field(ge=1, le=100), DecimalDigits, Query(...)]`):
+# bounds given after it, in Query, would leave /openapi.json without their
+# minimum and maximum.
 DecimalDigits = BeforeValidator(_decimal_digits)
 
 
@@ -243,7 +242,7 @@ class Page:
 async def page_parameters(
     request: Request,
     size: Annotated[
-        int, Ge(1), Le(MAX_PAGE_SIZE), DecimalDigits, Query(alias="page[size]")
+        int, Field(ge=1, le=MAX_PAGE_SIZE), DecimalDigits, Query(alias="page[size]")
     ] = DEFAULT_PAGE_SIZE,
     after: Annotated[
         str | None,
@@ -264,7 +263,7 @@ PageQuery = Annotated[Page, Depends(page_parameters)]
 async def positioned_page_parameters(
     request: Request,
     size: Annotated[
-        int, Ge(1), Le(MAX_PAGE_SIZE), DecimalDigits, Query(alias="page[size]")
+        int, Field(ge=1, le=MAX_PAGE_SIZE), DecimalDigits, Query(alias="page[size]")
     ] = DEFAULT_PAGE_SIZE,
     after: Annotated[
         str | None,

@@ -8,7 +8,6 @@ from datetime import date
 from typing import Annotated, Any, Literal
 from urllib.parse import urlencode
 
-from annotated_types import Ge, Le
 from fastapi import Query, Request
 from pydantic import Field
 
@@ -77,10 +76,10 @@ async def list_usage(
         str | None, Query(alias="filter[subject]", max_length=128, pattern=NO_NUL)
     ] = None,
     page_number: Annotated[
-        int, Ge(1), Le(1_000_000), DecimalDigits, Query(alias="page[number]")
+        int, Field(ge=1, le=1_000_000), DecimalDigits, Query(alias="page[number]")
     ] = 1,
     page_size: Annotated[
-        int, Ge(1), Le(MAX_PAGE_SIZE), DecimalDigits, Query(alias="page[size]")
+        int, Field(ge=1, le=MAX_PAGE_SIZE), DecimalDigits, Query(alias="page[size]")
     ] = 100,
 ) -> JsonApiResponse:
     found = await counts.daily(

@@ -11,7 +11,6 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Annotated, Any
 
-from annotated_types import Ge, Le
 from fastapi import Query, Request, Response
 from pydantic import Field, StrictBool, WithJsonSchema
 from starlette.convertors import StringConvertor, register_url_convertor
@@ -114,10 +113,10 @@ async def list_configs(
     request: Request,
     sort: Annotated[Sort, Query()] = "key",
     page_number: Annotated[
-        int, Ge(1), Le(MAX_PAGE_NUMBER), DecimalDigits, Query(alias="page[number]")
+        int, Field(ge=1, le=MAX_PAGE_NUMBER), DecimalDigits, Query(alias="page[number]")
     ] = 1,
     page_size: Annotated[
-        int, Ge(1), Le(MAX_PAGE_SIZE), DecimalDigits, Query(alias="page[size]")
+        int, Field(ge=1, le=MAX_PAGE_SIZE), DecimalDigits, Query(alias="page[size]")
     ] = MAX_PAGE_SIZE,
     total: Annotated[QueryBool, Query(alias="meta[total]")] = False,
     parent: Annotated[Key | None, Query(alias="filter[parent]")] = None,

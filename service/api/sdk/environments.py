@@ -12,9 +12,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Annotated, Any, Literal
 
-from annotated_types import Ge, Le
 from fastapi import Query, Response
-from pydantic import BeforeValidator, StrictBool, WithJsonSchema
+from pydantic import BeforeValidator, Field, StrictBool, WithJsonSchema
 
 from service.accounts import environments
 from service.api.account_shapes import Color, Name
@@ -120,10 +119,10 @@ async def list_environments(
     connection: Database,
     sort: Annotated[Sort, Query()] = "name",
     page_number: Annotated[
-        int, Ge(1), Le(MAX_PAGE_NUMBER), DecimalDigits, Query(alias="page[number]")
+        int, Field(ge=1, le=MAX_PAGE_NUMBER), DecimalDigits, Query(alias="page[number]")
     ] = 1,
     page_size: Annotated[
-        int, Ge(1), Le(MAX_PAGE_SIZE), DecimalDigits, Query(alias="page[size]")
+        int, Field(ge=1, le=MAX_PAGE_SIZE), DecimalDigits, Query(alias="page[size]")
     ] = MAX_PAGE_SIZE,
     total: Annotated[QueryBool, Query(alias="meta[total]")] = False,
     search: Annotated[

@@ -12,7 +12,6 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Annotated, Any
 
-from annotated_types import Ge, Le
 from fastapi import Query, Request, Response
 from pydantic import Field, StringConstraints, TypeAdapter, ValidationError, WithJsonSchema
 from starlette.convertors import StringConvertor, register_url_convertor
@@ -53,8 +52,10 @@ MAX_DISCOVERED = 1000
 # (allOf: pydantic resolves a bare $ref it did not make and fails.)
 JSON_OBJECT = "#/components/schemas/JsonObject"
 Origin = Annotated[str, StringConstraints(min_length=1, max_length=200, pattern=NO_NUL)]
-PageNumber = Annotated[int, Ge(1), Le(MAX_PAGE_NUMBER), DecimalDigits, Query(alias="page[number]")]
-PageSize = Annotated[int, Ge(1), Le(MAX_PAGE_SIZE), DecimalDigits, Query(alias="page[size]")]
+PageNumber = Annotated[
+    int, Field(ge=1, le=MAX_PAGE_NUMBER), DecimalDigits, Query(alias="page[number]")
+]
+PageSize = Annotated[int, Field(ge=1, le=MAX_PAGE_SIZE), DecimalDigits, Query(alias="page[size]")]
 Total = Annotated[QueryBool, Query(alias="meta[total]")]
 
 

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from annotated_types import Ge, Le
 from pydantic import Field, StrictFloat, StrictInt, StringConstraints
 
 from service.api.dependencies import Database, Viewer
@@ -31,7 +30,7 @@ class MetricAttributes(Strict):
         | Annotated[StrictFloat, Field(ge=0, le=1e12, allow_inf_nan=False)]
     )
     unit: Short | None = None
-    period_seconds: Annotated[int, Ge(0), Le(86_400), JsonNumber] | None = None
+    period_seconds: Annotated[int, Field(ge=0, le=86_400), JsonNumber] | None = None
     dimensions: dict[DimensionName, DimensionValue] = Field(
         default_factory=dict,
         max_length=16,
