@@ -271,7 +271,7 @@ def usable_memory() -> int | None:
                 continue
             with contextlib.suppress(OSError):
                 value = limit.read_text().strip()
-                if value.isdigit():
+                if value.isascii() and value.isdigit():
                     limits.append(int(value))
     return min(limits)
 

@@ -19,12 +19,18 @@ from service.api.answer_budget import list_answer
 from service.api.config_bodies import RESERVED_KEY, Description, Key, Name, TypedItemInput
 from service.api.dependencies import Database, Member, reader_of, reads_by_key
 from service.api.errors import JsonApiResponse
-from service.api.jsonapi import DecimalDigits, JsonApiBody, QueryBool, Strict, respond, timestamp
+from service.api.jsonapi import JsonApiBody, QueryBool, Strict, respond, timestamp
 from service.api.limits import NAMES_WITHOUT_NUL, NO_NUL, ConfigOverrides, Text
 from service.api.quotas import Quotas
 from service.api.routers import SDK_PATH, dialect_router
 from service.api.sdk import schemas
-from service.api.sdk.pages import MAX_PAGE_NUMBER, MAX_PAGE_SIZE, key_of, numbered
+from service.api.sdk.pages import (
+    MAX_PAGE_SIZE,
+    PageNumber,
+    PageSize,
+    key_of,
+    numbered,
+)
 from service.configs import store
 from service.configs.items import typed_items
 from service.configs.store import ConfigWrite, Dialect, Filters, Sort
@@ -112,12 +118,8 @@ def sdk_resource(row: Mapping[Any, Any]) -> dict[str, Any]:
 async def list_configs(
     request: Request,
     sort: Annotated[Sort, Query()] = "key",
-    page_number: Annotated[
-        int, Field(ge=1, le=MAX_PAGE_NUMBER), DecimalDigits, Query(alias="page[number]")
-    ] = 1,
-    page_size: Annotated[
-        int, Field(ge=1, le=MAX_PAGE_SIZE), DecimalDigits, Query(alias="page[size]")
-    ] = MAX_PAGE_SIZE,
+    page_number: PageNumber = 1,
+    page_size: PageSize = MAX_PAGE_SIZE,
     total: Annotated[QueryBool, Query(alias="meta[total]")] = False,
     parent: Annotated[Key | None, Query(alias="filter[parent]")] = None,
     search: Annotated[

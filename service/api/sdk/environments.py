@@ -13,19 +13,26 @@ from collections.abc import Mapping
 from typing import Annotated, Any, Literal
 
 from fastapi import Query, Response
-from pydantic import BeforeValidator, Field, StrictBool, WithJsonSchema
+from pydantic import BeforeValidator, StrictBool, WithJsonSchema
 
 from service.accounts import environments
 from service.api.account_shapes import Color, Name
 from service.api.account_shapes import EnvironmentKey as Key
 from service.api.dependencies import Admin, Database, Viewer
 from service.api.errors import JsonApiResponse
-from service.api.jsonapi import DecimalDigits, JsonApiBody, QueryBool, Strict, respond, timestamp
+from service.api.jsonapi import JsonApiBody, QueryBool, Strict, respond, timestamp
 from service.api.limits import NO_NUL, Text
 from service.api.quotas import Quotas
 from service.api.routers import SDK_PATH, dialect_router
 from service.api.sdk import schemas
-from service.api.sdk.pages import MAX_PAGE_NUMBER, MAX_PAGE_SIZE, key_of, page_of, pagination
+from service.api.sdk.pages import (
+    MAX_PAGE_SIZE,
+    PageNumber,
+    PageSize,
+    key_of,
+    page_of,
+    pagination,
+)
 from service.configs.events import MANY_CHANGED, announce
 
 router = dialect_router(SDK_PATH, "/environments", tags=["environments (smplkit SDK)"])
@@ -118,12 +125,8 @@ async def list_environments(
     caller: Viewer,
     connection: Database,
     sort: Annotated[Sort, Query()] = "name",
-    page_number: Annotated[
-        int, Field(ge=1, le=MAX_PAGE_NUMBER), DecimalDigits, Query(alias="page[number]")
-    ] = 1,
-    page_size: Annotated[
-        int, Field(ge=1, le=MAX_PAGE_SIZE), DecimalDigits, Query(alias="page[size]")
-    ] = MAX_PAGE_SIZE,
+    page_number: PageNumber = 1,
+    page_size: PageSize = MAX_PAGE_SIZE,
     total: Annotated[QueryBool, Query(alias="meta[total]")] = False,
     search: Annotated[
         str | None, Query(alias="filter[search]", max_length=200, pattern=NO_NUL)

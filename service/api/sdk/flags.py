@@ -19,13 +19,14 @@ from starlette.convertors import StringConvertor, register_url_convertor
 from service.api.dependencies import Database, Member, Viewer, reader_of, reads_by_key
 from service.api.errors import JsonApiResponse
 from service.api.flag_bodies import RESERVED_KEY, FlagAttributes, Key, TypeName
-from service.api.jsonapi import DecimalDigits, JsonApiBody, QueryBool, Strict, respond, timestamp
+from service.api.jsonapi import JsonApiBody, QueryBool, Strict, respond, timestamp
 from service.api.limits import NO_NUL, JsonValue, Text
 from service.api.routers import SDK_PATH, dialect_router
 from service.api.sdk import schemas
 from service.api.sdk.pages import (
-    MAX_PAGE_NUMBER,
     MAX_PAGE_SIZE,
+    PageNumber,
+    PageSize,
     key_of,
     numbered,
     page_of,
@@ -52,10 +53,6 @@ MAX_DISCOVERED = 1000
 # (allOf: pydantic resolves a bare $ref it did not make and fails.)
 JSON_OBJECT = "#/components/schemas/JsonObject"
 Origin = Annotated[str, StringConstraints(min_length=1, max_length=200, pattern=NO_NUL)]
-PageNumber = Annotated[
-    int, Field(ge=1, le=MAX_PAGE_NUMBER), DecimalDigits, Query(alias="page[number]")
-]
-PageSize = Annotated[int, Field(ge=1, le=MAX_PAGE_SIZE), DecimalDigits, Query(alias="page[size]")]
 Total = Annotated[QueryBool, Query(alias="meta[total]")]
 
 

@@ -6,16 +6,24 @@ imports another."""
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import Annotated, Any
 
+from fastapi import Query
+from pydantic import Field
 from sqlalchemy import RowMapping, Select, func, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from service.api.errors import Conflict
+from service.api.jsonapi import DecimalDigits
 
 MAX_PAGE_SIZE = 1000
 # Beyond this a page number is no list a client pages through.
 MAX_PAGE_NUMBER = 1_000_000
+# The SDK dialect's page parameters (its default page size: MAX_PAGE_SIZE).
+PageNumber = Annotated[
+    int, Field(ge=1, le=MAX_PAGE_NUMBER), DecimalDigits, Query(alias="page[number]")
+]
+PageSize = Annotated[int, Field(ge=1, le=MAX_PAGE_SIZE), DecimalDigits, Query(alias="page[size]")]
 
 
 async def page_of(
